@@ -1,0 +1,313 @@
+"""Buffers, pipelines and command recording on one device.
+
+Owns: the buffer pool, the pipeline cache keyed by (kernel, entry, element type, constants), and the command
+encoder that collects every dispatch until the host needs a result. Ops call `dispatch`; nothing is submitted
+until `flush` (a read-back flushes first), so a whole training step is one submit. Kernel parameters of all
+dispatches in a submit live in one uniform arena written once per submit and bound with dynamic offsets, so bind
+groups stay cacheable. Must not import `rl`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+import wgpu
+
+import kernels
+from engine.device import Device
+
+_STORAGE_USAGE = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_SRC | wgpu.BufferUsage.COPY_DST
+_PARAMS_ARENA_BYTES = 1 << 20
+# Each dispatch's Params get one slot; 256 B is the largest uniform offset alignment WebGPU allows.
+_PARAMS_SLOT_BYTES = 256
+_BIND_GROUP_CACHE = 4096
+
+
+class KernelError(RuntimeError):
+    """wgpu rejected a kernel, its bindings or its dispatch; the message names the kernel and the shapes."""
+
+
+class Block:
+    """One pooled GPU buffer. `epoch` is the last submit that may still touch it."""
+
+    __slots__ = ("buffer", "nbytes", "epoch")
+
+    def __init__(self, buffer: wgpu.GPUBuffer, nbytes: int):
+        self.buffer, self.nbytes, self.epoch = buffer, nbytes, -1
+
+
+class Bindable(Protocol):
+    def binding(self) -> tuple[Block, int, int]:
+        """(block, byte offset, byte size) of the data to bind."""
+
+
+@dataclass
+class RuntimeStats:
+    dispatches: int = 0
+    submits: int = 0
+    readbacks: int = 0
+    pipelines: int = 0
+    buffers_created: int = 0
+    buffers_reused: int = 0
+
+
+def _size_class(nbytes: int) -> int:
+    """Round up so that similar sizes share free lists: to 256 B, then to one of 8 steps per power of two."""
+    nbytes = max(256, (nbytes + 255) & ~255)
+    step = max(256, 1 << (nbytes.bit_length() - 4))
+    return (nbytes + step - 1) // step * step
+
+
+class BufferPool:
+    """Free lists of storage buffers by size class. Buffers are never destroyed while the pool lives."""
+
+    def __init__(self, device: wgpu.GPUDevice, stats: RuntimeStats):
+        self._device, self._stats = device, stats
+        self._free: dict[int, list[Block]] = {}
+        self.bytes_held = 0
+
+    def acquire(self, nbytes: int, *, writable_before: int | None = None) -> Block:
+        """A block of at least `nbytes`. With `writable_before=epoch`, only a block no pending command uses.
+
+        The host's `queue.write_buffer` lands before the commands still being recorded, so a block the current
+        recording reads or writes must not receive host data.
+        """
+        size = _size_class(nbytes)
+        free = self._free.get(size, [])
+        for i in range(len(free) - 1, -1, -1):
+            if writable_before is None or free[i].epoch < writable_before:
+                self._stats.buffers_reused += 1
+                return free.pop(i)
+        buffer = self._device.create_buffer(size=size, usage=_STORAGE_USAGE)
+        self._stats.buffers_created += 1
+        self.bytes_held += size
+        return Block(buffer, size)
+
+    def release(self, block: Block) -> None:
+        self._free.setdefault(block.nbytes, []).append(block)
+
+
+class Runtime:
+    """Records dispatches on one device and submits them together."""
+
+    def __init__(self, device: Device):
+        self.device = device
+        self._wgpu = device.wgpu
+        self.stats = RuntimeStats()
+        self.pool = BufferPool(self._wgpu, self.stats)
+        self.epoch = 0  # number of the submit now being recorded
+        self._pipelines: dict[tuple, tuple] = {}
+        self._bind_groups: OrderedDict[tuple, wgpu.GPUBindGroup] = OrderedDict()
+        self._params_buffer = self._wgpu.create_buffer(
+            size=_PARAMS_ARENA_BYTES, usage=wgpu.BufferUsage.UNIFORM | wgpu.BufferUsage.COPY_DST | wgpu.BufferUsage.COPY_SRC
+        )
+        self._params = bytearray()
+        self._encoder: wgpu.GPUCommandEncoder | None = None
+        self._pass: wgpu.GPUComputePassEncoder | None = None
+        self._recorded: list[str] = []  # what this submit holds, for error messages
+
+    # ---------------------------------------------------------------- pipelines
+
+    def pipeline(self, kernel: str, entry: str, elem: str = "f32", constants: dict | None = None):
+        """(pipeline, bind group layout, bindings) for one entry point, built once."""
+        constants = dict(sorted((constants or {}).items()))
+        key = (kernel, entry, elem, tuple(constants.items()))
+        if key not in self._pipelines:
+            if elem == "f16" and not self.device.has_f16:
+                raise ValueError(f"{kernel}.{entry}: f16 needs the shader-f16 feature, which {self.device.name} lacks")
+            source = kernels.load(kernel, elem)
+            bindings = source.bindings(entry)
+            if any(b.group != 0 for b in bindings):
+                raise KernelError(f"{kernel}.{entry}: only bind group 0 is supported")
+            layout_entries = [
+                {
+                    "binding": b.binding,
+                    "visibility": wgpu.ShaderStage.COMPUTE,
+                    "buffer": {
+                        "type": {
+                            "uniform": wgpu.BufferBindingType.uniform,
+                            "read": wgpu.BufferBindingType.read_only_storage,
+                            "read_write": wgpu.BufferBindingType.storage,
+                        }[b.kind],
+                        "has_dynamic_offset": b.kind == "uniform",
+                    },
+                }
+                for b in bindings
+            ]
+            try:
+                module = self._wgpu.create_shader_module(label=f"{kernel}[{elem}]", code=source.code)
+                group_layout = self._wgpu.create_bind_group_layout(label=f"{kernel}.{entry}", entries=layout_entries)
+                layout = self._wgpu.create_pipeline_layout(bind_group_layouts=[group_layout])
+                stage = {"module": module, "entry_point": entry}
+                if constants:
+                    stage["constants"] = constants
+                pipeline = self._wgpu.create_compute_pipeline(label=f"{kernel}.{entry}", layout=layout, compute=stage)
+            except Exception as error:  # wgpu reports shader and layout problems as several exception types
+                raise KernelError(f"building {kernel}.{entry} ({elem}, constants {constants}) failed: {error}") from error
+            self._pipelines[key] = (pipeline, group_layout, bindings)
+            self.stats.pipelines += 1
+        return self._pipelines[key]
+
+    # ---------------------------------------------------------------- recording
+
+    def dispatch(
+        self,
+        kernel: str,
+        entry: str,
+        buffers: Sequence[Bindable],
+        grid: tuple[int, ...],
+        params: bytes = b"",
+        *,
+        elem: str = "f32",
+        constants: dict | None = None,
+        shapes: str = "",
+    ) -> None:
+        """Record one dispatch. `buffers` fill the entry's storage bindings in binding order; `params` (the
+        bytes of the WGSL `Params` struct) fills its uniform binding."""
+        pipeline, group_layout, bindings = self.pipeline(kernel, entry, elem, constants)
+        what = f"{kernel}.{entry}({shapes})" if shapes else f"{kernel}.{entry}"
+        storage = [b for b in bindings if b.kind != "uniform"]
+        if len(buffers) != len(storage):
+            raise KernelError(f"{what} binds {[b.name for b in storage]} but got {len(buffers)} buffers")
+        grid = tuple(int(g) for g in grid) + (1,) * (3 - len(grid))
+        max_groups = self.device.limits.get("max-compute-workgroups-per-dimension", 65535)
+        if max(grid) > max_groups or min(grid) < 0:
+            raise ValueError(f"{what}: grid {grid} exceeds the adapter's {max_groups} workgroups per dimension")
+        if min(grid) == 0:
+            return  # an empty tensor: nothing to compute
+        slices = []
+        for binding, item in zip(storage, buffers):
+            block, offset, nbytes = item.binding()
+            nbytes = max(4, (nbytes + 3) & ~3)  # bindings are sized in whole 32-bit words
+            if nbytes > self.device.max_binding_bytes:
+                raise ValueError(
+                    f"{what}: binding {binding.name!r} needs {nbytes} bytes, over this adapter's "
+                    f"max_storage_buffer_binding_size of {self.device.max_binding_bytes} bytes"
+                )
+            block.epoch = self.epoch
+            slices.append((binding.binding, block.buffer, offset, min(nbytes, block.nbytes - offset)))
+        if len(params) > _PARAMS_SLOT_BYTES:
+            raise KernelError(f"{what}: params of {len(params)} bytes exceed the {_PARAMS_SLOT_BYTES}-byte slot")
+        if len(self._params) + _PARAMS_SLOT_BYTES > _PARAMS_ARENA_BYTES:
+            self.flush()
+        params_offset = len(self._params)
+        self._params += params + bytes(_PARAMS_SLOT_BYTES - len(params))
+
+        uniform = [b for b in bindings if b.kind == "uniform"]
+        bind_group = self._bind_group(group_layout, uniform, slices)
+        compute_pass = self._compute_pass()
+        try:
+            compute_pass.set_pipeline(pipeline)
+            compute_pass.set_bind_group(0, bind_group, [params_offset] if uniform else [])
+            compute_pass.dispatch_workgroups(*grid)
+        except Exception as error:
+            raise KernelError(f"recording {what} with grid {grid} failed: {error}") from error
+        self.stats.dispatches += 1
+        self._recorded.append(what)
+
+    def _bind_group(self, group_layout, uniform, slices) -> wgpu.GPUBindGroup:
+        key = (id(group_layout), tuple((n, id(buf), off, size) for n, buf, off, size in slices))
+        cached = self._bind_groups.get(key)
+        if cached is not None:
+            self._bind_groups.move_to_end(key)
+            return cached[0]
+        entries = [
+            {"binding": u.binding, "resource": {"buffer": self._params_buffer, "offset": 0, "size": _PARAMS_SLOT_BYTES}}
+            for u in uniform
+        ]
+        entries += [{"binding": n, "resource": {"buffer": buf, "offset": off, "size": size}} for n, buf, off, size in slices]
+        bind_group = self._wgpu.create_bind_group(layout=group_layout, entries=entries)
+        # The cached value holds the layout and buffers, so the ids in its key stay theirs.
+        self._bind_groups[key] = (bind_group, group_layout, [s[1] for s in slices])
+        if len(self._bind_groups) > _BIND_GROUP_CACHE:
+            self._bind_groups.popitem(last=False)
+        return bind_group
+
+    def _command_encoder(self) -> wgpu.GPUCommandEncoder:
+        if self._encoder is None:
+            self._encoder = self._wgpu.create_command_encoder(label=f"wgrpo submit {self.epoch}")
+        return self._encoder
+
+    def _compute_pass(self, timestamp_writes: dict | None = None) -> wgpu.GPUComputePassEncoder:
+        if self._pass is None or timestamp_writes is not None:
+            self._end_pass()
+            kwargs = {"timestamp_writes": timestamp_writes} if timestamp_writes else {}
+            self._pass = self._command_encoder().begin_compute_pass(**kwargs)
+        return self._pass
+
+    def _end_pass(self) -> None:
+        if self._pass is not None:
+            self._pass.end()
+            self._pass = None
+
+    @contextlib.contextmanager
+    def timed_pass(self, query_set: wgpu.GPUQuerySet, begin_index: int, end_index: int):
+        """Dispatches recorded inside go into one compute pass whose start and end write GPU timestamps."""
+        self._compute_pass({"query_set": query_set, "beginning_of_pass_write_index": begin_index,
+                            "end_of_pass_write_index": end_index})
+        try:
+            yield
+        finally:
+            self._end_pass()
+
+    def encoder(self) -> wgpu.GPUCommandEncoder:
+        """The open command encoder, for commands outside compute passes (copies, query resolves)."""
+        self._end_pass()
+        return self._command_encoder()
+
+    def copy(self, source: Bindable, destination: Bindable) -> None:
+        """Record a buffer-to-buffer copy of `source`'s bytes."""
+        src, src_offset, nbytes = source.binding()
+        dst, dst_offset, dst_bytes = destination.binding()
+        if dst_bytes < nbytes:
+            raise ValueError(f"copy of {nbytes} bytes into a destination of {dst_bytes} bytes")
+        src.epoch = dst.epoch = self.epoch
+        self.encoder().copy_buffer_to_buffer(src.buffer, src_offset, dst.buffer, dst_offset, (nbytes + 3) & ~3)
+
+    # ---------------------------------------------------------------- submit and host transfers
+
+    def flush(self) -> None:
+        """Submit everything recorded so far, in one command buffer."""
+        if self._encoder is None:
+            return
+        self._end_pass()
+        recorded, self._recorded = self._recorded, []
+        try:
+            if self._params:
+                self._wgpu.queue.write_buffer(self._params_buffer, 0, bytes(self._params))
+            self._wgpu.queue.submit([self._encoder.finish()])
+        except Exception as error:
+            tail = ", ".join(recorded[-5:])
+            raise KernelError(f"submitting {len(recorded)} dispatches failed (the last: {tail}): {error}") from error
+        finally:
+            self._encoder = None
+            self._params = bytearray()
+            self.epoch += 1
+        self.stats.submits += 1
+
+    def upload(self, data: bytes | memoryview) -> Block:
+        """A block holding `data`, written by the queue before the next submit's commands."""
+        nbytes = len(memoryview(data).cast("B"))
+        block = self.pool.acquire(nbytes, writable_before=self.epoch)
+        if nbytes:
+            padded = bytes(data) + bytes(-nbytes % 4)
+            self._wgpu.queue.write_buffer(block.buffer, 0, padded)
+        return block
+
+    def read(self, block: Block, offset: int, nbytes: int) -> memoryview:
+        """Flush, then copy `nbytes` at `offset` of `block` back to the host."""
+        self.flush()
+        self.stats.readbacks += 1
+        if nbytes == 0:
+            return memoryview(b"")
+        padded = (nbytes + 3) & ~3
+        data = self._wgpu.queue.read_buffer(block.buffer, offset, padded)
+        return memoryview(data).cast("B")[:nbytes]
+
+    def synchronize(self) -> None:
+        """Wait until the GPU has finished all submitted work (a 4-byte read-back: see DESIGN.md)."""
+        self.flush()
+        self._wgpu.queue.read_buffer(self._params_buffer, 0, 4)

@@ -1,0 +1,1 @@
+"""GRPO over the engine: tasks, rewards, sandbox, rollout, advantages, loss, trainer. Never imports wgpu."""

@@ -1,0 +1,1 @@
+"""The `wgrpo` command line and the benchmarks."""
