@@ -1,0 +1,76 @@
+"""Adapter choice, on made-up adapter lists (no GPU needed) and on the real one."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from engine.device import ENV_VAR, AdapterSummary, NoAdapterError, choose_adapter
+
+
+def fake(index, name, backend, adapter_type):
+    return AdapterSummary(index, name, backend, adapter_type, "driver", {}, {}, adapter=None)
+
+
+ADAPTERS = [
+    fake(0, "llvmpipe (LLVM 15.0.6, 256 bits)", "OpenGL", "CPU"),
+    fake(1, "llvmpipe (LLVM 15.0.6, 256 bits)", "Vulkan", "CPU"),
+    fake(2, "Intel(R) UHD Graphics 620", "Vulkan", "IntegratedGPU"),
+    fake(3, "AMD Radeon RX 7900 XTX", "Vulkan", "DiscreteGPU"),
+    fake(4, "AMD Radeon RX 7900 XTX", "OpenGL", "DiscreteGPU"),
+]
+
+
+@pytest.fixture(autouse=True)
+def no_env(monkeypatch):
+    monkeypatch.delenv(ENV_VAR, raising=False)
+
+
+def test_default_prefers_discrete_hardware_on_the_best_backend():
+    assert choose_adapter(None, ADAPTERS).index == 3
+
+
+@pytest.mark.parametrize("spec, index", [("vulkan", 3), ("gl", 4), ("cpu", 1), ("intel", 2), ("UHD", 2), ("0", 0),
+                                         ("radeon", 3)])
+def test_spec_selects(spec, index):
+    assert choose_adapter(spec, ADAPTERS).index == index
+
+
+def test_env_var_selects(monkeypatch):
+    monkeypatch.setenv(ENV_VAR, "cpu")
+    assert choose_adapter(None, ADAPTERS).index == 1
+
+
+def test_explicit_spec_beats_env_var(monkeypatch):
+    monkeypatch.setenv(ENV_VAR, "cpu")
+    assert choose_adapter("intel", ADAPTERS).index == 2
+
+
+def test_unknown_spec_names_itself_and_lists_adapters():
+    with pytest.raises(NoAdapterError, match=r"metal.*Adapters found: \[0\] llvmpipe"):
+        choose_adapter("metal", ADAPTERS)
+
+
+def test_env_var_mismatch_names_the_variable(monkeypatch):
+    monkeypatch.setenv(ENV_VAR, "nvidia")
+    with pytest.raises(NoAdapterError, match=r"\$WGRPO_DEVICE='nvidia'"):
+        choose_adapter(None, ADAPTERS)
+
+
+def test_no_adapter_says_what_to_install():
+    with pytest.raises(NoAdapterError, match="mesa-vulkan-drivers"):
+        choose_adapter(None, [])
+
+
+def test_import_creates_no_device():
+    code = "import engine, engine.device as d; assert not d._devices, d._devices; print('lazy')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "lazy"
+
+
+def test_real_device_reports_features_and_limits(device):
+    assert device.max_binding_bytes >= 1 << 20
+    assert set(device.features) <= {"shader-f16", "subgroup", "timestamp-query"}
+    assert device.runtime is device.runtime  # one runtime per device

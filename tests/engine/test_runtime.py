@@ -1,0 +1,89 @@
+"""The runtime: one submit per step, caches, pool reuse, hazards and error messages."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine import KernelError, Tensor, ops
+from engine.runtime import _size_class
+
+
+def test_200_dispatches_cost_one_submit(device):
+    runtime = device.runtime
+    runtime.flush()
+    x = Tensor.from_numpy(np.ones(37, np.float32), device)
+    before = runtime.stats.submits, runtime.stats.dispatches
+    for _ in range(200):
+        x = ops.affine(x, 1.0, 1.0)
+    assert runtime.stats.submits == before[0], "recording must not submit"
+    result = x.numpy()
+    assert runtime.stats.submits == before[0] + 1
+    assert runtime.stats.dispatches == before[1] + 200
+    np.testing.assert_array_equal(result, np.full(37, 201, np.float32))
+
+
+def test_pipelines_are_built_once(device):
+    x = Tensor.from_numpy(np.ones(5, np.float32), device)
+    ops.silu(x)
+    built = device.runtime.stats.pipelines
+    for _ in range(3):
+        ops.silu(x)
+    assert device.runtime.stats.pipelines == built
+
+
+def test_pool_reuses_freed_buffers(device):
+    runtime = device.runtime
+    Tensor.empty((1000,), np.float32, device)  # freed at once
+    created = runtime.stats.buffers_created
+    for _ in range(5):
+        Tensor.empty((1000,), np.float32, device)
+    assert runtime.stats.buffers_created == created
+
+
+def test_size_classes_are_close_fits():
+    for n in [1, 255, 256, 257, 1000, 4096, 10_000, 1_000_003, 50_000_000]:
+        size = _size_class(n)
+        assert size >= n and size % 256 == 0
+        assert size <= max(256, n * 1.2 + 256)
+
+
+def test_upload_never_overwrites_data_a_pending_dispatch_reads(device):
+    a = np.arange(1000, dtype=np.float32)
+    x = Tensor.from_numpy(a, device)
+    y = ops.affine(x, 2.0)  # recorded, not yet run
+    del x  # its buffer goes back to the pool while the dispatch still reads it
+    z = Tensor.from_numpy(np.full(1000, -7, np.float32), device)
+    np.testing.assert_array_equal(y.numpy(), 2 * a)
+    np.testing.assert_array_equal(z.numpy(), np.full(1000, -7, np.float32))
+
+
+def test_reshape_shares_data(device, rng):
+    a = rng.standard_normal((6, 4)).astype(np.float32)
+    t = Tensor.from_numpy(a, device)
+    np.testing.assert_array_equal(t.reshape(3, -1).numpy(), a.reshape(3, 8))
+    with pytest.raises(ValueError, match=r"\(6, 4\) has 24 elements"):
+        t.reshape(5, 5)
+
+
+def test_wrong_buffer_count_names_the_kernel(device):
+    x = Tensor.from_numpy(np.ones(4, np.float32), device)
+    with pytest.raises(KernelError, match=r"elementwise\.silu_naive.*binds \['x', 'y'\]"):
+        device.runtime.dispatch("elementwise", "silu_naive", [x], (1,))
+
+
+def test_unknown_entry_names_the_family(device):
+    with pytest.raises(ValueError, match="no entry point 'nope'"):
+        device.runtime.pipeline("elementwise", "nope")
+
+
+def test_tensor_over_the_binding_limit_is_refused_with_the_limit(device):
+    elements = device.max_binding_bytes // 4 + 1
+    with pytest.raises(ValueError, match=r"max_storage_buffer_binding_size of \d+ bytes"):
+        Tensor.empty((elements,), np.float32, device)
+
+
+def test_grid_over_the_workgroup_limit_is_refused(device):
+    x = Tensor.from_numpy(np.ones(4, np.float32), device)
+    with pytest.raises(ValueError, match="workgroups per dimension"):
+        device.runtime.dispatch("elementwise", "silu_naive", [x, x], (10**6,))

@@ -1,0 +1,88 @@
+"""Elementwise kernels against numpy on awkward shapes, f32 and f16."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine import Tensor, ops
+from tests.tolerances import assert_close
+
+SHAPES = [(1,), (7,), (13, 17), (3, 5, 257), (2, 1, 3, 1, 5, 2), (1000, 3)]
+BROADCASTS = [((7,), (1,)), ((13, 17), (17,)), ((13, 1), (1, 17)), ((3, 1, 5), (4, 5)), ((2, 3, 4), (2, 1, 4)),
+              ((1,), (3, 5, 257))]
+
+
+def gelu_tanh(x):
+    return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+
+
+UNARY = {
+    "silu": (ops.silu, lambda x: x / (1 + np.exp(-x))),
+    "gelu": (ops.gelu, gelu_tanh),
+    "exp": (ops.exp, np.exp),
+    "scale": (lambda t: ops.scale(t, -2.5), lambda x: -2.5 * x),
+}
+
+
+def elems(device):
+    return ["f32", "f16"] if device.has_f16 else ["f32"]
+
+
+def dtype_of(elem):
+    return {"f32": np.float32, "f16": np.float16}[elem]
+
+
+@pytest.mark.parametrize("shape_a, shape_b", BROADCASTS + [(s, s) for s in SHAPES])
+@pytest.mark.parametrize("op", ["add", "mul"])
+def test_binary_broadcasts_like_numpy(device, rng, shape_a, shape_b, op):
+    for elem in elems(device):
+        a = rng.standard_normal(shape_a).astype(dtype_of(elem))
+        b = rng.standard_normal(shape_b).astype(dtype_of(elem))
+        out = getattr(ops, op)(Tensor.from_numpy(a, device), Tensor.from_numpy(b, device))
+        expected = a.astype(np.float32) + b if op == "add" else a.astype(np.float32) * b
+        assert out.shape == expected.shape
+        assert_close(out.numpy(), expected, elem)
+
+
+@pytest.mark.parametrize("name", sorted(UNARY))
+@pytest.mark.parametrize("shape", SHAPES)
+def test_unary_matches_numpy(device, rng, name, shape):
+    op, reference = UNARY[name]
+    for elem in elems(device):
+        x = (rng.standard_normal(shape) * 3).astype(dtype_of(elem))
+        assert_close(op(Tensor.from_numpy(x, device)).numpy(), reference(x.astype(np.float64)), elem)
+
+
+def test_gelu_and_silu_stay_finite_at_extremes(device):
+    x = np.array([-1e4, -100, -20, 0, 20, 100, 1e4], np.float32)
+    t = Tensor.from_numpy(x, device)
+    assert_close(ops.gelu(t).numpy(), gelu_tanh(x.astype(np.float64)))
+    stable_silu = x * 0.5 * (1 + np.tanh(x.astype(np.float64) / 2))  # sigmoid without exp overflow
+    assert_close(ops.silu(t).numpy(), stable_silu)
+
+
+def test_python_scalars_and_operators(device, rng):
+    a = rng.standard_normal((4, 9)).astype(np.float32)
+    t = Tensor.from_numpy(a, device)
+    assert_close((t + 1.5).numpy(), a + 1.5)
+    assert_close((2.0 * t).numpy(), 2 * a)
+    assert_close((t * t + t).numpy(), a * a + a)
+
+
+def test_more_workgroups_than_one_grid_row(device):
+    n = 65535 * 256 + 1000  # needs the second grid dimension
+    x = np.arange(n, dtype=np.float32) % 1000
+    out = ops.affine(Tensor.from_numpy(x, device), 0.5, 1.0).numpy()
+    np.testing.assert_array_equal(out, 0.5 * x + 1.0)
+
+
+def test_errors_name_the_problem(device):
+    f = Tensor.from_numpy(np.ones((2, 3), np.float32), device)
+    with pytest.raises(ValueError, match=r"shapes \(2, 3\) and \(4,\) do not broadcast"):
+        ops.add(f, Tensor.from_numpy(np.ones(4, np.float32), device))
+    with pytest.raises(TypeError, match="float32 or float16, got int32"):
+        ops.silu(Tensor.from_numpy(np.ones(3, np.int32), device))
+    if device.has_f16:
+        with pytest.raises(TypeError, match="dtypes float32 and float16"):
+            ops.add(f, Tensor.from_numpy(np.ones((2, 3), np.float16), device))
