@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Sets up wgrpo on a fresh Linux machine: a GPU adapter (Mesa's lavapipe when there is no GPU), a virtual
+# environment in .venv, and the package with the extras named in $WGRPO_EXTRAS (default: none).
+# Safe to run again: every step checks before it installs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '[setup] %s\n' "$*" >&2; }
+
+python=${PYTHON:-python3}
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+    say "wgrpo needs Python >= 3.10 with venv; install it (Debian/Ubuntu: apt-get install python3 python3-venv)"
+    exit 1
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    say "creating .venv"
+    "$python" -m venv .venv
+fi
+extras=${WGRPO_EXTRAS:-}
+say "installing wgrpo${extras:+[$extras]} into .venv"
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e ".${extras:+[$extras]}"
+
+# Which adapters can wgpu see? "hardware", "software" or "none".
+adapters() {
+    .venv/bin/python - <<'PY' 2>/dev/null || echo none
+import wgpu
+kinds = {a.info.get("adapter_type") for a in wgpu.gpu.enumerate_adapters_sync()}
+print("hardware" if kinds - {"CPU", None} else "software" if kinds else "none")
+PY
+}
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else return 1; fi; }
+
+install_lavapipe() {
+    # Debian bookworm's own Mesa 22 lavapipe works but is ~5x slower for compute than Mesa 25 from backports.
+    if [ -r /etc/os-release ] && . /etc/os-release && [ "${VERSION_CODENAME:-}" = bookworm ] && command -v apt-get >/dev/null; then
+        if ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+            say "adding bookworm-backports to apt sources"
+            printf 'deb http://deb.debian.org/debian bookworm-backports main\n' | as_root tee /etc/apt/sources.list.d/wgrpo-backports.list >/dev/null
+        fi
+        as_root apt-get update -q >/dev/null
+        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q -t bookworm-backports mesa-vulkan-drivers >/dev/null
+    elif command -v apt-get >/dev/null; then
+        as_root apt-get update -q >/dev/null
+        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q mesa-vulkan-drivers >/dev/null
+    elif command -v dnf >/dev/null; then
+        as_root dnf install -y -q mesa-vulkan-drivers >/dev/null
+    else
+        return 1
+    fi
+}
+
+found=$(adapters)
+if [ "$found" = hardware ]; then
+    say "found a GPU adapter"
+elif [ "$found" = software ] && [ "${WGRPO_UPDATE_LAVAPIPE:-1}" = 0 ]; then
+    say "found a software adapter"
+else
+    say "no GPU adapter: installing Mesa's lavapipe (software Vulkan)"
+    if ! install_lavapipe; then
+        say "could not install it here. Install your GPU's Vulkan driver, or Mesa's lavapipe:"
+        say "  Debian bookworm: apt-get install -t bookworm-backports mesa-vulkan-drivers"
+        say "  Debian/Ubuntu:   apt-get install mesa-vulkan-drivers;  Fedora: dnf install mesa-vulkan-drivers"
+        [ "$found" = none ] && exit 1
+    fi
+    [ "$(adapters)" = none ] && { say "still no adapter after installing lavapipe; see 'wgrpo devices'"; exit 1; }
+fi
+say "ready: .venv/bin/wgrpo"
