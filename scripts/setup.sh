@@ -58,7 +58,8 @@ if [ "$found" = hardware ]; then
 elif [ "$found" = software ] && [ "${WGRPO_UPDATE_LAVAPIPE:-1}" = 0 ]; then
     say "found a software adapter"
 else
-    say "no GPU adapter: installing Mesa's lavapipe (software Vulkan)"
+    if [ "$found" = none ]; then say "no GPU adapter: installing Mesa's lavapipe (software Vulkan)"
+    else say "only a software adapter: installing or updating Mesa's lavapipe"; fi
     if ! install_lavapipe; then
         say "could not install it here. Install your GPU's Vulkan driver, or Mesa's lavapipe:"
         say "  Debian bookworm: apt-get install -t bookworm-backports mesa-vulkan-drivers"
