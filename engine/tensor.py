@@ -38,7 +38,7 @@ class _Storage:
 class Tensor:
     """A contiguous n-d array in GPU memory. Build with `Tensor.from_numpy` or `Tensor.empty`."""
 
-    __slots__ = ("shape", "dtype", "device", "_storage", "_offset")
+    __slots__ = ("shape", "dtype", "device", "_storage", "_offset", "requires_grad", "grad", "_grad_fn")
 
     def __init__(self, storage: _Storage, shape: Sequence[int], dtype, device: Device, offset: int = 0):
         self.shape = tuple(int(s) for s in shape)
@@ -46,6 +46,9 @@ class Tensor:
         self.device = device
         self._storage = storage
         self._offset = offset
+        self.requires_grad = False
+        self.grad: Tensor | None = None
+        self._grad_fn = None  # (autograd Node, output index) for op results that need a gradient
 
     # ------------------------------------------------------------------ creation
 
@@ -126,7 +129,34 @@ class Tensor:
             shape = tuple(self.size // known if s == -1 else s for s in shape)
         if math.prod(shape) != self.size:
             raise ValueError(f"reshape: {self.shape} has {self.size} elements, {shape} needs {math.prod(shape)}")
+        if self.requires_grad:
+            from engine.autograd import Reshape
+
+            return Reshape.apply(self, shape)
+        return self.view(shape)
+
+    def view(self, shape: tuple[int, ...]) -> "Tensor":
+        """The same data with another shape of equal size, outside autograd; `reshape` checks and records."""
         return Tensor(self._storage, shape, self.dtype, self.device, self._offset)
+
+    # ------------------------------------------------------------------ autograd
+
+    def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
+        """Mark a leaf (a parameter) so that `backward()` fills its `.grad`."""
+        if self.dtype.kind != "f":
+            raise TypeError(f"requires_grad_: only float tensors can require grad, this one is {self.dtype}")
+        self.requires_grad = requires_grad
+        return self
+
+    def backward(self, grad: "Tensor | None" = None) -> None:
+        """Fill `.grad` of every leaf this tensor depends on (summing into existing `.grad`)."""
+        from engine.autograd import backward
+
+        backward(self, grad)
+
+    def detach(self) -> "Tensor":
+        """The same data, cut from the graph."""
+        return Tensor(self._storage, self.shape, self.dtype, self.device, self._offset)
 
     # ------------------------------------------------------------------ operators
 

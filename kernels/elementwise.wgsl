@@ -103,3 +103,31 @@ fn exp_naive(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
     if (i >= params.n) { return; }
     y[i] = elem(exp(f32(x[i])));
 }
+
+// silu_backward_naive: out[i] = b[i] * s (1 + a[i] (1 - s)), s = sigmoid(a[i]); a = x, b = dy, out = dx.
+// Bindings: params (n), a (read), b (read), out (read_write). Same shapes, no broadcasting.
+@compute @workgroup_size(256)
+fn silu_backward_naive(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_index) lid: u32) {
+    let i = flat_index(wg, nwg, lid);
+    if (i >= params.n) { return; }
+    let v = f32(a[i]);
+    let s = 1.0 / (1.0 + exp(-v));
+    out[i] = elem(f32(b[i]) * s * (1.0 + v * (1.0 - s)));
+}
+
+// gelu_backward_naive: out[i] = b[i] * d/dx gelu_tanh(a[i]); a = x, b = dy, out = dx.
+// d/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2), t = tanh(u).
+// Bindings as silu_backward_naive.
+@compute @workgroup_size(256)
+fn gelu_backward_naive(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_index) lid: u32) {
+    let i = flat_index(wg, nwg, lid);
+    if (i >= params.n) { return; }
+    let v = f32(a[i]);
+    let u = 0.7978845608028654 * (v + 0.044715 * v * v * v);
+    let e = exp(-2.0 * abs(u));
+    let t = sign(u) * (1.0 - e) / (1.0 + e);
+    let du = 0.7978845608028654 * (1.0 + 0.134145 * v * v);
+    out[i] = elem(f32(b[i]) * (0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * du));
+}

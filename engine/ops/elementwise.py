@@ -1,4 +1,7 @@
-"""Elementwise ops: add and mul with numpy broadcasting; scale, silu, gelu (tanh form) and exp."""
+"""Elementwise ops: add and mul with numpy broadcasting; scale, silu, gelu (tanh form) and exp.
+
+Each public op is differentiable: its autograd Function sits right after the kernel call it wraps.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import struct
 
 import numpy as np
 
+from engine.autograd import Function
 from engine.ops._common import as_tensor, check_float, grid_1d, pack
 from engine.tensor import Tensor
 
@@ -36,21 +40,64 @@ def _binary(entry: str, a, b) -> Tensor:
     if a.dtype != b.dtype:
         raise TypeError(f"{op}: operands have dtypes {a.dtype} and {b.dtype}; convert one first")
     try:
-        out_shape = np.broadcast_shapes(a.shape, b.shape)
+        np.broadcast_shapes(a.shape, b.shape)
     except ValueError:
         raise ValueError(f"{op}: shapes {a.shape} and {b.shape} do not broadcast") from None
+    return (_Add if op == "add" else _Mul).apply(a, b)
+
+
+def binary_kernel(entry: str, a: Tensor, b: Tensor) -> Tensor:
+    """Dispatch a broadcasting binary kernel of elementwise.wgsl (checked operands)."""
+    out_shape = np.broadcast_shapes(a.shape, b.shape)
     if len(out_shape) > MAX_RANK:
-        raise ValueError(f"{op}: at most {MAX_RANK} dimensions are supported, got {len(out_shape)}")
+        raise ValueError(f"{entry}: at most {MAX_RANK} dimensions are supported, got {len(out_shape)}")
     out = Tensor.empty(out_shape, a.dtype, a.device)
     rank = len(out_shape)
-    pad = [0] * (MAX_RANK * 2 - rank)  # two vec4 slots hold up to 8 values; only `rank` are read
-    dims = list(out_shape) + pad + [0] * 2
-    a_strides = broadcast_strides(a.shape, out_shape) + pad + [0] * 2
-    b_strides = broadcast_strides(b.shape, out_shape) + pad + [0] * 2
-    params = pack("IIff", out.size, rank, 0.0, 0.0) + struct.pack("<24I", *dims[:8], *a_strides[:8], *b_strides[:8])
+    pad = [0] * (8 - rank)  # two vec4 slots per array; only `rank` values are read
+    dims = list(out_shape) + pad
+    a_strides = broadcast_strides(a.shape, out_shape) + pad
+    b_strides = broadcast_strides(b.shape, out_shape) + pad
+    params = pack("IIff", out.size, rank, 0.0, 0.0) + struct.pack("<24I", *dims, *a_strides, *b_strides)
     a.runtime.dispatch("elementwise", entry, [a, b, out], grid_1d(out.size), params, elem=a.elem,
                        shapes=f"{a.shape}, {b.shape}")
     return out
+
+
+def sum_to_shape(g: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """Sum a broadcast result's gradient back down to an operand's shape."""
+    from engine.ops.reduce import sum as reduce_sum
+
+    lead = g.ndim - len(shape)
+    for axis in range(g.ndim):
+        if axis < lead or (shape[axis - lead] == 1 and g.shape[axis] != 1):
+            g = reduce_sum(g, axis=axis, keepdims=True)
+    return g.reshape(shape) if g.shape != tuple(shape) else g
+
+
+class _Add(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a.shape, b.shape)
+        return binary_kernel("add_naive", a, b)
+
+    @staticmethod
+    def backward(ctx, dy):
+        a_shape, b_shape = ctx.saved
+        return (sum_to_shape(dy, a_shape) if ctx.needs_grad[0] else None,
+                sum_to_shape(dy, b_shape) if ctx.needs_grad[1] else None)
+
+
+class _Mul(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return binary_kernel("mul_naive", a, b)
+
+    @staticmethod
+    def backward(ctx, dy):
+        a, b = ctx.saved
+        return (sum_to_shape(binary_kernel("mul_naive", dy, b), a.shape) if ctx.needs_grad[0] else None,
+                sum_to_shape(binary_kernel("mul_naive", dy, a), b.shape) if ctx.needs_grad[1] else None)
 
 
 def add(a, b) -> Tensor:
@@ -63,20 +110,74 @@ def mul(a, b) -> Tensor:
     return _binary("mul_naive", a, b)
 
 
-def _unary(entry: str, x: Tensor, alpha: float = 0.0, beta: float = 0.0) -> Tensor:
-    op = entry.split("_")[0]
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{op}: x must be an engine.Tensor, got {type(x).__name__}")
-    check_float(x, "x", op)
+def unary_kernel(entry: str, x: Tensor, alpha: float = 0.0, beta: float = 0.0, dy: Tensor | None = None) -> Tensor:
+    """Dispatch a unary kernel, or with `dy` the matching `*_backward_naive` kernel (x, dy) -> dx."""
     y = Tensor.empty(x.shape, x.dtype, x.device)
-    x.runtime.dispatch("elementwise", entry, [x, y], grid_1d(x.size), pack("IIff", x.size, 0, alpha, beta),
+    buffers = [x, y] if dy is None else [x, dy, y]
+    x.runtime.dispatch("elementwise", entry, buffers, grid_1d(x.size), pack("IIff", x.size, 0, alpha, beta),
                        elem=x.elem, shapes=str(x.shape))
     return y
 
 
+def _check_unary(x, op: str) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{op}: x must be an engine.Tensor, got {type(x).__name__}")
+    check_float(x, "x", op)
+
+
+class _Affine(Function):
+    @staticmethod
+    def forward(ctx, x, alpha, beta):
+        ctx.save_for_backward(alpha)
+        return unary_kernel("affine_naive", x, alpha, beta)
+
+    @staticmethod
+    def backward(ctx, dy):
+        (alpha,) = ctx.saved
+        return unary_kernel("affine_naive", dy, alpha, 0.0), None, None
+
+
+class _Exp(Function):
+    @staticmethod
+    def forward(ctx, x):
+        y = unary_kernel("exp_naive", x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        (y,) = ctx.saved
+        return binary_kernel("mul_naive", dy, y)
+
+
+class _Activation(Function):
+    """silu and gelu: the backward kernel takes x and dy."""
+
+    entry = ""
+
+    @classmethod
+    def forward(cls, ctx, x):
+        ctx.save_for_backward(x)
+        return unary_kernel(f"{cls.entry}_naive", x)
+
+    @classmethod
+    def backward(cls, ctx, dy):
+        (x,) = ctx.saved
+        return unary_kernel(f"{cls.entry}_backward_naive", x, dy=dy)
+
+
+class _Silu(_Activation):
+    entry = "silu"
+
+
+class _Gelu(_Activation):
+    entry = "gelu"
+
+
 def affine(x: Tensor, alpha: float, beta: float = 0.0) -> Tensor:
     """alpha * x + beta."""
-    return _unary("affine_naive", x, float(alpha), float(beta))
+    _check_unary(x, "affine")
+    return _Affine.apply(x, float(alpha), float(beta))
 
 
 def scale(x: Tensor, alpha: float) -> Tensor:
@@ -86,14 +187,17 @@ def scale(x: Tensor, alpha: float) -> Tensor:
 
 def silu(x: Tensor) -> Tensor:
     """x * sigmoid(x)."""
-    return _unary("silu_naive", x)
+    _check_unary(x, "silu")
+    return _Silu.apply(x)
 
 
 def gelu(x: Tensor) -> Tensor:
     """GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
-    return _unary("gelu_naive", x)
+    _check_unary(x, "gelu")
+    return _Gelu.apply(x)
 
 
 def exp(x: Tensor) -> Tensor:
     """e ** x."""
-    return _unary("exp_naive", x)
+    _check_unary(x, "exp")
+    return _Exp.apply(x)

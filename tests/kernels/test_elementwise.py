@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from engine import Tensor, ops
+from tests.gradcheck import check_gradients
 from tests.tolerances import assert_close
 
 SHAPES = [(1,), (7,), (13, 17), (3, 5, 257), (2, 1, 3, 1, 5, 2), (1000, 3)]
@@ -86,3 +87,22 @@ def test_errors_name_the_problem(device):
     if device.has_f16:
         with pytest.raises(TypeError, match="dtypes float32 and float16"):
             ops.add(f, Tensor.from_numpy(np.ones((2, 3), np.float16), device))
+
+
+@pytest.mark.parametrize("name", ["add", "mul"])
+@pytest.mark.parametrize("shape_a, shape_b", [((3, 5), (3, 5)), ((3, 1, 5), (4, 5)), ((7,), (1,))])
+def test_binary_gradients(device, rng, name, shape_a, shape_b):
+    a = rng.standard_normal(shape_a).astype(np.float32)
+    b = rng.standard_normal(shape_b).astype(np.float32)
+    check_gradients(getattr(ops, name), [a, b], device)
+
+
+@pytest.mark.parametrize("name", sorted(UNARY))
+def test_unary_gradients(device, rng, name):
+    x = rng.standard_normal((3, 7)).astype(np.float32)
+    check_gradients(UNARY[name][0], [x], device)
+
+
+def test_gradients_accumulate_over_reuse_and_reshape(device, rng):
+    a = rng.standard_normal((4, 6)).astype(np.float32)
+    check_gradients(lambda t: ops.mul(t, t).reshape(2, 12) + ops.exp(t).reshape(2, 12), [a], device)

@@ -1,0 +1,163 @@
+"""Reverse-mode autograd over engine Tensors.
+
+Owns: `Function` (an op's forward and backward side by side, in the style of torch.autograd.Function), the graph
+each differentiable op result carries, `backward()` over that graph, and `no_grad()`. Gradients are Tensors
+computed by kernels, so a backward pass records into the same submit as the forward. Must not import `rl`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Any
+
+import numpy as np
+
+from engine.tensor import Tensor
+
+_state = threading.local()
+
+
+def is_grad_enabled() -> bool:
+    return getattr(_state, "enabled", True)
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Ops inside build no graph (generation, evaluation, reference-model log-probs)."""
+    previous = is_grad_enabled()
+    _state.enabled = False
+    try:
+        yield
+    finally:
+        _state.enabled = previous
+
+
+class Context:
+    """What a forward keeps for its backward."""
+
+    def __init__(self):
+        self.saved: tuple = ()
+        self.needs_grad: tuple[bool, ...] = ()
+
+    def save_for_backward(self, *values) -> None:
+        self.saved = values
+
+
+class Node:
+    """One recorded op: its Function, its context and the tensors it was applied to."""
+
+    __slots__ = ("function", "ctx", "inputs", "n_outputs", "__weakref__")
+
+    def __init__(self, function: type["Function"], ctx: Context, inputs: tuple, n_outputs: int):
+        self.function, self.ctx, self.inputs, self.n_outputs = function, ctx, inputs, n_outputs
+
+
+class Function:
+    """Subclass with `forward(ctx, *args)` returning a Tensor or a tuple of Tensors, and
+    `backward(ctx, *grad_outputs)` returning one gradient (or None) per forward argument."""
+
+    @staticmethod
+    def forward(ctx: Context, *args: Any):
+        raise NotImplementedError
+
+    @staticmethod
+    def backward(ctx: Context, *grad_outputs: Tensor | None):
+        raise NotImplementedError
+
+    @classmethod
+    def apply(cls, *args: Any):
+        ctx = Context()
+        ctx.needs_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
+        outputs = cls.forward(ctx, *args)
+        if is_grad_enabled() and any(ctx.needs_grad):
+            node = Node(cls, ctx, args, len(outputs) if isinstance(outputs, tuple) else 1)
+            for index, out in enumerate(outputs if isinstance(outputs, tuple) else (outputs,)):
+                if isinstance(out, Tensor) and out.dtype.kind == "f":
+                    out.requires_grad = True
+                    out._grad_fn = (node, index)
+        return outputs
+
+
+class Reshape(Function):
+    @staticmethod
+    def forward(ctx, x, shape):
+        ctx.save_for_backward(x.shape)
+        return x.view(shape)
+
+    @staticmethod
+    def backward(ctx, dy):
+        return dy.view(ctx.saved[0]), None
+
+
+def backward(root: Tensor, grad: Tensor | None = None) -> None:
+    """Accumulate d(root)/d(leaf) into `.grad` of every leaf tensor with `requires_grad`."""
+    if not root.requires_grad:
+        raise ValueError("backward: the tensor does not require grad (no input of the ops that made it did)")
+    if grad is None:
+        if root.size != 1:
+            raise ValueError(f"backward: a gradient is needed for a non-scalar tensor of shape {root.shape}")
+        grad = Tensor.from_numpy(np.ones(root.shape, root.dtype), root.device)
+    elif grad.shape != root.shape:
+        raise ValueError(f"backward: gradient shape {grad.shape} differs from the tensor's {root.shape}")
+
+    order = _topological_order(root)
+    # Gradient per (node, output index); leaves get theirs in .grad.
+    pending: dict[tuple[int, int], Tensor] = {}
+    if root._grad_fn is None:
+        _accumulate_leaf(root, grad)
+        return
+    node, index = root._grad_fn
+    pending[(id(node), index)] = grad
+    for node in order:
+        grads_out = tuple(pending.pop((id(node), i), None) for i in range(node.n_outputs))
+        if all(g is None for g in grads_out):
+            continue
+        with no_grad():
+            grads_in = node.function.backward(node.ctx, *grads_out)
+        if not isinstance(grads_in, tuple):
+            grads_in = (grads_in,)
+        if len(grads_in) != len(node.inputs):
+            raise RuntimeError(f"{node.function.__name__}.backward returned {len(grads_in)} gradients "
+                               f"for {len(node.inputs)} inputs")
+        for value, g in zip(node.inputs, grads_in):
+            if g is None or not isinstance(value, Tensor) or not value.requires_grad:
+                continue
+            if g.shape != value.shape:
+                raise RuntimeError(f"{node.function.__name__}.backward gave a gradient of shape {g.shape} "
+                                   f"for an input of shape {value.shape}")
+            if value._grad_fn is None:
+                _accumulate_leaf(value, g)
+            else:
+                key = (id(value._grad_fn[0]), value._grad_fn[1])
+                pending[key] = g if key not in pending else _add(pending[key], g)
+        node.ctx.saved = ()  # free what the forward kept: this graph is single-use, as in torch
+
+
+def _accumulate_leaf(leaf: Tensor, grad: Tensor) -> None:
+    leaf.grad = grad if leaf.grad is None else _add(leaf.grad, grad)
+
+
+def _add(a: Tensor, b: Tensor) -> Tensor:
+    from engine.ops.elementwise import add
+
+    return add(a, b)
+
+
+def _topological_order(root: Tensor) -> list[Node]:
+    """Nodes from the root towards the leaves, each after every node that consumes its outputs."""
+    order, visited = [], set()
+    stack = [(root._grad_fn[0], False)] if root._grad_fn is not None else []
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            order.append(node)
+            continue
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        stack.append((node, True))
+        for value in node.inputs:
+            if isinstance(value, Tensor) and value._grad_fn is not None and id(value._grad_fn[0]) not in visited:
+                stack.append((value._grad_fn[0], False))
+    return order[::-1]
