@@ -1,0 +1,80 @@
+"""Reductions along one axis: sum, max and mean_sq (the mean of squares RMSNorm needs).
+
+x is viewed as (outer, n, inner) around the reduced axis and reduced in one dispatch of `kernels/reduce.wgsl`:
+`reduce_serial` (one invocation per output, folding the axis in order) for short axes, `reduce_workgroup` (one
+workgroup of 256 per output, strided partials and a tree) for axes of at least WORKGROUP_MIN_N elements.
+Accumulation is in f32 whatever the storage dtype.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from engine.ops._common import check_float, grid_1d, pack
+from engine.tensor import Tensor
+
+OPS = {"sum": 0, "max": 1, "mean_sq": 2}
+VARIANTS = ("serial", "workgroup")
+WORKGROUP_MIN_N = 1024  # reduced axes this long get a workgroup per output
+SERIAL_WG = 64  # invocations per workgroup of reduce_serial (as in the WGSL)
+
+
+def normalize_axis(axis, ndim: int, shape: tuple[int, ...], op: str, name: str = "axis") -> int:
+    """`axis` in [0, ndim); negative counts from the end. Raises naming the argument and the shape."""
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"{op}: {name} must be an int, got {type(axis).__name__}")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"{op}: {name}={axis} is out of range for x of shape {shape} (rank {ndim})")
+    return int(axis) % ndim
+
+
+def check_tensor(x, op: str, min_rank: int = 1) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{op}: x must be an engine.Tensor, got {type(x).__name__}")
+    check_float(x, "x", op)
+    if x.ndim < min_rank:
+        raise ValueError(f"{op}: x must have at least {min_rank} dimension(s), got shape {x.shape}")
+
+
+def reduce(x: Tensor, op: str, axis: int = -1, keepdims: bool = False, *, variant: str | None = None) -> Tensor:
+    """Reduce `x` along `axis` with `op` ("sum", "max" or "mean_sq"); `variant` forces a kernel (for tests)."""
+    if op not in OPS:
+        raise ValueError(f"reduce: op must be one of {sorted(OPS)}, got {op!r}")
+    check_tensor(x, op)
+    axis = normalize_axis(axis, x.ndim, x.shape, op)
+    outer, n, inner = math.prod(x.shape[:axis]), x.shape[axis], math.prod(x.shape[axis + 1 :])
+    if n == 0 and op != "sum":
+        raise ValueError(f"{op}: the reduced axis {axis} of x with shape {x.shape} is empty")
+    out_shape = x.shape[:axis] + ((1,) if keepdims else ()) + x.shape[axis + 1 :]
+    out = Tensor.empty(out_shape, x.dtype, x.device)
+    outputs = outer * inner
+    if outputs == 0:
+        return out
+    if variant is None:
+        variant = "workgroup" if n >= WORKGROUP_MIN_N else "serial"
+    if variant == "serial":
+        grid = grid_1d(outputs, SERIAL_WG)
+    elif variant == "workgroup":
+        grid = grid_1d(outputs, 1)
+    else:
+        raise ValueError(f"reduce: variant must be one of {VARIANTS} or None, got {variant!r}")
+    x.runtime.dispatch("reduce", f"reduce_{variant}", [x, out], grid, pack("IIII", outer, n, inner, OPS[op]),
+                       elem=x.elem, shapes=f"{op} of {x.shape} over axis {axis}")
+    return out
+
+
+def sum(x: Tensor, axis: int = -1, keepdims: bool = False) -> Tensor:  # noqa: A001 (the spec's name)
+    """The sum of x along `axis` (negative counts from the end), accumulated in f32."""
+    return reduce(x, "sum", axis, keepdims)
+
+
+def max(x: Tensor, axis: int = -1, keepdims: bool = False) -> Tensor:  # noqa: A001
+    """The maximum of x along `axis`."""
+    return reduce(x, "max", axis, keepdims)
+
+
+def mean_sq(x: Tensor, axis: int = -1, keepdims: bool = False) -> Tensor:
+    """The mean of x**2 along `axis`, accumulated in f32 (RMSNorm's statistic)."""
+    return reduce(x, "mean_sq", axis, keepdims)

@@ -1,0 +1,74 @@
+"""Softmax over the last axis (optionally causal, as attention uses it) and its backward.
+
+Kernels in `kernels/softmax.wgsl`: `*_serial` (one invocation per row) for rows shorter than WORKGROUP_MIN_N,
+`*_workgroup` (one workgroup of 256 per row) for longer ones. Numerically stable: each row is shifted by its
+maximum. Masked (causal) entries are exactly 0.
+"""
+
+from __future__ import annotations
+
+import math
+
+from engine.ops._common import grid_1d, pack
+from engine.ops.reduce import check_tensor
+from engine.tensor import Tensor
+
+VARIANTS = ("serial", "workgroup")
+WORKGROUP_MIN_N = 1024  # rows this long get a workgroup each
+SERIAL_WG = 64  # invocations per workgroup of the *_serial entries (as in the WGSL)
+
+
+def _grid(variant: str, rows: int) -> tuple[int, int]:
+    if variant == "serial":
+        return grid_1d(rows, SERIAL_WG)
+    if variant == "workgroup":
+        return grid_1d(rows, 1)
+    raise ValueError(f"softmax: variant must be one of {VARIANTS} or None, got {variant!r}")
+
+
+def softmax(x: Tensor, causal: bool = False, *, variant: str | None = None) -> Tensor:
+    """softmax(x) over the last axis.
+
+    With `causal=True`, x is (..., T_q, T_k) with T_q <= T_k and query i (along the last-but-one axis) sees keys
+    j <= i + (T_k - T_q), the queries being the last T_q positions (as with a KV cache); later keys get
+    probability exactly 0. `variant` forces a kernel ("serial" or "workgroup"; for tests).
+    """
+    check_tensor(x, "softmax", min_rank=2 if causal else 1)
+    n = x.shape[-1]
+    rows = math.prod(x.shape[:-1])
+    t_q = x.shape[-2] if causal else 1
+    if causal and t_q > n:
+        raise ValueError(f"softmax: causal needs T_q <= T_k for x of shape (..., T_q, T_k), got shape {x.shape}")
+    if n == 0 and rows:
+        raise ValueError(f"softmax: the last axis of x with shape {x.shape} is empty")
+    y = Tensor.empty(x.shape, x.dtype, x.device)
+    if rows == 0:
+        return y
+    variant = variant or ("workgroup" if n >= WORKGROUP_MIN_N else "serial")
+    x.runtime.dispatch("softmax", f"softmax_{variant}", [x, y], _grid(variant, rows),
+                       pack("IIII", rows, n, t_q, int(bool(causal))), elem=x.elem,
+                       shapes=f"{x.shape}, causal={bool(causal)}")
+    return y
+
+
+def softmax_backward(y: Tensor, dy: Tensor, *, variant: str | None = None) -> Tensor:
+    """dx = y * (dy - sum(dy * y, last axis)) for y = softmax(x) (causal or not: masked y are 0)."""
+    check_tensor(y, "softmax_backward")
+    if not isinstance(dy, Tensor):
+        raise TypeError(f"softmax_backward: dy must be an engine.Tensor, got {type(dy).__name__}")
+    if dy.shape != y.shape:
+        raise ValueError(f"softmax_backward: dy has shape {dy.shape} but y has shape {y.shape}")
+    if dy.dtype != y.dtype:
+        raise TypeError(f"softmax_backward: dy is {dy.dtype} but y is {y.dtype}")
+    if dy.device is not y.device:
+        raise ValueError(f"softmax_backward: dy is on {dy.device.name} but y is on {y.device.name}")
+    n = y.shape[-1]
+    rows = math.prod(y.shape[:-1])
+    dx = Tensor.empty(y.shape, y.dtype, y.device)
+    if rows == 0 or n == 0:
+        return dx
+    variant = variant or ("workgroup" if n >= WORKGROUP_MIN_N else "serial")
+    y.runtime.dispatch("softmax", f"softmax_backward_{variant}", [y, dy, dx], _grid(variant, rows),
+                       pack("IIII", rows, n, 1, 0), elem=y.elem, shapes=str(y.shape))
+    return dx
+

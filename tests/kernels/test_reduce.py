@@ -1,0 +1,134 @@
+"""kernels/reduce.wgsl through engine.ops: sum, max, mean_sq over any axis, both kernel variants.
+
+Error bound: both kernels accumulate in f32, sequentially (reduce_serial) or in 256 strided partials plus a tree
+(reduce_workgroup). The worst case of sequential f32 summation is (n - 1) * 2**-24 * sum|x|; for random data
+the error grows like a random walk, so sums are checked with the f32 tolerance widened by sqrt(n) (measured
+errors stay about 10x inside it). max is exact.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from engine import ops
+from engine.ops.reduce import reduce
+from engine.tensor import Tensor
+from tests.tolerances import assert_close
+
+# (shape, axis): the last axis (fast path), the first, a middle one; primes; rows longer than a workgroup.
+CASES = [
+    ((1,), 0),
+    ((7, 13), -1),
+    ((7, 13), 0),
+    ((3, 5, 257), -1),
+    ((3, 5, 257), 1),
+    ((3, 5, 257), 0),
+    ((2, 4099), -1),
+    ((1000, 3), 0),
+    ((2, 3, 4, 5), 2),
+    ((2, 3, 4, 5), -4),
+]
+
+
+def reference(x: np.ndarray, op: str, axis: int, keepdims: bool = False) -> np.ndarray:
+    x = x.astype(np.float64)
+    if op == "sum":
+        return x.sum(axis=axis, keepdims=keepdims)
+    if op == "max":
+        return x.max(axis=axis, keepdims=keepdims)
+    return (x * x).mean(axis=axis, keepdims=keepdims)
+
+
+def check(actual: np.ndarray, x: np.ndarray, op: str, axis: int, elem: str = "f32", keepdims: bool = False):
+    expected = reference(x, op, axis, keepdims)
+    assert actual.shape == expected.shape
+    assert_close(actual, expected, elem, scale=1.0 if op == "max" else math.sqrt(x.shape[axis]))
+
+
+@pytest.mark.parametrize("variant", ["serial", "workgroup"])
+@pytest.mark.parametrize("op", ["sum", "max", "mean_sq"])
+@pytest.mark.parametrize("shape,axis", CASES)
+def test_reduce_matches_numpy(device, shape, axis, op, variant):
+    x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    out = reduce(Tensor.from_numpy(x, device), op, axis, variant=variant)
+    assert out.dtype == np.float32
+    check(out.numpy(), x, op, axis)
+
+
+@pytest.mark.parametrize("op", ["sum", "max", "mean_sq"])
+@pytest.mark.parametrize("shape,axis", [((7, 13), -1), ((2, 4099), 1), ((3, 5, 257), 1)])
+def test_public_names_pick_a_variant(device, shape, axis, op):
+    x = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
+    out = getattr(ops, op)(Tensor.from_numpy(x, device), axis)
+    check(out.numpy(), x, op, axis)
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_keepdims(device, axis):
+    x = np.random.default_rng(3).standard_normal((5, 6, 7)).astype(np.float32)
+    t = Tensor.from_numpy(x, device)
+    for op in ("sum", "max", "mean_sq"):
+        check(getattr(ops, op)(t, axis=axis, keepdims=True).numpy(), x, op, axis, keepdims=True)
+
+
+def test_max_handles_infinities_and_large_values(device):
+    x = np.array([[-np.inf, -np.inf, -np.inf], [-3e38, -np.inf, -1e30], [1e30, 2e30, -np.inf]], np.float32)
+    for variant in ("serial", "workgroup"):
+        out = reduce(Tensor.from_numpy(x, device), "max", -1, variant=variant).numpy()
+        np.testing.assert_array_equal(out, x.max(axis=-1))
+
+
+def test_sum_error_within_sequential_bound(device):
+    x = np.random.default_rng(4).uniform(0.0, 1.0, (3, 4099)).astype(np.float32)  # same signs: errors add up
+    bound = (x.shape[1] - 1) * 2.0**-24 * np.abs(x.astype(np.float64)).sum(axis=1)
+    for variant in ("serial", "workgroup"):
+        out = reduce(Tensor.from_numpy(x, device), "sum", -1, variant=variant).numpy()
+        assert np.all(np.abs(out - x.astype(np.float64).sum(axis=1)) <= bound)
+
+
+def test_grid_beyond_65535_workgroups(device):
+    x = np.random.default_rng(5).standard_normal((65537, 3)).astype(np.float32)
+    out = reduce(Tensor.from_numpy(x, device), "sum", -1, variant="workgroup")  # one workgroup per row: 2-D grid
+    check(out.numpy(), x, "sum", -1)
+
+
+def test_empty_axes(device):
+    x = Tensor.empty((3, 0, 2), np.float32, device)  # (Tensor.from_numpy refuses empty arrays for now)
+    np.testing.assert_array_equal(ops.sum(x, axis=1).numpy(), np.zeros((3, 2), np.float32))
+    assert ops.sum(x, axis=0).shape == (0, 2)
+    with pytest.raises(ValueError, match=r"max: the reduced axis 1 of x with shape \(3, 0, 2\) is empty"):
+        ops.max(x, axis=1)
+
+
+@pytest.mark.parametrize("op", ["sum", "max", "mean_sq"])
+@pytest.mark.parametrize("shape,axis", [((7, 13), -1), ((3, 257, 5), 1), ((2, 1500), -1)])
+def test_f16(device, shape, axis, op):
+    if not device.has_f16:
+        pytest.skip(f"{device.name} lacks shader-f16")
+    x = np.random.default_rng(6).standard_normal(shape).astype(np.float16)
+    out = getattr(ops, op)(Tensor.from_numpy(x, device), axis)
+    assert out.dtype == np.float16
+    expected = reference(x, op, axis)
+    # The f32 accumulation is exact enough; what remains is rounding the result to f16 (relative 2**-11).
+    assert_close(out.numpy(), expected, "f16", scale=max(1.0, float(np.abs(expected).max()) / 8))
+
+
+def test_errors_name_the_argument(device):
+    x = Tensor.from_numpy(np.zeros((2, 3), np.float32), device)
+    with pytest.raises(ValueError, match=r"sum: axis=2 is out of range for x of shape \(2, 3\)"):
+        ops.sum(x, axis=2)
+    with pytest.raises(ValueError, match=r"axis=-3"):
+        ops.mean_sq(x, axis=-3)
+    with pytest.raises(TypeError, match="axis must be an int"):
+        ops.sum(x, axis=1.0)
+    with pytest.raises(TypeError, match="max: x must be float32 or float16, got int32"):
+        ops.max(Tensor.from_numpy(np.zeros((2, 3), np.int32), device))
+    with pytest.raises(TypeError, match="x must be an engine.Tensor"):
+        ops.sum(np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match=r"at least 1 dimension\(s\), got shape \(\)"):
+        ops.sum(Tensor.empty((), np.float32, device))
+    with pytest.raises(ValueError, match="variant"):
+        reduce(x, "sum", variant="tiled")
