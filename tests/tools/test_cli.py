@@ -1,0 +1,118 @@
+"""`wgrpo devices`, the no-adapter path, and the dataclass -> argparse helper."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tools import cli
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class _Example:
+    steps: int = field(default=3, metadata={"help": "how many steps to run"})
+    lr: float = field(default=1e-3, metadata={"help": "the learning rate"})
+    name: str = field(default="run", metadata={"help": "a name for the run"})
+    out: str | None = field(default=None, metadata={"help": "where to write", "metavar": "PATH"})
+    verbose: bool = field(default=False, metadata={"help": "say more"})
+    mode: str = field(default="a", metadata={"help": "pick a mode", "choices": ("a", "b")})
+
+
+def _parser(cls):
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="x")
+    cli.add_config_arguments(parser, cls)
+    return parser
+
+
+def test_helper_lists_every_field_with_its_help():
+    text = _parser(_Example).format_help()
+    for flag, help_text in [("--steps", "how many steps"), ("--lr", "the learning rate"), ("--name", "a name"),
+                            ("--out PATH", "where to write"), ("--verbose", "say more"), ("--mode", "pick a mode")]:
+        assert flag in text and help_text in text, flag
+
+
+def test_helper_defaults_and_parsing():
+    parser = _parser(_Example)
+    assert cli.config_from_args(_Example, parser.parse_args([])) == _Example()
+    cfg = cli.config_from_args(_Example, parser.parse_args(
+        ["--steps", "5", "--lr", "0.5", "--out", "o.json", "--verbose", "--mode", "b"]))
+    assert cfg == _Example(steps=5, lr=0.5, out="o.json", verbose=True, mode="b")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--mode", "c"])
+
+
+def test_helper_refuses_a_field_without_help():
+    @dataclass
+    class NoHelp:
+        x: int = 1
+
+    with pytest.raises(TypeError, match="NoHelp.x needs"):
+        _parser(NoHelp)
+
+
+def test_bench_help_lists_every_config_field(capsys):
+    from dataclasses import fields
+
+    from tools.bench import BenchConfig
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["bench", "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for f in fields(BenchConfig):
+        assert "--" + f.name.replace("_", "-") in text
+        assert " ".join(f.metadata["help"].split())[:40] in text
+
+
+def test_devices_names_the_chosen_adapter(device, capsys):
+    assert cli.main(["devices"]) == 0
+    out = capsys.readouterr().out
+    assert f"chosen: [{device.summary.index}] {device.name}" in out
+    assert "<- chosen" in out and "max-storage-buffer-binding-size" in out
+
+
+def test_devices_json(device, capsys):
+    assert cli.main(["devices", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    chosen = [a for a in data["adapters"] if a["chosen"]]
+    assert len(chosen) == 1 and chosen[0]["index"] == data["chosen"] == device.summary.index
+    assert set(chosen[0]["features"]) == {"shader-f16", "subgroups", "timestamp-query"}
+    assert chosen[0]["limits"]["max-storage-buffer-binding-size"] > 0
+
+
+def test_devices_in_a_subprocess(device):
+    env = {k: v for k, v in os.environ.items() if k != "WGRPO_DEVICE"}
+    result = subprocess.run([sys.executable, "-m", "tools.cli", "devices"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "chosen: [" in result.stdout
+
+
+def test_unknown_device_spec_lists_adapters_and_fails(device, capsys):
+    assert cli.main(["--device", "no-such-adapter-xyz", "devices"]) == 1
+    captured = capsys.readouterr()
+    assert "no adapter matches" in captured.err and "Traceback" not in captured.err
+    assert device.name in captured.out  # the adapters are still listed
+
+
+@pytest.mark.parametrize("argv", [["devices"], ["devices", "--json"], ["bench", "--quick"]])
+def test_no_adapter_exits_1_with_the_install_hint(monkeypatch, capsys, argv):
+    import engine.device
+
+    monkeypatch.setattr(engine.device, "list_adapters", lambda: [])
+    monkeypatch.setattr(engine.device, "_devices", {})  # no cached device from other tests
+    monkeypatch.delenv("WGRPO_DEVICE", raising=False)
+    assert cli.main(argv) == 1
+    captured = capsys.readouterr()
+    assert "no GPU adapter found" in captured.err and "mesa-vulkan-drivers" in captured.err
+    assert "Traceback" not in captured.err and captured.out == ""

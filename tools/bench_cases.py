@@ -1,0 +1,168 @@
+"""The kernels `wgrpo bench` runs: each case is an `engine.ops` call, its numpy reference and its work count.
+
+Owns: the list of cases and shapes (full and `--quick`), which ops exist (`hasattr(engine.ops, name)`, so the
+bench runs whatever is present), and the FLOP / byte formulas. Must not import `rl`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from engine import ops
+
+_NP_DTYPES = {"f32": np.float32, "f16": np.float16}
+
+
+@dataclass
+class Case:
+    """One kernel at one shape and dtype.
+
+    `gpu(*tensors)` records the op; `reference(*arrays)` is the numpy spec, evaluated in float64 for the check
+    and in float32 for the host timing. `flops` makes it compute-bound (GFLOP/s), else `nbytes` (GB/s).
+    """
+
+    kernel: str
+    label: str
+    dtype: str
+    shape: dict
+    arrays: Callable[[np.random.Generator], list[np.ndarray]]
+    gpu: Callable
+    reference: Callable
+    flops: int = 0
+    nbytes: int = 0
+    dispatches: int = 1  # an upper bound per call, so a timed submit stays within the runtime's arena
+    note: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.kernel} {self.label} {self.dtype}"
+
+
+@dataclass
+class Catalog:
+    cases: list[Case] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # ops not in engine.ops, each with a note
+
+
+def _uniform(shape, dtype: str, low=-1.0, high=1.0):
+    return lambda rng: rng.uniform(low, high, size=shape).astype(_NP_DTYPES[dtype])
+
+
+def _swap(x, transpose: bool):
+    return np.swapaxes(x, -1, -2) if transpose else x
+
+
+def matmul_case(batch: int, m: int, n: int, k: int, layout: str, dtype: str) -> Case:
+    """C (batch, M, N) = op(A) @ op(B); layout "NT" means B is stored transposed, (N, K)."""
+    ta, tb = layout[0] == "T", layout[1] == "T"
+    a_shape = (k, m) if ta else (m, k)
+    b_shape = (n, k) if tb else (k, n)
+    if batch > 1:
+        a_shape, b_shape = (batch, *a_shape), (batch, *b_shape)
+    label = (f"{batch}x" if batch > 1 else "") + f"{m}x{n}x{k} {layout}"
+
+    def arrays(rng):
+        return [_uniform(a_shape, dtype)(rng), _uniform(b_shape, dtype)(rng)]
+
+    return Case(
+        kernel="matmul", label=label, dtype=dtype,
+        shape={"batch": batch, "M": m, "N": n, "K": k, "layout": layout, "a": list(a_shape), "b": list(b_shape)},
+        arrays=arrays,
+        gpu=lambda a, b: ops.matmul(a, b, transpose_a=ta, transpose_b=tb),
+        reference=lambda a, b: _swap(a, ta) @ _swap(b, tb),
+        flops=2 * batch * m * n * k, dispatches=4,
+    )
+
+
+def _binary_case(name: str, n: int, dtype: str) -> Case:
+    item = np.dtype(_NP_DTYPES[dtype]).itemsize
+    reference = {"add": np.add, "mul": np.multiply}[name]
+    return Case(kernel=name, label=f"{n}", dtype=dtype, shape={"n": n},
+                arrays=lambda rng: [_uniform((n,), dtype)(rng), _uniform((n,), dtype)(rng)],
+                gpu=getattr(ops, name), reference=reference, nbytes=3 * n * item)
+
+
+def _silu_reference(x):
+    return x / (1.0 + np.exp(-x))
+
+
+def _softmax_reference(x, causal: bool = False):
+    if causal:
+        t = x.shape[-1]
+        x = np.where(np.tril(np.ones((x.shape[-2], t), dtype=bool)), x, -np.inf)
+    shifted = x - x.max(axis=-1, keepdims=True)
+    e = np.exp(shifted)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _unary_case(kernel: str, label: str, shape: tuple, dtype: str, gpu, reference, out_elems: int | None = None,
+                note: str = "") -> Case:
+    item = np.dtype(_NP_DTYPES[dtype]).itemsize
+    size = int(np.prod(shape))
+    return Case(kernel=kernel, label=label, dtype=dtype, shape={"x": list(shape)}, arrays=lambda rng: [
+        _uniform(shape, dtype, -4.0, 4.0)(rng)], gpu=gpu, reference=reference,
+        nbytes=(size + (size if out_elems is None else out_elems)) * item, note=note)
+
+
+def _dims(shape) -> str:
+    return "x".join(str(s) for s in shape)
+
+
+def build_catalog(quick: bool, has_f16: bool) -> Catalog:
+    """Every case whose op exists in `engine.ops`, at full or `--quick` shapes."""
+    catalog = Catalog()
+
+    def have(name: str) -> bool:
+        if hasattr(ops, name):
+            return True
+        catalog.missing.append(f"{name}: engine.ops.{name} does not exist yet, skipped")
+        return False
+
+    if have("matmul"):
+        if quick:
+            shapes = [(1, 64, 64, 64, "NN"), (1, 48, 80, 32, "NT"), (1, 48, 80, 32, "TN"), (4, 32, 32, 32, "NN")]
+            f16_shapes = [(1, 64, 64, 64, "NN")]
+        else:
+            shapes = [(1, 512, 512, 512, "NN"), (1, 512, 512, 512, "NT"), (1, 512, 512, 512, "TN"),
+                      (1, 256, 1024, 384, "NT"), (1, 256, 1024, 384, "TN"), (8, 128, 128, 64, "NN")]
+            f16_shapes = [(1, 512, 512, 512, "NN"), (1, 256, 1024, 384, "NT")]
+        catalog.cases += [matmul_case(*s, "f32") for s in shapes]
+        if has_f16:
+            catalog.cases += [matmul_case(*s, "f16") for s in f16_shapes]
+        else:
+            catalog.missing.append("matmul f16: the adapter lacks shader-f16, skipped")
+
+    n = 1 << 14 if quick else 1 << 22
+    for name in ("add", "mul"):
+        if have(name):
+            catalog.cases.append(_binary_case(name, n, "f32"))
+            if has_f16 and name == "add":
+                catalog.cases.append(_binary_case(name, n, "f16"))
+    if have("silu"):
+        catalog.cases.append(_unary_case("silu", f"{n}", (n,), "f32", ops.silu, _silu_reference))
+
+    rows, cols = (64, 128) if quick else (1024, 1024)
+    if have("softmax"):
+        catalog.cases.append(_unary_case("softmax", f"{rows}x{cols}", (rows, cols), "f32", ops.softmax,
+                                         _softmax_reference, note="last axis"))
+        t = 64 if quick else 512
+        heads = 2 if quick else 8
+        catalog.cases.append(_unary_case(
+            "softmax", f"{heads}x{t}x{t} causal", (heads, t, t), "f32", lambda x: ops.softmax(x, causal=True),
+            lambda x: _softmax_reference(x, causal=True), note="last axis, mask j > i"))
+    if have("sum"):
+        for axis in (-1, 0):
+            out = cols if axis == 0 else rows
+            catalog.cases.append(_unary_case(
+                "sum", f"{rows}x{cols} axis={axis}", (rows, cols), "f32", lambda x, axis=axis: ops.sum(x, axis),
+                lambda x, axis=axis: np.sum(x, axis=axis), out_elems=out))
+    if have("transpose"):
+        shape4 = (2, 32, 4, 16) if quick else (4, 256, 8, 64)
+        catalog.cases.append(_unary_case("transpose", f"{rows}x{cols} (0,1)", (rows, cols), "f32",
+                                         lambda x: ops.transpose(x, 0, 1), lambda x: np.swapaxes(x, 0, 1)))
+        catalog.cases.append(_unary_case("transpose", f"{_dims(shape4)} (1,2)", shape4, "f32",
+                                         lambda x: ops.transpose(x, 1, 2), lambda x: np.swapaxes(x, 1, 2)))
+    return catalog

@@ -1,0 +1,212 @@
+"""The `wgrpo` command line: one small function per subcommand, options generated from config dataclasses.
+
+Owns: argument parsing, the `--device` choice handed to `engine.device`, and turning engine errors into one-line
+messages with an exit code. Subcommands import their modules lazily, so `wgrpo --help` starts fast and creates
+no device. A subcommand's options come from its config dataclass through `add_config_arguments`: every field
+needs a default and `field(metadata={"help": ...})`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import types
+import typing
+from typing import Any, Callable, Sequence
+
+# ---------------------------------------------------------------------------------------------- dataclass -> argparse
+
+
+def _option_type(hint) -> type:
+    """The scalar type of a field's annotation: int, float, str, bool, or one of them `| None`."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) != 1:
+            raise TypeError(f"only `X | None` unions are supported as options, got {hint}")
+        return _option_type(args[0])
+    if hint in (int, float, str, bool):
+        return hint
+    raise TypeError(f"unsupported option type {hint}: use int, float, str, bool or one of them | None")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type) -> None:
+    """Add one `--field-name` option per field of the dataclass `config_cls` to `parser`.
+
+    Each field must have a default and `metadata={"help": ...}`; `metadata={"choices": [...]}` restricts the
+    value and `metadata={"metavar": ...}` names it in `--help`. Booleans become `--x / --no-x`.
+    """
+    if not dataclasses.is_dataclass(config_cls):
+        raise TypeError(f"config_cls must be a dataclass, got {config_cls!r}")
+    hints = typing.get_type_hints(config_cls)
+    group = parser.add_argument_group(f"{config_cls.__name__} options")
+    for f in dataclasses.fields(config_cls):
+        help_text = f.metadata.get("help")
+        if not help_text:
+            raise TypeError(f"{config_cls.__name__}.{f.name} needs field(metadata={{'help': ...}})")
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            raise TypeError(f"{config_cls.__name__}.{f.name} needs a default")
+        kind = _option_type(hints[f.name])
+        flag = "--" + f.name.replace("_", "-")
+        kwargs: dict[str, Any] = {"dest": f.name, "default": default}
+        if kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+            kwargs["help"] = f"{help_text} (default: {'on' if default else 'off'})"
+        else:
+            kwargs["type"] = kind
+            kwargs["help"] = help_text if default in (None, "") else f"{help_text} (default: {default})"
+            if "choices" in f.metadata:
+                kwargs["choices"] = list(f.metadata["choices"])
+            if "metavar" in f.metadata:
+                kwargs["metavar"] = f.metadata["metavar"]
+            elif "choices" not in f.metadata:
+                kwargs["metavar"] = kind.__name__.upper()
+        group.add_argument(flag, **kwargs)
+
+
+def config_from_args(config_cls: type, args: argparse.Namespace):
+    """The `config_cls` instance that the parsed options describe."""
+    return config_cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)})
+
+
+# ---------------------------------------------------------------------------------------------- subcommands
+
+
+def _adapter_record(summary, chosen: bool) -> dict:
+    return {
+        "index": summary.index,
+        "name": summary.name,
+        "backend": summary.backend,
+        "type": summary.adapter_type,
+        "driver": summary.driver,
+        "chosen": chosen,
+        "features": {
+            "shader-f16": summary.features.get("shader-f16", False),
+            "subgroups": summary.features.get("subgroup", False),
+            "timestamp-query": summary.features.get("timestamp-query", False),
+        },
+        "limits": dict(summary.limits),
+    }
+
+
+def _human_bytes(n: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f" ({n / size:.4g} {unit})"
+    return ""
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    """List every adapter wgpu sees and mark the one wgrpo would use."""
+    from engine import device as devices
+
+    adapters = devices.list_adapters()
+    if not adapters:
+        raise devices.NoAdapterError(f"no GPU adapter found. {devices.INSTALL_HINT}")
+    chosen, error = None, None
+    try:
+        chosen = devices.choose_adapter(args.device, adapters)
+    except devices.NoAdapterError as e:  # a --device that matches nothing: still list what exists
+        error = e
+    records = [_adapter_record(a, chosen is not None and a.index == chosen.index) for a in adapters]
+    if args.json:
+        print(json.dumps({"adapters": records, "chosen": chosen.index if chosen else None}, indent=2))
+    else:
+        for r in records:
+            mark = "  <- chosen" if r["chosen"] else ""
+            print(f"[{r['index']}] {r['name']}{mark}")
+            print(f"    backend {r['backend']}, type {r['type']}, driver {r['driver'] or '?'}")
+            print("    features: " + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in r["features"].items()))
+            print("    limits:")
+            for name, value in r["limits"].items():
+                size = _human_bytes(value) if "size" in name and "workgroup-size" not in name else ""
+                print(f"      {name:40s} {value}{size}")
+        if chosen is not None:
+            print(f"chosen: [{chosen.index}] {chosen.name} ({chosen.backend}, {chosen.adapter_type})"
+                  f"{'' if args.device is None else f' by --device {args.device!r}'}")
+    if error is not None:
+        print(f"wgrpo: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Check, then time, every kernel against numpy and the adapter's own measured peak."""
+    from tools.bench import BenchConfig, run_bench
+
+    return run_bench(config_from_args(BenchConfig, args), device_spec=args.device)
+
+
+def _bench_config():
+    from tools.bench import BenchConfig
+
+    return BenchConfig
+
+
+# name -> (function, one-line help, config dataclass loader or None, extra-argument adder or None)
+def _subcommands() -> dict[str, tuple[Callable, str, Callable | None, Callable | None]]:
+    def devices_extra(p):
+        p.add_argument("--json", action="store_true", help="print the adapters as JSON instead of a list")
+
+    return {
+        "devices": (cmd_devices, "list GPU adapters, their features and limits, and which one is chosen", None,
+                    devices_extra),
+        "bench": (cmd_bench, "check kernels against numpy, then time them (GFLOP/s, GB/s, ratio to peak and numpy)",
+                  _bench_config, None),
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # --device is accepted both before and after the subcommand; SUPPRESS keeps the subparser from resetting it.
+    device_parent = argparse.ArgumentParser(add_help=False)
+    device_parent.add_argument(
+        "--device", default=argparse.SUPPRESS, metavar="SPEC",
+        help="adapter to use: a backend (vulkan, metal, dx12, gl), 'cpu', an index from `wgrpo devices`, or part "
+             "of the adapter name (default: $WGRPO_DEVICE, else the most capable adapter)")
+    parser = argparse.ArgumentParser(
+        prog="wgrpo", parents=[device_parent],
+        description="GRPO for language models with every kernel a WGSL compute shader run through wgpu.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (func, help_text, config_loader, extra) in _subcommands().items():
+        p = sub.add_parser(name, parents=[device_parent], help=help_text, description=help_text)
+        if config_loader is not None:
+            add_config_arguments(p, config_loader())
+        if extra is not None:
+            extra(p)
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `wgrpo` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    if not hasattr(args, "device"):
+        args.device = None  # engine.device then reads $WGRPO_DEVICE
+    from engine.device import NoAdapterError
+    from engine.runtime import KernelError
+
+    try:
+        return int(args.func(args) or 0)
+    except NoAdapterError as error:
+        print(f"wgrpo: error: {error}", file=sys.stderr)
+        return 1
+    except KernelError as error:
+        print(f"wgrpo: kernel error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("wgrpo: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `wgrpo ... | head`: stop quietly
+        sys.stdout = open(os.devnull, "w")
+        return 141
+
+
+if __name__ == "__main__":
+    sys.exit(main())
