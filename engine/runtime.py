@@ -288,9 +288,9 @@ class Runtime:
             self.epoch += 1
         self.stats.submits += 1
 
-    def upload(self, data: bytes | memoryview) -> Block:
+    def upload(self, data: bytes) -> Block:
         """A block holding `data`, written by the queue before the next submit's commands."""
-        nbytes = len(memoryview(data).cast("B"))
+        nbytes = len(data)
         block = self.pool.acquire(nbytes, writable_before=self.epoch)
         if nbytes:
             padded = bytes(data) + bytes(-nbytes % 4)

@@ -65,11 +65,12 @@ class Tensor:
                             f"{[str(d) for d in WGSL_TYPES]} (float64 and int64 are converted)")
         if array.dtype == np.int64 and array.size and (array.min() < -(2**31) or array.max() >= 2**31):
             raise ValueError("Tensor.from_numpy: int64 values outside the int32 range cannot be converted")
-        array = np.ascontiguousarray(array, dtype=dtype)
+        shape = array.shape
+        array = np.ascontiguousarray(array, dtype=dtype).reshape(shape)  # ascontiguousarray makes 0-d into 1-d
         device = get_device(device)
         _check_binding_size(array.nbytes, device, array.shape, dtype)
         runtime = device.runtime
-        return cls(_Storage(runtime, runtime.upload(array.data)), array.shape, dtype, device)
+        return cls(_Storage(runtime, runtime.upload(array.tobytes())), shape, dtype, device)
 
     @classmethod
     def empty(cls, shape: Sequence[int], dtype=np.float32, device: Device | str | None = None) -> "Tensor":

@@ -61,6 +61,15 @@ fn mul_naive(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
     out[i] = elem(f32(a[o.x]) * f32(b[o.y]));
 }
 
+// broadcast_naive: out[i] = a[ia(i)] (numpy broadcast_to, materialized). Bindings: params, a (read), out (read_write).
+@compute @workgroup_size(256)
+fn broadcast_naive(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let i = flat_index(wg, nwg, lid);
+    if (i >= params.n) { return; }
+    out[i] = a[broadcast_offsets(i).x];
+}
+
 // affine_naive: y[i] = alpha * x[i] + beta (scale is beta = 0). Bindings: params, x (read), y (read_write).
 @compute @workgroup_size(256)
 fn affine_naive(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

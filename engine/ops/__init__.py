@@ -3,10 +3,10 @@
 One module per kernel family; this package re-exports the public names.
 """
 
-from engine.ops.elementwise import add, affine, exp, gelu, mul, scale, silu
+from engine.ops.elementwise import add, affine, broadcast_to, exp, gelu, mul, scale, silu
 from engine.ops.layout import transpose
 from engine.ops.reduce import max, mean_sq, sum
 from engine.ops.softmax import softmax, softmax_backward
 
-__all__ = ["add", "affine", "exp", "gelu", "mul", "scale", "silu",
+__all__ = ["add", "affine", "broadcast_to", "exp", "gelu", "mul", "scale", "silu",
            "max", "mean_sq", "softmax", "softmax_backward", "sum", "transpose"]

@@ -46,9 +46,9 @@ def _binary(entry: str, a, b) -> Tensor:
     return (_Add if op == "add" else _Mul).apply(a, b)
 
 
-def binary_kernel(entry: str, a: Tensor, b: Tensor) -> Tensor:
-    """Dispatch a broadcasting binary kernel of elementwise.wgsl (checked operands)."""
-    out_shape = np.broadcast_shapes(a.shape, b.shape)
+def binary_kernel(entry: str, a: Tensor, b: Tensor | None, out_shape: tuple[int, ...] | None = None) -> Tensor:
+    """Dispatch a broadcasting kernel of elementwise.wgsl (checked operands); `b` is None for broadcast_naive."""
+    out_shape = np.broadcast_shapes(a.shape, b.shape if b is not None else out_shape)
     if len(out_shape) > MAX_RANK:
         raise ValueError(f"{entry}: at most {MAX_RANK} dimensions are supported, got {len(out_shape)}")
     out = Tensor.empty(out_shape, a.dtype, a.device)
@@ -56,11 +56,36 @@ def binary_kernel(entry: str, a: Tensor, b: Tensor) -> Tensor:
     pad = [0] * (8 - rank)  # two vec4 slots per array; only `rank` values are read
     dims = list(out_shape) + pad
     a_strides = broadcast_strides(a.shape, out_shape) + pad
-    b_strides = broadcast_strides(b.shape, out_shape) + pad
+    b_strides = (broadcast_strides(b.shape, out_shape) if b is not None else [0] * rank) + pad
     params = pack("IIff", out.size, rank, 0.0, 0.0) + struct.pack("<24I", *dims, *a_strides, *b_strides)
-    a.runtime.dispatch("elementwise", entry, [a, b, out], grid_1d(out.size), params, elem=a.elem,
-                       shapes=f"{a.shape}, {b.shape}")
+    buffers = [a, b, out] if b is not None else [a, out]
+    a.runtime.dispatch("elementwise", entry, buffers, grid_1d(out.size), params, elem=a.elem,
+                       shapes=f"{a.shape}, {b.shape if b is not None else out_shape}")
     return out
+
+
+class _BroadcastTo(Function):
+    @staticmethod
+    def forward(ctx, x, shape):
+        ctx.save_for_backward(x.shape)
+        return binary_kernel("broadcast_naive", x, None, shape)
+
+    @staticmethod
+    def backward(ctx, dy):
+        return sum_to_shape(dy, ctx.saved[0]), None
+
+
+def broadcast_to(x: Tensor, shape) -> Tensor:
+    """x repeated along broadcast axes to `shape` (numpy rules), as a new contiguous tensor."""
+    _check_unary(x, "broadcast_to")
+    shape = tuple(int(s) for s in shape)
+    try:
+        fits = np.broadcast_shapes(x.shape, shape) == shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(f"broadcast_to: x of shape {x.shape} cannot be broadcast to {shape}")
+    return _BroadcastTo.apply(x, shape)
 
 
 def sum_to_shape(g: Tensor, shape: tuple[int, ...]) -> Tensor:

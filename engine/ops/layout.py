@@ -8,20 +8,37 @@ from __future__ import annotations
 
 import math
 
+from engine.autograd import Function
 from engine.ops._common import grid_1d, pack
 from engine.ops.reduce import check_tensor, normalize_axis
 from engine.tensor import Tensor
 
 
+class _Transpose(Function):
+    @staticmethod
+    def forward(ctx, x, d0, d1):
+        ctx.save_for_backward(d0, d1)
+        return transpose_kernel(x, d0, d1)
+
+    @staticmethod
+    def backward(ctx, dy):
+        d0, d1 = ctx.saved
+        return transpose_kernel(dy, d0, d1), None, None
+
+
 def transpose(x: Tensor, dim0: int = -2, dim1: int = -1) -> Tensor:
     """x with axes dim0 and dim1 swapped (negative counts from the end), as a new contiguous tensor.
 
-    E.g. (B, T, H, D) -> (B, H, T, D) is transpose(x, 1, 2). x must have rank >= 2.
+    E.g. (B, T, H, D) -> (B, H, T, D) is transpose(x, 1, 2). x must have rank >= 2. Differentiable.
     """
     check_tensor(x, "transpose", min_rank=2)
     d0 = normalize_axis(dim0, x.ndim, x.shape, "transpose", "dim0")
     d1 = normalize_axis(dim1, x.ndim, x.shape, "transpose", "dim1")
-    d0, d1 = min(d0, d1), max(d0, d1)
+    return _Transpose.apply(x, min(d0, d1), max(d0, d1))
+
+
+def transpose_kernel(x: Tensor, d0: int, d1: int) -> Tensor:
+    """Dispatch the transpose of axes d0 < d1 (checked)."""
     out_shape = list(x.shape)
     out_shape[d0], out_shape[d1] = out_shape[d1], out_shape[d0]
     out = Tensor.empty(tuple(out_shape), x.dtype, x.device)

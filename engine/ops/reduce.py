@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from engine.autograd import Function, is_grad_enabled
 from engine.ops._common import check_float, grid_1d, pack
 from engine.tensor import Tensor
 
@@ -65,16 +66,43 @@ def reduce(x: Tensor, op: str, axis: int = -1, keepdims: bool = False, *, varian
     return out
 
 
+class _Reduce(Function):
+    """sum and mean_sq; the gradient spreads dy back along the reduced axis."""
+
+    @staticmethod
+    def forward(ctx, x, op, axis, keepdims):
+        ctx.save_for_backward(x if op == "mean_sq" else None, x.shape, axis)
+        return reduce(x, op, axis, keepdims)
+
+    @staticmethod
+    def backward(ctx, dy):
+        from engine.ops.elementwise import broadcast_to, mul, scale
+
+        x, shape, axis = ctx.saved
+        kept = shape[:axis] + (1,) + shape[axis + 1 :]
+        spread = broadcast_to(dy.reshape(kept), shape)
+        if x is None:
+            return spread, None, None, None
+        return mul(spread, scale(x, 2.0 / shape[axis])), None, None, None
+
+
+def _differentiable(x: Tensor, op: str, axis, keepdims: bool) -> Tensor:
+    check_tensor(x, op)
+    return _Reduce.apply(x, op, normalize_axis(axis, x.ndim, x.shape, op), keepdims)
+
+
 def sum(x: Tensor, axis: int = -1, keepdims: bool = False) -> Tensor:  # noqa: A001 (the spec's name)
     """The sum of x along `axis` (negative counts from the end), accumulated in f32."""
-    return reduce(x, "sum", axis, keepdims)
+    return _differentiable(x, "sum", axis, keepdims)
 
 
 def max(x: Tensor, axis: int = -1, keepdims: bool = False) -> Tensor:  # noqa: A001
-    """The maximum of x along `axis`."""
+    """The maximum of x along `axis`. Not differentiable: call it on detached values or under no_grad()."""
+    if isinstance(x, Tensor) and x.requires_grad and is_grad_enabled():
+        raise ValueError("max: has no gradient; use x.detach() or engine.autograd.no_grad() around it")
     return reduce(x, "max", axis, keepdims)
 
 
 def mean_sq(x: Tensor, axis: int = -1, keepdims: bool = False) -> Tensor:
     """The mean of x**2 along `axis`, accumulated in f32 (RMSNorm's statistic)."""
-    return reduce(x, "mean_sq", axis, keepdims)
+    return _differentiable(x, "mean_sq", axis, keepdims)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+from engine.autograd import Function
 from engine.ops._common import grid_1d, pack
 from engine.ops.reduce import check_tensor
 from engine.tensor import Tensor
@@ -26,7 +27,26 @@ def _grid(variant: str, rows: int) -> tuple[int, int]:
     raise ValueError(f"softmax: variant must be one of {VARIANTS} or None, got {variant!r}")
 
 
+class _Softmax(Function):
+    @staticmethod
+    def forward(ctx, x, causal, variant):
+        y = softmax_kernel(x, causal, variant)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        (y,) = ctx.saved
+        return softmax_backward(y, dy), None, None
+
+
 def softmax(x: Tensor, causal: bool = False, *, variant: str | None = None) -> Tensor:
+    """softmax(x) over the last axis; differentiable (see `softmax_kernel` for the causal convention)."""
+    check_tensor(x, "softmax", min_rank=2 if causal else 1)
+    return _Softmax.apply(x, bool(causal), variant)
+
+
+def softmax_kernel(x: Tensor, causal: bool = False, variant: str | None = None) -> Tensor:
     """softmax(x) over the last axis.
 
     With `causal=True`, x is (..., T_q, T_k) with T_q <= T_k and query i (along the last-but-one axis) sees keys

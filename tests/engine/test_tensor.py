@@ -40,3 +40,9 @@ def test_non_contiguous_input_is_copied(device, rng):
 
 def test_device_by_spec(device):
     assert Tensor.from_numpy(np.ones(2, np.float32), device.summary.name).device is device
+
+
+def test_zero_dim_and_empty_arrays_keep_their_shape(device):
+    scalar = Tensor.from_numpy(np.float32(2.5), device)
+    assert scalar.shape == () and scalar.numpy() == np.float32(2.5)
+    assert Tensor.from_numpy(np.zeros((3, 0, 2), np.float32), device).numpy().shape == (3, 0, 2)
