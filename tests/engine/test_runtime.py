@@ -87,3 +87,14 @@ def test_grid_over_the_workgroup_limit_is_refused(device):
     x = Tensor.from_numpy(np.ones(4, np.float32), device)
     with pytest.raises(ValueError, match="workgroups per dimension"):
         device.runtime.dispatch("elementwise", "silu_naive", [x, x], (10**6,))
+
+
+def test_wgpu_shader_errors_name_the_kernel(device, monkeypatch):
+    import kernels
+    from kernels.registry import KernelSource
+
+    broken = KernelSource("broken", "f32", "@compute @workgroup_size(1) fn oops_naive() { let x: u32 = 1.5; }",
+                          {"oops_naive": ()})
+    monkeypatch.setattr(kernels, "load", lambda family, elem="f32": broken)
+    with pytest.raises(KernelError, match=r"building broken\.oops_naive \(f32"):
+        device.runtime.pipeline("broken", "oops_naive")
