@@ -22,10 +22,11 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from tools.bench_cases import Case, build_catalog
-from tools.bench_timing import INCLUSIVE_TIMER, Timer, time_host
+from tools.bench_timing import INCLUSIVE_TIMER, MAX_DISPATCHES_PER_TRIAL, Timer, time_host
 
 # Largest error allowed, relative to the largest |reference| value, per storage dtype.
 CHECK_TOLERANCE = {"f32": 1e-3, "f16": 2e-2}
+MAX_TRIALS = 64
 
 
 @dataclass
@@ -48,6 +49,12 @@ class BenchConfig:
         "help": "auto: GPU timestamp queries when the adapter has them, else the wall clock; wall: always the "
                 "wall clock over the submit", "choices": ("auto", "wall")})
     seed: int = field(default=0, metadata={"help": "seed of the random inputs"})
+
+    def __post_init__(self):
+        if not 0 <= self.trials <= MAX_TRIALS:
+            raise ValueError(f"--trials must be in 0..{MAX_TRIALS} (0 = default), got {self.trials}")
+        if self.repeat < 0:
+            raise ValueError(f"--repeat must be at least 0 (0 = automatic), got {self.repeat}")
 
     def resolved_trials(self) -> int:
         return self.trials or (3 if self.quick else 7)
@@ -96,7 +103,8 @@ def time_case(case: Case, device, timer: Timer, arrays: list, config: BenchConfi
     from engine.tensor import Tensor
 
     tensors = [Tensor.from_numpy(a, device) for a in arrays]
-    timing = timer.time(lambda: case.gpu(*tensors), config.repeat, config.resolved_trials(), case.dispatches)
+    repeat = min(config.repeat, MAX_DISPATCHES_PER_TRIAL // case.dispatches)  # 0 stays 0: automatic
+    timing = timer.time(lambda: case.gpu(*tensors), repeat, config.resolved_trials(), case.dispatches)
     host = [a.astype(np.float32) for a in arrays]
     # ascontiguousarray: numpy's transpose is a view; the kernel writes the data, so numpy must as well.
     numpy_s = time_host(lambda: np.ascontiguousarray(case.reference(*host)), min_seconds=0.02 if config.quick else 0.1)
@@ -165,13 +173,13 @@ def _run_probes(device, timer: Timer, config: BenchConfig, report: dict) -> dict
     if not ok:
         report["notes"].append(f"peak probes skipped ({why}); ratio_to_peak is null")
         return {}
-    trials = config.resolved_trials()
+    trials, repeat = config.resolved_trials(), min(config.repeat, MAX_DISPATCHES_PER_TRIAL)
     _progress("probe: fma ...")
-    fma = bench_probes.run_fma_probe(device, timer, workgroups=64 if config.quick else 1024,
-                                     iterations=256 if config.quick else 1024, repeat=config.repeat, trials=trials)
+    fma = bench_probes.run_fma_probe(device, timer, workgroups=64 if config.quick else 4096,
+                                     iterations=256, repeat=repeat, trials=trials)
     _progress("probe: copy ...")
     copy = bench_probes.run_copy_probe(device, timer, n_vec4=(1 << 16) if config.quick else (1 << 22),
-                                       repeat=config.repeat, trials=trials)
+                                       repeat=repeat, trials=trials)
     report["probes"] = {"fma": fma, "copy": copy}
     return {"gflops": fma["gflops"], "gbps": copy["gbps"]}
 
@@ -188,8 +196,6 @@ def run_bench(config: BenchConfig, device_spec: str | None = None) -> int:
               "skipped": [], "notes": []}
     if timer.use_timestamps and "assumed" in timer.period_source:
         report["notes"].append("timestamp ticks " + timer.period_source)
-    if trials > 64:
-        raise ValueError(f"--trials must be at most 64, got {trials}")
     peaks = _run_probes(device, timer, config, report)
 
     catalog = build_catalog(config.quick, device.has_f16)

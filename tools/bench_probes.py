@@ -1,7 +1,8 @@
 """The adapter's own peak, measured by the probe kernels of `kernels/probe.wgsl`: FMA throughput and copy bandwidth.
 
 Owns: the probe dispatch code and the FLOP / byte formulas, kept here as constants that must match the header of
-`kernels/probe.wgsl` (its entries `probe_fma` and `probe_copy`). Must not import `rl`.
+`kernels/probe.wgsl` (its entries `probe_fma` and `probe_copy`; `tests/tools/test_bench.py` compares them).
+Must not import `rl`.
 """
 
 from __future__ import annotations
@@ -10,22 +11,25 @@ import math
 
 import numpy as np
 
-from engine.ops._common import MAX_WORKGROUPS, grid_1d, pack
+from engine.ops._common import MAX_WORKGROUPS, pack
 from engine.tensor import Tensor
 from tools.bench_timing import Timer
 
 PROBE_FAMILY = "probe"
+# @workgroup_size of both entries (the `PROBE_X` override's default, which the bench leaves alone)
+PROBE_WORKGROUP = 64
 
-# probe_fma: each invocation runs `iterations` rounds of FMA_CHAINS independent vec4 FMAs (a vec4 FMA is 4
-# multiplies and 4 adds: 8 FLOPs). FLOPs = invocations * iterations * FMA_CHAINS * FLOPS_PER_VEC4_FMA.
+# probe_fma: each of n invocations runs `iters` trips of FMA_VEC4_PER_ITER vec4 FMAs (8 accumulators, 4 FMAs
+# each); a vec4 FMA is 4 lanes x 2 FLOPs. FLOPs per dispatch = n * iters * 32 * 4 * 2 = 256 * n * iters.
+# Grid (n / PROBE_WORKGROUP, 1, 1), at most 65535 workgroups. Params: n (u32), iters (u32), seed (f32), pad.
 FMA_ENTRY = "probe_fma"
-FMA_WORKGROUP = 64  # invocations per workgroup, @workgroup_size of probe_fma
-FMA_CHAINS = 8  # vec4 FMAs per iteration
+FMA_VEC4_PER_ITER = 32
 FLOPS_PER_VEC4_FMA = 8
+FMA_SEED = 0.5  # any value in [0, 1)
 
-# probe_copy: dst[i] = src[i] over n vec4<f32>. Bytes = n * 16 read + n * 16 written.
+# probe_copy: dst[i] = src[i] over n vec4<f32>, grid-stride. Bytes per dispatch = 16 read + 16 written per vec4.
+# Grid (min(ceil(n / PROBE_WORKGROUP), 65535), 1, 1). Params: n (u32), then unused words.
 COPY_ENTRY = "probe_copy"
-COPY_WORKGROUP = 256
 VEC4_BYTES = 16
 
 
@@ -44,32 +48,35 @@ def probe_available() -> tuple[bool, str]:
 
 
 def fma_flops(invocations: int, iterations: int) -> int:
-    return invocations * iterations * FMA_CHAINS * FLOPS_PER_VEC4_FMA
+    return invocations * iterations * FMA_VEC4_PER_ITER * FLOPS_PER_VEC4_FMA
 
 
 def copy_bytes(n_vec4: int) -> int:
     return 2 * n_vec4 * VEC4_BYTES
 
 
-def _fma_grid(workgroups: int) -> tuple[int, int]:
-    x = min(workgroups, MAX_WORKGROUPS)
-    return x, math.ceil(workgroups / x)
+def _storage(entry: str, buffers: dict) -> list:
+    """The tensors for `entry`'s storage bindings, in binding order (the registry drops the ones it never uses)."""
+    import kernels
+
+    return [buffers[b.name] for b in kernels.load(PROBE_FAMILY).bindings(entry) if b.kind != "uniform"]
 
 
 def run_fma_probe(device, timer: Timer, workgroups: int, iterations: int, repeat: int, trials: int) -> dict:
-    """GFLOP/s of the FMA probe with `workgroups` x FMA_WORKGROUP invocations."""
+    """GFLOP/s of the FMA probe with `workgroups` x PROBE_WORKGROUP invocations."""
     runtime = device.runtime
-    invocations = workgroups * FMA_WORKGROUP
-    out = Tensor.empty((invocations, 4), np.float32, device)  # the sums, so the compiler keeps the chains
-    params = pack("IIII", invocations, iterations, 0, 0)
-    grid = _fma_grid(workgroups)
+    workgroups = min(workgroups, MAX_WORKGROUPS)
+    invocations = workgroups * PROBE_WORKGROUP
+    dst = Tensor.empty((invocations, 4), np.float32, device)  # the sums, so the compiler keeps the chains
+    buffers = _storage(FMA_ENTRY, {"src": Tensor.empty((1, 4), np.float32, device), "dst": dst})
+    params = pack("IIfI", invocations, iterations, FMA_SEED, 0)
 
     def call():
-        runtime.dispatch(PROBE_FAMILY, FMA_ENTRY, [out], grid, params, shapes=f"{invocations} x {iterations}")
+        runtime.dispatch(PROBE_FAMILY, FMA_ENTRY, buffers, (workgroups, 1, 1), params,
+                         shapes=f"{invocations} invocations x {iterations} iters")
 
     call()
-    values = out.numpy()
-    if not np.all(np.isfinite(values)):
+    if not np.all(np.isfinite(dst.numpy())):
         raise RuntimeError(f"{FMA_ENTRY} wrote non-finite values: the probe kernel is broken")
     timing = timer.time(call, repeat, trials)
     flops = fma_flops(invocations, iterations)
@@ -84,11 +91,12 @@ def run_copy_probe(device, timer: Timer, n_vec4: int, repeat: int, trials: int) 
     src_host = np.arange(n_vec4 * 4, dtype=np.float32).reshape(n_vec4, 4)
     src = Tensor.from_numpy(src_host, device)
     dst = Tensor.empty((n_vec4, 4), np.float32, device)
-    params = pack("IIII", n_vec4, 0, 0, 0)
-    grid = grid_1d(n_vec4, COPY_WORKGROUP)
+    buffers = _storage(COPY_ENTRY, {"src": src, "dst": dst})
+    params = pack("IIfI", n_vec4, 0, 0.0, 0)
+    grid = (min(math.ceil(n_vec4 / PROBE_WORKGROUP), MAX_WORKGROUPS), 1, 1)
 
     def call():
-        runtime.dispatch(PROBE_FAMILY, COPY_ENTRY, [src, dst], grid, params, shapes=f"{n_vec4} vec4")
+        runtime.dispatch(PROBE_FAMILY, COPY_ENTRY, buffers, grid, params, shapes=f"{n_vec4} vec4")
 
     call()
     if not np.array_equal(dst.numpy(), src_host):

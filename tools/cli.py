@@ -72,8 +72,18 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type) -> N
 
 
 def config_from_args(config_cls: type, args: argparse.Namespace):
-    """The `config_cls` instance that the parsed options describe."""
-    return config_cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)})
+    """The `config_cls` instance that the parsed options describe.
+
+    A `ValueError` from the dataclass's own checks (`__post_init__`) becomes a usage error (exit code 2) when
+    `args` came from `build_parser`.
+    """
+    try:
+        return config_cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)})
+    except ValueError as error:
+        parser = getattr(args, "parser", None)
+        if parser is None:
+            raise
+        parser.error(str(error))
 
 
 # ---------------------------------------------------------------------------------------------- subcommands
@@ -180,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
             add_config_arguments(p, config_loader())
         if extra is not None:
             extra(p)
-        p.set_defaults(func=func)
+        p.set_defaults(func=func, parser=p)
     return parser
 
 

@@ -105,3 +105,21 @@ def test_timer_notices_an_op_that_reads_back(device):
     x = Tensor.from_numpy(np.ones(256, np.float32), device)
     timing = Timer(device).time(lambda: ops.silu(x).numpy(), 3, 2)
     assert timing.timer == INCLUSIVE_TIMER and timing.median > 0
+
+
+def test_probe_constants_match_the_kernel_header():
+    """The FLOP and byte formulas the bench uses are the ones `kernels/probe.wgsl` documents."""
+    import re
+
+    import kernels.registry
+
+    path = kernels.registry.KERNEL_DIR / "probe.wgsl"
+    if not path.is_file():
+        pytest.skip("kernels/probe.wgsl does not exist yet")
+    code = path.read_text()
+    assert int(re.search(r"override PROBE_X: u32 = (\d+)u", code).group(1)) == bench_probes.PROBE_WORKGROUP
+    assert int(re.search(r"trips of (\d+) vec4 FMAs", code).group(1)) == bench_probes.FMA_VEC4_PER_ITER
+    flops_per = int(re.search(r"FLOPs per dispatch = .*= (\d+) \* n \* iters", code).group(1))
+    assert bench_probes.fma_flops(1, 1) == flops_per
+    assert bench_probes.copy_bytes(1) == int(re.search(r"bytes moved per dispatch = (\d+) \* n", code).group(1))
+    assert bench_probes.probe_available() == (True, "")
