@@ -98,6 +98,10 @@ def _softmax_reference(x, causal: bool = False):
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def _rmsnorm_reference(x, w, eps: float = 1e-6):
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
+
+
 def _unary_case(kernel: str, label: str, shape: tuple, dtype: str, gpu, reference, out_elems: int | None = None,
                 note: str = "") -> Case:
     item = np.dtype(_NP_DTYPES[dtype]).itemsize
@@ -144,7 +148,19 @@ def build_catalog(quick: bool, has_f16: bool) -> Catalog:
     if have("silu"):
         catalog.cases.append(_unary_case("silu", f"{n}", (n,), "f32", ops.silu, _silu_reference))
 
+    if have("swiglu"):
+        catalog.cases.append(Case(
+            kernel="swiglu", label=f"{n}", dtype="f32", shape={"n": n},
+            arrays=lambda rng: [_uniform((n,), "f32", -4.0, 4.0)(rng), _uniform((n,), "f32")(rng)],
+            gpu=ops.swiglu, reference=lambda g, u: _silu_reference(g) * u, nbytes=3 * n * 4))
+
     rows, cols = (64, 128) if quick else (1024, 1024)
+    if have("rmsnorm"):
+        catalog.cases.append(Case(
+            kernel="rmsnorm", label=f"{rows}x{cols}", dtype="f32", shape={"x": [rows, cols], "w": [cols]},
+            arrays=lambda rng: [_uniform((rows, cols), "f32", -2.0, 2.0)(rng), _uniform((cols,), "f32", 0.5, 1.5)(rng)],
+            gpu=ops.rmsnorm, reference=_rmsnorm_reference, nbytes=(2 * rows * cols + cols + rows) * 4,
+            note="x and w read, y and the per-row rstd written"))
     if have("softmax"):
         catalog.cases.append(_unary_case("softmax", f"{rows}x{cols}", (rows, cols), "f32", ops.softmax,
                                          _softmax_reference, note="last axis"))
