@@ -118,7 +118,7 @@ class Runtime:
         if key not in self._pipelines:
             if elem == "f16" and not self.device.has_f16:
                 raise ValueError(f"{kernel}.{entry}: f16 needs the shader-f16 feature, which {self.device.name} lacks")
-            source = kernels.load(kernel, elem)
+            source = kernels.load(kernel, elem, self.device.has_subgroups)
             bindings = source.bindings(entry)
             if any(b.group != 0 for b in bindings):
                 raise KernelError(f"{kernel}.{entry}: only bind group 0 is supported")

@@ -22,6 +22,8 @@ _FUNCTION = re.compile(r"\bfn\s+(\w+)\s*\(")
 _ENTRY = re.compile(r"@compute\b[^;{]*?\bfn\s+(\w+)\s*\(")
 _IDENTIFIER = re.compile(r"(?<![.\w])[A-Za-z_]\w*")  # not after a dot: `v.x` is a swizzle, not `x`
 _ELEM_ALIAS = re.compile(r"^alias\s+elem\s*=\s*f32\s*;\s*$", re.MULTILINE)
+# Entries that need the `subgroup` feature sit between these lines; naga rejects the whole module without it.
+_SUBGROUP_BLOCK = re.compile(r"^// BEGIN subgroup$.*?^// END subgroup$", re.MULTILINE | re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -54,14 +56,20 @@ def families() -> list[str]:
 
 
 @lru_cache(maxsize=None)
-def load(family: str, elem: str = "f32") -> KernelSource:
-    """The source of `kernels/<family>.wgsl` with `elem` as its element type, and its entry points."""
+def load(family: str, elem: str = "f32", subgroups: bool = True) -> KernelSource:
+    """The source of `kernels/<family>.wgsl` with `elem` as its element type, and its entry points.
+
+    With `subgroups=False` the `// BEGIN subgroup` ... `// END subgroup` block is cut out, so the rest of the
+    family compiles on adapters without the feature (its entries are then absent).
+    """
     if elem not in ELEMENT_TYPES:
         raise ValueError(f"elem must be one of {ELEMENT_TYPES}, got {elem!r}")
     path = KERNEL_DIR / f"{family}.wgsl"
     if not path.is_file():
         raise ValueError(f"no kernel family {family!r}: {path} does not exist; known: {families()}")
     code = path.read_text()
+    if not subgroups:
+        code = _SUBGROUP_BLOCK.sub("", code)
     if elem != "f32":
         if not _ELEM_ALIAS.search(code):
             raise ValueError(f"{path.name} has no `alias elem = f32;` line, so it cannot be built for {elem}")

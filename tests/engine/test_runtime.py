@@ -95,6 +95,6 @@ def test_wgpu_shader_errors_name_the_kernel(device, monkeypatch):
 
     broken = KernelSource("broken", "f32", "@compute @workgroup_size(1) fn oops_naive() { let x: u32 = 1.5; }",
                           {"oops_naive": ()})
-    monkeypatch.setattr(kernels, "load", lambda family, elem="f32": broken)
+    monkeypatch.setattr(kernels, "load", lambda family, elem="f32", subgroups=True: broken)
     with pytest.raises(KernelError, match=r"building broken\.oops_naive \(f32"):
         device.runtime.pipeline("broken", "oops_naive")
