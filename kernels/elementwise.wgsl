@@ -30,6 +30,10 @@ fn flat_index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
 
 // The offsets into a and b of output element i, walking dimensions innermost first.
 fn broadcast_offsets(i: u32) -> vec2<u32> {
+    // One dimension (same shapes, or a scalar): no division. The host merges dimensions to get here often.
+    if (params.rank == 1u) {
+        return i * vec2<u32>(params.a_strides[0][0], params.b_strides[0][0]);
+    }
     var rest = i;
     var offsets = vec2<u32>(0u, 0u);
     for (var k = i32(params.rank) - 1; k >= 0; k--) {

@@ -26,6 +26,21 @@ def broadcast_strides(shape: tuple[int, ...], out_shape: tuple[int, ...]) -> lis
     return strides[::-1]
 
 
+def merge_dims(dims, a_strides, b_strides) -> tuple[list[int], list[int], list[int]]:
+    """Fold each dimension into the next inner one where both operands walk them as one (so same-shape
+    operands become one flat dimension and the kernel needs no index arithmetic)."""
+    out_d, out_a, out_b = [], [], []
+    for d, sa, sb in zip(dims, a_strides, b_strides):
+        if d == 1:
+            continue
+        if out_d and out_a[-1] == sa * d and out_b[-1] == sb * d:
+            out_d[-1] *= d
+            out_a[-1], out_b[-1] = sa, sb
+        else:
+            out_d.append(d), out_a.append(sa), out_b.append(sb)
+    return (out_d, out_a, out_b) if out_d else ([1], [0], [0])
+
+
 def _binary(entry: str, a, b) -> Tensor:
     op = entry.split("_")[0]
     if not isinstance(a, Tensor) and not isinstance(b, Tensor):
@@ -52,11 +67,12 @@ def binary_kernel(entry: str, a: Tensor, b: Tensor | None, out_shape: tuple[int,
     if len(out_shape) > MAX_RANK:
         raise ValueError(f"{entry}: at most {MAX_RANK} dimensions are supported, got {len(out_shape)}")
     out = Tensor.empty(out_shape, a.dtype, a.device)
-    rank = len(out_shape)
+    dims, a_strides, b_strides = merge_dims(
+        out_shape, broadcast_strides(a.shape, out_shape),
+        broadcast_strides(b.shape, out_shape) if b is not None else [0] * len(out_shape))
+    rank = len(dims)
     pad = [0] * (8 - rank)  # two vec4 slots per array; only `rank` values are read
-    dims = list(out_shape) + pad
-    a_strides = broadcast_strides(a.shape, out_shape) + pad
-    b_strides = (broadcast_strides(b.shape, out_shape) if b is not None else [0] * rank) + pad
+    dims, a_strides, b_strides = dims + pad, a_strides + pad, b_strides + pad
     params = pack("IIff", out.size, rank, 0.0, 0.0) + struct.pack("<24I", *dims, *a_strides, *b_strides)
     buffers = [a, b, out] if b is not None else [a, out]
     a.runtime.dispatch("elementwise", entry, buffers, grid_1d(out.size), params, elem=a.elem,
