@@ -198,7 +198,7 @@ def run_bench(config: BenchConfig, device_spec: str | None = None) -> int:
         report["notes"].append("timestamp ticks " + timer.period_source)
     peaks = _run_probes(device, timer, config, report)
 
-    catalog = build_catalog(config.quick, device.has_f16)
+    catalog = build_catalog(config.quick, device)
     report["skipped"] += catalog.missing
     cases = [c for c in catalog.cases if config.filter in c.name]
     rng = np.random.default_rng(config.seed)

@@ -6,6 +6,7 @@ bench runs whatever is present), and the FLOP / byte formulas. Must not import `
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -55,23 +56,27 @@ def _swap(x, transpose: bool):
     return np.swapaxes(x, -1, -2) if transpose else x
 
 
-def matmul_case(batch: int, m: int, n: int, k: int, layout: str, dtype: str) -> Case:
-    """C (batch, M, N) = op(A) @ op(B); layout "NT" means B is stored transposed, (N, K)."""
+def matmul_case(batch: int, m: int, n: int, k: int, layout: str, dtype: str, variant: str | None = None) -> Case:
+    """C (batch, M, N) = op(A) @ op(B); layout "NT" means B is stored transposed, (N, K).
+
+    `variant` forces one of `engine.ops.matmul`'s kernels; None lets the op choose for the adapter."""
     ta, tb = layout[0] == "T", layout[1] == "T"
     a_shape = (k, m) if ta else (m, k)
     b_shape = (n, k) if tb else (k, n)
     if batch > 1:
         a_shape, b_shape = (batch, *a_shape), (batch, *b_shape)
-    label = (f"{batch}x" if batch > 1 else "") + f"{m}x{n}x{k} {layout}"
+    label = (f"{batch}x" if batch > 1 else "") + f"{m}x{n}x{k} {layout}" + (f" [{variant}]" if variant else "")
+    kwargs = {"variant": variant} if variant else {}
 
     def arrays(rng):
         return [_uniform(a_shape, dtype)(rng), _uniform(b_shape, dtype)(rng)]
 
     return Case(
         kernel="matmul", label=label, dtype=dtype,
-        shape={"batch": batch, "M": m, "N": n, "K": k, "layout": layout, "a": list(a_shape), "b": list(b_shape)},
+        shape={"batch": batch, "M": m, "N": n, "K": k, "layout": layout, "a": list(a_shape), "b": list(b_shape),
+               "variant": variant or "auto"},
         arrays=arrays,
-        gpu=lambda a, b: ops.matmul(a, b, transpose_a=ta, transpose_b=tb),
+        gpu=lambda a, b: ops.matmul(a, b, transpose_a=ta, transpose_b=tb, **kwargs),
         reference=lambda a, b: _swap(a, ta) @ _swap(b, tb),
         flops=2 * batch * m * n * k, dispatches=4,
     )
@@ -115,9 +120,18 @@ def _dims(shape) -> str:
     return "x".join(str(s) for s in shape)
 
 
-def build_catalog(quick: bool, has_f16: bool) -> Catalog:
-    """Every case whose op exists in `engine.ops`, at full or `--quick` shapes."""
+def _matmul_variants(device) -> tuple[list[str], Callable | None]:
+    """The kernel variants `engine.ops.matmul(variant=...)` offers on `device`, and its chooser, if it has them."""
+    module = importlib.import_module("engine.ops.matmul")  # `engine.ops.matmul` the attribute is the function
+    variants = getattr(module, "VARIANTS", {})
+    usable = [name for name, v in variants.items() if device.has_subgroups or not getattr(v, "needs_subgroups", False)]
+    return usable, getattr(module, "choose_variant", None)
+
+
+def build_catalog(quick: bool, device) -> Catalog:
+    """Every case whose op exists in `engine.ops`, at full or `--quick` shapes, for `device`'s features."""
     catalog = Catalog()
+    has_f16 = device.has_f16
 
     def have(name: str) -> bool:
         if hasattr(ops, name):
@@ -134,6 +148,11 @@ def build_catalog(quick: bool, has_f16: bool) -> Catalog:
                       (1, 256, 1024, 384, "NT"), (1, 256, 1024, 384, "TN"), (8, 128, 128, 64, "NN")]
             f16_shapes = [(1, 512, 512, 512, "NN"), (1, 256, 1024, 384, "NT")]
         catalog.cases += [matmul_case(*s, "f32") for s in shapes]
+        variants, choose = _matmul_variants(device)
+        if choose is not None:
+            for case in catalog.cases:
+                case.note = f"variant {choose(device, case.shape['M'])} (auto)"
+        catalog.cases += [matmul_case(*shapes[0], "f32", variant=v) for v in variants]
         if has_f16:
             catalog.cases += [matmul_case(*s, "f16") for s in f16_shapes]
         else:

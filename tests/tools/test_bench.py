@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import types
 
 import numpy as np
 import pytest
@@ -49,8 +50,8 @@ def test_dispatch_overhead_is_one_submit(device, tmp_path, capsys):
 
 
 def test_wrong_kernel_fails_loudly_and_is_not_timed(device, tmp_path, capsys, monkeypatch):
-    def catalog(quick, has_f16):
-        good = build_catalog(quick, has_f16).cases
+    def catalog(quick, device):
+        good = build_catalog(quick, device).cases
         add = next(c for c in good if c.name == "add 16384 f32")
         broken = bench.Case(**{**add.__dict__, "label": "broken", "reference": np.subtract})
         return Catalog(cases=[broken, add])
@@ -69,7 +70,8 @@ def test_catalog_skips_missing_ops(monkeypatch):
     from engine import ops
 
     monkeypatch.delattr(ops, "softmax", raising=False)
-    catalog = build_catalog(quick=True, has_f16=False)
+    no_extras = types.SimpleNamespace(has_f16=False, has_subgroups=False, is_software=True)
+    catalog = build_catalog(quick=True, device=no_extras)
     assert not any(c.kernel == "softmax" for c in catalog.cases)
     assert any(m.startswith("softmax:") for m in catalog.missing)
     assert all(c.dtype == "f32" for c in catalog.cases)
