@@ -3,11 +3,16 @@
 One module per kernel family; this package re-exports the public names.
 """
 
+from engine.ops.embedding import embedding
 from engine.ops.elementwise import add, affine, broadcast_to, exp, gelu, mul, scale, silu
 from engine.ops.layout import transpose
 from engine.ops.matmul import matmul
+from engine.ops.norm import rmsnorm
 from engine.ops.reduce import max, mean_sq, sum
+from engine.ops.rope import rope
 from engine.ops.softmax import softmax, softmax_backward
+from engine.ops.swiglu import swiglu
 
 __all__ = ["add", "affine", "broadcast_to", "exp", "gelu", "mul", "scale", "silu",
-           "matmul", "max", "mean_sq", "softmax", "softmax_backward", "sum", "transpose"]
+           "matmul", "max", "mean_sq", "softmax", "softmax_backward", "sum", "transpose",
+           "embedding", "rmsnorm", "rope", "swiglu"]

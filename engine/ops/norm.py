@@ -1,0 +1,99 @@
+"""RMSNorm over the last axis (Hugging Face Llama / Qwen2 semantics) and its backward.
+
+y = x * rsqrt(mean(x^2, last axis) + eps) * w, computed in f32 whatever the storage dtype. The forward keeps
+rstd (f32, one per row) for the backward. Kernels in `kernels/rmsnorm.wgsl`: `rmsnorm_forward` (one invocation
+per row), `rmsnorm_backward_dx` (one per row), `rmsnorm_backward_dw` (one per channel, summing the rows in order,
+so dw is deterministic). Note: HF rounds x * rstd to the input dtype before multiplying by w; here the product is
+rounded once, so f16 results may differ from HF's by one f16 rounding.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from engine.autograd import Function
+from engine.ops._common import check_float, grid_1d, pack
+from engine.tensor import Tensor
+
+WG = 64  # invocations per workgroup of every rmsnorm entry (as in the WGSL)
+
+
+def _check(x, w, op: str) -> None:
+    for name, t in (("x", x), ("w", w)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{op}: {name} must be an engine.Tensor, got {type(t).__name__}")
+        check_float(t, name, op)
+    if x.ndim < 1:
+        raise ValueError(f"{op}: x must have at least 1 dimension, got shape {x.shape}")
+    if w.shape != (x.shape[-1],):
+        raise ValueError(f"{op}: w must have shape ({x.shape[-1]},) (the last axis of x with shape {x.shape}), "
+                         f"got {w.shape}")
+    if x.dtype != w.dtype:
+        raise TypeError(f"{op}: x is {x.dtype} but w is {w.dtype}; convert one first")
+    if x.device is not w.device:
+        raise ValueError(f"{op}: x is on {x.device.name} but w is on {w.device.name}")
+
+
+def rmsnorm_forward(x: Tensor, w: Tensor, eps: float = 1e-6) -> tuple[Tensor, Tensor]:
+    """The forward kernel alone (no autograd): (y, rstd) with y like x and rstd float32 of shape x.shape[:-1]."""
+    _check(x, w, "rmsnorm")
+    n = x.shape[-1]
+    rows = math.prod(x.shape[:-1])
+    if n == 0 and rows:
+        raise ValueError(f"rmsnorm: the last axis of x with shape {x.shape} is empty")
+    y = Tensor.empty(x.shape, x.dtype, x.device)
+    rstd = Tensor.empty(x.shape[:-1], np.float32, x.device)
+    x.runtime.dispatch("rmsnorm", "rmsnorm_forward", [x, w, y, rstd], grid_1d(rows, WG), pack("IIf", rows, n, eps),
+                       elem=x.elem, shapes=f"x {x.shape}, w {w.shape}")
+    return y, rstd
+
+
+def rmsnorm_backward(x: Tensor, w: Tensor, rstd: Tensor, dy: Tensor, *, need_dx: bool = True,
+                     need_dw: bool = True) -> tuple[Tensor | None, Tensor | None]:
+    """The backward kernels alone: (dx, dw) for the gradient dy of y = rmsnorm(x, w), given the forward's rstd."""
+    _check(x, w, "rmsnorm_backward")
+    if not isinstance(dy, Tensor) or dy.shape != x.shape or dy.dtype != x.dtype:
+        raise ValueError(f"rmsnorm_backward: dy must be a {x.dtype} Tensor of shape {x.shape}, got "
+                         f"{getattr(dy, 'shape', type(dy).__name__)} {getattr(dy, 'dtype', '')}")
+    if not isinstance(rstd, Tensor) or rstd.shape != x.shape[:-1] or rstd.dtype != np.float32:
+        raise ValueError(f"rmsnorm_backward: rstd must be a float32 Tensor of shape {x.shape[:-1]}, got "
+                         f"{getattr(rstd, 'shape', type(rstd).__name__)} {getattr(rstd, 'dtype', '')}")
+    n = x.shape[-1]
+    rows = math.prod(x.shape[:-1])
+    params = pack("IIf", rows, n, 0.0)
+    shapes = f"x {x.shape}, w {w.shape}"
+    dx = dw = None
+    if need_dx:
+        dx = Tensor.empty(x.shape, x.dtype, x.device)
+        x.runtime.dispatch("rmsnorm", "rmsnorm_backward_dx", [x, w, rstd, dy, dx], grid_1d(rows, WG), params,
+                           elem=x.elem, shapes=shapes)
+    if need_dw:
+        dw = Tensor.empty(w.shape, w.dtype, w.device)
+        x.runtime.dispatch("rmsnorm", "rmsnorm_backward_dw", [x, rstd, dy, dw], grid_1d(n, WG), params,
+                           elem=x.elem, shapes=shapes)
+    return dx, dw
+
+
+class _RMSNorm(Function):
+    @staticmethod
+    def forward(ctx, x, w, eps):
+        y, rstd = rmsnorm_forward(x, w, eps)
+        ctx.save_for_backward(x, w, rstd)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, w, rstd = ctx.saved
+        dx, dw = rmsnorm_backward(x, w, rstd, dy, need_dx=ctx.needs_grad[0], need_dw=ctx.needs_grad[1])
+        return dx, dw, None
+
+
+def rmsnorm(x: Tensor, w: Tensor, eps: float = 1e-6) -> Tensor:
+    """RMSNorm over the last axis: x (..., C), w (C,) -> y (..., C) = x * rsqrt(mean(x^2) + eps) * w."""
+    _check(x, w, "rmsnorm")
+    eps = float(eps)
+    if not eps >= 0.0:
+        raise ValueError(f"rmsnorm: eps must be >= 0, got {eps}")
+    return _RMSNorm.apply(x, w, eps)

@@ -1,0 +1,123 @@
+"""Rotary position embedding (Hugging Face Llama convention: rotate_half over the two halves of the head dim).
+
+x (B, T, H, D) is rotated per head by angles a = positions[b, t] * inv_freq[j], inv_freq[j] = theta^(-2j/D). As in
+HF's rotary embedding, inv_freq is computed in f32 on the host (`default_inv_freq`, bit-for-bit HF's formula; a
+scaled variant such as rope_type "llama3" can be passed instead), and the kernel forms the f32 angle and its cos
+and sin. positions is (B, T), or (T,) shared by the batch, so KV-cached decoding passes the absolute positions of
+the new tokens. The backward rotates dy back. Kernels in `kernels/rope.wgsl`: `rope_forward`, `rope_backward`.
+Note: HF rounds cos and sin to the model dtype before multiplying; here they stay f32, so f16 results may differ
+from HF's by an f16 rounding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.autograd import Function
+from engine.ops._common import check_float, grid_1d, pack
+from engine.tensor import Tensor
+
+
+def _positions(positions, x: Tensor, op: str) -> Tensor:
+    """positions as an int32 (or uint32) Tensor of shape (B, T) or (T,) on x's device, checked."""
+    b, t = x.shape[:2]
+    if isinstance(positions, Tensor):
+        if positions.dtype not in (np.dtype(np.int32), np.dtype(np.uint32)):
+            raise TypeError(f"{op}: positions must be int32, got a {positions.dtype} Tensor of shape {positions.shape}")
+        if positions.device is not x.device:
+            raise ValueError(f"{op}: positions are on {positions.device.name} but x is on {x.device.name}")
+    elif isinstance(positions, (np.ndarray, list, tuple, range)):
+        array = np.asarray(positions)
+        if array.dtype.kind not in "iu":
+            raise TypeError(f"{op}: positions must be integers, got dtype {array.dtype} with shape {array.shape}")
+        if array.size and (array.min() < -(2**31) or array.max() >= 2**31):
+            raise ValueError(f"{op}: positions must fit in int32, got values in [{array.min()}, {array.max()}]")
+        positions = Tensor.from_numpy(array.astype(np.int32), x.device)
+    else:
+        raise TypeError(f"{op}: positions must be an engine.Tensor or a numpy array, got {type(positions).__name__}")
+    if positions.shape not in ((b, t), (t,)):
+        raise ValueError(f"{op}: positions must have shape (B, T) = {(b, t)} or (T,) = {(t,)} for x of shape "
+                         f"{x.shape}, got {positions.shape}")
+    return positions
+
+
+def _check_x(x, op: str, name: str = "x") -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{op}: {name} must be an engine.Tensor, got {type(x).__name__}")
+    check_float(x, name, op)
+    if x.ndim != 4:
+        raise ValueError(f"{op}: {name} must have shape (B, T, H, D), got {x.shape}")
+    if x.shape[-1] % 2:
+        raise ValueError(f"{op}: the head dim D of {name} with shape {x.shape} must be even, got D = {x.shape[-1]}")
+
+
+def default_inv_freq(head_dim: int, theta: float = 10000.0) -> np.ndarray:
+    """(head_dim / 2,) float32: 1 / theta^(2j / head_dim), in f32 exactly as HF's default rope parameters."""
+    theta = float(theta)
+    if not theta > 0.0:
+        raise ValueError(f"rope: theta must be > 0, got {theta}")
+    exponents = np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float32) / np.float32(head_dim)
+    return (np.float32(1.0) / (np.float32(theta) ** exponents)).astype(np.float32)
+
+
+def _inv_freq(x: Tensor, theta: float, inv_freq, op: str) -> Tensor:
+    half = x.shape[-1] // 2
+    if inv_freq is None:
+        inv_freq = default_inv_freq(x.shape[-1], theta)
+    elif isinstance(inv_freq, Tensor):
+        if inv_freq.shape != (half,) or inv_freq.dtype != np.float32:
+            raise ValueError(f"{op}: inv_freq must be float32 of shape ({half},) for x of shape {x.shape}, "
+                             f"got {inv_freq.dtype} {inv_freq.shape}")
+        return inv_freq
+    inv_freq = np.asarray(inv_freq)
+    if inv_freq.shape != (half,) or inv_freq.dtype.kind != "f":
+        raise ValueError(f"{op}: inv_freq must be floats of shape ({half},) for x of shape {x.shape}, "
+                         f"got {inv_freq.dtype} {inv_freq.shape}")
+    return Tensor.from_numpy(inv_freq.astype(np.float32), x.device)
+
+
+def _dispatch(entry: str, x: Tensor, positions: Tensor, inv_freq: Tensor) -> Tensor:
+    b, t, h, d = x.shape
+    n_pairs = b * t * h * (d // 2)
+    out = Tensor.empty(x.shape, x.dtype, x.device)
+    params = pack("IIIII", n_pairs, d // 2, h, t, int(positions.ndim == 2))
+    x.runtime.dispatch("rope", entry, [positions, inv_freq, x, out], grid_1d(n_pairs), params, elem=x.elem,
+                       shapes=f"x {x.shape}, positions {positions.shape}")
+    return out
+
+
+def rope_forward(x: Tensor, positions, theta: float = 10000.0, *, inv_freq=None) -> Tensor:
+    """The forward kernel alone (no autograd)."""
+    _check_x(x, "rope")
+    return _dispatch("rope_forward", x, _positions(positions, x, "rope"), _inv_freq(x, theta, inv_freq, "rope"))
+
+
+def rope_backward(dy: Tensor, positions, theta: float = 10000.0, *, inv_freq=None) -> Tensor:
+    """The backward kernel alone: dx = dy rotated back by the same angles."""
+    op = "rope_backward"
+    _check_x(dy, op, "dy")
+    return _dispatch("rope_backward", dy, _positions(positions, dy, op), _inv_freq(dy, theta, inv_freq, op))
+
+
+class _Rope(Function):
+    @staticmethod
+    def forward(ctx, x, positions, inv_freq):
+        ctx.save_for_backward(positions, inv_freq)
+        return _dispatch("rope_forward", x, positions, inv_freq)
+
+    @staticmethod
+    def backward(ctx, dy):
+        positions, inv_freq = ctx.saved
+        return _dispatch("rope_backward", dy, positions, inv_freq), None, None
+
+
+def rope(x: Tensor, positions, theta: float = 10000.0, *, inv_freq=None) -> Tensor:
+    """Rotary embedding of x (B, T, H, D), D even, at integer positions (B, T) or (T,) (a Tensor or a numpy
+    array): HF's `x * cos + rotate_half(x) * sin`. Returns (B, T, H, D).
+
+    The angles are positions * inv_freq with inv_freq = `default_inv_freq(D, theta)` unless `inv_freq` (D/2 floats,
+    a numpy array or a float32 Tensor, e.g. HF's llama3-scaled frequencies) is given, in which case theta is unused.
+    """
+    _check_x(x, "rope")
+    positions = _positions(positions, x, "rope")
+    return _Rope.apply(x, positions, _inv_freq(x, theta, inv_freq, "rope"))

@@ -1,0 +1,72 @@
+// Token embedding: a row gather from weight (V, C), and its backward as a deterministic segmented sum.
+// Forward: out[t, c] = weight[ids[t], c] for the N = number of token positions; an id outside [0, V) gives a
+// row of zeros (the host refuses such ids when it has them).
+// Backward (no float atomics): the host sorts the positions by id (stable), uploads that permutation `order`
+// (N u32) and CSR offsets (V + 1 u32: the positions of id v are order[offsets[v] .. offsets[v + 1]]); then
+//   dweight[v, c] = sum_{k in offsets[v] .. offsets[v+1]} dy[order[k], c]
+// in increasing position order; ids that occur nowhere get rows of exact zeros. Each (v, c) is one invocation,
+// so the result is the same on every run.
+// Math runs in f32 whatever the storage type `elem`; results are stored as elem.
+// Bindings: 0 params (uniform); forward 1 ids (read, i32, N), 2 weight (read, elem, V * C),
+// 3 out (read_write, elem, N * C); backward 4 dy (read, elem, N * C), 5 order (read, u32, N),
+// 6 offsets (read, u32, V + 1), 7 dweight (read_write, elem, V * C).
+
+alias elem = f32;
+
+struct Params {
+    n: u32,        // invocations that do work: N * C (forward) or V * C (backward)
+    channels: u32, // C
+    vocab: u32,    // V
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> ids: array<i32>;
+@group(0) @binding(2) var<storage, read> weight: array<elem>;
+@group(0) @binding(3) var<storage, read_write> out: array<elem>;
+@group(0) @binding(4) var<storage, read> dy: array<elem>;
+@group(0) @binding(5) var<storage, read> order: array<u32>;
+@group(0) @binding(6) var<storage, read> offsets: array<u32>;
+@group(0) @binding(7) var<storage, read_write> dweight: array<elem>;
+
+fn flat_index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wg.y * nwg.x + wg.x) * 256u + lid;
+}
+
+// embedding_forward: out[t, c] = weight[ids[t], c] (zeros for an id outside [0, V)), invocation i = t * C + c.
+// Bindings: 0 params (uniform; n = N * C, channels, vocab), 1 ids (read, i32, N), 2 weight (read, elem, V * C),
+// 3 out (read_write, elem, N * C).
+// Dispatch: workgroups of 256 over N * C, 2-D grid (x = min(ceil(n / 256), 65535), y = ceil(ceil(n / 256) / x)),
+// invocation (wg.y * nwg.x + wg.x) * 256 + lid.
+@compute @workgroup_size(256)
+fn embedding_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    let i = flat_index(wg, nwg, lid);
+    if (i >= params.n) { return; }
+    let t = i / params.channels;
+    let c = i % params.channels;
+    let id = ids[t];
+    if (id < 0 || u32(id) >= params.vocab) {
+        out[i] = elem(0.0);
+        return;
+    }
+    out[i] = weight[u32(id) * params.channels + c];
+}
+
+// embedding_backward: dweight[v, c] = sum over the positions t of id v (in increasing t) of dy[t, c],
+// invocation i = v * C + c; the positions come from order[offsets[v] .. offsets[v + 1]].
+// Bindings: 0 params (uniform; n = V * C, channels, vocab), 4 dy (read, elem, N * C), 5 order (read, u32, N),
+// 6 offsets (read, u32, V + 1), 7 dweight (read_write, elem, V * C).
+// Dispatch: workgroups of 256 over V * C, 2-D grid as embedding_forward.
+@compute @workgroup_size(256)
+fn embedding_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    let i = flat_index(wg, nwg, lid);
+    if (i >= params.n) { return; }
+    let v = i / params.channels;
+    let c = i % params.channels;
+    var acc = 0.0;
+    for (var k = offsets[v]; k < offsets[v + 1u]; k++) {
+        acc += f32(dy[order[k] * params.channels + c]);
+    }
+    dweight[i] = elem(acc);
+}

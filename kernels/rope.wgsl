@@ -1,0 +1,103 @@
+// Rotary position embedding, Hugging Face Llama convention (rotate_half: the head dim D split in two halves,
+// not interleaved pairs). x is (B, T, H, D), contiguous; positions is (B, T) (pos_batched = 1) or (T,) shared by
+// every batch row (pos_batched = 0). For head-dim index j < D/2 of row (b, t, h), with p = positions[b, t]:
+//   a = f32(p) * inv_freq[j]   (f32, as HF's rotary embedding computes it)
+//   y[.., j]       = x[.., j] cos a - x[.., j + D/2] sin a
+//   y[.., j + D/2] = x[.., j + D/2] cos a + x[.., j] sin a
+// i.e. y = x * cat(cos, cos) + rotate_half(x) * cat(sin, sin), rotate_half(x) = cat(-x2, x1).
+// inv_freq (D/2 f32 values, 1 / theta^(2j / D) by default) comes from the host, computed exactly as HF does: WGSL's
+// pow is a few ulp off, and one ulp of inv_freq moves the angle at position 32k by 2e-3 rad.
+// Backward is the inverse rotation (angle -a) of dy. Before cos/sin the f32 angle is reduced to [-pi, pi] here
+// (WGSL bounds cos/sin error only on [-pi, pi]), with 2 pi split in three parts: accurate for |a| < 2^16 * 2 pi,
+// i.e. positions below about 400k.
+// Math runs in f32 whatever the storage type `elem`; results are stored as elem.
+// Bindings: 0 params (uniform); 1 positions (read, i32, B * T or T), 2 inv_freq (read, f32, D/2); forward
+// 3 x (read, elem, B*T*H*D), 4 y (read_write, elem, B*T*H*D); backward 5 dy (read, elem, B*T*H*D),
+// 6 dx (read_write, elem, B*T*H*D).
+// Dispatch (both entries): one invocation per rotated pair, n_pairs = B*T*H*(D/2), workgroups of 256, 2-D grid
+// (x = min(ceil(n_pairs / 256), 65535), y = ceil(ceil(n_pairs / 256) / x)); pair (wg.y * nwg.x + wg.x) * 256 + lid.
+
+alias elem = f32;
+
+// 2 pi = A + B + C (B, C: f32 values of the remainders). A has 8 significant bits, so k * A is exact for
+// |k| < 2^16 and a - k A is exact; k B and k C add rounding errors of about |k| 1e-10.
+const TWO_PI_A: f32 = 6.28125;
+const TWO_PI_B: f32 = 0.0019353071693331003;
+const TWO_PI_C: f32 = 1.0253131677018246e-11;
+const INV_TWO_PI: f32 = 0.15915494309189535;
+
+struct Params {
+    n_pairs: u32,     // B * T * H * D / 2
+    half: u32,        // D / 2
+    heads: u32,       // H
+    seq: u32,         // T
+    pos_batched: u32, // 1: positions is (B, T); 0: (T,)
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> positions: array<i32>;
+@group(0) @binding(2) var<storage, read> inv_freq: array<f32>;
+@group(0) @binding(3) var<storage, read> x: array<elem>;
+@group(0) @binding(4) var<storage, read_write> y: array<elem>;
+@group(0) @binding(5) var<storage, read> dy: array<elem>;
+@group(0) @binding(6) var<storage, read_write> dx: array<elem>;
+
+fn flat_index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wg.y * nwg.x + wg.x) * 256u + lid;
+}
+
+// (cos a, sin a) for pair i, and the element offset of its first half: i = ((b * T + t) * H + h) * D/2 + j.
+struct Rotation {
+    c: f32,
+    s: f32,
+    offset: u32,  // index of x[b, t, h, j]; its partner is offset + D/2
+}
+
+fn rotation(i: u32) -> Rotation {
+    let j = i % params.half;
+    let row = i / params.half;   // (b * T + t) * H + h
+    let bt = row / params.heads; // b * T + t
+    var p: i32;
+    if (params.pos_batched == 1u) {
+        p = positions[bt];
+    } else {
+        p = positions[bt % params.seq];
+    }
+    let a = f32(p) * inv_freq[j];
+    // Cody-Waite reduction of a to r in about [-pi, pi].
+    let k = round(a * INV_TWO_PI);
+    let r = ((a - k * TWO_PI_A) - k * TWO_PI_B) - k * TWO_PI_C;
+    return Rotation(cos(r), sin(r), row * 2u * params.half + j);
+}
+
+// rope_forward: y = x cos a + rotate_half(x) sin a, one invocation per pair (j, j + D/2) of one (b, t, h).
+// Bindings: 0 params (uniform), 1 positions (read, i32, B*T or T), 2 inv_freq (read, f32, D/2),
+// 3 x (read, elem, B*T*H*D), 4 y (read_write, elem, B*T*H*D).
+// Dispatch: 2-D grid of 256-wide workgroups over n_pairs (see the file header).
+@compute @workgroup_size(256)
+fn rope_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let i = flat_index(wg, nwg, lid);
+    if (i >= params.n_pairs) { return; }
+    let rot = rotation(i);
+    let x1 = f32(x[rot.offset]);
+    let x2 = f32(x[rot.offset + params.half]);
+    y[rot.offset] = elem(x1 * rot.c - x2 * rot.s);
+    y[rot.offset + params.half] = elem(x2 * rot.c + x1 * rot.s);
+}
+
+// rope_backward: dx = the rotation by -a of dy: dx1 = dy1 cos a + dy2 sin a, dx2 = dy2 cos a - dy1 sin a.
+// Bindings: 0 params (uniform), 1 positions (read, i32, B*T or T), 2 inv_freq (read, f32, D/2),
+// 5 dy (read, elem, B*T*H*D), 6 dx (read_write, elem, B*T*H*D).
+// Dispatch: as rope_forward.
+@compute @workgroup_size(256)
+fn rope_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    let i = flat_index(wg, nwg, lid);
+    if (i >= params.n_pairs) { return; }
+    let rot = rotation(i);
+    let g1 = f32(dy[rot.offset]);
+    let g2 = f32(dy[rot.offset + params.half]);
+    dx[rot.offset] = elem(g1 * rot.c + g2 * rot.s);
+    dx[rot.offset + params.half] = elem(g2 * rot.c - g1 * rot.s);
+}

@@ -1,0 +1,60 @@
+// SwiGLU, the Llama / Qwen2 MLP activation: out = silu(gate) * up, elementwise over same-shaped tensors,
+// silu(g) = g * sigmoid(g). Backward, with s = sigmoid(g):
+//   d gate = dy * up * s * (1 + g * (1 - s)),   d up = dy * g * s.
+// Math runs in f32 whatever the storage type `elem`; results are stored as elem. sigmoid is 1 / (1 + exp(-g)):
+// exp overflows to +inf for g < -88, which gives s = 0 and finite results (no inf * 0).
+// Bindings: 0 params (uniform); 1 gate (read, elem, n), 2 up (read, elem, n); forward 3 out (read_write, elem, n);
+// backward 4 dy (read, elem, n), 5 dgate (read_write, elem, n), 6 dup (read_write, elem, n).
+// Dispatch (both entries): workgroups of 256 over the n elements, 2-D grid (x = min(ceil(n / 256), 65535),
+// y = ceil(ceil(n / 256) / x)); invocation (wg.y * nwg.x + wg.x) * 256 + lid handles element i.
+
+alias elem = f32;
+
+struct Params {
+    n: u32,  // elements in each tensor
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> gate: array<elem>;
+@group(0) @binding(2) var<storage, read> up: array<elem>;
+@group(0) @binding(3) var<storage, read_write> out: array<elem>;
+@group(0) @binding(4) var<storage, read> dy: array<elem>;
+@group(0) @binding(5) var<storage, read_write> dgate: array<elem>;
+@group(0) @binding(6) var<storage, read_write> dup: array<elem>;
+
+fn flat_index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wg.y * nwg.x + wg.x) * 256u + lid;
+}
+
+fn sigmoid(v: f32) -> f32 {
+    return 1.0 / (1.0 + exp(-v));
+}
+
+// swiglu_forward: out[i] = gate[i] * sigmoid(gate[i]) * up[i].
+// Bindings: 0 params (uniform; n), 1 gate (read, elem, n), 2 up (read, elem, n), 3 out (read_write, elem, n).
+// Dispatch: 2-D grid of 256-wide workgroups over n (see the file header).
+@compute @workgroup_size(256)
+fn swiglu_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let i = flat_index(wg, nwg, lid);
+    if (i >= params.n) { return; }
+    let g = f32(gate[i]);
+    out[i] = elem(g * sigmoid(g) * f32(up[i]));
+}
+
+// swiglu_backward: dgate[i] = dy[i] * up[i] * s * (1 + g (1 - s)), dup[i] = dy[i] * g * s, s = sigmoid(g),
+// g = gate[i]; both gradients in one pass.
+// Bindings: 0 params (uniform; n), 1 gate (read, elem, n), 2 up (read, elem, n), 4 dy (read, elem, n),
+// 5 dgate (read_write, elem, n), 6 dup (read_write, elem, n).
+// Dispatch: as swiglu_forward.
+@compute @workgroup_size(256)
+fn swiglu_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let i = flat_index(wg, nwg, lid);
+    if (i >= params.n) { return; }
+    let g = f32(gate[i]);
+    let s = sigmoid(g);
+    let d = f32(dy[i]);
+    dgate[i] = elem(d * f32(up[i]) * s * (1.0 + g * (1.0 - s)));
+    dup[i] = elem(d * g * s);
+}
