@@ -1,0 +1,271 @@
+"""Hugging Face checkpoints on the host: `config.json`, `model.safetensors` (single or sharded), `tokenizer.json`.
+
+Owns: the HF tensor-name layout of Llama/Qwen2 decoders, its validation, and atomic checkpoint writes. Everything
+here is numpy; the GPU model uploads what `load_checkpoint` returns and downloads what `write_checkpoint` takes.
+Host-only: must not import wgpu, torch, `engine.device`/`engine.runtime` or `rl`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from engine.config import ModelConfig
+from engine.safetensors_io import read_safetensors, read_sharded, write_safetensors
+from engine.tokenizer import save_tokenizer
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+TOKENIZER_FILE = "tokenizer.json"
+GENERATION_CONFIG_FILE = "generation_config.json"
+
+# extra_files values: raw bytes, text, a JSON-serializable dict/list, or a callable that writes the given path
+ExtraFile = bytes | str | dict | list | Callable[[Path], None]
+
+
+# ---- reading ---------------------------------------------------------------------------------------------------
+
+def read_config(directory: str | os.PathLike) -> ModelConfig:
+    """The `ModelConfig` of the checkpoint directory's `config.json`."""
+    path = Path(directory) / CONFIG_FILE
+    return ModelConfig.from_hf_dict(_read_json(path), source=str(path))
+
+
+def read_state_dict(directory: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Every tensor of the checkpoint as float32 numpy arrays, from `model.safetensors` or, when absent, the shards
+    of `model.safetensors.index.json`. Names are HF's; nothing is checked against a config (`check_state_dict`)."""
+    directory = Path(directory)
+    if (directory / WEIGHTS_FILE).is_file():
+        return read_safetensors(directory / WEIGHTS_FILE)
+    if (directory / INDEX_FILE).is_file():
+        return read_sharded(directory / INDEX_FILE)
+    hint = ""
+    if any((directory / name).exists() for name in ("pytorch_model.bin", "pytorch_model.bin.index.json")):
+        hint = " (found pytorch_model.bin: convert it to safetensors; pickled weights are not read)"
+    raise ValueError(f"{directory}: no {WEIGHTS_FILE} or {INDEX_FILE}{hint}")
+
+
+def load_checkpoint(directory: str | os.PathLike) -> tuple[ModelConfig, dict[str, np.ndarray]]:
+    """`read_config` + `read_state_dict` + `check_state_dict`: the config and exactly the tensors the model needs."""
+    directory = Path(directory)
+    config = read_config(directory)
+    source = directory / (WEIGHTS_FILE if (directory / WEIGHTS_FILE).is_file() else INDEX_FILE)
+    return config, check_state_dict(read_state_dict(directory), config, source=str(source))
+
+
+def load_tokenizer(directory: str | os.PathLike) -> Tokenizer:
+    """The `tokenizers.Tokenizer` of the checkpoint directory's `tokenizer.json`."""
+    path = Path(directory) / TOKENIZER_FILE
+    if not path.is_file():
+        raise ValueError(f"{path}: no tokenizer file (a checkpoint directory needs tokenizer.json; slow-tokenizer "
+                         f"files such as vocab.json/merges.txt or tokenizer.model alone are not read)")
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as error:  # tokenizers raises a bare Exception on malformed files
+        raise ValueError(f"{path}: not a valid tokenizer.json: {error}") from None
+
+
+# ---- the layout ------------------------------------------------------------------------------------------------
+
+def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Every HF tensor name of the config's Llama/Qwen2 layout -> its shape, in model order (lm_head only when
+    untied; q/k/v biases only with attention_bias). Linear weights are (out_features, in_features)."""
+    c, f, v = config.hidden_size, config.intermediate_size, config.vocab_size
+    q, kv = config.num_heads * config.head_dim, config.num_kv_heads * config.head_dim
+    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (v, c)}
+    for i in range(config.num_layers):
+        p = f"model.layers.{i}."
+        shapes[p + "input_layernorm.weight"] = (c,)
+        for name, rows in (("q", q), ("k", kv), ("v", kv)):
+            shapes[p + f"self_attn.{name}_proj.weight"] = (rows, c)
+            if config.attention_bias:
+                shapes[p + f"self_attn.{name}_proj.bias"] = (rows,)
+        shapes[p + "self_attn.o_proj.weight"] = (c, q)
+        shapes[p + "post_attention_layernorm.weight"] = (c,)
+        shapes[p + "mlp.gate_proj.weight"] = (f, c)
+        shapes[p + "mlp.up_proj.weight"] = (f, c)
+        shapes[p + "mlp.down_proj.weight"] = (c, f)
+    shapes["model.norm.weight"] = (c,)
+    if not config.tie_word_embeddings:
+        shapes["lm_head.weight"] = (v, c)
+    return shapes
+
+
+def _is_harmless(name: str) -> bool:
+    """Buffers older transformers saved that carry no weights (RoPE's inv_freq is recomputed from rope_theta)."""
+    return name.endswith("rotary_emb.inv_freq")
+
+
+def check_state_dict(state: Mapping[str, Any], config: ModelConfig, source: str = "state_dict") -> dict[str, Any]:
+    """Check `state` holds exactly the tensors of `expected_shapes(config)`; returns them in model order.
+
+    Dropped silently: rotary `inv_freq` buffers, and a tied model's `lm_head.weight` when it equals the embedding.
+    Raises ValueError naming `source`, each missing / wrong-shape / unexpected tensor and its expected shape.
+    """
+    if not isinstance(state, Mapping):
+        raise TypeError(f"{source}: expected a mapping of tensor name -> array, got {type(state).__name__}")
+    expected = expected_shapes(config)
+    problems: list[str] = []
+    out: dict[str, Any] = {}
+    for name, shape in expected.items():
+        if name not in state:
+            problems.append(f"missing tensor {name!r} (expected shape {shape})")
+            continue
+        found = tuple(np.shape(state[name]))
+        if found != shape:
+            problems.append(f"tensor {name!r} has shape {found}, expected {shape}")
+        out[name] = state[name]
+    for name in state:
+        if name in expected or _is_harmless(name):
+            continue
+        if name == "lm_head.weight" and config.tie_word_embeddings:
+            embed = state.get("model.embed_tokens.weight")
+            if embed is not None and np.shape(embed) == np.shape(state[name]) and np.array_equal(embed, state[name]):
+                continue
+            problems.append("tensor 'lm_head.weight' differs from 'model.embed_tokens.weight' but "
+                            "tie_word_embeddings is true (set it false to keep a separate head)")
+            continue
+        problems.append(f"unexpected tensor {name!r} with shape {tuple(np.shape(state[name]))}")
+    if problems:
+        more = f" (and {len(problems) - 8} more)" if len(problems) > 8 else ""
+        layout = (f"{config.hf_class} with {config.num_layers} layers, hidden {config.hidden_size}, "
+                  f"heads {config.num_heads}/{config.num_kv_heads}, vocab {config.vocab_size}")
+        raise ValueError(f"{source}: does not match the config ({layout}): " + "; ".join(problems[:8]) + more)
+    return out
+
+
+# ---- writing ---------------------------------------------------------------------------------------------------
+
+def generation_config_dict(config: ModelConfig) -> dict[str, Any]:
+    """A minimal `generation_config.json`: the special token ids."""
+    return {"bos_token_id": config.bos_token_id, "eos_token_id": config.eos_token_id,
+            "pad_token_id": config.pad_token_id}
+
+
+def write_checkpoint(directory: str | os.PathLike, config: ModelConfig, state_dict: Mapping[str, Any],
+                     tokenizer: Tokenizer | None = None,
+                     extra_files: Mapping[str, ExtraFile] | None = None) -> Path:
+    """Write a Hugging Face checkpoint directory atomically and return its path.
+
+    Files: config.json, model.safetensors (float32; a tied model has no lm_head.weight), generation_config.json,
+    and with a tokenizer tokenizer.json + tokenizer_config.json (eos/pad named from the config's ids, else
+    `<|endoftext|>`). `extra_files` maps relative paths (subdirectories allowed, e.g. "trainer_state/state.json")
+    to bytes, text, a JSON dict/list, or a callable writing the given path; they are written last and may replace
+    tokenizer_config.json or generation_config.json (e.g. to keep a pretrained chat template), not config.json or
+    the weights.
+
+    Everything is written into a temporary directory beside `directory` and renamed into place; an existing
+    `directory` is replaced only once the new one is complete, so a failure leaves the previous checkpoint as it
+    was (a crash between the two renames leaves it at `.<name>.old-*` beside the target).
+    """
+    if not isinstance(config, ModelConfig):
+        raise TypeError(f"write_checkpoint: config must be a ModelConfig, got {type(config).__name__}")
+    if tokenizer is not None and not isinstance(tokenizer, Tokenizer):
+        raise TypeError(f"write_checkpoint: tokenizer must be a tokenizers.Tokenizer, got {type(tokenizer).__name__}")
+    target = Path(directory)
+    tensors = check_state_dict(state_dict, config, source="write_checkpoint: state_dict")
+    tensors = {name: np.asarray(array) for name, array in tensors.items()}
+    for name, array in tensors.items():
+        if not np.issubdtype(array.dtype, np.floating):
+            raise ValueError(f"write_checkpoint: tensor {name!r} has dtype {array.dtype}; expected floating point")
+    extra_files = dict(extra_files or {})
+    for name in extra_files:
+        _check_extra_name(name)
+    if target.exists() and not target.is_dir():
+        raise ValueError(f"write_checkpoint: {target} exists and is not a directory")
+    target.parent.mkdir(parents=True, exist_ok=True)
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        os.chmod(tmp, 0o755)
+        _write_json(tmp / CONFIG_FILE, config.to_hf_dict())
+        _write_json(tmp / GENERATION_CONFIG_FILE, generation_config_dict(config))
+        write_safetensors(tmp / WEIGHTS_FILE, tensors)
+        if tokenizer is not None:
+            save_tokenizer(tokenizer, tmp, eos_token=_token_of(tokenizer, config.eos_token_ids[:1], "eos_token_id"),
+                           pad_token=_token_of(tokenizer, (config.pad_token_id,), "pad_token_id"),
+                           bos_token=_token_of(tokenizer, (config.bos_token_id,), "bos_token_id"),
+                           model_max_length=config.max_position_embeddings)
+        for name, content in extra_files.items():
+            path = tmp / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _write_extra(path, content)
+        _replace_dir(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _token_of(tokenizer: Tokenizer, ids: tuple, field_name: str) -> str | None:
+    if not ids or ids[0] is None:
+        return None
+    token = tokenizer.id_to_token(ids[0])
+    if token is None:
+        raise ValueError(f"write_checkpoint: config.{field_name} = {ids[0]} is not in the tokenizer's vocabulary "
+                         f"(size {tokenizer.get_vocab_size()})")
+    return token
+
+
+def _check_extra_name(name: str) -> None:
+    if not isinstance(name, str) or not Path(name).parts or Path(name).is_absolute() or ".." in Path(name).parts:
+        raise ValueError(f"write_checkpoint: extra_files name {name!r} must be a relative path inside the checkpoint")
+    if name in (CONFIG_FILE, WEIGHTS_FILE, INDEX_FILE):
+        raise ValueError(f"write_checkpoint: extra_files may not replace {name!r}; it is written from the config and "
+                         f"state_dict")
+
+
+def _write_extra(path: Path, content: ExtraFile) -> None:
+    if callable(content):
+        content(path)
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    elif isinstance(content, str):
+        path.write_text(content, encoding="utf-8")
+    elif isinstance(content, (dict, list)):
+        _write_json(path, content)
+    else:
+        raise TypeError(f"write_checkpoint: extra_files[{path.name!r}] must be bytes, str, a dict/list (JSON) or a "
+                        f"callable(path), got {type(content).__name__}")
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Rename `new` to `target`; an existing `target` is moved aside first and deleted after."""
+    old = None
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+        os.rename(target, old)
+    try:
+        os.rename(new, target)
+    except BaseException:
+        if old is not None:
+            os.rename(old, target)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _read_json(path: Path) -> Any:
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None

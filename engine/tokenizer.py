@@ -1,0 +1,88 @@
+"""Tokenizers for wgrpo's own small models: a byte-level BPE trained with the `tokenizers` library, and the files
+that let transformers load it (`tokenizer.json` + `tokenizer_config.json`).
+
+Owns: training and saving a tokenizer. Host-only: must not import wgpu, `engine.device`/`engine.runtime` or `rl`.
+Pretrained models bring their own `tokenizer.json`; `engine.hf.load_tokenizer` reads those.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Iterable, Sequence
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+END_OF_TEXT = "<|endoftext|>"
+REASONING_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
+SPECIAL_TOKENS = (END_OF_TEXT, *REASONING_TAGS)  # ids 0..4 in this order
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024, min_frequency: int = 2,
+                    special_tokens: Sequence[str] = SPECIAL_TOKENS) -> Tokenizer:
+    """Train a byte-level BPE on `texts`; every string encodes (no unknown token) and decodes back exactly.
+
+    Digits are split one per token (so numbers tokenize the same way wherever they appear); `special_tokens`
+    (default `<|endoftext|>` (id 0, the end-of-text and padding token), `<think>`, `</think>`, `<answer>`,
+    `</answer>`) get the first ids and are never split. `vocab_size` counts the 256 byte tokens and the special
+    tokens; the result may be smaller when the texts hold fewer merges.
+    """
+    special_tokens = list(special_tokens)
+    if len(set(special_tokens)) != len(special_tokens) or not all(isinstance(t, str) and t for t in special_tokens):
+        raise ValueError(f"train_tokenizer: special_tokens must be distinct non-empty strings, got {special_tokens!r}")
+    smallest = 256 + len(special_tokens)
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < smallest:
+        raise ValueError(f"train_tokenizer: vocab_size must be an integer >= {smallest} (256 byte tokens + "
+                         f"{len(special_tokens)} special tokens), got {vocab_size!r}")
+    if isinstance(texts, str):
+        raise TypeError("train_tokenizer: texts must be an iterable of strings, not one string")
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    ])
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=special_tokens,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    return tokenizer
+
+
+def tokenizer_config_dict(tokenizer: Tokenizer, eos_token: str | None = None, pad_token: str | None = None,
+                          bos_token: str | None = None, model_max_length: int | None = None) -> dict:
+    """The `tokenizer_config.json` that makes transformers' AutoTokenizer load `tokenizer.json` as a fast
+    tokenizer with these eos/pad/bos tokens. Defaults: `<|endoftext|>` for eos and pad when the vocabulary has it.
+    """
+    vocab = tokenizer.get_vocab(with_added_tokens=True)
+    if eos_token is None and END_OF_TEXT in vocab:
+        eos_token = END_OF_TEXT
+    if pad_token is None:
+        pad_token = eos_token
+    for name, token in (("eos_token", eos_token), ("pad_token", pad_token), ("bos_token", bos_token)):
+        if token is not None and token not in vocab:
+            raise ValueError(f"tokenizer_config: {name} {token!r} is not in the tokenizer's vocabulary")
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": bos_token,
+        "eos_token": eos_token,
+        "pad_token": pad_token,
+        "unk_token": None,
+        "add_bos_token": False,
+        "add_eos_token": False,
+        "clean_up_tokenization_spaces": False,
+    }
+    if model_max_length is not None:
+        config["model_max_length"] = int(model_max_length)
+    return config
+
+
+def save_tokenizer(tokenizer: Tokenizer, directory: str | os.PathLike, **config) -> None:
+    """Write `tokenizer.json` and `tokenizer_config.json` (keywords as in `tokenizer_config_dict`) into an
+    existing `directory`."""
+    if not isinstance(tokenizer, Tokenizer):
+        raise TypeError(f"save_tokenizer: expected a tokenizers.Tokenizer, got {type(tokenizer).__name__}")
+    tokenizer.save(os.path.join(directory, "tokenizer.json"))
+    with open(os.path.join(directory, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+        json.dump(tokenizer_config_dict(tokenizer, **config), f, indent=2)
+        f.write("\n")
