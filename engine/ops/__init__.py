@@ -6,6 +6,7 @@ One module per kernel family; this package re-exports the public names.
 from engine.ops.embedding import embedding
 from engine.ops.elementwise import add, affine, broadcast_to, exp, gelu, mul, scale, silu
 from engine.ops.layout import transpose
+from engine.ops.logprob import cross_entropy, log_softmax, token_logprobs
 from engine.ops.matmul import matmul
 from engine.ops.norm import rmsnorm
 from engine.ops.reduce import max, mean_sq, sum
@@ -15,4 +16,5 @@ from engine.ops.swiglu import swiglu
 
 __all__ = ["add", "affine", "broadcast_to", "exp", "gelu", "mul", "scale", "silu",
            "matmul", "max", "mean_sq", "softmax", "softmax_backward", "sum", "transpose",
-           "embedding", "rmsnorm", "rope", "swiglu"]
+           "embedding", "rmsnorm", "rope", "swiglu",
+           "cross_entropy", "log_softmax", "token_logprobs"]

@@ -1,0 +1,234 @@
+"""Log-probabilities at a temperature: log_softmax, token_logprobs (what GRPO needs) and cross_entropy.
+
+Every op divides the logits by `temperature` first (DESIGN.md: log-probs use logits / temperature, the sampling
+temperature). Kernels in `kernels/logprob.wgsl`: forward entries `*_serial` (one invocation per row) for rows
+shorter than WORKGROUP_MIN_N and `*_workgroup` (one workgroup of 256 per row) for longer ones; each forward
+also keeps the row's log-sum-exp (f32), from which the backward recomputes the softmax, so no (rows, V)
+probability tensor is ever stored. `token_logprobs` gathers the target's log-prob in the same pass as the
+log-sum-exp, and its backward writes d logits directly. Statistics and log-probs are f32 whatever the logits'
+dtype. Targets outside [0, V) (negative ones mean "ignored", like PyTorch's ignore_index=-100) get log-prob 0
+and no gradient; targets given as numpy arrays are checked on the host and may not be >= V.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from engine.autograd import Function
+from engine.ops._common import as_tensor, check_float, grid_1d, pack
+from engine.tensor import Tensor
+
+VARIANTS = ("serial", "workgroup")
+WORKGROUP_MIN_N = 1024  # rows this long get a workgroup each
+SERIAL_WG = 64  # invocations per workgroup of the *_serial entries (as in the WGSL)
+NAIVE_WG = 256  # invocations per workgroup of the *_naive entries
+
+
+# ---------------------------------------------------------------------------------------------- checks
+
+
+def _check_logits(x, op: str, name: str = "logits") -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{op}: {name} must be an engine.Tensor, got {type(x).__name__}")
+    check_float(x, name, op)
+    if x.ndim < 1 or x.shape[-1] == 0:
+        raise ValueError(f"{op}: {name} needs a non-empty last (vocabulary) axis, got shape {x.shape}")
+    if x.size >= 2**32:
+        raise ValueError(f"{op}: {name} of shape {x.shape} has over 2**32 elements")
+
+
+def _inv_temperature(temperature, op: str) -> float:
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.floating, np.integer)):
+        raise TypeError(f"{op}: temperature must be a number, got {type(temperature).__name__}")
+    temperature = float(temperature)
+    if not math.isfinite(temperature) or temperature <= 0:
+        raise ValueError(f"{op}: temperature must be finite and > 0, got {temperature}")
+    return 1.0 / temperature
+
+
+def _targets_tensor(targets, logits: Tensor, op: str) -> Tensor:
+    """targets as an int32 Tensor of shape logits.shape[:-1]; numpy targets are range-checked here."""
+    expected, vocab = logits.shape[:-1], logits.shape[-1]
+    if isinstance(targets, Tensor):
+        if targets.dtype != np.int32:
+            raise TypeError(f"{op}: targets must be int32, got {targets.dtype}")
+        if targets.device is not logits.device:
+            raise ValueError(f"{op}: targets are on {targets.device.name} but logits are on {logits.device.name}")
+    elif isinstance(targets, (np.ndarray, list, tuple)):
+        targets = np.asarray(targets)
+        if targets.size and not np.issubdtype(targets.dtype, np.integer):
+            raise TypeError(f"{op}: targets must be integers, got dtype {targets.dtype}")
+        if targets.shape == expected and targets.size and targets.max() >= vocab:
+            raise ValueError(f"{op}: targets hold {int(targets.max())}, out of range for a vocabulary of "
+                             f"{vocab} (logits of shape {logits.shape}); negative targets are ignored")
+    else:
+        raise TypeError(f"{op}: targets must be an engine.Tensor or a numpy array, got {type(targets).__name__}")
+    if tuple(targets.shape) != expected:
+        raise ValueError(f"{op}: targets must have shape {expected} (logits {logits.shape} without the last axis), "
+                         f"got {tuple(targets.shape)}")
+    if isinstance(targets, np.ndarray):
+        targets = Tensor.from_numpy(targets.astype(np.int32), logits.device)
+    return targets
+
+
+def _mask_tensor(mask, targets: Tensor, op: str) -> Tensor | None:
+    if mask is None:
+        return None
+    if isinstance(mask, (np.ndarray, list, tuple)):
+        mask = np.asarray(mask, dtype=np.float32)
+    mask = as_tensor(mask, "mask", like=targets)
+    if mask.dtype != np.float32:
+        raise TypeError(f"{op}: mask must be float32 (0/1 per target), got {mask.dtype}")
+    if mask.shape != targets.shape:
+        raise ValueError(f"{op}: mask must have the targets' shape {targets.shape}, got {mask.shape}")
+    return mask
+
+
+def _row_grid(variant: str, rows: int) -> tuple[int, int]:
+    if variant == "serial":
+        return grid_1d(rows, SERIAL_WG)
+    if variant == "workgroup":
+        return grid_1d(rows, 1)
+    raise ValueError(f"logprob: variant must be one of {VARIANTS} or None, got {variant!r}")
+
+
+def _variant(variant: str | None, n: int) -> str:
+    variant = variant or ("workgroup" if n >= WORKGROUP_MIN_N else "serial")
+    if variant not in VARIANTS:
+        raise ValueError(f"logprob: variant must be one of {VARIANTS} or None, got {variant!r}")
+    return variant
+
+
+def _params(rows: int, n: int, inv_temp: float) -> bytes:
+    return pack("IIfI", rows, n, inv_temp, 0)
+
+
+# ---------------------------------------------------------------------------------------------- log_softmax
+
+
+class _LogSoftmax(Function):
+    @staticmethod
+    def forward(ctx, x, inv_temp, variant):
+        n = x.shape[-1]
+        rows = x.size // n
+        y = Tensor.empty(x.shape, x.dtype, x.device)  # (..., V)
+        lse = Tensor.empty(x.shape[:-1], np.float32, x.device)  # (...)
+        x.runtime.dispatch("logprob", f"log_softmax_{variant}", [x, lse, y], _row_grid(variant, rows),
+                           _params(rows, n, inv_temp), elem=x.elem, shapes=f"{x.shape}, tau={1 / inv_temp:g}")
+        ctx.save_for_backward(x, lse, inv_temp, variant)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, lse, inv_temp, variant = ctx.saved
+        if dy.dtype != x.dtype:
+            raise TypeError(f"log_softmax backward: dy is {dy.dtype} but x is {x.dtype}")
+        n = x.shape[-1]
+        rows = x.size // n
+        dx = Tensor.empty(x.shape, x.dtype, x.device)  # (..., V)
+        x.runtime.dispatch("logprob", f"log_softmax_backward_{variant}", [x, lse, dy, dx], _row_grid(variant, rows),
+                           _params(rows, n, inv_temp), elem=x.elem, shapes=f"{x.shape}, tau={1 / inv_temp:g}")
+        return dx, None, None
+
+
+def log_softmax(x: Tensor, temperature: float = 1.0, *, variant: str | None = None) -> Tensor:
+    """log_softmax(x / temperature) over the last axis, same shape and dtype as x; differentiable.
+
+    `variant` forces a kernel ("serial" or "workgroup"; for tests).
+    """
+    _check_logits(x, "log_softmax", "x")
+    inv_temp = _inv_temperature(temperature, "log_softmax")
+    return _LogSoftmax.apply(x, inv_temp, _variant(variant, x.shape[-1]))
+
+
+# ---------------------------------------------------------------------------------------------- token_logprobs
+
+
+class _TokenLogprobs(Function):
+    @staticmethod
+    def forward(ctx, logits, targets, inv_temp, variant):
+        n = logits.shape[-1]
+        rows = logits.size // n
+        logp = Tensor.empty(targets.shape, np.float32, logits.device)  # (...) = (B, T) or (N,)
+        lse = Tensor.empty(targets.shape, np.float32, logits.device)
+        logits.runtime.dispatch("logprob", f"token_logprobs_{variant}", [logits, targets, logp, lse],
+                                _row_grid(variant, rows), _params(rows, n, inv_temp), elem=logits.elem,
+                                shapes=f"{logits.shape}, tau={1 / inv_temp:g}")
+        ctx.save_for_backward(logits, targets, lse, inv_temp)
+        return logp
+
+    @staticmethod
+    def backward(ctx, g):
+        logits, targets, lse, inv_temp = ctx.saved
+        if g.dtype != np.float32:
+            raise TypeError(f"token_logprobs backward: the gradient must be float32 like the log-probs, got {g.dtype}")
+        n = logits.shape[-1]
+        rows = logits.size // n
+        dlogits = Tensor.empty(logits.shape, logits.dtype, logits.device)  # (..., V)
+        logits.runtime.dispatch("logprob", "token_logprobs_backward_naive", [logits, targets, lse, g, dlogits],
+                                grid_1d(rows * n, NAIVE_WG), _params(rows, n, inv_temp), elem=logits.elem,
+                                shapes=f"{logits.shape}, tau={1 / inv_temp:g}")
+        return dlogits, None, None, None
+
+
+def token_logprobs(logits: Tensor, targets, temperature: float = 1.0, *, variant: str | None = None) -> Tensor:
+    """log softmax(logits / temperature)[..., targets]: the log-prob of each target token.
+
+    logits: (N, V) or (B, T, V) (any leading shape), float32 or float16. targets: int32 Tensor or integer numpy
+    array of the leading shape. Returns float32 of the targets' shape. A negative target is ignored (log-prob 0,
+    no gradient). Differentiable with respect to logits. `variant` forces a kernel ("serial" or "workgroup").
+    """
+    _check_logits(logits, "token_logprobs")
+    inv_temp = _inv_temperature(temperature, "token_logprobs")
+    targets = _targets_tensor(targets, logits, "token_logprobs")
+    return _TokenLogprobs.apply(logits, targets, inv_temp, _variant(variant, logits.shape[-1]))
+
+
+# ---------------------------------------------------------------------------------------------- cross_entropy
+
+
+class _MaskedMeanNll(Function):
+    """-sum(w logp) / sum(w) with w = mask * 1[0 <= target < V]: the mean negative log-likelihood."""
+
+    @staticmethod
+    def forward(ctx, logp, targets, mask, vocab):
+        rows = logp.size
+        loss = Tensor.empty((), np.float32, logp.device)
+        weight_sum = Tensor.empty((1,), np.float32, logp.device)
+        variant = "unmasked" if mask is None else "masked"
+        buffers = [targets, logp] + ([] if mask is None else [mask]) + [loss, weight_sum]
+        logp.runtime.dispatch("logprob", f"cross_entropy_mean_{variant}", buffers, (1,), _params(rows, vocab, 1.0),
+                              shapes=f"targets {targets.shape}, V={vocab}")
+        ctx.save_for_backward(targets, mask, vocab, weight_sum)
+        return loss
+
+    @staticmethod
+    def backward(ctx, g):
+        targets, mask, vocab, weight_sum = ctx.saved
+        rows = targets.size
+        dlogp = Tensor.empty(targets.shape, np.float32, targets.device)
+        variant = "unmasked" if mask is None else "masked"
+        buffers = [targets] + ([] if mask is None else [mask]) + [weight_sum, g, dlogp]
+        targets.runtime.dispatch("logprob", f"cross_entropy_backward_{variant}", buffers, grid_1d(rows, NAIVE_WG),
+                                 _params(rows, vocab, 1.0), shapes=f"targets {targets.shape}, V={vocab}")
+        return dlogp, None, None, None
+
+
+def cross_entropy(logits: Tensor, targets, mask=None, temperature: float = 1.0, *,
+                  variant: str | None = None) -> Tensor:
+    """Mean over counted positions of -token_logprobs(logits, targets, temperature): a float32 scalar Tensor.
+
+    A position counts when its target is in [0, V) (targets < 0 are ignored, like PyTorch's ignore_index=-100)
+    and, with `mask` (float 0/1 of the targets' shape), weighs mask[position]. With no counted position the loss
+    is 0 (PyTorch gives NaN). Differentiable with respect to logits.
+    """
+    _check_logits(logits, "cross_entropy")
+    inv_temp = _inv_temperature(temperature, "cross_entropy")
+    targets = _targets_tensor(targets, logits, "cross_entropy")
+    mask = _mask_tensor(mask, targets, "cross_entropy")
+    if targets.size == 0:
+        raise ValueError(f"cross_entropy: targets of shape {targets.shape} are empty")
+    logp = _TokenLogprobs.apply(logits, targets, inv_temp, _variant(variant, logits.shape[-1]))
+    return _MaskedMeanNll.apply(logp, targets, mask, logits.shape[-1])

@@ -1,0 +1,186 @@
+"""The optimizer: AdamW and global-norm gradient clipping, as kernels.
+
+Owns: `AdamW` (PyTorch's torch.optim.AdamW semantics: decoupled weight decay, bias correction, a step count per
+parameter starting at 1; one `kernels/adamw.wgsl` dispatch per parameter, updating the parameter and its f32
+moments in place) with `state_dict` / `load_state_dict` for checkpoints, and `clip_grad_norm_` (kernels in
+`kernels/norm_clip.wgsl`; the norm and the clip factor stay on the GPU, so clipping needs no read-back).
+Nothing here reads GPU data back except `state_dict`. Must not import `rl`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import numpy as np
+
+from engine.ops._common import grid_1d, pack
+from engine.tensor import Tensor
+
+ADAMW_WG = 256  # invocations per workgroup of adamw_step_naive and clip_scale_naive (as in the WGSL)
+CLIP_CHUNK = 4096  # gradient elements per workgroup of sum_squares_workgroup (as in the WGSL)
+
+
+def _parameter_list(params, op: str) -> list[Tensor]:
+    params = [params] if isinstance(params, Tensor) else list(params)
+    seen = {}
+    for index, p in enumerate(params):
+        if not isinstance(p, Tensor):
+            raise TypeError(f"{op}: params[{index}] must be an engine.Tensor, got {type(p).__name__}")
+        if p.elem not in ("f32", "f16"):
+            raise TypeError(f"{op}: params[{index}] must be float32 or float16, got {p.dtype}")
+        if id(p) in seen:
+            raise ValueError(f"{op}: params[{index}] is the same tensor as params[{seen[id(p)]}]; pass each once")
+        seen[id(p)] = index
+    return params
+
+
+def _check_grad(p: Tensor, index: int, op: str) -> None:
+    g = p.grad
+    if g.shape != p.shape:
+        raise ValueError(f"{op}: params[{index}] has shape {p.shape} but its grad has shape {g.shape}")
+    if g.dtype != p.dtype:
+        raise TypeError(f"{op}: params[{index}] is {p.dtype} but its grad is {g.dtype}")
+    if g.device is not p.device:
+        raise ValueError(f"{op}: params[{index}] is on {p.device.name} but its grad is on {g.device.name}")
+
+
+class AdamW:
+    """torch.optim.AdamW for engine Tensors (amsgrad, maximize and parameter groups are not supported).
+
+    `lr`, `betas`, `eps` and `weight_decay` are plain attributes: a schedule may set `opt.lr` between steps.
+    Moments are float32 whatever the parameter dtype. Parameters without a `.grad` are skipped, as in torch.
+    """
+
+    def __init__(self, params: Iterable[Tensor], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.01):
+        self.params = _parameter_list(params, "AdamW")
+        if not self.params:
+            raise ValueError("AdamW: params is empty")
+        self.lr, self.betas, self.eps, self.weight_decay = lr, tuple(betas), eps, weight_decay
+        self._check_hyperparameters()
+        self.step_count = 0  # calls of step()
+        # Per parameter: None until its first update, then {"step": t, "exp_avg": Tensor, "exp_avg_sq": Tensor}.
+        self.state: list[dict | None] = [None] * len(self.params)
+
+    def _check_hyperparameters(self) -> None:
+        lr, betas, eps, wd = self.lr, self.betas, self.eps, self.weight_decay
+        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr >= 0):
+            raise ValueError(f"AdamW: lr must be a finite number >= 0, got {lr!r}")
+        if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"AdamW: betas must be two numbers in [0, 1), got {betas!r}")
+        if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
+            raise ValueError(f"AdamW: eps must be a finite number >= 0, got {eps!r}")
+        if not (isinstance(wd, (int, float)) and math.isfinite(wd) and wd >= 0):
+            raise ValueError(f"AdamW: weight_decay must be a finite number >= 0, got {wd!r}")
+
+    def step(self) -> None:
+        """Update every parameter that has a `.grad`: one dispatch each, recorded into the current submit."""
+        self._check_hyperparameters()
+        beta1, beta2 = (float(b) for b in self.betas)
+        self.step_count += 1
+        for index, p in enumerate(self.params):
+            if p.grad is None:
+                continue
+            _check_grad(p, index, "AdamW.step")
+            state = self.state[index]
+            fresh = state is None
+            if fresh:
+                state = self.state[index] = {"step": 0, "exp_avg": Tensor.empty(p.shape, np.float32, p.device),
+                                             "exp_avg_sq": Tensor.empty(p.shape, np.float32, p.device)}
+            state["step"] += 1
+            t = state["step"]
+            params = pack("IIfffffff", p.size, int(fresh), 1.0 - self.lr * self.weight_decay, 1.0 - beta1, beta2,
+                          1.0 - beta2, self.eps, self.lr / (1.0 - beta1**t), math.sqrt(1.0 - beta2**t))
+            p.runtime.dispatch("adamw", "adamw_step_naive", [p, p.grad, state["exp_avg"], state["exp_avg_sq"]],
+                               grid_1d(p.size, ADAMW_WG), params, elem=p.elem, shapes=f"params[{index}] {p.shape}")
+
+    def zero_grad(self) -> None:
+        """Drop every parameter's gradient (torch's default set_to_none=True)."""
+        for p in self.params:
+            p.grad = None
+
+    def state_dict(self) -> dict:
+        """Hyperparameters, the step count and per-parameter moments as numpy float32 arrays (a read-back)."""
+        return {
+            "step": self.step_count,
+            "hyperparameters": {"lr": self.lr, "betas": tuple(self.betas), "eps": self.eps,
+                                "weight_decay": self.weight_decay},
+            "state": [None if s is None else {"step": s["step"], "exp_avg": s["exp_avg"].numpy(),
+                                              "exp_avg_sq": s["exp_avg_sq"].numpy()} for s in self.state],
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore what `state_dict` returned, for the same parameters in the same order."""
+        for key in ("step", "hyperparameters", "state"):
+            if key not in state_dict:
+                raise ValueError(f"AdamW.load_state_dict: the state dict has no {key!r} entry")
+        states = state_dict["state"]
+        if len(states) != len(self.params):
+            raise ValueError(f"AdamW.load_state_dict: the state dict holds {len(states)} parameters, "
+                             f"this optimizer has {len(self.params)}")
+        loaded = []
+        for index, (p, s) in enumerate(zip(self.params, states)):
+            if s is None:
+                loaded.append(None)
+                continue
+            moments = {}
+            for name in ("exp_avg", "exp_avg_sq"):
+                value = np.asarray(s[name])
+                if value.shape != p.shape:
+                    raise ValueError(f"AdamW.load_state_dict: state[{index}][{name!r}] has shape {value.shape}, "
+                                     f"params[{index}] has shape {p.shape}")
+                moments[name] = Tensor.from_numpy(value.astype(np.float32), p.device)
+            step = int(s["step"])
+            if step < 1:
+                raise ValueError(f"AdamW.load_state_dict: state[{index}]['step'] must be >= 1, got {step}")
+            loaded.append({"step": step, **moments})
+        hyper = state_dict["hyperparameters"]
+        self.lr, self.betas = hyper["lr"], tuple(hyper["betas"])
+        self.eps, self.weight_decay = hyper["eps"], hyper["weight_decay"]
+        self._check_hyperparameters()
+        self.step_count = int(state_dict["step"])
+        self.state = loaded
+
+
+def clip_grad_norm_(params: Iterable[Tensor] | Tensor, max_norm: float) -> Tensor:
+    """Scale the gradients so that their global L2 norm is at most `max_norm`, as torch's clip_grad_norm_.
+
+    The factor is min(1, max_norm / (total_norm + 1e-6)). Returns the total norm before clipping as a float32
+    Tensor of shape () (reading it is a read-back; the clip itself needs none). Each `.grad` is replaced by a
+    scaled copy rather than scaled in place, because autograd may hand one gradient tensor to several
+    parameters (the two operands of an add). Parameters without a `.grad` are skipped.
+    """
+    if isinstance(max_norm, bool) or not isinstance(max_norm, (int, float, np.floating, np.integer)):
+        raise TypeError(f"clip_grad_norm_: max_norm must be a number, got {type(max_norm).__name__}")
+    if not (math.isfinite(max_norm) and max_norm >= 0):
+        raise ValueError(f"clip_grad_norm_: max_norm must be finite and >= 0, got {max_norm}")
+    params = _parameter_list(params, "clip_grad_norm_")
+    with_grad = [(i, p) for i, p in enumerate(params) if p.grad is not None]
+    if not with_grad:
+        device = params[0].device if params else None
+        return Tensor.from_numpy(np.zeros((), np.float32), device)
+    for index, p in with_grad:
+        _check_grad(p, index, "clip_grad_norm_")
+    device = with_grad[0][1].device
+    runtime = device.runtime
+    chunks = [math.ceil(p.size / CLIP_CHUNK) for _, p in with_grad]
+    partials = Tensor.empty((max(1, sum(chunks)),), np.float32, device)
+    slot = 0
+    for (index, p), count in zip(with_grad, chunks):
+        if p.device is not device:
+            raise ValueError(f"clip_grad_norm_: params[{index}] is on {p.device.name}, params[{with_grad[0][0]}] "
+                             f"on {device.name}")
+        runtime.dispatch("norm_clip", "sum_squares_workgroup", [p.grad, partials], grid_1d(p.size, CLIP_CHUNK),
+                         pack("IIfI", p.size, slot, 0.0, 0), elem=p.elem, shapes=f"params[{index}] {p.shape}")
+        slot += count
+    total_norm = Tensor.empty((), np.float32, device)
+    scale = Tensor.empty((1,), np.float32, device)
+    runtime.dispatch("norm_clip", "clip_coef_workgroup", [partials, total_norm, scale], (1,),
+                     pack("IIfI", slot, 0, float(max_norm), 0), shapes=f"{len(with_grad)} gradients")
+    for index, p in with_grad:
+        out = Tensor.empty(p.shape, p.dtype, device)
+        runtime.dispatch("norm_clip", "clip_scale_naive", [p.grad, scale, out], grid_1d(p.size, ADAMW_WG),
+                         pack("IIfI", p.size, 0, 0.0, 0), elem=p.elem, shapes=f"params[{index}] {p.shape}")
+        p.grad = out
+    return total_norm

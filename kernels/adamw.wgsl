@@ -1,0 +1,56 @@
+// AdamW with PyTorch's semantics (torch.optim.AdamW, single-tensor path, amsgrad off), one parameter tensor
+// per dispatch, updated in place together with its two moments. For step t (counted per parameter from 1):
+//   p   <- p * (1 - lr * wd)                                  (decoupled weight decay)
+//   m   <- m + (1 - beta1) (g - m)                            (torch's lerp_ form of beta1 m + (1 - beta1) g)
+//   v   <- beta2 v + (1 - beta2) g g
+//   p   <- p - step_size * (m / (sqrt(v) / bc2_sqrt + eps)),  step_size = lr / (1 - beta1^t),
+//                                                             bc2_sqrt = sqrt(1 - beta2^t)
+// The host computes the per-step scalars (decay, step_size, bc2_sqrt) in float64. On a parameter's first step
+// (`fresh` = 1) the moments are read as 0, so they need no zero-filled upload. Math and moments are f32; the
+// parameter and its gradient are stored as `elem`.
+
+alias elem = f32;
+
+struct Params {
+    n: u32,             // elements of the parameter
+    fresh: u32,         // 1: first step, the moments' old values are taken as 0
+    decay: f32,         // 1 - lr * weight_decay
+    one_minus_beta1: f32,
+    beta2: f32,
+    one_minus_beta2: f32,
+    eps: f32,
+    step_size: f32,     // lr / (1 - beta1^t)
+    bc2_sqrt: f32,      // sqrt(1 - beta2^t)
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read_write> param: array<elem>;
+@group(0) @binding(2) var<storage, read> grad: array<elem>;
+@group(0) @binding(3) var<storage, read_write> exp_avg: array<f32>;
+@group(0) @binding(4) var<storage, read_write> exp_avg_sq: array<f32>;
+
+// adamw_step_naive: one element of the update above per invocation.
+// Bindings: 0 params (uniform), 1 param (read_write, elem, n), 2 grad (read, elem, n),
+// 3 exp_avg (read_write, f32, n), 4 exp_avg_sq (read_write, f32, n).
+// Dispatch: workgroups of 256 over n, 2-D grid (x = min(ceil(n / 256), 65535), y = ceil(ceil(n / 256) / x)),
+// element (wg.y * nwg.x + wg.x) * 256 + lid.
+@compute @workgroup_size(256)
+fn adamw_step_naive(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let i = (wg.y * nwg.x + wg.x) * 256u + lid;
+    if (i >= params.n) { return; }
+    let g = f32(grad[i]);
+    var m = 0.0;
+    var v = 0.0;
+    if (params.fresh == 0u) {
+        m = exp_avg[i];
+        v = exp_avg_sq[i];
+    }
+    m = m + params.one_minus_beta1 * (g - m);
+    v = v * params.beta2 + params.one_minus_beta2 * g * g;
+    exp_avg[i] = m;
+    exp_avg_sq[i] = v;
+    let p = f32(param[i]) * params.decay;
+    let denom = sqrt(v) / params.bc2_sqrt + params.eps;
+    param[i] = elem(p - params.step_size * (m / denom));
+}

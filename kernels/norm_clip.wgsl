@@ -1,0 +1,94 @@
+// Global-norm gradient clipping (torch.nn.utils.clip_grad_norm_ with norm_type 2), all on the GPU:
+// 1. sum_squares_workgroup, once per gradient tensor: workgroup k writes partials[slot + k] =
+//    sum of g[i]^2 over its chunk i in [k * CHUNK, (k + 1) * CHUNK); the host gives each tensor its own slots.
+// 2. clip_coef_workgroup, once: total_norm = sqrt(sum of all partials), scale = min(1, max_norm / (total_norm + 1e-6)).
+// 3. clip_scale_naive, once per gradient tensor: out[i] = g[i] * scale (scale read from the GPU buffer, so the
+//    host never waits for the norm).
+// Sums are f32 whatever the storage type `elem` of the gradients.
+
+alias elem = f32;
+
+const WG: u32 = 256u;          // invocations per workgroup (a power of two)
+const CHUNK: u32 = 4096u;      // gradient elements per workgroup of sum_squares_workgroup (16 per invocation)
+
+struct Params {
+    n: u32,          // sum_squares / clip_scale: elements of the gradient; clip_coef: number of partials
+    slot: u32,       // sum_squares: first partial slot of this tensor
+    max_norm: f32,   // clip_coef
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> g: array<elem>;
+@group(0) @binding(2) var<storage, read_write> partials: array<f32>;
+@group(0) @binding(3) var<storage, read> partials_in: array<f32>;
+@group(0) @binding(4) var<storage, read_write> total_norm: array<f32>;
+@group(0) @binding(5) var<storage, read_write> scale: array<f32>;
+@group(0) @binding(6) var<storage, read> scale_in: array<f32>;
+@group(0) @binding(7) var<storage, read_write> out: array<elem>;
+
+var<workgroup> part: array<f32, WG>;
+
+// Tree sum of part[0..WG) by the whole workgroup; every invocation must call it and gets the sum.
+fn workgroup_sum(lid: u32, value: f32) -> f32 {
+    part[lid] = value;
+    workgroupBarrier();
+    for (var half = WG / 2u; half > 0u; half = half / 2u) {
+        if (lid < half) {
+            part[lid] += part[lid + half];
+        }
+        workgroupBarrier();
+    }
+    return part[0];
+}
+
+// sum_squares_workgroup: partials[slot + k] = sum_{i in chunk k} g[i]^2, chunk k = [k * 4096, min((k + 1) * 4096, n)).
+// Bindings: 0 params (n, slot), 1 g (read, elem, n), 2 partials (read_write, f32, slot + ceil(n / 4096)).
+// Dispatch: one workgroup of 256 per chunk, 2-D grid (x = min(ceil(n / 4096), 65535), y = ceil(ceil(n / 4096) / x)),
+// chunk k = wg.y * nwg.x + wg.x.
+@compute @workgroup_size(256)
+fn sum_squares_workgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                         @builtin(local_invocation_index) lid: u32) {
+    let k = wg.y * nwg.x + wg.x;  // uniform over the workgroup, so the return keeps barriers uniform
+    if (k >= (params.n + CHUNK - 1u) / CHUNK) { return; }  // the grid's overshoot in its last row
+    let start = k * CHUNK;
+    let end = min(start + CHUNK, params.n);
+    var s = 0.0;
+    for (var i = start + lid; i < end; i += WG) {
+        let v = f32(g[i]);
+        s += v * v;
+    }
+    let total = workgroup_sum(lid, s);
+    if (lid == 0u) {
+        partials[params.slot + k] = total;
+    }
+}
+
+// clip_coef_workgroup: total_norm[0] = sqrt(sum_{k < n} partials_in[k]);
+// scale[0] = min(1, max_norm / (total_norm[0] + 1e-6)) (torch's clip_coef, clamped at 1).
+// Bindings: 0 params (n = number of partials, max_norm), 3 partials_in (read, f32, n), 4 total_norm (read_write,
+// f32, 1), 5 scale (read_write, f32, 1). Dispatch: one workgroup, grid (1, 1, 1).
+@compute @workgroup_size(256)
+fn clip_coef_workgroup(@builtin(local_invocation_index) lid: u32) {
+    var s = 0.0;
+    for (var k = lid; k < params.n; k += WG) {
+        s += partials_in[k];
+    }
+    let norm = sqrt(workgroup_sum(lid, s));
+    if (lid == 0u) {
+        total_norm[0] = norm;
+        scale[0] = min(1.0, params.max_norm / (norm + 1e-6));
+    }
+}
+
+// clip_scale_naive: out[i] = g[i] * scale_in[0].
+// Bindings: 0 params (n), 1 g (read, elem, n), 6 scale_in (read, f32, 1), 7 out (read_write, elem, n).
+// Dispatch: workgroups of 256 over n, 2-D grid (x = min(ceil(n / 256), 65535), y = ceil(ceil(n / 256) / x)),
+// element (wg.y * nwg.x + wg.x) * 256 + lid.
+@compute @workgroup_size(256)
+fn clip_scale_naive(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let i = (wg.y * nwg.x + wg.x) * WG + lid;
+    if (i >= params.n) { return; }
+    out[i] = elem(f32(g[i]) * scale_in[0]);
+}

@@ -1,0 +1,225 @@
+"""engine.optim: AdamW against a numpy port of torch.optim.AdamW (and torch itself when installed), its state
+dict, and clip_grad_norm_ against numpy. Shapes include 1, primes and gradients spanning several clip chunks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine import Tensor, ops
+from engine.optim import CLIP_CHUNK, AdamW, clip_grad_norm_
+from tests.tolerances import assert_close
+
+SHAPES = [(1,), (7,), (13, 17), (5003,)]
+
+
+class NumpyAdamW:
+    """torch.optim.AdamW's single-tensor algorithm, in float64, one state per parameter (a port, for reference)."""
+
+    def __init__(self, params, lr, betas, eps, weight_decay):
+        self.params = [p.astype(np.float64) for p in params]
+        self.lr, self.betas, self.eps, self.wd = lr, betas, eps, weight_decay
+        self.state = [None] * len(params)
+
+    def step(self, grads):
+        b1, b2 = self.betas
+        for i, g in enumerate(grads):
+            if g is None:
+                continue
+            if self.state[i] is None:
+                self.state[i] = {"step": 0, "m": np.zeros_like(self.params[i]), "v": np.zeros_like(self.params[i])}
+            s = self.state[i]
+            s["step"] += 1
+            t = s["step"]
+            p = self.params[i] * (1 - self.lr * self.wd)
+            s["m"] = b1 * s["m"] + (1 - b1) * g
+            s["v"] = b2 * s["v"] + (1 - b2) * g * g
+            denom = np.sqrt(s["v"]) / np.sqrt(1 - b2**t) + self.eps
+            self.params[i] = p - self.lr / (1 - b1**t) * s["m"] / denom
+
+
+def make_run(device, seed=0, shapes=SHAPES, steps=5, dtype=np.float32):
+    """Initial parameters and per-step gradients; parameter 1 has no gradient at step 2 (it is skipped)."""
+    rng = np.random.default_rng(seed)
+    init = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    grads = [[rng.standard_normal(s).astype(dtype) * (0.1 + k) for s in shapes] for k in range(steps)]
+    grads[2][1] = None
+    return init, grads
+
+
+def run_engine(device, init, grads, lrs, **hyper):
+    params = [Tensor.from_numpy(p, device) for p in init]
+    opt = AdamW(params, lr=lrs[0], **hyper)
+    for lr, step_grads in zip(lrs, grads):
+        opt.lr = lr
+        for p, g in zip(params, step_grads):
+            p.grad = None if g is None else Tensor.from_numpy(g, device)
+        opt.step()
+    return params, opt
+
+
+HYPER = dict(betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
+LRS = [1e-2, 1e-2, 5e-3, 2e-2, 1e-3]  # a schedule changes lr between steps
+
+
+def test_adamw_matches_numpy_port(device):
+    init, grads = make_run(device)
+    params, opt = run_engine(device, init, grads, LRS, **HYPER)
+    ref = NumpyAdamW(init, LRS[0], **HYPER)
+    for lr, step_grads in zip(LRS, grads):
+        ref.lr = lr
+        ref.step([None if g is None else g.astype(np.float64) for g in step_grads])
+    state = opt.state_dict()
+    assert state["step"] == 5
+    assert [s["step"] for s in state["state"]] == [5, 4, 5, 5]
+    for i, p in enumerate(params):
+        assert_close(p.numpy(), ref.params[i])
+        assert_close(state["state"][i]["exp_avg"], ref.state[i]["m"])
+        assert_close(state["state"][i]["exp_avg_sq"], ref.state[i]["v"])
+        assert not np.allclose(p.numpy(), init[i])  # the test would notice an optimizer doing nothing
+
+
+def test_adamw_matches_torch(device):
+    torch = pytest.importorskip("torch")
+    init, grads = make_run(device, seed=1)
+    params, _ = run_engine(device, init, grads, LRS, **HYPER)
+    tparams = [torch.tensor(p, requires_grad=True) for p in init]
+    topt = torch.optim.AdamW(tparams, lr=LRS[0], **HYPER)
+    for lr, step_grads in zip(LRS, grads):
+        topt.param_groups[0]["lr"] = lr
+        for p, g in zip(tparams, step_grads):
+            p.grad = None if g is None else torch.tensor(g)
+        topt.step()
+    for p, tp in zip(params, tparams):
+        np.testing.assert_allclose(p.numpy(), tp.detach().numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_state_dict_round_trip_resumes_exactly(device):
+    init, grads = make_run(device, seed=2, steps=5)
+    straight, _ = run_engine(device, init, grads, LRS, **HYPER)
+    first, opt = run_engine(device, init, grads[:3], LRS[:3], **HYPER)
+    saved = opt.state_dict()
+    assert isinstance(saved["state"][0]["exp_avg"], np.ndarray)
+    resumed = [Tensor.from_numpy(p.numpy(), device) for p in first]
+    opt2 = AdamW(resumed, lr=123.0)  # hyperparameters come from the state dict
+    opt2.load_state_dict(saved)
+    assert (opt2.lr, opt2.betas, opt2.weight_decay) == (LRS[2], HYPER["betas"], HYPER["weight_decay"])
+    for lr, step_grads in zip(LRS[3:], grads[3:]):
+        opt2.lr = lr
+        for p, g in zip(resumed, step_grads):
+            p.grad = Tensor.from_numpy(g, device)
+        opt2.step()
+    for a, b in zip(resumed, straight):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_zero_grad_and_skipping(device):
+    p = Tensor.from_numpy(np.ones(3, np.float32), device)
+    opt = AdamW([p])
+    p.grad = Tensor.from_numpy(np.ones(3, np.float32), device)
+    opt.zero_grad()
+    assert p.grad is None
+    opt.step()  # no gradient: nothing changes, no state
+    np.testing.assert_array_equal(p.numpy(), 1.0)
+    assert opt.state_dict()["state"] == [None]
+
+
+def test_adamw_f16_parameters(device):
+    if not device.has_f16:
+        pytest.skip(f"{device.name} lacks shader-f16")
+    init, grads = make_run(device, seed=3, shapes=[(7,), (13, 17)], steps=3, dtype=np.float16)
+    params, opt = run_engine(device, init, grads, LRS[:3], **HYPER)
+    ref = NumpyAdamW(init, LRS[0], **HYPER)
+    for lr, step_grads in zip(LRS[:3], grads):
+        ref.lr = lr
+        ref.step([None if g is None else g.astype(np.float64) for g in step_grads])
+    for p, expected in zip(params, ref.params):
+        assert p.dtype == np.float16
+        assert_close(p.numpy(), expected, "f16")
+    assert opt.state_dict()["state"][0]["exp_avg"].dtype == np.float32
+
+
+def test_adamw_errors(device):
+    p = Tensor.from_numpy(np.ones((2, 3), np.float32), device)
+    with pytest.raises(ValueError, match="params is empty"):
+        AdamW([])
+    with pytest.raises(ValueError, match="lr must be a finite number >= 0, got -1"):
+        AdamW([p], lr=-1)
+    with pytest.raises(ValueError, match=r"betas must be two numbers in \[0, 1\), got \(0.9, 1.0\)"):
+        AdamW([p], betas=(0.9, 1.0))
+    with pytest.raises(ValueError, match=r"params\[1\] is the same tensor as params\[0\]"):
+        AdamW([p, p])
+    with pytest.raises(TypeError, match=r"params\[0\] must be an engine.Tensor, got ndarray"):
+        AdamW([np.ones(3)])
+    opt = AdamW([p])
+    p.grad = Tensor.from_numpy(np.ones(6, np.float32), device)
+    with pytest.raises(ValueError, match=r"params\[0\] has shape \(2, 3\) but its grad has shape \(6,\)"):
+        opt.step()
+    bad = opt.state_dict()
+    bad["state"] = [None, None]
+    with pytest.raises(ValueError, match="holds 2 parameters, this optimizer has 1"):
+        opt.load_state_dict(bad)
+
+
+# ---------------------------------------------------------------------------------------------- clipping
+
+
+def clip_case(device, seed, shapes):
+    rng = np.random.default_rng(seed)
+    grads = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    params = [Tensor.from_numpy(np.zeros(s, np.float32), device) for s in shapes]
+    for p, g in zip(params, grads):
+        p.grad = Tensor.from_numpy(g, device)
+    return params, grads
+
+
+@pytest.mark.parametrize("max_norm_ratio", [0.3, 2.0])  # clipping active, and a no-op
+def test_clip_grad_norm_matches_numpy(device, max_norm_ratio):
+    shapes = [(1,), (13, 17), (3, 5003), (CLIP_CHUNK,), (CLIP_CHUNK + 1,)]  # several chunks, chunk edges
+    params, grads = clip_case(device, 4, shapes)
+    norm = np.sqrt(sum((g.astype(np.float64) ** 2).sum() for g in grads))
+    max_norm = max_norm_ratio * norm
+    readbacks = device.runtime.stats.readbacks
+    total = clip_grad_norm_(params, max_norm)
+    assert device.runtime.stats.readbacks == readbacks  # clipping itself never waits for the GPU
+    assert total.shape == () and total.dtype == np.float32
+    assert_close(total.numpy(), norm)
+    factor = min(1.0, max_norm / (norm + 1e-6))
+    for p, g in zip(params, grads):
+        assert_close(p.grad.numpy(), g * factor)
+
+
+def test_clip_grad_norm_matches_torch(device):
+    torch = pytest.importorskip("torch")
+    params, grads = clip_case(device, 5, [(7,), (3, 5003)])
+    tparams = [torch.zeros(g.shape, requires_grad=True) for g in grads]
+    for tp, g in zip(tparams, grads):
+        tp.grad = torch.tensor(g)
+    expected = torch.nn.utils.clip_grad_norm_(tparams, 1.5)
+    assert_close(clip_grad_norm_(params, 1.5).numpy(), expected.item())
+    for p, tp in zip(params, tparams):
+        assert_close(p.grad.numpy(), tp.grad.numpy())
+
+
+def test_clip_scales_a_shared_gradient_once(device):
+    # c = a + b hands the same gradient tensor to a and b; an in-place clip would scale it twice.
+    a = Tensor.from_numpy(np.ones(4, np.float32), device).requires_grad_()
+    b = Tensor.from_numpy(np.ones(4, np.float32), device).requires_grad_()
+    ops.add(a, b).backward(Tensor.from_numpy(np.full(4, 3.0, np.float32), device))
+    total = clip_grad_norm_([a, b], 1.0)
+    assert_close(total.numpy(), np.sqrt(8 * 9.0))
+    factor = 1.0 / (np.sqrt(72.0) + 1e-6)
+    assert_close(a.grad.numpy(), np.full(4, 3.0 * factor))
+    assert_close(b.grad.numpy(), np.full(4, 3.0 * factor))
+
+
+def test_clip_skips_missing_grads_and_checks_arguments(device):
+    params, grads = clip_case(device, 6, [(5,), (3,)])
+    params[1].grad = None
+    assert_close(clip_grad_norm_(params, 100.0).numpy(), np.linalg.norm(grads[0]))
+    assert params[1].grad is None
+    assert float(clip_grad_norm_([params[1]], 1.0).numpy()) == 0.0
+    with pytest.raises(ValueError, match="max_norm must be finite and >= 0, got -1"):
+        clip_grad_norm_(params, -1)
+    with pytest.raises(TypeError, match="max_norm must be a number, got str"):
+        clip_grad_norm_(params, "1")
