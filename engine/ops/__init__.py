@@ -3,6 +3,7 @@
 One module per kernel family; this package re-exports the public names.
 """
 
+from engine.ops.attention import attention
 from engine.ops.embedding import embedding
 from engine.ops.elementwise import add, affine, broadcast_to, exp, gelu, mul, scale, silu
 from engine.ops.layout import transpose
@@ -14,7 +15,7 @@ from engine.ops.rope import rope
 from engine.ops.softmax import softmax, softmax_backward
 from engine.ops.swiglu import swiglu
 
-__all__ = ["add", "affine", "broadcast_to", "exp", "gelu", "mul", "scale", "silu",
+__all__ = ["attention", "add", "affine", "broadcast_to", "exp", "gelu", "mul", "scale", "silu",
            "matmul", "max", "mean_sq", "softmax", "softmax_backward", "sum", "transpose",
            "embedding", "rmsnorm", "rope", "swiglu",
            "cross_entropy", "log_softmax", "token_logprobs"]
