@@ -1,0 +1,155 @@
+"""The Llama/Qwen2-family decoder on engine ops.
+
+Owns: the parameters (named exactly as Hugging Face names them, so checkpoints map one to one), the forward pass
+`model(ids) -> logits`, and `token_logprobs`. Reading and writing checkpoints is `engine.hf`'s job; sampling is
+`engine.generate`'s. Must not import `rl`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from engine import ops
+from engine.config import ModelConfig
+from engine.device import Device, get_device
+from engine.tensor import Tensor
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """x @ weight.T + bias over the last axis of x, weight (out, in) as in torch.nn.Linear."""
+    lead = x.shape[:-1]
+    y = ops.matmul(x.reshape(-1, x.shape[-1]), weight, transpose_b=True)  # (N, out)
+    if bias is not None:
+        y = ops.add(y, bias)
+    return y.reshape(*lead, weight.shape[0])
+
+
+class Model:
+    """A decoder-only transformer: embedding, `num_layers` x (RMSNorm, GQA attention with RoPE, RMSNorm,
+    SwiGLU MLP), a final RMSNorm and the language-model head (tied to the embedding or not)."""
+
+    def __init__(self, config: ModelConfig, params: dict[str, Tensor]):
+        self.config = config
+        self.params = params
+        self.device = next(iter(params.values())).device
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_numpy(cls, config: ModelConfig, state: dict[str, np.ndarray], device: Device | str | None = None,
+                   source: str = "state dict") -> "Model":
+        """Upload a state dict of Hugging Face names (checked against the config first)."""
+        from engine.hf import check_state_dict
+
+        state = check_state_dict(state, config, source)
+        device = get_device(device)
+        params = {name: Tensor.from_numpy(np.asarray(state[name], np.float32), device)
+                  for name in parameter_shapes(config)}
+        return cls(config, params)
+
+    @classmethod
+    def random(cls, config: ModelConfig, seed: int = 0, device: Device | str | None = None) -> "Model":
+        """Fresh weights as Hugging Face initializes them: normal(0, 0.02) matrices, unit norms, zero biases."""
+        rng = np.random.default_rng(seed)
+        state = {}
+        for name, shape in parameter_shapes(config).items():
+            if name.endswith("norm.weight"):
+                state[name] = np.ones(shape, np.float32)
+            elif name.endswith(".bias"):
+                state[name] = np.zeros(shape, np.float32)
+            else:
+                state[name] = (rng.standard_normal(shape) * 0.02).astype(np.float32)
+        return cls.from_numpy(config, state, device, source="random init")
+
+    # ------------------------------------------------------------------ parameters
+
+    def parameters(self) -> list[Tensor]:
+        return list(self.params.values())
+
+    def named_parameters(self) -> dict[str, Tensor]:
+        return dict(self.params)
+
+    def requires_grad_(self, requires_grad: bool = True) -> "Model":
+        for p in self.params.values():
+            p.requires_grad_(requires_grad)
+        return self
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Every parameter as a numpy array under its Hugging Face name (one read-back each)."""
+        return {name: p.numpy() for name, p in self.params.items()}
+
+    def save_pretrained(self, path: str | Path, tokenizer=None) -> None:
+        """Write config.json + model.safetensors (+ tokenizer files) that transformers loads."""
+        from engine.hf import write_checkpoint
+
+        write_checkpoint(path, self.config, self.state_dict(), tokenizer=tokenizer)
+
+    # ------------------------------------------------------------------ forward
+
+    def __call__(self, ids, positions=None) -> Tensor:
+        """Logits (B, T, V) for token ids (B, T) (numpy int array or int32 Tensor)."""
+        return self.logits(self.hidden_states(ids, positions))
+
+    def hidden_states(self, ids, positions=None) -> Tensor:
+        """The final-normed hidden states (B, T, C)."""
+        cfg, p = self.config, self.params
+        ids_array = np.asarray(ids.numpy() if isinstance(ids, Tensor) else ids)
+        if ids_array.ndim != 2:
+            raise ValueError(f"model: ids must have shape (B, T), got {ids_array.shape}")
+        batch, steps = ids_array.shape
+        if steps > cfg.max_position_embeddings:
+            raise ValueError(f"model: {steps} tokens exceed max_position_embeddings={cfg.max_position_embeddings}")
+        if positions is None:
+            positions = np.arange(steps, dtype=np.int32)
+        positions = Tensor.from_numpy(np.asarray(positions, np.int32), self.device)
+        h = ops.embedding(ids_array.astype(np.int32), p["model.embed_tokens.weight"])  # (B, T, C)
+        heads, kv_heads, head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        for i in range(cfg.num_layers):
+            pre = f"model.layers.{i}."
+            x = ops.rmsnorm(h, p[pre + "input_layernorm.weight"], cfg.rms_norm_eps)
+            q = linear(x, p[pre + "self_attn.q_proj.weight"], p.get(pre + "self_attn.q_proj.bias"))
+            k = linear(x, p[pre + "self_attn.k_proj.weight"], p.get(pre + "self_attn.k_proj.bias"))
+            v = linear(x, p[pre + "self_attn.v_proj.weight"], p.get(pre + "self_attn.v_proj.bias"))
+            q = ops.rope(q.reshape(batch, steps, heads, head_dim), positions, cfg.rope_theta)  # (B, T, H, D)
+            k = ops.rope(k.reshape(batch, steps, kv_heads, head_dim), positions, cfg.rope_theta)
+            v = v.reshape(batch, steps, kv_heads, head_dim)
+            a = ops.attention(q, k, v, causal=True).reshape(batch, steps, heads * head_dim)
+            h = ops.add(h, linear(a, p[pre + "self_attn.o_proj.weight"]))
+            x = ops.rmsnorm(h, p[pre + "post_attention_layernorm.weight"], cfg.rms_norm_eps)
+            gate = linear(x, p[pre + "mlp.gate_proj.weight"])
+            up = linear(x, p[pre + "mlp.up_proj.weight"])
+            h = ops.add(h, linear(ops.swiglu(gate, up), p[pre + "mlp.down_proj.weight"]))
+        return ops.rmsnorm(h, p["model.norm.weight"], cfg.rms_norm_eps)
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        head = self.params.get("lm_head.weight", self.params["model.embed_tokens.weight"])
+        return linear(hidden, head)  # (B, T, V)
+
+    def token_logprobs(self, ids, targets, temperature: float = 1.0) -> Tensor:
+        """log p(targets[b, t] | ids[b, :t+1]) of shape (B, T), from logits / temperature."""
+        targets = np.asarray(targets.numpy() if isinstance(targets, Tensor) else targets, np.int32)
+        return ops.token_logprobs(self(ids), Tensor.from_numpy(targets, self.device), temperature)
+
+
+def load_pretrained(path: str | Path, device: Device | str | None = None):
+    """(Model, tokenizers.Tokenizer or None) from a Hugging Face checkpoint directory.
+
+    Reads config.json (Qwen2 or Llama), model.safetensors (f32, f16 or bf16; or a sharded index) and
+    tokenizer.json when present. Errors name the file, the tensor and the expected shape.
+    """
+    from engine.hf import load_checkpoint, load_tokenizer
+
+    path = Path(path)
+    config, state = load_checkpoint(path)
+    model = Model.from_numpy(config, state, device, source=str(path))
+    tokenizer = load_tokenizer(path) if (path / "tokenizer.json").is_file() else None
+    return model, tokenizer
+
+
+def parameter_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Hugging Face name -> shape of every trainable tensor, in a stable order."""
+    from engine.hf import expected_shapes
+
+    return expected_shapes(config)
