@@ -88,18 +88,23 @@ class Model:
 
     # ------------------------------------------------------------------ forward
 
-    def __call__(self, ids, positions=None) -> Tensor:
+    def __call__(self, ids, positions=None, cache=None) -> Tensor:
         """Logits (B, T, V) for token ids (B, T) (numpy int array or int32 Tensor)."""
-        return self.logits(self.hidden_states(ids, positions))
+        return self.logits(self.hidden_states(ids, positions, cache))
 
-    def hidden_states(self, ids, positions=None) -> Tensor:
-        """The final-normed hidden states (B, T, C)."""
+    def hidden_states(self, ids, positions=None, cache=None) -> Tensor:
+        """The final-normed hidden states (B, T, C).
+
+        `positions` (T,) or (B, T) default to 0..T-1. A `cache` (see `engine.generate`) takes over attention:
+        `cache.attend(layer, q, k, v)` stores this step's keys and values and attends over everything cached,
+        so decoding computes only the new tokens.
+        """
         cfg, p = self.config, self.params
         ids_array = np.asarray(ids.numpy() if isinstance(ids, Tensor) else ids)
         if ids_array.ndim != 2:
             raise ValueError(f"model: ids must have shape (B, T), got {ids_array.shape}")
         batch, steps = ids_array.shape
-        if steps > cfg.max_position_embeddings:
+        if positions is None and steps > cfg.max_position_embeddings:
             raise ValueError(f"model: {steps} tokens exceed max_position_embeddings={cfg.max_position_embeddings}")
         if positions is None:
             positions = np.arange(steps, dtype=np.int32)
@@ -115,7 +120,8 @@ class Model:
             q = ops.rope(q.reshape(batch, steps, heads, head_dim), positions, cfg.rope_theta)  # (B, T, H, D)
             k = ops.rope(k.reshape(batch, steps, kv_heads, head_dim), positions, cfg.rope_theta)
             v = v.reshape(batch, steps, kv_heads, head_dim)
-            a = ops.attention(q, k, v, causal=True).reshape(batch, steps, heads * head_dim)
+            a = cache.attend(i, q, k, v) if cache is not None else ops.attention(q, k, v, causal=True)
+            a = a.reshape(batch, steps, heads * head_dim)
             h = ops.add(h, linear(a, p[pre + "self_attn.o_proj.weight"]))
             x = ops.rmsnorm(h, p[pre + "post_attention_layernorm.weight"], cfg.rms_norm_eps)
             gate = linear(x, p[pre + "mlp.gate_proj.weight"])
