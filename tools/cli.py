@@ -154,6 +154,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run_bench(config_from_args(BenchConfig, args), device_spec=args.device)
 
 
+def cmd_sft(args: argparse.Namespace) -> int:
+    """Supervised fine-tuning on prompt/completion JSONL (loss on the completion tokens)."""
+    from engine.device import get_device
+    from rl.sft import SFTConfig, train_sft
+
+    config = config_from_args(SFTConfig, args)
+    if not config.data:
+        args.parser.error("--data is required: a JSONL file of {\"prompt\": ..., \"completion\": ...} lines")
+    summary = train_sft(config, get_device(args.device))
+    print(f"sft: loss {summary['first_loss']:.4f} -> {summary['last_loss']:.4f} over {summary['steps']} steps, "
+          f"{summary['tokens_per_s']:.0f} completion tokens/s; model in {summary['checkpoint']}")
+    return 0
+
+
+def _sft_config():
+    from rl.sft import SFTConfig
+
+    return SFTConfig
+
+
 def _bench_config():
     from tools.bench import BenchConfig
 
@@ -170,6 +190,8 @@ def _subcommands() -> dict[str, tuple[Callable, str, Callable | None, Callable |
                     devices_extra),
         "bench": (cmd_bench, "check kernels against numpy, then time them (GFLOP/s, GB/s, ratio to peak and numpy)",
                   _bench_config, None),
+        "sft": (cmd_sft, "supervised fine-tuning on prompt/completion JSONL, from a checkpoint or a fresh model",
+                _sft_config, None),
     }
 
 
@@ -209,6 +231,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KernelError as error:
         print(f"wgrpo: kernel error: {error}", file=sys.stderr)
+        return 1
+    except (ValueError, TypeError, OSError) as error:  # bad input: a file, a field, a shape; named in the message
+        print(f"wgrpo: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("wgrpo: interrupted", file=sys.stderr)

@@ -1,0 +1,90 @@
+"""Training checkpoints: a Hugging Face model directory plus `trainer_state/`.
+
+Owns: what a trainer needs to continue exactly where it stopped: the step, the optimizer's moments, the RNG
+state, the data position and the resolved config. The model files are `engine.hf`'s layout, so any checkpoint
+loads in transformers as it is. Written atomically (temp directory, then rename) by `engine.hf.write_checkpoint`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+STATE_DIR = "trainer_state"
+STATE_FILE = f"{STATE_DIR}/state.json"
+OPTIMIZER_FILE = f"{STATE_DIR}/optimizer.safetensors"
+CONFIG_FILE = "trainer_config.json"
+
+
+def save_training_checkpoint(directory: str | Path, model, tokenizer, optimizer, state: dict[str, Any],
+                             config) -> Path:
+    """Write model + tokenizer + trainer state (step, RNG, ... in `state`) + optimizer + resolved config."""
+    from engine.hf import write_checkpoint
+
+    opt_state = optimizer.state_dict()
+    moments = {}
+    per_param = []
+    for index, entry in enumerate(opt_state["state"]):
+        if entry is None:
+            per_param.append(None)
+            continue
+        per_param.append({"step": entry["step"]})
+        moments[f"{index}.exp_avg"] = np.ascontiguousarray(entry["exp_avg"], np.float32)
+        moments[f"{index}.exp_avg_sq"] = np.ascontiguousarray(entry["exp_avg_sq"], np.float32)
+    optimizer_meta = {"step": opt_state["step"], "hyperparameters": opt_state["hyperparameters"],
+                      "state": per_param}
+    resolved = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
+    extra = {
+        STATE_FILE: {**state, "optimizer": optimizer_meta},
+        OPTIMIZER_FILE: lambda path: save_file(moments, str(path)) if moments else path.write_bytes(b""),
+        CONFIG_FILE: resolved,
+    }
+    return write_checkpoint(directory, model.config, model.state_dict(), tokenizer=tokenizer, extra_files=extra)
+
+
+def load_training_state(directory: str | Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(trainer state, optimizer state dict for `AdamW.load_state_dict`, saved config) of a checkpoint."""
+    directory = Path(directory)
+    state_path = directory / STATE_FILE
+    if not state_path.is_file():
+        raise ValueError(f"{directory} is not a training checkpoint: {STATE_FILE} is missing "
+                         f"(a plain model directory can start a run with --model, not --resume)")
+    try:
+        state = json.loads(state_path.read_text())
+        config = json.loads((directory / CONFIG_FILE).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"{directory}: cannot read the trainer state: {error}") from None
+    meta = state.pop("optimizer")
+    optimizer_path = directory / OPTIMIZER_FILE
+    try:
+        moments = load_file(str(optimizer_path)) if optimizer_path.stat().st_size else {}
+    except Exception as error:  # safetensors raises its own error types for corrupt files
+        raise ValueError(f"{optimizer_path}: corrupt optimizer state: {error}") from None
+    per_param = []
+    for index, entry in enumerate(meta["state"]):
+        if entry is None:
+            per_param.append(None)
+            continue
+        try:
+            per_param.append({"step": entry["step"], "exp_avg": moments[f"{index}.exp_avg"],
+                              "exp_avg_sq": moments[f"{index}.exp_avg_sq"]})
+        except KeyError as missing:
+            raise ValueError(f"{optimizer_path}: tensor {missing} is missing") from None
+    optimizer_state = {"step": meta["step"], "hyperparameters": meta["hyperparameters"], "state": per_param}
+    return state, optimizer_state, config
+
+
+def rng_state(rng: np.random.Generator) -> dict:
+    """A JSON-able snapshot of a numpy Generator."""
+    return rng.bit_generator.state
+
+
+def restore_rng(state: dict) -> np.random.Generator:
+    rng = np.random.default_rng()
+    rng.bit_generator.state = state
+    return rng

@@ -1,0 +1,106 @@
+"""Supervised fine-tuning: batching, masking, the schedule, learning on arithmetic, resume, and the
+transformers round trip."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from rl.sft import Example, SFTConfig, batch_indices, learning_rate, make_batch, read_examples, train_sft
+
+
+def write_jsonl(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def addition_data(path, n=200, seed=0):
+    rng = np.random.default_rng(seed)
+    records = []
+    for _ in range(n):
+        a, b = rng.integers(0, 50, size=2)
+        records.append({"prompt": f"{a}+{b}=", "completion": f"{a + b}"})
+    return write_jsonl(path, records)
+
+
+def test_batch_masks_the_prompt_and_learns_the_end_of_text():
+    inputs, targets, mask = make_batch([Example([5, 6, 7], [8, 0]), Example([9], [10, 11, 0])], pad_id=0)
+    np.testing.assert_array_equal(inputs, [[5, 6, 7, 8], [9, 10, 11, 0]])
+    np.testing.assert_array_equal(targets, [[6, 7, 8, 0], [10, 11, 0, 0]])
+    # the targets under the mask are exactly the completion tokens, end-of-text included
+    np.testing.assert_array_equal(mask, [[0, 0, 1, 1], [1, 1, 1, 0]])
+
+
+def test_data_order_is_a_permutation_per_epoch_and_a_function_of_the_step():
+    n, bs = 10, 4
+    seen = [i for step in range(5) for i in batch_indices(step, bs, n, seed=3)]
+    assert sorted(seen[:10]) == list(range(10)) and sorted(seen[10:20]) == list(range(10))
+    assert batch_indices(3, bs, n, seed=3) == batch_indices(3, bs, n, seed=3)
+    assert batch_indices(0, bs, n, seed=3) != batch_indices(0, bs, n, seed=4)
+
+
+def test_schedule_warms_up_then_decays():
+    config = SFTConfig(data="x", lr=1.0, warmup_steps=4, steps=20, min_lr_ratio=0.1)
+    rates = [learning_rate(s, config) for s in range(20)]
+    assert rates[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert all(a >= b for a, b in zip(rates[4:], rates[5:])) and rates[-1] >= 0.1
+
+
+def test_bad_lines_are_named(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "a", "completion": "b"}, {"prompt": "c"}])
+    with pytest.raises(ValueError, match=r"d\.jsonl:2: missing field 'completion'"):
+        read_examples(path)
+
+
+def tiny(tmp_path, data, **overrides):
+    options = dict(data=str(data), output_dir=str(tmp_path / "run"), steps=40, batch_size=16, max_length=16,
+                   lr=1e-2, warmup_steps=5, vocab_size=300, hidden_size=32, num_layers=2, num_heads=2,
+                   num_kv_heads=1, intermediate_size=64, seed=0)
+    options.update(overrides)
+    return SFTConfig(**options)
+
+
+def test_sft_learns_addition(device, tmp_path):
+    data = addition_data(tmp_path / "add.jsonl")
+    summary = train_sft(tiny(tmp_path, data, steps=60), device)
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(metrics) == 60 and all(np.isfinite(m["loss"]) for m in metrics)
+    first = np.mean([m["loss"] for m in metrics[:3]])
+    last = np.mean([m["loss"] for m in metrics[-5:]])
+    assert last < 0.5 * first, (first, last)
+    assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
+    assert summary["last_loss"] == metrics[-1]["loss"]
+
+
+def test_resume_continues_exactly(device, tmp_path):
+    data = addition_data(tmp_path / "add.jsonl", n=64)
+    constant = dict(warmup_steps=1, min_lr_ratio=1.0)  # the schedule then does not depend on `steps`
+    straight = tiny(tmp_path / "a", data, steps=6, **constant)
+    train_sft(straight, device)
+    first_half = tiny(tmp_path / "b", data, steps=3, **constant)
+    train_sft(first_half, device)
+    resumed = tiny(tmp_path / "b", data, steps=6, resume=str(tmp_path / "b" / "run" / "final"), **constant)
+    train_sft(resumed, device)
+    a = [json.loads(x)["loss"] for x in (tmp_path / "a" / "run" / "metrics.jsonl").read_text().splitlines()]
+    b = [json.loads(x)["loss"] for x in (tmp_path / "b" / "run" / "metrics.jsonl").read_text().splitlines()]
+    np.testing.assert_allclose(b, a, rtol=1e-5)
+
+
+def test_round_trip_through_transformers(device, tmp_path):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from engine import load_pretrained
+
+    data = addition_data(tmp_path / "add.jsonl", n=32)
+    train_sft(tiny(tmp_path, data, steps=3), device)
+    path = tmp_path / "run" / "final"
+    model, tokenizer = load_pretrained(path, device)
+    ids = np.array([tokenizer.encode("12+7=3").ids])
+    hf = transformers.AutoModelForCausalLM.from_pretrained(path).eval()
+    with torch.no_grad():
+        expected = hf(torch.from_numpy(ids)).logits.numpy()
+    ours = model(ids).numpy()
+    assert np.max(np.abs(ours - expected)) <= 1e-4 * np.max(np.abs(expected))
+    assert transformers.AutoTokenizer.from_pretrained(path)("12+7=3")["input_ids"] == ids[0].tolist()
