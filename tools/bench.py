@@ -4,6 +4,8 @@ Owns: `BenchConfig`, the check-then-time loop, the table and the JSON report. Th
 `tools.bench_cases`, the peak probes in `tools.bench_probes`, the timers in `tools.bench_timing`.
 Must not import `rl`.
 
+`--model` hands over to `tools.bench_model` (whole-model tokens/s against PyTorch) and runs nothing else.
+
 Figures: time per call is the median over trials of (one submit holding `repeat` calls) / repeat, timed by GPU
 timestamp queries around the compute pass when the adapter has them, else by the wall clock over the submit and
 its completion. `x peak` divides GFLOP/s by the FMA probe's and GB/s by the copy probe's; `x numpy` is numpy's
@@ -49,6 +51,10 @@ class BenchConfig:
         "help": "auto: GPU timestamp queries when the adapter has them, else the wall clock; wall: always the "
                 "wall clock over the submit", "choices": ("auto", "wall")})
     seed: int = field(default=0, metadata={"help": "seed of the random inputs"})
+    model: bool = field(default=False, metadata={
+        "help": "instead of the kernels, time a whole model step: forward and forward+backward tokens/s of the "
+                "model the ModelBenchConfig options describe, and the same step in PyTorch when installed "
+                "(--quick, --trials, --json and --seed apply; --filter, --repeat and --timer do not)"})
 
     def __post_init__(self):
         if not 0 <= self.trials <= MAX_TRIALS:

@@ -148,10 +148,16 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    """Check, then time, every kernel against numpy and the adapter's own measured peak."""
+    """Check, then time, every kernel against numpy and the adapter's own measured peak (or, with --model, a
+    whole model step against PyTorch)."""
     from tools.bench import BenchConfig, run_bench
 
-    return run_bench(config_from_args(BenchConfig, args), device_spec=args.device)
+    config = config_from_args(BenchConfig, args)
+    if config.model:
+        from tools.bench_model import ModelBenchConfig, run_model_bench
+
+        return run_model_bench(config_from_args(ModelBenchConfig, args), config, device_spec=args.device)
+    return run_bench(config, device_spec=args.device)
 
 
 def cmd_sft(args: argparse.Namespace) -> int:
@@ -185,11 +191,17 @@ def _subcommands() -> dict[str, tuple[Callable, str, Callable | None, Callable |
     def devices_extra(p):
         p.add_argument("--json", action="store_true", help="print the adapters as JSON instead of a list")
 
+    def bench_extra(p):  # the options of `wgrpo bench --model`
+        from tools.bench_model import ModelBenchConfig
+
+        add_config_arguments(p, ModelBenchConfig)
+
     return {
         "devices": (cmd_devices, "list GPU adapters, their features and limits, and which one is chosen", None,
                     devices_extra),
-        "bench": (cmd_bench, "check kernels against numpy, then time them (GFLOP/s, GB/s, ratio to peak and numpy)",
-                  _bench_config, None),
+        "bench": (cmd_bench, "check kernels against numpy, then time them (GFLOP/s, GB/s, ratio to peak and numpy); "
+                             "--model: forward and forward+backward tokens/s of a model, against PyTorch",
+                  _bench_config, bench_extra),
         "sft": (cmd_sft, "supervised fine-tuning on prompt/completion JSONL, from a checkpoint or a fresh model",
                 _sft_config, None),
     }
