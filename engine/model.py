@@ -17,15 +17,6 @@ from engine.device import Device, get_device
 from engine.tensor import Tensor
 
 
-def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """x @ weight.T + bias over the last axis of x, weight (out, in) as in torch.nn.Linear."""
-    lead = x.shape[:-1]
-    y = ops.matmul(x.reshape(-1, x.shape[-1]), weight, transpose_b=True)  # (N, out)
-    if bias is not None:
-        y = ops.add(y, bias)
-    return y.reshape(*lead, weight.shape[0])
-
-
 class Model:
     """A decoder-only transformer: embedding, `num_layers` x (RMSNorm, GQA attention with RoPE, RMSNorm,
     SwiGLU MLP), a final RMSNorm and the language-model head (tied to the embedding or not)."""
@@ -114,24 +105,24 @@ class Model:
         for i in range(cfg.num_layers):
             pre = f"model.layers.{i}."
             x = ops.rmsnorm(h, p[pre + "input_layernorm.weight"], cfg.rms_norm_eps)
-            q = linear(x, p[pre + "self_attn.q_proj.weight"], p.get(pre + "self_attn.q_proj.bias"))
-            k = linear(x, p[pre + "self_attn.k_proj.weight"], p.get(pre + "self_attn.k_proj.bias"))
-            v = linear(x, p[pre + "self_attn.v_proj.weight"], p.get(pre + "self_attn.v_proj.bias"))
+            q = ops.linear(x, p[pre + "self_attn.q_proj.weight"], p.get(pre + "self_attn.q_proj.bias"))
+            k = ops.linear(x, p[pre + "self_attn.k_proj.weight"], p.get(pre + "self_attn.k_proj.bias"))
+            v = ops.linear(x, p[pre + "self_attn.v_proj.weight"], p.get(pre + "self_attn.v_proj.bias"))
             q = ops.rope(q.reshape(batch, steps, heads, head_dim), positions, cfg.rope_theta)  # (B, T, H, D)
             k = ops.rope(k.reshape(batch, steps, kv_heads, head_dim), positions, cfg.rope_theta)
             v = v.reshape(batch, steps, kv_heads, head_dim)
             a = cache.attend(i, q, k, v) if cache is not None else ops.attention(q, k, v, causal=True)
             a = a.reshape(batch, steps, heads * head_dim)
-            h = ops.add(h, linear(a, p[pre + "self_attn.o_proj.weight"]))
+            h = ops.add(h, ops.linear(a, p[pre + "self_attn.o_proj.weight"]))
             x = ops.rmsnorm(h, p[pre + "post_attention_layernorm.weight"], cfg.rms_norm_eps)
-            gate = linear(x, p[pre + "mlp.gate_proj.weight"])
-            up = linear(x, p[pre + "mlp.up_proj.weight"])
-            h = ops.add(h, linear(ops.swiglu(gate, up), p[pre + "mlp.down_proj.weight"]))
+            gate = ops.linear(x, p[pre + "mlp.gate_proj.weight"])
+            up = ops.linear(x, p[pre + "mlp.up_proj.weight"])
+            h = ops.add(h, ops.linear(ops.swiglu(gate, up), p[pre + "mlp.down_proj.weight"]))
         return ops.rmsnorm(h, p["model.norm.weight"], cfg.rms_norm_eps)
 
     def logits(self, hidden: Tensor) -> Tensor:
         head = self.params.get("lm_head.weight", self.params["model.embed_tokens.weight"])
-        return linear(hidden, head)  # (B, T, V)
+        return ops.linear(hidden, head)  # (B, T, V)
 
     def token_logprobs(self, ids, targets, temperature: float = 1.0) -> Tensor:
         """log p(targets[b, t] | ids[b, :t+1]) of shape (B, T), from logits / temperature."""

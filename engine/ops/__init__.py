@@ -8,7 +8,7 @@ from engine.ops.embedding import embedding
 from engine.ops.elementwise import add, affine, broadcast_to, exp, gelu, mul, scale, silu
 from engine.ops.layout import transpose
 from engine.ops.logprob import cross_entropy, log_softmax, token_logprobs
-from engine.ops.matmul import matmul
+from engine.ops.matmul import linear, matmul
 from engine.ops.norm import rmsnorm
 from engine.ops.reduce import max, mean_sq, sum
 from engine.ops.rope import rope
@@ -16,6 +16,6 @@ from engine.ops.softmax import softmax, softmax_backward
 from engine.ops.swiglu import swiglu
 
 __all__ = ["attention", "add", "affine", "broadcast_to", "exp", "gelu", "mul", "scale", "silu",
-           "matmul", "max", "mean_sq", "softmax", "softmax_backward", "sum", "transpose",
+           "linear", "matmul", "max", "mean_sq", "softmax", "softmax_backward", "sum", "transpose",
            "embedding", "rmsnorm", "rope", "swiglu",
            "cross_entropy", "log_softmax", "token_logprobs"]

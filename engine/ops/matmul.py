@@ -1,4 +1,4 @@
-"""Matrix multiply, plain and batched, with all transposes, and its gradient.
+"""Matrix multiply, plain and batched, with all transposes, and its gradient; `linear` on top of it.
 
 `kernels/matmul.wgsl` has a readable `matmul_naive` and faster variants; `choose_variant` picks one per adapter
 from what was measured (see the table in `VARIANTS`), and `variant=` forces one (tests, `wgrpo bench`).
@@ -136,3 +136,19 @@ def matmul(a, b, transpose_a: bool = False, transpose_b: bool = False, *, varian
         raise TypeError(f"matmul: a is {a.dtype} but b is {b.dtype}")
     _layout(a, b, transpose_a, transpose_b)  # shape errors before any graph is built
     return _Matmul.apply(a, b, bool(transpose_a), bool(transpose_b), variant)
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """x @ weight.T + bias over the last axis of x, weight (out, in) as in torch.nn.Linear; differentiable."""
+    from engine.ops.elementwise import add
+
+    if not isinstance(x, Tensor) or x.ndim < 1:
+        raise TypeError(f"linear: x must be an engine.Tensor of rank >= 1, got {x!r}")
+    if weight.ndim != 2 or weight.shape[1] != x.shape[-1]:
+        raise ValueError(f"linear: weight must be (out, {x.shape[-1]}) for x of shape {x.shape}, got {weight.shape}")
+    if bias is not None and bias.shape != (weight.shape[0],):
+        raise ValueError(f"linear: bias must be ({weight.shape[0]},), got {bias.shape}")
+    y = matmul(x.reshape(-1, x.shape[-1]), weight, transpose_b=True)  # (N, out)
+    if bias is not None:
+        y = add(y, bias)
+    return y.reshape(*x.shape[:-1], weight.shape[0])

@@ -96,3 +96,15 @@ def test_errors_name_the_shapes(device):
         ops.matmul(a, Tensor.from_numpy(np.ones(4, np.float32), device))
     with pytest.raises(ValueError, match="variant must be one of"):
         ops.matmul(a, Tensor.from_numpy(np.ones((4, 2), np.float32), device), variant="fast")
+
+
+def test_linear_with_and_without_bias(device, rng):
+    x = rng.standard_normal((2, 3, 5)).astype(np.float32)
+    w = rng.standard_normal((4, 5)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    out = ops.linear(Tensor.from_numpy(x, device), Tensor.from_numpy(w, device), Tensor.from_numpy(b, device))
+    assert_close(out.numpy(), x @ w.T + b)
+    check_gradients(lambda x_, w_, b_: ops.linear(x_, w_, b_), [x, w, b], device)
+    check_gradients(lambda x_, w_: ops.linear(x_, w_), [x, w], device)
+    with pytest.raises(ValueError, match=r"weight must be \(out, 5\)"):
+        ops.linear(Tensor.from_numpy(x, device), Tensor.from_numpy(w.T.copy(), device))
