@@ -36,8 +36,12 @@ class Model:
 
         state = check_state_dict(state, config, source)
         device = get_device(device)
-        params = {name: Tensor.from_numpy(np.asarray(state[name], np.float32), device)
-                  for name in parameter_shapes(config)}
+        params = {}
+        for name in parameter_shapes(config):
+            try:
+                params[name] = Tensor.from_numpy(np.asarray(state[name], np.float32), device)
+            except ValueError as error:  # over the adapter's binding limit: say which tensor of which file
+                raise ValueError(f"{source}: tensor {name!r}: {error}") from None
         return cls(config, params)
 
     @classmethod

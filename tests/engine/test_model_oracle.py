@@ -85,3 +85,4 @@ def test_token_logprobs_match_transformers_log_softmax(device, tmp_path):
         logits = hf_model(torch.from_numpy(ids[:, :-1])).logits / 0.7
         expected = torch.log_softmax(logits, -1).gather(-1, torch.from_numpy(ids[:, 1:, None])).squeeze(-1)
     assert relative_error(ours, expected.numpy()) < 1e-4
+
