@@ -1,0 +1,45 @@
+"""GRPO tasks: problem generators / JSONL readers with prompts, held-out splits and rule rewards.
+
+`get_task(name, **options)` builds a task from the registry (`TASKS`); every task implements `Task`
+(`rl/tasks/base.py`): `sample(index_or_rng, split) -> Problem`, `eval_problems(n)`, `size(split)`,
+`reward_parts(completion, problem) -> {'format', 'accuracy'}` and `reward(completion, problem, weights)`.
+Pure Python + numpy; never imports the engine or wgpu.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from rl.tasks.arithmetic import ArithmeticTask
+from rl.tasks.base import DEFAULT_WEIGHTS, SPLITS, GeneratedTask, JsonlTask, Problem, Task, render_prompt
+from rl.tasks.code import CodeTask
+from rl.tasks.countdown import CountdownTask
+from rl.tasks.gsm8k import Gsm8kTask
+
+__all__ = ["TASKS", "get_task", "available_tasks", "Task", "Problem", "GeneratedTask", "JsonlTask",
+           "CountdownTask", "ArithmeticTask", "Gsm8kTask", "CodeTask", "render_prompt", "SPLITS",
+           "DEFAULT_WEIGHTS"]
+
+TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (CountdownTask, ArithmeticTask, Gsm8kTask, CodeTask)}
+
+
+def available_tasks() -> list[str]:
+    return sorted(TASKS)
+
+
+def get_task(name: str, **options) -> Task:
+    """Build task `name` with keyword `options`; ValueError naming an unknown task (and the known ones), an
+    unknown option (and the accepted ones) or a missing required option."""
+    cls = TASKS.get(name)
+    if cls is None:
+        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(available_tasks())}")
+    params = inspect.signature(cls.__init__).parameters
+    accepted = [p for p in params if p != "self"]
+    unknown = [key for key in options if key not in accepted]
+    if unknown:
+        raise ValueError(f"task {name!r} has no option(s) {', '.join(map(repr, unknown))}; "
+                         f"options: {', '.join(accepted)}")
+    missing = [p for p in accepted if params[p].default is inspect.Parameter.empty and p not in options]
+    if missing:
+        raise ValueError(f"task {name!r} needs option(s) {', '.join(map(repr, missing))}")
+    return cls(**options)

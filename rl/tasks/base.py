@@ -1,0 +1,219 @@
+"""The common task interface: `Problem`, `Task`, the prompt template and the held-out split.
+
+A task turns a key into a `Problem` (`sample`), keeps train and eval problems disjoint, and scores a
+completion into named reward parts (`reward_parts`, always `format` and `accuracy`). Two families:
+- `GeneratedTask`: problems drawn from a seeded numpy generator; `sample(i, split)` is problem i of the split.
+- `JsonlTask`: problems read from a JSONL file; `sample(i, split)` is record i (mod size) of the split.
+
+Held-out split: every problem has a content key (countdown: sorted numbers and target; arithmetic: the
+operation; JSONL: the question text); a problem is in `eval` iff sha256(task name + key) falls in the lowest
+`eval_fraction` of the hash range. So an eval problem never appears in training, whatever the seeds or the
+file order (duplicates land on the same side). Generated splits also use disjoint seed streams.
+
+Pure Python + numpy; no engine import.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping
+
+import numpy as np
+
+from rl.jsonl import Record, field as record_field, read_jsonl
+from rl.rewards import combine, format_reward
+
+__all__ = ["Problem", "Task", "GeneratedTask", "JsonlTask", "render_prompt", "in_eval_split", "SPLITS",
+           "DEFAULT_WEIGHTS"]
+
+SPLITS = ("train", "eval")
+DEFAULT_WEIGHTS = {"accuracy": 1.0, "format": 0.1}
+_MAX_TRIES = 10_000
+
+PREAMBLE = ("A conversation between User and Assistant. The User asks a question, and the Assistant solves it. "
+            "The Assistant first thinks about the reasoning process in the mind and then provides the User "
+            "with the answer.")
+
+
+def render_prompt(question: str, *, think_prefix: bool) -> str:
+    """The R1-Zero / TinyZero base-model template. With `think_prefix` the prompt ends with `<think>`, so the
+    model's completion starts inside the reasoning and is scored as `"<think>" + completion`."""
+    head = f"{PREAMBLE}\nUser: {question}\nAssistant:"
+    return head + " Let me solve this step by step.\n<think>" if think_prefix else head
+
+
+def in_eval_split(task: str, key: str, eval_fraction: float) -> bool:
+    digest = hashlib.sha256(f"{task}\0{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") < eval_fraction * 2.0 ** 64
+
+
+@dataclass(frozen=True, eq=False)
+class Problem:
+    """One problem. `prompt` is the full text the model continues; `question` the instruction alone (for a
+    chat template); `answer` the reference answer text (a number, or a solution expression for countdown;
+    empty for code); `meta` the data the reward needs (countdown: numbers, target; code: tests, setup)."""
+    task: str
+    id: str
+    split: str
+    question: str
+    prompt: str
+    answer: str
+    think_in_prompt: bool
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Task:
+    """Base of all tasks. Subclasses set `name` and implement `_accuracy` and the sampling hooks."""
+
+    name = "task"
+
+    def __init__(self, *, think_prefix: bool = True, eval_fraction: float = 0.1):
+        if not 0.0 <= eval_fraction < 1.0:
+            raise ValueError(f"{self.name}: eval_fraction must be in [0, 1), got {eval_fraction!r}")
+        self.think_prefix = bool(think_prefix)
+        self.eval_fraction = float(eval_fraction)
+        self.default_weights = dict(DEFAULT_WEIGHTS)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+    # sampling ------------------------------------------------------------------------------------------
+    def sample(self, key: int | np.random.Generator, split: str = "train") -> Problem:
+        """Problem number `key` of `split` (deterministic), or a random one drawn from the generator `key`."""
+        _check_split(split)
+        if isinstance(key, np.random.Generator):
+            return self._sample_rng(key, split)
+        if isinstance(key, (int, np.integer)) and not isinstance(key, bool) and key >= 0:
+            return self._sample_index(int(key), split)
+        raise TypeError(f"{self.name}.sample: key must be a non-negative int or numpy Generator, got {key!r}")
+
+    def eval_problems(self, n: int | None = None) -> list[Problem]:
+        """The first `n` eval problems (all of them for a JSONL task when n is None)."""
+        if n is None:
+            n = self.size("eval")
+            if n is None:
+                raise ValueError(f"{self.name}: a generated task needs an explicit number of eval problems")
+        return [self.sample(i, "eval") for i in range(n)]
+
+    def size(self, split: str = "train") -> int | None:
+        """Number of problems in `split`; None for an unbounded generator."""
+        _check_split(split)
+        return None
+
+    def _sample_index(self, index: int, split: str) -> Problem:
+        raise NotImplementedError
+
+    def _sample_rng(self, rng: np.random.Generator, split: str) -> Problem:
+        raise NotImplementedError
+
+    # rewards -------------------------------------------------------------------------------------------
+    def scored_text(self, completion: str, problem: Problem) -> str:
+        return "<think>" + completion if problem.think_in_prompt else completion
+
+    def reward_parts(self, completion: str, problem: Problem) -> dict[str, float]:
+        """{'format': format_reward, 'accuracy': the task's correctness reward}, each in [0, 1]."""
+        if problem.task != self.name:
+            raise ValueError(f"{self.name}.reward_parts: problem comes from task {problem.task!r}")
+        return {"format": format_reward(completion, think_in_prompt=problem.think_in_prompt),
+                "accuracy": self._accuracy(self.scored_text(completion, problem), problem)}
+
+    def reward(self, completion: str, problem: Problem,
+               weights: Mapping[str, float] | None = None) -> tuple[float, dict[str, float]]:
+        """(combined reward, parts) with `weights` by part name (default: accuracy 1.0, format 0.1)."""
+        parts = self.reward_parts(completion, problem)
+        return combine(parts, self.default_weights if weights is None else weights), parts
+
+    def _accuracy(self, text: str, problem: Problem) -> float:
+        raise NotImplementedError
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+
+
+class GeneratedTask(Task):
+    """Problems generated from a seed. Subclasses implement `_generate(rng) -> (key, question, answer, meta)`."""
+
+    def __init__(self, *, seed: int = 0, think_prefix: bool = True, eval_fraction: float = 0.1):
+        super().__init__(think_prefix=think_prefix, eval_fraction=eval_fraction)
+        if not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"{self.name}: seed must be a non-negative int, got {seed!r}")
+        self.seed = int(seed)
+
+    def _generate(self, rng: np.random.Generator) -> tuple[str, str, str, dict]:
+        raise NotImplementedError
+
+    def _sample_index(self, index: int, split: str) -> Problem:
+        stream = SPLITS.index(split)
+        return self._sample_rng(np.random.default_rng([self.seed, stream, index]), split)
+
+    def _sample_rng(self, rng: np.random.Generator, split: str) -> Problem:
+        want_eval = split == "eval"
+        if want_eval and self.eval_fraction == 0.0:
+            raise ValueError(f"{self.name}: eval_fraction is 0, so there is no eval split")
+        for _ in range(_MAX_TRIES):
+            key, question, answer, meta = self._generate(rng)
+            if in_eval_split(self.name, key, self.eval_fraction) == want_eval:
+                return Problem(task=self.name, id=key, split=split, question=question,
+                               prompt=render_prompt(question, think_prefix=self.think_prefix), answer=answer,
+                               think_in_prompt=self.think_prefix, meta=meta)
+        raise ValueError(f"{self.name}: no {split} problem in {_MAX_TRIES} draws; the problem space is too small "
+                         f"for eval_fraction={self.eval_fraction}")
+
+
+class JsonlTask(Task):
+    """Problems read from JSONL. Subclasses implement `_parse(record) -> (question, answer, meta)`.
+
+    path: the dataset; eval_path: an optional held-out file. With eval_path, eval is that whole file and train
+    is `path` minus any question that also appears in it; without, the hash split with `eval_fraction`.
+    """
+
+    def __init__(self, *, path: str, eval_path: str | None = None, think_prefix: bool = True,
+                 eval_fraction: float = 0.1):
+        super().__init__(think_prefix=think_prefix, eval_fraction=eval_fraction)
+        self.path, self.eval_path = path, eval_path
+        train = [self._problem(record) for record in read_jsonl(path)]
+        if eval_path is not None:
+            held = [self._problem(record) for record in read_jsonl(eval_path)]
+            held_ids = {p.id for p in held}
+            train = [p for p in train if p.id not in held_ids]
+        else:
+            held = [p for p in train if in_eval_split(self.name, p.id, self.eval_fraction)]
+            train = [p for p in train if not in_eval_split(self.name, p.id, self.eval_fraction)]
+        self._problems = {"train": [replace(p, split="train") for p in train],
+                          "eval": [replace(p, split="eval") for p in held]}
+
+    def _parse(self, record: Record) -> tuple[str, str, dict]:
+        raise NotImplementedError
+
+    def _problem(self, record: Record) -> Problem:
+        question, answer, meta = self._parse(record)
+        key = hashlib.sha256(question.strip().encode()).hexdigest()[:16]
+        return Problem(task=self.name, id=key, split="", question=question,
+                       prompt=render_prompt(question, think_prefix=self.think_prefix), answer=answer,
+                       think_in_prompt=self.think_prefix, meta={"source": record.where(), **meta})
+
+    def size(self, split: str = "train") -> int:
+        _check_split(split)
+        return len(self._problems[split])
+
+    def _pool(self, split: str) -> list[Problem]:
+        pool = self._problems[split]
+        if not pool:
+            raise ValueError(f"{self.name}: the {split} split of {self.path!r} is empty "
+                             f"(eval_fraction={self.eval_fraction}, eval_path={self.eval_path!r})")
+        return pool
+
+    def _sample_index(self, index: int, split: str) -> Problem:
+        pool = self._pool(split)
+        return pool[index % len(pool)]
+
+    def _sample_rng(self, rng: np.random.Generator, split: str) -> Problem:
+        pool = self._pool(split)
+        return pool[int(rng.integers(len(pool)))]
+
+
+# re-exported for task modules
+__all__ += ["Record", "record_field"]

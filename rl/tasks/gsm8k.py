@@ -1,0 +1,45 @@
+"""GSM8K-style word problems from JSONL: `{"prompt"|"question": str, "answer"|"solution": str|number}`.
+
+The gold answer is the text after the last `####` when present (GSM8K's convention), else the whole field; it
+must parse as a number (`rl.rewards.parse_number`: thousands commas, fractions, `\\frac`, ...), otherwise the
+reader raises naming the file and line. Completions are compared numerically (`accuracy_reward`).
+Pure Python + numpy; no engine import.
+"""
+
+from __future__ import annotations
+
+from rl.rewards import accuracy_reward, parse_number
+from rl.tasks.base import JsonlTask, Problem, Record, record_field
+
+__all__ = ["Gsm8kTask", "final_answer", "QUESTION_FIELDS", "ANSWER_FIELDS"]
+
+QUESTION_FIELDS = ("prompt", "question")
+ANSWER_FIELDS = ("answer", "solution")
+
+
+def final_answer(solution) -> str:
+    """The final answer text of a GSM8K solution: after the last `####`, stripped (a number is str-ed)."""
+    if isinstance(solution, (int, float)):
+        return repr(solution) if isinstance(solution, float) else str(solution)
+    text = solution.rsplit("####", 1)[-1] if "####" in solution else solution
+    return text.strip()
+
+
+class Gsm8kTask(JsonlTask):
+    """options: path, eval_path, eval_fraction, think_prefix."""
+
+    name = "gsm8k"
+
+    def _parse(self, record: Record) -> tuple[str, str, dict]:
+        question = record_field(record, QUESTION_FIELDS, kind="question")
+        solution = record_field(record, ANSWER_FIELDS, kind="answer", types=(str, int, float))
+        answer = final_answer(solution)
+        if parse_number(answer) is None:
+            raise ValueError(f"{record.where()}: answer {answer!r} is not a number "
+                             f"(the gsm8k task compares numbers; the final answer follows '####')")
+        question = (f"{question.strip()}\nShow your reasoning in <think> </think> tags and give the final answer "
+                    f"as a number in <answer> </answer> tags.")
+        return question, answer, {}
+
+    def _accuracy(self, text: str, problem: Problem) -> float:
+        return accuracy_reward(text, problem.answer)
