@@ -8,7 +8,6 @@ schedule and the training loop. Checkpoints and progress come from `rl.checkpoin
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from rl.checkpoint import load_training_state, save_training_checkpoint
 from rl.jsonl import field as record_field
 from rl.jsonl import read_jsonl
 from rl.progress import Progress
+from rl.schedule import cosine_lr, epoch_order
 
 
 @dataclass
@@ -93,21 +93,9 @@ def make_batch(examples: list[Example], pad_id: int) -> tuple[np.ndarray, np.nda
     return inputs, targets, mask
 
 
-def batch_indices(step: int, batch_size: int, n: int, seed: int) -> list[int]:
-    """Examples of `step`: a fresh permutation per epoch, a pure function of the step (so resume is exact)."""
-    indices = []
-    for position in range(step * batch_size, (step + 1) * batch_size):
-        epoch, offset = divmod(position, n)
-        indices.append(int(np.random.default_rng([seed, epoch]).permutation(n)[offset]))
-    return indices
-
-
 def learning_rate(step: int, config: SFTConfig) -> float:
     """Linear warm-up, then cosine decay to lr * min_lr_ratio."""
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-    return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+    return cosine_lr(step, config.steps, config.lr, config.warmup_steps, config.min_lr_ratio)
 
 
 def _fresh_model(config: SFTConfig, records: list[dict], device):
@@ -156,7 +144,7 @@ def train_sft(config: SFTConfig, device=None) -> dict:
     losses, tokens_seen, started = [], 0, time.perf_counter()
     with open(output / "metrics.jsonl", "a") as metrics_file:
         for step in range(first_step, config.steps):
-            batch = [examples[i] for i in batch_indices(step, config.batch_size, len(examples), config.seed)]
+            batch = [examples[i] for i in epoch_order(step, config.batch_size, len(examples), config.seed)]
             inputs, targets, mask = make_batch(batch, pad)
             optimizer.lr = learning_rate(step, config)
             logits = model(inputs)  # (B, T, V)

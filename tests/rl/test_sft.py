@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from rl.sft import Example, SFTConfig, batch_indices, learning_rate, make_batch, read_examples, train_sft
+from rl.schedule import epoch_order
+from rl.sft import Example, SFTConfig, learning_rate, make_batch, read_examples, train_sft
 
 
 def write_jsonl(path, records):
@@ -35,10 +36,11 @@ def test_batch_masks_the_prompt_and_learns_the_end_of_text():
 
 def test_data_order_is_a_permutation_per_epoch_and_a_function_of_the_step():
     n, bs = 10, 4
-    seen = [i for step in range(5) for i in batch_indices(step, bs, n, seed=3)]
+    seen = [i for step in range(5) for i in epoch_order(step, bs, n, seed=3)]
     assert sorted(seen[:10]) == list(range(10)) and sorted(seen[10:20]) == list(range(10))
-    assert batch_indices(3, bs, n, seed=3) == batch_indices(3, bs, n, seed=3)
-    assert batch_indices(0, bs, n, seed=3) != batch_indices(0, bs, n, seed=4)
+    assert epoch_order(3, bs, n, seed=3) == epoch_order(3, bs, n, seed=3)
+    assert epoch_order(2, bs, None, seed=3) == [8, 9, 10, 11]  # an endless generated task
+    assert epoch_order(0, bs, n, seed=3) != epoch_order(0, bs, n, seed=4)
 
 
 def test_schedule_warms_up_then_decays():
