@@ -6,6 +6,7 @@ One module per kernel family; this package re-exports the public names.
 from engine.ops.attention import attention
 from engine.ops.embedding import embedding
 from engine.ops.elementwise import add, affine, broadcast_to, exp, gelu, mul, scale, silu
+from engine.ops.grpo import grpo_loss
 from engine.ops.layout import transpose
 from engine.ops.logprob import cross_entropy, log_softmax, token_logprobs
 from engine.ops.matmul import linear, matmul
@@ -18,4 +19,5 @@ from engine.ops.swiglu import swiglu
 __all__ = ["attention", "add", "affine", "broadcast_to", "exp", "gelu", "mul", "scale", "silu",
            "linear", "matmul", "max", "mean_sq", "softmax", "softmax_backward", "sum", "transpose",
            "embedding", "rmsnorm", "rope", "swiglu",
-           "cross_entropy", "log_softmax", "token_logprobs"]
+           "cross_entropy", "log_softmax", "token_logprobs",
+           "grpo_loss"]

@@ -1,0 +1,202 @@
+"""GRPO's math: group advantages, the clipped policy loss with its KL penalty, and dynamic sampling.
+
+Owns: `GRPOLossConfig` (the loss and advantage hyperparameters), `group_advantages`, `dynamic_sampling_filter`,
+`reference_loss` (a float64 numpy statement of the whole objective and its gradient w.r.t. the policy's
+log-probs: the readable spec the GPU op is tested against) and `policy_loss` (the GPU op,
+`engine.ops.grpo_loss`, with metrics read only when asked). DESIGN.md's "GRPO" section is the spec.
+Talks to `engine` only (imported when `policy_loss` runs); never imports wgpu.
+
+With one update per batch (mu = 1) the policy is the rollout policy, so rho = 1 and, at beta = 0, the loss
+*value* is minus a weighted mean of the advantages: exactly 0 for grpo (advantages have zero mean in each group),
+near 0 for the token-level types; while its gradient is the policy gradient -w A d logp. A loss near 0 is
+expected, not a bug; watch reward and KL instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+if TYPE_CHECKING:  # for annotations only
+    from engine import Tensor
+
+LOSS_TYPES = ("grpo", "bnpo", "dapo", "dr_grpo")
+METRIC_NAMES = ("kl", "clip_frac_low", "clip_frac_high", "ratio_mean", "tokens")  # as engine.ops.grpo
+
+
+@dataclass
+class GRPOLossConfig:
+    eps_low: float = field(default=0.2, metadata={"help": "lower clip range: rho is clipped below at 1 - eps_low"})
+    eps_high: float = field(default=0.2, metadata={"help": "upper clip range: rho is clipped above at 1 + eps_high "
+                                                           "(DAPO's clip-higher uses 0.28)"})
+    beta: float = field(default=0.04, metadata={"help": "weight of the k3 KL penalty to the reference model; 0 "
+                                                       "needs no reference model (DAPO, Dr. GRPO)"})
+    loss_type: str = field(default="grpo", metadata={"help": "aggregation: grpo (per-completion token mean, then "
+                                                              "mean over completions), bnpo/dapo (mean over all "
+                                                              "completion tokens), dr_grpo (sum / (B x "
+                                                              "max_completion_length))"})
+    max_completion_length: int = field(default=0, metadata={"help": "dr_grpo's constant L; 0 = the mask's width T "
+                                                                    "(the padded completion length)"})
+    scale_rewards: str = field(default="std", metadata={"help": "advantage scaling: std ((r - mean) / (std + "
+                                                                "adv_eps)) or none (r - mean, Dr. GRPO)"})
+    std: str = field(default="population", metadata={"help": "group std: population (divide by G) or bessel "
+                                                              "(divide by G - 1, as torch.std and TRL)"})
+    adv_eps: float = field(default=1e-4, metadata={"help": "added to the group std before dividing"})
+
+    def __post_init__(self):
+        if self.loss_type not in LOSS_TYPES:
+            raise ValueError(f"GRPOLossConfig: loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
+        if not 0.0 <= self.eps_low < 1.0:
+            raise ValueError(f"GRPOLossConfig: eps_low must be in [0, 1), got {self.eps_low}")
+        if self.eps_high < 0.0:
+            raise ValueError(f"GRPOLossConfig: eps_high must be >= 0, got {self.eps_high}")
+        if self.beta < 0.0:
+            raise ValueError(f"GRPOLossConfig: beta must be >= 0, got {self.beta}")
+        if self.max_completion_length < 0:
+            raise ValueError(f"GRPOLossConfig: max_completion_length must be >= 0, got {self.max_completion_length}")
+        if self.scale_rewards not in ("std", "none"):
+            raise ValueError(f"GRPOLossConfig: scale_rewards must be 'std' or 'none', got {self.scale_rewards!r}")
+        if self.std not in ("population", "bessel"):
+            raise ValueError(f"GRPOLossConfig: std must be 'population' or 'bessel', got {self.std!r}")
+        if not self.adv_eps > 0.0:
+            raise ValueError(f"GRPOLossConfig: adv_eps must be > 0, got {self.adv_eps}")
+
+    @classmethod
+    def dapo(cls, **overrides) -> "GRPOLossConfig":
+        """DAPO: clip-higher (0.2, 0.28), token-level mean, no KL."""
+        return cls(**{"eps_low": 0.2, "eps_high": 0.28, "beta": 0.0, "loss_type": "dapo", **overrides})
+
+    @classmethod
+    def dr_grpo(cls, **overrides) -> "GRPOLossConfig":
+        """Dr. GRPO: no std scaling of advantages, sum / (B x max completion length), no KL."""
+        return cls(**{"beta": 0.0, "loss_type": "dr_grpo", "scale_rewards": "none", **overrides})
+
+
+# ---------------------------------------------------------------------------------------------- advantages
+
+
+def _rewards_2d(rewards, name: str = "rewards") -> np.ndarray:
+    rewards = np.asarray(rewards, dtype=np.float64)
+    if rewards.ndim != 2 or rewards.shape[1] == 0:
+        raise ValueError(f"{name} must have shape (n_groups, G) with G >= 1, got {rewards.shape}")
+    if not np.all(np.isfinite(rewards)):
+        raise ValueError(f"{name} must be finite; got NaN or inf at {np.argwhere(~np.isfinite(rewards))[:4].tolist()}")
+    return rewards
+
+
+def group_advantages(rewards, scale: str = "std", eps: float = 1e-4,
+                     std: str = "population") -> tuple[np.ndarray, np.ndarray]:
+    """(advantages (n_groups, G) float32, zero_signal (n_groups,) bool) of rewards (n_groups, G).
+
+    A_i = (r_i - mean(r)) / (std(r) + eps) with scale "std", A_i = r_i - mean(r) with "none" (Dr. GRPO); std is
+    the population one (divide by G) or "bessel" (divide by G - 1; torch.std's default, TRL's choice). A group
+    whose rewards are all equal carries no signal: its advantages are exactly 0 and zero_signal marks it, so
+    the caller can count it (`zero_signal.mean()` is the logged fraction) or drop it (dynamic sampling).
+    """
+    if scale not in ("std", "none"):
+        raise ValueError(f"group_advantages: scale must be 'std' or 'none', got {scale!r}")
+    if std not in ("population", "bessel"):
+        raise ValueError(f"group_advantages: std must be 'population' or 'bessel', got {std!r}")
+    if not eps > 0:
+        raise ValueError(f"group_advantages: eps must be > 0, got {eps}")
+    r = _rewards_2d(rewards)
+    zero_signal = np.all(r == r[:, :1], axis=1)  # (n_groups,)
+    centered = r - r.mean(axis=1, keepdims=True)  # (n_groups, G)
+    if scale == "std":
+        ddof = 1 if std == "bessel" else 0
+        sigma = r.std(axis=1, ddof=ddof, keepdims=True) if r.shape[1] > ddof else np.zeros((len(r), 1))
+        centered = centered / (sigma + eps)
+    centered[zero_signal] = 0.0
+    return centered.astype(np.float32), zero_signal
+
+
+def dynamic_sampling_filter(rewards) -> np.ndarray:
+    """DAPO's dynamic sampling: a keep mask (n_groups,) bool, False for groups whose rewards are all equal."""
+    r = _rewards_2d(rewards)
+    return ~np.all(r == r[:, :1], axis=1)
+
+
+# ---------------------------------------------------------------------------------------------- the loss
+
+
+def reference_loss(logp, old_logp, ref_logp, advantages, mask, *, eps_low: float = 0.2, eps_high: float = 0.2,
+                   beta: float = 0.04, loss_type: str = "grpo",
+                   max_completion_length: int | None = None) -> tuple[float, np.ndarray, dict]:
+    """(loss, d loss / d logp (B, T), metrics) in float64 numpy: the spec `engine.ops.grpo_loss` is tested against.
+
+    Shapes and meaning as `engine.ops.grpo_loss`: logp, old_logp, ref_logp (or None with beta = 0), mask (B, T);
+    advantages (B,).
+    """
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"reference_loss: loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
+    logp, old_logp, mask = (np.asarray(a, np.float64) for a in (logp, old_logp, mask))
+    if ref_logp is None:
+        if beta != 0:
+            raise ValueError("reference_loss: beta != 0 needs ref_logp")
+        ref_logp = logp
+    ref_logp = np.asarray(ref_logp, np.float64)
+    a = np.asarray(advantages, np.float64)[:, None]  # (B, 1): every token of a completion shares it
+    rows = logp.shape[0]
+    on = mask != 0
+    with np.errstate(over="ignore", invalid="ignore"):
+        rho = np.where(on, np.exp(logp - old_logp), 1.0)  # (B, T)
+        d = np.where(on, ref_logp - logp, 0.0)
+    ref_ratio = np.exp(d)  # pi_ref / pi_theta
+    kl = ref_ratio - d - 1.0  # k3
+    clipped = np.clip(rho, 1.0 - eps_low, 1.0 + eps_high)
+    objective = np.minimum(rho * a, clipped * a) - beta * kl  # (B, T)
+    high = (a > 0) & (rho > 1.0 + eps_high)
+    low = (a < 0) & (rho < 1.0 - eps_low)
+    dobjective = np.where(high | low, 0.0, rho * a) - beta * (1.0 - ref_ratio)
+
+    n_row = mask.sum(axis=1, keepdims=True)  # (B, 1)
+    n = mask.sum()
+    if loss_type == "grpo":
+        weight = 1.0 / (rows * np.maximum(n_row, 1.0))  # (B, 1)
+    elif loss_type in ("bnpo", "dapo"):
+        weight = np.full((rows, 1), 1.0 / max(n, 1.0))
+    else:
+        if not max_completion_length or max_completion_length < 1:
+            raise ValueError("reference_loss: dr_grpo needs max_completion_length >= 1")
+        weight = np.full((rows, 1), 1.0 / (rows * max_completion_length))
+    loss = -float(np.sum(np.where(on, weight * mask * objective, 0.0)))
+    grad = np.where(on, -weight * mask * dobjective, 0.0)
+    per_token = 1.0 / max(n, 1.0)
+    metrics = {
+        "kl": float(np.sum(np.where(on, mask * kl, 0.0)) * per_token),
+        "clip_frac_low": float(np.sum(mask * low) * per_token),
+        "clip_frac_high": float(np.sum(mask * high) * per_token),
+        "ratio_mean": float(np.sum(np.where(on, mask * rho, 0.0)) * per_token),
+        "tokens": float(n),
+    }
+    return loss, grad, metrics
+
+
+def policy_loss(logp, old_logp, ref_logp, advantages, mask,
+                config: GRPOLossConfig) -> tuple["Tensor", Callable[[], dict[str, float]]]:
+    """(loss Tensor of shape (), metrics) on the GPU: `engine.ops.grpo_loss` with `config`'s hyperparameters.
+
+    logp: (B, T) Tensor from the policy's token_logprobs (requires grad). old_logp, ref_logp (None when
+    config.beta = 0), mask: (B, T) Tensors or numpy arrays; advantages: (B,) or (n_groups, G) with
+    n_groups * G = B. `metrics()` reads the metrics back (one small read-back: call it only on logging steps)
+    and returns {kl, clip_frac_low, clip_frac_high, ratio_mean, tokens}; kl is left out without a reference.
+    """
+    from engine import Tensor, ops  # the GPU side; importing rl.grpo for its numpy functions needs no device
+
+    if not isinstance(advantages, Tensor):
+        advantages = np.asarray(advantages, np.float32).reshape(-1)  # (B,)
+    ref = ref_logp  # with beta = 0 it only feeds the kl metric; None is fine
+    max_len = config.max_completion_length or int(logp.shape[1])
+    loss, metrics = ops.grpo_loss(logp, old_logp, ref, advantages, mask, eps_low=config.eps_low,
+                                  eps_high=config.eps_high, beta=config.beta, loss_type=config.loss_type,
+                                  max_completion_length=max_len, return_metrics=True)
+
+    def read_metrics() -> dict[str, float]:
+        values = dict(zip(METRIC_NAMES, (float(v) for v in metrics.numpy())))
+        if ref is None:
+            values.pop("kl")
+        return values
+
+    return loss, read_metrics
