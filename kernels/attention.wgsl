@@ -10,7 +10,10 @@
 // running statistics of an online softmax. dk/dv loop over the query heads of their kv group, so every gradient
 // element is written by exactly one invocation (deterministic, no atomics).
 // D is at most MAX_D: each invocation keeps its rows in private arrays of MAX_D floats.
-// Dispatch (all entries): workgroups of WG invocations, 3-D grid (x = ceil(rows / WG), y = heads, z = B) where
+// KV-cache entries (attention_cached, attention_decode): k and v are a cache (B, T_cap, H_kv, D) whose rows
+// 0 .. T_k - 1 are valid, and batch row b's keys begin at starts[b] (left padding before it is never seen):
+// query i sees keys j with starts[b] <= j <= i + (T_k - T_q). A query that sees no key gets out = 0.
+// Dispatch (training entries): workgroups of WG invocations, 3-D grid (x = ceil(rows / WG), y = heads, z = B) where
 // rows/heads are T_q/H (forward, delta, dq) or T_k/H_kv (dkv). Row i = wg.x * WG + lid, so a workgroup shares
 // (b, head): its key/value (or query) loads and loop bounds are uniform, one load broadcast to the SIMD lanes.
 // Math runs in f32 whatever the storage type `elem`.
@@ -31,6 +34,8 @@ struct Params {
     d: u32,         // head dimension D <= MAX_D
     causal: u32,    // 1: query i sees keys j <= i + (t_k - t_q)
     scale: f32,
+    t_cap: u32,     // cached entries only: rows per batch of the k/v cache (keys 0 .. t_k - 1 of them are valid)
+    batch: u32,     // attention_decode only: B
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -47,6 +52,7 @@ struct Params {
 @group(0) @binding(11) var<storage, read_write> dq: array<elem>;
 @group(0) @binding(12) var<storage, read_write> dk: array<elem>;
 @group(0) @binding(13) var<storage, read_write> dv: array<elem>;
+@group(0) @binding(14) var<storage, read> starts: array<u32>;
 
 // The causal offset T_k - T_q: query i sees keys j <= i + offset().
 fn offset() -> u32 {
@@ -313,4 +319,109 @@ fn attention_backward_dkv_serial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(
         dk[kb + d] = elem(dk_acc[d] * params.scale);
         dv[kb + d] = elem(dv_acc[d]);
     }
+}
+
+// ---------------------------------------------------------------------------------------------- KV cache
+
+// Element offsets of cache rows j0 .. j0 + 3 of kv head g, batch b, clamped to the last valid row T_k - 1 (rows
+// past it, possibly never written, are neither read nor seen).
+fn cache_bases4(b: u32, j0: u32, g: u32) -> vec4<u32> {
+    let j = min(vec4<u32>(j0, j0 + 1u, j0 + 2u, j0 + 3u), vec4<u32>(params.t_k - 1u));
+    return ((b * params.t_cap + j) * params.kv_heads + g) * params.d;
+}
+
+// Whether keys j0 .. j0 + 3 lie in [first, last].
+fn in_range4(j0: u32, first: u32, last: u32) -> vec4<bool> {
+    let j = vec4<u32>(j0, j0 + 1u, j0 + 2u, j0 + 3u);
+    return (j >= vec4<u32>(first)) & (j <= vec4<u32>(last));
+}
+
+// One query row against the cache: out[ob .. ob + D) = softmax over keys first ..= last of (scale q . k_j) v_j,
+// streamed with an online softmax in blocks of KB keys from j_begin (a multiple of KB, uniform); zeros when no
+// key is visible. q row at element offset qb.
+fn cached_row(b: u32, g: u32, qb: u32, j_begin: u32, j_end: u32, first: u32, last: u32, store: bool) {
+    var qr: array<f32, MAX_D>;
+    var acc: array<f32, MAX_D>;
+    for (var d = 0u; d < params.d; d++) {
+        qr[d] = f32(q[qb + d]) * params.scale;
+        acc[d] = 0.0;
+    }
+    var m = LOWEST;
+    var l = 0.0;
+    for (var j = j_begin; j < j_end; j += KB) {
+        let vis_a = in_range4(j, first, last);
+        let vis_b = in_range4(j + 4u, first, last);
+        let kb_a = cache_bases4(b, j, g);
+        let kb_b = cache_bases4(b, j + 4u, g);
+        var s_a = vec4<f32>(0.0);
+        var s_b = vec4<f32>(0.0);
+        for (var d = 0u; d < params.d; d++) {
+            let qd = qr[d];
+            s_a += qd * k4(kb_a, d);
+            s_b += qd * k4(kb_b, d);
+        }
+        s_a = select(vec4<f32>(LOWEST), s_a, vis_a);
+        s_b = select(vec4<f32>(LOWEST), s_b, vis_b);
+        let s4 = max(s_a, s_b);
+        let s_max = max(max(s4.x, s4.y), max(s4.z, s4.w));
+        if (s_max > m) {
+            let correction = exp(m - s_max);
+            l *= correction;
+            for (var d = 0u; d < params.d; d++) {
+                acc[d] *= correction;
+            }
+            m = s_max;
+        }
+        let p_a = select(vec4<f32>(0.0), exp(s_a - m), vis_a);
+        let p_b = select(vec4<f32>(0.0), exp(s_b - m), vis_b);
+        let p_sum = p_a + p_b;
+        l += p_sum.x + p_sum.y + p_sum.z + p_sum.w;
+        for (var d = 0u; d < params.d; d++) {
+            acc[d] += dot(p_a, v4(kb_a, d)) + dot(p_b, v4(kb_b, d));
+        }
+    }
+    if (!store) { return; }
+    let inv = select(1.0 / l, 0.0, l == 0.0);
+    for (var d = 0u; d < params.d; d++) {
+        out[qb + d] = elem(acc[d] * inv);
+    }
+}
+
+// attention_cached: causal attention of T_q new queries (the last T_q of T_k positions) over a KV cache whose
+// batch rows start at starts[b] (prefill of left-padded prompts). Query i of batch b, head h sees cache rows
+// j in [starts[b], i + T_k - T_q]; out = softmax_j(scale q_i . k_j) v_j, or 0 when that range is empty.
+// Bindings: 0 params (uniform; t_q, t_k, heads, kv_heads, d, scale, t_cap, batch (decode); causal unused), 1 q (read, elem,
+// (B, T_q, H, D)), 2 k (read, elem, (B, T_cap, H_kv, D)), 3 v (read, elem, (B, T_cap, H_kv, D)),
+// 4 out (read_write, elem, (B, T_q, H, D)), 14 starts (read, u32, B).
+// Dispatch: (ceil(T_q / WG), H, B); invocation (wg, lid) is query i = wg.x * WG + lid of head wg.y, batch wg.z.
+@compute @workgroup_size(WG)
+fn attention_cached(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let b = wg.z;
+    let h = wg.y;
+    let g = h / (params.heads / params.kv_heads);
+    let i = wg.x * WG + lid;
+    let j_end = min(params.t_k, min(params.t_q - 1u, wg.x * WG + WG - 1u) + offset() + 1u);
+    let first = starts[b];
+    let i_row = min(i, params.t_q - 1u);
+    let qb = row_base(b, i_row, params.t_q, h, params.heads);
+    cached_row(b, g, qb, min(first, j_end) / KB * KB, j_end, first, i_row + offset(), i < params.t_q);
+}
+
+// attention_decode: one new query per batch row (T_q = 1, decoding) against a KV cache: row r = b * H + h sees
+// cache rows j in [starts[b], T_k - 1]; out = softmax_j(scale q . k_j) v_j (0 when starts[b] >= T_k).
+// One invocation per (b, h), so a decode step fills every lane. Bindings: as attention_cached with q and out
+// (B, 1, H, D).
+// Dispatch: workgroups of WG over B * H rows, 2-D grid (x = min(ceil(B * H / WG), 65535),
+// y = ceil(ceil(B * H / WG) / x)); row r = (wg.y * nwg.x + wg.x) * WG + lid.
+@compute @workgroup_size(WG)
+fn attention_decode(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let rows = params.batch * params.heads;
+    let r = (wg.y * nwg.x + wg.x) * WG + lid;
+    let r_row = min(r, rows - 1u);
+    let b = r_row / params.heads;
+    let h = r_row % params.heads;
+    let g = h / (params.heads / params.kv_heads);
+    let qb = (b * params.heads + h) * params.d;
+    cached_row(b, g, qb, 0u, params.t_k, starts[b], params.t_k - 1u, r < rows);
 }

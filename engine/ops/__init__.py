@@ -3,7 +3,7 @@
 One module per kernel family; this package re-exports the public names.
 """
 
-from engine.ops.attention import attention
+from engine.ops.attention import attention, attention_cached
 from engine.ops.embedding import embedding
 from engine.ops.elementwise import add, affine, broadcast_to, exp, gelu, mul, scale, silu
 from engine.ops.grpo import grpo_loss
@@ -16,7 +16,7 @@ from engine.ops.rope import rope
 from engine.ops.softmax import softmax, softmax_backward
 from engine.ops.swiglu import swiglu
 
-__all__ = ["attention", "add", "affine", "broadcast_to", "exp", "gelu", "mul", "scale", "silu",
+__all__ = ["attention", "attention_cached", "add", "affine", "broadcast_to", "exp", "gelu", "mul", "scale", "silu",
            "linear", "matmul", "max", "mean_sq", "softmax", "softmax_backward", "sum", "transpose",
            "embedding", "rmsnorm", "rope", "swiglu",
            "cross_entropy", "log_softmax", "token_logprobs",

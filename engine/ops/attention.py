@@ -8,14 +8,21 @@ other axis with an online softmax; no T x T matrix in memory):
 - `attention_backward_dkv_serial`: dk and dv for each kv head, looping over the query heads of its group (no
   atomics, so results are deterministic).
 Every entry runs on a 3-D grid (ceil(rows / WG), heads, B): rows = T_q and heads = H, or for dkv T_k and H_kv.
+
+`attention_cached` (inference only, no gradient) attends new queries over a KV cache (B, T_cap, H_kv, D) whose
+first `length` rows are valid and whose batch row b begins at `starts[b]` (left-padded prompts):
+`attention_cached` entry for prefill (grid as above), `attention_decode` for one query per row (one invocation
+per (b, h) over a flat grid, so decoding fills every lane).
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from engine.autograd import Function
-from engine.ops._common import MAX_WORKGROUPS, check_float, pack
+from engine.ops._common import MAX_WORKGROUPS, check_float, grid_1d, pack
 from engine.tensor import Tensor
 
 WG = 16  # invocations per workgroup (as in the WGSL)
@@ -133,3 +140,39 @@ def attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = True, scale: float
     _check(q, k, v, causal)
     scale = 1.0 / math.sqrt(max(q.shape[-1], 1)) if scale is None else float(scale)
     return _Attention.apply(q, k, v, bool(causal), scale)
+
+
+def attention_cached(q: Tensor, k_cache: Tensor, v_cache: Tensor, starts: Tensor, length: int,
+                     scale: float | None = None) -> Tensor:
+    """Causal attention of the T_q newest positions over a KV cache, for generation (no gradient).
+
+    q (B, T_q, H, D) holds the queries of cache positions length - T_q .. length - 1; k_cache and v_cache are
+    (B, T_cap, H_kv, D) with rows 0 .. length - 1 valid; starts (B,) int32 or uint32 is each row's first key
+    (rows before it are left padding). Query i of row b sees keys j with starts[b] <= j <= i + length - T_q; a
+    query that sees none (a padding position) gets zeros. Returns (B, T_q, H, D).
+    """
+    _check(q, k_cache, v_cache, causal=False)
+    b, t_q, heads, d = q.shape
+    t_cap, kv_heads = k_cache.shape[1], k_cache.shape[2]
+    if not isinstance(starts, Tensor) or starts.dtype not in (np.dtype(np.int32), np.dtype(np.uint32)):
+        raise TypeError(f"attention_cached: starts must be an int32 or uint32 Tensor of shape ({b},), got {starts!r}")
+    if starts.shape != (b,):
+        raise ValueError(f"attention_cached: starts must have shape ({b},) for q {q.shape}, got {starts.shape}")
+    length = int(length)
+    if not t_q <= length <= t_cap or length == 0:
+        raise ValueError(f"attention_cached: length must be in [T_q, T_cap] = [{t_q}, {t_cap}] and positive for "
+                         f"q {q.shape} and a cache {k_cache.shape}, got {length}")
+    scale = 1.0 / math.sqrt(max(d, 1)) if scale is None else float(scale)
+    out = Tensor.empty(q.shape, q.dtype, q.device)
+    if out.size == 0:
+        return out
+    params = pack("IIIIIIfII", t_q, length, heads, kv_heads, d, 1, scale, t_cap, b)
+    shapes = f"q {q.shape}, cache {k_cache.shape}, length {length}"
+    if t_q == 1:
+        groups = grid_1d(b * heads, WG)
+        q.runtime.dispatch("attention", "attention_decode", [q, k_cache, v_cache, out, starts], groups, params,
+                           elem=q.elem, shapes=shapes)
+    else:
+        q.runtime.dispatch("attention", "attention_cached", [q, k_cache, v_cache, out, starts],
+                           _grid(t_q, heads, b, "cached"), params, elem=q.elem, shapes=shapes)
+    return out

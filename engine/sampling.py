@@ -1,0 +1,108 @@
+"""Choosing the next token on the GPU: temperature, top-k, top-p (nucleus) and greedy, seeded and counter-based.
+
+Owns: `SamplingParams` (validated sampling options), and `sample_into`, which records one `sampling.sample_row`
+dispatch (see `kernels/sampling.wgsl` for the formulas) writing the sampled ids, their log-probs and the
+per-row finished flags into GPU buffers, so a decode loop can feed the ids to the next step without a host round
+trip. `sample` is the one-shot form (returns Tensors) for tests and simple callers. Must not import `rl`.
+
+Log-probs are those of the sampled token under softmax(logits / temperature) over the whole vocabulary (what GRPO
+records as the old policy's log-probs; the top-k/top-p filter is not renormalized into them). With temperature 0
+(greedy) they are taken under softmax(logits), i.e. temperature 1.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.ops._common import MAX_WORKGROUPS, pack
+from engine.tensor import Tensor
+
+_U32 = (np.dtype(np.int32), np.dtype(np.uint32))
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Validated sampling options; errors name the argument and the value."""
+
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        t = self.temperature
+        if isinstance(t, bool) or not isinstance(t, (int, float, np.integer, np.floating)) or not math.isfinite(t) \
+                or t < 0:
+            raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {t!r}")
+        k = self.top_k
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+            raise ValueError(f"top_k must be an integer >= 0 (0 = no top-k filter), got {k!r}")
+        p = self.top_p
+        if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)) or not 0 < p <= 1:
+            raise ValueError(f"top_p must be in (0, 1] (1 = no nucleus filter), got {p!r}")
+        s = self.seed
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 0 <= s < 2**64:
+            raise ValueError(f"seed must be an integer in [0, 2**64), got {s!r}")
+        object.__setattr__(self, "temperature", float(t))
+        object.__setattr__(self, "top_p", float(p))
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+def _grid(rows: int) -> tuple[int, int]:
+    x = max(1, min(rows, MAX_WORKGROUPS))
+    return x, math.ceil(rows / x)
+
+
+def sample_into(logits: Tensor, params: SamplingParams, step: int, seq_ids: Tensor, eos_ids: Tensor, n_eos: int,
+                pad_id: int, finished: Tensor, next_ids: Tensor, tokens: Tensor, logprobs: Tensor,
+                out_row: int | None = None) -> None:
+    """Record the sampling of token number `step` (the RNG counter) for each row of logits (B, V).
+
+    seq_ids (B,) u32: the sequence each row holds (its RNG stream and output column); eos_ids (>= 1,) u32 of which
+    the first n_eos count; finished (B,) u32 (read, and set when an eos id is drawn; finished rows emit pad_id);
+    next_ids (B,) i32 (written: the sampled ids); tokens (R, S) i32 and logprobs (R, S) f32, written at
+    [out_row, seq_ids[b]] (out_row defaults to step).
+    """
+    if logits.ndim != 2:
+        raise ValueError(f"sample: logits must have shape (B, V), got {logits.shape}")
+    rows, vocab = logits.shape
+    out_row = step if out_row is None else out_row
+    for name, t in (("seq_ids", seq_ids), ("finished", finished), ("next_ids", next_ids)):
+        if t.dtype not in _U32 or t.size != rows:
+            raise ValueError(f"sample: {name} must be {rows} int32/uint32 values, got {t.dtype} {t.shape}")
+    if tokens.ndim != 2 or logprobs.shape != tokens.shape or not 0 <= out_row < tokens.shape[0]:
+        raise ValueError(f"sample: tokens/logprobs must be (R, S) with out_row {out_row} < R, got "
+                         f"{tokens.shape} and {logprobs.shape}")
+    seed = int(params.seed)
+    raw = pack("IIIIIIfIIfIII", rows, vocab, step, tokens.shape[1], seed & 0xFFFFFFFF, seed >> 32,
+               1.0 if params.greedy else 1.0 / params.temperature, int(params.greedy), int(params.top_k),
+               params.top_p, pad_id, n_eos, out_row)
+    logits.runtime.dispatch("sampling", "sample_row", [logits, seq_ids, eos_ids, finished, next_ids, tokens, logprobs],
+                            _grid(rows), raw, elem=logits.elem, shapes=f"logits {logits.shape}, step {step}")
+
+
+def sample(logits: Tensor, params: SamplingParams, step: int = 0, seq_ids=None) -> tuple[Tensor, Tensor]:
+    """(tokens, logprobs) drawn from logits (B, V): row b draws token number `step` of sequence seq_ids[b]
+    (default b), exactly as a decode loop would. Both results are indexed by sequence id: shape
+    (max(seq_ids) + 1,), int32 and float32."""
+    if not isinstance(logits, Tensor) or logits.ndim != 2:
+        raise ValueError(f"sample: logits must be an engine.Tensor of shape (B, V), got {logits!r}")
+    rows = logits.shape[0]
+    device = logits.device
+    ids = np.arange(rows) if seq_ids is None else np.asarray(seq_ids)
+    if ids.shape != (rows,) or (rows and ids.min() < 0):
+        raise ValueError(f"sample: seq_ids must be {rows} ids >= 0, got {ids!r}")
+    width = int(ids.max()) + 1 if rows else 1
+    tokens = Tensor.empty((1, width), np.int32, device)
+    logprobs = Tensor.empty((1, width), np.float32, device)
+    sample_into(logits, params, step, Tensor.from_numpy(ids.astype(np.uint32), device),
+                Tensor.from_numpy(np.zeros(1, np.uint32), device), 0, 0,
+                Tensor.from_numpy(np.zeros(rows, np.uint32), device), Tensor.empty((rows,), np.int32, device),
+                tokens, logprobs, out_row=0)
+    return tokens.view((width,)), logprobs.view((width,))
