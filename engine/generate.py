@@ -204,7 +204,7 @@ def _absorb(track: _Track, new: np.ndarray, eos: set, stops, tokenizer) -> None:
 def generate(model, prompts, max_new_tokens: int = 256, temperature: float = 1.0, top_k: int = 0,
              top_p: float = 1.0, seed: int = 0, stop=None, *, num_samples: int = 1, tokenizer=None,
              eos_token_ids=None, pad_token_id: int | None = None, steps_per_submit: int | None = None,
-             on_text: Callable[[int, str], None] | None = None) -> GenerationResult:
+             share_prefill: bool = True, on_text: Callable[[int, str], None] | None = None) -> GenerationResult:
     """Sample `num_samples` completions of each prompt; see the module docstring.
 
     prompts: a string, a list of strings (needs `tokenizer`), or a list of token-id lists. temperature 0 is greedy
@@ -212,6 +212,7 @@ def generate(model, prompts, max_new_tokens: int = 256, temperature: float = 1.0
     its text and tokens; what follows is dropped); needs `tokenizer`. eos_token_ids default to the model config's,
     else the tokenizer's `<|endoftext|>`. on_text(sequence index, new text) is called as text is read back (every
     K steps), for streaming. Completions are also cut at the model's context (max_position_embeddings).
+    share_prefill=False prefills every sequence's prompt on its own row (for tests and benchmarks).
     """
     start_time = time.perf_counter()
     cfg, device = model.config, model.device
@@ -235,10 +236,14 @@ def generate(model, prompts, max_new_tokens: int = 256, temperature: float = 1.0
     # sequences, prompt-major; distinct prompts prefilled once
     seq_prompt = [p for p in range(len(prompt_ids)) for _ in range(num_samples)]
     unique: dict[tuple, int] = {}
-    for ids in prompt_ids:
-        unique.setdefault(tuple(ids), len(unique))
-    uniq = list(unique)
-    seq_unique = np.array([unique[tuple(prompt_ids[p])] for p in seq_prompt], np.int64)
+    if share_prefill:
+        for ids in prompt_ids:
+            unique.setdefault(tuple(ids), len(unique))
+        uniq = list(unique)
+        seq_unique = np.array([unique[tuple(prompt_ids[p])] for p in seq_prompt], np.int64)
+    else:
+        uniq = [tuple(prompt_ids[p]) for p in seq_prompt]
+        seq_unique = np.arange(len(seq_prompt))
     n_seq = len(seq_prompt)
     lengths = np.array([len(u) for u in uniq])
     width = int(lengths.max())  # P: prompts are left-padded to this

@@ -1,0 +1,143 @@
+"""kernels/sampling.wgsl (through engine.sampling) against numpy: greedy, log-probs, the exact Gumbel-max draw
+of the counter-based RNG, the top-k / top-p kept sets, empirical frequencies, finished rows and EOS."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine import Tensor
+from engine.sampling import SamplingParams, sample, sample_into
+
+M32 = np.uint64(0xFFFFFFFF)
+
+
+def pcg4d(v: np.ndarray) -> np.ndarray:
+    """The kernel's hash on uint32 columns (x, y, z, w), in uint64 arithmetic masked to 32 bits."""
+    v = [(c.astype(np.uint64) * np.uint64(1664525) + np.uint64(1013904223)) & M32 for c in v]
+    x, y, z, w = v
+
+    def mix(x, y, z, w):
+        x = (x + y * w) & M32
+        y = (y + z * x) & M32
+        z = (z + x * y) & M32
+        w = (w + y * z) & M32
+        return x, y, z, w
+
+    x, y, z, w = mix(x, y, z, w)
+    x, y, z, w = (c ^ (c >> np.uint64(16)) for c in (x, y, z, w))
+    x, y, z, w = mix(x, y, z, w)
+    return x
+
+
+def gumbel(vocab: int, seq: int, step: int, seed: int) -> np.ndarray:
+    i = np.arange(vocab, dtype=np.uint64)
+    full = lambda value: np.full(vocab, value, np.uint64)  # noqa: E731
+    seed_word = (seed & 0xFFFFFFFF) ^ (((seed >> 32) * 0x9E3779B9) & 0xFFFFFFFF)
+    h = pcg4d([i, full(seq), full(step), full(seed_word)])
+    u = ((h >> np.uint64(8)).astype(np.float64) + 0.5) / 2**24
+    return -np.log(-np.log(u))
+
+
+def kept_set(x: np.ndarray, top_k: int, top_p: float) -> np.ndarray:
+    """Boolean mask of the tokens HF's top-k then top-p warpers keep, for scaled logits x (V,)."""
+    keep = np.ones(x.size, bool)
+    if 0 < top_k < x.size:
+        keep &= x >= np.sort(x)[::-1][top_k - 1]
+    if top_p < 1:
+        p = np.where(keep, np.exp(x - x.max()), 0.0)
+        p /= p.sum()
+        order = np.argsort(-x, kind="stable")
+        mass_before = np.cumsum(p[order]) - p[order]
+        nucleus = np.zeros(x.size, bool)
+        nucleus[order[mass_before < top_p]] = True
+        keep &= nucleus
+    return keep
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    m = x.max(-1, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(-1, keepdims=True))
+
+
+@pytest.mark.parametrize("rows,vocab", [(1, 1), (3, 7), (5, 1000), (2, 4099)])
+def test_greedy_is_argmax_with_temperature_one_logprob(device, rng, rows, vocab):
+    z = (rng.standard_normal((rows, vocab)) * 3).astype(np.float32)
+    z[0, vocab // 2] = z[0].max()  # a tie: the lowest index wins, as numpy's and torch's argmax
+    tokens, logprobs = sample(Tensor.from_numpy(z, device), SamplingParams(temperature=0))
+    expected = z.argmax(-1)
+    np.testing.assert_array_equal(tokens.numpy(), expected)
+    np.testing.assert_allclose(logprobs.numpy(), log_softmax(z)[np.arange(rows), expected], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("temperature,top_k,top_p", [(1.0, 0, 1.0), (0.7, 5, 1.0), (1.3, 0, 0.6), (0.9, 13, 0.8),
+                                                     (1.0, 1, 1.0), (2.0, 0, 1e-6)])
+def test_sample_equals_numpy_gumbel_max(device, rng, temperature, top_k, top_p):
+    rows, vocab, seed, step = 6, 301, 2**40 + 12345, 7
+    z = (rng.standard_normal((rows, vocab)) * 2).astype(np.float32)
+    params = SamplingParams(temperature, top_k, top_p, seed)
+    tokens, logprobs = sample(Tensor.from_numpy(z, device), params, step=step)
+    tokens, logprobs = tokens.numpy(), logprobs.numpy()
+    for b in range(rows):
+        x = z[b].astype(np.float32) * np.float32(1 / temperature)
+        keep = kept_set(x.astype(np.float64), top_k, top_p)
+        assert keep[tokens[b]], f"row {b}: token {tokens[b]} outside the kept set"
+        noisy = np.where(keep, x + gumbel(vocab, b, step, seed), -np.inf)
+        top2 = np.sort(noisy)[-2:]
+        if top2[1] - top2[0] > 1e-4:  # not a near-tie that f32 rounding may flip
+            assert tokens[b] == noisy.argmax(), f"row {b}"
+        np.testing.assert_allclose(logprobs[b], log_softmax(x)[tokens[b]], rtol=1e-5, atol=1e-5)
+
+
+def test_top_k_and_top_p_keep_exactly_their_sets_with_matching_frequencies(device):
+    vocab, draws = 40, 4000
+    z = np.linspace(2.0, -2.0, vocab).astype(np.float32)
+    logits = Tensor.from_numpy(np.tile(z, (draws, 1)), device)  # row b draws as sequence b: independent samples
+    for top_k, top_p in ((7, 1.0), (0, 0.5), (10, 0.7)):
+        tokens, _ = sample(logits, SamplingParams(1.0, top_k, top_p, seed=3))
+        keep = kept_set(z.astype(np.float64), top_k, top_p)
+        counts = np.bincount(tokens.numpy(), minlength=vocab)
+        assert set(np.flatnonzero(counts)) == set(np.flatnonzero(keep)), (top_k, top_p)
+        if top_k:
+            assert (keep.sum() == top_k) or top_p < 1
+        p = np.where(keep, np.exp(z - z.max()), 0)
+        p /= p.sum()
+        assert np.abs(counts / draws - p).max() < 4 * np.sqrt(p.max() / draws)
+
+
+def test_same_counter_same_token_and_other_steps_differ(device, rng):
+    z = rng.standard_normal((4, 500)).astype(np.float32)
+    logits = Tensor.from_numpy(z, device)
+    params = SamplingParams(1.0, seed=9)
+    a = sample(logits, params, step=3)[0].numpy()
+    np.testing.assert_array_equal(a, sample(logits, params, step=3)[0].numpy())
+    # a sequence draws the same whichever row holds it
+    moved = sample(Tensor.from_numpy(z[::-1].copy(), device), params, step=3, seq_ids=[3, 2, 1, 0])[0].numpy()
+    np.testing.assert_array_equal(a, moved)
+    others = [sample(logits, params, step=s)[0].numpy() for s in range(4, 8)]
+    assert any((o != a).any() for o in others)
+
+
+def test_finished_rows_emit_pad_and_eos_sets_finished(device):
+    vocab = 9
+    z = np.full((3, vocab), -5.0, np.float32)
+    z[0, 4] = z[1, 2] = z[2, 4] = 5.0
+    t = lambda a, dt: Tensor.from_numpy(np.asarray(a, dt), device)  # noqa: E731
+    finished = t([0, 0, 1], np.uint32)
+    next_ids = Tensor.empty((3,), np.int32, device)
+    tokens, logprobs = Tensor.empty((2, 3), np.int32, device), Tensor.empty((2, 3), np.float32, device)
+    sample_into(Tensor.from_numpy(z, device), SamplingParams(0.0), 1, t([0, 1, 2], np.uint32), t([4, 7], np.uint32),
+                2, 8, finished, next_ids, tokens, logprobs)
+    np.testing.assert_array_equal(next_ids.numpy(), [4, 2, 8])
+    np.testing.assert_array_equal(tokens.numpy()[1], [4, 2, 8])
+    assert logprobs.numpy()[1, 2] == 0.0
+    np.testing.assert_array_equal(finished.numpy(), [1, 0, 1])
+
+
+@pytest.mark.parametrize("kwargs,match", [(dict(top_p=0.0), "top_p"), (dict(top_p=1.5), "top_p"),
+                                          (dict(temperature=-1.0), "temperature"), (dict(top_k=-2), "top_k"),
+                                          (dict(seed=-1), "seed"), (dict(temperature=float("nan")), "temperature")])
+def test_bad_sampling_params_name_the_argument(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SamplingParams(**kwargs)
