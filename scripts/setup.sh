@@ -68,4 +68,17 @@ else
     fi
     [ "$(adapters)" = none ] && { say "still no adapter after installing lavapipe; see 'wgrpo devices'"; exit 1; }
 fi
+# The code task's sandbox isolates model-written programs with bubblewrap; the test suite exercises it.
+case ",$extras," in
+    *,test,*)
+        if ! command -v bwrap >/dev/null; then
+            say "installing bubblewrap for the code sandbox"
+            if command -v apt-get >/dev/null; then
+                DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q bubblewrap >/dev/null || \
+                    say "could not install bubblewrap: sandbox tests fall back to resource limits alone"
+            else
+                say "install bubblewrap with your package manager for full sandbox isolation"
+            fi
+        fi ;;
+esac
 say "ready: .venv/bin/wgrpo"
