@@ -5,6 +5,7 @@ Owns: `BenchConfig`, the check-then-time loop, the table and the JSON report. Th
 Must not import `rl`.
 
 `--model` hands over to `tools.bench_model` (whole-model tokens/s against PyTorch) and runs nothing else.
+`--generate` hands over to `tools.bench_generate` (decode tokens/s against transformers' generate).
 
 Figures: time per call is the median over trials of (one submit holding `repeat` calls) / repeat, timed by GPU
 timestamp queries around the compute pass when the adapter has them, else by the wall clock over the submit and
@@ -55,6 +56,10 @@ class BenchConfig:
         "help": "instead of the kernels, time a whole model step: forward and forward+backward tokens/s of the "
                 "model the ModelBenchConfig options describe, and the same step in PyTorch when installed "
                 "(--quick, --trials, --json and --seed apply; --filter, --repeat and --timer do not)"})
+    generate: bool = field(default=False, metadata={
+        "help": "instead of the kernels, time generation: decode tokens/s at the GenerateBenchConfig batch sizes "
+                "and lengths on the model the ModelBenchConfig options describe, and transformers' generate when "
+                "installed (--quick, --json, --seed, --torch and --torch-threads apply)"})
 
     def __post_init__(self):
         if not 0 <= self.trials <= MAX_TRIALS:

@@ -153,11 +153,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from tools.bench import BenchConfig, run_bench
 
     config = config_from_args(BenchConfig, args)
+    if config.generate:
+        from tools.bench_generate import GenerateBenchConfig, run_generate_bench
+        from tools.bench_model import ModelBenchConfig
+
+        return run_generate_bench(config_from_args(GenerateBenchConfig, args), config_from_args(ModelBenchConfig, args),
+                                  config, device_spec=args.device)
     if config.model:
         from tools.bench_model import ModelBenchConfig, run_model_bench
 
         return run_model_bench(config_from_args(ModelBenchConfig, args), config, device_spec=args.device)
     return run_bench(config, device_spec=args.device)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Sample completions of --prompt from --model, streaming the text."""
+    from tools.generate_cli import GenerateConfig, run_generate
+
+    return run_generate(config_from_args(GenerateConfig, args), device_spec=args.device)
 
 
 def cmd_sft(args: argparse.Namespace) -> int:
@@ -180,6 +193,12 @@ def _sft_config():
     return SFTConfig
 
 
+def _generate_config():
+    from tools.generate_cli import GenerateConfig
+
+    return GenerateConfig
+
+
 def _bench_config():
     from tools.bench import BenchConfig
 
@@ -195,6 +214,13 @@ def _subcommands() -> dict[str, tuple[Callable, str, Callable | None, Callable |
         from tools.bench_model import ModelBenchConfig
 
         add_config_arguments(p, ModelBenchConfig)
+        from tools.bench_generate import GenerateBenchConfig
+
+        add_config_arguments(p, GenerateBenchConfig)
+
+    def generate_extra(p):
+        p.add_argument("-n", dest="num_samples", type=int, default=argparse.SUPPRESS, metavar="N",
+                       help="completions to sample (same as --num-samples)")
 
     return {
         "devices": (cmd_devices, "list GPU adapters, their features and limits, and which one is chosen", None,
@@ -202,6 +228,8 @@ def _subcommands() -> dict[str, tuple[Callable, str, Callable | None, Callable |
         "bench": (cmd_bench, "check kernels against numpy, then time them (GFLOP/s, GB/s, ratio to peak and numpy); "
                              "--model: forward and forward+backward tokens/s of a model, against PyTorch",
                   _bench_config, bench_extra),
+        "generate": (cmd_generate, "sample completions of a prompt from a checkpoint, streaming the text",
+                     _generate_config, generate_extra),
         "sft": (cmd_sft, "supervised fine-tuning on prompt/completion JSONL, from a checkpoint or a fresh model",
                 _sft_config, None),
     }
