@@ -124,7 +124,8 @@ def _prompt_ids(prompts, tokenizer, vocab: int, max_positions: int) -> list[list
         if len(ids) == 0:
             raise ValueError(f"prompts[{i}] is empty ({prompt!r}): generation needs at least one prompt token")
         if min(ids) < 0 or max(ids) >= vocab:
-            raise ValueError(f"prompts[{i}] holds token ids outside [0, {vocab}): {[t for t in ids if not 0 <= t < vocab][:5]}")
+            bad = [t for t in ids if not 0 <= t < vocab][:5]
+            raise ValueError(f"prompts[{i}] holds token ids outside [0, {vocab}): {bad}")
         if len(ids) >= max_positions:
             raise ValueError(f"prompts[{i}] has {len(ids)} tokens, longer than the model's context allows "
                              f"(max_position_embeddings={max_positions} leaves room for {max_positions - 1} "

@@ -390,8 +390,8 @@ fn cached_row(b: u32, g: u32, qb: u32, j_begin: u32, j_end: u32, first: u32, las
 // attention_cached: causal attention of T_q new queries (the last T_q of T_k positions) over a KV cache whose
 // batch rows start at starts[b] (prefill of left-padded prompts). Query i of batch b, head h sees cache rows
 // j in [starts[b], i + T_k - T_q]; out = softmax_j(scale q_i . k_j) v_j, or 0 when that range is empty.
-// Bindings: 0 params (uniform; t_q, t_k, heads, kv_heads, d, scale, t_cap, batch (decode); causal unused), 1 q (read, elem,
-// (B, T_q, H, D)), 2 k (read, elem, (B, T_cap, H_kv, D)), 3 v (read, elem, (B, T_cap, H_kv, D)),
+// Bindings: 0 params (uniform; t_q, t_k, heads, kv_heads, d, scale, t_cap, batch (decode); causal unused),
+// 1 q (read, elem, (B, T_q, H, D)), 2 k (read, elem, (B, T_cap, H_kv, D)), 3 v (read, elem, (B, T_cap, H_kv, D)),
 // 4 out (read_write, elem, (B, T_q, H, D)), 14 starts (read, u32, B).
 // Dispatch: (ceil(T_q / WG), H, B); invocation (wg, lid) is query i = wg.x * WG + lid of head wg.y, batch wg.z.
 @compute @workgroup_size(WG)

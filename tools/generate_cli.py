@@ -50,7 +50,7 @@ def run_generate(config: GenerateConfig, device_spec: str | None = None, out=Non
         raise ValueError("--prompt is empty: generation needs at least one prompt token")
     model, tokenizer = load_pretrained(config.model, get_device(device_spec))
     if tokenizer is None:
-        raise ValueError(f"--model {config.model}: no tokenizer.json in the checkpoint, so the prompt cannot be encoded")
+        raise ValueError(f"--model {config.model}: no tokenizer.json in the checkpoint to encode the prompt with")
     streaming = config.num_samples == 1
 
     def on_text(_: int, text: str) -> None:

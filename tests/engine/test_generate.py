@@ -125,7 +125,8 @@ def test_stop_strings_are_trimmed(device):
     assert free.text.startswith(cut.text)
     n = cut.token_ids.size
     assert cut.token_ids.tolist() == free.token_ids[:n].tolist() and cut.logprobs.size == n
-    assert stop in tokenizer.decode(cut.token_ids.tolist()) and stop not in tokenizer.decode(cut.token_ids[:-1].tolist())
+    assert stop in tokenizer.decode(cut.token_ids.tolist())
+    assert stop not in tokenizer.decode(cut.token_ids[:-1].tolist())
     pieces = []
     streamed = generate(model, ["the answer is"], stop=stop, on_text=lambda s, t: pieces.append(t), **kwargs)
     assert "".join(pieces) == streamed.sequences[0].text == cut.text
