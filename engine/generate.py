@@ -27,7 +27,6 @@ import numpy as np
 from engine import ops
 from engine.autograd import no_grad
 from engine.kv_cache import KVCache, gather_rows
-from engine.ops.rope import default_inv_freq
 from engine.sampling import SamplingParams, sample_into
 from engine.tensor import Tensor
 
@@ -72,32 +71,6 @@ def default_steps_per_submit(device) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- the forward
-
-
-def _hidden(model, ids: Tensor, positions: Tensor, cache: KVCache, inv_freq: Tensor) -> Tensor:
-    """`Model.hidden_states` with ids and positions already on the GPU (B, T) int32, so a decode step can read the
-    previous step's sampled ids without a host round trip. Mirrors engine/model.py layer for layer (the tests
-    check it against the model's own forward)."""
-    cfg, p = model.config, model.params
-    batch, steps = ids.shape
-    h = ops.embedding(ids, p["model.embed_tokens.weight"])  # (B, T, C)
-    heads, kv_heads, head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-    for i in range(cfg.num_layers):
-        pre = f"model.layers.{i}."
-        x = ops.rmsnorm(h, p[pre + "input_layernorm.weight"], cfg.rms_norm_eps)
-        q = ops.linear(x, p[pre + "self_attn.q_proj.weight"], p.get(pre + "self_attn.q_proj.bias"))
-        k = ops.linear(x, p[pre + "self_attn.k_proj.weight"], p.get(pre + "self_attn.k_proj.bias"))
-        v = ops.linear(x, p[pre + "self_attn.v_proj.weight"], p.get(pre + "self_attn.v_proj.bias"))
-        q = ops.rope(q.reshape(batch, steps, heads, head_dim), positions, inv_freq=inv_freq)  # (B, T, H, D)
-        k = ops.rope(k.reshape(batch, steps, kv_heads, head_dim), positions, inv_freq=inv_freq)
-        v = v.reshape(batch, steps, kv_heads, head_dim)
-        a = cache.attend(i, q, k, v).reshape(batch, steps, heads * head_dim)
-        h = ops.add(h, ops.linear(a, p[pre + "self_attn.o_proj.weight"]))
-        x = ops.rmsnorm(h, p[pre + "post_attention_layernorm.weight"], cfg.rms_norm_eps)
-        gate = ops.linear(x, p[pre + "mlp.gate_proj.weight"])
-        up = ops.linear(x, p[pre + "mlp.up_proj.weight"])
-        h = ops.add(h, ops.linear(ops.swiglu(gate, up), p[pre + "mlp.down_proj.weight"]))
-    return ops.rmsnorm(h, p["model.norm.weight"], cfg.rms_norm_eps)
 
 
 # ---------------------------------------------------------------------------------------------- input checks
@@ -172,8 +145,10 @@ class _Track:
         self.limit, self.done, self.reason, self.text, self.shown = limit, False, "length", None, 0
 
 
-def _decode(tokenizer, ids) -> str:
-    return tokenizer.decode(list(ids), skip_special_tokens=True)
+def _decode(tokenizer, ids, eos=()) -> str:
+    """Special tokens stay in the text (`</answer>` is one, and stop strings and rewards look for it); only
+    end-of-text ids are dropped."""
+    return tokenizer.decode([t for t in ids if t not in eos], skip_special_tokens=False)
 
 
 def _absorb(track: _Track, new: np.ndarray, eos: set, stops, tokenizer) -> None:
@@ -188,10 +163,10 @@ def _absorb(track: _Track, new: np.ndarray, eos: set, stops, tokenizer) -> None:
             track.done, track.reason = True, "length"
             break
     if stops and tokenizer is not None:
-        text = _decode(tokenizer, track.tokens)
+        text = _decode(tokenizer, track.tokens, eos)
         if any(s in text for s in stops):
             for n in range(before + 1, len(track.tokens) + 1):  # the first token that completes a stop string
-                text = _decode(tokenizer, track.tokens[:n])
+                text = _decode(tokenizer, track.tokens[:n], eos)
                 hits = [(text.find(s) + len(s)) for s in stops if s in text]
                 if hits:
                     del track.tokens[n:]
@@ -255,7 +230,6 @@ def generate(model, prompts, max_new_tokens: int = 256, temperature: float = 1.0
     eos_set = set(eos)
 
     with no_grad():
-        inv_freq = Tensor.from_numpy(default_inv_freq(cfg.head_dim, cfg.rope_theta), device)
         # prefill the distinct prompts
         starts_u = (width - lengths).astype(np.int64)
         ids = np.full((len(uniq), width), pad, np.int32)
@@ -263,8 +237,7 @@ def generate(model, prompts, max_new_tokens: int = 256, temperature: float = 1.0
             ids[u, starts_u[u]:] = prompt
         positions = np.maximum(np.arange(width)[None, :] - starts_u[:, None], 0).astype(np.int32)
         cache = KVCache.for_model(model, len(uniq), capacity, starts_u)
-        hidden = _hidden(model, Tensor.from_numpy(ids, device), Tensor.from_numpy(positions, device), cache,
-                         inv_freq)  # (U, P, C)
+        hidden = model.hidden_states(Tensor.from_numpy(ids, device), positions, cache)  # (U, P, C)
         last = Tensor.empty((n_seq, cfg.hidden_size), hidden.dtype, device)  # (S, C): each sequence's prompt end
         gather_rows(hidden, seq_unique * width + width - 1, cfg.hidden_size, cfg.hidden_size, last, cfg.hidden_size)
         logits = model.logits(last)  # (S, V)
@@ -287,8 +260,7 @@ def generate(model, prompts, max_new_tokens: int = 256, temperature: float = 1.0
             while step < chunk_end:
                 batch = len(rows)
                 positions = (cache.length - cache.starts).astype(np.int32).reshape(batch, 1)
-                hidden = _hidden(model, next_ids.view((batch, 1)), Tensor.from_numpy(positions, device), cache,
-                                 inv_freq)  # (B, 1, C)
+                hidden = model.hidden_states(next_ids.view((batch, 1)), positions, cache)  # (B, 1, C)
                 logits = model.logits(hidden.view((batch, cfg.hidden_size)))  # (B, V)
                 sample_into(logits, sampling, step, seq_ids, eos_gpu, len(eos), pad, finished, next_ids, out_tokens,
                             out_logprobs)
@@ -302,7 +274,7 @@ def generate(model, prompts, max_new_tokens: int = 256, temperature: float = 1.0
                 if not track.done:
                     _absorb(track, chunk[:, s], eos_set, stops, tokenizer)
                     if on_text is not None and tokenizer is not None:
-                        _stream(on_text, s, track, tokenizer)
+                        _stream(on_text, s, track, tokenizer, eos_set)
             read_from = chunk_end
             live = np.array([s for s in rows.tolist() if not tracks[s].done], np.int64)
             if live.size == 0 or step >= steps:
@@ -322,7 +294,7 @@ def generate(model, prompts, max_new_tokens: int = 256, temperature: float = 1.0
         n = len(track.tokens)
         text = track.text
         if text is None and tokenizer is not None:
-            text = _decode(tokenizer, track.tokens)
+            text = _decode(tokenizer, track.tokens, eos_set)
         sequences.append(GeneratedSequence(
             prompt_index=seq_prompt[s], sample_index=s % num_samples, prompt_ids=prompt_ids[seq_prompt[s]],
             token_ids=np.array(track.tokens, np.int32), logprobs=logprobs[:n, s].astype(np.float32).copy(),
@@ -340,9 +312,9 @@ def _rows_binding(t: Tensor, start: int, end: int):
     return block, offset + start * row, (end - start) * row
 
 
-def _stream(on_text, s: int, track: _Track, tokenizer) -> None:
+def _stream(on_text, s: int, track: _Track, tokenizer, eos) -> None:
     """Hand on_text the text decoded since the last call (held back while it ends in an incomplete character)."""
-    text = track.text if track.text is not None else _decode(tokenizer, track.tokens)
+    text = track.text if track.text is not None else _decode(tokenizer, track.tokens, eos)
     if not track.done:
         text = text.rstrip("\ufffd")
     if len(text) > track.shown:

@@ -22,9 +22,13 @@ class Model:
     SwiGLU MLP), a final RMSNorm and the language-model head (tied to the embedding or not)."""
 
     def __init__(self, config: ModelConfig, params: dict[str, Tensor]):
+        from engine.ops.rope import default_inv_freq
+
         self.config = config
         self.params = params
         self.device = next(iter(params.values())).device
+        # RoPE frequencies, computed once as Hugging Face computes them
+        self.inv_freq = Tensor.from_numpy(default_inv_freq(config.head_dim, config.rope_theta), self.device)
 
     # ------------------------------------------------------------------ construction
 
@@ -90,21 +94,28 @@ class Model:
     def hidden_states(self, ids, positions=None, cache=None) -> Tensor:
         """The final-normed hidden states (B, T, C).
 
-        `positions` (T,) or (B, T) default to 0..T-1. A `cache` (see `engine.generate`) takes over attention:
-        `cache.attend(layer, q, k, v)` stores this step's keys and values and attends over everything cached,
-        so decoding computes only the new tokens.
+        `ids` (B, T) are a numpy int array or an int32 Tensor (read where it lies: a decode step feeds the ids
+        it sampled on the GPU without a host round trip). `positions` (T,) or (B, T), numpy or int32 Tensor,
+        default to 0..T-1. A `cache` (see `engine.generate`) takes over attention: `cache.attend(layer, q, k, v)`
+        stores this step's keys and values and attends over everything cached, so decoding computes only the
+        new tokens.
         """
         cfg, p = self.config, self.params
-        ids_array = np.asarray(ids.numpy() if isinstance(ids, Tensor) else ids)
-        if ids_array.ndim != 2:
-            raise ValueError(f"model: ids must have shape (B, T), got {ids_array.shape}")
-        batch, steps = ids_array.shape
+        if not isinstance(ids, Tensor):
+            ids = np.asarray(ids)
+            if ids.dtype.kind not in "iu":
+                raise ValueError(f"model: ids must be integers, got {ids.dtype}")
+            ids = ids.astype(np.int32)
+        if ids.ndim != 2:
+            raise ValueError(f"model: ids must have shape (B, T), got {ids.shape}")
+        batch, steps = ids.shape
         if positions is None and steps > cfg.max_position_embeddings:
             raise ValueError(f"model: {steps} tokens exceed max_position_embeddings={cfg.max_position_embeddings}")
         if positions is None:
             positions = np.arange(steps, dtype=np.int32)
-        positions = Tensor.from_numpy(np.asarray(positions, np.int32), self.device)
-        h = ops.embedding(ids_array.astype(np.int32), p["model.embed_tokens.weight"])  # (B, T, C)
+        if not isinstance(positions, Tensor):
+            positions = Tensor.from_numpy(np.asarray(positions, np.int32), self.device)
+        h = ops.embedding(ids, p["model.embed_tokens.weight"])  # (B, T, C)
         heads, kv_heads, head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         for i in range(cfg.num_layers):
             pre = f"model.layers.{i}."
@@ -112,8 +123,8 @@ class Model:
             q = ops.linear(x, p[pre + "self_attn.q_proj.weight"], p.get(pre + "self_attn.q_proj.bias"))
             k = ops.linear(x, p[pre + "self_attn.k_proj.weight"], p.get(pre + "self_attn.k_proj.bias"))
             v = ops.linear(x, p[pre + "self_attn.v_proj.weight"], p.get(pre + "self_attn.v_proj.bias"))
-            q = ops.rope(q.reshape(batch, steps, heads, head_dim), positions, cfg.rope_theta)  # (B, T, H, D)
-            k = ops.rope(k.reshape(batch, steps, kv_heads, head_dim), positions, cfg.rope_theta)
+            q = ops.rope(q.reshape(batch, steps, heads, head_dim), positions, inv_freq=self.inv_freq)  # (B, T, H, D)
+            k = ops.rope(k.reshape(batch, steps, kv_heads, head_dim), positions, inv_freq=self.inv_freq)
             v = v.reshape(batch, steps, kv_heads, head_dim)
             a = cache.attend(i, q, k, v) if cache is not None else ops.attention(q, k, v, causal=True)
             a = a.reshape(batch, steps, heads * head_dim)

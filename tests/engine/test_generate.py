@@ -116,7 +116,8 @@ def test_stop_strings_are_trimmed(device):
     model = Model.from_numpy(config, far_from_init(config, 3), device)
     kwargs = dict(max_new_tokens=24, temperature=1.0, seed=5, tokenizer=tokenizer, eos_token_ids=())
     free = generate(model, ["the answer is"], **kwargs).sequences[0]
-    assert free.text == tokenizer.decode(free.token_ids.tolist(), skip_special_tokens=True)
+    # special tokens stay in the text (the reasoning tags are special tokens); end-of-text ids do not
+    assert free.text == tokenizer.decode(free.token_ids.tolist(), skip_special_tokens=False)
     stop = free.text[len(free.text) // 2: len(free.text) // 2 + 2]
     assert stop.strip(), "the free text should hold a stop candidate"
     cut = generate(model, ["the answer is"], stop=[stop, "\x00never"], steps_per_submit=5, **kwargs).sequences[0]
@@ -125,11 +126,29 @@ def test_stop_strings_are_trimmed(device):
     assert free.text.startswith(cut.text)
     n = cut.token_ids.size
     assert cut.token_ids.tolist() == free.token_ids[:n].tolist() and cut.logprobs.size == n
-    assert stop in tokenizer.decode(cut.token_ids.tolist())
-    assert stop not in tokenizer.decode(cut.token_ids[:-1].tolist())
+    assert stop in tokenizer.decode(cut.token_ids.tolist(), skip_special_tokens=False)
+    assert stop not in tokenizer.decode(cut.token_ids[:-1].tolist(), skip_special_tokens=False)
     pieces = []
     streamed = generate(model, ["the answer is"], stop=stop, on_text=lambda s, t: pieces.append(t), **kwargs)
     assert "".join(pieces) == streamed.sequences[0].text == cut.text
+
+
+def test_a_special_token_ends_a_completion_as_a_stop_string(device):
+    from engine.tokenizer import train_tokenizer
+
+    tokenizer = train_tokenizer(["<think>a</think> <answer>42</answer>"] * 20, vocab_size=300)
+    config = ModelConfig(vocab_size=tokenizer.get_vocab_size(), hidden_size=32, num_layers=1, num_heads=4,
+                         num_kv_heads=2, intermediate_size=48, max_position_embeddings=64)
+    model = Model.from_numpy(config, far_from_init(config, 4), device)
+    close = tokenizer.token_to_id("</answer>")
+    # make </answer> likely, so the greedy completion reaches it within a few tokens
+    state = model.state_dict()
+    state["lm_head.weight" if "lm_head.weight" in state else "model.embed_tokens.weight"][close] += 50.0
+    model = Model.from_numpy(config, state, device)
+    out = generate(model, ["<think>"], max_new_tokens=8, temperature=0.0, tokenizer=tokenizer, stop="</answer>",
+                   eos_token_ids=()).sequences[0]
+    assert out.finish_reason == "stop" and out.text.endswith("</answer>") and out.token_ids[-1] == close
+    assert out.text.count("</answer>") == 1
 
 
 @pytest.mark.parametrize("kwargs,match", [
