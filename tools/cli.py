@@ -187,6 +187,58 @@ def cmd_sft(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    """GRPO: from --model, or (by default) a fresh tiny model warmed up on arithmetic traces; ends with a table
+    of held-out accuracy and format before and after."""
+    from engine.device import get_device
+    from rl.pipeline import run_train
+    from rl.trainer import TrainConfig
+
+    run_train(config_from_args(TrainConfig, args), get_device(args.device))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Greedy pass@1 of a checkpoint on a task's held-out problems."""
+    from engine import load_pretrained
+    from engine.device import get_device
+    from rl.evaluate import evaluate
+    from rl.tasks import get_task
+    from rl.trainer import parse_options
+
+    if not args.model:
+        args.parser.error("--model DIR is required")
+    model, tokenizer = load_pretrained(args.model, get_device(args.device))
+    if tokenizer is None:
+        raise ValueError(f"{args.model}: no tokenizer.json next to the model")
+    task = get_task(args.task, **parse_options(args.task_options, "task_options"))
+    result = evaluate(model, tokenizer, task, problems=args.problems, max_new_tokens=args.max_new_tokens)
+    if args.json:
+        print(json.dumps({"task": task.name, "problems": result.problems, "accuracy": result.accuracy,
+                          "format": result.format, "mean_length": result.mean_length}, indent=2))
+    else:
+        print(f"{task.name}: pass@1 (greedy) {result.accuracy:.1%}, format {result.format:.1%} on "
+              f"{result.problems} held-out problems ({result.seconds:.1f} s)")
+        for prompt, completion in result.examples:
+            print(f"  ...{prompt!r} -> {completion!r}")
+    return 0
+
+
+def _eval_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="", help="checkpoint directory to evaluate")
+    p.add_argument("--task", default="arithmetic", help="countdown, arithmetic, gsm8k or code (default: arithmetic)")
+    p.add_argument("--task-options", default="digits=2,ops=+", help="key=value pairs, e.g. 'path=test.jsonl'")
+    p.add_argument("--problems", type=int, default=200, help="held-out problems (default: 200)")
+    p.add_argument("--max-new-tokens", type=int, default=48, help="completion length limit (default: 48)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _train_config():
+    from rl.trainer import TrainConfig
+
+    return TrainConfig
+
+
 def _sft_config():
     from rl.sft import SFTConfig
 
@@ -228,11 +280,48 @@ def _subcommands() -> dict[str, tuple[Callable, str, Callable | None, Callable |
         "bench": (cmd_bench, "check kernels against numpy, then time them (GFLOP/s, GB/s, ratio to peak and numpy); "
                              "--model: forward and forward+backward tokens/s of a model, against PyTorch",
                   _bench_config, bench_extra),
+        "train": (cmd_train, "GRPO training; with no --model, the R1-Zero demo on a fresh tiny model",
+                  _train_config, _config_file_argument),
+        "eval": (cmd_eval, "greedy pass@1 of a checkpoint on a task's held-out problems", None, _eval_arguments),
         "generate": (cmd_generate, "sample completions of a prompt from a checkpoint, streaming the text",
                      _generate_config, generate_extra),
         "sft": (cmd_sft, "supervised fine-tuning on prompt/completion JSONL, from a checkpoint or a fresh model",
                 _sft_config, None),
     }
+
+
+def _config_file_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE.toml", default=None,
+                   help="read options from a TOML file (keys are the option names with underscores); options "
+                        "given on the command line win")
+
+
+def _apply_config_file(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> None:
+    """Make a `--config FILE.toml`'s values the defaults of its subcommand, so that flags still override them."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--config" not in argv and not any(a.startswith("--config=") for a in argv):
+        return
+    known, _ = parser.parse_known_args(argv)
+    path = getattr(known, "config", None)
+    if not path:
+        return
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as f:
+            values = tomllib.load(f)
+    except OSError as error:
+        raise ValueError(f"--config: cannot read {path}: {error}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"--config: {path} is not valid TOML: {error}") from None
+    sub = known.parser
+    options = {action.dest for action in sub._actions}
+    unknown = sorted(set(values) - options)
+    if unknown:
+        raise ValueError(f"--config: {path} sets unknown options {unknown}; see `wgrpo {known.command} --help`")
+    sub.set_defaults(**values)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -258,7 +347,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `wgrpo` console script; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    try:
+        _apply_config_file(parser, argv)
+    except ValueError as error:
+        print(f"wgrpo: error: {error}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
     if not hasattr(args, "device"):
         args.device = None  # engine.device then reads $WGRPO_DEVICE
     from engine.device import NoAdapterError

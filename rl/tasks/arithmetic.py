@@ -15,14 +15,16 @@ __all__ = ["ArithmeticTask"]
 
 
 class ArithmeticTask(GeneratedTask):
-    """options: digits (difficulty, 1..30), ops (a string or list from '+', '-', '*'), seed, think_prefix,
+    """options: digits (difficulty, 1..30), ops (a string or list from '+', '-', '*'), instructions (say how to
+    format the answer in the question; off, the question is just "Compute a + b."), template, seed, think_prefix,
     eval_fraction."""
 
     name = "arithmetic"
 
     def __init__(self, *, digits: int = 3, ops: str | list[str] = "+-*", seed: int = 0, think_prefix: bool = True,
-                 eval_fraction: float = 0.1):
-        super().__init__(seed=seed, think_prefix=think_prefix, eval_fraction=eval_fraction)
+                 eval_fraction: float = 0.1, template: str = "r1", instructions: bool = True):
+        super().__init__(seed=seed, think_prefix=think_prefix, eval_fraction=eval_fraction, template=template)
+        self.instructions = bool(instructions)
         if not isinstance(digits, int) or not 1 <= digits <= 30:
             raise ValueError(f"arithmetic: digits must be an int in 1..30, got {digits!r}")
         ops = list(ops)
@@ -42,8 +44,10 @@ class ArithmeticTask(GeneratedTask):
         a, b = self._operand(rng), self._operand(rng)
         op = self.ops[int(rng.integers(len(self.ops)))]
         value = {"+": a + b, "-": a - b, "*": a * b}[op]
-        question = (f"Compute {a} {op} {b}. Show your reasoning in <think> </think> tags and give the final "
-                    f"answer as a plain integer in <answer> </answer> tags.")
+        question = f"Compute {a} {op} {b}."
+        if self.instructions:
+            question += (" Show your reasoning in <think> </think> tags and give the final answer as a plain "
+                         "integer in <answer> </answer> tags.")
         return f"{a}{op}{b}", question, str(value), {"a": a, "b": b, "op": op}
 
     def _accuracy(self, text: str, problem: Problem) -> float:

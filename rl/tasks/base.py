@@ -24,7 +24,7 @@ import numpy as np
 from rl.jsonl import Record, field as record_field, read_jsonl
 from rl.rewards import combine, format_reward
 
-__all__ = ["Problem", "Task", "GeneratedTask", "JsonlTask", "render_prompt", "in_eval_split", "SPLITS",
+__all__ = ["Problem", "Task", "GeneratedTask", "JsonlTask", "render_prompt", "in_eval_split", "TEMPLATES", "SPLITS",
            "DEFAULT_WEIGHTS"]
 
 SPLITS = ("train", "eval")
@@ -36,9 +36,16 @@ PREAMBLE = ("A conversation between User and Assistant. The User asks a question
             "with the answer.")
 
 
-def render_prompt(question: str, *, think_prefix: bool) -> str:
-    """The R1-Zero / TinyZero base-model template. With `think_prefix` the prompt ends with `<think>`, so the
-    model's completion starts inside the reasoning and is scored as `"<think>" + completion`."""
+TEMPLATES = ("r1", "plain")
+
+
+def render_prompt(question: str, *, think_prefix: bool, template: str = "r1") -> str:
+    """`r1`: the R1-Zero / TinyZero base-model template (a preamble, then User/Assistant turns); `plain`: the
+    question alone, for small models trained from scratch where the preamble only costs tokens. With
+    `think_prefix` the prompt ends with `<think>`, so the model's completion starts inside the reasoning and is
+    scored as `"<think>" + completion`."""
+    if template == "plain":
+        return f"{question}\n<think>" if think_prefix else f"{question}\n"
     head = f"{PREAMBLE}\nUser: {question}\nAssistant:"
     return head + " Let me solve this step by step.\n<think>" if think_prefix else head
 
@@ -68,9 +75,12 @@ class Task:
 
     name = "task"
 
-    def __init__(self, *, think_prefix: bool = True, eval_fraction: float = 0.1):
+    def __init__(self, *, think_prefix: bool = True, eval_fraction: float = 0.1, template: str = "r1"):
         if not 0.0 <= eval_fraction < 1.0:
             raise ValueError(f"{self.name}: eval_fraction must be in [0, 1), got {eval_fraction!r}")
+        if template not in TEMPLATES:
+            raise ValueError(f"{self.name}: template must be one of {TEMPLATES}, got {template!r}")
+        self.template = template
         self.think_prefix = bool(think_prefix)
         self.eval_fraction = float(eval_fraction)
         self.default_weights = dict(DEFAULT_WEIGHTS)
@@ -136,8 +146,9 @@ def _check_split(split: str) -> None:
 class GeneratedTask(Task):
     """Problems generated from a seed. Subclasses implement `_generate(rng) -> (key, question, answer, meta)`."""
 
-    def __init__(self, *, seed: int = 0, think_prefix: bool = True, eval_fraction: float = 0.1):
-        super().__init__(think_prefix=think_prefix, eval_fraction=eval_fraction)
+    def __init__(self, *, seed: int = 0, think_prefix: bool = True, eval_fraction: float = 0.1,
+                 template: str = "r1"):
+        super().__init__(think_prefix=think_prefix, eval_fraction=eval_fraction, template=template)
         if not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"{self.name}: seed must be a non-negative int, got {seed!r}")
         self.seed = int(seed)
@@ -157,7 +168,7 @@ class GeneratedTask(Task):
             key, question, answer, meta = self._generate(rng)
             if in_eval_split(self.name, key, self.eval_fraction) == want_eval:
                 return Problem(task=self.name, id=key, split=split, question=question,
-                               prompt=render_prompt(question, think_prefix=self.think_prefix), answer=answer,
+                               prompt=render_prompt(question, think_prefix=self.think_prefix, template=self.template), answer=answer,
                                think_in_prompt=self.think_prefix, meta=meta)
         raise ValueError(f"{self.name}: no {split} problem in {_MAX_TRIES} draws; the problem space is too small "
                          f"for eval_fraction={self.eval_fraction}")
@@ -171,8 +182,8 @@ class JsonlTask(Task):
     """
 
     def __init__(self, *, path: str, eval_path: str | None = None, think_prefix: bool = True,
-                 eval_fraction: float = 0.1):
-        super().__init__(think_prefix=think_prefix, eval_fraction=eval_fraction)
+                 eval_fraction: float = 0.1, template: str = "r1"):
+        super().__init__(think_prefix=think_prefix, eval_fraction=eval_fraction, template=template)
         self.path, self.eval_path = path, eval_path
         train = [self._problem(record) for record in read_jsonl(path)]
         if eval_path is not None:
@@ -192,7 +203,7 @@ class JsonlTask(Task):
         question, answer, meta = self._parse(record)
         key = hashlib.sha256(question.strip().encode()).hexdigest()[:16]
         return Problem(task=self.name, id=key, split="", question=question,
-                       prompt=render_prompt(question, think_prefix=self.think_prefix), answer=answer,
+                       prompt=render_prompt(question, think_prefix=self.think_prefix, template=self.template), answer=answer,
                        think_in_prompt=self.think_prefix, meta={"source": record.where(), **meta})
 
     def size(self, split: str = "train") -> int:

@@ -22,20 +22,21 @@ SETUP_FIELDS = ("setup", "test_setup_code")
 
 
 class CodeTask(JsonlTask):
-    """options: path, eval_path, eval_fraction, think_prefix, show_tests, timeout_s, runner (a
+    """options: path, eval_path, eval_fraction, think_prefix, template, show_tests, timeout_s, runner (a
     `run_tests(code, tests, timeout_s=...)` stand-in, for tests)."""
 
     name = "code"
 
     def __init__(self, *, path: str, eval_path: str | None = None, think_prefix: bool = True,
                  eval_fraction: float = 0.1, show_tests: int = 1, timeout_s: float = 5.0,
-                 runner: Callable | None = None):
+                 runner: Callable | None = None, template: str = "r1"):
         if not isinstance(show_tests, int) or show_tests < 0:
             raise ValueError(f"code: show_tests must be a non-negative int, got {show_tests!r}")
         if not timeout_s > 0:
             raise ValueError(f"code: timeout_s must be positive, got {timeout_s!r}")
         self.show_tests, self.timeout_s, self.runner = show_tests, float(timeout_s), runner
-        super().__init__(path=path, eval_path=eval_path, think_prefix=think_prefix, eval_fraction=eval_fraction)
+        super().__init__(path=path, eval_path=eval_path, think_prefix=think_prefix, eval_fraction=eval_fraction,
+                         template=template)
 
     def _parse(self, record: Record) -> tuple[str, str, dict]:
         problem = record_field(record, PROBLEM_FIELDS, kind="problem")

@@ -63,13 +63,14 @@ def random_expression(rng: np.random.Generator, numbers: list[int],
 
 
 class CountdownTask(GeneratedTask):
-    """options: num_numbers (difficulty), max_number, min_target, max_target, seed, think_prefix, eval_fraction."""
+    """options: num_numbers (difficulty), max_number, min_target, max_target, seed, think_prefix, eval_fraction,
+    template."""
 
     name = "countdown"
 
     def __init__(self, *, num_numbers: int = 3, max_number: int = 99, min_target: int = 1, max_target: int = 100,
-                 seed: int = 0, think_prefix: bool = True, eval_fraction: float = 0.1):
-        super().__init__(seed=seed, think_prefix=think_prefix, eval_fraction=eval_fraction)
+                 seed: int = 0, think_prefix: bool = True, eval_fraction: float = 0.1, template: str = "r1"):
+        super().__init__(seed=seed, think_prefix=think_prefix, eval_fraction=eval_fraction, template=template)
         if not 2 <= num_numbers <= 6:
             raise ValueError(f"countdown: num_numbers must be in 2..6, got {num_numbers!r}")
         if max_number < 1 or not 0 <= min_target <= max_target:

@@ -26,7 +26,7 @@ def final_answer(solution) -> str:
 
 
 class Gsm8kTask(JsonlTask):
-    """options: path, eval_path, eval_fraction, think_prefix."""
+    """options: path, eval_path, eval_fraction, think_prefix, template."""
 
     name = "gsm8k"
 

@@ -1,0 +1,46 @@
+"""Turning sampled completions into the padded arrays a policy update needs.
+
+Each row is prompt + completion; the update scores every completion token (its end-of-text too, when the
+sequence ended with one) and nothing else. Pure numpy; no engine import.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+
+@dataclass
+class UpdateBatch:
+    inputs: np.ndarray  # (N, T) int32: tokens fed to the model
+    targets: np.ndarray  # (N, T) int32: the next token at each position
+    mask: np.ndarray  # (N, T) float32: 1 where the target is a completion token that is trained on
+    old_logp: np.ndarray  # (N, T) float32: the rollout policy's log-prob of each target (0 off the mask)
+    completion_tokens: int
+
+
+def build_update_batch(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
+                       logprobs: Sequence[np.ndarray], trained: Sequence[bool], pad_id: int) -> UpdateBatch:
+    """Rows of prompt + completion, right-padded; `trained[i]` False masks row i out entirely (for example a
+    truncated completion under overlong filtering)."""
+    if not (len(prompts) == len(completions) == len(logprobs) == len(trained)):
+        raise ValueError("build_update_batch: prompts, completions, logprobs and trained differ in length")
+    width = max(len(p) + len(c) for p, c in zip(prompts, completions)) - 1
+    n = len(prompts)
+    inputs = np.full((n, width), pad_id, np.int32)
+    targets = np.full((n, width), pad_id, np.int32)
+    mask = np.zeros((n, width), np.float32)
+    old_logp = np.zeros((n, width), np.float32)
+    for row, (prompt, completion, lp, keep) in enumerate(zip(prompts, completions, logprobs, trained)):
+        if len(lp) != len(completion):
+            raise ValueError(f"row {row}: {len(completion)} completion tokens but {len(lp)} log-probs")
+        tokens = list(prompt) + list(completion)
+        inputs[row, : len(tokens) - 1] = tokens[:-1]
+        targets[row, : len(tokens) - 1] = tokens[1:]
+        start = len(prompt) - 1  # the position whose target is the first completion token
+        old_logp[row, start : start + len(completion)] = lp
+        if keep and completion:
+            mask[row, start : start + len(completion)] = 1.0
+    return UpdateBatch(inputs, targets, mask, old_logp, int(mask.sum()))
