@@ -6,6 +6,7 @@ Must not import `rl`.
 
 `--model` hands over to `tools.bench_model` (whole-model tokens/s against PyTorch) and runs nothing else.
 `--generate` hands over to `tools.bench_generate` (decode tokens/s against transformers' generate).
+`--grpo` hands over to `tools.bench_grpo` (seconds per GRPO step: rollout, reward, update, and their FLOPs).
 
 Figures: time per call is the median over trials of (one submit holding `repeat` calls) / repeat, timed by GPU
 timestamp queries around the compute pass when the adapter has them, else by the wall clock over the submit and
@@ -60,6 +61,10 @@ class BenchConfig:
         "help": "instead of the kernels, time generation: decode tokens/s at the GenerateBenchConfig batch sizes "
                 "and lengths on the model the ModelBenchConfig options describe, and transformers' generate when "
                 "installed (--quick, --json, --seed, --torch and --torch-threads apply)"})
+    grpo: bool = field(default=False, metadata={
+        "help": "instead of the kernels, time GRPO steps (GRPOBenchConfig options): seconds per step split into "
+                "rollout, reward and update, with each phase's FLOPs and GFLOP/s, on a random model of the "
+                "ModelBenchConfig sizes (--quick, --trials, --json and --seed apply)"})
 
     def __post_init__(self):
         if not 0 <= self.trials <= MAX_TRIALS:

@@ -153,6 +153,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from tools.bench import BenchConfig, run_bench
 
     config = config_from_args(BenchConfig, args)
+    if config.grpo:
+        from tools.bench_grpo import GRPOBenchConfig, run_grpo_bench
+        from tools.bench_model import ModelBenchConfig
+
+        return run_grpo_bench(config_from_args(GRPOBenchConfig, args), config_from_args(ModelBenchConfig, args),
+                              config, device_spec=args.device)
     if config.generate:
         from tools.bench_generate import GenerateBenchConfig, run_generate_bench
         from tools.bench_model import ModelBenchConfig
@@ -269,6 +275,9 @@ def _subcommands() -> dict[str, tuple[Callable, str, Callable | None, Callable |
         from tools.bench_generate import GenerateBenchConfig
 
         add_config_arguments(p, GenerateBenchConfig)
+        from tools.bench_grpo import GRPOBenchConfig
+
+        add_config_arguments(p, GRPOBenchConfig)
 
     def generate_extra(p):
         p.add_argument("-n", dest="num_samples", type=int, default=argparse.SUPPRESS, metavar="N",
@@ -278,7 +287,8 @@ def _subcommands() -> dict[str, tuple[Callable, str, Callable | None, Callable |
         "devices": (cmd_devices, "list GPU adapters, their features and limits, and which one is chosen", None,
                     devices_extra),
         "bench": (cmd_bench, "check kernels against numpy, then time them (GFLOP/s, GB/s, ratio to peak and numpy); "
-                             "--model: forward and forward+backward tokens/s of a model, against PyTorch",
+                             "--model: forward and forward+backward tokens/s of a model, against PyTorch; "
+                             "--grpo: seconds per GRPO step (rollout, reward, update)",
                   _bench_config, bench_extra),
         "train": (cmd_train, "GRPO training; with no --model, the R1-Zero demo on a fresh tiny model",
                   _train_config, _config_file_argument),
