@@ -37,16 +37,17 @@ class TrainConfig:
     # what to train
     task: str = _help("task: countdown, arithmetic, gsm8k or code", "arithmetic")
     task_options: str = _help("task options as key=value pairs separated by commas, e.g. "
-                              "'digits=2,ops=+' or 'path=train.jsonl'", "digits=2,ops=+")
+                              "'digits=3,ops=+-' or 'path=train.jsonl'",
+                              "digits=2,ops=+,template=plain,instructions=false")
     model: str = _help("checkpoint to start from; empty: warm up a fresh tiny model first (the demo)", "")
     output_dir: str = _help("checkpoints, metrics.jsonl and curves.png go here", "runs/grpo")
     resume: str = _help("training checkpoint to continue from, exactly where it stopped", "")
     seed: int = _help("seed of everything random: problems, sampling, a fresh model's weights", 0)
     # the warm-up of a fresh model (used when --model is empty)
-    warmup_examples: int = _help("warm-up: reasoning traces to train on", 3000)
-    warmup_steps: int = _help("warm-up: supervised steps", 400)
-    warmup_error_rate: float = _help("warm-up: fraction of traces with one wrong step (so the base model is "
-                                     "only sometimes right)", 0.5)
+    warmup_examples: int = _help("warm-up: reasoning traces to train on", 4000)
+    warmup_steps: int = _help("warm-up: supervised steps", 600)
+    warmup_error_rate: float = _help("warm-up: fraction of traces that forget their carries (above 0.5 the "
+                                     "base model's greedy answer is wrong whenever a carry occurs)", 0.6)
     warmup_lr: float = _help("warm-up: peak learning rate", 3e-3)
     vocab_size: int = _help("fresh model: tokenizer vocabulary", 512)
     hidden_size: int = _help("fresh model: width", 128)
@@ -55,7 +56,7 @@ class TrainConfig:
     num_kv_heads: int = _help("fresh model: key/value heads", 2)
     intermediate_size: int = _help("fresh model: MLP width", 384)
     # rollout
-    steps: int = _help("GRPO steps", 60)
+    steps: int = _help("GRPO steps", 50)
     prompts_per_step: int = _help("problems per step (B)", 8)
     group_size: int = _help("completions per problem (G)", 8)
     max_new_tokens: int = _help("completion length limit in tokens", 48)
@@ -67,7 +68,7 @@ class TrainConfig:
     max_sampling_rounds: int = _help("dynamic sampling: rollouts per step at most", 3)
     mask_truncated: bool = _help("train on no completion that hit max_new_tokens (DAPO overlong filtering)", False)
     # update
-    lr: float = _help("peak learning rate (AdamW)", 5e-4)
+    lr: float = _help("peak learning rate (AdamW)", 1e-4)
     warmup_lr_steps: int = _help("linear learning-rate warm-up steps", 5)
     min_lr_ratio: float = _help("cosine decay ends at lr * this", 0.5)
     weight_decay: float = _help("AdamW weight decay", 0.0)
@@ -82,7 +83,7 @@ class TrainConfig:
                                choices=("std", "none"))
     # evaluation and checkpoints
     eval_every: int = _help("evaluate pass@1 (greedy) on held-out problems every N steps; 0: start and end only",
-                            20)
+                            10)
     eval_problems: int = _help("held-out problems per evaluation", 200)
     save_every: int = _help("checkpoint every N steps into output_dir/checkpoint-N; 0: only the final one", 0)
 

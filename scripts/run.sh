@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The quick start: set up, list the adapters, and run a short kernel benchmark.
+# The quick start: set up, show the adapter, and run the main job: the R1-Zero demonstration on a fresh tiny
+# model (tokenizer, warm-up, GRPO, a before/after table and runs/grpo/curves.png). Extra arguments go to
+# `wgrpo train` (see `.venv/bin/wgrpo train --help`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/wgrpo devices
-.venv/bin/wgrpo bench --quick "$@"
+.venv/bin/wgrpo devices | tail -n 1
+exec .venv/bin/wgrpo train "$@"
