@@ -33,8 +33,8 @@ def warm_up(config: TrainConfig, task, device) -> Path:
                     seed=config.seed, vocab_size=config.vocab_size, hidden_size=config.hidden_size,
                     num_layers=config.num_layers, num_heads=config.num_heads, num_kv_heads=config.num_kv_heads,
                     intermediate_size=config.intermediate_size)
-    print(f"warm-up: {config.warmup_examples} traces ({config.warmup_error_rate:.0%} with a wrong step), "
-          f"{config.warmup_steps} supervised steps", file=sys.stderr)
+    print(f"warm-up: {config.warmup_examples} reasoning traces ({config.warmup_error_rate:.0%} with the bug: "
+          f"carries forgotten), {config.warmup_steps} supervised steps", file=sys.stderr)
     summary = train_sft(sft, device)
     return Path(summary["checkpoint"])
 
