@@ -108,6 +108,7 @@ class Runtime:
         self._encoder: wgpu.GPUCommandEncoder | None = None
         self._pass: wgpu.GPUComputePassEncoder | None = None
         self._recorded: list[str] = []  # what this submit holds, for error messages
+        self._timed_pass: wgpu.GPUComputePassEncoder | None = None
 
     # ---------------------------------------------------------------- pipelines
 
@@ -239,18 +240,26 @@ class Runtime:
         return self._pass
 
     def _end_pass(self) -> None:
+        if self._timed_pass is not None and self._pass is self._timed_pass:
+            raise KernelError("a timed pass would end early: copies, submits and read-backs cannot happen inside "
+                              "timed_pass (record fewer dispatches, or copy outside it)")
         if self._pass is not None:
             self._pass.end()
             self._pass = None
 
     @contextlib.contextmanager
     def timed_pass(self, query_set: wgpu.GPUQuerySet, begin_index: int, end_index: int):
-        """Dispatches recorded inside go into one compute pass whose start and end write GPU timestamps."""
+        """Dispatches recorded inside go into one compute pass whose start and end write GPU timestamps.
+
+        Anything that would end that pass early (a copy, a submit, a read-back) raises instead of silently
+        timing only part of the work."""
         self._compute_pass({"query_set": query_set, "beginning_of_pass_write_index": begin_index,
                             "end_of_pass_write_index": end_index})
+        self._timed_pass = self._pass
         try:
             yield
         finally:
+            self._timed_pass = None
             self._end_pass()
 
     def encoder(self) -> wgpu.GPUCommandEncoder:

@@ -98,3 +98,16 @@ def test_wgpu_shader_errors_name_the_kernel(device, monkeypatch):
     monkeypatch.setattr(kernels, "load", lambda family, elem="f32", subgroups=True: broken)
     with pytest.raises(KernelError, match=r"building broken\.oops_naive \(f32"):
         device.runtime.pipeline("broken", "oops_naive")
+
+
+def test_a_timed_pass_refuses_to_end_early(device):
+    if not device.has_timestamps:
+        pytest.skip("adapter lacks timestamp queries")
+    queries = device.wgpu.create_query_set(type="timestamp", count=2)
+    x = Tensor.from_numpy(np.ones(8, np.float32), device)
+    y = Tensor.empty((8,), np.float32, device)
+    with pytest.raises(KernelError, match="timed pass would end early"):
+        with device.runtime.timed_pass(queries, 0, 1):
+            ops.silu(x)
+            device.runtime.copy(x, y)
+    np.testing.assert_allclose(ops.silu(x).numpy(), np.ones(8) / (1 + np.exp(-1)), rtol=1e-6)  # still usable
