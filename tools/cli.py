@@ -217,7 +217,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     model, tokenizer = load_pretrained(args.model, get_device(args.device))
     if tokenizer is None:
         raise ValueError(f"{args.model}: no tokenizer.json next to the model")
-    task = get_task(args.task, **parse_options(args.task_options, "task_options"))
+    task_name, task_options = _eval_task(args)
+    task = get_task(task_name, **parse_options(task_options, "task_options"))
     result = evaluate(model, tokenizer, task, problems=args.problems, max_new_tokens=args.max_new_tokens)
     if args.json:
         print(json.dumps({"task": task.name, "problems": result.problems, "accuracy": result.accuracy,
@@ -230,10 +231,30 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_task(args: argparse.Namespace) -> tuple[str, str]:
+    """--task and --task-options, else those the checkpoint was trained with, else `wgrpo train`'s defaults."""
+    from pathlib import Path
+
+    from rl.checkpoint import CONFIG_FILE
+    from rl.trainer import TrainConfig
+
+    saved = {}
+    path = Path(args.model) / CONFIG_FILE
+    if path.is_file():
+        saved = json.loads(path.read_text())
+    task = args.task or saved.get("task") or TrainConfig.task
+    options = args.task_options if args.task_options is not None else saved.get("task_options", TrainConfig.task_options)
+    return task, options
+
+
 def _eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="", help="checkpoint directory to evaluate")
-    p.add_argument("--task", default="arithmetic", help="countdown, arithmetic, gsm8k or code (default: arithmetic)")
-    p.add_argument("--task-options", default="digits=2,ops=+", help="key=value pairs, e.g. 'path=test.jsonl'")
+    p.add_argument("--task", default=None,
+                   help="countdown, arithmetic, gsm8k or code (default: the task the checkpoint was trained on, "
+                        "else arithmetic)")
+    p.add_argument("--task-options", default=None,
+                   help="key=value pairs, e.g. 'path=test.jsonl' (default: the checkpoint's training options, "
+                        "else `wgrpo train`'s)")
     p.add_argument("--problems", type=int, default=200, help="held-out problems (default: 200)")
     p.add_argument("--max-new-tokens", type=int, default=48, help="completion length limit (default: 48)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
