@@ -76,19 +76,9 @@ def _ours(model, prompts: np.ndarray, n: int) -> tuple[float, dict]:
 
 class _Torch:
     def __init__(self, config, state: dict, threads: int):
-        import torch
-        import transformers
+        from tools.torch_twin import torch_twin
 
-        self.torch = torch
-        torch.set_num_threads(threads)
-        hf = config.to_hf_dict()
-        kwargs = {k: v for k, v in hf.items() if k not in ("architectures", "model_type", "torch_dtype", "dtype")}
-        hf_config = transformers.AutoConfig.for_model(config.architecture, **kwargs)
-        self.model = transformers.AutoModelForCausalLM.from_config(hf_config).float().eval()
-        self.model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()},
-                                   strict=False)
-        if config.tie_word_embeddings:
-            self.model.tie_weights()
+        self.torch, self.model = torch_twin(config, state, threads)
 
     def generate(self, prompts: np.ndarray, n: int) -> float:
         torch = self.torch

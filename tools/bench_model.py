@@ -159,21 +159,10 @@ class TorchStep:
 
     def __init__(self, config, state: dict[str, np.ndarray], ids: np.ndarray, targets: np.ndarray,
                  optimizer: bool, threads: int):
-        import torch
-        import transformers
+        from tools.torch_twin import torch_twin
 
+        torch, self.model = torch_twin(config, state, threads)
         self.torch = torch
-        torch.set_num_threads(threads)
-        hf = config.to_hf_dict()
-        kwargs = {k: v for k, v in hf.items() if k not in ("architectures", "model_type", "torch_dtype", "dtype")}
-        hf_config = transformers.AutoConfig.for_model(config.architecture, **kwargs)
-        self.model = transformers.AutoModelForCausalLM.from_config(hf_config).float().eval()
-        result = self.model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()},
-                                            strict=False)
-        missing = [k for k in result.missing_keys if not (k == "lm_head.weight" and config.tie_word_embeddings)]
-        if missing or result.unexpected_keys:
-            raise ValueError(f"loading our weights into {type(self.model).__name__}: missing {missing}, unexpected "
-                             f"{list(result.unexpected_keys)}")
         self.attention = getattr(self.model.config, "_attn_implementation", None)
         self.ids = torch.from_numpy(ids.astype(np.int64))
         self.targets = torch.from_numpy(targets.astype(np.int64)).reshape(-1)
