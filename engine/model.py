@@ -140,9 +140,19 @@ class Model:
         return ops.linear(hidden, head)  # (B, T, V)
 
     def token_logprobs(self, ids, targets, temperature: float = 1.0) -> Tensor:
-        """log p(targets[b, t] | ids[b, :t+1]) of shape (B, T), from logits / temperature."""
-        targets = np.asarray(targets.numpy() if isinstance(targets, Tensor) else targets, np.int32)
-        return ops.token_logprobs(self(ids), Tensor.from_numpy(targets, self.device), temperature)
+        """log p(targets[b, t] | ids[b, :t+1]) of shape (B, T), from logits / temperature.
+
+        The head and the log-softmax run fused over blocks of rows (`ops.linear_token_logprobs`), so the
+        (B, T, V) logits never exist at once: what makes GRPO updates fit with a large vocabulary."""
+        hidden = self.hidden_states(ids)  # (B, T, C)
+        batch, steps, width = hidden.shape
+        if isinstance(targets, Tensor):
+            flat_targets = targets.reshape(batch * steps)
+        else:
+            flat_targets = np.asarray(targets, np.int32).reshape(-1)
+        head = self.params.get("lm_head.weight", self.params["model.embed_tokens.weight"])
+        logp = ops.linear_token_logprobs(hidden.reshape(batch * steps, width), head, flat_targets, temperature)
+        return logp.reshape(batch, steps)
 
 
 def load_pretrained(path: str | Path, device: Device | str | None = None):

@@ -136,6 +136,21 @@ class Tensor:
             return Reshape.apply(self, shape)
         return self.view(shape)
 
+    def rows(self, start: int, stop: int) -> "Tensor":
+        """Rows start..stop-1 along the first axis, sharing this tensor's memory (no copy, outside autograd).
+
+        Kernels bind it at a byte offset, which must be a multiple of the adapter's
+        min_storage_buffer_offset_alignment (at most 256 bytes): choose row blocks accordingly."""
+        if not 0 <= start <= stop <= self.shape[0]:
+            raise ValueError(f"rows: {start}:{stop} is outside the {self.shape[0]} rows of {self.shape}")
+        row_bytes = self.nbytes // max(1, self.shape[0])
+        offset = self._offset + start * row_bytes
+        alignment = self.device.limits.get("min-storage-buffer-offset-alignment", 256)
+        if offset % alignment:
+            raise ValueError(f"rows: byte offset {offset} of rows {start}:{stop} is not a multiple of the "
+                             f"adapter's min_storage_buffer_offset_alignment ({alignment})")
+        return Tensor(self._storage, (stop - start, *self.shape[1:]), self.dtype, self.device, offset)
+
     def view(self, shape: tuple[int, ...]) -> "Tensor":
         """The same data with another shape of equal size, outside autograd; `reshape` checks and records."""
         return Tensor(self._storage, shape, self.dtype, self.device, self._offset)

@@ -8,6 +8,7 @@ from engine.ops.embedding import embedding
 from engine.ops.elementwise import add, affine, broadcast_to, exp, gelu, mul, scale, silu
 from engine.ops.grpo import grpo_loss
 from engine.ops.layout import transpose
+from engine.ops.lm_head import linear_token_logprobs
 from engine.ops.logprob import cross_entropy, log_softmax, token_logprobs
 from engine.ops.matmul import linear, matmul
 from engine.ops.norm import rmsnorm
@@ -17,7 +18,8 @@ from engine.ops.softmax import softmax, softmax_backward
 from engine.ops.swiglu import swiglu
 
 __all__ = ["attention", "attention_cached", "add", "affine", "broadcast_to", "exp", "gelu", "mul", "scale", "silu",
-           "linear", "matmul", "max", "mean_sq", "softmax", "softmax_backward", "sum", "transpose",
+           "linear", "linear_token_logprobs", "matmul", "max", "mean_sq", "softmax", "softmax_backward", "sum",
+           "transpose",
            "embedding", "rmsnorm", "rope", "swiglu",
            "cross_entropy", "log_softmax", "token_logprobs",
            "grpo_loss"]

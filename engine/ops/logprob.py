@@ -146,31 +146,43 @@ def log_softmax(x: Tensor, temperature: float = 1.0, *, variant: str | None = No
 # ---------------------------------------------------------------------------------------------- token_logprobs
 
 
+def token_logprobs_into(logits: Tensor, targets: Tensor, logp: Tensor, lse: Tensor, inv_temp: float,
+                        variant: str) -> None:
+    """Dispatch the fused forward: the targets' log-probs into `logp` and each row's log-sum-exp into `lse`
+    (both f32 with the targets' shape; views are fine)."""
+    n = logits.shape[-1]
+    rows = logits.size // n
+    logits.runtime.dispatch("logprob", f"token_logprobs_{variant}", [logits, targets, logp, lse],
+                            _row_grid(variant, rows), _params(rows, n, inv_temp), elem=logits.elem,
+                            shapes=f"{logits.shape}, tau={1 / inv_temp:g}")
+
+
+def token_logprobs_grad(logits: Tensor, targets: Tensor, lse: Tensor, g: Tensor, inv_temp: float) -> Tensor:
+    """d logits = g (1[j = target] - softmax(logits / tau)_j) / tau, from the forward's log-sum-exp."""
+    if g.dtype != np.float32:
+        raise TypeError(f"token_logprobs backward: the gradient must be float32 like the log-probs, got {g.dtype}")
+    n = logits.shape[-1]
+    rows = logits.size // n
+    dlogits = Tensor.empty(logits.shape, logits.dtype, logits.device)  # (..., V)
+    logits.runtime.dispatch("logprob", "token_logprobs_backward_naive", [logits, targets, lse, g, dlogits],
+                            grid_1d(rows * n, NAIVE_WG), _params(rows, n, inv_temp), elem=logits.elem,
+                            shapes=f"{logits.shape}, tau={1 / inv_temp:g}")
+    return dlogits
+
+
 class _TokenLogprobs(Function):
     @staticmethod
     def forward(ctx, logits, targets, inv_temp, variant):
-        n = logits.shape[-1]
-        rows = logits.size // n
         logp = Tensor.empty(targets.shape, np.float32, logits.device)  # (...) = (B, T) or (N,)
         lse = Tensor.empty(targets.shape, np.float32, logits.device)
-        logits.runtime.dispatch("logprob", f"token_logprobs_{variant}", [logits, targets, logp, lse],
-                                _row_grid(variant, rows), _params(rows, n, inv_temp), elem=logits.elem,
-                                shapes=f"{logits.shape}, tau={1 / inv_temp:g}")
+        token_logprobs_into(logits, targets, logp, lse, inv_temp, variant)
         ctx.save_for_backward(logits, targets, lse, inv_temp)
         return logp
 
     @staticmethod
     def backward(ctx, g):
         logits, targets, lse, inv_temp = ctx.saved
-        if g.dtype != np.float32:
-            raise TypeError(f"token_logprobs backward: the gradient must be float32 like the log-probs, got {g.dtype}")
-        n = logits.shape[-1]
-        rows = logits.size // n
-        dlogits = Tensor.empty(logits.shape, logits.dtype, logits.device)  # (..., V)
-        logits.runtime.dispatch("logprob", "token_logprobs_backward_naive", [logits, targets, lse, g, dlogits],
-                                grid_1d(rows * n, NAIVE_WG), _params(rows, n, inv_temp), elem=logits.elem,
-                                shapes=f"{logits.shape}, tau={1 / inv_temp:g}")
-        return dlogits, None, None, None
+        return token_logprobs_grad(logits, targets, lse, g, inv_temp), None, None, None
 
 
 def token_logprobs(logits: Tensor, targets, temperature: float = 1.0, *, variant: str | None = None) -> Tensor:

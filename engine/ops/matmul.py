@@ -73,11 +73,19 @@ def _layout(a: Tensor, b: Tensor, transpose_a: bool, transpose_b: bool) -> _Layo
 
 
 def matmul_kernel(a: Tensor, b: Tensor, transpose_a: bool = False, transpose_b: bool = False,
-                  variant: str | None = None) -> Tensor:
-    """Dispatch op(a) @ op(b) (checked operands); the result is (M, N) or (batch, M, N)."""
+                  variant: str | None = None, *, out: Tensor | None = None, accumulate: bool = False) -> Tensor:
+    """Dispatch op(a) @ op(b) (checked operands); the result is (M, N) or (batch, M, N).
+
+    With `out` the result is written there (a view is fine), or added to it with `accumulate`."""
     shape = _layout(a, b, transpose_a, transpose_b)
     batched = a.ndim == 3 or b.ndim == 3
-    out = Tensor.empty((shape.batch, shape.m, shape.n) if batched else (shape.m, shape.n), a.dtype, a.device)
+    out_shape = (shape.batch, shape.m, shape.n) if batched else (shape.m, shape.n)
+    if out is None:
+        if accumulate:
+            raise ValueError("matmul: accumulate needs an `out` tensor to add to")
+        out = Tensor.empty(out_shape, a.dtype, a.device)
+    elif out.shape != out_shape or out.dtype != a.dtype:
+        raise ValueError(f"matmul: out must be {a.dtype} {out_shape}, got {out.dtype} {out.shape}")
     if out.size == 0:
         return out
     name = variant or choose_variant(a.device, shape.m)
@@ -87,7 +95,8 @@ def matmul_kernel(a: Tensor, b: Tensor, transpose_a: bool = False, transpose_b: 
     if spec.needs_subgroups and not a.device.has_subgroups:
         raise ValueError(f"matmul: variant {name!r} needs subgroups, which {a.device.name} lacks")
     grid = (math.ceil(shape.n / spec.cols), math.ceil(shape.m / spec.rows), shape.batch)
-    params = pack("12I", shape.m, shape.n, shape.k, shape.batch, int(transpose_a), int(transpose_b), 0, 0,
+    params = pack("12I", shape.m, shape.n, shape.k, shape.batch, int(transpose_a), int(transpose_b),
+                  int(accumulate), 0,
                   shape.stride_a, shape.stride_b, shape.m * shape.n, 0)
     a.runtime.dispatch("matmul", spec.entry, [a, b, out], grid, params, elem=a.elem,
                        shapes=f"{a.shape}{'^T' if transpose_a else ''} @ {b.shape}{'^T' if transpose_b else ''}")
