@@ -15,6 +15,8 @@
 //   @binding(1) storage, read  a: array<elem>   batch * (M*K) elements (or M*K with stride_a = 0)
 //   @binding(2) storage, read  b: array<elem>   batch * (K*N) elements (or K*N with stride_b = 0)
 //   @binding(3) storage, rw    c: array<elem>   batch * (M*N) elements
+//   @binding(4) storage, read  bias: array<elem> N elements, added to every row when has_bias = 1 (a linear
+//                              layer's bias); any buffer otherwise (never read)
 // Loads are converted to f32 and accumulated in f32; stores convert back to elem.
 // f16: the runtime replaces the `alias elem` line with `alias elem = f16;` and prepends `enable f16;`.
 //
@@ -38,7 +40,7 @@ struct Params {
     trans_a: u32,     // 0: A stored M x K, 1: A stored K x M
     trans_b: u32,     // 0: B stored K x N, 1: B stored N x K
     accumulate: u32,  // 0: C = A@B, 1: C += A@B
-    _pad0: u32,
+    has_bias: u32,    // 1: C(m,n) += bias[n] (after accumulate)
     stride_a: u32,    // batch strides in elements (0 = broadcast)
     stride_b: u32,
     stride_c: u32,
@@ -49,6 +51,7 @@ struct Params {
 @group(0) @binding(1) var<storage, read> a: array<elem>;
 @group(0) @binding(2) var<storage, read> b: array<elem>;
 @group(0) @binding(3) var<storage, read_write> c: array<elem>;
+@group(0) @binding(4) var<storage, read> bias: array<elem>;
 
 // Element strides of op(A): A(m,k) = a[off + m*s.x + k*s.y]
 fn a_strides() -> vec2<u32> {
@@ -65,7 +68,9 @@ fn b_strides() -> vec2<u32> {
 fn load_a(off: u32, m: u32, k: u32, s: vec2<u32>) -> f32 { return f32(a[off + m * s.x + k * s.y]); }
 fn load_b(off: u32, k: u32, n: u32, s: vec2<u32>) -> f32 { return f32(b[off + k * s.x + n * s.y]); }
 
-fn store_c(idx: u32, v: f32) {
+fn store_c(idx: u32, n: u32, value: f32) {
+    var v = value;
+    if (params.has_bias != 0u) { v += f32(bias[n]); }
     if (params.accumulate != 0u) {
         c[idx] = elem(f32(c[idx]) + v);
     } else {
@@ -79,10 +84,10 @@ fn store_row4(c_off: u32, row: u32, n0: u32, v: vec4<f32>) {
     let N = params.N;
     if (row >= M) { return; }
     let base = c_off + row * N;
-    if (n0 < N) { store_c(base + n0, v.x); }
-    if (n0 + 1u < N) { store_c(base + n0 + 1u, v.y); }
-    if (n0 + 2u < N) { store_c(base + n0 + 2u, v.z); }
-    if (n0 + 3u < N) { store_c(base + n0 + 3u, v.w); }
+    if (n0 < N) { store_c(base + n0, n0, v.x); }
+    if (n0 + 1u < N) { store_c(base + n0 + 1u, n0 + 1u, v.y); }
+    if (n0 + 2u < N) { store_c(base + n0 + 2u, n0 + 2u, v.z); }
+    if (n0 + 3u < N) { store_c(base + n0 + 3u, n0 + 3u, v.w); }
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -107,7 +112,7 @@ fn matmul_naive(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var k = 0u; k < params.K; k++) {
         acc = fma(load_a(a_off, m, k, sa), load_b(b_off, k, n, sb), acc);
     }
-    store_c(bz * params.stride_c + m * params.N + n, acc);
+    store_c(bz * params.stride_c + m * params.N + n, n, acc);
 }
 
 // ---------------------------------------------------------------------------------------------------

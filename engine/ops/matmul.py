@@ -73,10 +73,10 @@ def _layout(a: Tensor, b: Tensor, transpose_a: bool, transpose_b: bool) -> _Layo
 
 
 def matmul_kernel(a: Tensor, b: Tensor, transpose_a: bool = False, transpose_b: bool = False,
-                  variant: str | None = None, *, out: Tensor | None = None, accumulate: bool = False) -> Tensor:
-    """Dispatch op(a) @ op(b) (checked operands); the result is (M, N) or (batch, M, N).
-
-    With `out` the result is written there (a view is fine), or added to it with `accumulate`."""
+                  variant: str | None = None, *, out: Tensor | None = None, accumulate: bool = False,
+                  bias: Tensor | None = None) -> Tensor:
+    """Dispatch op(a) @ op(b) (+ bias over the last axis) for checked operands; the result is (M, N) or
+    (batch, M, N). With `out` the result is written there (a view is fine), or added to it with `accumulate`."""
     shape = _layout(a, b, transpose_a, transpose_b)
     batched = a.ndim == 3 or b.ndim == 3
     out_shape = (shape.batch, shape.m, shape.n) if batched else (shape.m, shape.n)
@@ -96,9 +96,10 @@ def matmul_kernel(a: Tensor, b: Tensor, transpose_a: bool = False, transpose_b: 
         raise ValueError(f"matmul: variant {name!r} needs subgroups, which {a.device.name} lacks")
     grid = (math.ceil(shape.n / spec.cols), math.ceil(shape.m / spec.rows), shape.batch)
     params = pack("12I", shape.m, shape.n, shape.k, shape.batch, int(transpose_a), int(transpose_b),
-                  int(accumulate), 0,
-                  shape.stride_a, shape.stride_b, shape.m * shape.n, 0)
-    a.runtime.dispatch("matmul", spec.entry, [a, b, out], grid, params, elem=a.elem,
+                  int(accumulate), int(bias is not None), shape.stride_a, shape.stride_b, shape.m * shape.n, 0)
+    # without a bias the binding is unused; `a` fills it (two read-only bindings of one buffer are allowed)
+    a.runtime.dispatch("matmul", spec.entry, [a, b, out, bias if bias is not None else a], grid, params,
+                       elem=a.elem,
                        shapes=f"{a.shape}{'^T' if transpose_a else ''} @ {b.shape}{'^T' if transpose_b else ''}")
     return out
 
@@ -147,17 +148,37 @@ def matmul(a, b, transpose_a: bool = False, transpose_b: bool = False, *, varian
     return _Matmul.apply(a, b, bool(transpose_a), bool(transpose_b), variant)
 
 
+class _Linear(Function):
+    """y = x @ W.T + b in one dispatch (the bias is added as the matmul stores its result)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight, bias is not None)
+        return matmul_kernel(x, weight, transpose_b=True, bias=bias)  # (N, out)
+
+    @staticmethod
+    def backward(ctx, dy):
+        from engine.ops.reduce import reduce
+
+        x, weight, has_bias = ctx.saved
+        dx = matmul_kernel(dy, weight) if ctx.needs_grad[0] else None  # (N, in)
+        dw = matmul_kernel(dy, x, transpose_a=True) if ctx.needs_grad[1] else None  # (out, in)
+        db = reduce(dy, "sum", axis=0) if has_bias and ctx.needs_grad[2] else None  # (out,)
+        return dx, dw, db
+
+
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """x @ weight.T + bias over the last axis of x, weight (out, in) as in torch.nn.Linear; differentiable."""
-    from engine.ops.elementwise import add
-
     if not isinstance(x, Tensor) or x.ndim < 1:
         raise TypeError(f"linear: x must be an engine.Tensor of rank >= 1, got {x!r}")
     if weight.ndim != 2 or weight.shape[1] != x.shape[-1]:
         raise ValueError(f"linear: weight must be (out, {x.shape[-1]}) for x of shape {x.shape}, got {weight.shape}")
     if bias is not None and bias.shape != (weight.shape[0],):
         raise ValueError(f"linear: bias must be ({weight.shape[0]},), got {bias.shape}")
-    y = matmul(x.reshape(-1, x.shape[-1]), weight, transpose_b=True)  # (N, out)
-    if bias is not None:
-        y = add(y, bias)
+    for name, t in (("x", x), ("weight", weight), ("bias", bias)):
+        if t is not None:
+            check_float(t, name, "linear")
+            if t.dtype != x.dtype:
+                raise TypeError(f"linear: {name} is {t.dtype} but x is {x.dtype}")
+    y = _Linear.apply(x.reshape(-1, x.shape[-1]), weight, bias)  # (N, out)
     return y.reshape(*x.shape[:-1], weight.shape[0])
