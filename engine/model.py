@@ -115,11 +115,12 @@ class Model:
             positions = np.arange(steps, dtype=np.int32)
         if not isinstance(positions, Tensor):
             positions = Tensor.from_numpy(np.asarray(positions, np.int32), self.device)
-        h = ops.embedding(ids, p["model.embed_tokens.weight"])  # (B, T, C)
+        eps = cfg.rms_norm_eps
+        h = ops.embedding(ids, p["model.embed_tokens.weight"])  # (B, T, C): the residual stream
+        x = ops.rmsnorm(h, p["model.layers.0.input_layernorm.weight"], eps)
         heads, kv_heads, head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         for i in range(cfg.num_layers):
             pre = f"model.layers.{i}."
-            x = ops.rmsnorm(h, p[pre + "input_layernorm.weight"], cfg.rms_norm_eps)
             q = ops.linear(x, p[pre + "self_attn.q_proj.weight"], p.get(pre + "self_attn.q_proj.bias"))
             k = ops.linear(x, p[pre + "self_attn.k_proj.weight"], p.get(pre + "self_attn.k_proj.bias"))
             v = ops.linear(x, p[pre + "self_attn.v_proj.weight"], p.get(pre + "self_attn.v_proj.bias"))
@@ -127,13 +128,16 @@ class Model:
             k = ops.rope(k.reshape(batch, steps, kv_heads, head_dim), positions, inv_freq=self.inv_freq)
             v = v.reshape(batch, steps, kv_heads, head_dim)
             a = cache.attend(i, q, k, v) if cache is not None else ops.attention(q, k, v, causal=True)
-            a = a.reshape(batch, steps, heads * head_dim)
-            h = ops.add(h, ops.linear(a, p[pre + "self_attn.o_proj.weight"]))
-            x = ops.rmsnorm(h, p[pre + "post_attention_layernorm.weight"], cfg.rms_norm_eps)
+            a = ops.linear(a.reshape(batch, steps, heads * head_dim), p[pre + "self_attn.o_proj.weight"])
+            # each residual add is fused with the RMSNorm that follows it: (h + a, rmsnorm(h + a))
+            h, x = ops.add_rmsnorm(h, a, p[pre + "post_attention_layernorm.weight"], eps)
             gate = ops.linear(x, p[pre + "mlp.gate_proj.weight"])
             up = ops.linear(x, p[pre + "mlp.up_proj.weight"])
-            h = ops.add(h, ops.linear(ops.swiglu(gate, up), p[pre + "mlp.down_proj.weight"]))
-        return ops.rmsnorm(h, p["model.norm.weight"], cfg.rms_norm_eps)
+            m = ops.linear(ops.swiglu(gate, up), p[pre + "mlp.down_proj.weight"])
+            last = i + 1 == cfg.num_layers
+            next_norm = "model.norm.weight" if last else f"model.layers.{i + 1}.input_layernorm.weight"
+            h, x = ops.add_rmsnorm(h, m, p[next_norm], eps)
+        return x
 
     def logits(self, hidden: Tensor) -> Tensor:
         head = self.params.get("lm_head.weight", self.params["model.embed_tokens.weight"])

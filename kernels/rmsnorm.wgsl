@@ -8,7 +8,8 @@
 // `elem`; y, dx and dw are stored as elem.
 // Bindings: 0 params (uniform); 1 x (read, elem, rows * n), 2 w (read, elem, n), 3 y (read_write, elem, rows * n),
 // 4 rstd (read_write, f32, rows), 5 rstd_saved (read, f32, rows), 6 dy (read, elem, rows * n),
-// 7 dx (read_write, elem, rows * n), 8 dw (read_write, elem, n). Each entry binds only those it uses.
+// 7 dx (read_write, elem, rows * n), 8 dw (read_write, elem, n), 9 residual (read, elem, rows * n),
+// 10 sum (read_write, elem, rows * n). Each entry binds only those it uses.
 
 alias elem = f32;
 
@@ -29,6 +30,8 @@ struct Params {
 @group(0) @binding(6) var<storage, read> dy: array<elem>;
 @group(0) @binding(7) var<storage, read_write> dx: array<elem>;
 @group(0) @binding(8) var<storage, read_write> dw: array<elem>;
+@group(0) @binding(9) var<storage, read> residual: array<elem>;
+@group(0) @binding(10) var<storage, read_write> sum: array<elem>;
 
 fn flat_index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return (wg.y * nwg.x + wg.x) * WG + lid;
@@ -54,6 +57,33 @@ fn rmsnorm_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
     rstd[r] = s;
     for (var j = 0u; j < params.n; j++) {
         y[base + j] = elem(f32(x[base + j]) * s * f32(w[j]));
+    }
+}
+
+// add_rmsnorm_forward: a transformer block's residual add fused with the next RMSNorm. One invocation per row r:
+// sum[r, j] = x[r, j] + residual[r, j] (stored, then read back as stored, so y matches rmsnorm(sum) exactly),
+// then rstd[r] and y[r, j] = sum[r, j] * rstd[r] * w[j] as rmsnorm_forward.
+// Bindings: 0 params (uniform; rows, n, eps), 1 x (read, elem, rows * n), 2 w (read, elem, n),
+// 3 y (read_write, elem, rows * n), 4 rstd (read_write, f32, rows), 9 residual (read, elem, rows * n),
+// 10 sum (read_write, elem, rows * n).
+// Dispatch: as rmsnorm_forward.
+@compute @workgroup_size(64)
+fn add_rmsnorm_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_index) lid: u32) {
+    let r = flat_index(wg, nwg, lid);
+    if (r >= params.rows) { return; }
+    let base = r * params.n;
+    var ss = 0.0;
+    for (var j = 0u; j < params.n; j++) {
+        let stored = elem(f32(x[base + j]) + f32(residual[base + j]));
+        sum[base + j] = stored;
+        let v = f32(stored);
+        ss += v * v;
+    }
+    let s = 1.0 / sqrt(ss / f32(params.n) + params.eps);
+    rstd[r] = s;
+    for (var j = 0u; j < params.n; j++) {
+        y[base + j] = elem(f32(sum[base + j]) * s * f32(w[j]));
     }
 }
 

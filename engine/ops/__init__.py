@@ -11,7 +11,7 @@ from engine.ops.layout import transpose
 from engine.ops.lm_head import linear_token_logprobs
 from engine.ops.logprob import cross_entropy, log_softmax, token_logprobs
 from engine.ops.matmul import linear, matmul
-from engine.ops.norm import rmsnorm
+from engine.ops.norm import add_rmsnorm, rmsnorm
 from engine.ops.reduce import max, mean_sq, sum
 from engine.ops.rope import rope
 from engine.ops.softmax import softmax, softmax_backward
@@ -20,6 +20,6 @@ from engine.ops.swiglu import swiglu
 __all__ = ["attention", "attention_cached", "add", "affine", "broadcast_to", "exp", "gelu", "mul", "scale", "silu",
            "linear", "linear_token_logprobs", "matmul", "max", "mean_sq", "softmax", "softmax_backward", "sum",
            "transpose",
-           "embedding", "rmsnorm", "rope", "swiglu",
+           "embedding", "add_rmsnorm", "rmsnorm", "rope", "swiglu",
            "cross_entropy", "log_softmax", "token_logprobs",
            "grpo_loss"]

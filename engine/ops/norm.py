@@ -1,4 +1,5 @@
-"""RMSNorm over the last axis (Hugging Face Llama / Qwen2 semantics) and its backward.
+"""RMSNorm over the last axis (Hugging Face Llama / Qwen2 semantics) and its backward; `add_rmsnorm` fuses a
+block's residual add with the RMSNorm that follows it (one dispatch instead of two).
 
 y = x * rsqrt(mean(x^2, last axis) + eps) * w, computed in f32 whatever the storage dtype. The forward keeps
 rstd (f32, one per row) for the backward. Kernels in `kernels/rmsnorm.wgsl`: `rmsnorm_forward` (one invocation
@@ -97,3 +98,42 @@ def rmsnorm(x: Tensor, w: Tensor, eps: float = 1e-6) -> Tensor:
     if not eps >= 0.0:
         raise ValueError(f"rmsnorm: eps must be >= 0, got {eps}")
     return _RMSNorm.apply(x, w, eps)
+
+
+class _AddRMSNorm(Function):
+    """(s, y) = (x + r, rmsnorm(x + r, w)): the gradient of s is the residual stream's, that of y the norm's."""
+
+    @staticmethod
+    def forward(ctx, x, residual, w, eps):
+        n = x.shape[-1]
+        rows = math.prod(x.shape[:-1])
+        total = Tensor.empty(x.shape, x.dtype, x.device)
+        y = Tensor.empty(x.shape, x.dtype, x.device)
+        rstd = Tensor.empty(x.shape[:-1], np.float32, x.device)
+        x.runtime.dispatch("rmsnorm", "add_rmsnorm_forward", [x, w, y, rstd, residual, total], grid_1d(rows, WG),
+                           pack("IIf", rows, n, eps), elem=x.elem, shapes=f"x {x.shape}, w {w.shape}")
+        ctx.save_for_backward(total, w, rstd)
+        return total, y
+
+    @staticmethod
+    def backward(ctx, d_total, dy):
+        from engine.ops.elementwise import add
+
+        total, w, rstd = ctx.saved
+        d_sum, dw = d_total, None
+        if dy is not None:
+            d_norm, dw = rmsnorm_backward(total, w, rstd, dy, need_dw=ctx.needs_grad[2])
+            d_sum = d_norm if d_sum is None else add(d_sum, d_norm)
+        return d_sum, d_sum, dw, None
+
+
+def add_rmsnorm(x: Tensor, residual: Tensor, w: Tensor, eps: float = 1e-6) -> tuple[Tensor, Tensor]:
+    """(x + residual, rmsnorm(x + residual, w, eps)) in one dispatch: a block's residual add and the next norm."""
+    _check(x, w, "add_rmsnorm")
+    if not isinstance(residual, Tensor) or residual.shape != x.shape or residual.dtype != x.dtype:
+        raise ValueError(f"add_rmsnorm: residual must be a {x.dtype} Tensor of shape {x.shape}, got "
+                         f"{getattr(residual, 'dtype', type(residual).__name__)} {getattr(residual, 'shape', '')}")
+    eps = float(eps)
+    if not eps >= 0.0:
+        raise ValueError(f"add_rmsnorm: eps must be >= 0, got {eps}")
+    return _AddRMSNorm.apply(x, residual, w, eps)

@@ -1,0 +1,59 @@
+"""The residual add fused with RMSNorm: both outputs against numpy, gradients through either or both."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine import Tensor, ops
+from tests.gradcheck import check_gradients
+from tests.tolerances import assert_close
+
+
+def reference(x, r, w, eps):
+    s = x.astype(np.float64) + r
+    return s, s / np.sqrt(np.mean(s * s, axis=-1, keepdims=True) + eps) * w
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 13), (2, 3, 257), (1100, 5)])
+def test_values_match_numpy_in_one_dispatch(device, rng, shape):
+    x, r = (rng.standard_normal(shape).astype(np.float32) for _ in range(2))
+    w = rng.standard_normal(shape[-1]).astype(np.float32)
+    xt, rt, wt = (Tensor.from_numpy(a, device) for a in (x, r, w))
+    before = device.runtime.stats.dispatches
+    total, y = ops.add_rmsnorm(xt, rt, wt, 1e-5)
+    assert device.runtime.stats.dispatches == before + 1
+    expected_total, expected_y = reference(x, r, w, 1e-5)
+    assert_close(total.numpy(), expected_total)
+    assert_close(y.numpy(), expected_y, scale=4)
+
+
+def test_f16(device, rng):
+    if not device.has_f16:
+        pytest.skip("adapter lacks shader-f16")
+    x, r = (rng.standard_normal((5, 33)).astype(np.float16) for _ in range(2))
+    w = rng.standard_normal(33).astype(np.float16)
+    total, y = ops.add_rmsnorm(*(Tensor.from_numpy(a, device) for a in (x, r, w)))
+    expected_total, expected_y = reference(x.astype(np.float32), r.astype(np.float32), w.astype(np.float32), 1e-6)
+    assert_close(total.numpy(), expected_total, "f16")
+    assert_close(y.numpy(), expected_y, "f16")
+
+
+@pytest.mark.parametrize("use", ["both", "norm", "sum"])
+def test_gradients(device, rng, use):
+    x, r = (rng.standard_normal((3, 6)).astype(np.float32) for _ in range(2))
+    w = (1 + 0.3 * rng.standard_normal(6)).astype(np.float32)
+
+    def fn(a, b, c):
+        total, y = ops.add_rmsnorm(a, b, c)
+        return {"both": ops.add(ops.mul(total, 0.5), y), "norm": y, "sum": ops.mul(total, total)}[use]
+
+    wrt = [0, 1] if use == "sum" else [0, 1, 2]
+    check_gradients(fn, [x, r, w], device, wrt=wrt)
+
+
+def test_errors_name_the_problem(device):
+    x = Tensor.from_numpy(np.ones((2, 4), np.float32), device)
+    w = Tensor.from_numpy(np.ones(4, np.float32), device)
+    with pytest.raises(ValueError, match=r"residual must be a float32 Tensor of shape \(2, 4\)"):
+        ops.add_rmsnorm(x, Tensor.from_numpy(np.ones((2, 3), np.float32), device), w)
