@@ -14,8 +14,12 @@
 // Bindings: 0 params (uniform); 1 positions (read, i32, B * T or T), 2 inv_freq (read, f32, D/2); forward
 // 3 x (read, elem, B*T*H*D), 4 y (read_write, elem, B*T*H*D); backward 5 dy (read, elem, B*T*H*D),
 // 6 dx (read_write, elem, B*T*H*D).
-// Dispatch (both entries): one invocation per rotated pair, n_pairs = B*T*H*(D/2), workgroups of 256, 2-D grid
-// (x = min(ceil(n_pairs / 256), 65535), y = ceil(ceil(n_pairs / 256) / x)); pair (wg.y * nwg.x + wg.x) * 256 + lid.
+// Dispatch (rope_forward, rope_backward): one invocation per rotated pair, n_pairs = B*T*H*(D/2), workgroups of
+// 256, 2-D grid (x = min(ceil(n_pairs / 256), 65535), y = ceil(ceil(n_pairs / 256) / x)); pair
+// (wg.y * nwg.x + wg.x) * 256 + lid.
+// rope_qk_forward / rope_qk_backward rotate q (B, T, H, D) and k (B, T, H_kv, D) in one dispatch (decoding is bound
+// by dispatch count): pairs [0, n_q_pairs) are q's, [n_q_pairs, n_pairs) k's, each with the same formula and the
+// same positions and inv_freq; they add bindings 7 xk, 8 yk (forward) and 9 dyk, 10 dxk (backward) for k.
 
 alias elem = f32;
 
@@ -32,6 +36,9 @@ struct Params {
     heads: u32,       // H
     seq: u32,         // T
     pos_batched: u32, // 1: positions is (B, T); 0: (T,)
+    // rope_qk_* only (zero for rope_forward / rope_backward):
+    heads_k: u32,     // H_kv, the head count of k
+    n_q_pairs: u32,   // B * T * H * D / 2; n_pairs is then B * T * (H + H_kv) * D / 2
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -41,6 +48,10 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> y: array<elem>;
 @group(0) @binding(5) var<storage, read> dy: array<elem>;
 @group(0) @binding(6) var<storage, read_write> dx: array<elem>;
+@group(0) @binding(7) var<storage, read> xk: array<elem>;
+@group(0) @binding(8) var<storage, read_write> yk: array<elem>;
+@group(0) @binding(9) var<storage, read> dyk: array<elem>;
+@group(0) @binding(10) var<storage, read_write> dxk: array<elem>;
 
 fn flat_index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return (wg.y * nwg.x + wg.x) * 256u + lid;
@@ -54,9 +65,14 @@ struct Rotation {
 }
 
 fn rotation(i: u32) -> Rotation {
+    return rotation_of(i, params.heads);
+}
+
+// As rotation, for pair i of a tensor with `heads` heads (rope_qk_*: H for q, H_kv for k).
+fn rotation_of(i: u32, heads: u32) -> Rotation {
     let j = i % params.half;
-    let row = i / params.half;   // (b * T + t) * H + h
-    let bt = row / params.heads; // b * T + t
+    let row = i / params.half;   // (b * T + t) * heads + h
+    let bt = row / heads;        // b * T + t
     var p: i32;
     if (params.pos_batched == 1u) {
         p = positions[bt];
@@ -100,4 +116,55 @@ fn rope_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
     let g2 = f32(dy[rot.offset + params.half]);
     dx[rot.offset] = elem(g1 * rot.c + g2 * rot.s);
     dx[rot.offset + params.half] = elem(g2 * rot.c - g1 * rot.s);
+}
+
+// rope_qk_forward: rope_forward of q and of k in one dispatch: q_out = rope(q), k_out = rope(k), same positions.
+// Bindings: 0 params (uniform), 1 positions (read, i32, B*T or T), 2 inv_freq (read, f32, D/2),
+// 3 x = q (read, elem, B*T*H*D), 4 y = q_out (read_write, elem, B*T*H*D),
+// 7 xk = k (read, elem, B*T*H_kv*D), 8 yk = k_out (read_write, elem, B*T*H_kv*D).
+// Dispatch: 2-D grid of 256-wide workgroups over n_pairs = B*T*(H + H_kv)*D/2 (see the file header); pair
+// i < n_q_pairs is q's pair i, otherwise k's pair i - n_q_pairs.
+@compute @workgroup_size(256)
+fn rope_qk_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let i = flat_index(wg, nwg, lid);
+    if (i >= params.n_pairs) { return; }
+    if (i < params.n_q_pairs) {
+        let rot = rotation_of(i, params.heads);
+        let x1 = f32(x[rot.offset]);
+        let x2 = f32(x[rot.offset + params.half]);
+        y[rot.offset] = elem(x1 * rot.c - x2 * rot.s);
+        y[rot.offset + params.half] = elem(x2 * rot.c + x1 * rot.s);
+    } else {
+        let rot = rotation_of(i - params.n_q_pairs, params.heads_k);
+        let x1 = f32(xk[rot.offset]);
+        let x2 = f32(xk[rot.offset + params.half]);
+        yk[rot.offset] = elem(x1 * rot.c - x2 * rot.s);
+        yk[rot.offset + params.half] = elem(x2 * rot.c + x1 * rot.s);
+    }
+}
+
+// rope_qk_backward: rope_backward of dq_out and of dk_out in one dispatch (each the rotation by -a).
+// Bindings: 0 params (uniform), 1 positions (read, i32, B*T or T), 2 inv_freq (read, f32, D/2),
+// 5 dy = dq_out (read, elem, B*T*H*D), 6 dx = dq (read_write, elem, B*T*H*D),
+// 9 dyk = dk_out (read, elem, B*T*H_kv*D), 10 dxk = dk (read_write, elem, B*T*H_kv*D).
+// Dispatch: as rope_qk_forward.
+@compute @workgroup_size(256)
+fn rope_qk_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let i = flat_index(wg, nwg, lid);
+    if (i >= params.n_pairs) { return; }
+    if (i < params.n_q_pairs) {
+        let rot = rotation_of(i, params.heads);
+        let g1 = f32(dy[rot.offset]);
+        let g2 = f32(dy[rot.offset + params.half]);
+        dx[rot.offset] = elem(g1 * rot.c + g2 * rot.s);
+        dx[rot.offset + params.half] = elem(g2 * rot.c - g1 * rot.s);
+    } else {
+        let rot = rotation_of(i - params.n_q_pairs, params.heads_k);
+        let g1 = f32(dyk[rot.offset]);
+        let g2 = f32(dyk[rot.offset + params.half]);
+        dxk[rot.offset] = elem(g1 * rot.c + g2 * rot.s);
+        dxk[rot.offset + params.half] = elem(g2 * rot.c - g1 * rot.s);
+    }
 }

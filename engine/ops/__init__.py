@@ -13,13 +13,13 @@ from engine.ops.logprob import cross_entropy, log_softmax, token_logprobs
 from engine.ops.matmul import linear, matmul
 from engine.ops.norm import add_rmsnorm, rmsnorm
 from engine.ops.reduce import max, mean_sq, sum
-from engine.ops.rope import rope
+from engine.ops.rope import rope, rope_qk
 from engine.ops.softmax import softmax, softmax_backward
 from engine.ops.swiglu import swiglu
 
 __all__ = ["attention", "attention_cached", "add", "affine", "broadcast_to", "exp", "gelu", "mul", "scale", "silu",
            "linear", "linear_token_logprobs", "matmul", "max", "mean_sq", "softmax", "softmax_backward", "sum",
            "transpose",
-           "embedding", "add_rmsnorm", "rmsnorm", "rope", "swiglu",
+           "embedding", "add_rmsnorm", "rmsnorm", "rope", "rope_qk", "swiglu",
            "cross_entropy", "log_softmax", "token_logprobs",
            "grpo_loss"]

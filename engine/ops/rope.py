@@ -4,7 +4,8 @@ x (B, T, H, D) is rotated per head by angles a = positions[b, t] * inv_freq[j], 
 HF's rotary embedding, inv_freq is computed in f32 on the host (`default_inv_freq`, bit-for-bit HF's formula; a
 scaled variant such as rope_type "llama3" can be passed instead), and the kernel forms the f32 angle and its cos
 and sin. positions is (B, T), or (T,) shared by the batch, so KV-cached decoding passes the absolute positions of
-the new tokens. The backward rotates dy back. Kernels in `kernels/rope.wgsl`: `rope_forward`, `rope_backward`.
+the new tokens. The backward rotates dy back. Kernels in `kernels/rope.wgsl`: `rope_forward`, `rope_backward`, and
+`rope_qk_forward`, `rope_qk_backward`, which rotate an attention layer's q and k in one dispatch (`rope_qk`).
 Note: HF rounds cos and sin to the model dtype before multiplying; here they stay f32, so f16 results may differ
 from HF's by an f16 rounding.
 """
@@ -121,3 +122,65 @@ def rope(x: Tensor, positions, theta: float = 10000.0, *, inv_freq=None) -> Tens
     _check_x(x, "rope")
     positions = _positions(positions, x, "rope")
     return _Rope.apply(x, positions, _inv_freq(x, theta, inv_freq, "rope"))
+
+
+def _check_qk(q, k, op: str) -> None:
+    """q (B, T, H, D) and k (B, T, H_kv, D): each a valid rope input, the two on one device with one dtype and the
+    same B, T and D."""
+    _check_x(q, op, "q")
+    _check_x(k, op, "k")
+    if k.device is not q.device:
+        raise ValueError(f"{op}: k is on {k.device.name} but q is on {q.device.name}")
+    if k.dtype != q.dtype:
+        raise TypeError(f"{op}: q and k must have the same dtype, got q {q.dtype} and k {k.dtype}")
+    if k.shape[-1] != q.shape[-1]:
+        raise ValueError(f"{op}: q and k must have the same head dim D, got q {q.shape} and k {k.shape}")
+    if k.shape[:2] != q.shape[:2]:
+        raise ValueError(f"{op}: q and k must have the same (B, T), got q {q.shape} and k {k.shape}")
+
+
+def _dispatch_qk(entry: str, q: Tensor, k: Tensor, positions: Tensor, inv_freq: Tensor) -> tuple[Tensor, Tensor]:
+    b, t, h, d = q.shape
+    h_kv = k.shape[2]
+    n_q_pairs = b * t * h * (d // 2)
+    n_pairs = n_q_pairs + b * t * h_kv * (d // 2)
+    q_out = Tensor.empty(q.shape, q.dtype, q.device)
+    k_out = Tensor.empty(k.shape, k.dtype, k.device)
+    params = pack("IIIIIII", n_pairs, d // 2, h, t, int(positions.ndim == 2), h_kv, n_q_pairs)
+    q.runtime.dispatch("rope", entry, [positions, inv_freq, q, q_out, k, k_out], grid_1d(n_pairs), params,
+                       elem=q.elem, shapes=f"q {q.shape}, k {k.shape}, positions {positions.shape}")
+    return q_out, k_out
+
+
+class _RopeQK(Function):
+    @staticmethod
+    def forward(ctx, q, k, positions, inv_freq):
+        ctx.save_for_backward(positions, inv_freq)
+        return _dispatch_qk("rope_qk_forward", q, k, positions, inv_freq)
+
+    @staticmethod
+    def backward(ctx, dq_out, dk_out):
+        positions, inv_freq = ctx.saved
+        # A gradient is skipped (None) when its output was unused or its input needs none; one dispatch either way.
+        if not ctx.needs_grad[0]:
+            dq_out = None
+        if not ctx.needs_grad[1]:
+            dk_out = None
+        if dq_out is not None and dk_out is not None:
+            dq, dk = _dispatch_qk("rope_qk_backward", dq_out, dk_out, positions, inv_freq)
+        else:
+            dq = None if dq_out is None else _dispatch("rope_backward", dq_out, positions, inv_freq)
+            dk = None if dk_out is None else _dispatch("rope_backward", dk_out, positions, inv_freq)
+        return dq, dk, None, None
+
+
+def rope_qk(q: Tensor, k: Tensor, positions, theta: float = 10000.0, *, inv_freq=None) -> tuple[Tensor, Tensor]:
+    """`(rope(q, positions), rope(k, positions))` in one dispatch (and one for the backward): q (B, T, H, D) and
+    k (B, T, H_kv, D) with the same B, T and even D, any head counts, one dtype. positions, theta and inv_freq are as
+    in `rope`. In the backward a gradient is skipped when its output was unused or its input needs none (its
+    `.grad` then stays None), and the other is computed by `rope_backward` alone.
+    """
+    op = "rope_qk"
+    _check_qk(q, k, op)
+    positions = _positions(positions, q, op)
+    return _RopeQK.apply(q, k, positions, _inv_freq(q, theta, inv_freq, op))

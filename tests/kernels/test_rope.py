@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from engine import Tensor, ops
-from engine.ops.rope import default_inv_freq, rope_backward, rope_forward
+from engine.autograd import no_grad
+from engine.ops.rope import _RopeQK, default_inv_freq, rope_backward, rope_forward
 from tests.gradcheck import check_gradients
 from tests.tolerances import assert_close
 
@@ -166,3 +167,173 @@ def test_errors_name_the_problem(device):
         ops.rope(x, np.arange(3), 0.0)
     with pytest.raises(ValueError, match=r"inv_freq must be floats of shape \(2,\)"):
         ops.rope(x, np.arange(3), inv_freq=np.ones(4, np.float32))
+
+
+# ---- rope_qk: q and k rotated in one dispatch (rope_qk_forward, rope_qk_backward)
+
+# (B, T, H, H_kv, D): decoding (T = 1), grouped-query heads (6 / 2), more k heads than q heads, D = 2, primes, several
+# workgroups of pairs.
+QK_SHAPES = [(1, 1, 1, 1, 2), (1, 1, 6, 2, 64), (2, 7, 6, 2, 64), (3, 5, 2, 3, 10), (2, 37, 5, 1, 22), (1, 13, 7, 7, 2)]
+
+
+def qk_positions(rng, b, t, kind):
+    """Positions as KV-cached decoding passes them: (T,) after a cache of 1000, or (B, T) with a different cache
+    length per row, as numpy or as a GPU Tensor (made by the caller)."""
+    if kind == "shared":
+        return np.arange(1000, 1000 + t, dtype=np.int32)
+    return (rng.integers(0, 3000, (b, 1)) + np.arange(t)).astype(np.int32)
+
+
+def weighted_sum(outputs, weights, device):
+    """sum_i <outputs[i], weights[i]> as one scalar Tensor, so that one backward reaches every output."""
+    total = None
+    for out, w in zip(outputs, weights):
+        term = ops.sum(ops.mul(out, Tensor.from_numpy(w, device)).reshape((out.size,)))
+        total = term if total is None else ops.add(total, term)
+    return total
+
+
+@pytest.mark.parametrize("shape", QK_SHAPES)
+@pytest.mark.parametrize("kind", ["shared", "batched", "tensor"])
+def test_rope_qk_equals_two_ropes(device, rng, shape, kind):
+    b, t, h, h_kv, d = shape
+    for elem in elems(device):
+        dtype = dtype_of(elem)
+        q = rng.standard_normal((b, t, h, d)).astype(dtype)
+        k = rng.standard_normal((b, t, h_kv, d)).astype(dtype)
+        wq = rng.standard_normal(q.shape).astype(dtype)
+        wk = rng.standard_normal(k.shape).astype(dtype)
+        positions = qk_positions(rng, b, t, "batched" if kind == "tensor" else kind)
+        if kind == "tensor":
+            positions = Tensor.from_numpy(positions, device)
+
+        fused = [Tensor.from_numpy(q, device).requires_grad_(), Tensor.from_numpy(k, device).requires_grad_()]
+        q_rot, k_rot = ops.rope_qk(*fused, positions)
+        assert q_rot.shape == q.shape and k_rot.shape == k.shape and q_rot.dtype == k_rot.dtype == dtype
+        weighted_sum([q_rot, k_rot], [wq, wk], device).backward()
+
+        twice = [Tensor.from_numpy(q, device).requires_grad_(), Tensor.from_numpy(k, device).requires_grad_()]
+        q_ref, k_ref = ops.rope(twice[0], positions), ops.rope(twice[1], positions)
+        weighted_sum([q_ref, k_ref], [wq, wk], device).backward()
+
+        # The same f32 formulas per pair: bit for bit.
+        np.testing.assert_array_equal(q_rot.numpy(), q_ref.numpy())
+        np.testing.assert_array_equal(k_rot.numpy(), k_ref.numpy())
+        np.testing.assert_array_equal(fused[0].grad.numpy(), twice[0].grad.numpy())
+        np.testing.assert_array_equal(fused[1].grad.numpy(), twice[1].grad.numpy())
+        host = positions.numpy() if isinstance(positions, Tensor) else positions
+        assert_close(q_rot.numpy(), reference(q, host), elem, scale=2)
+        assert_close(k_rot.numpy(), reference(k, host), elem, scale=2)
+
+
+def test_rope_qk_custom_inv_freq_and_theta(device, rng):
+    q = rng.standard_normal((2, 3, 4, 16)).astype(np.float32)
+    k = rng.standard_normal((2, 3, 2, 16)).astype(np.float32)
+    positions = np.arange(40, 43, dtype=np.int32)
+    inv_freq = hf_inv_freq(16, 500000.0) / np.float32(8.0)
+    for kwargs in ({"theta": 1e6}, {"inv_freq": inv_freq}, {"inv_freq": Tensor.from_numpy(inv_freq, device)}):
+        q_rot, k_rot = ops.rope_qk(Tensor.from_numpy(q, device), Tensor.from_numpy(k, device), positions, **kwargs)
+        q_ref = ops.rope(Tensor.from_numpy(q, device), positions, **kwargs)
+        k_ref = ops.rope(Tensor.from_numpy(k, device), positions, **kwargs)
+        np.testing.assert_array_equal(q_rot.numpy(), q_ref.numpy())
+        np.testing.assert_array_equal(k_rot.numpy(), k_ref.numpy())
+
+
+def test_rope_qk_only_q_needs_grad(device, rng):
+    q = rng.standard_normal((2, 5, 6, 8)).astype(np.float32)
+    k = rng.standard_normal((2, 5, 2, 8)).astype(np.float32)
+    wq, wk = rng.standard_normal(q.shape).astype(np.float32), rng.standard_normal(k.shape).astype(np.float32)
+    positions = np.arange(7, 12, dtype=np.int32)
+    qt, kt = Tensor.from_numpy(q, device).requires_grad_(), Tensor.from_numpy(k, device)
+    weighted_sum(ops.rope_qk(qt, kt, positions), [wq, wk], device).backward()
+    assert kt.grad is None
+    assert_close(qt.grad.numpy(), backward_reference(wq, positions))
+
+
+def test_rope_qk_k_output_unused(device, rng):
+    q = rng.standard_normal((1, 4, 6, 8)).astype(np.float32)
+    k = rng.standard_normal((1, 4, 2, 8)).astype(np.float32)
+    positions = np.array([[3, 4, 5, 6]], np.int32)
+    wq = rng.standard_normal(q.shape).astype(np.float32)
+    qt, kt = Tensor.from_numpy(q, device).requires_grad_(), Tensor.from_numpy(k, device).requires_grad_()
+    q_rot, _ = ops.rope_qk(qt, kt, positions)
+    weighted_sum([q_rot], [wq], device).backward()
+    assert kt.grad is None  # skipped, not a tensor of zeros
+    assert_close(qt.grad.numpy(), backward_reference(wq, positions))
+    # and the other way round: q's output unused
+    qt, kt = Tensor.from_numpy(q, device).requires_grad_(), Tensor.from_numpy(k, device).requires_grad_()
+    _, k_rot = ops.rope_qk(qt, kt, positions)
+    wk = rng.standard_normal(k.shape).astype(np.float32)
+    weighted_sum([k_rot], [wk], device).backward()
+    assert qt.grad is None
+    assert_close(kt.grad.numpy(), backward_reference(wk, positions))
+
+
+def test_rope_qk_dispatch_counts(device, rng):
+    q = Tensor.from_numpy(rng.standard_normal((2, 3, 6, 16)).astype(np.float32), device).requires_grad_()
+    k = Tensor.from_numpy(rng.standard_normal((2, 3, 2, 16)).astype(np.float32), device).requires_grad_()
+    positions = Tensor.from_numpy(np.arange(5, 8, dtype=np.int32), device)
+    inv_freq = Tensor.from_numpy(default_inv_freq(16), device)
+    stats = device.runtime.stats
+    before = stats.dispatches
+    q_rot, k_rot = ops.rope_qk(q, k, positions, inv_freq=inv_freq)
+    assert stats.dispatches - before == 1
+    before = stats.dispatches
+    ops.rope_qk(q, k, positions)  # numpy inv_freq and positions are uploads, not dispatches
+    assert stats.dispatches - before == 1
+    # The backward of rope_qk alone: gradients fed straight into the Function, one per output.
+    node = q_rot._grad_fn[0]
+    assert k_rot._grad_fn[0] is node
+    dq_out = Tensor.from_numpy(np.ones(q.shape, np.float32), device)
+    dk_out = Tensor.from_numpy(np.ones(k.shape, np.float32), device)
+    for grads in ((dq_out, dk_out), (dq_out, None), (None, dk_out)):
+        before = stats.dispatches
+        with no_grad():
+            dq, dk = _RopeQK.backward(node.ctx, *grads)[:2]
+        assert stats.dispatches - before == 1
+        assert (dq is None) == (grads[0] is None) and (dk is None) == (grads[1] is None)
+
+
+@pytest.mark.parametrize("shape, positions", [((1, 3, 2, 2, 4), [0, 5, 9]),
+                                              ((2, 4, 3, 1, 6), [[1, 2, 3, 4], [9, 8, 7, 6]]),
+                                              ((1, 1, 3, 3, 64), [1000])])
+def test_rope_qk_gradients_by_finite_differences(device, rng, shape, positions):
+    b, t, h, h_kv, d = shape
+    q = rng.standard_normal((b, t, h, d)).astype(np.float32)
+    k = rng.standard_normal((b, t, h_kv, d)).astype(np.float32)
+    positions = np.array(positions, np.int32)
+    # Both outputs in one result (k's broadcast over q's heads), so the backward is the fused rope_qk_backward.
+    check_gradients(lambda a, c: ops.add(*ops.rope_qk(a, c, positions)), [q, k], device)
+    # One output used: the other gradient is skipped.
+    check_gradients(lambda a, c: ops.rope_qk(a, c, positions)[0], [q, k], device, wrt=[0])
+    check_gradients(lambda a, c: ops.rope_qk(a, c, positions)[1], [q, k], device, wrt=[1])
+
+
+def test_rope_qk_errors_name_the_problem(device):
+    def gpu(*shape, dtype=np.float32):
+        return Tensor.from_numpy(np.ones(shape, dtype), device)
+
+    q = gpu(1, 3, 4, 8)
+    with pytest.raises(ValueError, match=r"rope_qk: q and k must have the same head dim D, got q \(1, 3, 4, 8\) "
+                                         r"and k \(1, 3, 2, 6\)"):
+        ops.rope_qk(q, gpu(1, 3, 2, 6), np.arange(3))
+    with pytest.raises(ValueError, match=r"rope_qk: q and k must have the same \(B, T\), got q \(1, 3, 4, 8\) "
+                                         r"and k \(1, 2, 2, 8\)"):
+        ops.rope_qk(q, gpu(1, 2, 2, 8), np.arange(3))
+    with pytest.raises(ValueError, match=r"same \(B, T\), got q \(1, 3, 4, 8\) and k \(2, 3, 2, 8\)"):
+        ops.rope_qk(q, gpu(2, 3, 2, 8), np.arange(3))
+    with pytest.raises(ValueError, match=r"rope_qk: the head dim D of q with shape \(1, 3, 4, 5\) must be even"):
+        ops.rope_qk(gpu(1, 3, 4, 5), gpu(1, 3, 2, 5), np.arange(3))
+    with pytest.raises(ValueError, match=r"rope_qk: the head dim D of k with shape \(1, 3, 2, 5\) must be even"):
+        ops.rope_qk(q, gpu(1, 3, 2, 5), np.arange(3))
+    with pytest.raises(ValueError, match=r"rope_qk: k must have shape \(B, T, H, D\), got \(3, 2, 8\)"):
+        ops.rope_qk(q, gpu(3, 2, 8), np.arange(3))
+    with pytest.raises(TypeError, match=r"rope_qk: k must be an engine.Tensor, got ndarray"):
+        ops.rope_qk(q, np.ones((1, 3, 2, 8), np.float32), np.arange(3))
+    with pytest.raises(ValueError, match=r"rope_qk: positions must have shape \(B, T\) = \(1, 3\) or \(T,\)"):
+        ops.rope_qk(q, gpu(1, 3, 2, 8), np.arange(4))
+    with pytest.raises(ValueError, match=r"rope_qk: inv_freq must be floats of shape \(4,\)"):
+        ops.rope_qk(q, gpu(1, 3, 2, 8), np.arange(3), inv_freq=np.ones(3, np.float32))
+    if device.has_f16:
+        with pytest.raises(TypeError, match="rope_qk: q and k must have the same dtype, got q float32 and k float16"):
+            ops.rope_qk(q, gpu(1, 3, 2, 8, dtype=np.float16), np.arange(3))
