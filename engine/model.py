@@ -124,8 +124,8 @@ class Model:
             q = ops.linear(x, p[pre + "self_attn.q_proj.weight"], p.get(pre + "self_attn.q_proj.bias"))
             k = ops.linear(x, p[pre + "self_attn.k_proj.weight"], p.get(pre + "self_attn.k_proj.bias"))
             v = ops.linear(x, p[pre + "self_attn.v_proj.weight"], p.get(pre + "self_attn.v_proj.bias"))
-            q = ops.rope(q.reshape(batch, steps, heads, head_dim), positions, inv_freq=self.inv_freq)  # (B, T, H, D)
-            k = ops.rope(k.reshape(batch, steps, kv_heads, head_dim), positions, inv_freq=self.inv_freq)
+            q, k = ops.rope_qk(q.reshape(batch, steps, heads, head_dim), k.reshape(batch, steps, kv_heads, head_dim),
+                               positions, inv_freq=self.inv_freq)  # (B, T, H, D), (B, T, H_kv, D)
             v = v.reshape(batch, steps, kv_heads, head_dim)
             a = cache.attend(i, q, k, v) if cache is not None else ops.attention(q, k, v, causal=True)
             a = ops.linear(a.reshape(batch, steps, heads * head_dim), p[pre + "self_attn.o_proj.weight"])
