@@ -75,17 +75,31 @@ def run_train(config: TrainConfig, device=None) -> dict:
 
 
 def report(history: list[dict], trainer: GRPOTrainer) -> None:
-    """The table the demo ends with: held-out accuracy and format rate before and after GRPO."""
+    """The table the demo ends with: held-out accuracy and format rate before and after GRPO.
+
+    A resumed run evaluates only at its end; the starting evaluation then comes from the run's metrics.jsonl
+    when the run continues in the same output directory."""
+    records = [r for r in _evaluations(Path(trainer.config.output_dir) / "metrics.jsonl") if r["step"] == 0]
+    history = records[:1] + [r for r in history if r["step"] != 0] if records else history
     if not history:
         return
-    first, last = history[0], history[-1]
-    rows = [("base (step %d)" % first["step"], first), ("GRPO (step %d)" % last["step"], last)]
     print(f"\nheld-out pass@1, greedy, {trainer.config.eval_problems} {trainer.task.name} problems:")
     print(f"{'model':<18} {'accuracy':>9} {'format':>9}")
+    first, last = history[0], history[-1]
+    rows = [("base (step 0)", first)] if first["step"] == 0 else []
+    rows.append((f"GRPO (step {last['step']})", last))
     for name, record in rows:
         print(f"{name:<18} {record['eval/accuracy']:>9.1%} {record['eval/format']:>9.1%}")
-    gain = last["eval/accuracy"] - first["eval/accuracy"]
-    print(f"accuracy change: {gain * 100:+.1f} points; curves: {Path(trainer.config.output_dir) / 'curves.png'}")
+    if len(rows) == 2:
+        gain = last["eval/accuracy"] - first["eval/accuracy"]
+        print(f"accuracy change: {gain * 100:+.1f} points; curves: {Path(trainer.config.output_dir) / 'curves.png'}")
+
+
+def _evaluations(metrics: Path) -> list[dict]:
+    if not metrics.is_file():
+        return []
+    records = (json.loads(line) for line in metrics.read_text().splitlines() if line.strip())
+    return [r for r in records if "eval/accuracy" in r]
 
 
 def config_summary(config: TrainConfig) -> str:
