@@ -35,6 +35,26 @@ def grid_1d(n: int, per_workgroup: int = 256) -> tuple[int, int]:
     return x, math.ceil(groups / x)
 
 
+ROW_KERNELS = ("serial", "workgroup")
+SERIAL_WG = 64  # invocations per workgroup of every `*_serial` row kernel (as in the WGSL files)
+WORKGROUP_MIN_N = 1024  # rows at least this long get a workgroup each, by default
+
+
+def row_kernel(variant: str | None, n: int, op: str, workgroup_min: int = WORKGROUP_MIN_N) -> str:
+    """The variant of a per-row kernel: one invocation per row ("serial") for rows shorter than `workgroup_min`,
+    one workgroup per row ("workgroup") for longer ones, where barriers pay off even on a CPU adapter. A given
+    `variant` (tests force one) is checked instead."""
+    variant = variant or ("workgroup" if n >= workgroup_min else "serial")
+    if variant not in ROW_KERNELS:
+        raise ValueError(f"{op}: variant must be one of {ROW_KERNELS} or None, got {variant!r}")
+    return variant
+
+
+def row_grid(variant: str, rows: int) -> tuple[int, int]:
+    """The grid of a per-row kernel (see `row_kernel`) over `rows` rows."""
+    return grid_1d(rows, SERIAL_WG if variant == "serial" else 1)
+
+
 def pack(fmt: str, *values) -> bytes:
     """The bytes of a WGSL Params struct of 32-bit scalars: fmt is struct's codes, I (u32), i (i32), f (f32)."""
     return struct.pack("<" + fmt, *values)

@@ -15,16 +15,14 @@ import math
 import numpy as np
 
 from engine.autograd import Function
-from engine.ops._common import as_tensor, grid_1d, pack
+from engine.ops._common import as_tensor, grid_1d, pack, row_grid, row_kernel
 from engine.tensor import Tensor
 
 LOSS_TYPES = {"grpo": 0, "bnpo": 1, "dapo": 1, "dr_grpo": 2}  # name -> the kernel's loss_type code
 METRIC_NAMES = ("kl", "clip_frac_low", "clip_frac_high", "ratio_mean", "tokens")
-VARIANTS = ("serial", "workgroup")
 # Rows this long get a workgroup each in the forward's first stage. On lavapipe (2 cores) one invocation per row
 # is as fast or faster up to T = 4096 (forward + backward of (16, 1024): 0.85 ms serial, 1.1 ms workgroup).
 WORKGROUP_MIN_T = 4096
-SERIAL_WG = 64  # invocations per workgroup of grpo_rows_serial (as in the WGSL)
 NAIVE_WG = 256  # invocations per workgroup of grpo_backward_naive
 ROW_STATS = 6  # floats per row the first stage writes (as STATS in the WGSL)
 
@@ -56,7 +54,7 @@ class _GRPOLoss(Function):
         runtime = logp.runtime
         ref = ref_logp if ref_logp is not None else logp  # beta = 0: kl = 0 exactly
         row_stats = Tensor.empty((rows, ROW_STATS), np.float32, logp.device)  # (B, 6)
-        grid = grid_1d(rows, SERIAL_WG) if variant == "serial" else grid_1d(rows, 1)
+        grid = row_grid(variant, rows)
         shapes = f"logp {logp.shape}"
         runtime.dispatch("grpo", f"grpo_rows_{variant}", [logp, old_logp, ref, advantages, mask, row_stats], grid,
                          params, shapes=shapes)
@@ -127,9 +125,7 @@ def grpo_loss(logp: Tensor, old_logp, ref_logp, advantages, mask, *, eps_low: fl
         ref_logp = _row_tensor(ref_logp, "ref_logp", logp, (rows, t))
     advantages = _row_tensor(advantages, "advantages", logp, (rows,))
     mask = _row_tensor(mask, "mask", logp, (rows, t))
-    variant = variant or ("workgroup" if t >= WORKGROUP_MIN_T else "serial")
-    if variant not in VARIANTS:
-        raise ValueError(f"grpo_loss: variant must be one of {VARIANTS} or None, got {variant!r}")
+    variant = row_kernel(variant, t, "grpo_loss", WORKGROUP_MIN_T)
     params = pack("IIIIfffI", rows, t, LOSS_TYPES[loss_type], max_len, eps_low, eps_high, beta, 0)
     loss, metrics = _GRPOLoss.apply(logp, old_logp, ref_logp, advantages, mask, params, variant)
     metrics = metrics.detach()  # read when logged; never differentiated

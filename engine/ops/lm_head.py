@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from engine.autograd import Function
-from engine.ops.logprob import _check_logits, _inv_temperature, _variant, token_logprobs_grad, token_logprobs_into
+from engine.ops._common import row_kernel
+from engine.ops.logprob import _check_logits, _inv_temperature, token_logprobs_grad, token_logprobs_into
 from engine.ops.matmul import matmul_kernel
 from engine.tensor import Tensor
 
@@ -35,7 +36,7 @@ class _LinearTokenLogprobs(Function):
         rows, vocab = hidden.shape[0], weight.shape[0]
         logp = Tensor.empty((rows,), np.float32, hidden.device)
         lse = Tensor.empty((rows,), np.float32, hidden.device)
-        variant = _variant(None, vocab)
+        variant = row_kernel(None, vocab, "linear_token_logprobs")
         kept = None
         for start in range(0, rows, block):
             stop = min(rows, start + block)

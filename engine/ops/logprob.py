@@ -2,7 +2,7 @@
 
 Every op divides the logits by `temperature` first (DESIGN.md: log-probs use logits / temperature, the sampling
 temperature). Kernels in `kernels/logprob.wgsl`: forward entries `*_serial` (one invocation per row) for rows
-shorter than WORKGROUP_MIN_N and `*_workgroup` (one workgroup of 256 per row) for longer ones; each forward
+shorter than 1024 (`row_kernel`) and `*_workgroup` (one workgroup of 256 per row) for longer ones; each forward
 also keeps the row's log-sum-exp (f32), from which the backward recomputes the softmax, so no (rows, V)
 probability tensor is ever stored. `token_logprobs` gathers the target's log-prob in the same pass as the
 log-sum-exp, and its backward writes d logits directly. Statistics and log-probs are f32 whatever the logits'
@@ -17,12 +17,9 @@ import math
 import numpy as np
 
 from engine.autograd import Function
-from engine.ops._common import as_tensor, check_float, grid_1d, pack
+from engine.ops._common import as_tensor, check_float, grid_1d, pack, row_grid, row_kernel
 from engine.tensor import Tensor
 
-VARIANTS = ("serial", "workgroup")
-WORKGROUP_MIN_N = 1024  # rows this long get a workgroup each
-SERIAL_WG = 64  # invocations per workgroup of the *_serial entries (as in the WGSL)
 NAIVE_WG = 256  # invocations per workgroup of the *_naive entries
 
 
@@ -86,21 +83,6 @@ def _mask_tensor(mask, targets: Tensor, op: str) -> Tensor | None:
     return mask
 
 
-def _row_grid(variant: str, rows: int) -> tuple[int, int]:
-    if variant == "serial":
-        return grid_1d(rows, SERIAL_WG)
-    if variant == "workgroup":
-        return grid_1d(rows, 1)
-    raise ValueError(f"logprob: variant must be one of {VARIANTS} or None, got {variant!r}")
-
-
-def _variant(variant: str | None, n: int) -> str:
-    variant = variant or ("workgroup" if n >= WORKGROUP_MIN_N else "serial")
-    if variant not in VARIANTS:
-        raise ValueError(f"logprob: variant must be one of {VARIANTS} or None, got {variant!r}")
-    return variant
-
-
 def _params(rows: int, n: int, inv_temp: float) -> bytes:
     return pack("IIfI", rows, n, inv_temp, 0)
 
@@ -115,7 +97,7 @@ class _LogSoftmax(Function):
         rows = x.size // n
         y = Tensor.empty(x.shape, x.dtype, x.device)  # (..., V)
         lse = Tensor.empty(x.shape[:-1], np.float32, x.device)  # (...)
-        x.runtime.dispatch("logprob", f"log_softmax_{variant}", [x, lse, y], _row_grid(variant, rows),
+        x.runtime.dispatch("logprob", f"log_softmax_{variant}", [x, lse, y], row_grid(variant, rows),
                            _params(rows, n, inv_temp), elem=x.elem, shapes=f"{x.shape}, tau={1 / inv_temp:g}")
         ctx.save_for_backward(x, lse, inv_temp, variant)
         return y
@@ -128,7 +110,7 @@ class _LogSoftmax(Function):
         n = x.shape[-1]
         rows = x.size // n
         dx = Tensor.empty(x.shape, x.dtype, x.device)  # (..., V)
-        x.runtime.dispatch("logprob", f"log_softmax_backward_{variant}", [x, lse, dy, dx], _row_grid(variant, rows),
+        x.runtime.dispatch("logprob", f"log_softmax_backward_{variant}", [x, lse, dy, dx], row_grid(variant, rows),
                            _params(rows, n, inv_temp), elem=x.elem, shapes=f"{x.shape}, tau={1 / inv_temp:g}")
         return dx, None, None
 
@@ -140,7 +122,7 @@ def log_softmax(x: Tensor, temperature: float = 1.0, *, variant: str | None = No
     """
     _check_logits(x, "log_softmax", "x")
     inv_temp = _inv_temperature(temperature, "log_softmax")
-    return _LogSoftmax.apply(x, inv_temp, _variant(variant, x.shape[-1]))
+    return _LogSoftmax.apply(x, inv_temp, row_kernel(variant, x.shape[-1], "logprob"))
 
 
 # ---------------------------------------------------------------------------------------------- token_logprobs
@@ -153,7 +135,7 @@ def token_logprobs_into(logits: Tensor, targets: Tensor, logp: Tensor, lse: Tens
     n = logits.shape[-1]
     rows = logits.size // n
     logits.runtime.dispatch("logprob", f"token_logprobs_{variant}", [logits, targets, logp, lse],
-                            _row_grid(variant, rows), _params(rows, n, inv_temp), elem=logits.elem,
+                            row_grid(variant, rows), _params(rows, n, inv_temp), elem=logits.elem,
                             shapes=f"{logits.shape}, tau={1 / inv_temp:g}")
 
 
@@ -195,7 +177,7 @@ def token_logprobs(logits: Tensor, targets, temperature: float = 1.0, *, variant
     _check_logits(logits, "token_logprobs")
     inv_temp = _inv_temperature(temperature, "token_logprobs")
     targets = _targets_tensor(targets, logits, "token_logprobs")
-    return _TokenLogprobs.apply(logits, targets, inv_temp, _variant(variant, logits.shape[-1]))
+    return _TokenLogprobs.apply(logits, targets, inv_temp, row_kernel(variant, logits.shape[-1], "logprob"))
 
 
 # ---------------------------------------------------------------------------------------------- cross_entropy
@@ -242,5 +224,5 @@ def cross_entropy(logits: Tensor, targets, mask=None, temperature: float = 1.0, 
     mask = _mask_tensor(mask, targets, "cross_entropy")
     if targets.size == 0:
         raise ValueError(f"cross_entropy: targets of shape {targets.shape} are empty")
-    logp = _TokenLogprobs.apply(logits, targets, inv_temp, _variant(variant, logits.shape[-1]))
+    logp = _TokenLogprobs.apply(logits, targets, inv_temp, row_kernel(variant, logits.shape[-1], "logprob"))
     return _MaskedMeanNll.apply(logp, targets, mask, logits.shape[-1])

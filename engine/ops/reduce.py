@@ -2,7 +2,7 @@
 
 x is viewed as (outer, n, inner) around the reduced axis and reduced in one dispatch of `kernels/reduce.wgsl`:
 `reduce_serial` (one invocation per output, folding the axis in order) for short axes, `reduce_workgroup` (one
-workgroup of 256 per output, strided partials and a tree) for axes of at least WORKGROUP_MIN_N elements.
+workgroup of 256 per output, strided partials and a tree) for axes of at least 1024 elements (`row_kernel`).
 Accumulation is in f32 whatever the storage dtype.
 """
 
@@ -13,13 +13,10 @@ import math
 import numpy as np
 
 from engine.autograd import Function, is_grad_enabled
-from engine.ops._common import check_float, grid_1d, pack
+from engine.ops._common import check_float, pack, row_grid, row_kernel
 from engine.tensor import Tensor
 
 OPS = {"sum": 0, "max": 1, "mean_sq": 2}
-VARIANTS = ("serial", "workgroup")
-WORKGROUP_MIN_N = 1024  # reduced axes this long get a workgroup per output
-SERIAL_WG = 64  # invocations per workgroup of reduce_serial (as in the WGSL)
 
 
 def normalize_axis(axis, ndim: int, shape: tuple[int, ...], op: str, name: str = "axis") -> int:
@@ -53,15 +50,9 @@ def reduce(x: Tensor, op: str, axis: int = -1, keepdims: bool = False, *, varian
     outputs = outer * inner
     if outputs == 0:
         return out
-    if variant is None:
-        variant = "workgroup" if n >= WORKGROUP_MIN_N else "serial"
-    if variant == "serial":
-        grid = grid_1d(outputs, SERIAL_WG)
-    elif variant == "workgroup":
-        grid = grid_1d(outputs, 1)
-    else:
-        raise ValueError(f"reduce: variant must be one of {VARIANTS} or None, got {variant!r}")
-    x.runtime.dispatch("reduce", f"reduce_{variant}", [x, out], grid, pack("IIII", outer, n, inner, OPS[op]),
+    variant = row_kernel(variant, n, "reduce")
+    x.runtime.dispatch("reduce", f"reduce_{variant}", [x, out], row_grid(variant, outputs),
+                       pack("IIII", outer, n, inner, OPS[op]),
                        elem=x.elem, shapes=f"{op} of {x.shape} over axis {axis}")
     return out
 

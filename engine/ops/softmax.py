@@ -1,6 +1,6 @@
 """Softmax over the last axis (optionally causal, as attention uses it) and its backward.
 
-Kernels in `kernels/softmax.wgsl`: `*_serial` (one invocation per row) for rows shorter than WORKGROUP_MIN_N,
+Kernels in `kernels/softmax.wgsl`: `*_serial` (one invocation per row) for rows shorter than 1024 (`row_kernel`),
 `*_workgroup` (one workgroup of 256 per row) for longer ones. Numerically stable: each row is shifted by its
 maximum. Masked (causal) entries are exactly 0.
 """
@@ -10,22 +10,9 @@ from __future__ import annotations
 import math
 
 from engine.autograd import Function
-from engine.ops._common import grid_1d, pack
+from engine.ops._common import pack, row_grid, row_kernel
 from engine.ops.reduce import check_tensor
 from engine.tensor import Tensor
-
-VARIANTS = ("serial", "workgroup")
-WORKGROUP_MIN_N = 1024  # rows this long get a workgroup each
-SERIAL_WG = 64  # invocations per workgroup of the *_serial entries (as in the WGSL)
-
-
-def _grid(variant: str, rows: int) -> tuple[int, int]:
-    if variant == "serial":
-        return grid_1d(rows, SERIAL_WG)
-    if variant == "workgroup":
-        return grid_1d(rows, 1)
-    raise ValueError(f"softmax: variant must be one of {VARIANTS} or None, got {variant!r}")
-
 
 class _Softmax(Function):
     @staticmethod
@@ -64,8 +51,8 @@ def softmax_kernel(x: Tensor, causal: bool = False, variant: str | None = None) 
     y = Tensor.empty(x.shape, x.dtype, x.device)
     if rows == 0:
         return y
-    variant = variant or ("workgroup" if n >= WORKGROUP_MIN_N else "serial")
-    x.runtime.dispatch("softmax", f"softmax_{variant}", [x, y], _grid(variant, rows),
+    variant = row_kernel(variant, n, "softmax")
+    x.runtime.dispatch("softmax", f"softmax_{variant}", [x, y], row_grid(variant, rows),
                        pack("IIII", rows, n, t_q, int(bool(causal))), elem=x.elem,
                        shapes=f"{x.shape}, causal={bool(causal)}")
     return y
@@ -87,8 +74,8 @@ def softmax_backward(y: Tensor, dy: Tensor, *, variant: str | None = None) -> Te
     dx = Tensor.empty(y.shape, y.dtype, y.device)
     if rows == 0 or n == 0:
         return dx
-    variant = variant or ("workgroup" if n >= WORKGROUP_MIN_N else "serial")
-    y.runtime.dispatch("softmax", f"softmax_backward_{variant}", [y, dy, dx], _grid(variant, rows),
+    variant = row_kernel(variant, n, "softmax")
+    y.runtime.dispatch("softmax", f"softmax_backward_{variant}", [y, dy, dx], row_grid(variant, rows),
                        pack("IIII", rows, n, 1, 0), elem=y.elem, shapes=str(y.shape))
     return dx
 
