@@ -144,10 +144,11 @@ class GRPOTrainer:
         if config.beta > 0 and reference is None:
             raise ValueError("beta > 0 needs a reference model")
         self.weights = config.weights(task)
-        unknown = set(self.weights) - set(task.reward_parts("", task.sample(0, "train")))
+        parts = set(task.reward_parts("", task.sample(0, "train")))
+        unknown = set(self.weights) - parts
         if unknown:
             raise ValueError(f"reward_weights: {sorted(unknown)} name no reward of task {task.name!r}; it gives "
-                             f"{sorted(task.reward_parts('', task.sample(0, 'train')))}")
+                             f"{sorted(parts)}")
         model.requires_grad_()
         self.optimizer = AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.step = start_step
@@ -174,8 +175,9 @@ class GRPOTrainer:
             seconds[0] += batch.seconds_generate
             seconds[1] += batch.seconds_reward
             groups = [batch.completions[g * cfg.group_size : (g + 1) * cfg.group_size] for g in range(wanted)]
-            keep = dynamic_sampling_filter(batch.rewards()) if cfg.dynamic_sampling else np.ones(wanted, bool)
-            zero_signal += int((~dynamic_sampling_filter(batch.rewards())).sum()) if rounds == 0 else 0
+            signal = dynamic_sampling_filter(batch.rewards())  # groups whose rewards are not all equal
+            keep = signal if cfg.dynamic_sampling else np.ones(wanted, bool)
+            zero_signal += int((~signal).sum()) if rounds == 0 else 0
             kept.extend(group for group, k in zip(groups, keep) if k)
             rounds += 1
             if not cfg.dynamic_sampling:
@@ -228,16 +230,16 @@ class GRPOTrainer:
         self.optimizer.lr = cosine_lr(self.step, cfg.steps, cfg.lr, cfg.warmup_lr_steps, cfg.min_lr_ratio)
         rollout, zero_signal = self.rollout(self.step)
         update = self.update(rollout)
-        rewards = rollout.rewards()
+        rewards, parts = rollout.rewards(), rollout.part_means()
         lengths = [len(c.token_ids) for c in rollout.completions]
         logps = np.concatenate([c.logprobs for c in rollout.completions if len(c.logprobs)] or [np.zeros(1)])
         self.step += 1
         metrics = {
             "step": self.step, "lr": self.optimizer.lr,
             "reward/mean": float(rewards.mean()), "reward/std": float(rewards.std()),
-            **{f"reward/{name}": value for name, value in rollout.part_means().items()},
-            "accuracy": rollout.part_means().get("accuracy", float("nan")),
-            "format": rollout.part_means().get("format", float("nan")),
+            **{f"reward/{name}": value for name, value in parts.items()},
+            "accuracy": parts.get("accuracy", float("nan")),
+            "format": parts.get("format", float("nan")),
             "completion_length/mean": float(np.mean(lengths)),
             "completion_length/truncated_frac": float(np.mean([c.finish_reason == "length"
                                                                for c in rollout.completions])),
