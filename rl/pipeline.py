@@ -50,7 +50,7 @@ def _reference(model, config: TrainConfig):
 
 def run_train(config: TrainConfig, device=None) -> dict:
     """Train as configured and print the before/after table; returns the evaluations."""
-    from engine import Model, load_pretrained
+    from engine import load_pretrained
 
     task = get_task(config.task, **config.task_kwargs())
     if config.resume:
@@ -58,10 +58,7 @@ def run_train(config: TrainConfig, device=None) -> dict:
         start = json.loads(state_file.read_text()).get("start_model") if state_file.is_file() else None
         if start is None:
             raise ValueError(f"{config.resume}: not a GRPO training checkpoint (no start_model in {state_file})")
-        reference = None
-        if config.beta > 0:
-            base, _ = load_pretrained(start, device)
-            reference = Model.from_numpy(base.config, base.state_dict(), base.device, source=start)
+        reference = load_pretrained(start, device)[0] if config.beta > 0 else None  # the frozen starting policy
         trainer = GRPOTrainer.resume_from(config, config.resume, device, reference)
     else:
         start = config.model or str(warm_up(config, task, device))
