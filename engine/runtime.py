@@ -302,8 +302,9 @@ class Runtime:
         nbytes = len(data)
         block = self.pool.acquire(nbytes, writable_before=self.epoch)
         if nbytes:
-            padded = bytes(data) + bytes(-nbytes % 4)
-            self._wgpu.queue.write_buffer(block.buffer, 0, padded)
+            if nbytes % 4:  # writes are whole 32-bit words; pad only then, so large uploads are not copied
+                data = bytes(data) + bytes(-nbytes % 4)
+            self._wgpu.queue.write_buffer(block.buffer, 0, data)
         return block
 
     def read(self, block: Block, offset: int, nbytes: int) -> memoryview:
