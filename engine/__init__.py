@@ -1,16 +1,22 @@
 """wgrpo's engine: WGSL kernels driven through wgpu, tensors with autograd, and the model built on them.
 
-Importing this package creates no device; the first tensor or `get_device()` call does.
+This package's namespace is the engine's public surface: `wgrpo.rl` imports only what is exported here.
+Importing it creates no device; the first tensor or `get_device()` call does.
 """
 
-from engine import ops
-from engine.autograd import no_grad
-from engine.config import ModelConfig
-from engine.device import NoAdapterError, choose_adapter, get_device, list_adapters
-from engine.generate import GenerationResult, generate
-from engine.model import Model, load_pretrained
-from engine.runtime import KernelError
-from engine.tensor import Tensor
+from wgrpo.engine import ops
+from wgrpo.engine.autograd import no_grad
+from wgrpo.engine.config import ModelConfig
+from wgrpo.engine.device import NoAdapterError, choose_adapter, get_device, list_adapters
+from wgrpo.engine.errors import InputError
+from wgrpo.engine.generate import GenerationResult, generate
+from wgrpo.engine.hf import write_checkpoint
+from wgrpo.engine.model import Model, load_pretrained
+from wgrpo.engine.optim import AdamW, clip_grad_norm_
+from wgrpo.engine.runtime import KernelError
+from wgrpo.engine.tensor import Tensor
+from wgrpo.engine.tokenizer import END_OF_TEXT, train_tokenizer
 
-__all__ = ["GenerationResult", "KernelError", "Model", "ModelConfig", "NoAdapterError", "Tensor", "choose_adapter",
-           "generate", "get_device", "list_adapters", "load_pretrained", "no_grad", "ops"]
+__all__ = ["END_OF_TEXT", "AdamW", "GenerationResult", "InputError", "KernelError", "Model", "ModelConfig",
+           "NoAdapterError", "Tensor", "choose_adapter", "clip_grad_norm_", "generate", "get_device",
+           "list_adapters", "load_pretrained", "no_grad", "ops", "train_tokenizer", "write_checkpoint"]

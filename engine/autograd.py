@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.tensor import Tensor
+from wgrpo.engine.tensor import Tensor
 
 _state = threading.local()
 
@@ -139,7 +139,7 @@ def _accumulate_leaf(leaf: Tensor, grad: Tensor) -> None:
 
 
 def _add(a: Tensor, b: Tensor) -> Tensor:
-    from engine.ops.elementwise import add
+    from wgrpo.engine.ops.elementwise import add
 
     return add(a, b)
 

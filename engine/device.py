@@ -158,7 +158,7 @@ class Device:
 
     @cached_property
     def runtime(self):
-        from engine.runtime import Runtime  # runtime imports device; bind lazily to keep one direction
+        from wgrpo.engine.runtime import Runtime  # runtime imports device; bind lazily to keep one direction
 
         return Runtime(self)
 

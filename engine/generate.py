@@ -24,11 +24,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from engine import ops
-from engine.autograd import no_grad
-from engine.kv_cache import KVCache, gather_rows
-from engine.sampling import SamplingParams, sample_into
-from engine.tensor import Tensor
+from wgrpo.engine import ops
+from wgrpo.engine.autograd import no_grad
+from wgrpo.engine.kv_cache import KVCache, gather_rows
+from wgrpo.engine.sampling import SamplingParams, sample_into
+from wgrpo.engine.tensor import Tensor
 
 FINISH_REASONS = ("stop", "eos", "length")
 # Decode steps recorded per submit (K): a CPU adapter pays ~0.2 ms per submit and read-back, a GPU more.
@@ -113,7 +113,7 @@ def _eos_ids(model, tokenizer, eos_token_ids) -> tuple[int, ...]:
     else:
         ids = model.config.eos_token_ids
         if not ids and tokenizer is not None:
-            from engine.tokenizer import END_OF_TEXT
+            from wgrpo.engine.tokenizer import END_OF_TEXT
 
             found = tokenizer.token_to_id(END_OF_TEXT)
             ids = () if found is None else (found,)

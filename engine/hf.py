@@ -18,9 +18,9 @@ from typing import Any, Callable, Mapping
 import numpy as np
 from tokenizers import Tokenizer
 
-from engine.config import ModelConfig
-from engine.safetensors_io import read_safetensors, read_sharded, write_safetensors
-from engine.tokenizer import save_tokenizer
+from wgrpo.engine.config import ModelConfig
+from wgrpo.engine.safetensors_io import read_safetensors, read_sharded, write_safetensors
+from wgrpo.engine.tokenizer import save_tokenizer
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine import ops
-from engine.ops._common import grid_1d, pack
-from engine.tensor import Tensor
+from wgrpo.engine import ops
+from wgrpo.engine.ops._common import grid_1d, pack
+from wgrpo.engine.tensor import Tensor
 
 
 def gather_rows(src: Tensor, index: np.ndarray, words: int, src_stride: int, dst: Tensor, dst_stride: int) -> None:

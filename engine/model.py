@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from engine import ops
-from engine.config import ModelConfig
-from engine.device import Device, get_device
-from engine.tensor import Tensor
+from wgrpo.engine import ops
+from wgrpo.engine.config import ModelConfig
+from wgrpo.engine.device import Device, get_device
+from wgrpo.engine.tensor import Tensor
 
 
 class Model:
@@ -22,7 +22,7 @@ class Model:
     SwiGLU MLP), a final RMSNorm and the language-model head (tied to the embedding or not)."""
 
     def __init__(self, config: ModelConfig, params: dict[str, Tensor]):
-        from engine.ops.rope import default_inv_freq
+        from wgrpo.engine.ops.rope import default_inv_freq
 
         self.config = config
         self.params = params
@@ -36,7 +36,7 @@ class Model:
     def from_numpy(cls, config: ModelConfig, state: dict[str, np.ndarray], device: Device | str | None = None,
                    source: str = "state dict") -> "Model":
         """Upload a state dict of Hugging Face names (checked against the config first)."""
-        from engine.hf import check_state_dict
+        from wgrpo.engine.hf import check_state_dict
 
         state = check_state_dict(state, config, source)
         device = get_device(device)
@@ -81,7 +81,7 @@ class Model:
 
     def save_pretrained(self, path: str | Path, tokenizer=None) -> None:
         """Write config.json + model.safetensors (+ tokenizer files) that transformers loads."""
-        from engine.hf import write_checkpoint
+        from wgrpo.engine.hf import write_checkpoint
 
         write_checkpoint(path, self.config, self.state_dict(), tokenizer=tokenizer)
 
@@ -165,7 +165,7 @@ def load_pretrained(path: str | Path, device: Device | str | None = None):
     Reads config.json (Qwen2 or Llama), model.safetensors (f32, f16 or bf16; or a sharded index) and
     tokenizer.json when present. Errors name the file, the tensor and the expected shape.
     """
-    from engine.hf import load_checkpoint, load_tokenizer
+    from wgrpo.engine.hf import load_checkpoint, load_tokenizer
 
     path = Path(path)
     config, state = load_checkpoint(path)
@@ -176,6 +176,6 @@ def load_pretrained(path: str | Path, device: Device | str | None = None):
 
 def parameter_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     """Hugging Face name -> shape of every trainable tensor, in a stable order."""
-    from engine.hf import expected_shapes
+    from wgrpo.engine.hf import expected_shapes
 
     return expected_shapes(config)

@@ -14,8 +14,8 @@ from typing import Iterable
 
 import numpy as np
 
-from engine.ops._common import grid_1d, pack
-from engine.tensor import Tensor
+from wgrpo.engine.ops._common import grid_1d, pack
+from wgrpo.engine.tensor import Tensor
 
 ADAMW_WG = 256  # invocations per workgroup of adamw_step_naive and clip_scale_naive (as in the WGSL)
 CLIP_CHUNK = 4096  # gradient elements per workgroup of sum_squares_workgroup (as in the WGSL)

@@ -16,8 +16,8 @@ from typing import Protocol, Sequence
 
 import wgpu
 
-import kernels
-from engine.device import Device
+from wgrpo import kernels
+from wgrpo.engine.device import Device
 
 _STORAGE_USAGE = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_SRC | wgpu.BufferUsage.COPY_DST
 _PARAMS_ARENA_BYTES = 1 << 20

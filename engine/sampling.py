@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.ops._common import MAX_WORKGROUPS, pack
-from engine.tensor import Tensor
+from wgrpo.engine.ops._common import MAX_WORKGROUPS, pack
+from wgrpo.engine.tensor import Tensor
 
 _U32 = (np.dtype(np.int32), np.dtype(np.uint32))
 

@@ -11,8 +11,8 @@ from typing import Sequence
 
 import numpy as np
 
-from engine.device import Device, get_device
-from engine.runtime import Block, Runtime
+from wgrpo.engine.device import Device, get_device
+from wgrpo.engine.runtime import Block, Runtime
 
 # numpy dtype -> WGSL element type
 WGSL_TYPES = {np.dtype(np.float32): "f32", np.dtype(np.float16): "f16", np.dtype(np.int32): "i32", np.dtype(np.uint32): "u32"}
@@ -131,7 +131,7 @@ class Tensor:
         if math.prod(shape) != self.size:
             raise ValueError(f"reshape: {self.shape} has {self.size} elements, {shape} needs {math.prod(shape)}")
         if self.requires_grad:
-            from engine.autograd import Reshape
+            from wgrpo.engine.autograd import Reshape
 
             return Reshape.apply(self, shape)
         return self.view(shape)
@@ -166,7 +166,7 @@ class Tensor:
 
     def backward(self, grad: "Tensor | None" = None) -> None:
         """Fill `.grad` of every leaf this tensor depends on (summing into existing `.grad`)."""
-        from engine.autograd import backward
+        from wgrpo.engine.autograd import backward
 
         backward(self, grad)
 
@@ -177,12 +177,12 @@ class Tensor:
     # ------------------------------------------------------------------ operators
 
     def __add__(self, other):
-        from engine import ops
+        from wgrpo.engine import ops
 
         return ops.add(self, other)
 
     def __mul__(self, other):
-        from engine import ops
+        from wgrpo.engine import ops
 
         return ops.mul(self, other)
 
@@ -190,7 +190,7 @@ class Tensor:
     __rmul__ = __mul__
 
     def __matmul__(self, other):
-        from engine import ops
+        from wgrpo.engine import ops
 
         return ops.matmul(self, other)
 

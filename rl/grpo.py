@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 if TYPE_CHECKING:  # for annotations only
-    from engine import Tensor
+    from wgrpo.engine import Tensor
 
 LOSS_TYPES = ("grpo", "bnpo", "dapo", "dr_grpo")
 METRIC_NAMES = ("kl", "clip_frac_low", "clip_frac_high", "ratio_mean", "tokens")  # as engine.ops.grpo
@@ -183,7 +183,7 @@ def policy_loss(logp, old_logp, ref_logp, advantages, mask,
     n_groups * G = B. `metrics()` reads the metrics back (one small read-back: call it only on logging steps)
     and returns {kl, clip_frac_low, clip_frac_high, ratio_mean, tokens}; kl is left out without a reference.
     """
-    from engine import Tensor, ops  # the GPU side; importing rl.grpo for its numpy functions needs no device
+    from wgrpo.engine import Tensor, ops  # the GPU side; importing rl.grpo for its numpy functions needs no device
 
     if not isinstance(advantages, Tensor):
         advantages = np.asarray(advantages, np.float32).reshape(-1)  # (B,)

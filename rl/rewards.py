@@ -25,7 +25,7 @@ from collections import Counter
 from fractions import Fraction
 from typing import Callable, Mapping, Sequence
 
-from rl.arith import ExprError, evaluate
+from wgrpo.rl.arith import ExprError, evaluate
 
 __all__ = ["extract_answer", "extract_boxed", "extract_code", "parse_number", "numbers_equal",
            "format_reward", "accuracy_reward", "countdown_reward", "code_reward", "combine", "REL_TOL"]
@@ -269,7 +269,7 @@ def code_reward(completion: str, tests: Sequence[str], *, setup: str = "", timeo
     if code is None:
         return 0.0
     if runner is None:
-        from rl.sandbox import run_tests as runner  # lazy: the sandbox is optional for other tasks
+        from wgrpo.rl.sandbox import run_tests as runner  # lazy: the sandbox is optional for other tasks
     result = runner(setup + "\n" + code if setup else code, tests, timeout_s=timeout_s)
     passed, total = int(result.passed), int(result.total)
     if total != len(tests) or not 0 <= passed <= total:

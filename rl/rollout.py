@@ -51,7 +51,7 @@ def sample_and_score(model, tokenizer, task, problems: Sequence, group_size: int
                      temperature: float, top_k: int, top_p: float, seed: int, weights: dict[str, float],
                      stop: Sequence[str] = STOP) -> Rollout:
     """G samples of every problem; each group shares one prompt prefill. Completions come back group by group."""
-    from engine.generate import generate
+    from wgrpo.engine import generate
 
     started = time.perf_counter()
     result = generate(model, [problem.prompt for problem in problems], max_new_tokens=max_new_tokens,

@@ -7,7 +7,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def device():
-    from engine.device import NoAdapterError, get_device
+    from wgrpo.engine.device import NoAdapterError, get_device
 
     try:
         return get_device()

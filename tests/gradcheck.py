@@ -6,8 +6,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from engine import Tensor
-from engine.autograd import no_grad
+from wgrpo.engine import Tensor
+from wgrpo.engine.autograd import no_grad
 
 
 def check_gradients(fn: Callable[..., Tensor], inputs: Sequence[np.ndarray], device, *, eps: float = 1e-2,

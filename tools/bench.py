@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from tools.bench_cases import Case, build_catalog
-from tools.bench_timing import INCLUSIVE_TIMER, MAX_DISPATCHES_PER_TRIAL, Timer, time_host
+from wgrpo.tools.bench_cases import Case, build_catalog
+from wgrpo.tools.bench_timing import INCLUSIVE_TIMER, MAX_DISPATCHES_PER_TRIAL, Timer, time_host
 
 # Largest error allowed, relative to the largest |reference| value, per storage dtype.
 CHECK_TOLERANCE = {"f32": 1e-3, "f16": 2e-2}
@@ -95,7 +95,7 @@ def _progress_done() -> None:
 
 def check_case(case: Case, device, rng) -> tuple[list, float, str]:
     """Run once and compare with numpy: (host arrays, max error, "" or the failure message)."""
-    from engine.tensor import Tensor
+    from wgrpo.engine.tensor import Tensor
 
     arrays = case.arrays(rng)
     tensors = [Tensor.from_numpy(a, device) for a in arrays]
@@ -116,7 +116,7 @@ def check_case(case: Case, device, rng) -> tuple[list, float, str]:
 
 
 def time_case(case: Case, device, timer: Timer, arrays: list, config: BenchConfig, peaks: dict) -> dict:
-    from engine.tensor import Tensor
+    from wgrpo.engine.tensor import Tensor
 
     tensors = [Tensor.from_numpy(a, device) for a in arrays]
     repeat = min(config.repeat, MAX_DISPATCHES_PER_TRIAL // case.dispatches)  # 0 stays 0: automatic
@@ -143,8 +143,8 @@ def time_case(case: Case, device, timer: Timer, arrays: list, config: BenchConfi
 
 def dispatch_overhead(device, timer: Timer, count: int, trials: int) -> dict:
     """`count` small dispatches recorded into one submit: time per dispatch, and the submit count it took."""
-    from engine import ops
-    from engine.tensor import Tensor
+    from wgrpo.engine import ops
+    from wgrpo.engine.tensor import Tensor
 
     runtime = device.runtime
     x = Tensor.from_numpy(np.ones(256, np.float32), device)
@@ -183,7 +183,7 @@ def adapter_info(device, timer: Timer) -> dict:
 
 
 def _run_probes(device, timer: Timer, config: BenchConfig, report: dict) -> dict:
-    from tools import bench_probes
+    from wgrpo.tools import bench_probes
 
     ok, why = bench_probes.probe_available()
     if not ok:
@@ -202,7 +202,7 @@ def _run_probes(device, timer: Timer, config: BenchConfig, report: dict) -> dict
 
 def run_bench(config: BenchConfig, device_spec: str | None = None) -> int:
     """Run the benchmark; print the table to stdout, progress to stderr. Exit code 1 if any check failed."""
-    from engine.device import get_device
+    from wgrpo.engine.device import get_device
 
     device = get_device(device_spec)
     trials = config.resolved_trials()

@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from engine import ops
+from wgrpo.engine import ops
 
 _NP_DTYPES = {"f32": np.float32, "f16": np.float16}
 
@@ -122,7 +122,7 @@ def _dims(shape) -> str:
 
 def _matmul_variants(device) -> tuple[list[str], Callable | None]:
     """The kernel variants `engine.ops.matmul(variant=...)` offers on `device`, and its chooser, if it has them."""
-    module = importlib.import_module("engine.ops.matmul")  # `engine.ops.matmul` the attribute is the function
+    module = importlib.import_module("wgrpo.engine.ops.matmul")  # `engine.ops.matmul` the attribute is the function
     variants = getattr(module, "VARIANTS", {})
     usable = [name for name, v in variants.items() if device.has_subgroups or not getattr(v, "needs_subgroups", False)]
     return usable, getattr(module, "choose_variant", None)

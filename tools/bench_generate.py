@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tools.bench import BenchConfig, _progress, _progress_done
-from tools.bench_model import ModelBenchConfig, _adapter, _load_model, torch_available
+from wgrpo.tools.bench import BenchConfig, _progress, _progress_done
+from wgrpo.tools.bench_model import ModelBenchConfig, _adapter, _load_model, torch_available
 
 CHECK_TOKENS = 16
 TIE_TOLERANCE = 1e-4
@@ -67,7 +67,7 @@ class GenerateBenchConfig:
 
 
 def _ours(model, prompts: np.ndarray, n: int) -> tuple[float, dict]:
-    from engine.generate import generate
+    from wgrpo.engine.generate import generate
 
     start = time.perf_counter()
     result = generate(model, prompts.tolist(), max_new_tokens=n, temperature=0, eos_token_ids=())
@@ -76,7 +76,7 @@ def _ours(model, prompts: np.ndarray, n: int) -> tuple[float, dict]:
 
 class _Torch:
     def __init__(self, config, state: dict, threads: int):
-        from tools.torch_twin import torch_twin
+        from wgrpo.tools.torch_twin import torch_twin
 
         self.torch, self.model = torch_twin(config, state, threads)
 
@@ -117,8 +117,8 @@ def _decode_rate(batch: int, n: int, t_n: float, t_1: float) -> float | None:
 
 def run_generate_bench(options: GenerateBenchConfig, model_options: ModelBenchConfig, bench: BenchConfig,
                        device_spec: str | None = None) -> int:
-    from engine.device import get_device
-    from engine.generate import default_steps_per_submit
+    from wgrpo.engine.device import get_device
+    from wgrpo.engine.generate import default_steps_per_submit
 
     device = get_device(device_spec)
     model = _load_model(model_options, bench.seed, device)

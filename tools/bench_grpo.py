@@ -8,7 +8,7 @@ estimates, the table and the JSON report. The model's sizes come from `tools.ben
 stays fast).
 
 The setup: the arithmetic task (2 digits, '+', plain template, no instructions); a byte-level BPE trained on
-`--grpo-tokenizer-texts` of its prompts with warm-up-style completions (`rl.traces`); a random model of the
+`--grpo-tokenizer-texts` of its prompts with warm-up-style completions (`rl.train.traces`); a random model of the
 ModelBenchConfig sizes; `GRPOTrainer` with B prompts x G samples, `--grpo-new-tokens`, temperature 1.0, beta
 (a frozen reference model, so the update runs a reference forward). Each step calls `trainer.rollout(step)`
 (generation, then the rewards: `Rollout.seconds_generate` / `seconds_reward`) and `trainer.update(rollout)`
@@ -44,8 +44,8 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from tools.bench import BenchConfig, _progress, _progress_done
-from tools.bench_model import ModelBenchConfig, _adapter
+from wgrpo.tools.bench import BenchConfig, _progress, _progress_done
+from wgrpo.tools.bench_model import ModelBenchConfig, _adapter
 
 PHASES = ("rollout", "reward", "update")
 TASK_OPTIONS = {"digits": 2, "ops": "+", "template": "plain", "instructions": False}
@@ -93,8 +93,8 @@ class GRPOBenchConfig:
 
 def _tokenizer(task, count: int, vocab_size: int, seed: int):
     """A BPE trained on `count` prompts of the task, each followed by a warm-up-style completion."""
-    from engine.tokenizer import train_tokenizer
-    from rl.traces import warmup_completion
+    from wgrpo.engine.tokenizer import train_tokenizer
+    from wgrpo.rl.train.traces import warmup_completion
 
     rng = np.random.default_rng([seed, 11])
     texts = []
@@ -142,11 +142,12 @@ def mask_tokens(state: dict[str, np.ndarray], config, banned: list[int]) -> dict
 def build_trainer(options: GRPOBenchConfig, model_options: ModelBenchConfig, shape: dict, seed: int, device,
                   output_dir: str):
     """(trainer, setup facts): task, tokenizer, random model (edited for full length), reference, GRPOTrainer."""
-    from engine import Model
-    from engine.tokenizer import END_OF_TEXT
-    from rl.rollout import STOP
-    from rl.tasks import get_task
-    from rl.trainer import GRPOTrainer, TrainConfig
+    from wgrpo.engine import Model
+    from wgrpo.engine.tokenizer import END_OF_TEXT
+    from wgrpo.rl.rollout import STOP
+    from wgrpo.rl.tasks import get_task
+    from wgrpo.rl.train.config import TrainConfig
+    from wgrpo.rl.train.trainer import GRPOTrainer
 
     if model_options.model_path is not None:
         raise ValueError("--grpo times a random model of the size options; --model-path is not supported here")
@@ -232,7 +233,7 @@ def _delta(after, before) -> dict:
 
 def time_step(trainer, step: int) -> dict:
     """One GRPO step: rollout (generation + rewards) and update timed apart, with the runtime counters."""
-    from rl.schedule import cosine_lr
+    from wgrpo.rl.train.schedule import cosine_lr
 
     cfg = trainer.config
     trainer.optimizer.lr = cosine_lr(step, cfg.steps, cfg.lr, cfg.warmup_lr_steps, cfg.min_lr_ratio)
@@ -306,7 +307,7 @@ def verdict(summary: dict) -> dict:
 def run_grpo_bench(options: GRPOBenchConfig, model_options: ModelBenchConfig, bench: BenchConfig,
                    device_spec: str | None = None) -> int:
     """Build the fixed setup, run the warm-up and timed steps; table to stdout, progress to stderr."""
-    from engine.device import get_device
+    from wgrpo.engine.device import get_device
 
     device = get_device(device_spec)
     shape = options.resolved(bench.quick, bench.trials)

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from tools.bench import BenchConfig, _progress, _progress_done
+from wgrpo.tools.bench import BenchConfig, _progress, _progress_done
 
 LOSS_RTOL = 1e-4  # relative agreement of our loss and torch's before a ratio is reported
 PHASES = ("forward", "forward_backward")
@@ -77,7 +77,7 @@ class ModelBenchConfig:
 
     def model_config(self):
         """The `ModelConfig` of the random model (ValueError naming the option when the sizes disagree)."""
-        from engine.config import ModelConfig
+        from wgrpo.engine.config import ModelConfig
 
         try:
             return ModelConfig(architecture=self.architecture, vocab_size=self.vocab_size,
@@ -99,7 +99,7 @@ class OurStep:
     """One training-shaped step on the engine; `run` returns the loss and the runtime counters it moved."""
 
     def __init__(self, model, ids: np.ndarray, targets: np.ndarray, optimizer: bool):
-        from engine.optim import AdamW
+        from wgrpo.engine.optim import AdamW
 
         self.model, self.ids, self.targets = model, ids, targets
         self.runtime = model.device.runtime
@@ -107,7 +107,7 @@ class OurStep:
         self.phase_dispatches: dict[str, int] = {}
 
     def run(self, backward: bool) -> dict:
-        from engine import no_grad, ops
+        from wgrpo.engine import no_grad, ops
 
         stats, model = self.runtime.stats, self.model
         before = (stats.submits, stats.dispatches, stats.readbacks)
@@ -159,7 +159,7 @@ class TorchStep:
 
     def __init__(self, config, state: dict[str, np.ndarray], ids: np.ndarray, targets: np.ndarray,
                  optimizer: bool, threads: int):
-        from tools.torch_twin import torch_twin
+        from wgrpo.tools.torch_twin import torch_twin
 
         torch, self.model = torch_twin(config, state, threads)
         self.torch = torch
@@ -223,7 +223,7 @@ def _adapter(device) -> dict:
 
 
 def _load_model(options: ModelBenchConfig, seed: int, device):
-    from engine.model import Model, load_pretrained
+    from wgrpo.engine.model import Model, load_pretrained
 
     if options.model_path is not None:
         model, _ = load_pretrained(options.model_path, device)
@@ -234,7 +234,7 @@ def _load_model(options: ModelBenchConfig, seed: int, device):
 def run_model_bench(options: ModelBenchConfig, bench: BenchConfig, device_spec: str | None = None) -> int:
     """Time our step (and torch's); print the table to stdout, progress to stderr. Exit code 1 when the losses
     disagree with torch's, 2 for a batch the model cannot take."""
-    from engine.device import get_device
+    from wgrpo.engine.device import get_device
 
     device = get_device(device_spec)
     trials, warmup = bench.resolved_trials(), options.resolved_warmup(bench.quick)

@@ -11,9 +11,9 @@ import math
 
 import numpy as np
 
-from engine.ops._common import MAX_WORKGROUPS, pack
-from engine.tensor import Tensor
-from tools.bench_timing import Timer
+from wgrpo.engine.ops._common import MAX_WORKGROUPS, pack
+from wgrpo.engine.tensor import Tensor
+from wgrpo.tools.bench_timing import Timer
 
 PROBE_FAMILY = "probe"
 # @workgroup_size of both entries (the `PROBE_X` override's default, which the bench leaves alone)
@@ -35,7 +35,7 @@ VEC4_BYTES = 16
 
 def probe_available() -> tuple[bool, str]:
     """Whether `kernels/probe.wgsl` exists with both entries; else the reason."""
-    import kernels
+    from wgrpo import kernels
 
     try:
         source = kernels.load(PROBE_FAMILY)
@@ -57,7 +57,7 @@ def copy_bytes(n_vec4: int) -> int:
 
 def _storage(entry: str, buffers: dict) -> list:
     """The tensors for `entry`'s storage bindings, in binding order (the registry drops the ones it never uses)."""
-    import kernels
+    from wgrpo import kernels
 
     return [buffers[b.name] for b in kernels.load(PROBE_FAMILY).bindings(entry) if b.kind != "uniform"]
 

@@ -14,7 +14,7 @@ from typing import Callable
 
 import wgpu
 
-from engine.runtime import KernelError
+from wgrpo.engine.runtime import KernelError
 
 # The runtime flushes when its uniform arena (4096 dispatch slots) fills, which would end a timed pass early.
 MAX_DISPATCHES_PER_TRIAL = 3000

@@ -115,7 +115,7 @@ def _human_bytes(n: int) -> str:
 
 def cmd_devices(args: argparse.Namespace) -> int:
     """List every adapter wgpu sees and mark the one wgrpo would use."""
-    from engine import device as devices
+    from wgrpo.engine import device as devices
 
     adapters = devices.list_adapters()
     if not adapters:
@@ -150,23 +150,23 @@ def cmd_devices(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     """Check, then time, every kernel against numpy and the adapter's own measured peak (or, with --model, a
     whole model step against PyTorch)."""
-    from tools.bench import BenchConfig, run_bench
+    from wgrpo.tools.bench import BenchConfig, run_bench
 
     config = config_from_args(BenchConfig, args)
     if config.grpo:
-        from tools.bench_grpo import GRPOBenchConfig, run_grpo_bench
-        from tools.bench_model import ModelBenchConfig
+        from wgrpo.tools.bench_grpo import GRPOBenchConfig, run_grpo_bench
+        from wgrpo.tools.bench_model import ModelBenchConfig
 
         return run_grpo_bench(config_from_args(GRPOBenchConfig, args), config_from_args(ModelBenchConfig, args),
                               config, device_spec=args.device)
     if config.generate:
-        from tools.bench_generate import GenerateBenchConfig, run_generate_bench
-        from tools.bench_model import ModelBenchConfig
+        from wgrpo.tools.bench_generate import GenerateBenchConfig, run_generate_bench
+        from wgrpo.tools.bench_model import ModelBenchConfig
 
         return run_generate_bench(config_from_args(GenerateBenchConfig, args), config_from_args(ModelBenchConfig, args),
                                   config, device_spec=args.device)
     if config.model:
-        from tools.bench_model import ModelBenchConfig, run_model_bench
+        from wgrpo.tools.bench_model import ModelBenchConfig, run_model_bench
 
         return run_model_bench(config_from_args(ModelBenchConfig, args), config, device_spec=args.device)
     return run_bench(config, device_spec=args.device)
@@ -174,15 +174,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     """Sample completions of --prompt from --model, streaming the text."""
-    from tools.generate_cli import GenerateConfig, run_generate
+    from wgrpo.tools.generate_cli import GenerateConfig, run_generate
 
     return run_generate(config_from_args(GenerateConfig, args), device_spec=args.device)
 
 
 def cmd_sft(args: argparse.Namespace) -> int:
     """Supervised fine-tuning on prompt/completion JSONL (loss on the completion tokens)."""
-    from engine.device import get_device
-    from rl.sft import SFTConfig, train_sft
+    from wgrpo.engine.device import get_device
+    from wgrpo.rl.train.sft import SFTConfig, train_sft
 
     config = config_from_args(SFTConfig, args)
     if not config.data:
@@ -196,9 +196,9 @@ def cmd_sft(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     """GRPO: from --model, or (by default) a fresh tiny model warmed up on arithmetic traces; ends with a table
     of held-out accuracy and format before and after."""
-    from engine.device import get_device
-    from rl.pipeline import run_train
-    from rl.trainer import TrainConfig
+    from wgrpo.engine.device import get_device
+    from wgrpo.rl.train.pipeline import run_train
+    from wgrpo.rl.train.config import TrainConfig
 
     run_train(config_from_args(TrainConfig, args), get_device(args.device))
     return 0
@@ -206,11 +206,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Greedy pass@1 of a checkpoint on a task's held-out problems."""
-    from engine import load_pretrained
-    from engine.device import get_device
-    from rl.evaluate import evaluate
-    from rl.tasks import get_task
-    from rl.trainer import parse_options
+    from wgrpo.engine import load_pretrained
+    from wgrpo.engine.device import get_device
+    from wgrpo.rl.train.evaluate import evaluate
+    from wgrpo.rl.tasks import get_task
+    from wgrpo.rl.train.config import parse_options
 
     if not args.model:
         args.parser.error("--model DIR is required")
@@ -235,8 +235,8 @@ def _eval_task(args: argparse.Namespace) -> tuple[str, str]:
     """--task and --task-options, else those the checkpoint was trained with, else `wgrpo train`'s defaults."""
     from pathlib import Path
 
-    from rl.checkpoint import CONFIG_FILE
-    from rl.trainer import TrainConfig
+    from wgrpo.rl.train.checkpoint import CONFIG_FILE
+    from wgrpo.rl.train.config import TrainConfig
 
     saved = {}
     path = Path(args.model) / CONFIG_FILE
@@ -261,25 +261,25 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _train_config():
-    from rl.trainer import TrainConfig
+    from wgrpo.rl.train.config import TrainConfig
 
     return TrainConfig
 
 
 def _sft_config():
-    from rl.sft import SFTConfig
+    from wgrpo.rl.train.sft import SFTConfig
 
     return SFTConfig
 
 
 def _generate_config():
-    from tools.generate_cli import GenerateConfig
+    from wgrpo.tools.generate_cli import GenerateConfig
 
     return GenerateConfig
 
 
 def _bench_config():
-    from tools.bench import BenchConfig
+    from wgrpo.tools.bench import BenchConfig
 
     return BenchConfig
 
@@ -290,13 +290,13 @@ def _subcommands() -> dict[str, tuple[Callable, str, Callable | None, Callable |
         p.add_argument("--json", action="store_true", help="print the adapters as JSON instead of a list")
 
     def bench_extra(p):  # the options of `wgrpo bench --model`
-        from tools.bench_model import ModelBenchConfig
+        from wgrpo.tools.bench_model import ModelBenchConfig
 
         add_config_arguments(p, ModelBenchConfig)
-        from tools.bench_generate import GenerateBenchConfig
+        from wgrpo.tools.bench_generate import GenerateBenchConfig
 
         add_config_arguments(p, GenerateBenchConfig)
-        from tools.bench_grpo import GRPOBenchConfig
+        from wgrpo.tools.bench_grpo import GRPOBenchConfig
 
         add_config_arguments(p, GRPOBenchConfig)
 
@@ -387,8 +387,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not hasattr(args, "device"):
         args.device = None  # engine.device then reads $WGRPO_DEVICE
-    from engine.device import NoAdapterError
-    from engine.runtime import KernelError
+    from wgrpo.engine.device import NoAdapterError
+    from wgrpo.engine.runtime import KernelError
 
     try:
         return int(args.func(args) or 0)

@@ -39,9 +39,9 @@ class GenerateConfig:
 
 
 def run_generate(config: GenerateConfig, device_spec: str | None = None, out=None) -> int:
-    from engine.device import get_device
-    from engine.generate import generate
-    from engine.model import load_pretrained
+    from wgrpo.engine.device import get_device
+    from wgrpo.engine.generate import generate
+    from wgrpo.engine.model import load_pretrained
 
     out = out or sys.stdout
     if not config.model:

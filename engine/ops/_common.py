@@ -7,7 +7,7 @@ import struct
 
 import numpy as np
 
-from engine.tensor import Tensor
+from wgrpo.engine.tensor import Tensor
 
 MAX_WORKGROUPS = 65535  # WebGPU's guaranteed minimum of max_compute_workgroups_per_dimension
 

@@ -21,9 +21,9 @@ import math
 
 import numpy as np
 
-from engine.autograd import Function
-from engine.ops._common import MAX_WORKGROUPS, check_float, grid_1d, pack
-from engine.tensor import Tensor
+from wgrpo.engine.autograd import Function
+from wgrpo.engine.ops._common import MAX_WORKGROUPS, check_float, grid_1d, pack
+from wgrpo.engine.tensor import Tensor
 
 WG = 16  # invocations per workgroup (as in the WGSL)
 MAX_D = 128  # the largest head dimension the kernels hold in private arrays (as in the WGSL)

@@ -9,9 +9,9 @@ import struct
 
 import numpy as np
 
-from engine.autograd import Function
-from engine.ops._common import as_tensor, check_float, grid_1d, pack
-from engine.tensor import Tensor
+from wgrpo.engine.autograd import Function
+from wgrpo.engine.ops._common import as_tensor, check_float, grid_1d, pack
+from wgrpo.engine.tensor import Tensor
 
 MAX_RANK = 6
 
@@ -106,7 +106,7 @@ def broadcast_to(x: Tensor, shape) -> Tensor:
 
 def sum_to_shape(g: Tensor, shape: tuple[int, ...]) -> Tensor:
     """Sum a broadcast result's gradient back down to an operand's shape."""
-    from engine.ops.reduce import sum as reduce_sum
+    from wgrpo.engine.ops.reduce import sum as reduce_sum
 
     lead = g.ndim - len(shape)
     for axis in range(g.ndim):

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.autograd import Function
-from engine.ops._common import check_float, grid_1d, pack
-from engine.tensor import Tensor
+from wgrpo.engine.autograd import Function
+from wgrpo.engine.ops._common import check_float, grid_1d, pack
+from wgrpo.engine.tensor import Tensor
 
 
 def _check_weight(weight, op: str) -> None:

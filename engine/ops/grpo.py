@@ -14,9 +14,9 @@ import math
 
 import numpy as np
 
-from engine.autograd import Function
-from engine.ops._common import as_tensor, grid_1d, pack, row_grid, row_kernel
-from engine.tensor import Tensor
+from wgrpo.engine.autograd import Function
+from wgrpo.engine.ops._common import as_tensor, grid_1d, pack, row_grid, row_kernel
+from wgrpo.engine.tensor import Tensor
 
 LOSS_TYPES = {"grpo": 0, "bnpo": 1, "dapo": 1, "dr_grpo": 2}  # name -> the kernel's loss_type code
 METRIC_NAMES = ("kl", "clip_frac_low", "clip_frac_high", "ratio_mean", "tokens")

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import math
 
-from engine.autograd import Function
-from engine.ops._common import grid_1d, pack
-from engine.ops.reduce import check_tensor, normalize_axis
-from engine.tensor import Tensor
+from wgrpo.engine.autograd import Function
+from wgrpo.engine.ops._common import grid_1d, pack
+from wgrpo.engine.ops.reduce import check_tensor, normalize_axis
+from wgrpo.engine.tensor import Tensor
 
 
 class _Transpose(Function):

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.autograd import Function
-from engine.ops._common import row_kernel
-from engine.ops.logprob import _check_logits, _inv_temperature, token_logprobs_grad, token_logprobs_into
-from engine.ops.matmul import matmul_kernel
-from engine.tensor import Tensor
+from wgrpo.engine.autograd import Function
+from wgrpo.engine.ops._common import row_kernel
+from wgrpo.engine.ops.logprob import _check_logits, _inv_temperature, token_logprobs_grad, token_logprobs_into
+from wgrpo.engine.ops.matmul import matmul_kernel
+from wgrpo.engine.tensor import Tensor
 
 BLOCK_BYTES = 64 << 20  # logits of one row block, at most
 ROW_ALIGN = 128  # row blocks start at multiples of this, so every view's byte offset is 256-aligned

@@ -16,9 +16,9 @@ import math
 
 import numpy as np
 
-from engine.autograd import Function
-from engine.ops._common import as_tensor, check_float, grid_1d, pack, row_grid, row_kernel
-from engine.tensor import Tensor
+from wgrpo.engine.autograd import Function
+from wgrpo.engine.ops._common import as_tensor, check_float, grid_1d, pack, row_grid, row_kernel
+from wgrpo.engine.tensor import Tensor
 
 NAIVE_WG = 256  # invocations per workgroup of the *_naive entries
 

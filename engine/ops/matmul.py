@@ -9,10 +9,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from engine.autograd import Function
-from engine.device import Device
-from engine.ops._common import as_tensor, check_float, pack
-from engine.tensor import Tensor
+from wgrpo.engine.autograd import Function
+from wgrpo.engine.device import Device
+from wgrpo.engine.ops._common import as_tensor, check_float, pack
+from wgrpo.engine.tensor import Tensor
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ def matmul_kernel(a: Tensor, b: Tensor, transpose_a: bool = False, transpose_b: 
 
 def _sum_batch(grad: Tensor, operand: Tensor) -> Tensor:
     """A batched gradient of an operand that was broadcast over the batch (2-D) is summed over it."""
-    from engine.ops.reduce import reduce
+    from wgrpo.engine.ops.reduce import reduce
 
     return reduce(grad, "sum", axis=0) if operand.ndim == 2 and grad.ndim == 3 else grad
 
@@ -158,7 +158,7 @@ class _Linear(Function):
 
     @staticmethod
     def backward(ctx, dy):
-        from engine.ops.reduce import reduce
+        from wgrpo.engine.ops.reduce import reduce
 
         x, weight, has_bias = ctx.saved
         dx = matmul_kernel(dy, weight) if ctx.needs_grad[0] else None  # (N, in)

@@ -14,9 +14,9 @@ import math
 
 import numpy as np
 
-from engine.autograd import Function
-from engine.ops._common import check_float, grid_1d, pack
-from engine.tensor import Tensor
+from wgrpo.engine.autograd import Function
+from wgrpo.engine.ops._common import check_float, grid_1d, pack
+from wgrpo.engine.tensor import Tensor
 
 WG = 64  # invocations per workgroup of every rmsnorm entry (as in the WGSL)
 
@@ -117,7 +117,7 @@ class _AddRMSNorm(Function):
 
     @staticmethod
     def backward(ctx, d_total, dy):
-        from engine.ops.elementwise import add
+        from wgrpo.engine.ops.elementwise import add
 
         total, w, rstd = ctx.saved
         d_sum, dw = d_total, None

@@ -12,9 +12,9 @@ import math
 
 import numpy as np
 
-from engine.autograd import Function, is_grad_enabled
-from engine.ops._common import check_float, pack, row_grid, row_kernel
-from engine.tensor import Tensor
+from wgrpo.engine.autograd import Function, is_grad_enabled
+from wgrpo.engine.ops._common import check_float, pack, row_grid, row_kernel
+from wgrpo.engine.tensor import Tensor
 
 OPS = {"sum": 0, "max": 1, "mean_sq": 2}
 
@@ -67,7 +67,7 @@ class _Reduce(Function):
 
     @staticmethod
     def backward(ctx, dy):
-        from engine.ops.elementwise import broadcast_to, mul, scale
+        from wgrpo.engine.ops.elementwise import broadcast_to, mul, scale
 
         x, shape, axis = ctx.saved
         kept = shape[:axis] + (1,) + shape[axis + 1 :]

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.autograd import Function
-from engine.ops._common import check_float, grid_1d, pack
-from engine.tensor import Tensor
+from wgrpo.engine.autograd import Function
+from wgrpo.engine.ops._common import check_float, grid_1d, pack
+from wgrpo.engine.tensor import Tensor
 
 
 def _positions(positions, x: Tensor, op: str) -> Tensor:

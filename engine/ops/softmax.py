@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import math
 
-from engine.autograd import Function
-from engine.ops._common import pack, row_grid, row_kernel
-from engine.ops.reduce import check_tensor
-from engine.tensor import Tensor
+from wgrpo.engine.autograd import Function
+from wgrpo.engine.ops._common import pack, row_grid, row_kernel
+from wgrpo.engine.ops.reduce import check_tensor
+from wgrpo.engine.tensor import Tensor
 
 class _Softmax(Function):
     @staticmethod

@@ -5,9 +5,9 @@ Kernels in `kernels/swiglu.wgsl`: `swiglu_forward`, `swiglu_backward` (d gate an
 
 from __future__ import annotations
 
-from engine.autograd import Function
-from engine.ops._common import check_float, grid_1d, pack
-from engine.tensor import Tensor
+from wgrpo.engine.autograd import Function
+from wgrpo.engine.ops._common import check_float, grid_1d, pack
+from wgrpo.engine.tensor import Tensor
 
 
 def _check(gate, up, op: str) -> None:

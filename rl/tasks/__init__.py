@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import inspect
 
-from rl.tasks.arithmetic import ArithmeticTask
-from rl.tasks.base import DEFAULT_WEIGHTS, SPLITS, GeneratedTask, JsonlTask, Problem, Task, render_prompt
-from rl.tasks.code import CodeTask
-from rl.tasks.countdown import CountdownTask
-from rl.tasks.gsm8k import Gsm8kTask
+from wgrpo.rl.tasks.arithmetic import ArithmeticTask
+from wgrpo.rl.tasks.base import DEFAULT_WEIGHTS, SPLITS, GeneratedTask, JsonlTask, Problem, Task, render_prompt
+from wgrpo.rl.tasks.code import CodeTask
+from wgrpo.rl.tasks.countdown import CountdownTask
+from wgrpo.rl.tasks.gsm8k import Gsm8kTask
 
 __all__ = ["TASKS", "get_task", "available_tasks", "Task", "Problem", "GeneratedTask", "JsonlTask",
            "CountdownTask", "ArithmeticTask", "Gsm8kTask", "CodeTask", "render_prompt", "SPLITS",

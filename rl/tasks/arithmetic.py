@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from rl.rewards import accuracy_reward
-from rl.tasks.base import GeneratedTask, Problem
+from wgrpo.rl.rewards import accuracy_reward
+from wgrpo.rl.tasks.base import GeneratedTask, Problem
 
 __all__ = ["ArithmeticTask"]
 

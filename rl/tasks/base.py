@@ -21,8 +21,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from rl.jsonl import Record, field as record_field, read_jsonl
-from rl.rewards import combine, format_reward
+from wgrpo.rl.jsonl import Record, field as record_field, read_jsonl
+from wgrpo.rl.rewards import combine, format_reward
 
 __all__ = ["Problem", "Task", "GeneratedTask", "JsonlTask", "render_prompt", "in_eval_split", "TEMPLATES", "SPLITS",
            "DEFAULT_WEIGHTS"]

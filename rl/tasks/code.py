@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from rl.rewards import code_reward
-from rl.tasks.base import JsonlTask, Problem, Record, record_field
+from wgrpo.rl.rewards import code_reward
+from wgrpo.rl.tasks.base import JsonlTask, Problem, Record, record_field
 
 __all__ = ["CodeTask", "PROBLEM_FIELDS", "TEST_FIELDS", "SETUP_FIELDS"]
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from rl.rewards import countdown_reward
-from rl.tasks.base import GeneratedTask, Problem
+from wgrpo.rl.rewards import countdown_reward
+from wgrpo.rl.tasks.base import GeneratedTask, Problem
 
 __all__ = ["CountdownTask", "random_expression"]
 

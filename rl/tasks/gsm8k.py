@@ -8,8 +8,8 @@ Pure Python + numpy; no engine import.
 
 from __future__ import annotations
 
-from rl.rewards import accuracy_reward, parse_number
-from rl.tasks.base import JsonlTask, Problem, Record, record_field
+from wgrpo.rl.rewards import accuracy_reward, parse_number
+from wgrpo.rl.tasks.base import JsonlTask, Problem, Record, record_field
 
 __all__ = ["Gsm8kTask", "final_answer", "QUESTION_FIELDS", "ANSWER_FIELDS"]
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from engine.config import ModelConfig
+from wgrpo.engine.config import ModelConfig
 
 QWEN2 = {
     "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "vocab_size": 151, "hidden_size": 64,

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from engine.device import ENV_VAR, AdapterSummary, NoAdapterError, choose_adapter
+from wgrpo.engine.device import ENV_VAR, AdapterSummary, NoAdapterError, choose_adapter
 
 
 def fake(index, name, backend, adapter_type):
@@ -65,7 +65,7 @@ def test_no_adapter_says_what_to_install():
 
 
 def test_import_creates_no_device():
-    code = "import engine, engine.device as d; assert not d._devices, d._devices; print('lazy')"
+    code = "import wgrpo.engine, wgrpo.engine.device as d; assert not d._devices, d._devices; print('lazy')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "lazy"
 

@@ -1,4 +1,4 @@
-"""engine.generate: the cached decode against full forwards, batching and shared prefill against single runs,
+"""wgrpo.engine.generate: the cached decode against full forwards, batching and shared prefill against single runs,
 determinism, log-probs against model.token_logprobs, EOS / stop strings / compaction, bad input, and greedy
 decoding against transformers (oracle extra, skipped without it)."""
 
@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine import Model, ModelConfig, no_grad
-from engine.generate import generate
-from engine.model import parameter_shapes
+from wgrpo.engine import Model, ModelConfig, no_grad
+from wgrpo.engine.generate import generate
+from wgrpo.engine.model import parameter_shapes
 
 CONFIGS = {
     "qwen2-gqa": dict(architecture="qwen2", vocab_size=89, hidden_size=48, num_layers=2, num_heads=6, num_kv_heads=2,
@@ -107,7 +107,7 @@ def test_eos_ends_sequences_and_finished_rows_are_compacted_away(model):
 
 
 def test_stop_strings_are_trimmed(device):
-    from engine.tokenizer import train_tokenizer
+    from wgrpo.engine.tokenizer import train_tokenizer
 
     texts = ["the answer is <answer>42</answer> and more text follows here", "think about it then answer"] * 20
     tokenizer = train_tokenizer(texts, vocab_size=300)
@@ -134,7 +134,7 @@ def test_stop_strings_are_trimmed(device):
 
 
 def test_a_special_token_ends_a_completion_as_a_stop_string(device):
-    from engine.tokenizer import train_tokenizer
+    from wgrpo.engine.tokenizer import train_tokenizer
 
     tokenizer = train_tokenizer(["<think>a</think> <answer>42</answer>"] * 20, vocab_size=300)
     config = ModelConfig(vocab_size=tokenizer.get_vocab_size(), hidden_size=32, num_layers=1, num_heads=4,

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from engine.config import ModelConfig
-from engine.hf import (check_state_dict, expected_shapes, load_checkpoint, read_config, read_state_dict,
+from wgrpo.engine.config import ModelConfig
+from wgrpo.engine.hf import (check_state_dict, expected_shapes, load_checkpoint, read_config, read_state_dict,
                        write_checkpoint)
-from engine.safetensors_io import read_safetensors
+from wgrpo.engine.safetensors_io import read_safetensors
 
 QWEN = dict(architecture="qwen2", vocab_size=37, hidden_size=16, num_layers=2, num_heads=4, num_kv_heads=2,
             intermediate_size=24, tie_word_embeddings=True, eos_token_id=0, pad_token_id=0)
@@ -238,8 +238,8 @@ def test_atomic_write_keeps_previous_checkpoint_on_failure(tmp_path):
 
 
 def test_write_with_tokenizer(tmp_path):
-    from engine.hf import load_tokenizer
-    from engine.tokenizer import train_tokenizer
+    from wgrpo.engine.hf import load_tokenizer
+    from wgrpo.engine.tokenizer import train_tokenizer
 
     tokenizer = train_tokenizer(["<think>1+1=2</think><answer>2</answer> hello world"] * 4, vocab_size=270)
     config = ModelConfig(**{**QWEN, "vocab_size": tokenizer.get_vocab_size()})

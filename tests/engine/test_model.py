@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine import Model, ModelConfig
+from wgrpo.engine import Model, ModelConfig
 
 CONFIG = ModelConfig(vocab_size=64, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=48,
                      max_position_embeddings=16)
@@ -21,7 +21,7 @@ def test_shapes_and_parameter_names(device):
 
 
 def test_every_parameter_gets_a_gradient(device):
-    from engine import Tensor, ops
+    from wgrpo.engine import Tensor, ops
 
     model = Model.random(CONFIG, seed=1, device=device).requires_grad_()
     ids = np.random.default_rng(0).integers(0, 64, (2, 7))

@@ -11,8 +11,8 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from engine import Tensor, ops  # noqa: E402
-from engine.model import load_pretrained  # noqa: E402
+from wgrpo.engine import Tensor, ops  # noqa: E402
+from wgrpo.engine.model import load_pretrained  # noqa: E402
 
 CASES = {
     # GQA with q/k/v biases and a tied head, odd sizes

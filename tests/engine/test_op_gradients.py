@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine import Tensor, ops
-from engine.autograd import no_grad
+from wgrpo.engine import Tensor, ops
+from wgrpo.engine.autograd import no_grad
 from tests.gradcheck import check_gradients
 
 

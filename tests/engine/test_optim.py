@@ -1,4 +1,4 @@
-"""engine.optim: AdamW against a numpy port of torch.optim.AdamW (and torch itself when installed), its state
+"""wgrpo.engine.optim: AdamW against a numpy port of torch.optim.AdamW (and torch itself when installed), its state
 dict, and clip_grad_norm_ against numpy. Shapes include 1, primes and gradients spanning several clip chunks."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine import Tensor, ops
-from engine.optim import CLIP_CHUNK, AdamW, clip_grad_norm_
+from wgrpo.engine import Tensor, ops
+from wgrpo.engine.optim import CLIP_CHUNK, AdamW, clip_grad_norm_
 from tests.tolerances import assert_close
 
 SHAPES = [(1,), (7,), (13, 17), (5003,)]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine import KernelError, Tensor, ops
-from engine.runtime import _size_class
+from wgrpo.engine import KernelError, Tensor, ops
+from wgrpo.engine.runtime import _size_class
 
 
 def test_200_dispatches_cost_one_submit(device):
@@ -90,8 +90,8 @@ def test_grid_over_the_workgroup_limit_is_refused(device):
 
 
 def test_wgpu_shader_errors_name_the_kernel(device, monkeypatch):
-    import kernels
-    from kernels.registry import KernelSource
+    from wgrpo import kernels
+    from wgrpo.kernels.registry import KernelSource
 
     broken = KernelSource("broken", "f32", "@compute @workgroup_size(1) fn oops_naive() { let x: u32 = 1.5; }",
                           {"oops_naive": ()})

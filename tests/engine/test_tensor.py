@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine import Tensor
+from wgrpo.engine import Tensor
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16, np.int32, np.uint32])

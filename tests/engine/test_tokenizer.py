@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from engine.hf import load_tokenizer
-from engine.tokenizer import END_OF_TEXT, SPECIAL_TOKENS, save_tokenizer, tokenizer_config_dict, train_tokenizer
+from wgrpo.engine.hf import load_tokenizer
+from wgrpo.engine.tokenizer import END_OF_TEXT, SPECIAL_TOKENS, save_tokenizer, tokenizer_config_dict, train_tokenizer
 
 CORPUS = [
     "Question: what is 123 + 4567?\n<think>123 + 4567 = 4690</think>\n<answer>4690</answer>",

@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine import ops
-import kernels
-from engine.ops.attention import MAX_D, WG, attention_forward
-from engine.tensor import Tensor
+from wgrpo.engine import ops
+from wgrpo import kernels
+from wgrpo.engine.ops.attention import MAX_D, WG, attention_forward
+from wgrpo.engine.tensor import Tensor
 from tests.gradcheck import check_gradients
 from tests.tolerances import assert_close
 

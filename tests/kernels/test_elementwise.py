@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine import Tensor, ops
+from wgrpo.engine import Tensor, ops
 from tests.gradcheck import check_gradients
 from tests.tolerances import assert_close
 

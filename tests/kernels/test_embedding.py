@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine import Tensor, ops
-from engine.ops.embedding import embedding_backward
+from wgrpo.engine import Tensor, ops
+from wgrpo.engine.ops.embedding import embedding_backward
 from tests.gradcheck import check_gradients
 from tests.tolerances import assert_close
 

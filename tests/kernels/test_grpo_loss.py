@@ -12,9 +12,9 @@ import math
 import numpy as np
 import pytest
 
-from engine import Model, ModelConfig, Tensor, ops
-from engine.ops.grpo import METRIC_NAMES
-from rl.grpo import reference_loss
+from wgrpo.engine import Model, ModelConfig, Tensor, ops
+from wgrpo.engine.ops.grpo import METRIC_NAMES
+from wgrpo.rl.grpo import reference_loss
 from tests.gradcheck import check_gradients
 from tests.tolerances import assert_close
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine import Tensor, ops
-from engine.kv_cache import KVCache, gather_rows
+from wgrpo.engine import Tensor, ops
+from wgrpo.engine.kv_cache import KVCache, gather_rows
 
 
 def reference(q, k, v, starts, length):

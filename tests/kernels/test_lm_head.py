@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine import Tensor, ops
-from engine.ops.lm_head import ROW_ALIGN, block_rows, linear_token_logprobs
+from wgrpo.engine import Tensor, ops
+from wgrpo.engine.ops.lm_head import ROW_ALIGN, block_rows, linear_token_logprobs
 from tests.gradcheck import check_gradients
 from tests.tolerances import assert_close
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine import Tensor, ops
-from engine.ops.matmul import VARIANTS, choose_variant
+from wgrpo.engine import Tensor, ops
+from wgrpo.engine.ops.matmul import VARIANTS, choose_variant
 from tests.gradcheck import check_gradients
 from tests.tolerances import assert_close
 

@@ -13,9 +13,9 @@ import math
 import numpy as np
 import pytest
 
-from engine import ops
-from engine.ops.reduce import reduce
-from engine.tensor import Tensor
+from wgrpo.engine import ops
+from wgrpo.engine.ops.reduce import reduce
+from wgrpo.engine.tensor import Tensor
 from tests.tolerances import assert_close
 
 # (shape, axis): the last axis (fast path), the first, a middle one; primes; rows longer than a workgroup.

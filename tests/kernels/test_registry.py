@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-import kernels
+from wgrpo import kernels
 
 
 def test_every_family_parses_and_has_entries():

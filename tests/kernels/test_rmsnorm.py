@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine import Tensor, ops
-from engine.ops.norm import rmsnorm_backward, rmsnorm_forward
+from wgrpo.engine import Tensor, ops
+from wgrpo.engine.ops.norm import rmsnorm_backward, rmsnorm_forward
 from tests.gradcheck import check_gradients
 from tests.tolerances import assert_close
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine import Tensor, ops
-from engine.autograd import no_grad
-from engine.ops.rope import _RopeQK, default_inv_freq, rope_backward, rope_forward
+from wgrpo.engine import Tensor, ops
+from wgrpo.engine.autograd import no_grad
+from wgrpo.engine.ops.rope import _RopeQK, default_inv_freq, rope_backward, rope_forward
 from tests.gradcheck import check_gradients
 from tests.tolerances import assert_close
 

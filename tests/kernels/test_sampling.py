@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine import Tensor
-from engine.sampling import SamplingParams, sample, sample_into
+from wgrpo.engine import Tensor
+from wgrpo.engine.sampling import SamplingParams, sample, sample_into
 
 M32 = np.uint64(0xFFFFFFFF)
 

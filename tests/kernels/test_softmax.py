@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine import ops
-from engine.ops.softmax import softmax, softmax_backward
-from engine.tensor import Tensor
+from wgrpo.engine import ops
+from wgrpo.engine.ops.softmax import softmax, softmax_backward
+from wgrpo.engine.tensor import Tensor
 from tests.tolerances import assert_close
 
 VARIANTS = ["serial", "workgroup"]

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine import Tensor, ops
-from engine.ops.swiglu import swiglu_backward
+from wgrpo.engine import Tensor, ops
+from wgrpo.engine.ops.swiglu import swiglu_backward
 from tests.gradcheck import check_gradients
 from tests.tolerances import assert_close
 

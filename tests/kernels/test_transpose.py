@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine import ops
-from engine.tensor import Tensor
+from wgrpo.engine import ops
+from wgrpo.engine.tensor import Tensor
 
 CASES = [
     ((1, 1), -2, -1),

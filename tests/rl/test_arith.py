@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import pytest
 
-from rl.arith import MAX_DEPTH, MAX_DIGITS, MAX_LENGTH, ExprError, evaluate, tokenize
+from wgrpo.rl.arith import MAX_DEPTH, MAX_DIGITS, MAX_LENGTH, ExprError, evaluate, tokenize
 
 
 @pytest.mark.parametrize("text, value, numbers", [

@@ -1,4 +1,4 @@
-"""rl.grpo: group advantages (hand-computed), dynamic sampling, the config, the numpy reference loss, and
+"""wgrpo.rl.grpo: group advantages (hand-computed), dynamic sampling, the config, the numpy reference loss, and
 policy_loss on the GPU, both checked against a torch implementation of TRL's GRPO loss when torch is present."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from rl.grpo import (LOSS_TYPES, GRPOLossConfig, dynamic_sampling_filter, group_advantages, policy_loss,
+from wgrpo.rl.grpo import (LOSS_TYPES, GRPOLossConfig, dynamic_sampling_filter, group_advantages, policy_loss,
                      reference_loss)
 
 # ---------------------------------------------------------------------------------------------- advantages
@@ -155,7 +155,7 @@ def random_batch(seed, shape=(6, 11)):
 @pytest.mark.parametrize("loss_type", LOSS_TYPES)
 def test_reference_and_gpu_match_torch_trl(device, loss_type):
     torch = pytest.importorskip("torch")
-    from engine import Tensor
+    from wgrpo.engine import Tensor
 
     for seed, beta in ((1, 0.04), (2, 0.0)):
         logp, old, ref, rewards, mask = random_batch(seed)
@@ -182,7 +182,7 @@ def test_reference_and_gpu_match_torch_trl(device, loss_type):
 
 def test_policy_loss_on_policy_value_is_zero(device):
     # mu = 1: logp == old_logp and group advantages have zero mean, so the grpo loss is 0 with a nonzero gradient.
-    from engine import Tensor
+    from wgrpo.engine import Tensor
 
     logp, _, ref, rewards, mask = random_batch(5)
     adv, _ = group_advantages(rewards)

@@ -7,7 +7,7 @@ from fractions import Fraction
 
 import pytest
 
-from rl.rewards import (accuracy_reward, code_reward, combine, countdown_reward, extract_answer, extract_code,
+from wgrpo.rl.rewards import (accuracy_reward, code_reward, combine, countdown_reward, extract_answer, extract_code,
                         format_reward, parse_number)
 
 
@@ -248,9 +248,9 @@ def test_code_reward_imports_sandbox_lazily(monkeypatch):
     import sys
     import types
 
-    fake = types.ModuleType("rl.sandbox")
+    fake = types.ModuleType("wgrpo.rl.sandbox")
     fake.run_tests = lambda code, tests, timeout_s=5.0: FakeResult(len(tests), len(tests))
-    monkeypatch.setitem(sys.modules, "rl.sandbox", fake)
+    monkeypatch.setitem(sys.modules, "wgrpo.rl.sandbox", fake)
     assert code_reward(wrap("x = 1"), TESTS) == 1.0
 
 

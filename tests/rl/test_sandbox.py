@@ -1,4 +1,4 @@
-"""rl.sandbox: model code runs against tests, and cannot escape, linger, hog, or take the trainer down.
+"""wgrpo.rl.sandbox: model code runs against tests, and cannot escape, linger, hog, or take the trainer down.
 
 Tests that depend on an isolation mode run once per mode that works on this machine ("bwrap", "unshare",
 "limits"), and skip with the probe's reason for the others. Everything touches only loopback and temp dirs.
@@ -17,8 +17,8 @@ import uuid
 
 import pytest
 
-from rl import sandbox
-from rl.sandbox import CodeResult, SandboxConfig, SandboxResult, run_code, run_tests, sandbox_status
+from wgrpo.rl import sandbox
+from wgrpo.rl.sandbox import CodeResult, SandboxConfig, SandboxResult, run_code, run_tests, sandbox_status
 
 MODES = ("bwrap", "unshare", "limits")
 ROOT = os.geteuid() == 0
@@ -360,7 +360,7 @@ def test_sandbox_status_names_the_isolation():
 
 def test_missing_bwrap_falls_back_and_warns_once(caplog):
     config = SandboxConfig(bwrap=f"/nonexistent/bwrap-{uuid.uuid4().hex}")
-    with caplog.at_level(logging.WARNING, logger="rl.sandbox"):
+    with caplog.at_level(logging.WARNING, logger="wgrpo.rl.sandbox"):
         first = run_tests(ADD, ["assert add(1, 1) == 2"], config=config)
         second = run_tests(ADD, ["assert add(1, 1) == 2"], config=config)
     assert first.isolation == second.isolation != "bwrap"
@@ -373,7 +373,7 @@ def test_missing_bwrap_falls_back_and_warns_once(caplog):
 
 def test_unusable_sandbox_scores_zero_without_raising(caplog):
     config = SandboxConfig(use_bwrap="always", bwrap=f"/nonexistent/bwrap-{uuid.uuid4().hex}")
-    with caplog.at_level(logging.WARNING, logger="rl.sandbox"):
+    with caplog.at_level(logging.WARNING, logger="wgrpo.rl.sandbox"):
         result = run_tests(ADD, ["assert add(1, 1) == 2"], config=config)
     assert (result.passed, result.total, result.error) == (0, 1, "sandbox unavailable")
     assert run_code("print(1)", config=config).error == "sandbox unavailable"

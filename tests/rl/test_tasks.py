@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from rl.arith import evaluate
-from rl.tasks import TASKS, Problem, get_task
-from rl.tasks.gsm8k import final_answer
+from wgrpo.rl.arith import evaluate
+from wgrpo.rl.tasks import TASKS, Problem, get_task
+from wgrpo.rl.tasks.gsm8k import final_answer
 
 
 def solved(problem: Problem, answer: str) -> str:
@@ -289,7 +289,7 @@ def test_problem_from_another_task_is_refused():
 
 
 def test_no_engine_or_wgpu_import():
-    code = ("import sys, rl.tasks, rl.rewards, rl.arith, rl.jsonl\n"
-            "bad = [m for m in sys.modules if m.split('.')[0] in ('engine', 'wgpu', 'kernels')]\n"
+    code = ("import sys, wgrpo.rl.tasks, wgrpo.rl.rewards, wgrpo.rl.arith, wgrpo.rl.jsonl\n"
+            "bad = [m for m in sys.modules if m.split('.')[0] == 'wgpu' or m.startswith(('wgrpo.engine', 'wgrpo.kernels'))]\n"
             "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=str(__import__("pathlib").Path(__file__).parents[2]))

@@ -8,9 +8,9 @@ import types
 import numpy as np
 import pytest
 
-from tools import bench, bench_probes, cli
-from tools.bench_cases import Catalog, build_catalog, matmul_case
-from tools.bench_timing import INCLUSIVE_TIMER, Timer
+from wgrpo.tools import bench, bench_probes, cli
+from wgrpo.tools.bench_cases import Catalog, build_catalog, matmul_case
+from wgrpo.tools.bench_timing import INCLUSIVE_TIMER, Timer
 
 
 def _run(tmp_path, capsys, *args):
@@ -67,7 +67,7 @@ def test_wrong_kernel_fails_loudly_and_is_not_timed(device, tmp_path, capsys, mo
 
 
 def test_catalog_skips_missing_ops(monkeypatch):
-    from engine import ops
+    from wgrpo.engine import ops
 
     monkeypatch.delattr(ops, "softmax", raising=False)
     no_extras = types.SimpleNamespace(has_f16=False, has_subgroups=False, is_software=True)
@@ -87,8 +87,8 @@ def test_matmul_case_shapes_and_flops():
 
 
 def test_timer_gpu_and_wall_agree_roughly(device):
-    from engine import ops
-    from engine.tensor import Tensor
+    from wgrpo.engine import ops
+    from wgrpo.engine.tensor import Tensor
 
     x = Tensor.from_numpy(np.ones(4096, np.float32), device)
     wall = Timer(device, use_timestamps=False).time(lambda: ops.silu(x), 20, 2)
@@ -101,8 +101,8 @@ def test_timer_gpu_and_wall_agree_roughly(device):
 
 
 def test_timer_notices_an_op_that_reads_back(device):
-    from engine import ops
-    from engine.tensor import Tensor
+    from wgrpo.engine import ops
+    from wgrpo.engine.tensor import Tensor
 
     x = Tensor.from_numpy(np.ones(256, np.float32), device)
     timing = Timer(device).time(lambda: ops.silu(x).numpy(), 3, 2)

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from tools import cli
-from tools.bench_grpo import GRPOBenchConfig, forward_flops
+from wgrpo.tools import cli
+from wgrpo.tools.bench_grpo import GRPOBenchConfig, forward_flops
 
 TINY = ["--hidden-size", "32", "--num-layers", "2", "--num-heads", "4", "--num-kv-heads", "2",
         "--intermediate-size", "48"]

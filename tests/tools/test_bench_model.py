@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from engine.hf import expected_shapes
-from tools import cli
-from tools.bench_model import ModelBenchConfig
+from wgrpo.engine.hf import expected_shapes
+from wgrpo.tools import cli
+from wgrpo.tools.bench_model import ModelBenchConfig
 
 TINY = ["--vocab-size", "61", "--hidden-size", "32", "--num-layers", "2", "--num-heads", "4", "--num-kv-heads", "2",
         "--intermediate-size", "40", "--batch-size", "2", "--seq-len", "7"]
@@ -77,7 +77,7 @@ def test_tiny_model_against_torch(device, tmp_path, capsys):
 
 
 def test_checkpoint_directory(device, tmp_path, capsys):
-    from engine import Model
+    from wgrpo.engine import Model
 
     config = ModelBenchConfig(**_tiny_kwargs(), architecture="llama").model_config()
     Model.random(config, seed=3, device=device).save_pretrained(tmp_path / "ckpt")

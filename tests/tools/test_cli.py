@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tools import cli
+from wgrpo.tools import cli
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -63,7 +63,7 @@ def test_helper_refuses_a_field_without_help():
 def test_bench_help_lists_every_config_field(capsys):
     from dataclasses import fields
 
-    from tools.bench import BenchConfig
+    from wgrpo.tools.bench import BenchConfig
 
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["bench", "--help"])
@@ -92,7 +92,7 @@ def test_devices_json(device, capsys):
 
 def test_devices_in_a_subprocess(device):
     env = {k: v for k, v in os.environ.items() if k != "WGRPO_DEVICE"}
-    result = subprocess.run([sys.executable, "-m", "tools.cli", "devices"], cwd=REPO, env=env,
+    result = subprocess.run([sys.executable, "-m", "wgrpo.tools.cli", "devices"], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "chosen: [" in result.stdout
@@ -107,10 +107,10 @@ def test_unknown_device_spec_lists_adapters_and_fails(device, capsys):
 
 @pytest.mark.parametrize("argv", [["devices"], ["devices", "--json"], ["bench", "--quick"]])
 def test_no_adapter_exits_1_with_the_install_hint(monkeypatch, capsys, argv):
-    import engine.device
+    import wgrpo.engine.device as engine_device
 
-    monkeypatch.setattr(engine.device, "list_adapters", lambda: [])
-    monkeypatch.setattr(engine.device, "_devices", {})  # no cached device from other tests
+    monkeypatch.setattr(engine_device, "list_adapters", lambda: [])
+    monkeypatch.setattr(engine_device, "_devices", {})  # no cached device from other tests
     monkeypatch.delenv("WGRPO_DEVICE", raising=False)
     assert cli.main(argv) == 1
     captured = capsys.readouterr()

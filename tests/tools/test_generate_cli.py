@@ -7,13 +7,13 @@ import json
 import numpy as np
 import pytest
 
-from tools.cli import main
+from wgrpo.tools.cli import main
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, device):
-    from engine import Model, ModelConfig
-    from engine.tokenizer import train_tokenizer
+    from wgrpo.engine import Model, ModelConfig
+    from wgrpo.engine.tokenizer import train_tokenizer
 
     tokenizer = train_tokenizer(["count: 1 2 3 4 5 6 7 8 9 and <answer>10</answer>"] * 30, vocab_size=280)
     config = ModelConfig(vocab_size=tokenizer.get_vocab_size(), hidden_size=32, num_layers=1, num_heads=4,
@@ -28,7 +28,7 @@ def checkpoint(tmp_path_factory, device):
 
 
 def test_generate_streams_the_same_text_as_the_api(checkpoint, capsys):
-    from engine.generate import generate
+    from wgrpo.engine.generate import generate
 
     path, model, tokenizer = checkpoint
     assert main(["generate", "--model", str(path), "--prompt", "count: 1 2", "--max-new-tokens", "12",

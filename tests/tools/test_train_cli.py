@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from rl.trainer import TrainConfig
-from tools.cli import _apply_config_file, build_parser, main
+from wgrpo.rl.train.config import TrainConfig
+from wgrpo.tools.cli import _apply_config_file, build_parser, main
 
 
 def test_help_lists_every_train_option(capsys):
@@ -50,9 +50,9 @@ def test_unknown_task_is_named(device, capsys):
 
 
 def test_eval_of_a_tiny_checkpoint(device, tmp_path, capsys):
-    from engine import Model, ModelConfig
-    from engine.tokenizer import END_OF_TEXT, train_tokenizer
-    from rl.tasks import get_task
+    from wgrpo.engine import Model, ModelConfig
+    from wgrpo.engine.tokenizer import END_OF_TEXT, train_tokenizer
+    from wgrpo.rl.tasks import get_task
 
     task = get_task("arithmetic", digits=1, ops="+", template="plain", instructions=False)
     tokenizer = train_tokenizer([task.sample(i).prompt + " 1+2+0=3</think> <answer>3</answer>" for i in range(40)],

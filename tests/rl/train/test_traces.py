@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from rl.tasks import get_task
-from rl.traces import addition_trace, multiplication_trace, subtraction_trace, warmup_completion, warmup_records
+from wgrpo.rl.tasks import get_task
+from wgrpo.rl.train.traces import addition_trace, multiplication_trace, subtraction_trace, warmup_completion, warmup_records
 
 
 def test_traces_compute_the_right_result():

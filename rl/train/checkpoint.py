@@ -24,7 +24,7 @@ CONFIG_FILE = "trainer_config.json"
 def save_training_checkpoint(directory: str | Path, model, tokenizer, optimizer, state: dict[str, Any],
                              config) -> Path:
     """Write model + tokenizer + trainer state (step, RNG, ... in `state`) + optimizer + resolved config."""
-    from engine.hf import write_checkpoint
+    from wgrpo.engine import write_checkpoint
 
     opt_state = optimizer.state_dict()
     moments = {}

@@ -7,9 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from rl.batch import build_update_batch
-from rl.tasks.base import GeneratedTask, Problem
-from rl.trainer import GRPOTrainer, TrainConfig, parse_options
+from wgrpo.rl.batch import build_update_batch
+from wgrpo.rl.tasks.base import GeneratedTask, Problem
+from wgrpo.rl.train.config import TrainConfig, parse_options
+from wgrpo.rl.train.trainer import GRPOTrainer
 
 
 class CountSevens(GeneratedTask):
@@ -26,8 +27,8 @@ class CountSevens(GeneratedTask):
 
 
 def tiny_setup(device, seed=0):
-    from engine import Model, ModelConfig
-    from engine.tokenizer import END_OF_TEXT, train_tokenizer
+    from wgrpo.engine import Model, ModelConfig
+    from wgrpo.engine.tokenizer import END_OF_TEXT, train_tokenizer
 
     task = CountSevens(template="plain")
     texts = [task.sample(i).prompt + " 7 77 777 123 <answer>7</answer>" for i in range(50)]
@@ -48,13 +49,13 @@ def config(tmp_path, **overrides):
 
 
 def reference_of(model):
-    from engine import Model
+    from wgrpo.engine import Model
 
     return Model.from_numpy(model.config, model.state_dict(), model.device)
 
 
 def test_a_few_steps_change_every_parameter(device, tmp_path, monkeypatch):
-    monkeypatch.setattr("rl.trainer.GRPOTrainer._plot", lambda self, path: None)
+    monkeypatch.setattr("wgrpo.rl.train.trainer.GRPOTrainer._plot", lambda self, path: None)
     model, tokenizer, task = tiny_setup(device)
     before = model.state_dict()
     trainer = GRPOTrainer(config(tmp_path), model, tokenizer, task, reference_of(model))
@@ -69,7 +70,7 @@ def test_a_few_steps_change_every_parameter(device, tmp_path, monkeypatch):
 
 
 def test_resume_continues_exactly(device, tmp_path, monkeypatch):
-    monkeypatch.setattr("rl.trainer.GRPOTrainer._plot", lambda self, path: None)
+    monkeypatch.setattr("wgrpo.rl.train.trainer.GRPOTrainer._plot", lambda self, path: None)
     model, tokenizer, task = tiny_setup(device)
     reference = reference_of(model)  # the starting policy, before training moves `model`
     straight = GRPOTrainer(config(tmp_path / "a", steps=4, save_every=2, eval_every=0), model, tokenizer, task,
@@ -111,7 +112,7 @@ def test_options_and_errors_are_named(device, tmp_path):
                     reference_of(model))
     with pytest.raises(ValueError, match="TrainConfig.top_p"):
         config(tmp_path, top_p=1.5)
-    from rl.tasks import get_task
+    from wgrpo.rl.tasks import get_task
 
     with pytest.raises(ValueError, match="unknown task 'nope'"):
         get_task("nope")

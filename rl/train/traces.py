@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rl.tasks.base import Problem
+from wgrpo.rl.tasks.base import Problem
 
 
 def _digits(n: int) -> list[int]:

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from rl.schedule import epoch_order
-from rl.sft import Example, SFTConfig, learning_rate, make_batch, read_examples, train_sft
+from wgrpo.rl.train.schedule import epoch_order
+from wgrpo.rl.train.sft import Example, SFTConfig, learning_rate, make_batch, read_examples, train_sft
 
 
 def write_jsonl(path, records):
@@ -93,7 +93,7 @@ def test_resume_continues_exactly(device, tmp_path):
 def test_round_trip_through_transformers(device, tmp_path):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    from engine import load_pretrained
+    from wgrpo.engine import load_pretrained
 
     data = addition_data(tmp_path / "add.jsonl", n=32)
     train_sft(tiny(tmp_path, data, steps=3), device)

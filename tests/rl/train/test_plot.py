@@ -1,4 +1,4 @@
-"""rl.plot and rl.png: PNG structure checked by an independent reader, pixels of the chart, plot_training."""
+"""wgrpo.rl.train.plot and rl.train.png: PNG structure checked by an independent reader, pixels of the chart, plot_training."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import zlib
 import numpy as np
 import pytest
 
-from rl.plot import COLORS, plot_curves, plot_training, render_curves, text_width
-from rl.png import PNG_SIGNATURE, encode_png, write_png
+from wgrpo.rl.train.plot import COLORS, plot_curves, plot_training, render_curves, text_width
+from wgrpo.rl.train.png import PNG_SIGNATURE, encode_png, write_png
 
 WHITE = (255, 255, 255)
 
 
 def read_png(path) -> np.ndarray:
-    """A strict reader for what rl.png writes: signature, chunk CRCs, IHDR, filter 0 rows; (H, W, 3) uint8."""
+    """A strict reader for what rl.train.png writes: signature, chunk CRCs, IHDR, filter 0 rows; (H, W, 3) uint8."""
     data = open(path, "rb").read()
     assert data[:8] == PNG_SIGNATURE
     position, chunks = 8, []

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rl.rollout import sample_and_score
+from wgrpo.rl.rollout import sample_and_score
 
 
 @dataclass

@@ -2,7 +2,7 @@
 pairs, from a checkpoint or from a fresh model with a tokenizer trained on the data.
 
 Owns: the SFT config, batching (prompt tokens masked out, end-of-text appended and learned), the learning-rate
-schedule and the training loop. Checkpoints and progress come from `rl.checkpoint` and `rl.progress`.
+schedule and the training loop. Checkpoints and progress come from `rl.train.checkpoint` and `rl.train.progress`.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from rl.checkpoint import load_training_state, save_training_checkpoint
-from rl.jsonl import field as record_field
-from rl.jsonl import read_jsonl
-from rl.progress import Progress
-from rl.schedule import cosine_lr, epoch_order
+from wgrpo.rl.train.checkpoint import load_training_state, save_training_checkpoint
+from wgrpo.rl.jsonl import field as record_field
+from wgrpo.rl.jsonl import read_jsonl
+from wgrpo.rl.train.progress import Progress
+from wgrpo.rl.train.schedule import cosine_lr, epoch_order
 
 
 @dataclass
@@ -99,8 +99,7 @@ def learning_rate(step: int, config: SFTConfig) -> float:
 
 
 def _fresh_model(config: SFTConfig, records: list[dict], device):
-    from engine import Model, ModelConfig
-    from engine.tokenizer import END_OF_TEXT, train_tokenizer
+    from wgrpo.engine import END_OF_TEXT, Model, ModelConfig, train_tokenizer
 
     tokenizer = train_tokenizer((r["prompt"] + r["completion"] for r in records), vocab_size=config.vocab_size)
     eos = tokenizer.token_to_id(END_OF_TEXT)
@@ -113,8 +112,7 @@ def _fresh_model(config: SFTConfig, records: list[dict], device):
 
 def train_sft(config: SFTConfig, device=None) -> dict:
     """Run SFT as configured; returns a summary (first and last loss, checkpoint path, tokens/s)."""
-    from engine import Tensor, load_pretrained, ops
-    from engine.optim import AdamW, clip_grad_norm_
+    from wgrpo.engine import AdamW, Tensor, clip_grad_norm_, load_pretrained, ops
 
     records = read_examples(config.data)
     start_from = config.resume or config.model

@@ -4,7 +4,7 @@ Owns: `render_curves` (an RGB image of a line chart of named (steps, values) ser
 axes with round-number ticks and grid lines, a title, axis labels, one 2 px anti-aliased coloured line per
 series, optional markers and a legend), `plot_curves` (the same written to a PNG file), `plot_training` (the
 trainer's metrics.jsonl as one chart) and the built-in 5x9 bitmap font that draws all the text.
-Must not import the engine, matplotlib or Pillow: numpy, the standard library and `rl.png` only.
+Must not import the engine, matplotlib or Pillow: numpy, the standard library and `rl.train.png` only.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from rl.png import write_png
+from wgrpo.rl.train.png import write_png
 
 __all__ = ["COLORS", "TRAINING_SERIES", "render_curves", "plot_curves", "plot_training", "text_width"]
 

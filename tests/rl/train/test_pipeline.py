@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
-from rl.pipeline import report
+from wgrpo.rl.train.pipeline import report
 
 
 def trainer_in(path):

@@ -11,10 +11,11 @@ import json
 import sys
 from pathlib import Path
 
-from rl.sft import SFTConfig, train_sft
-from rl.tasks import get_task
-from rl.trainer import GRPOTrainer, TrainConfig
-from rl.traces import warmup_records
+from wgrpo.rl.train.sft import SFTConfig, train_sft
+from wgrpo.rl.tasks import get_task
+from wgrpo.rl.train.config import TrainConfig
+from wgrpo.rl.train.trainer import GRPOTrainer
+from wgrpo.rl.train.traces import warmup_records
 
 
 def warm_up(config: TrainConfig, task, device) -> Path:
@@ -43,14 +44,14 @@ def _reference(model, config: TrainConfig):
     """A frozen copy of the starting policy for the KL penalty (none when beta is 0)."""
     if config.beta <= 0:
         return None
-    from engine import Model
+    from wgrpo.engine import Model
 
     return Model.from_numpy(model.config, model.state_dict(), model.device, source="reference")
 
 
 def run_train(config: TrainConfig, device=None) -> dict:
     """Train as configured and print the before/after table; returns the evaluations."""
-    from engine import load_pretrained
+    from wgrpo.engine import load_pretrained
 
     task = get_task(config.task, **config.task_kwargs())
     if config.resume:

@@ -1,0 +1,2 @@
+"""The training application over GRPO's algorithm: trainers, checkpoints, schedules, evaluation, logs and
+the demo pipeline."""
