@@ -4,6 +4,6 @@
 # `wgrpo train` (see `.venv/bin/wgrpo train --help`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+WGRPO_EXTRAS=${WGRPO_EXTRAS:-plot} bash scripts/setup.sh  # plot: matplotlib draws curves.png
 .venv/bin/wgrpo devices | tail -n 1
 exec .venv/bin/wgrpo train "$@"

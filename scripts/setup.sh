@@ -33,15 +33,37 @@ PY
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else return 1; fi; }
 
-install_lavapipe() {
+# The archive this machine's apt already uses for bookworm (its own mirror or proxy), as apt reports it.
+bookworm_archive() {
+    apt-cache policy 2>/dev/null | awk '$3 == "bookworm/main" && $2 ~ /:\/\// {print $2; exit}'
+}
+
+add_backports() {
     # Debian bookworm's own Mesa 22 lavapipe works but is ~5x slower for compute than Mesa 25 from backports.
+    grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/ && return 0
+    as_root apt-get update -q >/dev/null
+    local archive keyring=/usr/share/keyrings/debian-archive-keyring.gpg options=""
+    archive=$(bookworm_archive)
+    if [ -z "$archive" ]; then
+        say "apt has no source for bookworm/main, so bookworm-backports cannot be derived from it: installing"
+        say "bookworm's own (slower) Mesa. For Mesa 25, add a 'bookworm-backports main' line for your Debian"
+        say "mirror to /etc/apt/sources.list.d/ and run this script again."
+        return 1
+    fi
+    [ -r "$keyring" ] && options="[signed-by=$keyring] "
+    say "adding bookworm-backports from $archive to apt sources"
+    printf 'deb %s%s bookworm-backports main\n' "$options" "$archive" | \
+        as_root tee /etc/apt/sources.list.d/wgrpo-backports.list >/dev/null
+}
+
+install_lavapipe() {
     if [ -r /etc/os-release ] && . /etc/os-release && [ "${VERSION_CODENAME:-}" = bookworm ] && command -v apt-get >/dev/null; then
-        if ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
-            say "adding bookworm-backports to apt sources"
-            printf 'deb http://deb.debian.org/debian bookworm-backports main\n' | as_root tee /etc/apt/sources.list.d/wgrpo-backports.list >/dev/null
+        if add_backports; then
+            as_root apt-get update -q >/dev/null
+            DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q -t bookworm-backports mesa-vulkan-drivers >/dev/null
+        else
+            DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q mesa-vulkan-drivers >/dev/null
         fi
-        as_root apt-get update -q >/dev/null
-        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q -t bookworm-backports mesa-vulkan-drivers >/dev/null
     elif command -v apt-get >/dev/null; then
         as_root apt-get update -q >/dev/null
         DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q mesa-vulkan-drivers >/dev/null
