@@ -1,57 +1,61 @@
-"""A one-line progress bar for training loops, on stderr.
+"""The training loops' progress bar, on stderr: a thin wrapper over tqdm.
 
-On a terminal the line is redrawn in place; otherwise (CI logs, files) a line is printed every `every` steps
-so logs stay readable.
+Owns: `Progress`, the step counter the trainers drive with `update(step, **metrics)`; the metrics are shown as
+tqdm's postfix in its compact number format. On a terminal tqdm redraws the bar in place; on anything else (CI
+logs, files) tqdm draws nothing itself and a plain line is printed every `every` steps, so logs hold no
+carriage returns. Imports nothing of the engine.
 """
 
 from __future__ import annotations
 
 import sys
-import time
 from typing import TextIO
 
+from tqdm import tqdm
 
-def _clock(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
-        f"{seconds // 60:02d}:{seconds % 60:02d}"
-
-
-def _format(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.3e}"
-    return str(value)
+__all__ = ["Progress"]
 
 
 class Progress:
-    def __init__(self, total: int, label: str, *, start: int = 0, stream: TextIO | None = None, every: int = 10,
-                 width: int = 24):
-        self.total, self.label, self.done = total, label, start
+    """Progress of `total` steps under `label`, resuming at `start`; also a context manager that closes it."""
+
+    def __init__(self, total: int, label: str, *, start: int = 0, stream: TextIO | None = None, every: int = 10):
         self.stream = stream if stream is not None else sys.stderr
-        self.interactive = getattr(self.stream, "isatty", lambda: False)()
-        self.every, self.width = max(1, every), width
-        self._start, self._start_step = time.perf_counter(), start
+        self.interactive = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.every = max(1, every)
+        self._printed = start  # the step of the last plain line (non-interactive only)
+        # Off a terminal tqdm must never draw (it redraws with "\r"): an infinite delay keeps it silent while
+        # it still counts steps and times them, and `_print_line` writes its formatted state instead. No
+        # dynamic_ncols: tqdm then draws nothing at all on a terminal that reports zero columns.
+        self._bar = tqdm(total=total, initial=start, desc=label, unit="step", file=self.stream, leave=True,
+                         ascii=None if self.interactive else True,
+                         delay=0 if self.interactive else float("inf"))
+
+    @property
+    def done(self) -> int:
+        """The last step reported."""
+        return self._bar.n
 
     def update(self, step: int, **metrics) -> None:
-        """Show that `step` of `total` is done, with the given metrics."""
-        self.done = step
-        if not self.interactive and step % self.every and step != self.total:
-            return
-        elapsed = time.perf_counter() - self._start
-        rate = (step - self._start_step) / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - step) / rate if rate > 0 else 0.0
-        filled = int(self.width * step / max(1, self.total))
-        bar = "=" * filled + (">" if filled < self.width else "") + " " * (self.width - filled - 1)
-        parts = " ".join(f"{k} {_format(v)}" for k, v in metrics.items())
-        line = f"{self.label} {step:>{len(str(self.total))}}/{self.total} [{bar[:self.width]}] {parts} " \
-               f"{_clock(elapsed)}<{_clock(eta)}"
-        if self.interactive:
-            self.stream.write("\r\033[K" + line)
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
+        """Show that `step` of the total is done, with the given metrics (name -> number or text)."""
+        self._bar.set_postfix(metrics, refresh=False)  # a dict, not **kwargs: keeps the caller's order
+        self._bar.update(step - self._bar.n)
+        if not self.interactive and (step % self.every == 0 or step == self._bar.total):
+            self._print_line()
 
     def close(self) -> None:
-        if self.interactive:
-            self.stream.write("\n")
-            self.stream.flush()
+        """Finish the bar; off a terminal, print the last state if its line was skipped. Safe to call twice."""
+        if not self.interactive and self._bar.n != self._printed:
+            self._print_line()
+        self._bar.close()
+
+    def _print_line(self) -> None:
+        self.stream.write(f"{self._bar}\n")
+        self.stream.flush()
+        self._printed = self._bar.n
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
