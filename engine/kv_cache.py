@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from wgrpo.engine import ops
-from wgrpo.engine.ops._common import grid_1d, pack
+from wgrpo.engine.ops._common import flat_grid
 from wgrpo.engine.tensor import Tensor
 
 
@@ -31,8 +31,9 @@ def gather_rows(src: Tensor, index: np.ndarray, words: int, src_stride: int, dst
                          f"overrun src {src.shape} or dst {dst.shape}")
     if n == 0:
         return
-    src.runtime.dispatch("kvcache", "gather_rows", [src, Tensor.from_numpy(index, src.device), dst], grid_1d(n),
-                         pack("IIIIIII", n, words, 0, 0, 0, src_stride, dst_stride),
+    src.runtime.dispatch("kvcache", "gather_rows", [src, Tensor.from_numpy(index, src.device), dst],
+                         flat_grid("kvcache", "gather_rows", n),
+                         {"n": n, "words": words, "src_stride": src_stride, "dst_stride": dst_stride},
                          shapes=f"{index.size} rows of {words} words from {src.shape} into {dst.shape}")
 
 
@@ -79,8 +80,10 @@ class KVCache:
                              f"{self.capacity}")
         n = k.size
         if n:
-            k.runtime.dispatch("kvcache", "kv_write", [k, v, self.k[layer], self.v[layer]], grid_1d(n),
-                               pack("IIIIIII", n, self.row_words, steps, self.capacity, self.length, 0, 0),
+            k.runtime.dispatch("kvcache", "kv_write", [k, v, self.k[layer], self.v[layer]],
+                               flat_grid("kvcache", "kv_write", n),
+                               {"n": n, "row": self.row_words, "t_new": steps, "t_cap": self.capacity,
+                                "column": self.length},
                                elem=k.elem, shapes=f"k/v {k.shape} into {self.k[layer].shape} at {self.length}")
         out = ops.attention_cached(q, self.k[layer], self.v[layer], self.starts_gpu, self.length + steps)
         if layer == self.num_layers - 1:

@@ -14,11 +14,14 @@ from typing import Iterable
 
 import numpy as np
 
-from wgrpo.engine.ops._common import grid_1d, pack
+from wgrpo import kernels
+from wgrpo.engine.ops._common import flat_grid, grid_1d
 from wgrpo.engine.tensor import Tensor
 
-ADAMW_WG = 256  # invocations per workgroup of adamw_step_naive and clip_scale_naive (as in the WGSL)
-CLIP_CHUNK = 4096  # gradient elements per workgroup of sum_squares_workgroup (as in the WGSL)
+
+def clip_chunk() -> int:
+    """Gradient elements one workgroup of sum_squares_workgroup sums (CHUNK in kernels/norm_clip.wgsl)."""
+    return kernels.load("norm_clip").constants["CHUNK"]
 
 
 def _parameter_list(params, op: str) -> list[Tensor]:
@@ -90,10 +93,12 @@ class AdamW:
                                              "exp_avg_sq": Tensor.empty(p.shape, np.float32, p.device)}
             state["step"] += 1
             t = state["step"]
-            params = pack("IIfffffff", p.size, int(fresh), 1.0 - self.lr * self.weight_decay, 1.0 - beta1, beta2,
-                          1.0 - beta2, self.eps, self.lr / (1.0 - beta1**t), math.sqrt(1.0 - beta2**t))
+            params = {"n": p.size, "fresh": fresh, "decay": 1.0 - self.lr * self.weight_decay,
+                      "one_minus_beta1": 1.0 - beta1, "beta2": beta2, "one_minus_beta2": 1.0 - beta2, "eps": self.eps,
+                      "step_size": self.lr / (1.0 - beta1**t), "bc2_sqrt": math.sqrt(1.0 - beta2**t)}
             p.runtime.dispatch("adamw", "adamw_step_naive", [p, p.grad, state["exp_avg"], state["exp_avg_sq"]],
-                               grid_1d(p.size, ADAMW_WG), params, elem=p.elem, shapes=f"params[{index}] {p.shape}")
+                               flat_grid("adamw", "adamw_step_naive", p.size), params, elem=p.elem,
+                               shapes=f"params[{index}] {p.shape}")
 
     def zero_grad(self) -> None:
         """Drop every parameter's gradient (torch's default set_to_none=True)."""
@@ -164,23 +169,25 @@ def clip_grad_norm_(params: Iterable[Tensor] | Tensor, max_norm: float) -> Tenso
         _check_grad(p, index, "clip_grad_norm_")
     device = with_grad[0][1].device
     runtime = device.runtime
-    chunks = [math.ceil(p.size / CLIP_CHUNK) for _, p in with_grad]
+    chunk = clip_chunk()
+    chunks = [math.ceil(p.size / chunk) for _, p in with_grad]
     partials = Tensor.empty((max(1, sum(chunks)),), np.float32, device)
     slot = 0
     for (index, p), count in zip(with_grad, chunks):
         if p.device is not device:
             raise ValueError(f"clip_grad_norm_: params[{index}] is on {p.device.name}, params[{with_grad[0][0]}] "
                              f"on {device.name}")
-        runtime.dispatch("norm_clip", "sum_squares_workgroup", [p.grad, partials], grid_1d(p.size, CLIP_CHUNK),
-                         pack("IIfI", p.size, slot, 0.0, 0), elem=p.elem, shapes=f"params[{index}] {p.shape}")
+        runtime.dispatch("norm_clip", "sum_squares_workgroup", [p.grad, partials], grid_1d(p.size, chunk),
+                         {"n": p.size, "slot": slot}, elem=p.elem, shapes=f"params[{index}] {p.shape}")
         slot += count
     total_norm = Tensor.empty((), np.float32, device)
     scale = Tensor.empty((1,), np.float32, device)
     runtime.dispatch("norm_clip", "clip_coef_workgroup", [partials, total_norm, scale], (1,),
-                     pack("IIfI", slot, 0, float(max_norm), 0), shapes=f"{len(with_grad)} gradients")
+                     {"n_partials": slot, "max_norm": float(max_norm)}, shapes=f"{len(with_grad)} gradients")
     for index, p in with_grad:
         out = Tensor.empty(p.shape, p.dtype, device)
-        runtime.dispatch("norm_clip", "clip_scale_naive", [p.grad, scale, out], grid_1d(p.size, ADAMW_WG),
-                         pack("IIfI", p.size, 0, 0.0, 0), elem=p.elem, shapes=f"params[{index}] {p.shape}")
+        runtime.dispatch("norm_clip", "clip_scale_naive", [p.grad, scale, out],
+                         flat_grid("norm_clip", "clip_scale_naive", p.size), {"n": p.size}, elem=p.elem,
+                         shapes=f"params[{index}] {p.shape}")
         p.grad = out
     return total_norm

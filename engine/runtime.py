@@ -2,7 +2,8 @@
 
 Owns: the buffer pool, the pipeline cache keyed by (kernel, entry, element type, constants), and the command
 encoder that collects every dispatch until the host needs a result. Ops call `dispatch`; nothing is submitted
-until `flush` (a read-back flushes first), so a whole training step is one submit. Kernel parameters of all
+until `flush` (a read-back flushes first), so a whole training step is one submit. Kernel parameters are given by
+field name and packed by the layout the registry reads from the entry's WGSL uniform struct; those of all
 dispatches in a submit live in one uniform arena written once per submit and bound with dynamic offsets, so bind
 groups stay cacheable. Must not import `rl`.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import contextlib
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Mapping, Protocol, Sequence
 
 import wgpu
 
@@ -37,6 +38,18 @@ class Block:
 
     def __init__(self, buffer: wgpu.GPUBuffer, nbytes: int):
         self.buffer, self.nbytes, self.epoch = buffer, nbytes, -1
+
+
+@dataclass(frozen=True)
+class _Pipeline:
+    """One compiled entry point: its storage bindings in binding order, its uniform binding (at most one) and
+    the layout that packs its Params (None when it binds no uniform)."""
+
+    pipeline: wgpu.GPUComputePipeline
+    group_layout: wgpu.GPUBindGroupLayout
+    storage: list[kernels.Binding]
+    uniform: list[kernels.Binding]
+    params: kernels.ParamsLayout | None
 
 
 class Bindable(Protocol):
@@ -99,7 +112,7 @@ class Runtime:
         self.stats = RuntimeStats()
         self.pool = BufferPool(self._wgpu, self.stats)
         self.epoch = 0  # number of the submit now being recorded
-        self._pipelines: dict[tuple, tuple] = {}
+        self._pipelines: dict[tuple, _Pipeline] = {}
         self._bind_groups: OrderedDict[tuple, wgpu.GPUBindGroup] = OrderedDict()
         self._params_buffer = self._wgpu.create_buffer(
             size=_PARAMS_ARENA_BYTES, usage=wgpu.BufferUsage.UNIFORM | wgpu.BufferUsage.COPY_DST | wgpu.BufferUsage.COPY_SRC
@@ -112,8 +125,8 @@ class Runtime:
 
     # ---------------------------------------------------------------- pipelines
 
-    def pipeline(self, kernel: str, entry: str, elem: str = "f32", constants: dict | None = None):
-        """(pipeline, bind group layout, bindings) for one entry point, built once."""
+    def pipeline(self, kernel: str, entry: str, elem: str = "f32", constants: dict | None = None) -> _Pipeline:
+        """The compiled entry point with its bind group layout, bindings and Params layout, built once."""
         constants = dict(sorted((constants or {}).items()))
         key = (kernel, entry, elem, tuple(constants.items()))
         if key not in self._pipelines:
@@ -148,7 +161,8 @@ class Runtime:
                 pipeline = self._wgpu.create_compute_pipeline(label=f"{kernel}.{entry}", layout=layout, compute=stage)
             except Exception as error:  # wgpu reports shader and layout problems as several exception types
                 raise KernelError(f"building {kernel}.{entry} ({elem}, constants {constants}) failed: {error}") from error
-            self._pipelines[key] = (pipeline, group_layout, bindings)
+            self._pipelines[key] = _Pipeline(pipeline, group_layout, [b for b in bindings if b.kind != "uniform"],
+                                             [b for b in bindings if b.kind == "uniform"], source.params(entry))
             self.stats.pipelines += 1
         return self._pipelines[key]
 
@@ -160,19 +174,26 @@ class Runtime:
         entry: str,
         buffers: Sequence[Bindable],
         grid: tuple[int, ...],
-        params: bytes = b"",
+        params: Mapping[str, object] | None = None,
         *,
         elem: str = "f32",
         constants: dict | None = None,
         shapes: str = "",
     ) -> None:
-        """Record one dispatch. `buffers` fill the entry's storage bindings in binding order; `params` (the
-        bytes of the WGSL `Params` struct) fills its uniform binding."""
-        pipeline, group_layout, bindings = self.pipeline(kernel, entry, elem, constants)
+        """Record one dispatch. `buffers` fill the entry's storage bindings in binding order; `params` gives the
+        fields of the uniform struct the entry binds by name (`{"rows": r, "n": n, "eps": eps}`): a missing,
+        unknown or mistyped field raises `kernels.ParamsError` naming the kernel, the entry and the field."""
+        compiled = self.pipeline(kernel, entry, elem, constants)
         what = f"{kernel}.{entry}({shapes})" if shapes else f"{kernel}.{entry}"
-        storage = [b for b in bindings if b.kind != "uniform"]
+        storage = compiled.storage
         if len(buffers) != len(storage):
             raise KernelError(f"{what} binds {[b.name for b in storage]} but got {len(buffers)} buffers")
+        if compiled.params is not None:
+            data = compiled.params.pack(params)
+        elif params:
+            raise KernelError(f"{what} binds no uniform Params struct, but got params {sorted(params)}")
+        else:
+            data = b""
         grid = tuple(int(g) for g in grid) + (1,) * (3 - len(grid))
         max_groups = self.device.limits.get("max-compute-workgroups-per-dimension", 65535)
         if max(grid) > max_groups or min(grid) < 0:
@@ -190,18 +211,18 @@ class Runtime:
                 )
             block.epoch = self.epoch
             slices.append((binding.binding, block.buffer, offset, min(nbytes, block.nbytes - offset)))
-        if len(params) > _PARAMS_SLOT_BYTES:
-            raise KernelError(f"{what}: params of {len(params)} bytes exceed the {_PARAMS_SLOT_BYTES}-byte slot")
+        if len(data) > _PARAMS_SLOT_BYTES:
+            raise KernelError(f"{what}: params of {len(data)} bytes exceed the {_PARAMS_SLOT_BYTES}-byte slot")
         if len(self._params) + _PARAMS_SLOT_BYTES > _PARAMS_ARENA_BYTES:
             self.flush()
         params_offset = len(self._params)
-        self._params += params + bytes(_PARAMS_SLOT_BYTES - len(params))
+        self._params += data + bytes(_PARAMS_SLOT_BYTES - len(data))
 
-        uniform = [b for b in bindings if b.kind == "uniform"]
-        bind_group = self._bind_group(group_layout, uniform, slices)
+        uniform = compiled.uniform
+        bind_group = self._bind_group(compiled.group_layout, uniform, slices)
         compute_pass = self._compute_pass()
         try:
-            compute_pass.set_pipeline(pipeline)
+            compute_pass.set_pipeline(compiled.pipeline)
             compute_pass.set_bind_group(0, bind_group, [params_offset] if uniform else [])
             compute_pass.dispatch_workgroups(*grid)
         except Exception as error:

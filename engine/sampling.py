@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from wgrpo.engine.ops._common import MAX_WORKGROUPS, pack
+from wgrpo.engine.ops._common import MAX_WORKGROUPS
 from wgrpo.engine.tensor import Tensor
 
 _U32 = (np.dtype(np.int32), np.dtype(np.uint32))
@@ -80,11 +80,12 @@ def sample_into(logits: Tensor, params: SamplingParams, step: int, seq_ids: Tens
         raise ValueError(f"sample: tokens/logprobs must be (R, S) with out_row {out_row} < R, got "
                          f"{tokens.shape} and {logprobs.shape}")
     seed = int(params.seed)
-    raw = pack("IIIIIIfIIfIII", rows, vocab, step, tokens.shape[1], seed & 0xFFFFFFFF, seed >> 32,
-               1.0 if params.greedy else 1.0 / params.temperature, int(params.greedy), int(params.top_k),
-               params.top_p, pad_id, n_eos, out_row)
+    values = {"rows": rows, "vocab": vocab, "step": step, "n_seq": tokens.shape[1], "seed_lo": seed & 0xFFFFFFFF,
+              "seed_hi": seed >> 32, "inv_temp": 1.0 if params.greedy else 1.0 / params.temperature,
+              "greedy": params.greedy, "top_k": params.top_k, "top_p": params.top_p, "pad_id": pad_id,
+              "n_eos": n_eos, "out_row": out_row}
     logits.runtime.dispatch("sampling", "sample_row", [logits, seq_ids, eos_ids, finished, next_ids, tokens, logprobs],
-                            _grid(rows), raw, elem=logits.elem, shapes=f"logits {logits.shape}, step {step}")
+                            _grid(rows), values, elem=logits.elem, shapes=f"logits {logits.shape}, step {step}")
 
 
 def sample(logits: Tensor, params: SamplingParams, step: int = 0, seq_ids=None) -> tuple[Tensor, Tensor]:

@@ -9,7 +9,11 @@
 // (`fresh` = 1) the moments are read as 0, so they need no zero-filled upload. Math and moments are f32; the
 // parameter and its gradient are stored as `elem`.
 
+// use prelude
+
 alias elem = f32;
+
+const WG: u32 = 256u;  // invocations per workgroup
 
 struct Params {
     n: u32,             // elements of the parameter
@@ -34,10 +38,10 @@ struct Params {
 // 3 exp_avg (read_write, f32, n), 4 exp_avg_sq (read_write, f32, n).
 // Dispatch: workgroups of 256 over n, 2-D grid (x = min(ceil(n / 256), 65535), y = ceil(ceil(n / 256) / x)),
 // element (wg.y * nwg.x + wg.x) * 256 + lid.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn adamw_step_naive(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                     @builtin(local_invocation_index) lid: u32) {
-    let i = (wg.y * nwg.x + wg.x) * 256u + lid;
+    let i = flat_index(wg, nwg, lid, WG);
     if (i >= params.n) { return; }
     let g = f32(grad[i]);
     var m = 0.0;

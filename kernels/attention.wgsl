@@ -18,13 +18,14 @@
 // (b, head): its key/value (or query) loads and loop bounds are uniform, one load broadcast to the SIMD lanes.
 // Math runs in f32 whatever the storage type `elem`.
 
+// use prelude
+
 alias elem = f32;
 
 const WG: u32 = 16u;     // invocations per workgroup (rows of one (b, head))
 const KB: u32 = 8u;      // keys (queries, for dk/dv) per inner step: two vec4s of scores, so each private-array
                          // load of a row element feeds 8 FMAs (about 2x faster than one key at a time on lavapipe)
 const MAX_D: u32 = 128u; // the largest head dimension (engine/ops/attention.py refuses larger)
-const LOWEST: f32 = -3.4028234663852886e38;  // running-max start: finite, so the first rescale is exp(-huge) = 0
 
 struct Params {
     t_q: u32,
@@ -417,7 +418,7 @@ fn attention_cached(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocat
 fn attention_decode(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                     @builtin(local_invocation_index) lid: u32) {
     let rows = params.batch * params.heads;
-    let r = (wg.y * nwg.x + wg.x) * WG + lid;
+    let r = flat_index(wg, nwg, lid, WG);
     let r_row = min(r, rows - 1u);
     let b = r_row / params.heads;
     let h = r_row % params.heads;

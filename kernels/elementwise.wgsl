@@ -1,106 +1,115 @@
 // Elementwise kernels: binary ops with numpy broadcasting, and unary maps.
 // Math runs in f32 whatever the storage type `elem` (f16 storage is the f16 build of this file).
-// Dispatch (all entries): workgroups of 256 invocations over n = number of output elements, laid out
+// Dispatch (all entries): workgroups of WG = 256 invocations over n = number of output elements, laid out
 // as a 2-D grid (x = min(ceil(n / 256), 65535), y = ceil(ceil(n / 256) / x)); invocation i handles element i.
+// The broadcasting entries (add, mul, broadcast) bind BroadcastParams, the maps (affine, silu, gelu, exp and
+// the *_backward ones) MapParams, both at binding 0.
+
+// use prelude
 
 alias elem = f32;
 
-const MAX_RANK: u32 = 6u;
+const WG: u32 = 256u;      // invocations per workgroup of every entry
+const MAX_RANK: u32 = 6u;  // dimensions a broadcast handles (dims and strides hold up to 8)
 
-struct Params {
-    n: u32,          // output elements
-    rank: u32,       // dimensions used in dims/strides (<= MAX_RANK), outermost first
-    alpha: f32,      // affine: y = alpha * x + beta
-    beta: f32,
+struct BroadcastParams {
+    n: u32,                         // output elements
+    rank: u32,                      // dimensions used in dims/strides (<= MAX_RANK), outermost first
     dims: array<vec4<u32>, 2>,      // output shape, dims[k / 4][k % 4]
     a_strides: array<vec4<u32>, 2>, // element strides of a per output dimension (0 where broadcast)
     b_strides: array<vec4<u32>, 2>,
 }
 
-@group(0) @binding(0) var<uniform> params: Params;
+struct MapParams {
+    n: u32,      // elements
+    alpha: f32,  // affine: y = alpha * x + beta
+    beta: f32,
+}
+
+@group(0) @binding(0) var<uniform> broadcast_params: BroadcastParams;
+@group(0) @binding(0) var<uniform> map_params: MapParams;
 @group(0) @binding(1) var<storage, read> a: array<elem>;
 @group(0) @binding(2) var<storage, read> b: array<elem>;
 @group(0) @binding(3) var<storage, read_write> out: array<elem>;
 @group(0) @binding(4) var<storage, read> x: array<elem>;
 @group(0) @binding(5) var<storage, read_write> y: array<elem>;
 
-fn flat_index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wg.y * nwg.x + wg.x) * 256u + lid;
-}
-
 // The offsets into a and b of output element i, walking dimensions innermost first.
 fn broadcast_offsets(i: u32) -> vec2<u32> {
     // One dimension (same shapes, or a scalar): no division. The host merges dimensions to get here often.
-    if (params.rank == 1u) {
-        return i * vec2<u32>(params.a_strides[0][0], params.b_strides[0][0]);
+    if (broadcast_params.rank == 1u) {
+        return i * vec2<u32>(broadcast_params.a_strides[0][0], broadcast_params.b_strides[0][0]);
     }
     var rest = i;
     var offsets = vec2<u32>(0u, 0u);
-    for (var k = i32(params.rank) - 1; k >= 0; k--) {
-        let d = params.dims[k / 4][k % 4];
+    for (var k = i32(broadcast_params.rank) - 1; k >= 0; k--) {
+        let d = broadcast_params.dims[k / 4][k % 4];
         let coord = rest % d;
         rest = rest / d;
-        offsets += coord * vec2<u32>(params.a_strides[k / 4][k % 4], params.b_strides[k / 4][k % 4]);
+        offsets += coord * vec2<u32>(broadcast_params.a_strides[k / 4][k % 4],
+                                     broadcast_params.b_strides[k / 4][k % 4]);
     }
     return offsets;
 }
 
-// add_naive: out[i] = a[ia(i)] + b[ib(i)] with broadcasting. Bindings: params, a (read), b (read), out (read_write).
-@compute @workgroup_size(256)
+// add_naive: out[i] = a[ia(i)] + b[ib(i)] with broadcasting.
+// Bindings: broadcast_params, a (read), b (read), out (read_write).
+@compute @workgroup_size(WG)
 fn add_naive(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
-    let i = flat_index(wg, nwg, lid);
-    if (i >= params.n) { return; }
+    let i = flat_index(wg, nwg, lid, WG);
+    if (i >= broadcast_params.n) { return; }
     let o = broadcast_offsets(i);
     out[i] = elem(f32(a[o.x]) + f32(b[o.y]));
 }
 
 // mul_naive: out[i] = a[ia(i)] * b[ib(i)] with broadcasting. Bindings as add_naive.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn mul_naive(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
-    let i = flat_index(wg, nwg, lid);
-    if (i >= params.n) { return; }
+    let i = flat_index(wg, nwg, lid, WG);
+    if (i >= broadcast_params.n) { return; }
     let o = broadcast_offsets(i);
     out[i] = elem(f32(a[o.x]) * f32(b[o.y]));
 }
 
-// broadcast_naive: out[i] = a[ia(i)] (numpy broadcast_to, materialized). Bindings: params, a (read), out (read_write).
-@compute @workgroup_size(256)
+// broadcast_naive: out[i] = a[ia(i)] (numpy broadcast_to, materialized).
+// Bindings: broadcast_params, a (read), out (read_write).
+@compute @workgroup_size(WG)
 fn broadcast_naive(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                    @builtin(local_invocation_index) lid: u32) {
-    let i = flat_index(wg, nwg, lid);
-    if (i >= params.n) { return; }
+    let i = flat_index(wg, nwg, lid, WG);
+    if (i >= broadcast_params.n) { return; }
     out[i] = a[broadcast_offsets(i).x];
 }
 
-// affine_naive: y[i] = alpha * x[i] + beta (scale is beta = 0). Bindings: params, x (read), y (read_write).
-@compute @workgroup_size(256)
+// affine_naive: y[i] = alpha * x[i] + beta (scale is beta = 0). Bindings: map_params, x (read), y (read_write).
+@compute @workgroup_size(WG)
 fn affine_naive(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
-    let i = flat_index(wg, nwg, lid);
-    if (i >= params.n) { return; }
-    y[i] = elem(params.alpha * f32(x[i]) + params.beta);
+    let i = flat_index(wg, nwg, lid, WG);
+    if (i >= map_params.n) { return; }
+    y[i] = elem(map_params.alpha * f32(x[i]) + map_params.beta);
 }
 
-// silu_naive: y[i] = x[i] * sigmoid(x[i]). Bindings: params, x (read), y (read_write).
-@compute @workgroup_size(256)
+// silu_naive: y[i] = x[i] * sigmoid(x[i]). Bindings: map_params, x (read), y (read_write).
+@compute @workgroup_size(WG)
 fn silu_naive(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
-    let i = flat_index(wg, nwg, lid);
-    if (i >= params.n) { return; }
+    let i = flat_index(wg, nwg, lid, WG);
+    if (i >= map_params.n) { return; }
     let v = f32(x[i]);
     y[i] = elem(v / (1.0 + exp(-v)));
 }
 
 // gelu_naive: the tanh approximation, y = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
-// Bindings: params, x (read), y (read_write). tanh is written through exp of a non-positive argument so
+// Bindings: map_params, x (read), y (read_write). tanh is written through exp of a non-positive argument so
 // large |x| cannot overflow.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn gelu_naive(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
-    let i = flat_index(wg, nwg, lid);
-    if (i >= params.n) { return; }
+    let i = flat_index(wg, nwg, lid, WG);
+    if (i >= map_params.n) { return; }
     let v = f32(x[i]);
     let u = 0.7978845608028654 * (v + 0.044715 * v * v * v);
     let e = exp(-2.0 * abs(u));
@@ -108,22 +117,22 @@ fn gelu_naive(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
     y[i] = elem(0.5 * v * (1.0 + t));
 }
 
-// exp_naive: y[i] = exp(x[i]). Bindings: params, x (read), y (read_write).
-@compute @workgroup_size(256)
+// exp_naive: y[i] = exp(x[i]). Bindings: map_params, x (read), y (read_write).
+@compute @workgroup_size(WG)
 fn exp_naive(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
-    let i = flat_index(wg, nwg, lid);
-    if (i >= params.n) { return; }
+    let i = flat_index(wg, nwg, lid, WG);
+    if (i >= map_params.n) { return; }
     y[i] = elem(exp(f32(x[i])));
 }
 
 // silu_backward_naive: out[i] = b[i] * s (1 + a[i] (1 - s)), s = sigmoid(a[i]); a = x, b = dy, out = dx.
-// Bindings: params (n), a (read), b (read), out (read_write). Same shapes, no broadcasting.
-@compute @workgroup_size(256)
+// Bindings: map_params (n), a (read), b (read), out (read_write). Same shapes, no broadcasting.
+@compute @workgroup_size(WG)
 fn silu_backward_naive(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                        @builtin(local_invocation_index) lid: u32) {
-    let i = flat_index(wg, nwg, lid);
-    if (i >= params.n) { return; }
+    let i = flat_index(wg, nwg, lid, WG);
+    if (i >= map_params.n) { return; }
     let v = f32(a[i]);
     let s = 1.0 / (1.0 + exp(-v));
     out[i] = elem(f32(b[i]) * s * (1.0 + v * (1.0 - s)));
@@ -132,11 +141,11 @@ fn silu_backward_naive(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgr
 // gelu_backward_naive: out[i] = b[i] * d/dx gelu_tanh(a[i]); a = x, b = dy, out = dx.
 // d/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2), t = tanh(u).
 // Bindings as silu_backward_naive.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn gelu_backward_naive(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                        @builtin(local_invocation_index) lid: u32) {
-    let i = flat_index(wg, nwg, lid);
-    if (i >= params.n) { return; }
+    let i = flat_index(wg, nwg, lid, WG);
+    if (i >= map_params.n) { return; }
     let v = f32(a[i]);
     let u = 0.7978845608028654 * (v + 0.044715 * v * v * v);
     let e = exp(-2.0 * abs(u));

@@ -11,7 +11,11 @@
 // 3 out (read_write, elem, N * C); backward 4 dy (read, elem, N * C), 5 order (read, u32, N),
 // 6 offsets (read, u32, V + 1), 7 dweight (read_write, elem, V * C).
 
+// use prelude
+
 alias elem = f32;
+
+const WG: u32 = 256u;  // invocations per workgroup of every entry
 
 struct Params {
     n: u32,        // invocations that do work: N * C (forward) or V * C (backward)
@@ -28,19 +32,15 @@ struct Params {
 @group(0) @binding(6) var<storage, read> offsets: array<u32>;
 @group(0) @binding(7) var<storage, read_write> dweight: array<elem>;
 
-fn flat_index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wg.y * nwg.x + wg.x) * 256u + lid;
-}
-
 // embedding_forward: out[t, c] = weight[ids[t], c] (zeros for an id outside [0, V)), invocation i = t * C + c.
 // Bindings: 0 params (uniform; n = N * C, channels, vocab), 1 ids (read, i32, N), 2 weight (read, elem, V * C),
 // 3 out (read_write, elem, N * C).
 // Dispatch: workgroups of 256 over N * C, 2-D grid (x = min(ceil(n / 256), 65535), y = ceil(ceil(n / 256) / x)),
 // invocation (wg.y * nwg.x + wg.x) * 256 + lid.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn embedding_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                      @builtin(local_invocation_index) lid: u32) {
-    let i = flat_index(wg, nwg, lid);
+    let i = flat_index(wg, nwg, lid, WG);
     if (i >= params.n) { return; }
     let t = i / params.channels;
     let c = i % params.channels;
@@ -57,10 +57,10 @@ fn embedding_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
 // Bindings: 0 params (uniform; n = V * C, channels, vocab), 4 dy (read, elem, N * C), 5 order (read, u32, N),
 // 6 offsets (read, u32, V + 1), 7 dweight (read_write, elem, V * C).
 // Dispatch: workgroups of 256 over V * C, 2-D grid as embedding_forward.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn embedding_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                       @builtin(local_invocation_index) lid: u32) {
-    let i = flat_index(wg, nwg, lid);
+    let i = flat_index(wg, nwg, lid, WG);
     if (i >= params.n) { return; }
     let v = i / params.channels;
     let c = i % params.channels;

@@ -23,6 +23,8 @@
 // 11 g_loss (read, f32, 1), 12 dlogp (read_write, f32, B*T).
 // row_stats[b] = [sum_t m obj, n_b, sum_t m kl, sum_t m 1[low], sum_t m 1[high], sum_t m rho].
 
+// use prelude
+
 alias elem = f32;  // everything here is f32; the alias keeps the family's build convention
 
 const SERIAL_WG: u32 = 64u;  // invocations per workgroup of grpo_rows_serial
@@ -38,7 +40,6 @@ struct Params {
     eps_low: f32,
     eps_high: f32,
     beta: f32,
-    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -55,7 +56,7 @@ struct Params {
 @group(0) @binding(11) var<storage, read> g_loss: array<f32>;
 @group(0) @binding(12) var<storage, read_write> dlogp: array<f32>;
 
-var<workgroup> part: array<f32, 1792>;  // SUMS * WG partial sums
+var<workgroup> part: array<f32, SUMS * WG>;  // SUMS partial sums of each invocation
 
 // ------------------------------------------------------------------------------------------------ helpers
 
@@ -135,10 +136,10 @@ fn tree_sum(lid: u32, count: u32) {
 // Bindings: 0 params (rows, t, eps_low, eps_high, beta), 1 logp, 2 old_logp, 3 ref_logp, 4 adv, 5 mask,
 // 6 row_stats (read_write, B*6). Dispatch: workgroups of 64 over rows, 2-D grid (x = min(ceil(B / 64), 65535),
 // y = ceil(ceil(B / 64) / x)), row (wg.y * nwg.x + wg.x) * 64 + lid.
-@compute @workgroup_size(64)
+@compute @workgroup_size(SERIAL_WG)
 fn grpo_rows_serial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                     @builtin(local_invocation_index) lid: u32) {
-    let b = (wg.y * nwg.x + wg.x) * SERIAL_WG + lid;
+    let b = flat_index(wg, nwg, lid, SERIAL_WG);
     if (b >= params.rows) { return; }
     let a = adv[b];
     var acc: Sums;
@@ -153,10 +154,10 @@ fn grpo_rows_serial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroup
 // grpo_rows_workgroup: as grpo_rows_serial, one workgroup of 256 per row: invocation lid folds t = lid,
 // lid + 256, ..., then a tree in workgroup memory (8 barriers) merges the partials. For long rows.
 // Bindings: as grpo_rows_serial. Dispatch: 2-D grid (x = min(B, 65535), y = ceil(B / x)), row wg.y * nwg.x + wg.x.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn grpo_rows_workgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                        @builtin(local_invocation_index) lid: u32) {
-    let b = wg.y * nwg.x + wg.x;
+    let b = workgroup_index(wg, nwg);
     if (b >= params.rows) { return; }  // uniform per workgroup, so the barriers below stay uniform
     let a = adv[b];
     var acc: Sums;
@@ -186,7 +187,7 @@ fn grpo_rows_workgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgr
 // Invocation lid sums rows b = lid, lid + 256, ... in order, then a tree merges them.
 // Bindings: 0 params (rows, loss_type, max_len), 7 row_stats_in (read, B*6), 8 loss (read_write, 1),
 // 9 metrics (read_write, 5). Dispatch: one workgroup of 256, grid (1, 1, 1).
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn grpo_loss_naive(@builtin(local_invocation_index) lid: u32) {
     var row_means = 0.0;  // sum_b obj_b / max(n_b, 1)
     var s = vec4<f32>(0.0);  // (obj, n, kl, low)
@@ -232,10 +233,10 @@ fn grpo_loss_naive(@builtin(local_invocation_index) lid: u32) {
 // 7 row_stats_in (read, B*6), 10 metrics_in (read, 5), 11 g_loss (read, 1), 12 dlogp (read_write, B*T).
 // Dispatch: workgroups of 256 over B*T elements, 2-D grid (x = min(ceil(B*T / 256), 65535),
 // y = ceil(ceil(B*T / 256) / x)), element (wg.y * nwg.x + wg.x) * 256 + lid.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn grpo_backward_naive(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                        @builtin(local_invocation_index) lid: u32) {
-    let i = (wg.y * nwg.x + wg.x) * WG + lid;
+    let i = flat_index(wg, nwg, lid, WG);
     if (i >= params.rows * params.t) { return; }
     let m = mask[i];
     if (m == 0.0) {

@@ -2,19 +2,29 @@
 // one prompt's cache among the samples of a group, dropping finished sequences).
 // Layouts: the cache is (B, T_cap, R) with R = H_kv * D elements per position; new keys/values are (B, T, R).
 
+// use prelude
+
 alias elem = f32;
 
-struct Params {
-    n: u32,           // invocations that do work
-    row: u32,         // kv_write: R = H_kv * D; gather_rows: 32-bit words copied per row
-    t_new: u32,       // kv_write: T, the new positions per batch row
-    t_cap: u32,       // kv_write: T_cap, positions per batch row of the cache
-    column: u32,      // kv_write: the cache position of the first new one
-    src_stride: u32,  // gather_rows: words between consecutive source rows
-    dst_stride: u32,  // gather_rows: words between consecutive destination rows
+const WG: u32 = 256u;  // invocations per workgroup of every entry
+
+struct WriteParams {
+    n: u32,       // invocations that do work: B * T * R
+    row: u32,     // R = H_kv * D
+    t_new: u32,   // T, the new positions per batch row
+    t_cap: u32,   // T_cap, positions per batch row of the cache
+    column: u32,  // the cache position of the first new one
 }
 
-@group(0) @binding(0) var<uniform> params: Params;
+struct GatherParams {
+    n: u32,           // invocations that do work: rows * words
+    words: u32,       // 32-bit words copied per row
+    src_stride: u32,  // words between consecutive source rows
+    dst_stride: u32,  // words between consecutive destination rows
+}
+
+@group(0) @binding(0) var<uniform> write_params: WriteParams;
+@group(0) @binding(0) var<uniform> gather_params: GatherParams;
 @group(0) @binding(1) var<storage, read> k_new: array<elem>;
 @group(0) @binding(2) var<storage, read> v_new: array<elem>;
 @group(0) @binding(3) var<storage, read_write> k_cache: array<elem>;
@@ -23,40 +33,36 @@ struct Params {
 @group(0) @binding(6) var<storage, read> index: array<u32>;
 @group(0) @binding(7) var<storage, read_write> dst: array<u32>;
 
-fn flat_index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wg.y * nwg.x + wg.x) * 256u + lid;
-}
-
 // kv_write: k_cache[b, column + t, r] = k_new[b, t, r] and the same for v, for t < T (column + T <= T_cap).
-// Bindings: 0 params (uniform; n = B * T * R, row = R, t_new = T, t_cap, column), 1 k_new, 2 v_new (read, elem,
-// (B, T, R)), 3 k_cache, 4 v_cache (read_write, elem, (B, T_cap, R)).
+// Bindings: 0 write_params (uniform), 1 k_new, 2 v_new (read, elem, (B, T, R)), 3 k_cache, 4 v_cache
+// (read_write, elem, (B, T_cap, R)).
 // Dispatch: workgroups of 256 over n, 2-D grid (x = min(ceil(n / 256), 65535), y = ceil(ceil(n / 256) / x));
 // invocation i = (wg.y * nwg.x + wg.x) * 256 + lid is element i of k_new.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn kv_write(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32) {
-    let i = flat_index(wg, nwg, lid);
-    if (i >= params.n) { return; }
-    let r = i % params.row;
-    let bt = i / params.row;  // b * T + t
-    let t = bt % params.t_new;
-    let b = bt / params.t_new;
-    let j = (b * params.t_cap + params.column + t) * params.row + r;
+    let i = flat_index(wg, nwg, lid, WG);
+    if (i >= write_params.n) { return; }
+    let r = i % write_params.row;
+    let bt = i / write_params.row;  // b * T + t
+    let t = bt % write_params.t_new;
+    let b = bt / write_params.t_new;
+    let j = (b * write_params.t_cap + write_params.column + t) * write_params.row + r;
     k_cache[j] = k_new[i];
     v_cache[j] = v_new[i];
 }
 
-// gather_rows: dst[r * dst_stride + c] = src[index[r] * src_stride + c] for c < row words, r < rows; raw 32-bit
+// gather_rows: dst[r * dst_stride + c] = src[index[r] * src_stride + c] for c < words, r < rows; raw 32-bit
 // words, so any 4-byte dtype (f32 caches, i32 ids) is copied bit for bit.
-// Bindings: 0 params (uniform; n = rows * row, row, src_stride, dst_stride), 5 src (read, u32), 6 index (read,
-// u32, rows), 7 dst (read_write, u32).
-// Dispatch: as kv_write over n = rows * row; invocation i is word c = i % row of destination row r = i / row.
-@compute @workgroup_size(256)
+// Bindings: 0 gather_params (uniform), 5 src (read, u32), 6 index (read, u32, rows), 7 dst (read_write, u32).
+// Dispatch: as kv_write over n = rows * words; invocation i is word c = i % words of destination row
+// r = i / words.
+@compute @workgroup_size(WG)
 fn gather_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
-    let i = flat_index(wg, nwg, lid);
-    if (i >= params.n) { return; }
-    let c = i % params.row;
-    let r = i / params.row;
-    dst[r * params.dst_stride + c] = src[index[r] * params.src_stride + c];
+    let i = flat_index(wg, nwg, lid, WG);
+    if (i >= gather_params.n) { return; }
+    let c = i % gather_params.words;
+    let r = i / gather_params.words;
+    dst[r * gather_params.dst_stride + c] = src[index[r] * gather_params.src_stride + c];
 }

@@ -27,17 +27,17 @@
 //                (wg.y * nwg.x + wg.x) * 256 + lid.
 //   cross_entropy_mean_*: a single workgroup of 256, grid (1, 1, 1).
 
+// use prelude
+
 alias elem = f32;
 
 const SERIAL_WG: u32 = 64u;  // invocations per workgroup of the *_serial entries
 const WG: u32 = 256u;        // invocations per workgroup of the *_workgroup, *_naive and cross_entropy_mean_* entries
-const LOWEST: f32 = -3.4028234663852886e38;  // running-max start: finite, so empty partials merge without NaN
 
 struct Params {
     rows: u32,
     n: u32,          // row length (the vocabulary size V)
     inv_temp: f32,   // 1 / tau
-    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -62,19 +62,6 @@ var<workgroup> part_a: array<f32, WG>;
 var<workgroup> part_b: array<f32, WG>;
 
 // ------------------------------------------------------------------------------------------------ helpers
-
-// Online log-sum-exp statistics: fold value v into (running max, running sum of exp(v - max)).
-fn online(ms: vec2<f32>, v: f32) -> vec2<f32> {
-    if (v > ms.x) {
-        return vec2<f32>(v, ms.y * exp(ms.x - v) + 1.0);
-    }
-    return vec2<f32>(ms.x, ms.y + exp(v - ms.x));
-}
-
-fn merge_stats(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
-    let m = max(a.x, b.x);
-    return vec2<f32>(m, a.y * exp(a.x - m) + b.y * exp(b.x - m));
-}
 
 // z = x / tau of element i, in f32.
 fn z_at(i: u32) -> f32 {
@@ -148,34 +135,26 @@ fn store_token_logprob(r: u32, row_lse: f32) {
     lse[r] = row_lse;
 }
 
-fn serial_row(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wg.y * nwg.x + wg.x) * SERIAL_WG + lid;
-}
-
-fn flat_index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wg.y * nwg.x + wg.x) * WG + lid;
-}
-
 // ------------------------------------------------------------------------------------------------ token_logprobs
 
 // token_logprobs_serial: logp[r] = x[r, y_r] / tau - lse_r (0 for a target outside [0, n)), lse[r] = lse_r.
 // One invocation per row: one online pass for lse, one load for the gather.
 // Bindings: 0 params (rows, n, inv_temp), 1 x (read, elem, rows * n), 2 targets (read, i32, rows),
 // 3 logp (read_write, f32, rows), 4 lse (read_write, f32, rows). Dispatch: *_serial grid over rows.
-@compute @workgroup_size(64)
+@compute @workgroup_size(SERIAL_WG)
 fn token_logprobs_serial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                          @builtin(local_invocation_index) lid: u32) {
-    let r = serial_row(wg, nwg, lid);
+    let r = flat_index(wg, nwg, lid, SERIAL_WG);
     if (r >= params.rows) { return; }
     store_token_logprob(r, row_lse_serial(r * params.n));
 }
 
 // token_logprobs_workgroup: as token_logprobs_serial, one workgroup of 256 per row (long vocabularies).
 // Bindings: as token_logprobs_serial. Dispatch: *_workgroup grid, one workgroup per row.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn token_logprobs_workgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                             @builtin(local_invocation_index) lid: u32) {
-    let r = wg.y * nwg.x + wg.x;  // uniform over the workgroup, so the return keeps barriers uniform
+    let r = workgroup_index(wg, nwg);  // uniform over the workgroup, so the return keeps barriers uniform
     if (r >= params.rows) { return; }
     let row_lse = row_lse_workgroup(r * params.n, lid);
     if (lid == 0u) {
@@ -188,10 +167,10 @@ fn token_logprobs_workgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_w
 // Bindings: 0 params (rows, n, inv_temp), 1 x (read, elem, rows * n), 2 targets (read, i32, rows),
 // 6 lse_saved (read, f32, rows), 7 g (read, f32, rows), 9 dx (read_write, elem, rows * n).
 // Dispatch: *_naive grid over rows * n.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn token_logprobs_backward_naive(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                                  @builtin(local_invocation_index) lid: u32) {
-    let i = flat_index(wg, nwg, lid);
+    let i = flat_index(wg, nwg, lid, WG);
     if (i >= params.rows * params.n) { return; }
     let r = i / params.n;
     let j = i % params.n;
@@ -209,10 +188,10 @@ fn token_logprobs_backward_naive(@builtin(workgroup_id) wg: vec3<u32>, @builtin(
 // log_softmax_serial: y[r, j] = x[r, j] / tau - lse_r, lse[r] = lse_r. One invocation per row.
 // Bindings: 0 params (rows, n, inv_temp), 1 x (read, elem, rows * n), 4 lse (read_write, f32, rows),
 // 5 y (read_write, elem, rows * n). Dispatch: *_serial grid over rows.
-@compute @workgroup_size(64)
+@compute @workgroup_size(SERIAL_WG)
 fn log_softmax_serial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                       @builtin(local_invocation_index) lid: u32) {
-    let r = serial_row(wg, nwg, lid);
+    let r = flat_index(wg, nwg, lid, SERIAL_WG);
     if (r >= params.rows) { return; }
     let base = r * params.n;
     let row_lse = row_lse_serial(base);
@@ -224,10 +203,10 @@ fn log_softmax_serial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgro
 
 // log_softmax_workgroup: as log_softmax_serial, one workgroup of 256 per row, strided writes.
 // Bindings: as log_softmax_serial. Dispatch: *_workgroup grid, one workgroup per row.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn log_softmax_workgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                          @builtin(local_invocation_index) lid: u32) {
-    let r = wg.y * nwg.x + wg.x;
+    let r = workgroup_index(wg, nwg);
     if (r >= params.rows) { return; }
     let base = r * params.n;
     let row_lse = row_lse_workgroup(base, lid);
@@ -243,10 +222,10 @@ fn log_softmax_workgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_work
 // One invocation per row (a pass for the sum, a pass writing dx).
 // Bindings: 0 params (rows, n, inv_temp), 1 x (read, elem, rows * n), 6 lse_saved (read, f32, rows),
 // 8 dy (read, elem, rows * n), 9 dx (read_write, elem, rows * n). Dispatch: *_serial grid over rows.
-@compute @workgroup_size(64)
+@compute @workgroup_size(SERIAL_WG)
 fn log_softmax_backward_serial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                                @builtin(local_invocation_index) lid: u32) {
-    let r = serial_row(wg, nwg, lid);
+    let r = flat_index(wg, nwg, lid, SERIAL_WG);
     if (r >= params.rows) { return; }
     let base = r * params.n;
     var total = 0.0;
@@ -262,10 +241,10 @@ fn log_softmax_backward_serial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(nu
 
 // log_softmax_backward_workgroup: as log_softmax_backward_serial, one workgroup of 256 per row.
 // Bindings: as log_softmax_backward_serial. Dispatch: *_workgroup grid, one workgroup per row.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn log_softmax_backward_workgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                                   @builtin(local_invocation_index) lid: u32) {
-    let r = wg.y * nwg.x + wg.x;
+    let r = workgroup_index(wg, nwg);
     if (r >= params.rows) { return; }
     let base = r * params.n;
     let total = row_sum_dy_workgroup(base, lid);
@@ -306,7 +285,7 @@ fn finish_mean(lid: u32, num: f32, den: f32) {
 // cross_entropy_mean_unmasked: loss[0] = -sum_r w_r logp_in[r] / sum_r w_r, w_r = 1[0 <= y_r < n];
 // weight_sum[0] = sum_r w_r. Bindings: 0 params (rows, n), 2 targets (read, i32, rows), 10 logp_in (read, f32,
 // rows), 12 loss (read_write, f32, 1), 13 weight_sum (read_write, f32, 1). Dispatch: grid (1, 1, 1).
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn cross_entropy_mean_unmasked(@builtin(local_invocation_index) lid: u32) {
     var num = 0.0;
     var den = 0.0;
@@ -320,7 +299,7 @@ fn cross_entropy_mean_unmasked(@builtin(local_invocation_index) lid: u32) {
 
 // cross_entropy_mean_masked: as cross_entropy_mean_unmasked with w_r = mask[r] 1[0 <= y_r < n].
 // Bindings: as cross_entropy_mean_unmasked plus 11 mask (read, f32, rows). Dispatch: grid (1, 1, 1).
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn cross_entropy_mean_masked(@builtin(local_invocation_index) lid: u32) {
     var num = 0.0;
     var den = 0.0;
@@ -341,20 +320,20 @@ fn store_mean_grad(r: u32, w: f32) {
 // cross_entropy_backward_unmasked: dlogp[r] = -g_loss[0] w_r / weight_sum_saved[0], w_r = 1[0 <= y_r < n].
 // Bindings: 0 params (rows, n), 2 targets (read, i32, rows), 14 weight_sum_saved (read, f32, 1),
 // 15 g_loss (read, f32, 1), 16 dlogp (read_write, f32, rows). Dispatch: *_naive grid over rows.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn cross_entropy_backward_unmasked(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                                    @builtin(local_invocation_index) lid: u32) {
-    let r = flat_index(wg, nwg, lid);
+    let r = flat_index(wg, nwg, lid, WG);
     if (r >= params.rows) { return; }
     store_mean_grad(r, row_weight(r, 1.0));
 }
 
 // cross_entropy_backward_masked: as cross_entropy_backward_unmasked with w_r = mask[r] 1[0 <= y_r < n].
 // Bindings: as cross_entropy_backward_unmasked plus 11 mask (read, f32, rows). Dispatch: *_naive grid over rows.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn cross_entropy_backward_masked(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                                  @builtin(local_invocation_index) lid: u32) {
-    let r = flat_index(wg, nwg, lid);
+    let r = flat_index(wg, nwg, lid, WG);
     if (r >= params.rows) { return; }
     store_mean_grad(r, row_weight(r, mask[r]));
 }

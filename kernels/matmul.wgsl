@@ -44,7 +44,6 @@ struct Params {
     stride_a: u32,    // batch strides in elements (0 = broadcast)
     stride_b: u32,
     stride_c: u32,
-    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;

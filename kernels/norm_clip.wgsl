@@ -6,19 +6,30 @@
 //    host never waits for the norm).
 // Sums are f32 whatever the storage type `elem` of the gradients.
 
+// use prelude
+
 alias elem = f32;
 
 const WG: u32 = 256u;          // invocations per workgroup (a power of two)
 const CHUNK: u32 = 4096u;      // gradient elements per workgroup of sum_squares_workgroup (16 per invocation)
 
-struct Params {
-    n: u32,          // sum_squares / clip_scale: elements of the gradient; clip_coef: number of partials
-    slot: u32,       // sum_squares: first partial slot of this tensor
-    max_norm: f32,   // clip_coef
-    _pad: u32,
+struct SumParams {
+    n: u32,     // elements of the gradient
+    slot: u32,  // the first partial slot of this tensor
 }
 
-@group(0) @binding(0) var<uniform> params: Params;
+struct CoefParams {
+    n_partials: u32,  // partial sums to add up
+    max_norm: f32,
+}
+
+struct ScaleParams {
+    n: u32,  // elements of the gradient
+}
+
+@group(0) @binding(0) var<uniform> sum_params: SumParams;
+@group(0) @binding(0) var<uniform> coef_params: CoefParams;
+@group(0) @binding(0) var<uniform> scale_params: ScaleParams;
 @group(0) @binding(1) var<storage, read> g: array<elem>;
 @group(0) @binding(2) var<storage, read_write> partials: array<f32>;
 @group(0) @binding(3) var<storage, read> partials_in: array<f32>;
@@ -43,16 +54,16 @@ fn workgroup_sum(lid: u32, value: f32) -> f32 {
 }
 
 // sum_squares_workgroup: partials[slot + k] = sum_{i in chunk k} g[i]^2, chunk k = [k * 4096, min((k + 1) * 4096, n)).
-// Bindings: 0 params (n, slot), 1 g (read, elem, n), 2 partials (read_write, f32, slot + ceil(n / 4096)).
+// Bindings: 0 sum_params (uniform), 1 g (read, elem, n), 2 partials (read_write, f32, slot + ceil(n / 4096)).
 // Dispatch: one workgroup of 256 per chunk, 2-D grid (x = min(ceil(n / 4096), 65535), y = ceil(ceil(n / 4096) / x)),
 // chunk k = wg.y * nwg.x + wg.x.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn sum_squares_workgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                          @builtin(local_invocation_index) lid: u32) {
-    let k = wg.y * nwg.x + wg.x;  // uniform over the workgroup, so the return keeps barriers uniform
-    if (k >= (params.n + CHUNK - 1u) / CHUNK) { return; }  // the grid's overshoot in its last row
+    let k = workgroup_index(wg, nwg);  // uniform over the workgroup, so the return keeps barriers uniform
+    if (k >= (sum_params.n + CHUNK - 1u) / CHUNK) { return; }  // the grid's overshoot in its last row
     let start = k * CHUNK;
-    let end = min(start + CHUNK, params.n);
+    let end = min(start + CHUNK, sum_params.n);
     var s = 0.0;
     for (var i = start + lid; i < end; i += WG) {
         let v = f32(g[i]);
@@ -60,35 +71,35 @@ fn sum_squares_workgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_work
     }
     let total = workgroup_sum(lid, s);
     if (lid == 0u) {
-        partials[params.slot + k] = total;
+        partials[sum_params.slot + k] = total;
     }
 }
 
-// clip_coef_workgroup: total_norm[0] = sqrt(sum_{k < n} partials_in[k]);
+// clip_coef_workgroup: total_norm[0] = sqrt(sum_{k < n_partials} partials_in[k]);
 // scale[0] = min(1, max_norm / (total_norm[0] + 1e-6)) (torch's clip_coef, clamped at 1).
-// Bindings: 0 params (n = number of partials, max_norm), 3 partials_in (read, f32, n), 4 total_norm (read_write,
-// f32, 1), 5 scale (read_write, f32, 1). Dispatch: one workgroup, grid (1, 1, 1).
-@compute @workgroup_size(256)
+// Bindings: 0 coef_params (uniform), 3 partials_in (read, f32, n_partials), 4 total_norm (read_write, f32, 1),
+// 5 scale (read_write, f32, 1). Dispatch: one workgroup, grid (1, 1, 1).
+@compute @workgroup_size(WG)
 fn clip_coef_workgroup(@builtin(local_invocation_index) lid: u32) {
     var s = 0.0;
-    for (var k = lid; k < params.n; k += WG) {
+    for (var k = lid; k < coef_params.n_partials; k += WG) {
         s += partials_in[k];
     }
     let norm = sqrt(workgroup_sum(lid, s));
     if (lid == 0u) {
         total_norm[0] = norm;
-        scale[0] = min(1.0, params.max_norm / (norm + 1e-6));
+        scale[0] = min(1.0, coef_params.max_norm / (norm + 1e-6));
     }
 }
 
 // clip_scale_naive: out[i] = g[i] * scale_in[0].
-// Bindings: 0 params (n), 1 g (read, elem, n), 6 scale_in (read, f32, 1), 7 out (read_write, elem, n).
+// Bindings: 0 scale_params (uniform), 1 g (read, elem, n), 6 scale_in (read, f32, 1), 7 out (read_write, elem, n).
 // Dispatch: workgroups of 256 over n, 2-D grid (x = min(ceil(n / 256), 65535), y = ceil(ceil(n / 256) / x)),
 // element (wg.y * nwg.x + wg.x) * 256 + lid.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn clip_scale_naive(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                     @builtin(local_invocation_index) lid: u32) {
-    let i = (wg.y * nwg.x + wg.x) * WG + lid;
-    if (i >= params.n) { return; }
+    let i = flat_index(wg, nwg, lid, WG);
+    if (i >= scale_params.n) { return; }
     out[i] = elem(f32(g[i]) * scale_in[0]);
 }

@@ -11,7 +11,6 @@ struct Params {
     n: u32,       // probe_copy: vec4s to copy; probe_fma: invocations that store their result (use all of them)
     iters: u32,   // probe_fma: loop trips per invocation
     seed: f32,    // probe_fma: any value in [0, 1) (0.5 is fine); keeps the inputs opaque to the compiler
-    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;

@@ -8,6 +8,8 @@
 // Both entries bind: 0 params (uniform), 1 x (read, elem, outer * n * inner), 2 out (read_write, elem,
 // outer * inner).
 
+// use prelude
+
 alias elem = f32;
 
 const OP_SUM: u32 = 0u;
@@ -68,10 +70,10 @@ fn finish(acc: f32) -> f32 {
 // Bindings: 0 params (uniform), 1 x (read, elem, outer * n * inner), 2 out (read_write, elem, outer * inner).
 // Dispatch: workgroups of 64 over outer * inner outputs, 2-D grid (x = min(ceil(m / 64), 65535),
 // y = ceil(ceil(m / 64) / x)), output index (wg.y * nwg.x + wg.x) * 64 + lid.
-@compute @workgroup_size(64)
+@compute @workgroup_size(SERIAL_WG)
 fn reduce_serial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_index) lid: u32) {
-    let idx = (wg.y * nwg.x + wg.x) * SERIAL_WG + lid;
+    let idx = flat_index(wg, nwg, lid, SERIAL_WG);
     if (idx >= params.outer * params.inner) { return; }
     let o = idx / params.inner;
     let i = idx % params.inner;
@@ -88,10 +90,10 @@ fn reduce_serial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
 // gives the result. Bindings: as reduce_serial.
 // Dispatch: one workgroup per output, 2-D grid (x = min(m, 65535), y = ceil(m / x)) for m = outer * inner,
 // output index wg.y * nwg.x + wg.x.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn reduce_workgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                     @builtin(local_invocation_index) lid: u32) {
-    let idx = wg.y * nwg.x + wg.x;  // the same for the whole workgroup, so the return below is uniform
+    let idx = workgroup_index(wg, nwg);  // the same for the whole workgroup, so the return below is uniform
     if (idx >= params.outer * params.inner) { return; }
     let o = idx / params.inner;
     let i = idx % params.inner;

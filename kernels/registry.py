@@ -1,58 +1,121 @@
-"""Loads the WGSL kernel families and describes their bindings.
+"""Loads the WGSL kernel families and describes their entry points.
 
-Owns: reading `kernels/<family>.wgsl`, specializing its element type (`alias elem = f32;` becomes f16 on
-request), and finding which bindings each entry point uses. Knows nothing of wgpu: `engine.runtime` turns
-these descriptions into pipelines. Must not import `engine` or `rl`.
+Owns: reading `kernels/<family>.wgsl`, expanding its `// use prelude` line into `kernels/prelude.wgsl` (the
+helpers several families share), specializing its element type (`alias elem = f32;` becomes f16 on request),
+and describing each entry point: the bindings it uses, the uniform struct it binds (`params`, a
+`ParamsLayout` that packs values by field name), and its `@workgroup_size` with `const`/`override` names
+resolved. Knows nothing of wgpu: `engine.runtime` turns these descriptions into pipelines. Must not import
+`engine` or `rl`.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Mapping
+
+from wgrpo.kernels.params import ParamsLayout, parse_structs
 
 KERNEL_DIR = Path(__file__).resolve().parent
 ELEMENT_TYPES = ("f32", "f16")
+PRELUDE = "prelude"  # kernels/prelude.wgsl: shared helpers, not a family of its own
 
 _BINDING = re.compile(
     r"@group\((\d+)\)\s*@binding\((\d+)\)\s*var<\s*(uniform|storage)\s*(?:,\s*(read|read_write)\s*)?>\s*(\w+)\s*:"
+    r"\s*([^;]+?)\s*;"
 )
 _FUNCTION = re.compile(r"\bfn\s+(\w+)\s*\(")
-_ENTRY = re.compile(r"@compute\b[^;{]*?\bfn\s+(\w+)\s*\(")
+# The attributes before a function (`@compute @workgroup_size(64)`), and its name.
+_ATTRIBUTED_FN = re.compile(r"((?:@\w+(?:\s*\([^)]*\))?\s*)+)\bfn\s+(\w+)\s*\(")
+_WORKGROUP_SIZE = re.compile(r"@workgroup_size\s*\(([^)]*)\)")
 _IDENTIFIER = re.compile(r"(?<![.\w])[A-Za-z_]\w*")  # not after a dot: `v.x` is a swizzle, not `x`
 _ELEM_ALIAS = re.compile(r"^alias\s+elem\s*=\s*f32\s*;\s*$", re.MULTILINE)
+# Module-scope constants start at the line's first column; function-scope ones are indented.
+_CONSTANT = re.compile(r"^(?:@id\(\d+\)\s*)?(const|override)\s+(\w+)\s*(?::\s*\w+\s*)?(?:=\s*([^;]+?)\s*)?;",
+                       re.MULTILINE)
+_INT_LITERAL = re.compile(r"-?(0[xX][0-9a-fA-F]+|\d+)[iu]?")
+_FLOAT_LITERAL = re.compile(r"-?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?[fh]?")
+_USE_PRELUDE = re.compile(rf"^// use {PRELUDE}$", re.MULTILINE)
 # Entries that need the `subgroup` feature sit between these lines; naga rejects the whole module without it.
 _SUBGROUP_BLOCK = re.compile(r"^// BEGIN subgroup$.*?^// END subgroup$", re.MULTILINE | re.DOTALL)
 
 
 @dataclass(frozen=True)
 class Binding:
-    """One resource variable: `kind` is "uniform", "read" or "read_write"."""
+    """One resource variable: `kind` is "uniform", "read" or "read_write"; `type` its WGSL store type."""
 
     name: str
     group: int
     binding: int
     kind: str
+    type: str = ""
 
 
 @dataclass(frozen=True)
 class KernelSource:
+    """One build of a family: its code and, per entry point, the bindings it uses, the uniform struct it binds
+    (None when it binds none) and its `@workgroup_size` expressions; `constants` holds the module's `const` and
+    `override` declarations whose value is a plain number (overrides: their default)."""
+
     family: str
     elem: str
     code: str
     entries: dict[str, tuple[Binding, ...]]  # entry point -> bindings it touches, by binding number
+    layouts: dict[str, ParamsLayout | None]
+    workgroup_sizes: dict[str, tuple[str, ...]]
+    constants: dict[str, int | float]
+    overrides: frozenset[str]
+    _resolved: dict = field(default_factory=dict, compare=False, repr=False)  # entry -> its size with no constants
 
-    def bindings(self, entry: str) -> tuple[Binding, ...]:
+    def _check(self, entry: str) -> None:
         if entry not in self.entries:
             raise ValueError(
                 f"kernel family {self.family!r} has no entry point {entry!r}; it has {sorted(self.entries)}"
             )
+
+    def bindings(self, entry: str) -> tuple[Binding, ...]:
+        self._check(entry)
         return self.entries[entry]
+
+    def params(self, entry: str) -> ParamsLayout | None:
+        """The layout of the uniform struct `entry` binds, or None if it binds no uniform."""
+        self._check(entry)
+        return self.layouts[entry]
+
+    def workgroup_size(self, entry: str, constants: Mapping[str, int] | None = None) -> tuple[int, int, int]:
+        """`entry`'s @workgroup_size as (x, y, z). A name resolves to its value in `constants` (the override
+        values a pipeline is built with) if it is an `override`, else to the module's declaration."""
+        if not constants and entry in self._resolved:
+            return self._resolved[entry]  # grids ask for this on every dispatch
+        self._check(entry)
+        sizes = []
+        for expression in self.workgroup_sizes[entry]:
+            literal = _number(expression)
+            if isinstance(literal, int):
+                value = literal
+            elif constants and expression in constants and expression in self.overrides:
+                value = constants[expression]
+            elif isinstance(self.constants.get(expression), int):
+                value = self.constants[expression]
+            else:
+                raise ValueError(f"{self.family}.{entry}: @workgroup_size names {expression!r}, which is not a "
+                                 f"const or override with an integer value")
+            sizes.append(int(value))
+        resolved = tuple(sizes + [1] * (3 - len(sizes)))
+        if not constants:
+            self._resolved[entry] = resolved
+        return resolved
+
+    def invocations(self, entry: str, constants: Mapping[str, int] | None = None) -> int:
+        """Invocations per workgroup of `entry` (x * y * z of its workgroup size)."""
+        x, y, z = self.workgroup_size(entry, constants)
+        return x * y * z
 
 
 def families() -> list[str]:
-    return sorted(p.stem for p in KERNEL_DIR.glob("*.wgsl"))
+    return sorted(p.stem for p in KERNEL_DIR.glob("*.wgsl") if p.stem != PRELUDE)
 
 
 @lru_cache(maxsize=None)
@@ -65,21 +128,101 @@ def load(family: str, elem: str = "f32", subgroups: bool = True) -> KernelSource
     if elem not in ELEMENT_TYPES:
         raise ValueError(f"elem must be one of {ELEMENT_TYPES}, got {elem!r}")
     path = KERNEL_DIR / f"{family}.wgsl"
+    if family == PRELUDE:
+        raise ValueError(f"{path.name} holds the helpers families include with `// use {PRELUDE}`; it is not a "
+                         f"kernel family; known: {families()}")
     if not path.is_file():
         raise ValueError(f"no kernel family {family!r}: {path} does not exist; known: {families()}")
-    code = path.read_text()
+    code = expand_prelude(path.read_text(), path.name)
     if not subgroups:
         code = _SUBGROUP_BLOCK.sub("", code)
     if elem != "f32":
         if not _ELEM_ALIAS.search(code):
             raise ValueError(f"{path.name} has no `alias elem = f32;` line, so it cannot be built for {elem}")
         code = "enable f16;\n" + _ELEM_ALIAS.sub(f"alias elem = {elem};", code, count=1)
-    return KernelSource(family, elem, code, _entry_bindings(_strip_comments(code)))
+    return parse(family, elem, code)
+
+
+def workgroup_size(family: str, entry: str, constants: Mapping[str, int] | None = None) -> tuple[int, int, int]:
+    """`load(family).workgroup_size(entry, constants)`: what grid computations divide by."""
+    return load(family).workgroup_size(entry, constants)
+
+
+def expand_prelude(code: str, name: str) -> str:
+    """`code` with its `// use prelude` line replaced by `kernels/prelude.wgsl` (at most one such line)."""
+    uses = len(_USE_PRELUDE.findall(code))
+    if uses > 1:
+        raise ValueError(f"{name} has {uses} `// use {PRELUDE}` lines; the prelude may be included once")
+    if not uses:
+        return code
+    prelude = (KERNEL_DIR / f"{PRELUDE}.wgsl").read_text()
+    return _USE_PRELUDE.sub(lambda _: prelude.rstrip("\n"), code, count=1)
+
+
+def parse(family: str, elem: str, code: str) -> KernelSource:
+    """Describe the entry points of the WGSL module `code` (already expanded and specialized)."""
+    stripped = _strip_comments(code)
+    constants, overrides = _constants(stripped)
+    bindings = _bindings(stripped)
+    entries = _entry_bindings(stripped, bindings)
+    structs = parse_structs(stripped)
+    layouts = {}
+    for entry, used in entries.items():
+        uniforms = [b for b in used if b.kind == "uniform"]
+        if len(uniforms) > 1:
+            raise ValueError(f"{family}.{entry} binds {len(uniforms)} uniforms {[u.name for u in uniforms]}; an "
+                             f"entry binds at most one Params struct")
+        if not uniforms:
+            layouts[entry] = None
+        elif uniforms[0].type not in structs:
+            raise ValueError(f"{family}.{entry}: uniform {uniforms[0].name!r} has type {uniforms[0].type}, which "
+                             f"is not a struct of this module")
+        else:
+            layouts[entry] = ParamsLayout(family, entry, uniforms[0].type, structs[uniforms[0].type], constants)
+    return KernelSource(family, elem, code, entries, layouts, _workgroup_sizes(family, stripped), constants,
+                        overrides)
 
 
 def _strip_comments(code: str) -> str:
     code = re.sub(r"/\*.*?\*/", " ", code, flags=re.DOTALL)
     return re.sub(r"//[^\n]*", "", code)
+
+
+def _number(text: str | None) -> int | float | None:
+    """The value of an integer or float literal, or None for anything else (an expression, a call)."""
+    if text is None:
+        return None
+    integer = _INT_LITERAL.fullmatch(text)
+    if integer:
+        digits = integer.group(1)
+        value = int(digits, 16) if digits[:2] in ("0x", "0X") else int(digits)
+        return -value if text.startswith("-") else value
+    if _FLOAT_LITERAL.fullmatch(text):
+        return float(text.rstrip("fh"))
+    return None
+
+
+def _constants(code: str) -> tuple[dict[str, int | float], frozenset[str]]:
+    values, overrides = {}, set()
+    for kind, name, text in _CONSTANT.findall(code):
+        if kind == "override":
+            overrides.add(name)
+        value = _number(text or None)
+        if value is not None:
+            values[name] = value
+    return values, frozenset(overrides)
+
+
+def _workgroup_sizes(family: str, code: str) -> dict[str, tuple[str, ...]]:
+    sizes = {}
+    for match in _ATTRIBUTED_FN.finditer(code):
+        attributes = match.group(1)
+        if "@compute" in attributes:
+            size = _WORKGROUP_SIZE.search(attributes)
+            if size is None:
+                raise ValueError(f"{family}.{match.group(2)}: a compute entry needs a @workgroup_size")
+            sizes[match.group(2)] = tuple(part.strip() for part in size.group(1).split(",") if part.strip())
+    return sizes
 
 
 def _function_bodies(code: str) -> dict[str, str]:
@@ -97,16 +240,24 @@ def _function_bodies(code: str) -> dict[str, str]:
     return bodies
 
 
-def _entry_bindings(code: str) -> dict[str, tuple[Binding, ...]]:
-    """Each entry point's bindings: those named in its body or in any function it calls, transitively."""
-    bindings = {
-        m.group(5): Binding(m.group(5), int(m.group(1)), int(m.group(2)), "uniform" if m.group(3) == "uniform" else (m.group(4) or "read"))
+def _bindings(code: str) -> dict[str, Binding]:
+    return {
+        m.group(5): Binding(m.group(5), int(m.group(1)), int(m.group(2)),
+                            "uniform" if m.group(3) == "uniform" else (m.group(4) or "read"),
+                            re.sub(r"\s+", "", m.group(6)))
         for m in _BINDING.finditer(code)
     }
+
+
+def _entry_bindings(code: str, bindings: dict[str, Binding]) -> dict[str, tuple[Binding, ...]]:
+    """Each entry point's bindings: those named in its body or in any function it calls, transitively."""
     bodies = _function_bodies(code)
     names_in = {fn: set(_IDENTIFIER.findall(body)) for fn, body in bodies.items()}
     entries = {}
-    for entry in _ENTRY.findall(code):
+    for match in _ATTRIBUTED_FN.finditer(code):
+        if "@compute" not in match.group(1):
+            continue
+        entry = match.group(2)
         seen, todo = set(), [entry]
         while todo:
             fn = todo.pop()

@@ -11,6 +11,8 @@
 // 7 dx (read_write, elem, rows * n), 8 dw (read_write, elem, n), 9 residual (read, elem, rows * n),
 // 10 sum (read_write, elem, rows * n). Each entry binds only those it uses.
 
+// use prelude
+
 alias elem = f32;
 
 const WG: u32 = 64u;  // invocations per workgroup of every entry
@@ -33,19 +35,15 @@ struct Params {
 @group(0) @binding(9) var<storage, read> residual: array<elem>;
 @group(0) @binding(10) var<storage, read_write> sum: array<elem>;
 
-fn flat_index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wg.y * nwg.x + wg.x) * WG + lid;
-}
-
 // rmsnorm_forward: one invocation per row r: a pass for mean(x^2), then a pass writing y; stores rstd[r].
 // Bindings: 0 params (uniform; rows, n, eps), 1 x (read, elem, rows * n), 2 w (read, elem, n),
 // 3 y (read_write, elem, rows * n), 4 rstd (read_write, f32, rows).
 // Dispatch: workgroups of 64 over rows, 2-D grid (x = min(ceil(rows / 64), 65535), y = ceil(ceil(rows / 64) / x)),
 // row (wg.y * nwg.x + wg.x) * 64 + lid.
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn rmsnorm_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                    @builtin(local_invocation_index) lid: u32) {
-    let r = flat_index(wg, nwg, lid);
+    let r = flat_index(wg, nwg, lid, WG);
     if (r >= params.rows) { return; }
     let base = r * params.n;
     var ss = 0.0;
@@ -67,10 +65,10 @@ fn rmsnorm_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
 // 3 y (read_write, elem, rows * n), 4 rstd (read_write, f32, rows), 9 residual (read, elem, rows * n),
 // 10 sum (read_write, elem, rows * n).
 // Dispatch: as rmsnorm_forward.
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn add_rmsnorm_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                        @builtin(local_invocation_index) lid: u32) {
-    let r = flat_index(wg, nwg, lid);
+    let r = flat_index(wg, nwg, lid, WG);
     if (r >= params.rows) { return; }
     let base = r * params.n;
     var ss = 0.0;
@@ -92,10 +90,10 @@ fn add_rmsnorm_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgr
 // Bindings: 0 params (uniform; rows, n), 1 x (read, elem, rows * n), 2 w (read, elem, n),
 // 5 rstd_saved (read, f32, rows), 6 dy (read, elem, rows * n), 7 dx (read_write, elem, rows * n).
 // Dispatch: as rmsnorm_forward.
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn rmsnorm_backward_dx(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                        @builtin(local_invocation_index) lid: u32) {
-    let r = flat_index(wg, nwg, lid);
+    let r = flat_index(wg, nwg, lid, WG);
     if (r >= params.rows) { return; }
     let base = r * params.n;
     let s = rstd_saved[r];
@@ -115,10 +113,10 @@ fn rmsnorm_backward_dx(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgr
 // 6 dy (read, elem, rows * n), 8 dw (read_write, elem, n).
 // Dispatch: workgroups of 64 over the n channels, 2-D grid (x = min(ceil(n / 64), 65535),
 // y = ceil(ceil(n / 64) / x)), channel (wg.y * nwg.x + wg.x) * 64 + lid.
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn rmsnorm_backward_dw(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                        @builtin(local_invocation_index) lid: u32) {
-    let j = flat_index(wg, nwg, lid);
+    let j = flat_index(wg, nwg, lid, WG);
     if (j >= params.n) { return; }
     var acc = 0.0;
     for (var r = 0u; r < params.rows; r++) {

@@ -21,7 +21,11 @@
 // by dispatch count): pairs [0, n_q_pairs) are q's, [n_q_pairs, n_pairs) k's, each with the same formula and the
 // same positions and inv_freq; they add bindings 7 xk, 8 yk (forward) and 9 dyk, 10 dxk (backward) for k.
 
+// use prelude
+
 alias elem = f32;
+
+const WG: u32 = 256u;  // invocations per workgroup of every entry
 
 // 2 pi = A + B + C (B, C: f32 values of the remainders). A has 8 significant bits, so k * A is exact for
 // |k| < 2^16 and a - k A is exact; k B and k C add rounding errors of about |k| 1e-10.
@@ -52,10 +56,6 @@ struct Params {
 @group(0) @binding(8) var<storage, read_write> yk: array<elem>;
 @group(0) @binding(9) var<storage, read> dyk: array<elem>;
 @group(0) @binding(10) var<storage, read_write> dxk: array<elem>;
-
-fn flat_index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wg.y * nwg.x + wg.x) * 256u + lid;
-}
 
 // (cos a, sin a) for pair i, and the element offset of its first half: i = ((b * T + t) * H + h) * D/2 + j.
 struct Rotation {
@@ -90,10 +90,10 @@ fn rotation_of(i: u32, heads: u32) -> Rotation {
 // Bindings: 0 params (uniform), 1 positions (read, i32, B*T or T), 2 inv_freq (read, f32, D/2),
 // 3 x (read, elem, B*T*H*D), 4 y (read_write, elem, B*T*H*D).
 // Dispatch: 2-D grid of 256-wide workgroups over n_pairs (see the file header).
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn rope_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
-    let i = flat_index(wg, nwg, lid);
+    let i = flat_index(wg, nwg, lid, WG);
     if (i >= params.n_pairs) { return; }
     let rot = rotation(i);
     let x1 = f32(x[rot.offset]);
@@ -106,10 +106,10 @@ fn rope_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
 // Bindings: 0 params (uniform), 1 positions (read, i32, B*T or T), 2 inv_freq (read, f32, D/2),
 // 5 dy (read, elem, B*T*H*D), 6 dx (read_write, elem, B*T*H*D).
 // Dispatch: as rope_forward.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn rope_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_index) lid: u32) {
-    let i = flat_index(wg, nwg, lid);
+    let i = flat_index(wg, nwg, lid, WG);
     if (i >= params.n_pairs) { return; }
     let rot = rotation(i);
     let g1 = f32(dy[rot.offset]);
@@ -124,10 +124,10 @@ fn rope_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
 // 7 xk = k (read, elem, B*T*H_kv*D), 8 yk = k_out (read_write, elem, B*T*H_kv*D).
 // Dispatch: 2-D grid of 256-wide workgroups over n_pairs = B*T*(H + H_kv)*D/2 (see the file header); pair
 // i < n_q_pairs is q's pair i, otherwise k's pair i - n_q_pairs.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn rope_qk_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                    @builtin(local_invocation_index) lid: u32) {
-    let i = flat_index(wg, nwg, lid);
+    let i = flat_index(wg, nwg, lid, WG);
     if (i >= params.n_pairs) { return; }
     if (i < params.n_q_pairs) {
         let rot = rotation_of(i, params.heads);
@@ -149,10 +149,10 @@ fn rope_qk_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
 // 5 dy = dq_out (read, elem, B*T*H*D), 6 dx = dq (read_write, elem, B*T*H*D),
 // 9 dyk = dk_out (read, elem, B*T*H_kv*D), 10 dxk = dk (read_write, elem, B*T*H_kv*D).
 // Dispatch: as rope_qk_forward.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn rope_qk_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                     @builtin(local_invocation_index) lid: u32) {
-    let i = flat_index(wg, nwg, lid);
+    let i = flat_index(wg, nwg, lid, WG);
     if (i >= params.n_pairs) { return; }
     if (i < params.n_q_pairs) {
         let rot = rotation_of(i, params.heads);

@@ -18,10 +18,11 @@
 // of the eos_ids sets its flag.
 // Math runs in f32 whatever the storage type `elem` of the logits.
 
+// use prelude
+
 alias elem = f32;
 
 const WG: u32 = 64u;  // invocations per workgroup = per row
-const LOWEST: f32 = -3.4028234663852886e38;
 
 struct Params {
     rows: u32,      // B, rows of logits
@@ -168,7 +169,7 @@ fn mass_at_least(lid: u32, base: u32, t: u32, m: f32) -> f32 {
 @compute @workgroup_size(WG)
 fn sample_row(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
-    let row = wg.y * nwg.x + wg.x;
+    let row = workgroup_index(wg, nwg);
     if (row >= params.rows) { return; }
     let base = row * params.vocab;
     if (lid == 0u) { shared_u = finished[row]; }

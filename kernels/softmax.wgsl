@@ -9,11 +9,12 @@
 // Bindings: 0 params (uniform); forward entries 1 x (read, elem, rows * n), 2 y (read_write, elem, rows * n);
 // backward entries 3 y_saved (read, elem, rows * n), 4 dy (read, elem, rows * n), 5 dx (read_write, elem, rows * n).
 
+// use prelude
+
 alias elem = f32;
 
 const SERIAL_WG: u32 = 64u;  // invocations per workgroup of the *_serial entries
 const WG: u32 = 256u;        // invocations per workgroup of the *_workgroup entries (a power of two)
-const LOWEST: f32 = -3.4028234663852886e38;  // running-max start: finite, so empty partials merge without NaN
 
 struct Params {
     rows: u32,
@@ -38,32 +39,14 @@ fn visible(r: u32) -> u32 {
     return min(params.n, r % params.t_q + (params.n - params.t_q) + 1u);
 }
 
-// Online softmax statistics: fold value v into (running max, running sum of exp(x - max)).
-fn online(ms: vec2<f32>, v: f32) -> vec2<f32> {
-    if (v > ms.x) {
-        return vec2<f32>(v, ms.y * exp(ms.x - v) + 1.0);
-    }
-    return vec2<f32>(ms.x, ms.y + exp(v - ms.x));
-}
-
-fn merge_stats(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
-    let m = max(a.x, b.x);
-    return vec2<f32>(m, a.y * exp(a.x - m) + b.y * exp(b.x - m));
-}
-
-// The 2-D grid of a *_serial entry: row (wg.y * nwg.x + wg.x) * 64 + lid.
-fn serial_row(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wg.y * nwg.x + wg.x) * SERIAL_WG + lid;
-}
-
 // softmax_serial: y = softmax(x) per row (masked as above), one invocation per row: one online pass for
 // (max, sum), one pass writing y. Bindings: 0 params (uniform), 1 x (read, elem, rows * n),
 // 2 y (read_write, elem, rows * n).
 // Dispatch: workgroups of 64 over rows, 2-D grid (x = min(ceil(rows / 64), 65535), y = ceil(ceil(rows / 64) / x)).
-@compute @workgroup_size(64)
+@compute @workgroup_size(SERIAL_WG)
 fn softmax_serial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32) {
-    let r = serial_row(wg, nwg, lid);
+    let r = flat_index(wg, nwg, lid, SERIAL_WG);
     if (r >= params.rows) { return; }
     let base = r * params.n;
     let v = visible(r);
@@ -84,10 +67,10 @@ fn softmax_serial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 // online statistics of j = t, t + 256, ...; a tree merges them (8 barriers); then every invocation writes its
 // strided entries. Bindings: as softmax_serial.
 // Dispatch: one workgroup per row, 2-D grid (x = min(rows, 65535), y = ceil(rows / x)), row wg.y * nwg.x + wg.x.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn softmax_workgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                      @builtin(local_invocation_index) lid: u32) {
-    let r = wg.y * nwg.x + wg.x;  // uniform over the workgroup, so the return keeps barriers uniform
+    let r = workgroup_index(wg, nwg);  // uniform over the workgroup, so the return keeps barriers uniform
     if (r >= params.rows) { return; }
     let base = r * params.n;
     let v = visible(r);
@@ -122,10 +105,10 @@ fn softmax_workgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
 // writing dx). Bindings: 0 params (uniform; rows, n), 3 y_saved (read, elem, rows * n), 4 dy (read, elem,
 // rows * n), 5 dx (read_write, elem, rows * n).
 // Dispatch: as softmax_serial.
-@compute @workgroup_size(64)
+@compute @workgroup_size(SERIAL_WG)
 fn softmax_backward_serial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                            @builtin(local_invocation_index) lid: u32) {
-    let r = serial_row(wg, nwg, lid);
+    let r = flat_index(wg, nwg, lid, SERIAL_WG);
     if (r >= params.rows) { return; }
     let base = r * params.n;
     var dot = 0.0;
@@ -141,10 +124,10 @@ fn softmax_backward_serial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_wo
 // softmax_backward_workgroup: dx = y (dy - sum_k dy y) per row, one workgroup of 256 per row: strided partial
 // dots, a tree, then strided writes. Bindings: as softmax_backward_serial.
 // Dispatch: as softmax_workgroup.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn softmax_backward_workgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                               @builtin(local_invocation_index) lid: u32) {
-    let r = wg.y * nwg.x + wg.x;
+    let r = workgroup_index(wg, nwg);
     if (r >= params.rows) { return; }
     let base = r * params.n;
     var dot = 0.0;

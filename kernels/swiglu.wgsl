@@ -8,7 +8,11 @@
 // Dispatch (both entries): workgroups of 256 over the n elements, 2-D grid (x = min(ceil(n / 256), 65535),
 // y = ceil(ceil(n / 256) / x)); invocation (wg.y * nwg.x + wg.x) * 256 + lid handles element i.
 
+// use prelude
+
 alias elem = f32;
+
+const WG: u32 = 256u;  // invocations per workgroup of every entry
 
 struct Params {
     n: u32,  // elements in each tensor
@@ -22,10 +26,6 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> dgate: array<elem>;
 @group(0) @binding(6) var<storage, read_write> dup: array<elem>;
 
-fn flat_index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wg.y * nwg.x + wg.x) * 256u + lid;
-}
-
 fn sigmoid(v: f32) -> f32 {
     return 1.0 / (1.0 + exp(-v));
 }
@@ -33,10 +33,10 @@ fn sigmoid(v: f32) -> f32 {
 // swiglu_forward: out[i] = gate[i] * sigmoid(gate[i]) * up[i].
 // Bindings: 0 params (uniform; n), 1 gate (read, elem, n), 2 up (read, elem, n), 3 out (read_write, elem, n).
 // Dispatch: 2-D grid of 256-wide workgroups over n (see the file header).
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn swiglu_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32) {
-    let i = flat_index(wg, nwg, lid);
+    let i = flat_index(wg, nwg, lid, WG);
     if (i >= params.n) { return; }
     let g = f32(gate[i]);
     out[i] = elem(g * sigmoid(g) * f32(up[i]));
@@ -47,10 +47,10 @@ fn swiglu_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 // Bindings: 0 params (uniform; n), 1 gate (read, elem, n), 2 up (read, elem, n), 4 dy (read, elem, n),
 // 5 dgate (read_write, elem, n), 6 dup (read_write, elem, n).
 // Dispatch: as swiglu_forward.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn swiglu_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                    @builtin(local_invocation_index) lid: u32) {
-    let i = flat_index(wg, nwg, lid);
+    let i = flat_index(wg, nwg, lid, WG);
     if (i >= params.n) { return; }
     let g = f32(gate[i]);
     let s = sigmoid(g);

@@ -5,9 +5,11 @@
 // Data is moved, not converted: elem in, elem out.
 // Bindings: 0 params (uniform), 1 x (read, elem, n), 2 out (read_write, elem, n).
 
+// use prelude
+
 alias elem = f32;
 
-const WG: u32 = 256u;
+const WG: u32 = 256u;  // invocations per workgroup
 
 struct Params {
     n: u32,   // elements
@@ -26,10 +28,10 @@ struct Params {
 // also read contiguous runs of c.
 // Dispatch: workgroups of 256 over n, 2-D grid (x = min(ceil(n / 256), 65535), y = ceil(ceil(n / 256) / x)),
 // element index (wg.y * nwg.x + wg.x) * 256 + lid.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn transpose_naive(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                    @builtin(local_invocation_index) lid: u32) {
-    let i = (wg.y * nwg.x + wg.x) * WG + lid;
+    let i = flat_index(wg, nwg, lid, WG);
     if (i >= params.n) { return; }
     // Output coordinates (p, j1, q, j0, s), innermost first.
     let s = i % params.c;

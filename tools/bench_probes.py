@@ -1,8 +1,8 @@
 """The adapter's own peak, measured by the probe kernels of `kernels/probe.wgsl`: FMA throughput and copy bandwidth.
 
 Owns: the probe dispatch code and the FLOP / byte formulas, kept here as constants that must match the header of
-`kernels/probe.wgsl` (its entries `probe_fma` and `probe_copy`; `tests/tools/test_bench.py` compares them).
-Must not import `rl`.
+`kernels/probe.wgsl` (its entries `probe_fma` and `probe_copy`; `tests/tools/test_bench.py` compares them); the
+workgroup size comes from the kernel itself, through the registry. Must not import `rl`.
 """
 
 from __future__ import annotations
@@ -11,32 +11,34 @@ import math
 
 import numpy as np
 
-from wgrpo.engine.ops._common import MAX_WORKGROUPS, pack
+from wgrpo import kernels
+from wgrpo.engine.ops._common import MAX_WORKGROUPS
 from wgrpo.engine.tensor import Tensor
 from wgrpo.tools.bench_timing import Timer
 
 PROBE_FAMILY = "probe"
-# @workgroup_size of both entries (the `PROBE_X` override's default, which the bench leaves alone)
-PROBE_WORKGROUP = 64
 
 # probe_fma: each of n invocations runs `iters` trips of FMA_VEC4_PER_ITER vec4 FMAs (8 accumulators, 4 FMAs
 # each); a vec4 FMA is 4 lanes x 2 FLOPs. FLOPs per dispatch = n * iters * 32 * 4 * 2 = 256 * n * iters.
-# Grid (n / PROBE_WORKGROUP, 1, 1), at most 65535 workgroups. Params: n (u32), iters (u32), seed (f32), pad.
+# Grid (n / workgroup size, 1, 1), at most 65535 workgroups. Params: n, iters, seed.
 FMA_ENTRY = "probe_fma"
 FMA_VEC4_PER_ITER = 32
 FLOPS_PER_VEC4_FMA = 8
 FMA_SEED = 0.5  # any value in [0, 1)
 
 # probe_copy: dst[i] = src[i] over n vec4<f32>, grid-stride. Bytes per dispatch = 16 read + 16 written per vec4.
-# Grid (min(ceil(n / PROBE_WORKGROUP), 65535), 1, 1). Params: n (u32), then unused words.
+# Grid (min(ceil(n / workgroup size), 65535), 1, 1). Params: n (iters and seed unused).
 COPY_ENTRY = "probe_copy"
 VEC4_BYTES = 16
 
 
+def probe_workgroup(entry: str) -> int:
+    """Invocations per workgroup of a probe entry (the `PROBE_X` override's default, which the bench keeps)."""
+    return kernels.load(PROBE_FAMILY).invocations(entry)
+
+
 def probe_available() -> tuple[bool, str]:
     """Whether `kernels/probe.wgsl` exists with both entries; else the reason."""
-    from wgrpo import kernels
-
     try:
         source = kernels.load(PROBE_FAMILY)
     except ValueError as error:
@@ -57,19 +59,17 @@ def copy_bytes(n_vec4: int) -> int:
 
 def _storage(entry: str, buffers: dict) -> list:
     """The tensors for `entry`'s storage bindings, in binding order (the registry drops the ones it never uses)."""
-    from wgrpo import kernels
-
     return [buffers[b.name] for b in kernels.load(PROBE_FAMILY).bindings(entry) if b.kind != "uniform"]
 
 
 def run_fma_probe(device, timer: Timer, workgroups: int, iterations: int, repeat: int, trials: int) -> dict:
-    """GFLOP/s of the FMA probe with `workgroups` x PROBE_WORKGROUP invocations."""
+    """GFLOP/s of the FMA probe with `workgroups` x its workgroup size invocations."""
     runtime = device.runtime
     workgroups = min(workgroups, MAX_WORKGROUPS)
-    invocations = workgroups * PROBE_WORKGROUP
+    invocations = workgroups * probe_workgroup(FMA_ENTRY)
     dst = Tensor.empty((invocations, 4), np.float32, device)  # the sums, so the compiler keeps the chains
     buffers = _storage(FMA_ENTRY, {"src": Tensor.empty((1, 4), np.float32, device), "dst": dst})
-    params = pack("IIfI", invocations, iterations, FMA_SEED, 0)
+    params = {"n": invocations, "iters": iterations, "seed": FMA_SEED}
 
     def call():
         runtime.dispatch(PROBE_FAMILY, FMA_ENTRY, buffers, (workgroups, 1, 1), params,
@@ -92,8 +92,8 @@ def run_copy_probe(device, timer: Timer, n_vec4: int, repeat: int, trials: int) 
     src = Tensor.from_numpy(src_host, device)
     dst = Tensor.empty((n_vec4, 4), np.float32, device)
     buffers = _storage(COPY_ENTRY, {"src": src, "dst": dst})
-    params = pack("IIfI", n_vec4, 0, 0.0, 0)
-    grid = (min(math.ceil(n_vec4 / PROBE_WORKGROUP), MAX_WORKGROUPS), 1, 1)
+    params = {"n": n_vec4, "iters": 0, "seed": 0.0}
+    grid = (min(math.ceil(n_vec4 / probe_workgroup(COPY_ENTRY)), MAX_WORKGROUPS), 1, 1)
 
     def call():
         runtime.dispatch(PROBE_FAMILY, COPY_ENTRY, buffers, grid, params, shapes=f"{n_vec4} vec4")

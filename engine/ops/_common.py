@@ -1,12 +1,12 @@
-"""Helpers every op module shares: argument checks, grids, parameter packing."""
+"""Helpers every op module shares: argument checks, and dispatch grids sized by the WGSL's own workgroup sizes."""
 
 from __future__ import annotations
 
 import math
-import struct
 
 import numpy as np
 
+from wgrpo import kernels
 from wgrpo.engine.tensor import Tensor
 
 MAX_WORKGROUPS = 65535  # WebGPU's guaranteed minimum of max_compute_workgroups_per_dimension
@@ -29,14 +29,24 @@ def check_float(t: Tensor, name: str, op: str) -> None:
 
 
 def grid_1d(n: int, per_workgroup: int = 256) -> tuple[int, int]:
-    """A 2-D grid of workgroups covering n items; kernels flatten it as (wg.y * nwg.x + wg.x)."""
+    """A 2-D grid of workgroups covering n items; kernels flatten it as (wg.y * nwg.x + wg.x) (the prelude's
+    `workgroup_index`)."""
     groups = max(1, math.ceil(n / per_workgroup))
     x = min(groups, MAX_WORKGROUPS)
     return x, math.ceil(groups / x)
 
 
+def invocations(kernel: str, entry: str) -> int:
+    """Invocations per workgroup of `kernel`.`entry`, from its @workgroup_size in the WGSL."""
+    return kernels.load(kernel).invocations(entry)
+
+
+def flat_grid(kernel: str, entry: str, n: int) -> tuple[int, int]:
+    """The grid of an entry that gives each of n items one invocation (the prelude's `flat_index`)."""
+    return grid_1d(n, invocations(kernel, entry))
+
+
 ROW_KERNELS = ("serial", "workgroup")
-SERIAL_WG = 64  # invocations per workgroup of every `*_serial` row kernel (as in the WGSL files)
 WORKGROUP_MIN_N = 1024  # rows at least this long get a workgroup each, by default
 
 
@@ -50,11 +60,10 @@ def row_kernel(variant: str | None, n: int, op: str, workgroup_min: int = WORKGR
     return variant
 
 
-def row_grid(variant: str, rows: int) -> tuple[int, int]:
-    """The grid of a per-row kernel (see `row_kernel`) over `rows` rows."""
-    return grid_1d(rows, SERIAL_WG if variant == "serial" else 1)
-
-
-def pack(fmt: str, *values) -> bytes:
-    """The bytes of a WGSL Params struct of 32-bit scalars: fmt is struct's codes, I (u32), i (i32), f (f32)."""
-    return struct.pack("<" + fmt, *values)
+def row_grid(kernel: str, entry: str, rows: int) -> tuple[int, int]:
+    """The grid of a per-row entry (see `row_kernel`; its name ends in the variant) over `rows` rows: a `*_serial`
+    entry gives each row one invocation, a `*_workgroup` entry one workgroup."""
+    if entry.endswith("_workgroup"):
+        return grid_1d(rows, 1)
+    assert entry.endswith("_serial"), f"{kernel}.{entry} is not a per-row entry"
+    return flat_grid(kernel, entry, rows)

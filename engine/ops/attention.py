@@ -21,25 +21,30 @@ import math
 
 import numpy as np
 
+from wgrpo import kernels
 from wgrpo.engine.autograd import Function
-from wgrpo.engine.ops._common import MAX_WORKGROUPS, check_float, grid_1d, pack
+from wgrpo.engine.ops._common import MAX_WORKGROUPS, check_float, flat_grid
 from wgrpo.engine.tensor import Tensor
 
-WG = 16  # invocations per workgroup (as in the WGSL)
-MAX_D = 128  # the largest head dimension the kernels hold in private arrays (as in the WGSL)
+def max_head_dim() -> int:
+    """The largest head dimension D the kernels hold in private arrays (MAX_D in the WGSL)."""
+    return kernels.load("attention").constants["MAX_D"]
 
 
-def _grid(rows: int, heads: int, batch: int, what: str) -> tuple[int, int, int]:
-    grid = (math.ceil(rows / WG), heads, batch)
+def _grid(entry: str, rows: int, heads: int, batch: int, what: str) -> tuple[int, int, int]:
+    """(ceil(rows / workgroup size), heads, batch): one workgroup per block of rows of one (b, head)."""
+    grid = (math.ceil(rows / kernels.load("attention").invocations(entry)), heads, batch)
     if max(grid) > MAX_WORKGROUPS:
         raise ValueError(f"attention: {what} needs a grid of {grid} workgroups, over {MAX_WORKGROUPS} per dimension")
     return grid
 
 
-def _params(q: Tensor, k: Tensor, causal: bool, scale: float) -> bytes:
+def _params(q: Tensor, k: Tensor, causal: bool, scale: float) -> dict:
     _, t_q, heads, d = q.shape
     _, t_k, kv_heads, _ = k.shape
-    return pack("IIIIIIf", t_q, t_k, heads, kv_heads, d, int(causal), scale)
+    # t_cap and batch belong to the KV-cache entries only
+    return {"t_q": t_q, "t_k": t_k, "heads": heads, "kv_heads": kv_heads, "d": d, "causal": causal, "scale": scale,
+            "t_cap": 0, "batch": 0}
 
 
 def _shapes(q: Tensor, k: Tensor, causal: bool) -> str:
@@ -53,8 +58,9 @@ def attention_forward(q: Tensor, k: Tensor, v: Tensor, causal: bool, scale: floa
     lse = Tensor.empty((b, heads, t_q), "float32", q.device)
     if out.size == 0:
         return out, lse
-    q.runtime.dispatch("attention", "attention_serial", [q, k, v, out, lse], _grid(t_q, heads, b, "forward"),
-                       _params(q, k, causal, scale), elem=q.elem, shapes=_shapes(q, k, causal))
+    q.runtime.dispatch("attention", "attention_serial", [q, k, v, out, lse],
+                       _grid("attention_serial", t_q, heads, b, "forward"), _params(q, k, causal, scale),
+                       elem=q.elem, shapes=_shapes(q, k, causal))
     return out, lse
 
 
@@ -71,14 +77,17 @@ def attention_backward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor
     dv = Tensor.empty(v.shape, v.dtype, v.device) if need_dkv else None
     if q.size == 0 or k.size == 0:
         return dq, dk, dv
-    runtime.dispatch("attention", "attention_backward_delta_serial", [out, d_out, delta],
-                     _grid(t_q, heads, b, "backward"), params, elem=q.elem, shapes=shapes)
+    entry = "attention_backward_delta_serial"
+    runtime.dispatch("attention", entry, [out, d_out, delta], _grid(entry, t_q, heads, b, "backward"), params,
+                     elem=q.elem, shapes=shapes)
     if need_dq:
-        runtime.dispatch("attention", "attention_backward_dq_serial", [q, k, v, d_out, lse, delta, dq],
-                         _grid(t_q, heads, b, "backward"), params, elem=q.elem, shapes=shapes)
+        entry = "attention_backward_dq_serial"
+        runtime.dispatch("attention", entry, [q, k, v, d_out, lse, delta, dq], _grid(entry, t_q, heads, b, "backward"),
+                         params, elem=q.elem, shapes=shapes)
     if need_dkv:
-        runtime.dispatch("attention", "attention_backward_dkv_serial", [q, k, v, d_out, lse, delta, dk, dv],
-                         _grid(t_k, kv_heads, b, "backward"), params, elem=q.elem, shapes=shapes)
+        entry = "attention_backward_dkv_serial"
+        runtime.dispatch("attention", entry, [q, k, v, d_out, lse, delta, dk, dv],
+                         _grid(entry, t_k, kv_heads, b, "backward"), params, elem=q.elem, shapes=shapes)
     return dq, dk, dv
 
 
@@ -118,8 +127,9 @@ def _check(q, k, v, causal: bool) -> None:
         raise ValueError(f"attention: q has batch {b} but k has batch {b_k} (q {q.shape}, k {k.shape})")
     if d_k != d:
         raise ValueError(f"attention: q has head dimension D={d} but k and v have D={d_k} (q {q.shape}, k {k.shape})")
-    if d > MAX_D:
-        raise ValueError(f"attention: head dimension D={d} of q {q.shape} exceeds the kernels' maximum of {MAX_D}")
+    if d > max_head_dim():
+        raise ValueError(f"attention: head dimension D={d} of q {q.shape} exceeds the kernels' maximum of "
+                         f"{max_head_dim()}")
     if kv_heads == 0 or heads % kv_heads:
         raise ValueError(f"attention: the H={heads} query heads of q {q.shape} must be a multiple of the "
                          f"H_kv={kv_heads} kv heads of k {k.shape}")
@@ -135,7 +145,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = True, scale: float
     q is (B, T_q, H, D); k and v are (B, T_k, H_kv, D) with H a multiple of H_kv: query head h uses kv head
     h // (H / H_kv). Returns (B, T_q, H, D). `scale` defaults to 1 / sqrt(D). With `causal=True` (T_q <= T_k)
     the queries are the last T_q positions: query i sees keys j <= i + (T_k - T_q), as in KV-cached decoding.
-    D is at most MAX_D = 128. Differentiable in q, k and v.
+    D is at most `max_head_dim()` (128). Differentiable in q, k and v.
     """
     _check(q, k, v, causal)
     scale = 1.0 / math.sqrt(max(q.shape[-1], 1)) if scale is None else float(scale)
@@ -166,13 +176,13 @@ def attention_cached(q: Tensor, k_cache: Tensor, v_cache: Tensor, starts: Tensor
     out = Tensor.empty(q.shape, q.dtype, q.device)
     if out.size == 0:
         return out
-    params = pack("IIIIIIfII", t_q, length, heads, kv_heads, d, 1, scale, t_cap, b)
+    params = {"t_q": t_q, "t_k": length, "heads": heads, "kv_heads": kv_heads, "d": d, "causal": True,
+              "scale": scale, "t_cap": t_cap, "batch": b}
     shapes = f"q {q.shape}, cache {k_cache.shape}, length {length}"
     if t_q == 1:
-        groups = grid_1d(b * heads, WG)
-        q.runtime.dispatch("attention", "attention_decode", [q, k_cache, v_cache, out, starts], groups, params,
-                           elem=q.elem, shapes=shapes)
+        q.runtime.dispatch("attention", "attention_decode", [q, k_cache, v_cache, out, starts],
+                           flat_grid("attention", "attention_decode", b * heads), params, elem=q.elem, shapes=shapes)
     else:
         q.runtime.dispatch("attention", "attention_cached", [q, k_cache, v_cache, out, starts],
-                           _grid(t_q, heads, b, "cached"), params, elem=q.elem, shapes=shapes)
+                           _grid("attention_cached", t_q, heads, b, "cached"), params, elem=q.elem, shapes=shapes)
     return out

@@ -5,16 +5,12 @@ Each public op is differentiable: its autograd Function sits right after the ker
 
 from __future__ import annotations
 
-import struct
-
 import numpy as np
 
+from wgrpo import kernels
 from wgrpo.engine.autograd import Function
-from wgrpo.engine.ops._common import as_tensor, check_float, grid_1d, pack
+from wgrpo.engine.ops._common import as_tensor, check_float, flat_grid
 from wgrpo.engine.tensor import Tensor
-
-MAX_RANK = 6
-
 
 def broadcast_strides(shape: tuple[int, ...], out_shape: tuple[int, ...]) -> list[int]:
     """Element strides of a contiguous `shape` read at each index of `out_shape` (0 along broadcast axes)."""
@@ -64,19 +60,18 @@ def _binary(entry: str, a, b) -> Tensor:
 def binary_kernel(entry: str, a: Tensor, b: Tensor | None, out_shape: tuple[int, ...] | None = None) -> Tensor:
     """Dispatch a broadcasting kernel of elementwise.wgsl (checked operands); `b` is None for broadcast_naive."""
     out_shape = np.broadcast_shapes(a.shape, b.shape if b is not None else out_shape)
-    if len(out_shape) > MAX_RANK:
-        raise ValueError(f"{entry}: at most {MAX_RANK} dimensions are supported, got {len(out_shape)}")
+    max_rank = kernels.load("elementwise").constants["MAX_RANK"]
+    if len(out_shape) > max_rank:
+        raise ValueError(f"{entry}: at most {max_rank} dimensions are supported, got {len(out_shape)}")
     out = Tensor.empty(out_shape, a.dtype, a.device)
     dims, a_strides, b_strides = merge_dims(
         out_shape, broadcast_strides(a.shape, out_shape),
         broadcast_strides(b.shape, out_shape) if b is not None else [0] * len(out_shape))
-    rank = len(dims)
-    pad = [0] * (8 - rank)  # two vec4 slots per array; only `rank` values are read
-    dims, a_strides, b_strides = dims + pad, a_strides + pad, b_strides + pad
-    params = pack("IIff", out.size, rank, 0.0, 0.0) + struct.pack("<24I", *dims, *a_strides, *b_strides)
+    # the arrays hold 8 values (two vec4s) each; only the first `rank` are read
+    params = {"n": out.size, "rank": len(dims), "dims": dims, "a_strides": a_strides, "b_strides": b_strides}
     buffers = [a, b, out] if b is not None else [a, out]
-    a.runtime.dispatch("elementwise", entry, buffers, grid_1d(out.size), params, elem=a.elem,
-                       shapes=f"{a.shape}, {b.shape if b is not None else out_shape}")
+    a.runtime.dispatch("elementwise", entry, buffers, flat_grid("elementwise", entry, out.size), params,
+                       elem=a.elem, shapes=f"{a.shape}, {b.shape if b is not None else out_shape}")
     return out
 
 
@@ -155,8 +150,8 @@ def unary_kernel(entry: str, x: Tensor, alpha: float = 0.0, beta: float = 0.0, d
     """Dispatch a unary kernel, or with `dy` the matching `*_backward_naive` kernel (x, dy) -> dx."""
     y = Tensor.empty(x.shape, x.dtype, x.device)
     buffers = [x, y] if dy is None else [x, dy, y]
-    x.runtime.dispatch("elementwise", entry, buffers, grid_1d(x.size), pack("IIff", x.size, 0, alpha, beta),
-                       elem=x.elem, shapes=str(x.shape))
+    x.runtime.dispatch("elementwise", entry, buffers, flat_grid("elementwise", entry, x.size),
+                       {"n": x.size, "alpha": alpha, "beta": beta}, elem=x.elem, shapes=str(x.shape))
     return y
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from wgrpo.engine.autograd import Function
-from wgrpo.engine.ops._common import check_float, grid_1d, pack
+from wgrpo.engine.ops._common import check_float, flat_grid
 from wgrpo.engine.tensor import Tensor
 
 
@@ -55,8 +55,9 @@ def embedding_forward(ids: Tensor, weight: Tensor) -> Tensor:
     vocab, channels = weight.shape
     out = Tensor.empty(ids.shape + (channels,), weight.dtype, weight.device)
     n = ids.size * channels
-    weight.runtime.dispatch("embedding", "embedding_forward", [ids, weight, out], grid_1d(n),
-                            pack("III", n, channels, vocab), elem=weight.elem,
+    weight.runtime.dispatch("embedding", "embedding_forward", [ids, weight, out],
+                            flat_grid("embedding", "embedding_forward", n),
+                            {"n": n, "channels": channels, "vocab": vocab}, elem=weight.elem,
                             shapes=f"ids {ids.shape}, weight {weight.shape}")
     return out
 
@@ -84,7 +85,8 @@ def embedding_backward(dy: Tensor, ids, vocab: int) -> Tensor:
     n = vocab * channels
     dy.runtime.dispatch("embedding", "embedding_backward",
                         [dy, Tensor.from_numpy(order, dy.device), Tensor.from_numpy(offsets, dy.device), dweight],
-                        grid_1d(n), pack("III", n, channels, vocab), elem=dy.elem,
+                        flat_grid("embedding", "embedding_backward", n),
+                        {"n": n, "channels": channels, "vocab": vocab}, elem=dy.elem,
                         shapes=f"dy {dy.shape}, vocab {vocab}")
     return dweight
 

@@ -14,8 +14,9 @@ import math
 
 import numpy as np
 
+from wgrpo import kernels
 from wgrpo.engine.autograd import Function
-from wgrpo.engine.ops._common import as_tensor, grid_1d, pack, row_grid, row_kernel
+from wgrpo.engine.ops._common import as_tensor, flat_grid, row_grid, row_kernel
 from wgrpo.engine.tensor import Tensor
 
 LOSS_TYPES = {"grpo": 0, "bnpo": 1, "dapo": 1, "dr_grpo": 2}  # name -> the kernel's loss_type code
@@ -23,8 +24,6 @@ METRIC_NAMES = ("kl", "clip_frac_low", "clip_frac_high", "ratio_mean", "tokens")
 # Rows this long get a workgroup each in the forward's first stage. On lavapipe (2 cores) one invocation per row
 # is as fast or faster up to T = 4096 (forward + backward of (16, 1024): 0.85 ms serial, 1.1 ms workgroup).
 WORKGROUP_MIN_T = 4096
-NAIVE_WG = 256  # invocations per workgroup of grpo_backward_naive
-ROW_STATS = 6  # floats per row the first stage writes (as STATS in the WGSL)
 
 
 def _row_tensor(value, name: str, like: Tensor, shape: tuple[int, ...]) -> Tensor:
@@ -53,11 +52,11 @@ class _GRPOLoss(Function):
         rows, t = logp.shape
         runtime = logp.runtime
         ref = ref_logp if ref_logp is not None else logp  # beta = 0: kl = 0 exactly
-        row_stats = Tensor.empty((rows, ROW_STATS), np.float32, logp.device)  # (B, 6)
-        grid = row_grid(variant, rows)
+        row_stats = Tensor.empty((rows, kernels.load("grpo").constants["STATS"]), np.float32, logp.device)  # (B, 6)
+        entry = f"grpo_rows_{variant}"
         shapes = f"logp {logp.shape}"
-        runtime.dispatch("grpo", f"grpo_rows_{variant}", [logp, old_logp, ref, advantages, mask, row_stats], grid,
-                         params, shapes=shapes)
+        runtime.dispatch("grpo", entry, [logp, old_logp, ref, advantages, mask, row_stats],
+                         row_grid("grpo", entry, rows), params, shapes=shapes)
         loss = Tensor.empty((), np.float32, logp.device)  # ()
         metrics = Tensor.empty((len(METRIC_NAMES),), np.float32, logp.device)  # (5,)
         runtime.dispatch("grpo", "grpo_loss_naive", [row_stats, loss, metrics], (1,), params, shapes=shapes)
@@ -72,7 +71,8 @@ class _GRPOLoss(Function):
         dlogp = Tensor.empty(logp.shape, np.float32, logp.device)  # (B, T)
         logp.runtime.dispatch("grpo", "grpo_backward_naive",
                               [logp, old_logp, ref, advantages, mask, row_stats, metrics, g_loss, dlogp],
-                              grid_1d(logp.size, NAIVE_WG), params, shapes=f"logp {logp.shape}")
+                              flat_grid("grpo", "grpo_backward_naive", logp.size), params,
+                              shapes=f"logp {logp.shape}")
         return dlogp, None, None, None, None, None, None
 
 
@@ -126,7 +126,8 @@ def grpo_loss(logp: Tensor, old_logp, ref_logp, advantages, mask, *, eps_low: fl
     advantages = _row_tensor(advantages, "advantages", logp, (rows,))
     mask = _row_tensor(mask, "mask", logp, (rows, t))
     variant = row_kernel(variant, t, "grpo_loss", WORKGROUP_MIN_T)
-    params = pack("IIIIfffI", rows, t, LOSS_TYPES[loss_type], max_len, eps_low, eps_high, beta, 0)
+    params = {"rows": rows, "t": t, "loss_type": LOSS_TYPES[loss_type], "max_len": max_len, "eps_low": eps_low,
+              "eps_high": eps_high, "beta": beta}
     loss, metrics = _GRPOLoss.apply(logp, old_logp, ref_logp, advantages, mask, params, variant)
     metrics = metrics.detach()  # read when logged; never differentiated
     return (loss, metrics) if return_metrics else loss

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 from wgrpo.engine.autograd import Function
-from wgrpo.engine.ops._common import grid_1d, pack
+from wgrpo.engine.ops._common import flat_grid
 from wgrpo.engine.ops.reduce import check_tensor, normalize_axis
 from wgrpo.engine.tensor import Tensor
 
@@ -50,8 +50,8 @@ def transpose_kernel(x: Tensor, d0: int, d1: int) -> Tensor:
         if x.size:
             x.runtime.copy(x, out)
         return out
-    view = (math.prod(x.shape[:d0]), x.shape[d0], math.prod(x.shape[d0 + 1 : d1]), x.shape[d1],
-            math.prod(x.shape[d1 + 1 :]))
-    x.runtime.dispatch("transpose", "transpose_naive", [x, out], grid_1d(x.size), pack("6I", x.size, *view),
-                       elem=x.elem, shapes=f"{x.shape}, dims ({d0}, {d1})")
+    view = {"a": math.prod(x.shape[:d0]), "d0": x.shape[d0], "b": math.prod(x.shape[d0 + 1 : d1]),
+            "d1": x.shape[d1], "c": math.prod(x.shape[d1 + 1 :])}
+    x.runtime.dispatch("transpose", "transpose_naive", [x, out], flat_grid("transpose", "transpose_naive", x.size),
+                       {"n": x.size, **view}, elem=x.elem, shapes=f"{x.shape}, dims ({d0}, {d1})")
     return out

@@ -17,11 +17,8 @@ import math
 import numpy as np
 
 from wgrpo.engine.autograd import Function
-from wgrpo.engine.ops._common import as_tensor, check_float, grid_1d, pack, row_grid, row_kernel
+from wgrpo.engine.ops._common import as_tensor, check_float, flat_grid, row_grid, row_kernel
 from wgrpo.engine.tensor import Tensor
-
-NAIVE_WG = 256  # invocations per workgroup of the *_naive entries
-
 
 # ---------------------------------------------------------------------------------------------- checks
 
@@ -83,8 +80,8 @@ def _mask_tensor(mask, targets: Tensor, op: str) -> Tensor | None:
     return mask
 
 
-def _params(rows: int, n: int, inv_temp: float) -> bytes:
-    return pack("IIfI", rows, n, inv_temp, 0)
+def _params(rows: int, n: int, inv_temp: float) -> dict:
+    return {"rows": rows, "n": n, "inv_temp": inv_temp}
 
 
 # ---------------------------------------------------------------------------------------------- log_softmax
@@ -97,7 +94,8 @@ class _LogSoftmax(Function):
         rows = x.size // n
         y = Tensor.empty(x.shape, x.dtype, x.device)  # (..., V)
         lse = Tensor.empty(x.shape[:-1], np.float32, x.device)  # (...)
-        x.runtime.dispatch("logprob", f"log_softmax_{variant}", [x, lse, y], row_grid(variant, rows),
+        entry = f"log_softmax_{variant}"
+        x.runtime.dispatch("logprob", entry, [x, lse, y], row_grid("logprob", entry, rows),
                            _params(rows, n, inv_temp), elem=x.elem, shapes=f"{x.shape}, tau={1 / inv_temp:g}")
         ctx.save_for_backward(x, lse, inv_temp, variant)
         return y
@@ -110,7 +108,8 @@ class _LogSoftmax(Function):
         n = x.shape[-1]
         rows = x.size // n
         dx = Tensor.empty(x.shape, x.dtype, x.device)  # (..., V)
-        x.runtime.dispatch("logprob", f"log_softmax_backward_{variant}", [x, lse, dy, dx], row_grid(variant, rows),
+        entry = f"log_softmax_backward_{variant}"
+        x.runtime.dispatch("logprob", entry, [x, lse, dy, dx], row_grid("logprob", entry, rows),
                            _params(rows, n, inv_temp), elem=x.elem, shapes=f"{x.shape}, tau={1 / inv_temp:g}")
         return dx, None, None
 
@@ -134,8 +133,9 @@ def token_logprobs_into(logits: Tensor, targets: Tensor, logp: Tensor, lse: Tens
     (both f32 with the targets' shape; views are fine)."""
     n = logits.shape[-1]
     rows = logits.size // n
-    logits.runtime.dispatch("logprob", f"token_logprobs_{variant}", [logits, targets, logp, lse],
-                            row_grid(variant, rows), _params(rows, n, inv_temp), elem=logits.elem,
+    entry = f"token_logprobs_{variant}"
+    logits.runtime.dispatch("logprob", entry, [logits, targets, logp, lse], row_grid("logprob", entry, rows),
+                            _params(rows, n, inv_temp), elem=logits.elem,
                             shapes=f"{logits.shape}, tau={1 / inv_temp:g}")
 
 
@@ -146,8 +146,9 @@ def token_logprobs_grad(logits: Tensor, targets: Tensor, lse: Tensor, g: Tensor,
     n = logits.shape[-1]
     rows = logits.size // n
     dlogits = Tensor.empty(logits.shape, logits.dtype, logits.device)  # (..., V)
-    logits.runtime.dispatch("logprob", "token_logprobs_backward_naive", [logits, targets, lse, g, dlogits],
-                            grid_1d(rows * n, NAIVE_WG), _params(rows, n, inv_temp), elem=logits.elem,
+    entry = "token_logprobs_backward_naive"
+    logits.runtime.dispatch("logprob", entry, [logits, targets, lse, g, dlogits],
+                            flat_grid("logprob", entry, rows * n), _params(rows, n, inv_temp), elem=logits.elem,
                             shapes=f"{logits.shape}, tau={1 / inv_temp:g}")
     return dlogits
 
@@ -205,7 +206,8 @@ class _MaskedMeanNll(Function):
         dlogp = Tensor.empty(targets.shape, np.float32, targets.device)
         variant = "unmasked" if mask is None else "masked"
         buffers = [targets] + ([] if mask is None else [mask]) + [weight_sum, g, dlogp]
-        targets.runtime.dispatch("logprob", f"cross_entropy_backward_{variant}", buffers, grid_1d(rows, NAIVE_WG),
+        entry = f"cross_entropy_backward_{variant}"
+        targets.runtime.dispatch("logprob", entry, buffers, flat_grid("logprob", entry, rows),
                                  _params(rows, vocab, 1.0), shapes=f"targets {targets.shape}, V={vocab}")
         return dlogp, None, None, None
 

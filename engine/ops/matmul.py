@@ -9,25 +9,34 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from wgrpo import kernels
 from wgrpo.engine.autograd import Function
 from wgrpo.engine.device import Device
-from wgrpo.engine.ops._common import as_tensor, check_float, pack
+from wgrpo.engine.ops._common import as_tensor, check_float
 from wgrpo.engine.tensor import Tensor
 
 
 @dataclass(frozen=True)
 class Variant:
+    """One entry of matmul.wgsl. A workgroup of (X, Y, 1) invocations (its @workgroup_size) covers
+    `tile_m` * Y rows and `tile_n` * X columns of C (see each entry's header)."""
+
     entry: str
-    rows: int  # rows of C per workgroup
-    cols: int  # columns of C per workgroup
+    tile_m: int
+    tile_n: int
     needs_subgroups: bool = False
+
+    def workgroup_tile(self) -> tuple[int, int]:
+        """(rows, columns) of C one workgroup computes."""
+        x, y, _ = kernels.workgroup_size("matmul", self.entry)
+        return self.tile_m * y, self.tile_n * x
 
 
 VARIANTS = {
-    "naive": Variant("matmul_naive", rows=8, cols=8),
-    "reg8x4": Variant("matmul_reg8x4", rows=8, cols=4 * 64),
-    "sg16x4": Variant("matmul_sg16x4", rows=16, cols=4 * 16, needs_subgroups=True),
-    "sg32x4": Variant("matmul_sg32x4", rows=32, cols=4 * 16, needs_subgroups=True),
+    "naive": Variant("matmul_naive", tile_m=1, tile_n=1),
+    "reg8x4": Variant("matmul_reg8x4", tile_m=8, tile_n=4),
+    "sg16x4": Variant("matmul_sg16x4", tile_m=16, tile_n=4, needs_subgroups=True),
+    "sg32x4": Variant("matmul_sg32x4", tile_m=32, tile_n=4, needs_subgroups=True),
 }
 
 
@@ -94,9 +103,11 @@ def matmul_kernel(a: Tensor, b: Tensor, transpose_a: bool = False, transpose_b: 
     spec = VARIANTS[name]
     if spec.needs_subgroups and not a.device.has_subgroups:
         raise ValueError(f"matmul: variant {name!r} needs subgroups, which {a.device.name} lacks")
-    grid = (math.ceil(shape.n / spec.cols), math.ceil(shape.m / spec.rows), shape.batch)
-    params = pack("12I", shape.m, shape.n, shape.k, shape.batch, int(transpose_a), int(transpose_b),
-                  int(accumulate), int(bias is not None), shape.stride_a, shape.stride_b, shape.m * shape.n, 0)
+    rows, cols = spec.workgroup_tile()
+    grid = (math.ceil(shape.n / cols), math.ceil(shape.m / rows), shape.batch)
+    params = {"M": shape.m, "N": shape.n, "K": shape.k, "batch": shape.batch, "trans_a": transpose_a,
+              "trans_b": transpose_b, "accumulate": accumulate, "has_bias": bias is not None,
+              "stride_a": shape.stride_a, "stride_b": shape.stride_b, "stride_c": shape.m * shape.n}
     # without a bias the binding is unused; `a` fills it (two read-only bindings of one buffer are allowed)
     a.runtime.dispatch("matmul", spec.entry, [a, b, out, bias if bias is not None else a], grid, params,
                        elem=a.elem,

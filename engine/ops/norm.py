@@ -15,11 +15,8 @@ import math
 import numpy as np
 
 from wgrpo.engine.autograd import Function
-from wgrpo.engine.ops._common import check_float, grid_1d, pack
+from wgrpo.engine.ops._common import check_float, flat_grid
 from wgrpo.engine.tensor import Tensor
-
-WG = 64  # invocations per workgroup of every rmsnorm entry (as in the WGSL)
-
 
 def _check(x, w, op: str) -> None:
     for name, t in (("x", x), ("w", w)):
@@ -46,8 +43,8 @@ def rmsnorm_forward(x: Tensor, w: Tensor, eps: float = 1e-6) -> tuple[Tensor, Te
         raise ValueError(f"rmsnorm: the last axis of x with shape {x.shape} is empty")
     y = Tensor.empty(x.shape, x.dtype, x.device)
     rstd = Tensor.empty(x.shape[:-1], np.float32, x.device)
-    x.runtime.dispatch("rmsnorm", "rmsnorm_forward", [x, w, y, rstd], grid_1d(rows, WG), pack("IIf", rows, n, eps),
-                       elem=x.elem, shapes=f"x {x.shape}, w {w.shape}")
+    x.runtime.dispatch("rmsnorm", "rmsnorm_forward", [x, w, y, rstd], flat_grid("rmsnorm", "rmsnorm_forward", rows),
+                       {"rows": rows, "n": n, "eps": eps}, elem=x.elem, shapes=f"x {x.shape}, w {w.shape}")
     return y, rstd
 
 
@@ -63,17 +60,17 @@ def rmsnorm_backward(x: Tensor, w: Tensor, rstd: Tensor, dy: Tensor, *, need_dx:
                          f"{getattr(rstd, 'shape', type(rstd).__name__)} {getattr(rstd, 'dtype', '')}")
     n = x.shape[-1]
     rows = math.prod(x.shape[:-1])
-    params = pack("IIf", rows, n, 0.0)
+    params = {"rows": rows, "n": n, "eps": 0.0}  # eps is the forward's, already in rstd
     shapes = f"x {x.shape}, w {w.shape}"
     dx = dw = None
     if need_dx:
         dx = Tensor.empty(x.shape, x.dtype, x.device)
-        x.runtime.dispatch("rmsnorm", "rmsnorm_backward_dx", [x, w, rstd, dy, dx], grid_1d(rows, WG), params,
-                           elem=x.elem, shapes=shapes)
+        x.runtime.dispatch("rmsnorm", "rmsnorm_backward_dx", [x, w, rstd, dy, dx],
+                           flat_grid("rmsnorm", "rmsnorm_backward_dx", rows), params, elem=x.elem, shapes=shapes)
     if need_dw:
         dw = Tensor.empty(w.shape, w.dtype, w.device)
-        x.runtime.dispatch("rmsnorm", "rmsnorm_backward_dw", [x, rstd, dy, dw], grid_1d(n, WG), params,
-                           elem=x.elem, shapes=shapes)
+        x.runtime.dispatch("rmsnorm", "rmsnorm_backward_dw", [x, rstd, dy, dw],
+                           flat_grid("rmsnorm", "rmsnorm_backward_dw", n), params, elem=x.elem, shapes=shapes)
     return dx, dw
 
 
@@ -110,8 +107,9 @@ class _AddRMSNorm(Function):
         total = Tensor.empty(x.shape, x.dtype, x.device)
         y = Tensor.empty(x.shape, x.dtype, x.device)
         rstd = Tensor.empty(x.shape[:-1], np.float32, x.device)
-        x.runtime.dispatch("rmsnorm", "add_rmsnorm_forward", [x, w, y, rstd, residual, total], grid_1d(rows, WG),
-                           pack("IIf", rows, n, eps), elem=x.elem, shapes=f"x {x.shape}, w {w.shape}")
+        x.runtime.dispatch("rmsnorm", "add_rmsnorm_forward", [x, w, y, rstd, residual, total],
+                           flat_grid("rmsnorm", "add_rmsnorm_forward", rows), {"rows": rows, "n": n, "eps": eps},
+                           elem=x.elem, shapes=f"x {x.shape}, w {w.shape}")
         ctx.save_for_backward(total, w, rstd)
         return total, y
 

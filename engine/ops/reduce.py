@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from wgrpo.engine.autograd import Function, is_grad_enabled
-from wgrpo.engine.ops._common import check_float, pack, row_grid, row_kernel
+from wgrpo.engine.ops._common import check_float, row_grid, row_kernel
 from wgrpo.engine.tensor import Tensor
 
 OPS = {"sum": 0, "max": 1, "mean_sq": 2}
@@ -50,9 +50,9 @@ def reduce(x: Tensor, op: str, axis: int = -1, keepdims: bool = False, *, varian
     outputs = outer * inner
     if outputs == 0:
         return out
-    variant = row_kernel(variant, n, "reduce")
-    x.runtime.dispatch("reduce", f"reduce_{variant}", [x, out], row_grid(variant, outputs),
-                       pack("IIII", outer, n, inner, OPS[op]),
+    entry = f"reduce_{row_kernel(variant, n, 'reduce')}"
+    x.runtime.dispatch("reduce", entry, [x, out], row_grid("reduce", entry, outputs),
+                       {"outer": outer, "n": n, "inner": inner, "op": OPS[op]},
                        elem=x.elem, shapes=f"{op} of {x.shape} over axis {axis}")
     return out
 

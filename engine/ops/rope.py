@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from wgrpo.engine.autograd import Function
-from wgrpo.engine.ops._common import check_float, grid_1d, pack
+from wgrpo.engine.ops._common import check_float, flat_grid
 from wgrpo.engine.tensor import Tensor
 
 
@@ -81,9 +81,10 @@ def _dispatch(entry: str, x: Tensor, positions: Tensor, inv_freq: Tensor) -> Ten
     b, t, h, d = x.shape
     n_pairs = b * t * h * (d // 2)
     out = Tensor.empty(x.shape, x.dtype, x.device)
-    params = pack("IIIII", n_pairs, d // 2, h, t, int(positions.ndim == 2))
-    x.runtime.dispatch("rope", entry, [positions, inv_freq, x, out], grid_1d(n_pairs), params, elem=x.elem,
-                       shapes=f"x {x.shape}, positions {positions.shape}")
+    params = {"n_pairs": n_pairs, "half": d // 2, "heads": h, "seq": t, "pos_batched": positions.ndim == 2,
+              "heads_k": 0, "n_q_pairs": 0}  # the last two are rope_qk_*'s
+    x.runtime.dispatch("rope", entry, [positions, inv_freq, x, out], flat_grid("rope", entry, n_pairs), params,
+                       elem=x.elem, shapes=f"x {x.shape}, positions {positions.shape}")
     return out
 
 
@@ -146,8 +147,10 @@ def _dispatch_qk(entry: str, q: Tensor, k: Tensor, positions: Tensor, inv_freq: 
     n_pairs = n_q_pairs + b * t * h_kv * (d // 2)
     q_out = Tensor.empty(q.shape, q.dtype, q.device)
     k_out = Tensor.empty(k.shape, k.dtype, k.device)
-    params = pack("IIIIIII", n_pairs, d // 2, h, t, int(positions.ndim == 2), h_kv, n_q_pairs)
-    q.runtime.dispatch("rope", entry, [positions, inv_freq, q, q_out, k, k_out], grid_1d(n_pairs), params,
+    params = {"n_pairs": n_pairs, "half": d // 2, "heads": h, "seq": t, "pos_batched": positions.ndim == 2,
+              "heads_k": h_kv, "n_q_pairs": n_q_pairs}
+    q.runtime.dispatch("rope", entry, [positions, inv_freq, q, q_out, k, k_out], flat_grid("rope", entry, n_pairs),
+                       params,
                        elem=q.elem, shapes=f"q {q.shape}, k {k.shape}, positions {positions.shape}")
     return q_out, k_out
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import math
 
 from wgrpo.engine.autograd import Function
-from wgrpo.engine.ops._common import pack, row_grid, row_kernel
+from wgrpo.engine.ops._common import row_grid, row_kernel
 from wgrpo.engine.ops.reduce import check_tensor
 from wgrpo.engine.tensor import Tensor
+
 
 class _Softmax(Function):
     @staticmethod
@@ -51,9 +52,9 @@ def softmax_kernel(x: Tensor, causal: bool = False, variant: str | None = None) 
     y = Tensor.empty(x.shape, x.dtype, x.device)
     if rows == 0:
         return y
-    variant = row_kernel(variant, n, "softmax")
-    x.runtime.dispatch("softmax", f"softmax_{variant}", [x, y], row_grid(variant, rows),
-                       pack("IIII", rows, n, t_q, int(bool(causal))), elem=x.elem,
+    entry = f"softmax_{row_kernel(variant, n, 'softmax')}"
+    x.runtime.dispatch("softmax", entry, [x, y], row_grid("softmax", entry, rows),
+                       {"rows": rows, "n": n, "t_q": t_q, "causal": bool(causal)}, elem=x.elem,
                        shapes=f"{x.shape}, causal={bool(causal)}")
     return y
 
@@ -74,8 +75,8 @@ def softmax_backward(y: Tensor, dy: Tensor, *, variant: str | None = None) -> Te
     dx = Tensor.empty(y.shape, y.dtype, y.device)
     if rows == 0 or n == 0:
         return dx
-    variant = row_kernel(variant, n, "softmax")
-    y.runtime.dispatch("softmax", f"softmax_backward_{variant}", [y, dy, dx], row_grid(variant, rows),
-                       pack("IIII", rows, n, 1, 0), elem=y.elem, shapes=str(y.shape))
+    entry = f"softmax_backward_{row_kernel(variant, n, 'softmax')}"
+    y.runtime.dispatch("softmax", entry, [y, dy, dx], row_grid("softmax", entry, rows),
+                       {"rows": rows, "n": n, "t_q": 1, "causal": False}, elem=y.elem, shapes=str(y.shape))
     return dx
 

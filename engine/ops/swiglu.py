@@ -6,7 +6,7 @@ Kernels in `kernels/swiglu.wgsl`: `swiglu_forward`, `swiglu_backward` (d gate an
 from __future__ import annotations
 
 from wgrpo.engine.autograd import Function
-from wgrpo.engine.ops._common import check_float, grid_1d, pack
+from wgrpo.engine.ops._common import check_float, flat_grid
 from wgrpo.engine.tensor import Tensor
 
 
@@ -27,8 +27,8 @@ def swiglu_forward(gate: Tensor, up: Tensor) -> Tensor:
     """The forward kernel alone (no autograd): silu(gate) * up."""
     _check(gate, up, "swiglu")
     out = Tensor.empty(gate.shape, gate.dtype, gate.device)
-    gate.runtime.dispatch("swiglu", "swiglu_forward", [gate, up, out], grid_1d(gate.size), pack("I", gate.size),
-                          elem=gate.elem, shapes=str(gate.shape))
+    gate.runtime.dispatch("swiglu", "swiglu_forward", [gate, up, out], flat_grid("swiglu", "swiglu_forward", gate.size),
+                          {"n": gate.size}, elem=gate.elem, shapes=str(gate.shape))
     return out
 
 
@@ -41,8 +41,9 @@ def swiglu_backward(gate: Tensor, up: Tensor, dy: Tensor) -> tuple[Tensor, Tenso
         raise ValueError(f"swiglu_backward: dy is {dy.shape} {dy.dtype}, expected {gate.shape} {gate.dtype}")
     dgate = Tensor.empty(gate.shape, gate.dtype, gate.device)
     dup = Tensor.empty(gate.shape, gate.dtype, gate.device)
-    gate.runtime.dispatch("swiglu", "swiglu_backward", [gate, up, dy, dgate, dup], grid_1d(gate.size),
-                          pack("I", gate.size), elem=gate.elem, shapes=str(gate.shape))
+    gate.runtime.dispatch("swiglu", "swiglu_backward", [gate, up, dy, dgate, dup],
+                          flat_grid("swiglu", "swiglu_backward", gate.size), {"n": gate.size}, elem=gate.elem,
+                          shapes=str(gate.shape))
     return dgate, dup
 
 

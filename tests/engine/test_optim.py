@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from wgrpo.engine import Tensor, ops
-from wgrpo.engine.optim import CLIP_CHUNK, AdamW, clip_grad_norm_
+from wgrpo.engine.optim import AdamW, clip_chunk, clip_grad_norm_
 from tests.tolerances import assert_close
 
 SHAPES = [(1,), (7,), (13, 17), (5003,)]
@@ -175,7 +175,7 @@ def clip_case(device, seed, shapes):
 
 @pytest.mark.parametrize("max_norm_ratio", [0.3, 2.0])  # clipping active, and a no-op
 def test_clip_grad_norm_matches_numpy(device, max_norm_ratio):
-    shapes = [(1,), (13, 17), (3, 5003), (CLIP_CHUNK,), (CLIP_CHUNK + 1,)]  # several chunks, chunk edges
+    shapes = [(1,), (13, 17), (3, 5003), (clip_chunk(),), (clip_chunk() + 1,)]  # several chunks, chunk edges
     params, grads = clip_case(device, 4, shapes)
     norm = np.sqrt(sum((g.astype(np.float64) ** 2).sum() for g in grads))
     max_norm = max_norm_ratio * norm

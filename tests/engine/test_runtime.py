@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from wgrpo.engine import KernelError, Tensor, ops
+from wgrpo.kernels import ParamsError
 from wgrpo.engine.runtime import _size_class
 
 
@@ -86,18 +87,53 @@ def test_tensor_over_the_binding_limit_is_refused_with_the_limit(device):
 def test_grid_over_the_workgroup_limit_is_refused(device):
     x = Tensor.from_numpy(np.ones(4, np.float32), device)
     with pytest.raises(ValueError, match="workgroups per dimension"):
-        device.runtime.dispatch("elementwise", "silu_naive", [x, x], (10**6,))
+        device.runtime.dispatch("elementwise", "silu_naive", [x, x], (10**6,), {"n": 4, "alpha": 0.0, "beta": 0.0})
 
 
 def test_wgpu_shader_errors_name_the_kernel(device, monkeypatch):
     from wgrpo import kernels
-    from wgrpo.kernels.registry import KernelSource
+    from wgrpo.kernels.registry import parse
 
-    broken = KernelSource("broken", "f32", "@compute @workgroup_size(1) fn oops_naive() { let x: u32 = 1.5; }",
-                          {"oops_naive": ()})
+    broken = parse("broken", "f32", "@compute @workgroup_size(1) fn oops_naive() { let x: u32 = 1.5; }")
     monkeypatch.setattr(kernels, "load", lambda family, elem="f32", subgroups=True: broken)
     with pytest.raises(KernelError, match=r"building broken\.oops_naive \(f32"):
         device.runtime.pipeline("broken", "oops_naive")
+
+
+def test_params_are_packed_by_name(device, rng):
+    x = rng.standard_normal((3, 5)).astype(np.float32)
+    t, y = Tensor.from_numpy(x, device), Tensor.empty((15,), np.float32, device)
+    device.runtime.dispatch("elementwise", "affine_naive", [t, y], (1,), {"beta": 1.0, "n": 15, "alpha": -2.0})
+    np.testing.assert_allclose(y.numpy(), -2.0 * x.reshape(-1) + 1.0, rtol=1e-6)
+
+
+def test_params_mismatch_names_the_kernel_the_entry_and_the_field(device):
+    x = Tensor.from_numpy(np.ones(4, np.float32), device)
+    dispatch = device.runtime.dispatch
+    with pytest.raises(ParamsError, match=r"elementwise\.silu_naive: params lack field\(s\) \['alpha', 'beta'\]"):
+        dispatch("elementwise", "silu_naive", [x, x], (1,), {"n": 4})
+    with pytest.raises(ParamsError, match=r"elementwise\.silu_naive: struct MapParams .* has no field\(s\) \['rank'\]"):
+        dispatch("elementwise", "silu_naive", [x, x], (1,), {"n": 4, "alpha": 0.0, "beta": 0.0, "rank": 1})
+    with pytest.raises(ParamsError, match=r"elementwise\.silu_naive: params field 'n' \(u32\) needs an integer"):
+        dispatch("elementwise", "silu_naive", [x, x], (1,), {"n": 4.0, "alpha": 0.0, "beta": 0.0})
+    with pytest.raises(ParamsError, match=r"elementwise\.silu_naive: params must be a mapping of field names"):
+        dispatch("elementwise", "silu_naive", [x, x], (1,), b"\x04\x00\x00\x00")
+    with pytest.raises(ParamsError, match=r"params lack field"):
+        dispatch("elementwise", "silu_naive", [x, x], (0,))  # checked even when there is nothing to compute
+
+
+def test_params_for_an_entry_without_a_uniform_are_refused(device, monkeypatch):
+    from wgrpo import kernels
+    from wgrpo.kernels.registry import parse
+
+    plain = parse("plain", "f32", "@group(0) @binding(1) var<storage, read_write> out: array<u32>;\n"
+                                  "@compute @workgroup_size(1) fn fill_naive() { out[0] = 7u; }")
+    monkeypatch.setattr(kernels, "load", lambda family, elem="f32", subgroups=True: plain)
+    out = Tensor.empty((1,), np.uint32, device)
+    with pytest.raises(KernelError, match=r"plain\.fill_naive binds no uniform Params struct, but got params \['n'\]"):
+        device.runtime.dispatch("plain", "fill_naive", [out], (1,), {"n": 1})
+    device.runtime.dispatch("plain", "fill_naive", [out], (1,))
+    assert out.numpy()[0] == 7
 
 
 def test_a_timed_pass_refuses_to_end_early(device):

@@ -1,10 +1,18 @@
-"""The kernel registry: entry points, their bindings, element-type and subgroup specialization."""
+"""The kernel registry: entry points, their bindings, workgroup sizes, the prelude, element-type and subgroup
+specialization."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 
 from wgrpo import kernels
+from wgrpo.kernels import registry
+from wgrpo.kernels.registry import parse
+
+PRELUDE_TEXT = (registry.KERNEL_DIR / "prelude.wgsl").read_text()
+PRELUDE_NAMES = re.findall(r"^(?:fn|const)\s+(\w+)", PRELUDE_TEXT, re.MULTILINE)
 
 
 def test_every_family_parses_and_has_entries():
@@ -13,13 +21,104 @@ def test_every_family_parses_and_has_entries():
         assert source.entries, f"{family}.wgsl has no @compute entry"
         for entry, bindings in source.entries.items():
             assert len({b.binding for b in bindings}) == len(bindings), f"{family}.{entry} binds a slot twice"
+            assert source.params(entry) is not None, f"{family}.{entry} binds no Params struct"
+            assert all(size >= 1 for size in source.workgroup_size(entry))
 
 
 def test_entries_bind_only_what_they_use():
     source = kernels.load("elementwise")
-    assert [b.name for b in source.bindings("silu_naive")] == ["params", "x", "y"]
+    assert [b.name for b in source.bindings("silu_naive")] == ["map_params", "x", "y"]
     assert [(b.name, b.kind) for b in source.bindings("add_naive")] == [
-        ("params", "uniform"), ("a", "read"), ("b", "read"), ("out", "read_write")]
+        ("broadcast_params", "uniform"), ("a", "read"), ("b", "read"), ("out", "read_write")]
+
+
+def test_workgroup_sizes_are_read_from_the_wgsl():
+    assert kernels.workgroup_size("elementwise", "add_naive") == (256, 1, 1)  # `const WG: u32 = 256u;`
+    assert kernels.workgroup_size("attention", "attention_serial") == (16, 1, 1)  # `const WG: u32 = 16u;`
+    logprob = kernels.load("logprob")
+    assert logprob.workgroup_size("log_softmax_serial") == (64, 1, 1)  # SERIAL_WG
+    assert logprob.workgroup_size("log_softmax_workgroup") == (256, 1, 1)  # WG
+    matmul = kernels.load("matmul")
+    assert matmul.workgroup_size("matmul_naive") == (8, 8, 1)  # the defaults of `override NAIVE_X`, `NAIVE_Y`
+    assert matmul.workgroup_size("matmul_naive", {"NAIVE_X": 4}) == (4, 8, 1)  # a pipeline's override value
+    assert matmul.invocations("matmul_reg8x4") == 64
+
+
+def test_workgroup_size_literals_consts_and_errors():
+    code = ("const A: u32 = 4u;\noverride B: u32 = 0x10;\noverride C: u32;\n"
+            "@compute @workgroup_size(3) fn lit() {}\n@workgroup_size(A, 2u) @compute fn named() {}\n"
+            "@compute @workgroup_size(B, A, 2) fn both() {}\n@compute @workgroup_size(C) fn unset() {}\n"
+            "@compute @workgroup_size(A * 2u) fn expression() {}\n")
+    source = parse("test", "f32", code)
+    assert source.workgroup_size("lit") == (3, 1, 1)
+    assert source.workgroup_size("named") == (4, 2, 1)  # attributes in either order
+    assert source.workgroup_size("both") == (16, 4, 2)
+    assert source.workgroup_size("unset", {"C": 32}) == (32, 1, 1)
+    with pytest.raises(ValueError, match=r"test\.unset: @workgroup_size names 'C', which is not a const or override "
+                                         r"with an integer value"):
+        source.workgroup_size("unset")
+    assert source.workgroup_size("named", {"A": 8}) == (4, 2, 1)  # pipeline constants set overrides, not consts
+    with pytest.raises(ValueError, match=r"'A \* 2u'"):
+        source.workgroup_size("expression")
+
+
+def test_module_constants_are_read():
+    assert kernels.load("norm_clip").constants["CHUNK"] == 4096
+    assert kernels.load("attention").constants["MAX_D"] == 128
+    assert kernels.load("softmax").constants["LOWEST"] == -3.4028234663852886e38  # from the prelude
+
+
+def test_prelude_is_included_once_and_defines_each_helper_once():
+    assert set(PRELUDE_NAMES) >= {"LOWEST", "workgroup_index", "flat_index", "online", "merge_stats"}
+    users = 0
+    for family in kernels.families():
+        own = (registry.KERNEL_DIR / f"{family}.wgsl").read_text()
+        for name in PRELUDE_NAMES:
+            assert not re.search(rf"^(?:fn|const)\s+{name}\b", own, re.MULTILINE), \
+                f"{family}.wgsl defines the prelude's {name} again"
+        code = kernels.load(family).code
+        uses = own.count("// use prelude")
+        assert code.count(PRELUDE_TEXT.rstrip("\n")) == uses <= 1
+        users += uses
+    assert users >= 10
+    assert "prelude" not in kernels.families()
+    with pytest.raises(ValueError, match=r"prelude\.wgsl holds the helpers families include"):
+        kernels.load("prelude")
+
+
+def test_prelude_twice_is_refused():
+    with pytest.raises(ValueError, match=r"x\.wgsl has 2 `// use prelude` lines; the prelude may be included once"):
+        registry.expand_prelude("// use prelude\n// use prelude\n", "x.wgsl")
+
+
+def test_every_build_compiles(device):
+    """Each family with the prelude expanded, in f32, f16 where the adapter has it and the family allows it,
+    and with the subgroup block cut."""
+    for family in kernels.families():
+        builds = [("f32", True), ("f32", False)] + ([("f16", device.has_subgroups)] if device.has_f16 else [])
+        for elem, subgroups in builds:
+            if not device.has_subgroups and subgroups:
+                continue
+            try:
+                source = kernels.load(family, elem, subgroups)
+            except ValueError as error:
+                assert "cannot be built for f16" in str(error)
+                continue
+            module = device.wgpu.create_shader_module(code=source.code)
+            for entry in source.entries:
+                device.wgpu.create_compute_pipeline(layout="auto", compute={"module": module, "entry_point": entry})
+
+
+def test_an_entry_binding_two_uniforms_is_refused():
+    code = ("struct A { x: u32, }\n@group(0) @binding(0) var<uniform> a: A;\n@group(0) @binding(1) var<uniform> b: A;\n"
+            "@compute @workgroup_size(1) fn both() { let s = a.x + b.x; }\n")
+    with pytest.raises(ValueError, match=r"test\.both binds 2 uniforms \['a', 'b'\]; an entry binds at most one"):
+        parse("test", "f32", code)
+
+
+def test_an_entry_without_a_uniform_has_no_params():
+    code = "@group(0) @binding(0) var<storage, read_write> out: array<u32>;\n@compute @workgroup_size(1) fn e() { out[0] = 1u; }\n"
+    assert parse("test", "f32", code).params("e") is None
 
 
 def test_f16_build_enables_f16_and_swaps_the_alias():
@@ -33,10 +132,6 @@ def test_subgroup_block_is_cut_without_subgroups():
     assert "matmul_reg8x4" in cut.entries and "fn matmul_sg" not in cut.code
 
 
-def test_stripped_module_compiles(device):
-    device.wgpu.create_shader_module(code=kernels.load("matmul", subgroups=False).code)
-
-
 def test_errors_name_the_problem():
     with pytest.raises(ValueError, match="no kernel family 'nope'"):
         kernels.load("nope")
@@ -44,3 +139,18 @@ def test_errors_name_the_problem():
         kernels.load("matmul", "f64")
     with pytest.raises(ValueError, match="cannot be built for f16"):
         kernels.load("probe", "f16")
+    with pytest.raises(ValueError, match="has no entry point 'nope'"):
+        kernels.load("matmul").workgroup_size("nope")
+
+
+def test_grids_follow_the_wgsl_workgroup_size(monkeypatch):
+    """The ops' grids divide by the entry's @workgroup_size as the registry reads it, not by a copied number."""
+    from wgrpo.engine.ops._common import flat_grid, row_grid
+
+    source = parse("rows", "f32", "const SERIAL_WG: u32 = 32u;\n"
+                                  "@compute @workgroup_size(SERIAL_WG) fn sum_serial() {}\n"
+                                  "@compute @workgroup_size(128) fn sum_workgroup() {}\n")
+    monkeypatch.setattr(kernels, "load", lambda family, elem="f32", subgroups=True: source)
+    assert flat_grid("rows", "sum_workgroup", 129) == (2, 1)
+    assert row_grid("rows", "sum_serial", 65) == (3, 1)  # one invocation per row, 32 per workgroup
+    assert row_grid("rows", "sum_workgroup", 65) == (65, 1)  # one workgroup per row

@@ -1,0 +1,32 @@
+// prelude.wgsl -- helpers several kernel families share, each defined once here. A family includes this file
+// with a line `// use prelude`, which the registry (kernels/registry.py) replaces with the text below. Nothing
+// here binds a resource or is an entry point.
+
+// The running-max start of an online softmax or log-sum-exp: the lowest finite f32, so the first rescale is
+// exp(-huge) = 0 and merging two empty partials gives no NaN.
+const LOWEST: f32 = -3.4028234663852886e38;
+
+// The index of workgroup `wg` in the 2-D grid the host lays over many workgroups (engine/ops/_common.py,
+// grid_1d: x = min(groups, 65535), y = ceil(groups / x)).
+fn workgroup_index(wg: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wg.y * nwg.x + wg.x;
+}
+
+// The index of invocation `lid` over such a grid of workgroups of `wg_size` invocations.
+fn flat_index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32, wg_size: u32) -> u32 {
+    return workgroup_index(wg, nwg) * wg_size + lid;
+}
+
+// Online softmax statistics: fold value v into (running max, running sum of exp(x - max)).
+fn online(ms: vec2<f32>, v: f32) -> vec2<f32> {
+    if (v > ms.x) {
+        return vec2<f32>(v, ms.y * exp(ms.x - v) + 1.0);
+    }
+    return vec2<f32>(ms.x, ms.y + exp(v - ms.x));
+}
+
+// Merge the (max, sum) statistics of two disjoint parts of a row.
+fn merge_stats(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
+    let m = max(a.x, b.x);
+    return vec2<f32>(m, a.y * exp(a.x - m) + b.y * exp(b.x - m));
+}
