@@ -1,6 +1,6 @@
 """A safe arithmetic expression parser: tokenizer + recursive descent, exact `Fraction` evaluation.
 
-Owns the only way model text is ever evaluated: numbers, `+ - * /`, parentheses and (optionally) unary minus.
+Owns the only way model text is ever evaluated: numbers, `+ - * /`, parentheses and (optionally) signs.
 There is no `eval`, no names, no calls, no exponentiation, so nothing in the text can run code or blow up:
 the input length, the digits of each literal and the parenthesis depth are capped, and without `**` the
 largest value a capped input can reach is a few thousand digits.
@@ -9,7 +9,10 @@ Grammar (`allow_unary` adds the bracketed alternative):
 
     expr   := term (('+' | '-') term)*
     term   := factor (('*' | '/') factor)*
-    factor := NUMBER | '(' expr ')' [| '-' factor]
+    factor := NUMBER | '(' expr ')' [| ('-' | '+') factor]
+
+With signs this is Python's grammar for these operators: a sign binds tighter than `*` and `/`, and signs stack
+(`--2` is 2, `2 - -3` is 5, `2*-3` is -6).
 
 `evaluate(text)` returns an `Evaluation(value, numbers)`: the exact value and the multiset (a list, in order
 of appearance) of the number literals used. Any failure (a bad character, a syntax error, division by zero,
@@ -28,7 +31,7 @@ __all__ = ["ExprError", "Evaluation", "evaluate", "tokenize", "MAX_LENGTH", "MAX
 
 MAX_LENGTH = 1000  # characters of expression text
 MAX_DIGITS = 40  # digits in one number literal
-MAX_DEPTH = 64  # nesting of parentheses / unary minus
+MAX_DEPTH = 64  # nesting of parentheses and signs
 
 _TOKEN = re.compile(r"\s*(?:(?P<num>\d+(?:\.\d+)?|\.\d+)|(?P<op>[-+*/()]))", re.ASCII)
 
@@ -118,11 +121,11 @@ class _Parser:
                 raise ExprError(f"expected ')' at token {self.pos}")
             self.depth -= 1
             return value
-        if token == "-" and self.allow_unary:
+        if token in ("-", "+") and self.allow_unary:
             self.enter()
-            value = -self.factor()
+            value = self.factor()
             self.depth -= 1
-            return value
+            return -value if token == "-" else value
         if token[0].isdigit() or token[0] == ".":
             number = Fraction(token)
             self.numbers.append(number)
@@ -138,8 +141,8 @@ class _Parser:
 def evaluate(text: str, *, allow_unary: bool = True, integers_only: bool = False) -> Evaluation:
     """Parse and evaluate `text` exactly.
 
-    allow_unary: accept a leading `-` on a factor (`-3`, `-(2+1)`); Countdown turns it off (only binary
-      operations on the given numbers, as in the game). Unary `+` is never accepted.
+    allow_unary: accept a sign in front of a factor, as Python does (`-3`, `-(2+1)`, `--3`, `+3`); off, only
+      binary operations.
     integers_only: number literals must be plain integers (no decimal point, no leading zeros).
     """
     parser = _Parser(tokenize(text, integers_only=integers_only), allow_unary)

@@ -237,8 +237,9 @@ def accuracy_reward(completion: str, answer, *, rel_tol: float = REL_TOL) -> flo
 
 def countdown_reward(completion: str, numbers: Sequence[int], target: int) -> float:
     """1.0 iff the answer is an expression over `+ - * /` and parentheses that uses every number of `numbers`
-    exactly once (as a multiset; plain integer literals, no unary minus) and evaluates exactly to `target`.
-    A trailing `= target` is allowed (`(3 + 7) * 25 = 250`). Anything else, division by zero included, is 0.0."""
+    exactly once (as a multiset; plain integer literals, with or without a sign: `-2 - 15 + (52*41 + 84)/8`)
+    and evaluates exactly to `target`. A trailing `= target` is allowed (`(3 + 7) * 25 = 250`). Anything
+    else, division by zero included, is 0.0. `rl/tasks/countdown.py` compares this with TinyZero's scorer."""
     answer = extract_answer(completion)
     if answer is None:
         return 0.0
@@ -248,7 +249,7 @@ def countdown_reward(completion: str, numbers: Sequence[int], target: int) -> fl
         if rhs_value is None or rhs_value != target:
             return 0.0
     try:
-        result = evaluate(answer, allow_unary=False, integers_only=True)
+        result = evaluate(answer, allow_unary=True, integers_only=True)
     except ExprError:
         return 0.0
     if Counter(result.numbers) != Counter(Fraction(n) for n in numbers):

@@ -1,7 +1,8 @@
 """Rollout and scoring: G completions per problem from the current policy, each scored by the task's rules.
 
 Owns: calling `engine.generate` (one shared prefill per prompt, old-policy log-probs returned alongside the
-tokens), and turning texts into reward parts. Talks to `engine` only through `generate`; never imports wgpu.
+tokens), and turning texts into reward parts with one `task.rewards` call per rollout (so a task can score the
+batch in parallel). Talks to `engine` only through `generate`; never imports wgpu.
 """
 
 from __future__ import annotations
@@ -58,11 +59,10 @@ def sample_and_score(model, tokenizer, task, problems: Sequence, group_size: int
                       temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, stop=list(stop),
                       num_samples=group_size, tokenizer=tokenizer)
     generated = time.perf_counter()
-    completions = []
-    for index, sequence in enumerate(result.sequences):
-        problem = problems[index // group_size]
-        completion = Completion(index // group_size, list(sequence.prompt_ids), list(sequence.token_ids),
-                                np.asarray(sequence.logprobs, np.float32), sequence.text, sequence.finish_reason)
-        completion.reward, completion.parts = task.reward(completion.text, problem, weights)
-        completions.append(completion)
+    completions = [Completion(index // group_size, list(sequence.prompt_ids), list(sequence.token_ids),
+                              np.asarray(sequence.logprobs, np.float32), sequence.text, sequence.finish_reason)
+                   for index, sequence in enumerate(result.sequences)]
+    scores = task.rewards([c.text for c in completions], [problems[c.problem_index] for c in completions], weights)
+    for completion, (reward, parts) in zip(completions, scores, strict=True):
+        completion.reward, completion.parts = reward, parts
     return Rollout(completions, group_size, generated - started, time.perf_counter() - generated)

@@ -1,38 +1,46 @@
 """Sandbox for model-written Python: run it against test cases so that the code reward can count passes.
 
-Owns `SandboxConfig`, `run_tests`, `run_code`, `sandbox_status`; the program that runs inside the sandbox is
-`rl/sandbox_child.py`. Must not import `wgpu` or the engine.
+Owns `SandboxConfig`, `check_sandbox`, `run_tests`, `run_code`, `sandbox_status`; the program that runs inside
+the sandbox is `rl/sandbox_child.py`. Must not import `wgpu`; imports the engine only to raise its InputError.
 
-Isolation, the strongest that works here, probed once per configuration at first use (a fallback warns once):
+Isolation (`SandboxConfig.isolation`), probed once per configuration by running a trivial program:
+- "auto" (the default): "bwrap" when it works here, else "unshare" (one warning says what that lacks), never
+  "limits"; when neither works no model code runs: `check_sandbox` raises and every run scores 0. "bwrap"
+  and "unshare" ask for that mode alone.
 - "bwrap" (bubblewrap, run as an unprivileged user): new user, pid, network, ipc, uts and cgroup namespaces
   (no network: only a private, empty loopback), no nested user namespaces, /usr (and the interpreter's prefix
   when it lives elsewhere) bound read-only, the root and /dev remounted read-only, private size-limited tmpfs
   at /work (the working directory), /tmp and /dev/shm, an empty environment. Everything the code starts
   lives in the sandbox's pid namespace and is killed with it when the code returns or times out.
-- "unshare" (bwrap missing, `unshare --user` permitted): new network and pid namespaces (everything the code
-  starts dies with it, too); the host's files are visible, guarded by file permissions only; a private temp
-  dir as working directory, bounded per file by RLIMIT_FSIZE but not in total.
-- "limits": the limits, the unprivileged user, a private temp dir, an empty environment and the process
-  group kill. The network is NOT blocked, and a process that calls setsid() escapes the group kill, as do
-  the code's children when the trainer itself is killed (their CPU time stays bounded by RLIMIT_CPU).
-  `use_bwrap="always"` refuses to run code without bubblewrap instead.
+- "unshare" (`unshare --user` permitted): new network and pid namespaces (everything the code starts dies with
+  it, too); the host's files are visible, guarded by file permissions only; a private temp dir as working
+  directory, bounded per file by RLIMIT_FSIZE but not in total.
+- "limits", only when asked for by name (and then with one warning per configuration saying so): the limits,
+  the unprivileged user, a private temp dir, an empty environment and the process group kill. The network
+  is open, the host's files are readable (and writable) wherever the sandbox user may, a process that calls
+  setsid() escapes the group kill, as do the code's children when the trainer itself is killed (their CPU
+  time stays bounded by RLIMIT_CPU).
 In every mode: RLIMIT_AS, CPU, FSIZE, NOFILE, NPROC and CORE=0 are set before the exec (by a tiny `python -c`
 wrapper, not `preexec_fn`, which is unsafe in a threaded trainer), the trainer's death kills the sandbox
 (PR_SET_PDEATHSIG, bwrap's --die-with-parent, unshare's --kill-child), a wall-clock timeout applies, and the
-whole process group is SIGKILLed after every run whether or not it ended in time. stdout and stderr go to unlinked temp files
-capped by RLIMIT_FSIZE and only their tails are read back; the test results come back through a separate
-file descriptor and are validated (one line, a per-run nonce, exactly one boolean per test), so printed
-text is never trusted. The code runs in the same interpreter as the test runner, so code that digs the nonce
-out of the runner's frames can forge the line, but never claim more than `total` passes.
+whole process group is SIGKILLed after every run whether or not it ended in time. stdout and stderr go to
+unlinked temp files capped by RLIMIT_FSIZE and only their tails are read back; the test results come back
+through a separate file descriptor and are validated (one line, a per-run nonce, exactly one boolean per
+test), so printed text is never trusted. The code runs in the same interpreter as the test runner, so code
+that digs the nonce out of the runner's frames can forge the line, but never claim more than `total` passes.
 
 User: as root, the code runs as `config.uid`/`config.gid` (65534, nobody/nogroup) with no supplementary
 groups: RLIMIT_NPROC never binds root. It counts every process of the real uid, so the limit is set to the
-processes that uid already runs plus `config.processes`. Not as root, the code runs as the current user: bwrap
-still isolates it; in "unshare" and "limits" mode it can write (and read) whatever that user can.
+processes that uid already runs plus `config.processes` (runs in parallel threads therefore share that
+allowance loosely: each adds at most `config.processes` to what runs when it starts). Not as root, the code
+runs as the current user: bwrap still isolates it; in "unshare" and "limits" mode it can write (and read)
+whatever that user can.
+Runs are thread-safe: the code reward runs several at once from a thread pool.
 
-Every failure of the *code* (syntax error, exception, timeout, memory, crash, a refused write or connection,
-an unusable sandbox) is a result with passed=0 and a short `error`, never an exception. Wrong arguments
-(types, empty test list, a test that is not valid Python, a bad config) raise TypeError/ValueError.
+Every failure of the *code* (syntax error, exception, timeout, memory, crash, a refused write or connection)
+is a result with passed=0 and a short `error`, never an exception; so is a run when no isolation works here
+(error "sandbox unavailable"; `check_sandbox` says so up front instead). Wrong arguments (types, empty test
+list, a test that is not valid Python, a bad config) raise TypeError/ValueError.
 """
 
 from __future__ import annotations
@@ -55,13 +63,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["SandboxConfig", "SandboxResult", "CodeResult", "run_tests", "run_code", "sandbox_status"]
+from wgrpo.rl.errors import input_error
+
+__all__ = ["ISOLATIONS", "SandboxConfig", "SandboxResult", "CodeResult", "check_sandbox", "run_tests", "run_code",
+           "sandbox_status"]
 
 log = logging.getLogger(__name__)
 
 _CHILD_SOURCE = (Path(__file__).with_name("sandbox_child.py")).read_text()
 _PATH = "/usr/local/bin:/usr/bin:/bin"
-_MODES = ("auto", "always", "never")
+ISOLATIONS = ("auto", "bwrap", "unshare", "limits")
+_CANDIDATES = {"auto": ("bwrap", "unshare"), "bwrap": ("bwrap",), "unshare": ("unshare",), "limits": ("limits",)}
 _ERROR = re.compile(r"[A-Za-z0-9 _:.\-]{1,80}")  # what an error reported by the child may look like
 _MiB = 1 << 20
 
@@ -96,13 +108,16 @@ class SandboxConfig:
         "help": "processes and threads the sandbox user may add (RLIMIT_NPROC, on top of those it already runs)"})
     timeout_s: float = field(default=5.0, metadata={
         "help": "wall-clock limit of one run, seconds; a timeout_s argument of run_tests/run_code overrides it"})
-    use_bwrap: str = field(default="auto", metadata={
-        "help": "'auto': bubblewrap when it works here, else weaker isolation and one warning; 'always': without "
-                "it every run fails with error 'sandbox unavailable'; 'never': do not try it"})
+    isolation: str = field(default="auto", metadata={
+        "help": "'auto': bubblewrap, else unshare; no code runs when neither works here. 'bwrap', 'unshare': that "
+                "one or no code runs. 'limits': resource limits alone (network open, host files readable), only "
+                "when asked for"})
     python: str = field(default="", metadata={
         "help": "interpreter for the code; '' = /usr/bin/python3 when present, else the trainer's own. The "
                 "sandbox user must be able to read and execute it"})
     bwrap: str = field(default="bwrap", metadata={"help": "bubblewrap executable, a name on PATH or a path"})
+    unshare: str = field(default="unshare", metadata={
+        "help": "util-linux unshare executable, a name on PATH or a path"})
     uid: int = field(default=65534, metadata={"help": "user id the code runs as when the trainer is root (nobody)"})
     gid: int = field(default=65534, metadata={"help": "group id the code runs as when the trainer is root (nogroup)"})
     output_bytes: int = field(default=4096, metadata={"help": "bytes kept from the end of stdout and of stderr"})
@@ -114,10 +129,10 @@ class SandboxConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"SandboxConfig.{name} must be a positive int, got {value!r}")
         _check_timeout(self.timeout_s, "SandboxConfig.timeout_s")
-        if self.use_bwrap not in _MODES:
-            raise ValueError(f"SandboxConfig.use_bwrap must be one of {_MODES}, got {self.use_bwrap!r}")
-        if not isinstance(self.python, str) or not isinstance(self.bwrap, str):
-            raise TypeError("SandboxConfig.python and SandboxConfig.bwrap must be str")
+        if self.isolation not in ISOLATIONS:
+            raise ValueError(f"SandboxConfig.isolation must be one of {ISOLATIONS}, got {self.isolation!r}")
+        if not all(isinstance(value, str) for value in (self.python, self.bwrap, self.unshare)):
+            raise TypeError("SandboxConfig.python, .bwrap and .unshare must be str")
 
 
 @dataclass(frozen=True)
@@ -151,7 +166,8 @@ class CodeResult:
 class _Isolation:
     mode: str  # "bwrap", "unshare", "limits", "unavailable"
     python: str
-    detail: str
+    tool: str  # the bwrap or unshare executable of the mode; "" for "limits"
+    detail: str  # why the stronger modes were passed over, or why none works
 
 
 @dataclass(frozen=True)
@@ -193,9 +209,9 @@ def _limits(config: SandboxConfig, uid: int) -> dict[str, tuple[int, int]]:
             "RLIMIT_NPROC": (nproc, nproc), "RLIMIT_CORE": (0, 0)}
 
 
-def _bwrap_argv(config: SandboxConfig, python: str) -> list[str]:
+def _bwrap_argv(config: SandboxConfig, bwrap: str, python: str) -> list[str]:
     size = str(config.disk_mb * _MiB)
-    argv = [shutil.which(config.bwrap) or config.bwrap, "--unshare-all", "--unshare-user", "--disable-userns",
+    argv = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns",
             "--die-with-parent", "--new-session", "--ro-bind", "/usr", "/usr"]
     for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
         if os.path.islink(top):
@@ -235,9 +251,9 @@ def _wait(proc: subprocess.Popen, timeout_s: float) -> bool:
         pause = min(pause * 2, 0.02)
 
 
-def _launch(mode: str, config: SandboxConfig, python: str, job: dict, stdin: bytes | None,
-            timeout_s: float) -> _Raw:
-    """Run sandbox_child.py with `job` under isolation `mode`; never raises for anything the code does."""
+def _launch(isolation: _Isolation, config: SandboxConfig, job: dict, stdin: bytes | None, timeout_s: float) -> _Raw:
+    """Run sandbox_child.py with `job` under `isolation`; never raises for anything the code does."""
+    mode, python = isolation.mode, isolation.python
     result_cap = 4096 + 8 * len(job.get("tests", ()))  # an honest result line is far shorter
     root = os.geteuid() == 0
     uid = config.uid if root else os.getuid()
@@ -257,10 +273,10 @@ def _launch(mode: str, config: SandboxConfig, python: str, job: dict, stdin: byt
                 os.chown(workdir, config.uid, config.gid)
             os.chmod(workdir, 0o700)
             env.update(HOME=workdir, TMPDIR=workdir, LANG="C.UTF-8")
-        prefix = {"bwrap": lambda: _bwrap_argv(config, python),
+        prefix = {"bwrap": lambda: _bwrap_argv(config, isolation.tool, python),
                   # /bin/sh is the namespace's init, so that the code is not pid 1 (immune to its own signals)
-                  "unshare": lambda: [shutil.which("unshare") or "unshare", "--user", "--net", "--pid", "--fork",
-                                      "--kill-child", "--", "/bin/sh", "-c", '"$@"; exit $?', "sh"],
+                  "unshare": lambda: [isolation.tool, "--user", "--net", "--pid", "--fork", "--kill-child", "--",
+                                      "/bin/sh", "-c", '"$@"; exit $?', "sh"],
                   "limits": lambda: []}[mode]()
         argv = [python, "-I", "-S", "-B", "-c", _LIMITER, json.dumps(_limits(config, uid)), *prefix,
                 python, "-I", "-B", "-c", _CHILD_SOURCE, str(files["job"].fileno())]
@@ -284,41 +300,87 @@ def _launch(mode: str, config: SandboxConfig, python: str, job: dict, stdin: byt
                     _tail(files["stderr"], config.output_bytes), files["result"].read(result_cap + 1), wall_s)
 
 
-def _probe(mode: str, config: SandboxConfig, python: str) -> str | None:
-    """None when `mode` runs a trivial program correctly here, else a short reason."""
-    raw = _launch(mode, config, python, {"mode": "script", "code": "print('ok')"}, None, 30.0)
+def _probe(isolation: _Isolation, config: SandboxConfig) -> str | None:
+    """None when `isolation` runs a trivial program correctly here, else a short reason."""
+    raw = _launch(isolation, config, {"mode": "script", "code": "print('ok')"}, None, 30.0)
     if raw.error or raw.returncode != 0 or raw.stdout.strip() != "ok":
         reason = raw.error or (raw.stderr.strip().splitlines() or [f"exit status {raw.returncode}"])[-1]
-        if mode == "bwrap" and "nknown option" in reason:
+        if isolation.mode == "bwrap" and "nknown option" in reason:
             reason += " (needs bubblewrap >= 0.8 for --size and --disable-userns)"
         return reason[:200]
     return None
 
 
-@functools.lru_cache(maxsize=16)
-def _isolation(use_bwrap: str, bwrap: str, python_setting: str, uid: int, gid: int) -> _Isolation:
-    config = SandboxConfig(use_bwrap=use_bwrap, bwrap=bwrap, python=python_setting, uid=uid, gid=gid)
-    python = _resolve_python(config)
-    if not os.access(python, os.X_OK):
-        log.warning("sandbox unavailable: interpreter %s is not executable", python)
-        return _Isolation("unavailable", python, f"interpreter {python} is not executable")
-    reasons = []
-    candidates = {"auto": ["bwrap", "unshare", "limits"], "always": ["bwrap"], "never": ["unshare", "limits"]}
-    for mode in candidates[use_bwrap]:
-        tool = {"bwrap": bwrap, "unshare": "unshare"}.get(mode)
-        reason = "not installed" if tool and not shutil.which(tool) else _probe(mode, config, python)
-        if reason is None:
-            if reasons and use_bwrap == "auto":
-                log.warning("sandbox: %s; falling back to %r isolation%s", "; ".join(reasons), mode,
-                            " (network NOT blocked)" if mode == "limits" else "")
-            return _Isolation(mode, python, "; ".join(reasons))
-        reasons.append(f"{mode}: {reason}")
-    log.warning("sandbox unavailable (%s): every code run will score 0", "; ".join(reasons))
-    return _Isolation("unavailable", python, "; ".join(reasons))
-
-
 def _isolation_for(config: SandboxConfig) -> _Isolation:
-    return _isolation(config.use_bwrap, config.bwrap, config.python, config.uid, config.gid)
+    # the executables are found here, outside the cache, so that a changed PATH is a new configuration
+    return _choose(config, _resolve_python(config), shutil.which(config.bwrap), shutil.which(config.unshare))
+
+
+@functools.lru_cache(maxsize=32)
+def _choose(config: SandboxConfig, python: str, bwrap: str | None, unshare: str | None) -> _Isolation:
+    """The first mode of `config.isolation`'s candidates that passes its probe, else "unavailable"."""
+    if not os.access(python, os.X_OK):
+        return _Isolation("unavailable", python, "", f"interpreter {python} is not executable")
+    tools = {"bwrap": (bwrap, config.bwrap), "unshare": (unshare, config.unshare), "limits": ("", "")}
+    reasons = []
+    for mode in _CANDIDATES[config.isolation]:
+        tool, name = tools[mode]
+        if tool is None:
+            reason = f"{name!r} not found" + (" on PATH" if os.sep not in name else "")
+        else:
+            reason = _probe(_Isolation(mode, python, tool, ""), config)
+        if reason is None:
+            chosen = _Isolation(mode, python, tool, "; ".join(reasons))
+            if mode in _WEAKER:
+                why = f" ({chosen.detail})" if chosen.detail else ""
+                log.warning("sandbox %r%s: %s isolation only: %s", config.isolation, why, mode,
+                            _WEAKER[mode].format(user=_user(config)))
+            return chosen
+        reasons.append(f"{mode}: {reason}")
+    return _Isolation("unavailable", python, "", "; ".join(reasons))
+
+
+# what the weaker modes leave open, for their warning
+_WEAKER = {"unshare": "no network and its own pid namespace, but the host's files are readable wherever {user} "
+                      "may read them",
+           "limits": "resource limits alone: the network is OPEN and the host's files are readable (and writable) "
+                     "wherever {user} may; a process that calls setsid() can outlive its run"}
+
+
+def _user(config: SandboxConfig) -> str:
+    return f"uid {config.uid}" if os.geteuid() == 0 else f"this user (uid {os.getuid()})"
+
+
+@functools.lru_cache(maxsize=32)
+def _warn_unavailable(isolation: _Isolation) -> None:
+    """Say once per cause that no model code runs (check_sandbox raises instead of warning)."""
+    log.warning("sandbox unavailable (%s): no model code runs, every code reward is 0", isolation.detail)
+
+
+def check_sandbox(config: SandboxConfig | None = None) -> str:
+    """The isolation model code runs under here, "bwrap", "unshare" or "limits" (probed once per config).
+
+    Raises `wgrpo.engine.InputError` in one line naming the isolation that is missing and how to get it when
+    `config.isolation` cannot run here; call it before any long work starts.
+    """
+    config = SandboxConfig() if config is None else config
+    if not isinstance(config, SandboxConfig):
+        raise TypeError(f"config must be a SandboxConfig, got {type(config).__name__}")
+    isolation = _isolation_for(config)
+    if isolation.mode != "unavailable":
+        return isolation.mode
+    if not os.access(isolation.python, os.X_OK):
+        raise input_error(f"sandbox: interpreter {isolation.python} is not executable: set SandboxConfig.python "
+                          f"to a Python 3 interpreter that {_user(config)} may execute")
+    weaker = "or pass --sandbox limits to accept resource limits alone (network open, host files readable)"
+    needs = {"auto": ("bubblewrap or unshare isolation, and neither works here", "install bubblewrap (apt-get "
+                      f"install bubblewrap), {weaker}"),
+             "bwrap": ("bubblewrap isolation", f"install it (apt-get install bubblewrap), {weaker}"),
+             "unshare": ("unshare isolation (unprivileged user namespaces)",
+                         f"pass --sandbox bwrap after apt-get install bubblewrap, {weaker}"),
+             "limits": ("resource limits, which cannot start a program here", "check SandboxConfig's limits")}
+    wanted, fix = needs[config.isolation]
+    raise input_error(f"sandbox {config.isolation!r} needs {wanted} ({isolation.detail}): {fix}")
 
 
 def _failure(raw: _Raw, config: SandboxConfig) -> tuple[str, bool]:
@@ -385,10 +447,11 @@ def run_tests(code: str, tests: Sequence[str], timeout_s: float | None = None, *
     timeout = _check_timeout(config.timeout_s if timeout_s is None else timeout_s, "timeout_s")
     isolation = _isolation_for(config)
     if isolation.mode == "unavailable":
+        _warn_unavailable(isolation)
         return SandboxResult(0, len(tests), error="sandbox unavailable", isolation=isolation.mode)
     nonce = secrets.token_hex(16)
     job = {"mode": "tests", "code": code, "tests": list(tests), "nonce": nonce}
-    raw = _launch(isolation.mode, config, isolation.python, job, None, timeout)
+    raw = _launch(isolation, config, job, None, timeout)
     parsed = None if raw.timed_out or raw.error else _parse_result(raw.result, nonce, len(tests))
     if parsed is None:
         error, timed_out = _failure(raw, config)
@@ -417,9 +480,10 @@ def run_code(code: str, stdin: str | bytes | None = None, timeout_s: float | Non
     timeout = _check_timeout(config.timeout_s if timeout_s is None else timeout_s, "timeout_s")
     isolation = _isolation_for(config)
     if isolation.mode == "unavailable":
+        _warn_unavailable(isolation)
         return CodeResult(None, error="sandbox unavailable", isolation=isolation.mode)
     data = stdin.encode() if isinstance(stdin, str) else stdin
-    raw = _launch(isolation.mode, config, isolation.python, {"mode": "script", "code": code}, data, timeout)
+    raw = _launch(isolation, config, {"mode": "script", "code": code}, data, timeout)
     error, timed_out = (None, False) if raw.returncode == 0 and not raw.timed_out else _failure(raw, config)
     if error is not None and error.startswith("crashed"):
         error = None  # a nonzero exit status is the program's own answer, not a sandbox event
@@ -436,8 +500,9 @@ def sandbox_status(config: SandboxConfig | None = None) -> str:
               f"{config.open_files} files open, {config.processes} processes, {config.timeout_s:g} s wall")
     what = {"bwrap": "bubblewrap: no network, read-only system, private tmpfs /work and /tmp",
             "unshare": "unshare: no network, own pid namespace; host files guarded by permissions only",
-            "limits": "limits only: network NOT blocked, host files guarded by permissions only",
-            "unavailable": "UNAVAILABLE: every code run scores 0"}[isolation.mode]
+            "limits": "limits only: network OPEN, host files guarded by permissions only",
+            "unavailable": "UNAVAILABLE: no model code runs, every code run scores 0"}[isolation.mode]
     why = f" ({isolation.detail})" if isolation.detail else ""
-    return f"sandbox {isolation.mode}{why}: {what}; {user}, python {isolation.python}; {limits}"
+    return (f"sandbox {isolation.mode} (asked for {config.isolation}){why}: {what}; {user}, python "
+            f"{isolation.python}; {limits}")
 

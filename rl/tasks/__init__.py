@@ -2,13 +2,17 @@
 
 `get_task(name, **options)` builds a task from the registry (`TASKS`); every task implements `Task`
 (`rl/tasks/base.py`): `sample(index_or_rng, split) -> Problem`, `eval_problems(n)`, `size(split)`,
-`reward_parts(completion, problem) -> {'format', 'accuracy'}` and `reward(completion, problem, weights)`.
-Pure Python + numpy; never imports the engine or wgpu.
+`reward_parts(completion, problem) -> {'format', 'accuracy'}`, `reward(completion, problem, weights)`,
+`rewards(completions, problems, weights)` (a batch, in order) and `check_prompts(tokenizer, max_prompt_tokens)`.
+Unknown, missing or bad options raise `wgrpo.engine.InputError` naming them. Pure Python + numpy; imports the
+engine only to raise that error, never wgpu.
 """
 
 from __future__ import annotations
 
 import inspect
+
+from wgrpo.rl.errors import input_error
 
 from wgrpo.rl.tasks.arithmetic import ArithmeticTask
 from wgrpo.rl.tasks.base import DEFAULT_WEIGHTS, SPLITS, GeneratedTask, JsonlTask, Problem, Task, render_prompt
@@ -28,18 +32,18 @@ def available_tasks() -> list[str]:
 
 
 def get_task(name: str, **options) -> Task:
-    """Build task `name` with keyword `options`; ValueError naming an unknown task (and the known ones), an
+    """Build task `name` with keyword `options`; InputError naming an unknown task (and the known ones), an
     unknown option (and the accepted ones) or a missing required option."""
     cls = TASKS.get(name)
     if cls is None:
-        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(available_tasks())}")
+        raise input_error(f"unknown task {name!r}; known tasks: {', '.join(available_tasks())}")
     params = inspect.signature(cls.__init__).parameters
     accepted = [p for p in params if p != "self"]
     unknown = [key for key in options if key not in accepted]
     if unknown:
-        raise ValueError(f"task {name!r} has no option(s) {', '.join(map(repr, unknown))}; "
-                         f"options: {', '.join(accepted)}")
+        raise input_error(f"task {name!r} has no option(s) {', '.join(map(repr, unknown))}; "
+                          f"options: {', '.join(accepted)}")
     missing = [p for p in accepted if params[p].default is inspect.Parameter.empty and p not in options]
     if missing:
-        raise ValueError(f"task {name!r} needs option(s) {', '.join(map(repr, missing))}")
+        raise input_error(f"task {name!r} needs option(s) {', '.join(map(repr, missing))}")
     return cls(**options)

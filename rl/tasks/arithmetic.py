@@ -1,13 +1,14 @@
 """Multi-digit arithmetic: `a op b` with op in + - * and both operands of `digits` digits (the difficulty).
 
 Answers are exact integers (subtraction may be negative); scored with `rl.rewards.accuracy_reward`.
-Pure Python + numpy; no engine import.
+Pure Python + numpy; imports the engine only to raise its InputError.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from wgrpo.rl.errors import input_error
 from wgrpo.rl.rewards import accuracy_reward
 from wgrpo.rl.tasks.base import GeneratedTask, Problem
 
@@ -25,11 +26,12 @@ class ArithmeticTask(GeneratedTask):
                  eval_fraction: float = 0.1, template: str = "r1", instructions: bool = True):
         super().__init__(seed=seed, think_prefix=think_prefix, eval_fraction=eval_fraction, template=template)
         self.instructions = bool(instructions)
-        if not isinstance(digits, int) or not 1 <= digits <= 30:
-            raise ValueError(f"arithmetic: digits must be an int in 1..30, got {digits!r}")
-        ops = list(ops)
+        if isinstance(digits, bool) or not isinstance(digits, int) or not 1 <= digits <= 30:
+            raise input_error(f"arithmetic: task option 'digits' must be an int in 1..30, got {digits!r}")
+        ops = list(ops) if isinstance(ops, (str, list, tuple)) else [ops]
         if not ops or any(op not in ("+", "-", "*") for op in ops):
-            raise ValueError(f"arithmetic: ops must be a non-empty selection of '+', '-', '*', got {ops!r}")
+            raise input_error(f"arithmetic: task option 'ops' must be a non-empty selection of '+', '-', '*', "
+                              f"got {ops!r}")
         self.digits, self.ops = digits, sorted(set(ops), key=ops.index)
 
     def _operand(self, rng: np.random.Generator) -> int:

@@ -1,7 +1,8 @@
 """The common task interface: `Problem`, `Task`, the prompt template and the held-out split.
 
-A task turns a key into a `Problem` (`sample`), keeps train and eval problems disjoint, and scores a
-completion into named reward parts (`reward_parts`, always `format` and `accuracy`). Two families:
+A task turns a key into a `Problem` (`sample`), keeps train and eval problems disjoint, scores a completion
+into named reward parts (`reward_parts`, always `format` and `accuracy`; `rewards` scores a whole batch), and
+checks before training that its prompts fit the model (`check_prompts`). Two families:
 - `GeneratedTask`: problems drawn from a seeded numpy generator; `sample(i, split)` is problem i of the split.
 - `JsonlTask`: problems read from a JSONL file; `sample(i, split)` is record i (mod size) of the split.
 
@@ -10,19 +11,23 @@ operation; JSONL: the question text); a problem is in `eval` iff sha256(task nam
 `eval_fraction` of the hash range. So an eval problem never appears in training, whatever the seeds or the
 file order (duplicates land on the same side). Generated splits also use disjoint seed streams.
 
-Pure Python + numpy; no engine import.
+Bad options and bad data raise `wgrpo.engine.InputError` naming the option, or the file and line. Pure Python +
+numpy; imports the engine only to raise that error (`rl.errors`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from wgrpo.rl.errors import input_error
 from wgrpo.rl.jsonl import Record, field as record_field, read_jsonl
 from wgrpo.rl.rewards import combine, format_reward
+from wgrpo.rl.tasks.lengths import check_prompt_lengths
 
 __all__ = ["Problem", "Task", "GeneratedTask", "JsonlTask", "render_prompt", "in_eval_split", "TEMPLATES", "SPLITS",
            "DEFAULT_WEIGHTS"]
@@ -30,6 +35,7 @@ __all__ = ["Problem", "Task", "GeneratedTask", "JsonlTask", "render_prompt", "in
 SPLITS = ("train", "eval")
 DEFAULT_WEIGHTS = {"accuracy": 1.0, "format": 0.1}
 _MAX_TRIES = 10_000
+_PROMPTS_CHECKED = 16  # per split, of a generated task: its prompts differ only in a few numbers
 
 PREAMBLE = ("A conversation between User and Assistant. The User asks a question, and the Assistant solves it. "
             "The Assistant first thinks about the reasoning process in the mind and then provides the User "
@@ -76,10 +82,13 @@ class Task:
     name = "task"
 
     def __init__(self, *, think_prefix: bool = True, eval_fraction: float = 0.1, template: str = "r1"):
-        if not 0.0 <= eval_fraction < 1.0:
-            raise ValueError(f"{self.name}: eval_fraction must be in [0, 1), got {eval_fraction!r}")
+        if isinstance(eval_fraction, bool) or not isinstance(eval_fraction, (int, float)) \
+                or not 0.0 <= eval_fraction < 1.0:
+            raise input_error(f"{self.name}: task option 'eval_fraction' must be a number in [0, 1), "
+                              f"got {eval_fraction!r}")
         if template not in TEMPLATES:
-            raise ValueError(f"{self.name}: template must be one of {TEMPLATES}, got {template!r}")
+            raise input_error(f"{self.name}: task option 'template' must be one of {', '.join(TEMPLATES)}, "
+                              f"got {template!r}")
         self.template = template
         self.think_prefix = bool(think_prefix)
         self.eval_fraction = float(eval_fraction)
@@ -117,6 +126,22 @@ class Task:
     def _sample_rng(self, rng: np.random.Generator, split: str) -> Problem:
         raise NotImplementedError
 
+    # prompt lengths ------------------------------------------------------------------------------------
+    def check_prompts(self, tokenizer, max_prompt_tokens: int, *, reason: str = "") -> None:
+        """InputError naming the first prompt of this task longer than `max_prompt_tokens` tokens of
+        `tokenizer` (a `tokenizers.Tokenizer`), with its length and the limit; `reason` says where the limit
+        comes from. A JSONL task checks every train and eval problem, named `<file>:<line>`; a generated task
+        checks its first 16 problems of each split (its prompts are short by construction and differ only in a
+        few numbers, so this catches a model whose positions cannot hold the template, not a rare long draw)."""
+        check_prompt_lengths(self._prompts_to_check(), tokenizer, max_prompt_tokens, reason=reason)
+
+    def _prompts_to_check(self) -> list[tuple[str, str]]:
+        """(where, prompt) of the problems `check_prompts` checks, in the order they are reported."""
+        raise NotImplementedError
+
+    def _prompt(self, question: str) -> str:
+        return render_prompt(question, think_prefix=self.think_prefix, template=self.template)
+
     # rewards -------------------------------------------------------------------------------------------
     def scored_text(self, completion: str, problem: Problem) -> str:
         return "<think>" + completion if problem.think_in_prompt else completion
@@ -134,6 +159,14 @@ class Task:
         parts = self.reward_parts(completion, problem)
         return combine(parts, self.default_weights if weights is None else weights), parts
 
+    def rewards(self, completions: Sequence[str], problems: Sequence[Problem],
+                weights: Mapping[str, float] | None = None) -> list[tuple[float, dict[str, float]]]:
+        """`reward` of each (completion, problem) pair, in order: one at a time here; a task whose rewards
+        wait on something (the code task's sandbox runs) overrides it to score several at once."""
+        if len(completions) != len(problems):
+            raise ValueError(f"{self.name}.rewards: {len(completions)} completions but {len(problems)} problems")
+        return [self.reward(completion, problem, weights) for completion, problem in zip(completions, problems)]
+
     def _accuracy(self, text: str, problem: Problem) -> float:
         raise NotImplementedError
 
@@ -149,9 +182,14 @@ class GeneratedTask(Task):
     def __init__(self, *, seed: int = 0, think_prefix: bool = True, eval_fraction: float = 0.1,
                  template: str = "r1"):
         super().__init__(think_prefix=think_prefix, eval_fraction=eval_fraction, template=template)
-        if not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"{self.name}: seed must be a non-negative int, got {seed!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise input_error(f"{self.name}: task option 'seed' must be a non-negative int, got {seed!r}")
         self.seed = int(seed)
+
+    def _prompts_to_check(self) -> list[tuple[str, str]]:
+        splits = ("train", "eval") if self.eval_fraction > 0 else ("train",)
+        return [(f"{self.name} {split} problem {i}", self.sample(i, split).prompt)
+                for split in splits for i in range(_PROMPTS_CHECKED)]
 
     def _generate(self, rng: np.random.Generator) -> tuple[str, str, str, dict]:
         raise NotImplementedError
@@ -163,31 +201,39 @@ class GeneratedTask(Task):
     def _sample_rng(self, rng: np.random.Generator, split: str) -> Problem:
         want_eval = split == "eval"
         if want_eval and self.eval_fraction == 0.0:
-            raise ValueError(f"{self.name}: eval_fraction is 0, so there is no eval split")
+            raise input_error(f"{self.name}: eval_fraction is 0, so there is no eval split")
         for _ in range(_MAX_TRIES):
             key, question, answer, meta = self._generate(rng)
             if in_eval_split(self.name, key, self.eval_fraction) == want_eval:
                 return Problem(task=self.name, id=key, split=split, question=question,
-                               prompt=render_prompt(question, think_prefix=self.think_prefix, template=self.template), answer=answer,
-                               think_in_prompt=self.think_prefix, meta=meta)
-        raise ValueError(f"{self.name}: no {split} problem in {_MAX_TRIES} draws; the problem space is too small "
-                         f"for eval_fraction={self.eval_fraction}")
+                               prompt=self._prompt(question), answer=answer, think_in_prompt=self.think_prefix,
+                               meta=meta)
+        raise input_error(f"{self.name}: no {split} problem in {_MAX_TRIES} draws; the problem space is too small "
+                          f"for eval_fraction={self.eval_fraction}")
 
 
 class JsonlTask(Task):
     """Problems read from JSONL. Subclasses implement `_parse(record) -> (question, answer, meta)`.
 
-    path: the dataset; eval_path: an optional held-out file. With eval_path, eval is that whole file and train
-    is `path` minus any question that also appears in it; without, the hash split with `eval_fraction`.
+    path: the dataset (required); eval_path: an optional held-out file. With eval_path, eval is that whole file
+    and train is `path` minus any question that also appears in it; without, the hash split with `eval_fraction`.
+    Subclasses set `records`, what one line of the file holds, for the message when `path` is missing.
     """
 
-    def __init__(self, *, path: str, eval_path: str | None = None, think_prefix: bool = True,
+    records = "records, one JSON object per line"
+
+    def __init__(self, *, path: str | None = None, eval_path: str | None = None, think_prefix: bool = True,
                  eval_fraction: float = 0.1, template: str = "r1"):
+        if path is None or path == "":
+            raise input_error(f"{self.name}: task option 'path' is required: a JSONL file of {self.records}")
+        for option, value in (("path", path), ("eval_path", eval_path)):
+            if value is not None and not isinstance(value, (str, os.PathLike)):
+                raise input_error(f"{self.name}: task option {option!r} must be a file path, got {value!r}")
         super().__init__(think_prefix=think_prefix, eval_fraction=eval_fraction, template=template)
-        self.path, self.eval_path = path, eval_path
-        train = [self._problem(record) for record in read_jsonl(path)]
-        if eval_path is not None:
-            held = [self._problem(record) for record in read_jsonl(eval_path)]
+        self.path, self.eval_path = os.fspath(path), None if eval_path is None else os.fspath(eval_path)
+        train = [self._problem(record) for record in read_jsonl(self.path)]
+        if self.eval_path is not None:
+            held = [self._problem(record) for record in read_jsonl(self.eval_path)]
             held_ids = {p.id for p in held}
             train = [p for p in train if p.id not in held_ids]
         else:
@@ -203,17 +249,25 @@ class JsonlTask(Task):
         question, answer, meta = self._parse(record)
         key = hashlib.sha256(question.strip().encode()).hexdigest()[:16]
         return Problem(task=self.name, id=key, split="", question=question,
-                       prompt=render_prompt(question, think_prefix=self.think_prefix, template=self.template), answer=answer,
-                       think_in_prompt=self.think_prefix, meta={"source": record.where(), **meta})
+                       prompt=self._prompt(question), answer=answer, think_in_prompt=self.think_prefix,
+                       meta={"source": record.where(), **meta})
 
     def size(self, split: str = "train") -> int:
         _check_split(split)
         return len(self._problems[split])
 
+    def _prompts_to_check(self) -> list[tuple[str, str]]:
+        def file_order(problem: Problem) -> tuple[bool, int]:
+            path, _, line = problem.meta["source"].rpartition(":")
+            return path != self.path, int(line)
+
+        problems = sorted(self._problems["train"] + self._problems["eval"], key=file_order)
+        return [(problem.meta["source"], problem.prompt) for problem in problems]
+
     def _pool(self, split: str) -> list[Problem]:
         pool = self._problems[split]
         if not pool:
-            raise ValueError(f"{self.name}: the {split} split of {self.path!r} is empty "
+            raise input_error(f"{self.name}: the {split} split of {self.path!r} is empty "
                              f"(eval_fraction={self.eval_fraction}, eval_path={self.eval_path!r})")
         return pool
 

@@ -6,15 +6,25 @@ intermediate value a non-negative integer (exact division only) and, at the root
 [min_target, max_target]; that value is the target. The generating
 expression is kept as `Problem.answer` (`meta['solution']`) and always scores 1.0.
 
-Scoring (`rl.rewards.countdown_reward`): every number used exactly once, only binary + - * / and parentheses,
-integer literals, no unary minus (as in the game and TinyZero), exact `Fraction` evaluation equal to the target.
-Difficulty: `num_numbers` (2..6). Pure Python + numpy; no engine import.
+Scoring (`rl.rewards.countdown_reward`, through our own parser `rl.arith`, never `eval`) agrees with TinyZero's
+and reasoning-gym's scorers, which check that the numbers written are the given ones (each used exactly once)
+and then evaluate the text with Python's arithmetic: binary + - * /, parentheses, and signs as Python reads
+them, on a number or a parenthesised group, stacked or not (`-2 - 15 + (52*41 + 84)/8`, `-(5 - 8) * 2`,
+`4 - -3`, `+7`); the value must equal the target. Deliberate differences from TinyZero's `eval`:
+- exact `Fraction` arithmetic: TinyZero takes any value within 1e-5 of the target, so a near miss such as
+  `3 + 1/(97*98*99)` for target 3 scores 1 there and 0 here;
+- no `**` or `//`: TinyZero's character filter lets them through to Python, but they are not the game's
+  operations;
+- plain integer literals: TinyZero finds numbers with `\\d+`, so `2.5` passes as the numbers 2 and 5 there;
+- a trailing `= target` is accepted here (`(3 + 7) * 25 = 250`), where Python's arithmetic has no `=`.
+Difficulty: `num_numbers` (2..6). Pure Python + numpy; imports the engine only to raise its InputError.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from wgrpo.rl.errors import input_error
 from wgrpo.rl.rewards import countdown_reward
 from wgrpo.rl.tasks.base import GeneratedTask, Problem
 
@@ -71,11 +81,16 @@ class CountdownTask(GeneratedTask):
     def __init__(self, *, num_numbers: int = 3, max_number: int = 99, min_target: int = 1, max_target: int = 100,
                  seed: int = 0, think_prefix: bool = True, eval_fraction: float = 0.1, template: str = "r1"):
         super().__init__(seed=seed, think_prefix=think_prefix, eval_fraction=eval_fraction, template=template)
+        values = {"num_numbers": num_numbers, "max_number": max_number, "min_target": min_target,
+                  "max_target": max_target}
+        for option, value in values.items():
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise input_error(f"countdown: task option {option!r} must be an int, got {value!r}")
         if not 2 <= num_numbers <= 6:
-            raise ValueError(f"countdown: num_numbers must be in 2..6, got {num_numbers!r}")
+            raise input_error(f"countdown: task option 'num_numbers' must be in 2..6, got {num_numbers!r}")
         if max_number < 1 or not 0 <= min_target <= max_target:
-            raise ValueError(f"countdown: need max_number >= 1 and 0 <= min_target <= max_target, got "
-                             f"max_number={max_number}, min_target={min_target}, max_target={max_target}")
+            raise input_error(f"countdown: task options need max_number >= 1 and 0 <= min_target <= max_target, "
+                              f"got max_number={max_number}, min_target={min_target}, max_target={max_target}")
         self.num_numbers, self.max_number = int(num_numbers), int(max_number)
         self.min_target, self.max_target = int(min_target), int(max_target)
 
@@ -87,7 +102,7 @@ class CountdownTask(GeneratedTask):
                 solution, target = built[0], int(built[1])
                 break
         else:
-            raise ValueError(f"countdown: no solvable problem found for max_number={self.max_number}, "
+            raise input_error(f"countdown: no solvable problem found for max_number={self.max_number}, "
                              f"target range [{self.min_target}, {self.max_target}]")
         question = (f"Using the numbers {numbers}, create an equation that equals {target}. You can use basic "
                     f"arithmetic operations (+, -, *, /) and each number must be used exactly once. Show your "

@@ -2,12 +2,13 @@
 
 The gold answer is the text after the last `####` when present (GSM8K's convention), else the whole field; it
 must parse as a number (`rl.rewards.parse_number`: thousands commas, fractions, `\\frac`, ...), otherwise the
-reader raises naming the file and line. Completions are compared numerically (`accuracy_reward`).
-Pure Python + numpy; no engine import.
+reader raises InputError naming the file and line. Completions are compared numerically (`accuracy_reward`).
+Pure Python + numpy; imports the engine only to raise its InputError.
 """
 
 from __future__ import annotations
 
+from wgrpo.rl.errors import input_error
 from wgrpo.rl.rewards import accuracy_reward, parse_number
 from wgrpo.rl.tasks.base import JsonlTask, Problem, Record, record_field
 
@@ -29,13 +30,14 @@ class Gsm8kTask(JsonlTask):
     """options: path, eval_path, eval_fraction, think_prefix, template."""
 
     name = "gsm8k"
+    records = 'word problems, one {"question": ..., "answer": "... #### <number>"} object per line'
 
     def _parse(self, record: Record) -> tuple[str, str, dict]:
         question = record_field(record, QUESTION_FIELDS, kind="question")
         solution = record_field(record, ANSWER_FIELDS, kind="answer", types=(str, int, float))
         answer = final_answer(solution)
         if parse_number(answer) is None:
-            raise ValueError(f"{record.where()}: answer {answer!r} is not a number "
+            raise input_error(f"{record.where()}: answer {answer!r} is not a number "
                              f"(the gsm8k task compares numbers; the final answer follows '####')")
         question = (f"{question.strip()}\nShow your reasoning in <think> </think> tags and give the final answer "
                     f"as a number in <answer> </answer> tags.")

@@ -21,6 +21,15 @@ from wgrpo.rl.arith import MAX_DEPTH, MAX_DIGITS, MAX_LENGTH, ExprError, evaluat
     ("-3 + 5", 2, [3, 5]),
     ("-(2 - 7)", 5, [2, 7]),
     ("4 * -2", -8, [4, 2]),
+    # signs as Python reads them: tighter than * and /, stacked, on a number or a group; unary + too
+    ("-2 - 15 + (52*41 + 84)/8", 260, [2, 15, 52, 41, 84, 8]),
+    ("--2", 2, [2]),
+    ("2 - -3", 5, [2, 3]),
+    ("-(-(4))", 4, [4]),
+    ("- 6 / -4", Fraction(3, 2), [6, 4]),
+    ("+3", 3, [3]),
+    ("1 + + 2", 3, [1, 2]),
+    ("-+-1", 1, [1]),
 ])
 def test_evaluates_exactly(text, value, numbers):
     result = evaluate(text)
@@ -35,7 +44,7 @@ def test_float_rounding_does_not_leak():
 
 @pytest.mark.parametrize("text", [
     "", "   ", "1 +", "(1 + 2", "1 + 2)", "1 2", "2 ** 3", "2 ^ 3", "x + 1", "__import__('os')", "abs(1)",
-    "1e5", "3 % 2", "1 = 1", "+3", "1 + + 2", "()", "1_000", "１ + 2",
+    "1e5", "3 % 2", "1 = 1", "()", "1_000", "１ + 2", "2 // 3", "-", "3 -", "(-)", "2 * * 3",
 ])
 def test_rejects(text):
     with pytest.raises(ExprError):
@@ -50,8 +59,9 @@ def test_division_by_zero():
 def test_unary_minus_can_be_disallowed():
     with pytest.raises(ExprError):
         evaluate("-3 + 5", allow_unary=False)
-    with pytest.raises(ExprError):
-        evaluate("4 * (-2)", allow_unary=False)
+    for text in ("4 * (-2)", "+3", "1 + + 2", "2 - -3"):
+        with pytest.raises(ExprError):
+            evaluate(text, allow_unary=False)
     assert evaluate("5 - 3", allow_unary=False).value == 2
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -151,6 +153,7 @@ def test_accuracy_huge_numbers_are_fast_and_safe():
 
 @pytest.mark.parametrize("answer", [
     "(25 - 7) * 3 - 8", "3 * (25 - 7) - 8", " ( 25-7 )*3-8 ", "(25 - 7) * 3 - 8 = 46", "\\boxed{(25 - 7) * 3 - 8}",
+    "-8 + (25 - 7) * 3",  # a sign on a number
 ])
 def test_countdown_correct(answer):
     assert countdown_reward(wrap(answer), [3, 7, 25, 8], 46) == 1.0
@@ -165,7 +168,8 @@ def test_countdown_correct(answer):
     "(25 - 7) * 3 - 8 = 47",  # wrong right-hand side
     "(25 - 7) * 3 - 8 = 46 = 46",
     "(25 - 7) * 3 + 8",  # wrong value
-    "-8 + (25 - 7) * 3",  # unary minus not allowed
+    "-8 + (25 - 7) * -3",  # a sign that changes the value
+    "-(25 - 7) * 3 - 8",
     "(25 - 7) * 3.0 - 8",  # decimals not allowed
     "(25 - 7) * 03 - 8",
     "(25 - 7) ** 3 - 8",
@@ -187,6 +191,60 @@ def test_countdown_exact_fractions_and_duplicates():
     assert countdown_reward(wrap("2 + 2"), [2], 4) == 0.0
     assert countdown_reward(wrap("9" * 30 + " * " + "9" * 30), [10 ** 30 - 1] * 2, (10 ** 30 - 1) ** 2) == 1.0
     assert countdown_reward(wrap("1 +" * 2000 + "1"), [1], 1) == 0.0  # over the length limit
+
+
+def tinyzero_score(equation: str, numbers: list[int], target: int) -> float:
+    """TinyZero's countdown scorer (verl/utils/reward_score/countdown.py, `validate_equation` and
+    `evaluate_equation`) on an extracted equation: the numbers found by `\\d+` are the given ones, only digits,
+    `+ - * / ( ) .` and whitespace appear, and Python's value is within 1e-5 of the target. It is the reference
+    for "Python's arithmetic", and evaluates nothing but the fixed strings of this file."""
+    if sorted(int(n) for n in re.findall(r"\d+", equation)) != sorted(numbers):
+        return 0.0
+    if not re.match(r"^[\d+\-*/().\s]+$", equation):
+        return 0.0
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SyntaxWarning)  # "(25 - 7)(3)": Python warns, then fails
+            value = eval(equation, {"__builtins__": None}, {})  # noqa: S307 - a fixed test string
+    except Exception:  # noqa: BLE001 - TinyZero scores any failure 0
+        return 0.0
+    return 1.0 if abs(value - target) < 1e-5 else 0.0
+
+
+@pytest.mark.parametrize("equation, numbers, target, score", [
+    ("-2 - 15 + (52*41 + 84)/8", [52, 84, 2, 15, 41, 8], 260, 1.0),  # reasoning-gym style: signs in front
+    ("-8 + (25 - 7) * 3", [3, 7, 25, 8], 46, 1.0),
+    ("- 8 + (25 - 7) * 3", [3, 7, 25, 8], 46, 1.0),
+    ("-(8 - (25 - 7) * 3)", [3, 7, 25, 8], 46, 1.0),  # a sign on a group
+    ("3 * -(7 - 25) - 8", [3, 7, 25, 8], 46, 1.0),
+    ("-8 - (25 - 7) * -3", [3, 7, 25, 8], 46, 1.0),
+    ("(25 - 7) * 3 - --8", [3, 7, 25, 8], 46, 1.0),  # stacked signs
+    ("+(25 - 7) * 3 - 8", [3, 7, 25, 8], 46, 1.0),
+    ("--8 + (25 - 7) * 3", [3, 7, 25, 8], 46, 0.0),  # --8 is 8
+    ("-8 + (25 - 7) * -3", [3, 7, 25, 8], 46, 0.0),
+    ("-(25 - 7) * 3 - 8", [3, 7, 25, 8], 46, 0.0),
+    ("(25 - 7) * 3 - 08", [3, 7, 25, 8], 46, 0.0),  # Python refuses a leading zero
+    ("(25 - 7)(3) - 8", [3, 7, 25, 8], 46, 0.0),  # no implicit product
+    ("(25 - 7) * 3 - 8 -", [3, 7, 25, 8], 46, 0.0),
+    ("-8 + (25 - 7) * 3", [3, 7, 25], 46, 0.0),  # 8 not given
+    ("8 / (3 - 8 / 3)", [8, 3, 8, 3], 24, 1.0),
+])
+def test_countdown_agrees_with_tinyzero(equation, numbers, target, score):
+    assert tinyzero_score(equation, numbers, target) == score
+    assert countdown_reward(wrap(equation), numbers, target) == score
+
+
+@pytest.mark.parametrize("equation, numbers, target, ours, theirs", [
+    ("3 + 1/(97*98*99)", [3, 1, 97, 98, 99], 3, 0.0, 1.0),  # exact here, within 1e-5 there
+    ("2 ** 3", [2, 3], 8, 0.0, 1.0),  # not the game's operations
+    ("7 // 2 * 3", [7, 2, 3], 9, 0.0, 1.0),
+    ("2.5 * 4", [2, 5, 4], 10, 0.0, 1.0),  # integer literals only; \d+ reads 2.5 as 2 and 5
+    ("(25 - 7) * 3 - 8 = 46", [3, 7, 25, 8], 46, 1.0, 0.0),  # a trailing '= target' is accepted here
+])
+def test_countdown_deliberate_differences_from_tinyzero(equation, numbers, target, ours, theirs):
+    """The differences rl/tasks/countdown.py documents."""
+    assert tinyzero_score(equation, numbers, target) == theirs
+    assert countdown_reward(wrap(equation), numbers, target) == ours
 
 
 def test_countdown_answer_in_wrong_place():

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from wgrpo.engine import InputError
 from wgrpo.rl.arith import evaluate
 from wgrpo.rl.tasks import TASKS, Problem, get_task
 from wgrpo.rl.tasks.gsm8k import final_answer
@@ -30,12 +31,39 @@ def write_jsonl(path, rows) -> str:
 
 def test_registry_names_and_unknown_task():
     assert sorted(TASKS) == ["arithmetic", "code", "countdown", "gsm8k"]
-    with pytest.raises(ValueError, match=r"unknown task 'countdwn'.*arithmetic, code, countdown, gsm8k"):
+    with pytest.raises(InputError, match=r"unknown task 'countdwn'.*arithmetic, code, countdown, gsm8k"):
         get_task("countdwn")
-    with pytest.raises(ValueError, match=r"no option\(s\) 'digits'.*num_numbers"):
+    with pytest.raises(InputError, match=r"^task 'countdown' has no option\(s\) 'digits'; options: num_numbers, "):
         get_task("countdown", digits=3)
-    with pytest.raises(ValueError, match=r"needs option\(s\) 'path'"):
-        get_task("gsm8k")
+
+
+@pytest.mark.parametrize("name, what", [("gsm8k", r"word problems, one \{\"question\": \.\.\., \"answer\""),
+                                        ("code", r"problems with tests, one \{\"prompt\": \.\.\., \"tests\"")])
+def test_a_file_task_without_path_names_the_option(name, what):
+    for build in (lambda: get_task(name), lambda: TASKS[name](), lambda: get_task(name, path="")):
+        with pytest.raises(InputError, match=rf"^{name}: task option 'path' is required: a JSONL file of {what}"):
+            build()
+
+
+@pytest.mark.parametrize("name, options, option", [
+    ("countdown", {"num_numbers": "four"}, "num_numbers"),
+    ("countdown", {"max_target": 2.5}, "max_target"),
+    ("arithmetic", {"digits": True}, "digits"),
+    ("arithmetic", {"ops": 3}, "ops"),
+    ("arithmetic", {"seed": -1}, "seed"),
+    ("arithmetic", {"eval_fraction": "half"}, "eval_fraction"),
+    ("arithmetic", {"template": "chatml"}, "template"),
+    ("gsm8k", {"path": 17}, "path"),
+    ("code", {"path": "x.jsonl", "sandbox": "docker"}, "sandbox"),
+    ("code", {"path": "x.jsonl", "workers": -1}, "workers"),
+    ("code", {"path": "x.jsonl", "timeout_s": "long"}, "timeout_s"),
+    ("code", {"path": "x.jsonl", "show_tests": 1.5}, "show_tests"),
+    ("code", {"path": "x.jsonl", "runner": "fake"}, "runner"),
+])
+def test_bad_option_values_name_the_option(name, options, option):
+    """As `--task-options` parses them: numbers, booleans and strings."""
+    with pytest.raises(InputError, match=rf"^{name}: task option '{option}' must be "):
+        get_task(name, **options)
 
 
 def test_bad_arguments():
@@ -44,15 +72,15 @@ def test_bad_arguments():
         task.sample(0, "test")
     with pytest.raises(TypeError, match="key"):
         task.sample(-1)
-    with pytest.raises(ValueError, match="num_numbers"):
+    with pytest.raises(InputError, match="num_numbers"):
         get_task("countdown", num_numbers=1)
-    with pytest.raises(ValueError, match="digits"):
+    with pytest.raises(InputError, match="digits"):
         get_task("arithmetic", digits=0)
-    with pytest.raises(ValueError, match="ops"):
+    with pytest.raises(InputError, match="ops"):
         get_task("arithmetic", ops="/")
-    with pytest.raises(ValueError, match="eval_fraction"):
+    with pytest.raises(InputError, match="eval_fraction"):
         get_task("arithmetic", eval_fraction=1.0)
-    with pytest.raises(ValueError, match="no eval split"):
+    with pytest.raises(InputError, match="no eval split"):
         get_task("arithmetic", eval_fraction=0.0).sample(0, "eval")
 
 
@@ -190,7 +218,7 @@ def test_gsm8k_reads_and_scores(tmp_path):
         assert task.reward_parts(solved(problem, bad), problem)["accuracy"] == 0.0
         assert task.reward_parts(solved(problem, ""), problem)["accuracy"] == 0.0
     assert task.sample(7) is task.sample(2)  # index wraps
-    with pytest.raises(ValueError, match="eval split .* is empty"):
+    with pytest.raises(InputError, match="eval split .* is empty"):
         task.sample(0, "eval")
 
 
@@ -223,16 +251,18 @@ def test_gsm8k_hash_split_and_eval_path(tmp_path):
 ])
 def test_jsonl_errors_name_file_and_line(tmp_path, rows, message):
     path = write_jsonl(tmp_path / "bad.jsonl", rows)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(InputError, match=message):
         get_task("gsm8k", path=path)
 
 
 def test_jsonl_missing_and_binary_files(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.jsonl"):
+    with pytest.raises(InputError, match=r"dataset file '.*nope\.jsonl' does not exist"):
         get_task("gsm8k", path=str(tmp_path / "nope.jsonl"))
+    with pytest.raises(InputError, match="is not a file"):
+        get_task("gsm8k", path=str(tmp_path))
     path = tmp_path / "bin.jsonl"
     path.write_bytes(b'{"question": "q", "answer": "1"}\n\xff\xfe\n')
-    with pytest.raises(ValueError, match=r"bin\.jsonl:2: not UTF-8"):
+    with pytest.raises(InputError, match=r"bin\.jsonl:2: not UTF-8"):
         get_task("gsm8k", path=str(path))
 
 
@@ -275,11 +305,18 @@ def test_code_task(tmp_path):
 def test_code_task_errors(tmp_path):
     path = write_jsonl(tmp_path / "code.jsonl", [CODE_ROWS[0], {"text": "no tests"}])
     message = r"code\.jsonl:2: missing field 'tests' \(accepted names: 'tests', 'test_list'\)"
-    with pytest.raises(ValueError, match=message):
-        get_task("code", path=path)
+    with pytest.raises(InputError, match=message):
+        get_task("code", path=path, runner=fake_runner)
     path = write_jsonl(tmp_path / "code2.jsonl", [{"text": "t", "tests": ["assert 1", ""]}])
-    with pytest.raises(ValueError, match=r"code2\.jsonl:1: field 'tests' must be a non-empty list"):
-        get_task("code", path=path)
+    with pytest.raises(InputError, match=r"code2\.jsonl:1: field 'tests' must be a non-empty list"):
+        get_task("code", path=path, runner=fake_runner)
+    # found when the file is read, not when a reward first runs the test
+    path = write_jsonl(tmp_path / "code3.jsonl", [CODE_ROWS[0], {"text": "t", "tests": ["assert f(1", "assert 1"]}])
+    with pytest.raises(InputError, match=r"code3\.jsonl:2: tests\[0\] is not valid Python"):
+        get_task("code", path=path, runner=fake_runner)
+    path = write_jsonl(tmp_path / "code4.jsonl", [{"text": "t", "tests": ["assert 1"], "setup": "import"}])
+    with pytest.raises(InputError, match=r"code4\.jsonl:1: setup is not valid Python"):
+        get_task("code", path=path, runner=fake_runner)
 
 
 def test_problem_from_another_task_is_refused():
@@ -289,7 +326,7 @@ def test_problem_from_another_task_is_refused():
 
 
 def test_no_engine_or_wgpu_import():
-    code = ("import sys, wgrpo.rl.tasks, wgrpo.rl.rewards, wgrpo.rl.arith, wgrpo.rl.jsonl\n"
+    code = ("import sys, wgrpo.rl.tasks, wgrpo.rl.rewards, wgrpo.rl.arith, wgrpo.rl.jsonl, wgrpo.rl.sandbox\n"
             "bad = [m for m in sys.modules if m.split('.')[0] == 'wgpu' or m.startswith(('wgrpo.engine', 'wgrpo.kernels'))]\n"
             "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=str(__import__("pathlib").Path(__file__).parents[2]))
