@@ -5,10 +5,11 @@ Importing it creates no device; the first tensor or `get_device()` call does.
 """
 
 from wgrpo.engine import ops
+from wgrpo.engine.atomic_dir import recover_checkpoints
 from wgrpo.engine.autograd import no_grad
 from wgrpo.engine.config import ModelConfig
 from wgrpo.engine.device import NoAdapterError, choose_adapter, get_device, list_adapters
-from wgrpo.engine.errors import InputError
+from wgrpo.engine.errors import CheckpointWriteError, InputError
 from wgrpo.engine.generate import GenerationResult, generate
 from wgrpo.engine.hf import write_checkpoint
 from wgrpo.engine.model import Model, load_pretrained
@@ -17,6 +18,7 @@ from wgrpo.engine.runtime import KernelError
 from wgrpo.engine.tensor import Tensor
 from wgrpo.engine.tokenizer import END_OF_TEXT, train_tokenizer
 
-__all__ = ["END_OF_TEXT", "AdamW", "GenerationResult", "InputError", "KernelError", "Model", "ModelConfig",
-           "NoAdapterError", "Tensor", "choose_adapter", "clip_grad_norm_", "generate", "get_device",
-           "list_adapters", "load_pretrained", "no_grad", "ops", "train_tokenizer", "write_checkpoint"]
+__all__ = ["END_OF_TEXT", "AdamW", "CheckpointWriteError", "GenerationResult", "InputError", "KernelError", "Model",
+           "ModelConfig", "NoAdapterError", "Tensor", "choose_adapter", "clip_grad_norm_", "generate", "get_device",
+           "list_adapters", "load_pretrained", "no_grad", "ops", "recover_checkpoints", "train_tokenizer",
+           "write_checkpoint"]

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
+from wgrpo.engine.errors import InputError
+
 SUPPORTED_ARCHITECTURES = {"Qwen2ForCausalLM": "qwen2", "LlamaForCausalLM": "llama"}
 _CLASS_OF = {model_type: cls for cls, model_type in SUPPORTED_ARCHITECTURES.items()}
 
@@ -42,43 +44,43 @@ class ModelConfig:
 
     def __post_init__(self):
         if self.architecture not in _CLASS_OF:
-            raise ValueError(f"ModelConfig.architecture: expected one of {sorted(_CLASS_OF)}, got "
+            raise InputError(f"ModelConfig.architecture: expected one of {sorted(_CLASS_OF)}, got "
                              f"{self.architecture!r}")
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size",
                      "max_position_embeddings"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"ModelConfig.{name}: expected a positive integer, got {value!r}")
+                raise InputError(f"ModelConfig.{name}: expected a positive integer, got {value!r}")
         for name in ("rope_theta", "rms_norm_eps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"ModelConfig.{name}: expected a positive number, got {value!r}")
+                raise InputError(f"ModelConfig.{name}: expected a positive number, got {value!r}")
             setattr(self, name, float(value))
         if self.hidden_size % self.num_heads:
-            raise ValueError(f"ModelConfig: hidden_size ({self.hidden_size}) must be divisible by num_heads "
+            raise InputError(f"ModelConfig: hidden_size ({self.hidden_size}) must be divisible by num_heads "
                              f"({self.num_heads})")
         if self.num_heads % self.num_kv_heads:
-            raise ValueError(f"ModelConfig: num_heads ({self.num_heads}) must be divisible by num_kv_heads "
+            raise InputError(f"ModelConfig: num_heads ({self.num_heads}) must be divisible by num_kv_heads "
                              f"({self.num_kv_heads})")
         if self.head_dim % 2:
-            raise ValueError(f"ModelConfig: head_dim = hidden_size / num_heads = {self.head_dim} must be even for "
+            raise InputError(f"ModelConfig: head_dim = hidden_size / num_heads = {self.head_dim} must be even for "
                              f"RoPE")
         if self.attention_bias is None:
             self.attention_bias = self.architecture == "qwen2"
         for name in ("attention_bias", "tie_word_embeddings"):
             if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"ModelConfig.{name}: expected true or false, got {getattr(self, name)!r}")
+                raise InputError(f"ModelConfig.{name}: expected true or false, got {getattr(self, name)!r}")
         if self.architecture == "qwen2" and not self.attention_bias:
-            raise ValueError("ModelConfig.attention_bias: Qwen2 always has q/k/v biases; use architecture='llama' "
+            raise InputError("ModelConfig.attention_bias: Qwen2 always has q/k/v biases; use architecture='llama' "
                              "for a model without them")
         if self.architecture == "llama" and self.attention_bias:
-            raise ValueError("ModelConfig.attention_bias: Llama's attention_bias also puts a bias on o_proj, which is "
+            raise InputError("ModelConfig.attention_bias: Llama's attention_bias also puts a bias on o_proj, which is "
                              "not supported; use architecture='qwen2' for q/k/v biases")
         for name in ("bos_token_id", "pad_token_id"):
             self._check_token_id(name, getattr(self, name))
         if isinstance(self.eos_token_id, (list, tuple)):
             if not self.eos_token_id:
-                raise ValueError("ModelConfig.eos_token_id: an empty list; use None for no end-of-sequence token")
+                raise InputError("ModelConfig.eos_token_id: an empty list; use None for no end-of-sequence token")
             for token in self.eos_token_id:
                 self._check_token_id("eos_token_id", token)
             self.eos_token_id = list(self.eos_token_id) if len(self.eos_token_id) > 1 else int(self.eos_token_id[0])
@@ -89,7 +91,7 @@ class ModelConfig:
         if value is None:
             return
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < self.vocab_size:
-            raise ValueError(f"ModelConfig.{name}: expected a token id in [0, vocab_size={self.vocab_size}) or None, "
+            raise InputError(f"ModelConfig.{name}: expected a token id in [0, vocab_size={self.vocab_size}) or None, "
                              f"got {value!r}")
 
     @property
@@ -123,17 +125,17 @@ class ModelConfig:
     def from_hf_dict(cls, d: Mapping[str, Any], source: str = "config.json") -> ModelConfig:
         """Read a transformers `config.json` dictionary of a Qwen2ForCausalLM or LlamaForCausalLM.
 
-        Refuses (ValueError naming `source` and the field) what the engine does not implement: rope scaling
+        Refuses (InputError naming `source` and the field) what the engine does not implement: rope scaling
         (yarn, llama3, linear, dynamic...), an MLP bias, sliding-window attention, an activation other than silu,
         a head_dim other than hidden_size / num_attention_heads.
         """
         if not isinstance(d, Mapping):
-            raise ValueError(f"{source}: expected a JSON object, got {type(d).__name__}")
+            raise InputError(f"{source}: expected a JSON object, got {type(d).__name__}")
         architecture = _architecture_of(d, source)
 
         def need(key: str) -> Any:
             if key not in d:
-                raise ValueError(f"{source}: missing field {key!r} (needed for a {_CLASS_OF[architecture]})")
+                raise InputError(f"{source}: missing field {key!r} (needed for a {_CLASS_OF[architecture]})")
             return d[key]
 
         hidden_size, num_heads = need("hidden_size"), need("num_attention_heads")
@@ -142,27 +144,27 @@ class ModelConfig:
             num_kv_heads = num_heads
         act = d.get("hidden_act", "silu")
         if act != "silu":
-            raise ValueError(f"{source}: field 'hidden_act' is {act!r}; only 'silu' (SwiGLU) is supported")
+            raise InputError(f"{source}: field 'hidden_act' is {act!r}; only 'silu' (SwiGLU) is supported")
         head_dim = d.get("head_dim")
         if head_dim is not None and isinstance(hidden_size, int) and isinstance(num_heads, int) and num_heads > 0 \
                 and head_dim != hidden_size // num_heads:
-            raise ValueError(f"{source}: field 'head_dim' is {head_dim}, but only head_dim = hidden_size / "
+            raise InputError(f"{source}: field 'head_dim' is {head_dim}, but only head_dim = hidden_size / "
                              f"num_attention_heads = {hidden_size // num_heads} is supported")
         if d.get("mlp_bias", False):
-            raise ValueError(f"{source}: field 'mlp_bias' is true; MLP biases are not supported")
+            raise InputError(f"{source}: field 'mlp_bias' is true; MLP biases are not supported")
         if architecture == "qwen2" and d.get("use_sliding_window", False):
-            raise ValueError(f"{source}: field 'use_sliding_window' is true; sliding-window attention is not "
+            raise InputError(f"{source}: field 'use_sliding_window' is true; sliding-window attention is not "
                              f"supported")
         layer_types = d.get("layer_types") or []
         if any(kind != "full_attention" for kind in layer_types):
-            raise ValueError(f"{source}: field 'layer_types' is {layer_types!r}; only 'full_attention' layers are "
+            raise InputError(f"{source}: field 'layer_types' is {layer_types!r}; only 'full_attention' layers are "
                              f"supported")
         if architecture == "qwen2":
             attention_bias = True  # Qwen2 always has q/k/v biases; transformers ignores any attention_bias field
         else:
             attention_bias = d.get("attention_bias", False)
             if attention_bias:
-                raise ValueError(f"{source}: field 'attention_bias' is true; for Llama that biases q, k, v and o_proj, "
+                raise InputError(f"{source}: field 'attention_bias' is true; for Llama that biases q, k, v and o_proj, "
                                  f"and an o_proj bias is not supported")
         kwargs = dict(
             architecture=architecture,
@@ -185,7 +187,7 @@ class ModelConfig:
         try:
             return cls(**kwargs)
         except ValueError as error:
-            raise ValueError(f"{source}: {error}") from None
+            raise InputError(f"{source}: {error}") from None
 
     def to_hf_dict(self) -> dict[str, Any]:
         """A `config.json` dictionary that transformers 4 and 5 load as the matching *ForCausalLM class.
@@ -241,19 +243,19 @@ def _architecture_of(d: Mapping[str, Any], source: str) -> str:
             architectures = [architectures]
         known = [a for a in architectures if a in SUPPORTED_ARCHITECTURES]
         if not known:
-            raise ValueError(f"{source}: unsupported architectures {list(architectures)!r}; supported: {supported}")
+            raise InputError(f"{source}: unsupported architectures {list(architectures)!r}; supported: {supported}")
         architecture = SUPPORTED_ARCHITECTURES[known[0]]
         model_type = d.get("model_type")
         if model_type is not None and model_type != architecture:
-            raise ValueError(f"{source}: architectures {list(architectures)!r} disagrees with model_type "
+            raise InputError(f"{source}: architectures {list(architectures)!r} disagrees with model_type "
                              f"{model_type!r}")
         return architecture
     model_type = d.get("model_type")
     if model_type in _CLASS_OF:
         return model_type
     if model_type is None:
-        raise ValueError(f"{source}: neither 'architectures' nor 'model_type' is set; supported: {supported}")
-    raise ValueError(f"{source}: unsupported model_type {model_type!r}; supported: {supported}")
+        raise InputError(f"{source}: neither 'architectures' nor 'model_type' is set; supported: {supported}")
+    raise InputError(f"{source}: unsupported model_type {model_type!r}; supported: {supported}")
 
 
 def _rope_theta_of(d: Mapping[str, Any], source: str) -> float:
@@ -264,20 +266,20 @@ def _rope_theta_of(d: Mapping[str, Any], source: str) -> float:
         if params is None:
             continue
         if not isinstance(params, Mapping):
-            raise ValueError(f"{source}: field {key!r} should be an object, got {params!r}")
+            raise InputError(f"{source}: field {key!r} should be an object, got {params!r}")
         if any(isinstance(value, Mapping) for value in params.values()):
-            raise ValueError(f"{source}: field {key!r} holds per-layer-type RoPE settings; only one 'default' RoPE "
+            raise InputError(f"{source}: field {key!r} holds per-layer-type RoPE settings; only one 'default' RoPE "
                              f"for every layer is supported")
         rope_type = params.get("rope_type", params.get("type", "default"))
         if rope_type != "default":
-            raise ValueError(f"{source}: field {key!r} asks for rope_type {rope_type!r}; only 'default' RoPE "
+            raise InputError(f"{source}: field {key!r} asks for rope_type {rope_type!r}; only 'default' RoPE "
                              f"(no scaling) is supported")
         if params.get("factor") not in (None, 1, 1.0):
-            raise ValueError(f"{source}: field {key!r} sets a RoPE scaling factor {params['factor']!r}; scaling is "
+            raise InputError(f"{source}: field {key!r} sets a RoPE scaling factor {params['factor']!r}; scaling is "
                              f"not supported")
         if params.get("rope_theta") is not None:
             if theta is not None and float(theta) != float(params["rope_theta"]):
-                raise ValueError(f"{source}: 'rope_theta' ({theta}) disagrees with {key}.rope_theta "
+                raise InputError(f"{source}: 'rope_theta' ({theta}) disagrees with {key}.rope_theta "
                                  f"({params['rope_theta']})")
             theta = params["rope_theta"]
     return 10000.0 if theta is None else theta

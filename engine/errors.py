@@ -10,3 +10,15 @@ from __future__ import annotations
 
 class InputError(ValueError):
     """Bad input, named in the message: "<file>:<line>: field 'x' must be ...", "--option: ...", ..."""
+
+
+class CheckpointWriteError(InputError):
+    """A checkpoint could not be written: the disk is full, a quota or file-size limit was hit, the file system
+    is read-only, ... The message names the file and the cause in one line; whatever was at the checkpoint's path
+    before is unchanged. `path` is the file or directory being written, `errno` the operating system's error
+    number (None when unknown)."""
+
+    def __init__(self, message: str, path: str | None = None, errno: int | None = None):
+        super().__init__(message)
+        self.path = path
+        self.errno = errno

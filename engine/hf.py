@@ -1,24 +1,29 @@
 """Hugging Face checkpoints on the host: `config.json`, `model.safetensors` (single or sharded), `tokenizer.json`.
 
-Owns: the HF tensor-name layout of Llama/Qwen2 decoders, its validation, and atomic checkpoint writes. Everything
-here is numpy; the GPU model uploads what `load_checkpoint` returns and downloads what `write_checkpoint` takes.
+Owns: the HF tensor-name layout of Llama/Qwen2 decoders, its validation (shapes, finite weights, a tokenizer that
+fits the vocabulary), and checkpoint writes that a kill or a full disk cannot half-do (`engine.atomic_dir` swaps
+the finished directory into place). Everything here is numpy; the GPU model uploads what `load_checkpoint`
+returns and downloads what `write_checkpoint` takes. Errors in files are `InputError`s naming the file.
 Host-only: must not import wgpu, torch, `engine.device`/`engine.runtime` or `rl`.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import shutil
-import tempfile
-import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
 from tokenizers import Tokenizer
 
+from wgrpo.engine.atomic_dir import commit_dir, make_temp_dir, sync_tree
 from wgrpo.engine.config import ModelConfig
+from wgrpo.engine.errors import CheckpointWriteError, InputError
 from wgrpo.engine.safetensors_io import read_safetensors, read_sharded, write_safetensors
 from wgrpo.engine.tokenizer import save_tokenizer
 
@@ -40,38 +45,61 @@ def read_config(directory: str | os.PathLike) -> ModelConfig:
     return ModelConfig.from_hf_dict(_read_json(path), source=str(path))
 
 
-def read_state_dict(directory: str | os.PathLike) -> dict[str, np.ndarray]:
+def read_state_dict(directory: str | os.PathLike, require_finite: bool = False) -> dict[str, np.ndarray]:
     """Every tensor of the checkpoint as float32 numpy arrays, from `model.safetensors` or, when absent, the shards
-    of `model.safetensors.index.json`. Names are HF's; nothing is checked against a config (`check_state_dict`)."""
+    of `model.safetensors.index.json`. Names are HF's; nothing is checked against a config (`check_state_dict`).
+    With `require_finite`, a tensor holding NaN or infinite values raises InputError naming its file."""
     directory = Path(directory)
     if (directory / WEIGHTS_FILE).is_file():
-        return read_safetensors(directory / WEIGHTS_FILE)
+        return read_safetensors(directory / WEIGHTS_FILE, require_finite=require_finite)
     if (directory / INDEX_FILE).is_file():
-        return read_sharded(directory / INDEX_FILE)
+        return read_sharded(directory / INDEX_FILE, require_finite=require_finite)
     hint = ""
     if any((directory / name).exists() for name in ("pytorch_model.bin", "pytorch_model.bin.index.json")):
         hint = " (found pytorch_model.bin: convert it to safetensors; pickled weights are not read)"
-    raise ValueError(f"{directory}: no {WEIGHTS_FILE} or {INDEX_FILE}{hint}")
+    raise InputError(f"{directory}: no {WEIGHTS_FILE} or {INDEX_FILE}{hint}")
 
 
 def load_checkpoint(directory: str | os.PathLike) -> tuple[ModelConfig, dict[str, np.ndarray]]:
-    """`read_config` + `read_state_dict` + `check_state_dict`: the config and exactly the tensors the model needs."""
+    """`read_config` + `read_state_dict` + `check_state_dict`: the config and exactly the tensors the model needs,
+    every one finite (a NaN or an infinity in a weight raises InputError naming the file and the tensor)."""
     directory = Path(directory)
     config = read_config(directory)
     source = directory / (WEIGHTS_FILE if (directory / WEIGHTS_FILE).is_file() else INDEX_FILE)
-    return config, check_state_dict(read_state_dict(directory), config, source=str(source))
+    state = read_state_dict(directory, require_finite=True)
+    return config, check_state_dict(state, config, source=str(source))
 
 
-def load_tokenizer(directory: str | os.PathLike) -> Tokenizer:
-    """The `tokenizers.Tokenizer` of the checkpoint directory's `tokenizer.json`."""
+def load_tokenizer(directory: str | os.PathLike, config: ModelConfig | None = None) -> Tokenizer:
+    """The `tokenizers.Tokenizer` of the checkpoint directory's `tokenizer.json`; with the model's `config`
+    (read from the same directory's config.json), checked to fit its vocabulary (`check_tokenizer_fits`)."""
     path = Path(directory) / TOKENIZER_FILE
     if not path.is_file():
-        raise ValueError(f"{path}: no tokenizer file (a checkpoint directory needs tokenizer.json; slow-tokenizer "
+        raise InputError(f"{path}: no tokenizer file (a checkpoint directory needs tokenizer.json; slow-tokenizer "
                          f"files such as vocab.json/merges.txt or tokenizer.model alone are not read)")
     try:
-        return Tokenizer.from_file(str(path))
+        tokenizer = Tokenizer.from_file(str(path))
     except Exception as error:  # tokenizers raises a bare Exception on malformed files
-        raise ValueError(f"{path}: not a valid tokenizer.json: {error}") from None
+        raise InputError(f"{path}: not a valid tokenizer.json: {error}") from None
+    if config is not None:
+        check_tokenizer_fits(tokenizer, config, tokenizer_source=str(path),
+                             config_source=str(Path(directory) / CONFIG_FILE))
+    return tokenizer
+
+
+def check_tokenizer_fits(tokenizer: Tokenizer, config: ModelConfig, tokenizer_source: str = "tokenizer",
+                         config_source: str = "config") -> None:
+    """Raise InputError when a token id of `tokenizer` (added and special tokens included) has no row in the
+    model's embedding, i.e. is >= `config.vocab_size`. A larger model vocabulary is fine: Qwen pads its
+    embedding beyond the tokenizer's ids."""
+    vocab = tokenizer.get_vocab(with_added_tokens=True)
+    if not vocab:
+        return
+    token, top = max(vocab.items(), key=lambda item: item[1])
+    if top >= config.vocab_size:
+        raise InputError(f"{tokenizer_source}: the tokenizer has {len(vocab)} tokens with ids up to {top} ({token!r}), "
+                         f"but {config_source} has vocab_size {config.vocab_size}: ids >= {config.vocab_size} have "
+                         f"no embedding row (is this the tokenizer of another model?)")
 
 
 # ---- the layout ------------------------------------------------------------------------------------------------
@@ -109,7 +137,7 @@ def check_state_dict(state: Mapping[str, Any], config: ModelConfig, source: str 
     """Check `state` holds exactly the tensors of `expected_shapes(config)`; returns them in model order.
 
     Dropped silently: rotary `inv_freq` buffers, and a tied model's `lm_head.weight` when it equals the embedding.
-    Raises ValueError naming `source`, each missing / wrong-shape / unexpected tensor and its expected shape.
+    Raises InputError naming `source`, each missing / wrong-shape / unexpected tensor and its expected shape.
     """
     if not isinstance(state, Mapping):
         raise TypeError(f"{source}: expected a mapping of tensor name -> array, got {type(state).__name__}")
@@ -139,7 +167,7 @@ def check_state_dict(state: Mapping[str, Any], config: ModelConfig, source: str 
         more = f" (and {len(problems) - 8} more)" if len(problems) > 8 else ""
         layout = (f"{config.hf_class} with {config.num_layers} layers, hidden {config.hidden_size}, "
                   f"heads {config.num_heads}/{config.num_kv_heads}, vocab {config.vocab_size}")
-        raise ValueError(f"{source}: does not match the config ({layout}): " + "; ".join(problems[:8]) + more)
+        raise InputError(f"{source}: does not match the config ({layout}): " + "; ".join(problems[:8]) + more)
     return out
 
 
@@ -163,9 +191,11 @@ def write_checkpoint(directory: str | os.PathLike, config: ModelConfig, state_di
     tokenizer_config.json or generation_config.json (e.g. to keep a pretrained chat template), not config.json or
     the weights.
 
-    Everything is written into a temporary directory beside `directory` and renamed into place; an existing
-    `directory` is replaced only once the new one is complete, so a failure leaves the previous checkpoint as it
-    was (a crash between the two renames leaves it at `.<name>.old-*` beside the target).
+    Everything is written into a hidden temporary directory beside `directory`, flushed to disk, and swapped into
+    place (`engine.atomic_dir.commit_dir`): whenever the writer dies, `directory` holds the previous checkpoint or
+    the new one, whole; a killed writer leaves hidden directories that `recover_checkpoints` cleans up. A full
+    disk, a quota, a file-size limit or a read-only file system raises `CheckpointWriteError` (an InputError)
+    naming the file and the cause, after removing the temporary directory.
     """
     if not isinstance(config, ModelConfig):
         raise TypeError(f"write_checkpoint: config must be a ModelConfig, got {type(config).__name__}")
@@ -176,34 +206,68 @@ def write_checkpoint(directory: str | os.PathLike, config: ModelConfig, state_di
     tensors = {name: np.asarray(array) for name, array in tensors.items()}
     for name, array in tensors.items():
         if not np.issubdtype(array.dtype, np.floating):
-            raise ValueError(f"write_checkpoint: tensor {name!r} has dtype {array.dtype}; expected floating point")
+            raise InputError(f"write_checkpoint: tensor {name!r} has dtype {array.dtype}; expected floating point")
     extra_files = dict(extra_files or {})
     for name in extra_files:
         _check_extra_name(name)
     if target.exists() and not target.is_dir():
-        raise ValueError(f"write_checkpoint: {target} exists and is not a directory")
-    target.parent.mkdir(parents=True, exist_ok=True)
+        raise InputError(f"write_checkpoint: {target} exists and is not a directory")
+    files: list[tuple[str, Callable[[Path], None]]] = [
+        (CONFIG_FILE, lambda path: _write_json(path, config.to_hf_dict())),
+        (GENERATION_CONFIG_FILE, lambda path: _write_json(path, generation_config_dict(config))),
+        (WEIGHTS_FILE, lambda path: write_safetensors(path, tensors)),
+    ]
+    if tokenizer is not None:
+        check_tokenizer_fits(tokenizer, config, "write_checkpoint: tokenizer", "write_checkpoint: config")
+        special = dict(eos_token=_token_of(tokenizer, config.eos_token_ids[:1], "eos_token_id"),
+                       pad_token=_token_of(tokenizer, (config.pad_token_id,), "pad_token_id"),
+                       bos_token=_token_of(tokenizer, (config.bos_token_id,), "bos_token_id"),
+                       model_max_length=config.max_position_embeddings)
+        files.append((TOKENIZER_FILE, lambda path: save_tokenizer(tokenizer, path.parent, **special)))
+    for name, content in extra_files.items():
+        files.append((name, lambda path, content=content: _write_extra(path, content)))
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    existed = target.is_dir()
+    with _reporting_write_errors(f"creating a temporary directory in {target.parent}", target.parent, existed):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = make_temp_dir(target)
     try:
-        os.chmod(tmp, 0o755)
-        _write_json(tmp / CONFIG_FILE, config.to_hf_dict())
-        _write_json(tmp / GENERATION_CONFIG_FILE, generation_config_dict(config))
-        write_safetensors(tmp / WEIGHTS_FILE, tensors)
-        if tokenizer is not None:
-            save_tokenizer(tokenizer, tmp, eos_token=_token_of(tokenizer, config.eos_token_ids[:1], "eos_token_id"),
-                           pad_token=_token_of(tokenizer, (config.pad_token_id,), "pad_token_id"),
-                           bos_token=_token_of(tokenizer, (config.bos_token_id,), "bos_token_id"),
-                           model_max_length=config.max_position_embeddings)
-        for name, content in extra_files.items():
-            path = tmp / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            _write_extra(path, content)
-        _replace_dir(tmp, target)
+        for name, write in files:
+            with _reporting_write_errors(f"writing {target / name}", target / name, existed):
+                (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+                write(tmp / name)
+        with _reporting_write_errors(f"flushing {target} to disk", target, existed):
+            sync_tree(tmp)
+        with _reporting_write_errors(f"moving the new checkpoint into place at {target}", target, existed):
+            commit_dir(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+@contextmanager
+def _reporting_write_errors(doing: str, path: Path, existed: bool):
+    """Turn an operating-system failure (ENOSPC, EDQUOT, EFBIG, EROFS, EACCES, ...) inside the block into one
+    `CheckpointWriteError` line saying what was being done to `path`. safetensors and tokenizers report such
+    failures as their own exception types with "(os error N)" in the message; other exceptions pass unchanged."""
+    try:
+        yield
+    except Exception as error:
+        code = _os_error_code(error)
+        if code is None:
+            raise
+        cause = os.strerror(code)
+        cause = cause[:1].lower() + cause[1:] + (f" ({errno.errorcode[code]})" if code in errno.errorcode else "")
+        after = "the previous checkpoint is unchanged" if existed else "no checkpoint was written"
+        raise CheckpointWriteError(f"{cause} while {doing}; {after}", path=str(path), errno=code) from None
+
+
+def _os_error_code(error: BaseException) -> int | None:
+    if isinstance(error, OSError):
+        return error.errno
+    match = re.search(r"\(os error (\d+)\)", str(error))  # Rust's std::io::Error, as safetensors/tokenizers say it
+    return int(match[1]) if match else None
 
 
 def _token_of(tokenizer: Tokenizer, ids: tuple, field_name: str) -> str | None:
@@ -211,16 +275,16 @@ def _token_of(tokenizer: Tokenizer, ids: tuple, field_name: str) -> str | None:
         return None
     token = tokenizer.id_to_token(ids[0])
     if token is None:
-        raise ValueError(f"write_checkpoint: config.{field_name} = {ids[0]} is not in the tokenizer's vocabulary "
+        raise InputError(f"write_checkpoint: config.{field_name} = {ids[0]} is not in the tokenizer's vocabulary "
                          f"(size {tokenizer.get_vocab_size()})")
     return token
 
 
 def _check_extra_name(name: str) -> None:
     if not isinstance(name, str) or not Path(name).parts or Path(name).is_absolute() or ".." in Path(name).parts:
-        raise ValueError(f"write_checkpoint: extra_files name {name!r} must be a relative path inside the checkpoint")
+        raise InputError(f"write_checkpoint: extra_files name {name!r} must be a relative path inside the checkpoint")
     if name in (CONFIG_FILE, WEIGHTS_FILE, INDEX_FILE):
-        raise ValueError(f"write_checkpoint: extra_files may not replace {name!r}; it is written from the config and "
+        raise InputError(f"write_checkpoint: extra_files may not replace {name!r}; it is written from the config and "
                          f"state_dict")
 
 
@@ -238,34 +302,18 @@ def _write_extra(path: Path, content: ExtraFile) -> None:
                         f"callable(path), got {type(content).__name__}")
 
 
-def _replace_dir(new: Path, target: Path) -> None:
-    """Rename `new` to `target`; an existing `target` is moved aside first and deleted after."""
-    old = None
-    if target.exists():
-        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-        os.rename(target, old)
-    try:
-        os.rename(new, target)
-    except BaseException:
-        if old is not None:
-            os.rename(old, target)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def _write_json(path: Path, obj: Any) -> None:
     with open(path, "w", encoding="utf-8") as f:
         json.dump(obj, f, indent=2)
         f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _read_json(path: Path) -> Any:
     if not path.is_file():
-        raise ValueError(f"{path}: no such file")
+        raise InputError(f"{path}: no such file")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise InputError(f"{path}: cannot read ({error.strerror})") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from None
+        raise InputError(f"{path}: not valid JSON ({error})") from None

@@ -14,6 +14,7 @@ import numpy as np
 from wgrpo.engine import ops
 from wgrpo.engine.config import ModelConfig
 from wgrpo.engine.device import Device, get_device
+from wgrpo.engine.errors import InputError
 from wgrpo.engine.tensor import Tensor
 
 
@@ -45,7 +46,7 @@ class Model:
             try:
                 params[name] = Tensor.from_numpy(np.asarray(state[name], np.float32), device)
             except ValueError as error:  # over the adapter's binding limit: say which tensor of which file
-                raise ValueError(f"{source}: tensor {name!r}: {error}") from None
+                raise InputError(f"{source}: tensor {name!r}: {error}") from None
         return cls(config, params)
 
     @classmethod
@@ -162,15 +163,18 @@ class Model:
 def load_pretrained(path: str | Path, device: Device | str | None = None):
     """(Model, tokenizers.Tokenizer or None) from a Hugging Face checkpoint directory.
 
-    Reads config.json (Qwen2 or Llama), model.safetensors (f32, f16 or bf16; or a sharded index) and
-    tokenizer.json when present. Errors name the file, the tensor and the expected shape.
+    Reads config.json (Qwen2 or Llama), tokenizer.json when present (refused when one of its ids is outside the
+    model's vocab_size) and model.safetensors (f32, f16 or bf16; or a sharded index; refused when a weight holds
+    NaN or infinities). Errors are InputErrors naming the file, the tensor and the expected shape or size.
     """
-    from wgrpo.engine.hf import load_checkpoint, load_tokenizer
+    from wgrpo.engine.hf import TOKENIZER_FILE, load_checkpoint, load_tokenizer, read_config
 
     path = Path(path)
+    tokenizer = None
+    if (path / TOKENIZER_FILE).is_file():  # checked against config.json before the long read of the weights
+        tokenizer = load_tokenizer(path, read_config(path))
     config, state = load_checkpoint(path)
     model = Model.from_numpy(config, state, device, source=str(path))
-    tokenizer = load_tokenizer(path) if (path / "tokenizer.json").is_file() else None
     return model, tokenizer
 
 

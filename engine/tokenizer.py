@@ -1,21 +1,34 @@
 """Tokenizers for wgrpo's own small models: a byte-level BPE trained with the `tokenizers` library, and the files
 that let transformers load it (`tokenizer.json` + `tokenizer_config.json`).
 
-Owns: training and saving a tokenizer. Host-only: must not import wgpu, `engine.device`/`engine.runtime` or `rl`.
-Pretrained models bring their own `tokenizer.json`; `engine.hf.load_tokenizer` reads those.
+Owns: training a tokenizer (with bounded work, in a child process that Ctrl-C stops: `engine.bpe_worker`) and
+saving it. Host-only: must not import wgpu, `engine.device`/`engine.runtime` or `rl`. Pretrained models bring their
+own `tokenizer.json`; `engine.hf.load_tokenizer` reads those.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Iterable, Sequence
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+from wgrpo.engine.errors import InputError
 
 END_OF_TEXT = "<|endoftext|>"
 REASONING_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 SPECIAL_TOKENS = (END_OF_TEXT, *REASONING_TAGS)  # ids 0..4 in this order
+
+# The work bound of training. The BPE trainer's time grows with the square of a word's length (a 1 MB line
+# without spaces took minutes), so no text reaches it in pieces longer than MAX_PIECE_CHARS; and one outsized
+# text should not dominate the statistics (nor the time), so only its first MAX_TEXT_CHARS characters count.
+MAX_TEXT_CHARS = 100_000
+MAX_PIECE_CHARS = 1_000
+_WORKER = Path(__file__).with_name("bpe_worker.py")
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024, min_frequency: int = 2,
@@ -26,13 +39,18 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024, min_frequency:
     (default `<|endoftext|>` (id 0, the end-of-text and padding token), `<think>`, `</think>`, `<answer>`,
     `</answer>`) get the first ids and are never split. `vocab_size` counts the 256 byte tokens and the special
     tokens; the result may be smaller when the texts hold fewer merges.
+
+    The statistics come from `training_pieces(texts)`: at most MAX_TEXT_CHARS characters of each text, in pieces
+    of at most MAX_PIECE_CHARS, so the work grows linearly with the data whatever its lines look like. Training
+    runs in a child process (`engine.bpe_worker`) while this one feeds and waits, so Ctrl-C (KeyboardInterrupt)
+    stops it promptly.
     """
     special_tokens = list(special_tokens)
     if len(set(special_tokens)) != len(special_tokens) or not all(isinstance(t, str) and t for t in special_tokens):
-        raise ValueError(f"train_tokenizer: special_tokens must be distinct non-empty strings, got {special_tokens!r}")
+        raise InputError(f"train_tokenizer: special_tokens must be distinct non-empty strings, got {special_tokens!r}")
     smallest = 256 + len(special_tokens)
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < smallest:
-        raise ValueError(f"train_tokenizer: vocab_size must be an integer >= {smallest} (256 byte tokens + "
+        raise InputError(f"train_tokenizer: vocab_size must be an integer >= {smallest} (256 byte tokens + "
                          f"{len(special_tokens)} special tokens), got {vocab_size!r}")
     if isinstance(texts, str):
         raise TypeError("train_tokenizer: texts must be an iterable of strings, not one string")
@@ -42,11 +60,53 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024, min_frequency:
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
     ])
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=special_tokens,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tokenizer.train_from_iterator(texts, trainer=trainer)
-    return tokenizer
+    trainer = dict(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=special_tokens)
+    return _train_in_worker(tokenizer, trainer, training_pieces(texts))
+
+
+def training_pieces(texts: Iterable[str]) -> Iterator[str]:
+    """What `train_tokenizer` feeds the BPE trainer: the first MAX_TEXT_CHARS characters of each text, cut into
+    pieces of at most MAX_PIECE_CHARS characters, each cut before the last space or newline of the piece where
+    there is one (the byte-level pre-tokenizer starts a word there anyway, so the words come out the same)."""
+    for text in texts:
+        if not isinstance(text, str):
+            raise TypeError(f"train_tokenizer: texts must be strings, got {type(text).__name__}")
+        text = text[:MAX_TEXT_CHARS]
+        start = 0
+        while len(text) - start > MAX_PIECE_CHARS:
+            end = start + MAX_PIECE_CHARS
+            cut = max(text.rfind(" ", start + 1, end + 1), text.rfind("\n", start + 1, end + 1))
+            cut = cut if cut > start else end
+            yield text[start:cut]
+            start = cut
+        yield text[start:]
+
+
+def _train_in_worker(tokenizer: Tokenizer, trainer_settings: dict, pieces: Iterator[str]) -> Tokenizer:
+    """`tokenizer` trained on `pieces` by a BPE trainer with `trainer_settings`, in a `bpe_worker` process.
+
+    The Rust trainer holds the thread that calls it until it is done, deaf to Ctrl-C; in a process of its own it
+    leaves this one free to take KeyboardInterrupt (while sending the pieces or waiting for the result), and is
+    killed then."""
+    settings = {"sys_path": sys.path, "tokenizer": tokenizer.to_str(), "trainer": trainer_settings}
+    worker = subprocess.Popen([sys.executable, "-I", str(_WORKER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+    try:
+        try:
+            worker.stdin.write(json.dumps(settings).encode() + b"\n")
+            for piece in pieces:
+                worker.stdin.write(json.dumps(piece).encode() + b"\n")
+        except BrokenPipeError:  # the worker died early; its stderr says why
+            pass
+        out, err = worker.communicate()
+    except BaseException:
+        worker.kill()
+        worker.communicate()
+        raise
+    if worker.returncode:
+        raise RuntimeError(f"train_tokenizer: the BPE training process failed (exit code {worker.returncode}): "
+                           f"{err.decode(errors='replace').strip()[-2000:]}")
+    return Tokenizer.from_str(out.decode())
 
 
 def tokenizer_config_dict(tokenizer: Tokenizer, eos_token: str | None = None, pad_token: str | None = None,

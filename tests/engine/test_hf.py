@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
+from wgrpo.engine import InputError
 from wgrpo.engine.config import ModelConfig
 from wgrpo.engine.hf import (check_state_dict, expected_shapes, load_checkpoint, read_config, read_state_dict,
                        write_checkpoint)
@@ -297,3 +298,105 @@ def test_transformers_round_trip(kind, tmp_path):
     ids = torch.tensor([[1, 5, 9, 2]])
     with torch.no_grad():
         assert torch.equal(reloaded(ids).logits, model(ids).logits)
+
+
+# ---- refused on load: non-finite weights, a tokenizer that does not fit ----------------------------------------
+
+def test_nan_and_inf_weights_are_refused_on_load(tmp_path):
+    config = ModelConfig(**LLAMA)
+    state = random_state(config)
+    state["model.layers.0.mlp.up_proj.weight"][[0, 3, 7], [1, 1, 2]] = np.nan
+    write_checkpoint(tmp_path / "nan", config, state)
+    path = tmp_path / "nan" / "model.safetensors"
+    with pytest.raises(InputError, match=rf"^{path}: tensor 'model.layers.0.mlp.up_proj.weight' has 3 NaN values "):
+        load_checkpoint(tmp_path / "nan")
+    assert np.isnan(read_state_dict(tmp_path / "nan")["model.layers.0.mlp.up_proj.weight"]).sum() == 3  # raw read
+
+    state = random_state(config)
+    state["lm_head.weight"][2, 5] = -np.inf
+    state["lm_head.weight"][4, 0] = np.nan
+    write_bf16(tmp_path / "model.safetensors", state)  # bf16 keeps NaN and infinities through the widening
+    (tmp_path / "config.json").write_text(json.dumps(config.to_hf_dict()))
+    with pytest.raises(InputError, match=r"tensor 'lm_head.weight' has 1 NaN value and 1 infinite value"):
+        load_checkpoint(tmp_path)
+
+
+def test_non_finite_f16_in_a_shard_names_the_shard(tmp_path):
+    config = ModelConfig(**LLAMA)
+    state = {name: array.astype(np.float16) for name, array in random_state(config).items()}
+    state["model.norm.weight"][0] = np.inf
+    names = list(state)
+    save_file({n: state[n] for n in names[:4]}, str(tmp_path / "a.safetensors"))
+    save_file({n: state[n] for n in names[4:]}, str(tmp_path / "b.safetensors"))
+    weight_map = {n: "a.safetensors" if i < 4 else "b.safetensors" for i, n in enumerate(names)}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    (tmp_path / "config.json").write_text(json.dumps(config.to_hf_dict()))
+    with pytest.raises(InputError, match=rf"^{tmp_path / 'b.safetensors'}: tensor 'model.norm.weight' has 1 "
+                                         rf"infinite value"):
+        load_checkpoint(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def small_tokenizer():
+    from wgrpo.engine.tokenizer import train_tokenizer
+
+    return train_tokenizer(["<think>1+1=2</think><answer>2</answer> hello world"] * 4, vocab_size=270)
+
+
+def test_a_tokenizer_larger_than_the_vocabulary_is_refused(tmp_path, small_tokenizer):
+    from wgrpo.engine.hf import load_tokenizer
+    from wgrpo.engine.model import load_pretrained
+    from wgrpo.engine.tokenizer import save_tokenizer
+
+    size = small_tokenizer.get_vocab_size()
+    small = ModelConfig(**{**QWEN, "vocab_size": size - 3})
+    with pytest.raises(InputError, match=rf"write_checkpoint: tokenizer: the tokenizer has {size} tokens with ids "
+                                         rf"up to {size - 1} .* write_checkpoint: config has vocab_size {size - 3}"):
+        write_checkpoint(tmp_path / "ckpt", small, random_state(small), tokenizer=small_tokenizer)
+    assert not os.listdir(tmp_path)
+
+    write_checkpoint(tmp_path / "ckpt", small, random_state(small))  # then a tokenizer of another model beside it
+    save_tokenizer(small_tokenizer, tmp_path / "ckpt")
+    expected = (rf"^{tmp_path / 'ckpt' / 'tokenizer.json'}: the tokenizer has {size} tokens with ids up to "
+                rf"{size - 1} \(.*\), but {tmp_path / 'ckpt' / 'config.json'} has vocab_size {size - 3}")
+    with pytest.raises(InputError, match=expected):
+        load_pretrained(tmp_path / "ckpt")  # refused before any weight is read or any device is made
+    with pytest.raises(InputError, match=expected):
+        load_tokenizer(tmp_path / "ckpt", read_config(tmp_path / "ckpt"))
+    assert load_tokenizer(tmp_path / "ckpt").get_vocab_size() == size  # without a config, nothing is checked
+
+
+def test_an_added_token_outside_the_vocabulary_is_refused(small_tokenizer):
+    from tokenizers import Tokenizer
+
+    from wgrpo.engine.hf import check_tokenizer_fits
+
+    size = small_tokenizer.get_vocab_size()
+    tokenizer = Tokenizer.from_str(small_tokenizer.to_str())
+    tokenizer.add_special_tokens(["<|im_end|>"])
+    exact = ModelConfig(**{**QWEN, "vocab_size": size})
+    with pytest.raises(InputError, match=rf"ids up to {size} \('<\|im_end\|>'\).* has vocab_size {size}:"):
+        check_tokenizer_fits(tokenizer, exact, "tok.json", "config.json")
+    check_tokenizer_fits(tokenizer, ModelConfig(**{**QWEN, "vocab_size": size + 1}))
+    check_tokenizer_fits(small_tokenizer, ModelConfig(**{**QWEN, "vocab_size": size + 64}))  # padded: fine
+
+
+def test_file_errors_are_input_errors(tmp_path):
+    (tmp_path / "config.json").write_text("{oops")
+    with pytest.raises(InputError, match=rf"^{tmp_path / 'config.json'}: not valid JSON"):
+        read_config(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({**ModelConfig(**LLAMA).to_hf_dict(), "num_key_value_heads": 2}))
+    with pytest.raises(InputError, match=rf"^{tmp_path / 'config.json'}: ModelConfig: num_heads \(3\) must be "
+                                         rf"divisible by num_kv_heads \(2\)"):
+        read_config(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"\x00" * 3)
+    with pytest.raises(InputError, match=rf"^{tmp_path / 'model.safetensors'}: not a valid safetensors file"):
+        read_state_dict(tmp_path)
+    with pytest.raises(InputError, match="no such safetensors file"):
+        read_safetensors(tmp_path / "absent.safetensors")
+    if os.geteuid() != 0:  # root reads everything
+        (tmp_path / "model.safetensors").chmod(0)
+        with pytest.raises(InputError, match=rf"^{tmp_path / 'model.safetensors'}: cannot read"):
+            read_state_dict(tmp_path)
+    with pytest.raises(InputError, match="does not match the config"):
+        check_state_dict({}, ModelConfig(**LLAMA))

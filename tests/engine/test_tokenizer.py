@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 
+import numpy as np
 import pytest
 
+from wgrpo.engine import InputError
 from wgrpo.engine.hf import load_tokenizer
-from wgrpo.engine.tokenizer import END_OF_TEXT, SPECIAL_TOKENS, save_tokenizer, tokenizer_config_dict, train_tokenizer
+from wgrpo.engine.tokenizer import (END_OF_TEXT, MAX_PIECE_CHARS, MAX_TEXT_CHARS, SPECIAL_TOKENS, save_tokenizer,
+                                    tokenizer_config_dict, train_tokenizer, training_pieces)
 
 CORPUS = [
     "Question: what is 123 + 4567?\n<think>123 + 4567 = 4690</think>\n<answer>4690</answer>",
@@ -61,12 +69,76 @@ def test_trained_merges_and_vocab_size(tokenizer):
 
 
 def test_argument_errors():
-    with pytest.raises(ValueError, match="vocab_size"):
+    with pytest.raises(InputError, match="vocab_size"):
         train_tokenizer(CORPUS, vocab_size=100)
     with pytest.raises(TypeError, match="iterable of strings"):
         train_tokenizer("just one string")
-    with pytest.raises(ValueError, match="special_tokens"):
+    with pytest.raises(TypeError, match="texts must be strings, got int"):  # raised in the worker, re-raised here
+        train_tokenizer(["fine", 7])
+    with pytest.raises(InputError, match="special_tokens"):
         train_tokenizer(CORPUS, special_tokens=["<a>", "<a>"])
+
+
+def random_letters(count: int, seed: int = 0) -> str:
+    """`count` lowercase letters without a space: one giant word for the byte-level pre-tokenizer."""
+    return np.random.default_rng(seed).integers(97, 123, count, dtype=np.uint8).tobytes().decode("ascii")
+
+
+def test_training_pieces_bound_the_work():
+    line = random_letters(1_000_000)
+    pieces = list(training_pieces([line, "short"]))
+    assert pieces[-1] == "short"
+    assert "".join(pieces[:-1]) == line[:MAX_TEXT_CHARS]  # only the first MAX_TEXT_CHARS characters are fed
+    assert max(map(len, pieces)) == MAX_PIECE_CHARS
+
+    words = " ".join(["alpha", "beta", "gamma"] * 1000) + "\n" + "x" * 2500
+    pieces = list(training_pieces([words]))
+    assert "".join(pieces) == words and max(map(len, pieces)) <= MAX_PIECE_CHARS
+    assert all(piece[0] in " \nx" for piece in pieces[1:])  # cut before a space or newline while there is one
+    assert list(training_pieces(["", "a b"])) == ["", "a b"]
+
+
+def test_a_one_megabyte_line_trains(tmp_path):
+    line = random_letters(1_000_000, seed=1)
+    tokenizer = train_tokenizer([line, "hello world, hello 42"], vocab_size=300)
+    assert tokenizer.get_vocab_size() == 300
+    for text in (line[:5000], "hello world, hello 42", line[-100:]):
+        assert tokenizer.decode(tokenizer.encode(text).ids) == text
+
+
+def test_ctrl_c_stops_training_promptly():
+    """A real SIGINT to a process deep in training on ~40 MB of giant words; the deadline only detects a hang
+    (before the worker thread, the Rust trainer held the main thread for many minutes and ignored Ctrl-C)."""
+    script = textwrap.dedent("""
+        import sys
+        import numpy as np
+        from wgrpo.engine.tokenizer import train_tokenizer
+        rng = np.random.default_rng(0)
+        texts = [rng.integers(97, 123, 100_000, dtype=np.uint8).tobytes().decode("ascii") for _ in range(400)]
+        print("training", flush=True)
+        try:
+            train_tokenizer(texts, vocab_size=4096)
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+            sys.exit(3)
+        print("finished", flush=True)
+    """)
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        assert child.stdout.readline().strip() == "training", child.stderr.read()
+        time.sleep(1.0)  # well inside train_tokenizer by now
+        assert child.poll() is None, "training finished before the interrupt; give it more to do"
+        child.send_signal(signal.SIGINT)
+        try:
+            out, err = child.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            pytest.fail("train_tokenizer ignored Ctrl-C for 20 s")
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    assert child.returncode == 3 and out.strip() == "interrupted", err
 
 
 def test_save_and_load(tokenizer, tmp_path):
