@@ -1,9 +1,11 @@
 """The `wgrpo` command line: one small function per subcommand, options generated from config dataclasses.
 
-Owns: argument parsing, the `--device` choice handed to `engine.device`, and turning engine errors into one-line
-messages with an exit code. Subcommands import their modules lazily, so `wgrpo --help` starts fast and creates
-no device. A subcommand's options come from its config dataclass through `add_config_arguments`: every field
-needs a default and `field(metadata={"help": ...})`.
+Owns: argument parsing (which options were given explicitly, `--config FILE.toml`), the `--device` choice handed
+to `engine.device`, and the exit codes (`run_command`): bad input is one line and exit code 2, like argparse's
+usage errors; no adapter or a kernel failure one line and 1; every other exception is a bug and keeps its
+traceback. Subcommands import their modules lazily, so `wgrpo --help` starts fast and creates no device. A
+subcommand's options come from its config dataclass through `add_config_arguments`: every field needs a default
+and `field(metadata={"help": ...})`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,39 @@ import typing
 from typing import Any, Callable, Sequence
 
 # ---------------------------------------------------------------------------------------------- dataclass -> argparse
+
+GIVEN = "options_given"  # namespace attribute: the config fields set on the command line
+FROM_FILE = "options_from_file"  # namespace attribute: the config fields a --config file set
+
+
+def _mark_given(namespace: argparse.Namespace, dest: str) -> None:
+    given = getattr(namespace, GIVEN, None)
+    if given is None:
+        given = set()
+        setattr(namespace, GIVEN, given)
+    given.add(dest)
+
+
+class _StoreGiven(argparse.Action):
+    """argparse's plain store, remembering that the option was given."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        _mark_given(namespace, self.dest)
+
+
+class _BooleanGiven(argparse.BooleanOptionalAction):
+    """`--x / --no-x`, remembering that the option was given."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        super().__call__(parser, namespace, values, option_string)
+        _mark_given(namespace, self.dest)
+
+
+def given_options(args: argparse.Namespace) -> set[str]:
+    """The config fields given explicitly, on the command line or in the --config file, whatever their value
+    (equal to the default or not)."""
+    return set(getattr(args, GIVEN, ())) | set(getattr(args, FROM_FILE, ()))
 
 
 def _option_type(hint) -> type:
@@ -37,7 +72,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type) -> N
     """Add one `--field-name` option per field of the dataclass `config_cls` to `parser`.
 
     Each field must have a default and `metadata={"help": ...}`; `metadata={"choices": [...]}` restricts the
-    value and `metadata={"metavar": ...}` names it in `--help`. Booleans become `--x / --no-x`.
+    value and `metadata={"metavar": ...}` names it in `--help`. Booleans become `--x / --no-x`. Each option
+    records on the namespace that it was given (`given_options`), and its action knows its `config_class`.
     """
     if not dataclasses.is_dataclass(config_cls):
         raise TypeError(f"config_cls must be a dataclass, got {config_cls!r}")
@@ -57,9 +93,10 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type) -> N
         flag = "--" + f.name.replace("_", "-")
         kwargs: dict[str, Any] = {"dest": f.name, "default": default}
         if kind is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
+            kwargs["action"] = _BooleanGiven
             kwargs["help"] = f"{help_text} (default: {'on' if default else 'off'})"
         else:
+            kwargs["action"] = _StoreGiven
             kwargs["type"] = kind
             kwargs["help"] = help_text if default in (None, "") else f"{help_text} (default: {default})"
             if "choices" in f.metadata:
@@ -68,22 +105,28 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type) -> N
                 kwargs["metavar"] = f.metadata["metavar"]
             elif "choices" not in f.metadata:
                 kwargs["metavar"] = kind.__name__.upper()
-        group.add_argument(flag, **kwargs)
+        action = group.add_argument(flag, **kwargs)
+        action.config_class = config_cls  # lets a --config file's value be checked as this field's
 
 
 def config_from_args(config_cls: type, args: argparse.Namespace):
     """The `config_cls` instance that the parsed options describe.
 
-    A `ValueError` from the dataclass's own checks (`__post_init__`) becomes a usage error (exit code 2) when
-    `args` came from `build_parser`.
+    Each value is checked against its field's type first, naming the option (`--grad-clip nan: expected a finite
+    number`). A `ValueError` from those checks or the dataclass's own (`__post_init__`) is a usage error when
+    `args` came from `build_parser`: one line on stderr and exit code 2, as argparse's own; else it propagates.
     """
+    from wgrpo.rl.train.config import checked_field_value
+
     try:
-        return config_cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)})
+        values = {f.name: checked_field_value(config_cls, f.name, getattr(args, f.name), as_option=True)
+                  for f in dataclasses.fields(config_cls)}
+        return config_cls(**values)
     except ValueError as error:
         parser = getattr(args, "parser", None)
         if parser is None:
             raise
-        parser.error(str(error))
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
 
 
 # ---------------------------------------------------------------------------------------------- subcommands
@@ -195,30 +238,38 @@ def cmd_sft(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """GRPO: from --model, or (by default) a fresh tiny model warmed up on arithmetic traces; ends with a table
-    of held-out accuracy and format before and after."""
-    from wgrpo.engine.device import get_device
+    of held-out accuracy and format before and after. With --resume, the checkpoint's saved options are the
+    run's: those given may change only what `resume_config` allows, and each change is printed."""
+    from wgrpo.rl.train.config import TrainConfig, resume_config
     from wgrpo.rl.train.pipeline import run_train
-    from wgrpo.rl.train.config import TrainConfig
 
-    run_train(config_from_args(TrainConfig, args), get_device(args.device))
+    if args.resume:
+        names = {f.name for f in dataclasses.fields(TrainConfig)}
+        config, changes = resume_config(args.resume, {name: getattr(args, name) for name in given_options(args)
+                                                      if name in names})
+        for line in changes:
+            print(line, file=sys.stderr)
+    else:
+        config = config_from_args(TrainConfig, args)
+    run_train(config, args.device)  # the device is made when the first model loads, after every check
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Greedy pass@1 of a checkpoint on a task's held-out problems."""
-    from wgrpo.engine import load_pretrained
+    from wgrpo.engine import InputError, load_pretrained
     from wgrpo.engine.device import get_device
+    from wgrpo.rl.train.config import build_task
     from wgrpo.rl.train.evaluate import evaluate
-    from wgrpo.rl.tasks import get_task
-    from wgrpo.rl.train.config import parse_options
 
     if not args.model:
         args.parser.error("--model DIR is required")
+    if not os.path.isdir(args.model):
+        raise InputError(f"--model {args.model}: no such checkpoint directory")
+    task = build_task(*_eval_task(args))  # before the model loads: a bad option costs nothing
     model, tokenizer = load_pretrained(args.model, get_device(args.device))
     if tokenizer is None:
-        raise ValueError(f"{args.model}: no tokenizer.json next to the model")
-    task_name, task_options = _eval_task(args)
-    task = get_task(task_name, **parse_options(task_options, "task_options"))
+        raise InputError(f"--model {args.model}: no tokenizer.json next to the model")
     result = evaluate(model, tokenizer, task, problems=args.problems, max_new_tokens=args.max_new_tokens)
     if args.json:
         print(json.dumps({"task": task.name, "problems": result.problems, "accuracy": result.accuracy,
@@ -231,23 +282,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval_task(args: argparse.Namespace) -> tuple[str, str]:
-    """--task and --task-options, else those the checkpoint was trained with, else `wgrpo train`'s defaults."""
-    from pathlib import Path
-
+def _eval_task(args: argparse.Namespace) -> tuple[str, str, str]:
+    """(task, task options, sandbox): those given, else those the checkpoint was trained with (its
+    trainer_config.json, checked: a corrupt one is named), else `wgrpo train`'s defaults."""
     from wgrpo.rl.train.checkpoint import CONFIG_FILE
-    from wgrpo.rl.train.config import TrainConfig
+    from wgrpo.rl.train.config import TrainConfig, checked_field_value, read_saved_config
 
-    saved = {}
-    path = Path(args.model) / CONFIG_FILE
-    if path.is_file():
-        saved = json.loads(path.read_text())
-    task = args.task or saved.get("task") or TrainConfig.task
-    options = args.task_options if args.task_options is not None else saved.get("task_options", TrainConfig.task_options)
-    return task, options
+    saved = read_saved_config(args.model, required=False)
+    where = os.path.join(args.model, CONFIG_FILE)
+
+    def option(name: str, given):
+        if given is not None:
+            return given
+        if name in saved:
+            return checked_field_value(TrainConfig, name, saved[name], where)
+        return getattr(TrainConfig, name)
+
+    return option("task", args.task), option("task_options", args.task_options), option("sandbox", args.sandbox)
 
 
 def _eval_arguments(p: argparse.ArgumentParser) -> None:
+    from wgrpo.rl.train.config import SANDBOXES
+
     p.add_argument("--model", default="", help="checkpoint directory to evaluate")
     p.add_argument("--task", default=None,
                    help="countdown, arithmetic, gsm8k or code (default: the task the checkpoint was trained on, "
@@ -255,6 +311,9 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task-options", default=None,
                    help="key=value pairs, e.g. 'path=test.jsonl' (default: the checkpoint's training options, "
                         "else `wgrpo train`'s)")
+    p.add_argument("--sandbox", default=None, choices=SANDBOXES,
+                   help="how the code task runs tests (default: the checkpoint's training option, else auto; "
+                        "see `wgrpo train --help`)")
     p.add_argument("--problems", type=int, default=200, help="held-out problems (default: 200)")
     p.add_argument("--max-new-tokens", type=int, default=48, help="completion length limit (default: 48)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -328,7 +387,13 @@ def _config_file_argument(p: argparse.ArgumentParser) -> None:
 
 
 def _apply_config_file(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> None:
-    """Make a `--config FILE.toml`'s values the defaults of its subcommand, so that flags still override them."""
+    """Make a `--config FILE.toml`'s values the defaults of its subcommand, so that flags still override them.
+
+    Each value is checked as its config field checks it, naming the file (`run.toml: steps = 1.5: expected an
+    integer`); a table is accepted for a `key=value,...` option. The keys count as given (`given_options`)."""
+    from wgrpo.engine import InputError
+    from wgrpo.rl.train.config import checked_field_value
+
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--config" not in argv and not any(a.startswith("--config=") for a in argv):
         return
@@ -344,15 +409,19 @@ def _apply_config_file(parser: argparse.ArgumentParser, argv: Sequence[str] | No
         with open(path, "rb") as f:
             values = tomllib.load(f)
     except OSError as error:
-        raise ValueError(f"--config: cannot read {path}: {error}") from None
+        raise InputError(f"--config {path}: cannot read it ({error.strerror})") from None
     except tomllib.TOMLDecodeError as error:
-        raise ValueError(f"--config: {path} is not valid TOML: {error}") from None
+        raise InputError(f"--config {path} is not valid TOML: {error}") from None
     sub = known.parser
-    options = {action.dest for action in sub._actions}
-    unknown = sorted(set(values) - options)
+    fields = {action.dest: action.config_class for action in sub._actions if hasattr(action, "config_class")}
+    unknown = sorted(set(values) - set(fields) - {"device"})
     if unknown:
-        raise ValueError(f"--config: {path} sets unknown options {unknown}; see `wgrpo {known.command} --help`")
-    sub.set_defaults(**values)
+        raise InputError(f"--config {path} sets unknown options {unknown}; see `wgrpo {known.command} --help`")
+    if not isinstance(values.get("device", ""), str):
+        raise InputError(f"{path}: device = {values['device']!r}: expected a string")
+    checked = {name: checked_field_value(fields[name], name, value, path) if name in fields else value
+               for name, value in values.items()}
+    sub.set_defaults(**checked, **{FROM_FILE: frozenset(checked)})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -376,37 +445,73 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `wgrpo` console script; returns the exit code."""
-    parser = build_parser()
-    try:
-        _apply_config_file(parser, argv)
-    except ValueError as error:
-        print(f"wgrpo: error: {error}", file=sys.stderr)
-        return 2
-    args = parser.parse_args(argv)
-    if not hasattr(args, "device"):
-        args.device = None  # engine.device then reads $WGRPO_DEVICE
-    from wgrpo.engine.device import NoAdapterError
-    from wgrpo.engine.runtime import KernelError
+def run_command(command: Callable[[], int | None]) -> int:
+    """Run `command` under the command line's error policy; returns its exit code.
 
+    wgrpo's own errors print one line: bad input (`InputError`) exits 2, like argparse's usage errors; no adapter
+    (`NoAdapterError`) or a failed kernel (`KernelError`) exits 1. Ctrl-C exits 130. Every other exception is a
+    bug and propagates with its traceback; `SystemExit` passes untouched (a trainer stopped by a signal saves,
+    then exits 130 or 143 itself).
+    """
     try:
-        return int(args.func(args) or 0)
-    except NoAdapterError as error:
-        print(f"wgrpo: error: {error}", file=sys.stderr)
-        return 1
-    except KernelError as error:
-        print(f"wgrpo: kernel error: {error}", file=sys.stderr)
-        return 1
-    except (ValueError, TypeError, OSError) as error:  # bad input: a file, a field, a shape; named in the message
-        print(f"wgrpo: error: {error}", file=sys.stderr)
-        return 1
+        return int(command() or 0)
     except KeyboardInterrupt:
         print("wgrpo: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # `wgrpo ... | head`: stop quietly
-        sys.stdout = open(os.devnull, "w")
+    except Exception as error:
+        code = _report(error)
+        if code is None:
+            raise
+        return code
+
+
+def _report(error: Exception) -> int | None:
+    """Print one of wgrpo's own errors as one line and return its exit code; None for any other exception."""
+    from wgrpo.engine import InputError, KernelError, NoAdapterError
+
+    if isinstance(error, NoAdapterError):
+        print(f"wgrpo: error: {error}", file=sys.stderr)
+        return 1
+    if isinstance(error, KernelError):
+        print(f"wgrpo: kernel error: {error}", file=sys.stderr)
+        return 1
+    if isinstance(error, InputError):
+        print(f"wgrpo: error: {error}", file=sys.stderr)
+        return 2
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `wgrpo` console script; returns the exit code (see `run_command`). When the reader of
+    stdout goes away (`wgrpo devices | head -1`) it stops quietly with 141, as a shell reports a process that
+    SIGPIPE ended."""
+    parser = build_parser()
+
+    def parse_and_run() -> int | None:
+        _apply_config_file(parser, argv)
+        args = parser.parse_args(argv)
+        if not hasattr(args, "device"):
+            args.device = None  # engine.device then reads $WGRPO_DEVICE
+        return args.func(args)
+
+    try:
+        try:
+            return run_command(parse_and_run)
+        finally:
+            sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
+    except BrokenPipeError:
+        _discard_stdout()
         return 141
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush of what is left does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout is no file (an embedding application's, a test's capture)
+        pass
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """`wgrpo generate`: sample completions of a prompt from a checkpoint, streaming the text as it is decoded.
 
-Owns: `GenerateConfig` and `run_generate`. The sampling itself is `engine.generate`'s. Must not import `rl`.
+Owns: `GenerateConfig` and `run_generate`, which check every option before the model loads. The sampling itself
+is `engine.generate`'s; from `rl` it uses only the config type check (`rl.train.config.check_field_types`).
 With one sample (`-n 1`) the text is printed as each chunk of K decode steps is read back; with several, each
 completion is printed when the batch is done, under a `--- sample i (finish reason) ---` line. A summary
 (tokens, tokens/s) goes to stderr.
@@ -8,8 +9,12 @@ completion is printed when the batch is done, under a `--- sample i (finish reas
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
+
+from wgrpo.engine import InputError
+from wgrpo.rl.train.config import check_field_types
 
 
 @dataclass
@@ -31,11 +36,21 @@ class GenerateConfig:
         "help": "decode steps per GPU submit and per read-back (K); 0 = the adapter's default"})
 
     def __post_init__(self):
+        check_field_types(self)
         for name in ("num_samples", "max_new_tokens"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.steps_per_submit < 0:
-            raise ValueError(f"--steps-per-submit must be at least 0 (0 = default), got {self.steps_per_submit}")
+                raise InputError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least 1")
+        for name in ("steps_per_submit", "top_k", "seed"):
+            if getattr(self, name) < 0:
+                raise InputError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least 0")
+        if self.seed >= 2**64:
+            raise InputError(f"--seed {self.seed}: must be below 2**64 (the sampler's counter key)")
+        if self.temperature < 0:
+            raise InputError(f"--temperature {self.temperature}: must be >= 0 (0 = greedy)")
+        if not 0 < self.top_p <= 1:
+            raise InputError(f"--top-p {self.top_p}: must be in (0, 1]")
+        if self.stop == "":
+            raise InputError("--stop '': a stop string must not be empty")
 
 
 def run_generate(config: GenerateConfig, device_spec: str | None = None, out=None) -> int:
@@ -45,12 +60,19 @@ def run_generate(config: GenerateConfig, device_spec: str | None = None, out=Non
 
     out = out or sys.stdout
     if not config.model:
-        raise ValueError("--model DIR is required: a checkpoint directory with tokenizer.json")
+        raise InputError("--model DIR is required: a checkpoint directory with tokenizer.json")
+    if not os.path.isdir(config.model):
+        raise InputError(f"--model {config.model}: no such checkpoint directory")
     if not config.prompt:
-        raise ValueError("--prompt is empty: generation needs at least one prompt token")
+        raise InputError("--prompt is empty: generation needs at least one prompt token")
     model, tokenizer = load_pretrained(config.model, get_device(device_spec))
     if tokenizer is None:
-        raise ValueError(f"--model {config.model}: no tokenizer.json in the checkpoint to encode the prompt with")
+        raise InputError(f"--model {config.model}: no tokenizer.json in the checkpoint to encode the prompt with")
+    prompt_tokens = len(tokenizer.encode(config.prompt).ids)
+    context = model.config.max_position_embeddings
+    if prompt_tokens >= context:
+        raise InputError(f"--prompt: {prompt_tokens} tokens, longer than the model's context allows "
+                         f"(max_position_embeddings {context}, and at least one new token)")
     streaming = config.num_samples == 1
 
     def on_text(_: int, text: str) -> None:

@@ -1,16 +1,35 @@
 """`TrainConfig`: every option of `wgrpo train`, with help text; the CLI and TOML files map onto it.
 
-Owns the options' defaults, their checks, and parsing of the `key=value,...` option strings.
+Owns: the options' defaults and checks; the type check every config dataclass shares (`check_field_types`);
+parsing of the `key=value,...` option strings; building the task the options describe; the paths a run
+records (absolute, so that a checkpoint means the same from any directory); and what a resumed run may change
+(`resume_config`). Bad values raise `InputError` naming the option (`--group-size 1: ...`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
+import math
+import numbers
+import os
+import types
+import typing
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
 
+from wgrpo.engine import InputError
 from wgrpo.rl.grpo import GRPOLossConfig
+from wgrpo.rl.train.checkpoint import CONFIG_FILE
 
 LOSS_FIELDS = tuple(f.name for f in dataclasses.fields(GRPOLossConfig))
+SANDBOXES = ("auto", "bwrap", "unshare", "limits")
+PATH_FIELDS = ("model", "output_dir", "resume")
+PATH_OPTIONS = ("path", "eval_path")  # task options that name files
+# what a resumed run may change: when it stops, where it writes, and how often it saves and evaluates
+RESUME_MAY_CHANGE = ("steps", "output_dir", "save_every", "eval_every")
 
 
 def _help(text: str, default, **extra):
@@ -22,11 +41,15 @@ class TrainConfig:
     # what to train
     task: str = _help("task: countdown, arithmetic, gsm8k or code", "arithmetic")
     task_options: str = _help("task options as key=value pairs separated by commas, e.g. "
-                              "'digits=3,ops=+-' or 'path=train.jsonl'",
-                              "digits=2,ops=+,template=plain,instructions=false")
+                              "'digits=3,ops=+-' or 'path=train.jsonl' (a table in a TOML file)",
+                              "digits=2,ops=+,template=plain,instructions=false", key_value=True)
+    sandbox: str = _help("how the code task runs tests: auto, bwrap or unshare; code rewards run only under "
+                         "bwrap/unshare isolation unless limits (resource limits alone, no isolation) is chosen "
+                         "explicitly", "auto", choices=SANDBOXES)
     model: str = _help("checkpoint to start from; empty: warm up a fresh tiny model first (the demo)", "")
     output_dir: str = _help("checkpoints, metrics.jsonl and curves.png go here", "runs/grpo")
-    resume: str = _help("training checkpoint to continue from, exactly where it stopped", "")
+    resume: str = _help("training checkpoint to continue from, exactly where it stopped, with its saved options "
+                        "(only --steps, --output-dir, --save-every and --eval-every may change)", "")
     seed: int = _help("seed of everything random: problems, sampling, a fresh model's weights", 0)
     # the warm-up of a fresh model (used when --model is empty)
     warmup_examples: int = _help("warm-up: reasoning traces to train on", 4000)
@@ -43,19 +66,20 @@ class TrainConfig:
     # rollout
     steps: int = _help("GRPO steps", 50)
     prompts_per_step: int = _help("problems per step (B)", 8)
-    group_size: int = _help("completions per problem (G)", 8)
+    group_size: int = _help("completions per problem (G), at least 2", 8)
     max_new_tokens: int = _help("completion length limit in tokens", 48)
     temperature: float = _help("sampling temperature (log-probs use the same)", 1.0)
     top_k: int = _help("sample among the k most likely tokens; 0: all", 0)
     top_p: float = _help("nucleus sampling mass in (0, 1]", 1.0)
-    reward_weights: str = _help("reward parts and weights, e.g. 'accuracy=1,format=0.1'; empty: the task's", "")
+    reward_weights: str = _help("reward parts and weights, e.g. 'accuracy=1,format=0.1' (a table in a TOML "
+                                "file); empty: the task's", "", key_value=True)
     dynamic_sampling: bool = _help("drop groups whose rewards are all equal and sample more (DAPO)", False)
     max_sampling_rounds: int = _help("dynamic sampling: rollouts per step at most", 3)
     mask_truncated: bool = _help("train on no completion that hit max_new_tokens (DAPO overlong filtering)", False)
     # update
     lr: float = _help("peak learning rate (AdamW)", 1e-4)
     warmup_lr_steps: int = _help("linear learning-rate warm-up steps", 5)
-    min_lr_ratio: float = _help("cosine decay ends at lr * this", 0.5)
+    min_lr_ratio: float = _help("cosine decay ends at lr * this, in [0, 1]", 0.5)
     weight_decay: float = _help("AdamW weight decay", 0.0)
     grad_clip: float = _help("global gradient-norm clip; 0 disables", 1.0)
     mu: int = _help("policy updates per rollout batch (ratios leave 1 after the first)", 1)
@@ -73,15 +97,29 @@ class TrainConfig:
     save_every: int = _help("checkpoint every N steps into output_dir/checkpoint-N; 0: only the final one", 0)
 
     def __post_init__(self):
-        for name in ("steps", "prompts_per_step", "group_size", "max_new_tokens", "mu", "eval_problems",
-                     "max_sampling_rounds"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"TrainConfig.top_p must be in (0, 1], got {self.top_p}")
-        if self.temperature <= 0:
-            raise ValueError(f"TrainConfig.temperature must be > 0 for training, got {self.temperature}")
-        self.loss_config()  # validates the loss options
+        check_field_types(self)
+        for name in ("steps", "prompts_per_step", "max_new_tokens", "mu", "eval_problems", "max_sampling_rounds",
+                     "warmup_examples", "warmup_steps", "vocab_size", "hidden_size", "num_layers", "num_heads",
+                     "num_kv_heads", "intermediate_size"):
+            _require(self, name, getattr(self, name) >= 1, "must be at least 1")
+        _require(self, "group_size", self.group_size >= 2, "must be at least 2: GRPO's advantages compare the "
+                 "completions of a group, so a group of one carries no signal")
+        for name in ("seed", "top_k", "warmup_lr_steps", "save_every", "eval_every"):
+            _require(self, name, getattr(self, name) >= 0, "must be at least 0")
+        _require(self, "grad_clip", self.grad_clip >= 0, "must be >= 0 (0 disables clipping)")
+        for name in ("weight_decay", "beta", "eps_high"):
+            _require(self, name, getattr(self, name) >= 0, "must be >= 0")
+        for name in ("lr", "warmup_lr"):
+            _require(self, name, getattr(self, name) > 0, "must be > 0")
+        _require(self, "temperature", self.temperature > 0, "must be > 0 for training (sampling and log-probs "
+                 "divide by it)")
+        _require(self, "top_p", 0 < self.top_p <= 1, "must be in (0, 1]")
+        _require(self, "eps_low", 0 <= self.eps_low < 1, "must be in [0, 1)")
+        for name in ("min_lr_ratio", "warmup_error_rate"):
+            _require(self, name, 0 <= getattr(self, name) <= 1, "must be in [0, 1]")
+        parse_options(self.task_options, "--task-options")
+        parse_weights(self.reward_weights)
+        self.loss_config()  # the loss's own invariants
 
     def loss_config(self) -> GRPOLossConfig:
         return GRPOLossConfig(eps_low=self.eps_low, eps_high=self.eps_high, beta=self.beta,
@@ -89,12 +127,129 @@ class TrainConfig:
                               scale_rewards=self.scale_rewards)
 
     def task_kwargs(self) -> dict:
-        return parse_options(self.task_options, "task_options")
+        """The keyword options of `get_task(self.task, ...)`: --task-options, and --sandbox for the code task."""
+        return task_kwargs(self.task, self.task_options, self.sandbox)
 
     def weights(self, task) -> dict[str, float]:
+        """Reward weights by part name: --reward-weights, else the task's own. InputError naming a part that
+        `task` does not give (a typo would otherwise weigh nothing, silently)."""
         if not self.reward_weights:
             return dict(task.default_weights)
-        return {k: float(v) for k, v in parse_options(self.reward_weights, "reward_weights").items()}
+        weights = parse_weights(self.reward_weights)
+        parts = set(task.reward_parts("", task.sample(0, "train")))
+        unknown = sorted(set(weights) - parts)
+        if unknown:
+            raise InputError(f"--reward-weights {self.reward_weights}: {unknown} name no reward of task "
+                             f"{task.name!r}; it gives {sorted(parts)}")
+        return weights
+
+    def absolute_paths(self) -> TrainConfig:
+        """This config with `model`, `output_dir`, `resume` and the task's `path`/`eval_path` absolute (relative
+        to the current directory): what a run records, so that its checkpoint means the same from anywhere."""
+        paths = {name: os.path.abspath(getattr(self, name)) for name in PATH_FIELDS if getattr(self, name)}
+        return dataclasses.replace(self, **paths, task_options=_absolute_task_paths(self.task_options))
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _require(config, name: str, ok: bool, expected: str) -> None:
+    if not ok:
+        raise InputError(f"{_option(name)} {getattr(config, name)}: {expected}")
+
+
+# ---------------------------------------------------------------------------------------------- field types
+
+
+class _Mismatch(Exception):
+    """A value that does not fit a field; `checked_field_value` names the field and the source."""
+
+
+@functools.cache
+def _hints(config_cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(config_cls)
+
+
+def check_field_types(config, where: str | None = None) -> None:
+    """Check every field of the dataclass instance `config` against its annotation, in place.
+
+    int: an integer (not a bool, not 1.5); float: a finite number (an int is stored as a float); bool: True or
+    False only; str: a string; `X | None`: None or X; `metadata={"choices": ...}`: one of them;
+    `metadata={"key_value": True}`: a 'key=value,...' string, or a mapping (a TOML table), stored as that string.
+    InputError `"{where}: {name} = {value!r}: expected ..."`, where is the class name unless given.
+    """
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        checked = checked_field_value(type(config), f.name, value, where)
+        if checked is not value:
+            object.__setattr__(config, f.name, checked)  # frozen dataclasses too
+
+
+def checked_field_value(config_cls: type, name: str, value, where: str | None = None, *, as_option: bool = False):
+    """`value` as field `name` of the dataclass `config_cls` holds it (see `check_field_types`): InputError
+    naming `where` (the TOML file, the checkpoint's config; default: the class name), the field and the value;
+    `as_option` names the command-line option instead (`--grad-clip nan: expected a finite number`)."""
+    metadata = {f.name: f.metadata for f in dataclasses.fields(config_cls)}[name]
+    try:
+        return _fit(_hints(config_cls)[name], value, metadata)
+    except _Mismatch as mismatch:
+        named = f"{_option(name)} {value}" if as_option else f"{where or config_cls.__name__}: {name} = {value!r}"
+        raise InputError(f"{named}: {mismatch}") from None
+
+
+def _fit(hint, value, metadata: Mapping[str, Any]):
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) != 1:
+            raise TypeError(f"only `X | None` unions are supported as config fields, got {hint}")
+        if value is None:
+            return None
+        hint = args[0]
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise _Mismatch("expected true or false")
+    elif hint is int:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise _Mismatch("expected an integer")
+        value = int(value)
+    elif hint is float:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise _Mismatch("expected a number")
+        value = float(value)
+        if not math.isfinite(value):
+            raise _Mismatch("expected a finite number")
+    elif hint is str:
+        if metadata.get("key_value") and isinstance(value, Mapping):
+            value = _options_text(value)
+        if not isinstance(value, str):
+            raise _Mismatch("expected a string of the form 'key=value,...' or a table" if metadata.get("key_value")
+                            else "expected a string")
+    else:
+        raise TypeError(f"unsupported config field type {hint}: use int, float, str, bool or one of them | None")
+    choices = metadata.get("choices")
+    if choices is not None and value not in choices:
+        raise _Mismatch("expected one of " + ", ".join(map(repr, choices)))
+    return value
+
+
+def _options_text(options: Mapping) -> str:
+    """{'digits': 3, 'instructions': False} -> 'digits=3,instructions=false', which `parse_options` reads back."""
+    items = []
+    for key, value in options.items():
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, (int, float, str)):
+            text = str(value)
+        else:
+            raise _Mismatch(f"a table's values must be numbers, strings or booleans, got {key} = {value!r}")
+        if not isinstance(key, str) or not key or "," in key or "=" in key or "," in text:
+            raise _Mismatch(f"a table's keys and values may not hold ',' (nor its keys '='), got {key} = {value!r}")
+        items.append(f"{key}={text}")
+    return ",".join(items)
+
+
+# ---------------------------------------------------------------------------------------------- option strings
 
 
 def parse_options(text: str, name: str) -> dict:
@@ -103,7 +258,7 @@ def parse_options(text: str, name: str) -> dict:
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"{name}: expected key=value pairs separated by commas, got {item!r} in {text!r}")
+            raise InputError(f"{name}: expected key=value pairs separated by commas, got {item!r} in {text!r}")
         value = value.strip()
         for convert in (int, float):
             try:
@@ -115,3 +270,146 @@ def parse_options(text: str, name: str) -> dict:
             value = {"true": True, "false": False}.get(value.lower(), value)
         options[key.strip()] = value
     return options
+
+
+def parse_weights(text: str, name: str = "--reward-weights") -> dict[str, float]:
+    """'accuracy=1,format=0.1' -> {'accuracy': 1.0, 'format': 0.1}; InputError naming a weight that is not a
+    finite number."""
+    weights = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or not key:
+            raise InputError(f"{name} {text}: expected name=weight pairs separated by commas, got {item!r}")
+        try:
+            weight = float(value)
+        except ValueError:
+            raise InputError(f"{name} {item}: {value!r} is not a number") from None
+        if not math.isfinite(weight):
+            raise InputError(f"{name} {item}: {value!r} is not a finite number")
+        weights[key] = weight
+    return weights
+
+
+def _absolute_task_paths(text: str) -> str:
+    options = parse_options(text, "--task-options")
+    relative = {k: os.path.abspath(v) for k, v in options.items()
+                if k in PATH_OPTIONS and isinstance(v, str) and v and not os.path.isabs(v)}
+    if not relative:
+        return text  # as the user wrote it
+    try:
+        return _options_text({**options, **relative})
+    except _Mismatch as mismatch:
+        raise InputError(f"--task-options {text}: {mismatch}") from None
+
+
+def task_kwargs(task: str, task_options: str, sandbox: str = "auto") -> dict:
+    """The keyword options of `get_task(task, ...)`: the parsed --task-options, and --sandbox for `code`."""
+    options = parse_options(task_options, "--task-options")
+    if task == "code":
+        if "sandbox" in options:
+            raise InputError(f"--task-options {task_options}: choose the sandbox with --sandbox, not a task option")
+        options["sandbox"] = sandbox
+    return options
+
+
+def build_task(task: str, task_options: str, sandbox: str = "auto"):
+    """The task that --task, --task-options and --sandbox describe. The tasks refuse an unknown task or option,
+    a missing or malformed data file, or missing isolation for code, with an InputError naming it."""
+    from wgrpo.rl.tasks import get_task
+
+    return get_task(task, **task_kwargs(task, task_options, sandbox))
+
+
+# ---------------------------------------------------------------------------------------------- resume
+
+
+def read_saved_config(directory: str | Path, *, required: bool = True) -> dict[str, Any]:
+    """The options a checkpoint was trained with (its trainer_config.json), as saved; {} when there is none and
+    not `required`. InputError naming the file when it is missing (and required), unreadable, or not a JSON
+    object."""
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        if not required:
+            return {}
+        if not Path(directory).is_dir():
+            raise InputError(f"--resume {directory}: no such checkpoint directory")
+        raise InputError(f"--resume {directory}: not a training checkpoint, {CONFIG_FILE} is missing (a plain "
+                         f"model directory can start a run with --model)")
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise InputError(f"{path}: cannot read ({error.strerror})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(saved, dict):
+        raise InputError(f"{path}: expected a JSON object of training options, got {type(saved).__name__}")
+    return saved
+
+
+def resume_config(checkpoint: str | Path, overrides: Mapping[str, Any] | None = None, *,
+                  saved: Mapping[str, Any] | None = None) -> tuple[TrainConfig, list[str]]:
+    """The config that continues the run saved in `checkpoint`, and one `changed: ...` line per option changed.
+
+    The checkpoint's trainer_config.json (or `saved`) is the run's configuration; `resume` becomes `checkpoint`.
+    `overrides` are the options given for this run, by field name: those in RESUME_MAY_CHANGE replace the saved
+    values; any other must equal its saved value (paths compare absolute), else InputError naming the option,
+    before any work: a resumed run that silently trained differently would not continue the run.
+    """
+    checkpoint = os.path.abspath(checkpoint)
+    source = Path(checkpoint) / CONFIG_FILE
+    saved = dict(read_saved_config(checkpoint) if saved is None else saved)
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    unknown = sorted(set(saved) - set(names))
+    if unknown:
+        raise InputError(f"{source}: unknown options {unknown} (written by another version of wgrpo?)")
+    stray = sorted(set(overrides or {}) - set(names))
+    if stray:
+        raise TypeError(f"resume_config: overrides name no TrainConfig field: {stray}")
+    values = {name: checked_field_value(TrainConfig, name, value, str(source)) for name, value in saved.items()}
+    try:
+        base = TrainConfig(**values).absolute_paths()
+    except InputError as error:  # a value of the right type out of its range
+        raise InputError(f"{source}: {error}") from None
+    given = {name: value for name, value in (overrides or {}).items() if name != "resume"}
+    wanted = dataclasses.replace(base, **given).absolute_paths()
+    differing = [name for name in names if name in given and not _same(name, getattr(base, name),
+                                                                        getattr(wanted, name))]
+    refused = [name for name in differing if name not in RESUME_MAY_CHANGE]
+    if refused:
+        clash = "; ".join(f"{_shown_option(name, getattr(wanted, name))}: the run in {checkpoint} was trained "
+                          f"with {_shown_saved(name, getattr(base, name))}" for name in refused)
+        raise InputError(f"{clash}; a resumed run keeps its configuration (start a new run from {checkpoint} "
+                         f"with --model to change it)")
+    changes = [_change_line(name, getattr(base, name), getattr(wanted, name)) for name in differing]
+    config = dataclasses.replace(base, resume=checkpoint, **{name: getattr(wanted, name) for name in differing})
+    return config, changes
+
+
+def _same(name: str, saved, given) -> bool:
+    if name == "task_options":
+        return parse_options(saved, "--task-options") == parse_options(given, "--task-options")
+    if name == "reward_weights":
+        return parse_weights(saved) == parse_weights(given)
+    return saved == given
+
+
+def _shown(value) -> str:
+    return (value or "''") if isinstance(value, str) else str(value)
+
+
+def _shown_option(name: str, value) -> str:
+    if isinstance(value, bool):
+        return _option(name if value else f"no_{name}")
+    return f"{_option(name)} {_shown(value)}"
+
+
+def _shown_saved(name: str, value) -> str:
+    return _shown_option(name, value) if isinstance(value, bool) else _shown(value)
+
+
+def _change_line(name: str, old, new) -> str:
+    line = f"changed: {name} {_shown(old)} -> {_shown(new)}"
+    if name == "steps":
+        line += (f" (the cosine learning-rate decay of the remaining steps now ends at step {new} instead of "
+                 f"{old})")
+    return line

@@ -1,19 +1,22 @@
 """`wgrpo train` end to end: start from a checkpoint, or warm up a fresh tiny model on reasoning traces that are
 only sometimes right; then GRPO; then a table of base vs trained held-out accuracy and format rate.
 
-Owns: choosing the starting point and the reference model, the warm-up data, and the final report.
+Owns: checking the run's options before any long work, choosing the starting point and the reference model,
+the warm-up data, and the final report.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
+from wgrpo.engine import InputError
+from wgrpo.rl.train.checkpoint import STATE_FILE, read_state
+from wgrpo.rl.train.config import TrainConfig, build_task
 from wgrpo.rl.train.sft import SFTConfig, train_sft
-from wgrpo.rl.tasks import get_task
-from wgrpo.rl.train.config import TrainConfig
 from wgrpo.rl.train.trainer import GRPOTrainer
 from wgrpo.rl.train.traces import warmup_records
 
@@ -21,8 +24,8 @@ from wgrpo.rl.train.traces import warmup_records
 def warm_up(config: TrainConfig, task, device) -> Path:
     """Train a tokenizer and a fresh model on `warmup_examples` traces; returns the checkpoint directory."""
     if task.name != "arithmetic":
-        raise ValueError(f"the warm-up writes arithmetic reasoning traces; task {task.name!r} needs --model DIR "
-                         f"(a checkpoint that can sometimes solve it)")
+        raise InputError(f"--task {task.name}: the warm-up of a fresh model writes arithmetic reasoning traces; "
+                         f"give --model DIR (a checkpoint that can sometimes solve the task)")
     folder = Path(config.output_dir) / "warmup"
     folder.mkdir(parents=True, exist_ok=True)
     data = folder / "traces.jsonl"
@@ -50,26 +53,52 @@ def _reference(model, config: TrainConfig):
 
 
 def run_train(config: TrainConfig, device=None) -> dict:
-    """Train as configured and print the before/after table; returns the evaluations."""
+    """Train as configured on `device` (a Device, or a `--device` spec made into one when the first model loads)
+    and print the before/after table; returns the evaluations.
+
+    Everything the options name is checked before any long work (the warm-up, loading a model): the task and
+    its data, the reward weights, the checkpoint to start or resume from. Paths are made absolute first, so
+    that the checkpoints' trainer_config.json and start model work from any directory. With `config.resume`
+    the config is used as given: `config.resume_config` builds the one that continues the saved run."""
     from wgrpo.engine import load_pretrained
 
-    task = get_task(config.task, **config.task_kwargs())
+    config = config.absolute_paths()
+    task = build_task(config.task, config.task_options, config.sandbox)
+    config.weights(task)  # names a reward part the task does not give
     if config.resume:
-        state_file = Path(config.resume) / "trainer_state" / "state.json"
-        start = json.loads(state_file.read_text()).get("start_model") if state_file.is_file() else None
-        if start is None:
-            raise ValueError(f"{config.resume}: not a GRPO training checkpoint (no start_model in {state_file})")
+        start = _resume_start(config)
         reference = load_pretrained(start, device)[0] if config.beta > 0 else None  # the frozen starting policy
-        trainer = GRPOTrainer.resume_from(config, config.resume, device, reference)
+        trainer = GRPOTrainer.resume_from(config, config.resume, device, reference, task=task)
     else:
+        if config.model and not Path(config.model).is_dir():
+            raise InputError(f"--model {config.model}: no such checkpoint directory")
         start = config.model or str(warm_up(config, task, device))
         model, tokenizer = load_pretrained(start, device)
         if tokenizer is None:
-            raise ValueError(f"{start}: no tokenizer.json next to the model")
-        trainer = GRPOTrainer(config, model, tokenizer, task, _reference(model, config), start_model=str(start))
+            raise InputError(f"--model {start}: no tokenizer.json next to the model")
+        trainer = GRPOTrainer(config, model, tokenizer, task, _reference(model, config),
+                              start_model=os.path.abspath(start))
     history = trainer.run()
     report(history, trainer)
     return {"history": history, "output_dir": config.output_dir}
+
+
+def _resume_start(config: TrainConfig) -> str:
+    """The model a resumed run started from (its reference), after checking the checkpoint can continue."""
+    state = read_state(config.resume)
+    state_file = Path(config.resume) / STATE_FILE
+    if state["step"] >= config.steps:
+        raise InputError(f"--steps {config.steps}: {config.resume} is at step {state['step']} already; give "
+                         f"--steps above {state['step']} to train on")
+    start = state.get("start_model")
+    if not isinstance(start, str) or not start:
+        raise InputError(f"--resume {config.resume}: not a GRPO training checkpoint (no start_model in "
+                         f"{state_file})")
+    start = os.path.abspath(start)  # checkpoints before absolute paths: relative to where the run started
+    if config.beta > 0 and not Path(start).is_dir():
+        raise InputError(f"{state_file}: start_model {start} does not exist; the KL penalty's reference model is "
+                         f"the run's starting checkpoint")
+    return start
 
 
 def report(history: list[dict], trainer: GRPOTrainer) -> None:

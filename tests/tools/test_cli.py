@@ -1,4 +1,4 @@
-"""`wgrpo devices`, the no-adapter path, and the dataclass -> argparse helper."""
+"""`wgrpo devices`, the no-adapter path, the dataclass -> argparse helper, and the exit codes."""
 
 from __future__ import annotations
 
@@ -116,3 +116,61 @@ def test_no_adapter_exits_1_with_the_install_hint(monkeypatch, capsys, argv):
     captured = capsys.readouterr()
     assert "no GPU adapter found" in captured.err and "mesa-vulkan-drivers" in captured.err
     assert "Traceback" not in captured.err and captured.out == ""
+
+
+# ---------------------------------------------------------------------------------------------- the error policy
+
+
+def test_input_errors_are_one_line_and_exit_2(capsys):
+    from wgrpo.engine import InputError
+
+    def bad_input():
+        raise InputError("--steps 0: must be at least 1")
+
+    assert cli.run_command(bad_input) == 2
+    assert capsys.readouterr().err == "wgrpo: error: --steps 0: must be at least 1\n"
+
+
+@pytest.mark.parametrize("error", [TypeError("a bug"), ValueError("not converted yet"), KeyError("x"),
+                                   FileNotFoundError("f")])
+def test_every_other_exception_keeps_its_traceback(error):
+    def buggy():
+        raise error
+
+    with pytest.raises(type(error)):
+        cli.run_command(buggy)
+
+
+@pytest.mark.parametrize("code", [0, 130, 143])
+def test_system_exit_passes_untouched(code):
+    def stopped_by_a_signal():
+        raise SystemExit(code)
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run_command(stopped_by_a_signal)
+    assert exit_info.value.code == code
+
+
+def test_ctrl_c_exits_130(capsys):
+    def interrupted():
+        raise KeyboardInterrupt
+
+    assert cli.run_command(interrupted) == 130
+    assert capsys.readouterr().err == "wgrpo: interrupted\n"
+
+
+def run_into_a_closed_pipe(*args: str) -> subprocess.CompletedProcess:
+    """`python -m wgrpo.tools.cli ARGS` whose stdout is a pipe nobody reads: its reader closed before it starts,
+    so every write fails (what `wgrpo ... | head -1` does to the rest of the output)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run([sys.executable, "-m", "wgrpo.tools.cli", *args], cwd=REPO, stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+
+
+def test_a_closed_stdout_ends_quietly_with_141(device):
+    result = run_into_a_closed_pipe("devices")
+    assert (result.returncode, result.stderr) == (141, "")

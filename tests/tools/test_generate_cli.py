@@ -48,15 +48,30 @@ def test_generate_n_samples(checkpoint, capsys):
             enumerate(l for l in out.splitlines() if l.startswith("--- sample"))] == [True] * 3
 
 
+def exit_code(argv) -> int:
+    """main's exit code, whether it returns it or argparse raises SystemExit for a usage error."""
+    try:
+        return main(argv)
+    except SystemExit as stop:
+        return stop.code
+
+
 @pytest.mark.parametrize("args,message", [
-    (["--prompt", ""], "--prompt is empty"), (["--top-p", "1.5"], "top_p"), (["--temperature", "-1"], "temperature"),
-    (["--prompt", "x" * 200], "longer than the model's context")])
+    (["--prompt", ""], "wgrpo: error: --prompt is empty"),
+    (["--top-p", "1.5"], "wgrpo generate: error: --top-p 1.5: must be in (0, 1]"),
+    (["--temperature", "-1"], "wgrpo generate: error: --temperature -1.0: must be >= 0"),
+    (["--temperature", "nan"], "wgrpo generate: error: --temperature nan: expected a finite number"),
+    (["--top-k", "-2"], "wgrpo generate: error: --top-k -2: must be at least 0"),
+    (["--seed", str(2**64)], f"wgrpo generate: error: --seed {2**64}: must be below 2**64"),
+    (["--stop", ""], "wgrpo generate: error: --stop '': a stop string must not be empty"),
+    (["--model", "no-such-dir"], "wgrpo: error: --model no-such-dir: no such checkpoint directory"),
+    (["--prompt", "x" * 200], "wgrpo: error: --prompt: 200 tokens, longer than the model's context")])
 def test_generate_bad_input_is_a_one_line_error(checkpoint, capsys, args, message):
     path, _, _ = checkpoint
     argv = ["generate", "--model", str(path), "--prompt", "count:"] + args
-    assert main(argv) == 1
+    assert exit_code(argv) == 2
     _, err = capsys.readouterr()
-    assert err.startswith("wgrpo: error:") and message in err
+    assert err.startswith(message) and err.count("\n") == 1
 
 
 def test_bench_generate_quick_reports_decode_rates(tmp_path, capsys, device):
@@ -70,3 +85,14 @@ def test_bench_generate_quick_reports_decode_rates(tmp_path, capsys, device):
     assert {(c["batch"], c["new_tokens"]) for c in report["cases"]} == {(1, 8), (1, 32), (8, 8), (8, 32)}
     assert all(c["decode_tokens_per_s"] is None or c["decode_tokens_per_s"] > 0 for c in report["cases"])
     assert report["torch"]["used"] is False
+
+
+def test_the_config_checks_its_field_types():
+    from wgrpo.engine import InputError
+    from wgrpo.tools.generate_cli import GenerateConfig
+
+    with pytest.raises(InputError, match=r"^GenerateConfig: num_samples = 1\.5: expected an integer$"):
+        GenerateConfig(num_samples=1.5)
+    with pytest.raises(InputError, match=r"^GenerateConfig: stop = 3: expected a string$"):
+        GenerateConfig(stop=3)
+    assert GenerateConfig(temperature=0).temperature == 0.0

@@ -1,15 +1,30 @@
-"""`wgrpo train` and `wgrpo eval` at the command line: options, TOML files, errors, a tiny evaluation."""
+"""`wgrpo train` and `wgrpo eval` at the command line: options, TOML files, errors before any work, resume."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from wgrpo.rl.train.config import TrainConfig
 from wgrpo.tools.cli import _apply_config_file, build_parser, main
+
+TASK_OPTIONS = "digits=1,ops=+,template=plain,instructions=false"
+# a fresh model's warm-up at its smallest, should a check below regress and let the run reach it
+TINY_WARMUP = ["--warmup-steps", "1", "--warmup-examples", "8", "--vocab-size", "300", "--hidden-size", "16",
+               "--num-layers", "1", "--num-heads", "2", "--num-kv-heads", "1", "--intermediate-size", "16"]
+
+
+def exit_code(argv) -> int:
+    """main's exit code, whether it returns it or argparse raises SystemExit for a usage error."""
+    try:
+        return main(argv)
+    except SystemExit as stop:
+        return stop.code
 
 
 def test_help_lists_every_train_option(capsys):
@@ -33,6 +48,14 @@ def test_toml_file_sets_defaults_and_flags_win(tmp_path):
     assert (args.steps, args.lr, args.task_options, args.dynamic_sampling) == (9, 2e-4, "digits=1", True)
 
 
+def test_toml_tables_are_option_strings(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('lr = 1\n[task_options]\ndigits = 1\nops = "+"\ninstructions = false\n')
+    args = parse_with_file(["train", "--config", str(path)])
+    assert args.task_options == "digits=1,ops=+,instructions=false"
+    assert args.lr == 1.0 and type(args.lr) is float
+
+
 def test_toml_errors_are_named(tmp_path, capsys):
     bad = tmp_path / "bad.toml"
     bad.write_text("stepz = 3\n")
@@ -44,9 +67,172 @@ def test_toml_errors_are_named(tmp_path, capsys):
     assert "is not valid TOML" in capsys.readouterr().err
 
 
-def test_unknown_task_is_named(device, capsys):
-    assert main(["train", "--task", "chess", "--model", "x"]) == 1
-    assert "unknown task 'chess'" in capsys.readouterr().err
+@pytest.mark.parametrize("text,message", [
+    ("steps = 1.5", "steps = 1.5: expected an integer"),
+    ('dynamic_sampling = "no"', "dynamic_sampling = 'no': expected true or false"),
+    ("group_size = true", "group_size = True: expected an integer"),
+    ("grad_clip = nan", "grad_clip = nan: expected a finite number"),
+    ('task_options = {digits = 1, ops = ["+"]}', "task_options = {'digits': 1, 'ops': ['+']}: a table's values "
+     "must be numbers, strings or booleans, got ops = ['+']"),
+    ('loss_type = "ppo"', "loss_type = 'ppo': expected one of 'grpo', 'bnpo', 'dapo', 'dr_grpo'"),
+])
+def test_toml_values_are_type_checked_naming_the_file(tmp_path, capsys, text, message):
+    path = tmp_path / "run.toml"
+    path.write_text(text + "\n")
+    assert main(["train", "--config", str(path), "--output-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"wgrpo: error: {path}: {message}\n"
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--group-size", "1"], "--group-size 1: must be at least 2"),
+    (["--grad-clip", "nan"], "--grad-clip nan: expected a finite number"),
+    (["--grad-clip", "-1"], "--grad-clip -1.0: must be >= 0"),
+    (["--min-lr-ratio", "5"], "--min-lr-ratio 5.0: must be in [0, 1]"),
+    (["--save-every", "-1"], "--save-every -1: must be at least 0"),
+    (["--eval-every", "-1"], "--eval-every -1: must be at least 0"),
+    (["--reward-weights", "accuracy=abc"], "--reward-weights accuracy=abc: 'abc' is not a number"),
+])
+def test_bad_options_are_one_line_usage_errors(tmp_path, capsys, args, message):
+    out = tmp_path / "out"
+    assert exit_code(["train", "--output-dir", str(out), *TINY_WARMUP, *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("wgrpo train: error: ") and message in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--reward-weights", "accuracy=1,length=0.5"],
+     "--reward-weights accuracy=1,length=0.5: ['length'] name no reward of task 'arithmetic'"),
+    (["--task", "chess"], "unknown task 'chess'"),
+    (["--task-options", "digits=1,colour=blue"], "colour"),
+    (["--task", "gsm8k", "--task-options", "path=missing.jsonl"], "missing.jsonl"),
+    (["--model", "no-such-checkpoint"], "no-such-checkpoint: no such checkpoint directory"),
+    (["--resume", "no-such-checkpoint"], "no-such-checkpoint: no such checkpoint directory"),
+])
+def test_what_the_options_name_is_checked_before_the_warm_up(tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--output-dir", "out", *TINY_WARMUP, *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("wgrpo: error: ") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "out" / "warmup").exists()
+
+
+def test_a_corrupt_checkpoint_config_is_named(tmp_path, capsys):
+    checkpoint = tmp_path / "ckpt"
+    checkpoint.mkdir()
+    (checkpoint / "trainer_config.json").write_text('{"task": "arithmetic",')
+    assert main(["train", "--resume", str(checkpoint)]) == 2
+    assert f"{checkpoint / 'trainer_config.json'}: not valid JSON" in capsys.readouterr().err
+    assert main(["eval", "--model", str(checkpoint)]) == 2
+    assert f"{checkpoint / 'trainer_config.json'}: not valid JSON" in capsys.readouterr().err
+    (checkpoint / "trainer_config.json").write_text('{"task": "arithmetic", "task_options": 5}')
+    assert main(["eval", "--model", str(checkpoint)]) == 2
+    assert (f"{checkpoint / 'trainer_config.json'}: task_options = 5: expected a string"
+            in capsys.readouterr().err)
+
+
+def saved_checkpoint(path, **options):
+    """A directory holding only what `resume_config` reads: the trainer_config.json of a run."""
+    path.mkdir(parents=True)
+    config = TrainConfig(output_dir=str(path.parent), **options).absolute_paths()
+    (path / "trainer_config.json").write_text(json.dumps(dataclasses.asdict(config)))
+    return path
+
+
+def test_resume_refuses_a_changed_option_before_any_work(tmp_path, capsys):
+    checkpoint = saved_checkpoint(tmp_path / "run" / "checkpoint-3", model=str(tmp_path / "start"), group_size=8)
+    assert main(["train", "--resume", str(checkpoint), "--group-size", "4"]) == 2
+    assert capsys.readouterr().err == (
+        f"wgrpo: error: --group-size 4: the run in {checkpoint} was trained with 8; a resumed run keeps its "
+        f"configuration (start a new run from {checkpoint} with --model to change it)\n")
+    toml = tmp_path / "run.toml"
+    toml.write_text("warmup_lr_steps = 1\n")  # a --config file's options are given options too
+    assert main(["train", "--resume", str(checkpoint), "--config", str(toml)]) == 2
+    assert "--warmup-lr-steps 1: the run in" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- real runs
+
+
+@pytest.fixture(scope="module")
+def start_model(tmp_path_factory, device):
+    """A tiny model warmed up on arithmetic traces, so that its completions sometimes score and groups carry
+    signal (a random model's rewards are all 0: resume would be trivially exact)."""
+    from wgrpo.rl.tasks import get_task
+    from wgrpo.rl.train.sft import SFTConfig, train_sft
+    from wgrpo.rl.train.traces import warmup_records
+
+    folder = tmp_path_factory.mktemp("start")
+    task = get_task("arithmetic", digits=1, ops="+", template="plain", instructions=False)
+    data = folder / "traces.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in warmup_records(task, 256, 0.5, seed=0)))
+    summary = train_sft(SFTConfig(data=str(data), output_dir=str(folder / "sft"), steps=60, batch_size=16,
+                                  max_length=64, lr=1e-2, warmup_steps=5, vocab_size=300, hidden_size=32,
+                                  num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64, seed=0), device)
+    return str(summary["checkpoint"])
+
+
+def run_options(model):
+    return ["--model", model, "--task-options", TASK_OPTIONS, "--prompts-per-step", "2", "--group-size", "4",
+            "--max-new-tokens", "24", "--lr", "3e-3", "--warmup-lr-steps", "2",
+            "--min-lr-ratio", "1", "--eval-every", "0", "--eval-problems", "4"]
+
+
+def rows(path):
+    return {r["step"]: r for r in map(json.loads, (path / "metrics.jsonl").read_text().splitlines()) if "loss" in r}
+
+
+def weights(path):
+    from safetensors.numpy import load_file
+
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_resume_with_only_more_steps_equals_the_straight_run(start_model, tmp_path, capsys):
+    first, straight = tmp_path / "first", tmp_path / "straight"
+    assert main(["train", *run_options(start_model), "--steps", "3", "--output-dir", str(first)]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(first / "final"), "--steps", "6"]) == 0
+    assert ("changed: steps 3 -> 6 (the cosine learning-rate decay of the remaining steps now ends at step 6 "
+            "instead of 3)") in capsys.readouterr().err
+    assert main(["train", *run_options(start_model), "--steps", "6", "--output-dir", str(straight)]) == 0
+    resumed, whole = rows(first), rows(straight)
+    assert sorted(resumed) == sorted(whole) == [1, 2, 3, 4, 5, 6]
+    assert any(whole[s]["reward/std"] > 0 for s in whole), "no group carried signal: the test would prove nothing"
+    for step in whole:
+        for key in ("reward/mean", "reward/std", "loss", "kl"):
+            np.testing.assert_allclose(resumed[step][key], whole[step][key], rtol=1e-5, atol=1e-7,
+                                       err_msg=f"step {step} {key}")
+    saved = json.loads((first / "final" / "trainer_config.json").read_text())
+    assert saved["steps"] == 6 and saved["group_size"] == 4 and saved["resume"] == str(first / "final")
+    a, b, start = weights(first / "final"), weights(straight / "final"), weights(Path(start_model))
+    assert any(not np.array_equal(start[name], b[name]) for name in b), "training changed nothing"
+    for name in b:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+def test_resume_from_another_directory(start_model, tmp_path, monkeypatch, capsys):
+    here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
+    here.mkdir(), elsewhere.mkdir()
+    monkeypatch.chdir(here)
+    relative_model = os.path.relpath(start_model, here)
+    assert main(["train", *run_options(relative_model), "--steps", "2", "--output-dir", "out",
+                 "--save-every", "1"]) == 0
+    saved = json.loads((here / "out" / "final" / "trainer_config.json").read_text())
+    assert saved["model"] == start_model and saved["output_dir"] == str(here / "out")
+    state = json.loads((here / "out" / "final" / "trainer_state" / "state.json").read_text())
+    assert state["start_model"] == start_model
+    monkeypatch.chdir(elsewhere)
+    capsys.readouterr()
+    assert main(["train", "--resume", "../here/out/final", "--steps", "3", "--group-size", "4"]) == 0
+    assert sorted(rows(here / "out")) == [1, 2, 3] and not (elsewhere / "out").exists()
+    assert main(["train", "--resume", "../here/out/final", "--steps", "4", "--max-new-tokens", "8"]) == 2
+    assert "--max-new-tokens 8: the run in" in capsys.readouterr().err
+    assert main(["train", "--resume", "../here/out/final", "--steps", "3"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("wgrpo: error: --steps 3: ") and "is at step 3 already" in err
 
 
 def test_eval_of_a_tiny_checkpoint(device, tmp_path, capsys):
@@ -62,8 +248,8 @@ def test_eval_of_a_tiny_checkpoint(device, tmp_path, capsys):
                          num_kv_heads=1, intermediate_size=48, max_position_embeddings=64, eos_token_id=eos,
                          pad_token_id=eos)
     Model.random(config, device=device).save_pretrained(tmp_path / "m", tokenizer)
-    code = main(["eval", "--model", str(tmp_path / "m"), "--task-options", "digits=1,ops=+,template=plain,"
-                 "instructions=false", "--problems", "5", "--max-new-tokens", "6", "--json"])
+    code = main(["eval", "--model", str(tmp_path / "m"), "--task-options", TASK_OPTIONS, "--problems", "5",
+                 "--max-new-tokens", "6", "--json"])
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     assert result["problems"] == 5 and 0.0 <= result["accuracy"] <= 1.0 and np.isfinite(result["mean_length"])

@@ -1,9 +1,12 @@
-"""The closing table of `wgrpo train`, for a whole run and for a resumed one."""
+"""`wgrpo train` end to end: the closing table of a whole run and of a resumed one, and the checks a resumed run
+makes before any work."""
 
 from __future__ import annotations
 
 import json
 from types import SimpleNamespace
+
+import pytest
 
 from wgrpo.rl.train.pipeline import report
 
@@ -34,3 +37,33 @@ def test_resumed_elsewhere_shows_the_final_row_only(tmp_path, capsys):
     report([{"step": 9, "eval/accuracy": 0.75, "eval/format": 1.0}], trainer_in(tmp_path))
     out = capsys.readouterr().out
     assert "GRPO (step 9)" in out and "base" not in out and "accuracy change" not in out
+
+
+def resumable_checkpoint(path, start_model: str, step: int = 1):
+    """A checkpoint's trainer files, as a run at `step` that started from `start_model` wrote them."""
+    import dataclasses
+
+    from wgrpo.rl.train.config import TrainConfig
+
+    (path / "trainer_state").mkdir(parents=True)
+    (path / "trainer_config.json").write_text(json.dumps(dataclasses.asdict(TrainConfig(
+        output_dir=str(path.parent), steps=2, model=start_model))))
+    (path / "trainer_state" / "state.json").write_text(json.dumps({
+        "step": step, "task": "arithmetic", "start_model": start_model,
+        "optimizer": {"step": step, "hyperparameters": {}, "state": []}}))
+    return path
+
+
+def test_a_resume_whose_start_model_is_gone_is_refused_before_any_work(tmp_path):
+    from wgrpo.engine import InputError
+    from wgrpo.rl.train.config import resume_config
+    from wgrpo.rl.train.pipeline import run_train
+
+    checkpoint = resumable_checkpoint(tmp_path / "run" / "checkpoint-1", str(tmp_path / "gone"))
+    config, _ = resume_config(checkpoint)
+    with pytest.raises(InputError, match=f"start_model {tmp_path / 'gone'} does not exist; the KL penalty's "
+                                         f"reference model"):
+        run_train(config)
+    config, _ = resume_config(checkpoint, {"steps": 1})
+    with pytest.raises(InputError, match=r"^--steps 1: .* is at step 1 already; give --steps above 1"):
+        run_train(config)

@@ -1,0 +1,234 @@
+"""`TrainConfig` and the config helpers: type checks, option ranges, reward weights, absolute paths, and what a
+resumed run may change. No device needed."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+
+from wgrpo.engine import InputError
+from wgrpo.rl.train.config import (TrainConfig, build_task, check_field_types, checked_field_value, parse_weights,
+                                   read_saved_config, resume_config)
+
+# ---------------------------------------------------------------------------------------------- types
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"steps": 1.5}, "TrainConfig: steps = 1.5: expected an integer"),
+    ({"steps": True}, "TrainConfig: steps = True: expected an integer"),
+    ({"lr": True}, "TrainConfig: lr = True: expected a number"),
+    ({"lr": "1e-4"}, "TrainConfig: lr = '1e-4': expected a number"),
+    ({"grad_clip": float("nan")}, "TrainConfig: grad_clip = nan: expected a finite number"),
+    ({"temperature": float("inf")}, "TrainConfig: temperature = inf: expected a finite number"),
+    ({"dynamic_sampling": "no"}, "TrainConfig: dynamic_sampling = 'no': expected true or false"),
+    ({"dynamic_sampling": 1}, "TrainConfig: dynamic_sampling = 1: expected true or false"),
+    ({"model": 3}, "TrainConfig: model = 3: expected a string"),
+    ({"task_options": 3}, "TrainConfig: task_options = 3: expected a string of the form 'key=value,...' or a table"),
+    ({"task_options": {"ops": ["+", "-"]}}, "a table's values must be numbers, strings or booleans, got ops = ['+', '-']"),
+    ({"loss_type": "ppo"}, "TrainConfig: loss_type = 'ppo': expected one of 'grpo', 'bnpo', 'dapo', 'dr_grpo'"),
+    ({"sandbox": "none"}, "TrainConfig: sandbox = 'none': expected one of 'auto', 'bwrap', 'unshare', 'limits'"),
+])
+def test_field_types_are_checked(options, message):
+    with pytest.raises(InputError) as error:
+        TrainConfig(**options)
+    assert message in str(error.value)
+
+
+def test_numbers_are_stored_as_their_fields_type_and_tables_as_option_strings():
+    config = TrainConfig(steps=np.int64(7), lr=1, task_options={"digits": 1, "ops": "+", "instructions": False},
+                         reward_weights={"accuracy": 1, "format": 0.5})
+    assert type(config.steps) is int and config.steps == 7
+    assert type(config.lr) is float and config.lr == 1.0
+    assert config.task_options == "digits=1,ops=+,instructions=false"
+    assert config.task_kwargs() == {"digits": 1, "ops": "+", "instructions": False}
+    assert config.reward_weights == "accuracy=1,format=0.5"
+
+
+def test_the_helper_works_on_any_dataclass_and_names_the_source():
+    @dataclass(frozen=True)
+    class Other:
+        size: int = field(default=1, metadata={"help": "a size"})
+        out: str | None = field(default=None, metadata={"help": "a path"})
+        scale: float = field(default=1.0, metadata={"help": "a scale"})
+
+    check_field_types(Other(out="x", scale=2))
+    other = Other(scale=2)
+    check_field_types(other)
+    assert type(other.scale) is float  # converted in place, frozen or not
+    with pytest.raises(InputError, match=r"^Other: out = 5: expected a string$"):
+        check_field_types(Other(out=5))
+    with pytest.raises(InputError, match=r"^run\.toml: size = 2\.5: expected an integer$"):
+        check_field_types(Other(size=2.5), where="run.toml")
+    assert checked_field_value(Other, "size", 3, "run.toml") == 3
+    with pytest.raises(InputError, match=r"^--size 1\.5: expected an integer$"):
+        checked_field_value(Other, "size", 1.5, as_option=True)
+
+
+# ---------------------------------------------------------------------------------------------- ranges
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"group_size": 1}, "--group-size 1: must be at least 2: GRPO's advantages compare the completions of a group"),
+    ({"grad_clip": -1.0}, "--grad-clip -1.0: must be >= 0 (0 disables clipping)"),
+    ({"min_lr_ratio": 5}, "--min-lr-ratio 5.0: must be in [0, 1]"),
+    ({"min_lr_ratio": -0.1}, "--min-lr-ratio -0.1: must be in [0, 1]"),
+    ({"save_every": -1}, "--save-every -1: must be at least 0"),
+    ({"eval_every": -1}, "--eval-every -1: must be at least 0"),
+    ({"steps": 0}, "--steps 0: must be at least 1"),
+    ({"top_p": 1.5}, "--top-p 1.5: must be in (0, 1]"),
+    ({"lr": 0}, "--lr 0.0: must be > 0"),
+    ({"seed": -1}, "--seed -1: must be at least 0"),
+    ({"reward_weights": "accuracy=abc"}, "--reward-weights accuracy=abc: 'abc' is not a number"),
+    ({"reward_weights": "accuracy=1,format=nan"}, "--reward-weights format=nan: 'nan' is not a finite number"),
+    ({"reward_weights": "accuracy"}, "expected name=weight pairs separated by commas, got 'accuracy'"),
+    ({"task_options": "digits"}, "--task-options: expected key=value pairs separated by commas"),
+])
+def test_bad_values_are_named_by_option(options, message):
+    with pytest.raises(InputError) as error:
+        TrainConfig(**options)
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_reward_weights_are_checked_against_the_task():
+    task = build_task("arithmetic", "digits=1,ops=+")
+    assert TrainConfig().weights(task) == task.default_weights
+    assert TrainConfig(reward_weights="accuracy=1, format=0.25").weights(task) == {"accuracy": 1.0, "format": 0.25}
+    with pytest.raises(InputError, match=r"^--reward-weights accuracy=1,length=2: \['length'\] name no reward of "
+                                         r"task 'arithmetic'; it gives \['accuracy', 'format'\]$"):
+        TrainConfig(reward_weights="accuracy=1,length=2").weights(task)
+    assert parse_weights("accuracy=-1") == {"accuracy": -1.0}  # a penalty is a weight too
+
+
+def test_task_errors_name_the_task(tmp_path):
+    with pytest.raises(InputError, match="unknown task 'chess'"):
+        build_task("chess", "")
+    with pytest.raises(InputError, match="no option"):
+        build_task("arithmetic", "colour=blue")
+    missing = tmp_path / "missing.jsonl"
+    with pytest.raises(InputError, match=str(missing)):
+        build_task("gsm8k", f"path={missing}")
+    with pytest.raises(InputError, match="choose the sandbox with --sandbox"):
+        build_task("code", "path=x.jsonl,sandbox=limits")
+
+
+def test_the_sandbox_option_reaches_the_code_task(tmp_path):
+    data = tmp_path / "code.jsonl"
+    data.write_text(json.dumps({"prompt": "Write f returning 1.", "tests": ["assert f() == 1"]}) + "\n")
+    config = TrainConfig(task="code", task_options=f"path={data}", sandbox="limits")
+    assert config.task_kwargs() == {"path": str(data), "sandbox": "limits"}
+    assert build_task(config.task, config.task_options, config.sandbox).sandbox == "limits"
+    assert TrainConfig(task="arithmetic", sandbox="limits").task_kwargs() == TrainConfig().task_kwargs()
+
+
+# ---------------------------------------------------------------------------------------------- paths
+
+
+def test_paths_become_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = TrainConfig(model="m", output_dir="out", resume="out/checkpoint-2", task="gsm8k",
+                         task_options="path=data/train.jsonl, eval_path=/abs/eval.jsonl,template=plain")
+    absolute = config.absolute_paths()
+    assert (absolute.model, absolute.output_dir, absolute.resume) == (
+        str(tmp_path / "m"), str(tmp_path / "out"), str(tmp_path / "out" / "checkpoint-2"))
+    assert absolute.task_kwargs() == {"path": str(tmp_path / "data" / "train.jsonl"), "eval_path": "/abs/eval.jsonl",
+                                      "template": "plain"}
+    assert TrainConfig().absolute_paths().model == ""  # "no model" stays no model
+    options = "digits=2, ops=+"
+    assert TrainConfig(task_options=options).absolute_paths().task_options == options  # no path: as written
+    assert config.model == "m"  # the config itself is unchanged
+
+
+# ---------------------------------------------------------------------------------------------- resume
+
+
+def saved_run(tmp_path, **options) -> dict:
+    base = dict(model=str(tmp_path / "start"), output_dir=str(tmp_path / "run"), steps=3, group_size=8)
+    return dataclasses.asdict(TrainConfig(**{**base, **options}).absolute_paths())
+
+
+def test_resume_keeps_the_saved_run_and_changes_only_its_cadence(tmp_path):
+    saved = saved_run(tmp_path, warmup_lr_steps=1, max_new_tokens=24)
+    checkpoint = tmp_path / "run" / "checkpoint-3"
+    config, changes = resume_config(checkpoint, {"resume": str(checkpoint)}, saved=saved)
+    assert changes == []
+    assert config == dataclasses.replace(TrainConfig(**saved), resume=str(checkpoint))
+    config, changes = resume_config(checkpoint, {"steps": 6, "save_every": 2, "eval_every": 0}, saved=saved)
+    assert (config.steps, config.save_every, config.eval_every, config.max_new_tokens) == (6, 2, 0, 24)
+    assert changes == ["changed: steps 3 -> 6 (the cosine learning-rate decay of the remaining steps now ends at "
+                       "step 6 instead of 3)", "changed: eval_every 10 -> 0", "changed: save_every 0 -> 2"]
+
+
+def test_resume_refuses_any_other_change_by_name(tmp_path):
+    saved = saved_run(tmp_path)
+    checkpoint = str(tmp_path / "run" / "final")
+    with pytest.raises(InputError) as error:
+        resume_config(checkpoint, {"group_size": 4, "steps": 6}, saved=saved)
+    assert str(error.value) == (f"--group-size 4: the run in {checkpoint} was trained with 8; a resumed run keeps "
+                                f"its configuration (start a new run from {checkpoint} with --model to change it)")
+    with pytest.raises(InputError, match=r"^--dynamic-sampling: the run in .* was trained with "
+                                         r"--no-dynamic-sampling; --lr 0\.001: the run in .* was trained with "
+                                         r"0\.0001; a resumed run keeps"):
+        resume_config(checkpoint, {"dynamic_sampling": True, "lr": 1e-3}, saved=saved)
+    with pytest.raises(InputError, match="^--eval-problems 20: "):  # what an evaluation measures stays
+        resume_config(checkpoint, {"eval_problems": 20}, saved=saved)
+    with pytest.raises(InputError, match=r"^--steps 0: must be at least 1$"):
+        resume_config(checkpoint, {"steps": 0}, saved=saved)
+
+
+def test_options_equal_to_the_saved_ones_are_fine(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    saved = saved_run(tmp_path, task_options="digits=2,ops=+")
+    overrides = {"group_size": 8, "model": "start", "output_dir": "run", "task_options": "digits=2, ops=+",
+                 "lr": 0.0001, "dynamic_sampling": False}
+    config, changes = resume_config("run/final", overrides, saved=saved)
+    assert changes == [] and config.resume == str(tmp_path / "run" / "final")
+    config, changes = resume_config("run/final", {"output_dir": "elsewhere"}, saved=saved)
+    assert config.output_dir == str(tmp_path / "elsewhere")
+    assert changes == [f"changed: output_dir {tmp_path / 'run'} -> {tmp_path / 'elsewhere'}"]
+
+
+def test_a_saved_config_is_checked_and_named(tmp_path):
+    checkpoint = tmp_path / "ckpt"
+    checkpoint.mkdir()
+    path = checkpoint / "trainer_config.json"
+    with pytest.raises(InputError, match="not a training checkpoint, trainer_config.json is missing"):
+        resume_config(checkpoint)
+    with pytest.raises(InputError, match="no such checkpoint directory"):
+        resume_config(tmp_path / "nowhere")
+    path.write_text('{"steps": 3,')
+    with pytest.raises(InputError, match=f"^{path}: not valid JSON"):
+        resume_config(checkpoint)
+    with pytest.raises(InputError, match=f"^{path}: not valid JSON"):
+        read_saved_config(checkpoint, required=False)
+    path.write_text("[1, 2]")
+    with pytest.raises(InputError, match=f"^{path}: expected a JSON object of training options, got list"):
+        resume_config(checkpoint)
+    path.write_text(json.dumps({**saved_run(tmp_path), "steps": "3"}))
+    with pytest.raises(InputError, match=f"^{path}: steps = '3': expected an integer$"):
+        resume_config(checkpoint)
+    path.write_text(json.dumps({**saved_run(tmp_path), "group_size": 1}))
+    with pytest.raises(InputError, match=f"^{path}: --group-size 1: must be at least 2"):
+        resume_config(checkpoint)
+    path.write_text(json.dumps({**saved_run(tmp_path), "colour": "blue"}))
+    with pytest.raises(InputError, match=f"^{path}: unknown options \\['colour'\\]"):
+        resume_config(checkpoint)
+    older = saved_run(tmp_path)
+    del older["sandbox"]  # a checkpoint from before an option existed: its default
+    path.write_text(json.dumps(older))
+    config, _ = resume_config(checkpoint)
+    assert config.sandbox == "auto" and config.resume == str(checkpoint)
+    assert read_saved_config(tmp_path, required=False) == {}
+
+
+def test_old_relative_paths_resolve_where_the_run_is_resumed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    saved = {**saved_run(tmp_path), "model": "start", "output_dir": "run"}
+    config, _ = resume_config("run/final", saved=saved)
+    assert (config.model, config.output_dir) == (str(tmp_path / "start"), str(tmp_path / "run"))
+    assert os.path.isabs(config.resume)
