@@ -2,18 +2,23 @@
 
 Owns: what a trainer needs to continue exactly where it stopped: the step, the optimizer's moments, the RNG
 state, the data position and the resolved config. The model files are `engine.hf`'s layout, so any checkpoint
-loads in transformers as it is. Written atomically (temp directory, then rename) by `engine.hf.write_checkpoint`.
+loads in transformers as it is. Written atomically (temp directory, then rename) by `engine.hf.write_checkpoint`;
+`recover` cleans up after a save that a kill cut short. Reading a checkpoint back checks every trainer file:
+a missing or corrupt one is an `InputError` naming it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
+
+from wgrpo.engine import InputError, recover_checkpoints
 
 STATE_DIR = "trainer_state"
 STATE_FILE = f"{STATE_DIR}/state.json"
@@ -47,36 +52,76 @@ def save_training_checkpoint(directory: str | Path, model, tokenizer, optimizer,
     return write_checkpoint(directory, model.config, model.state_dict(), tokenizer=tokenizer, extra_files=extra)
 
 
-def load_training_state(directory: str | Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """(trainer state, optimizer state dict for `AdamW.load_state_dict`, saved config) of a checkpoint."""
+def _read_json_object(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise InputError(f"{path}: missing; {what} is part of every training checkpoint")
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"{path}: cannot read {what}: {error}") from None
+    if not isinstance(value, dict):
+        raise InputError(f"{path}: {what} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def read_state(directory: str | Path) -> dict[str, Any]:
+    """The trainer state of a checkpoint (`state.json`: step, task, ..., optimizer metadata), checked."""
     directory = Path(directory)
     state_path = directory / STATE_FILE
     if not state_path.is_file():
-        raise ValueError(f"{directory} is not a training checkpoint: {STATE_FILE} is missing "
+        raise InputError(f"{directory} is not a training checkpoint: {STATE_FILE} is missing "
                          f"(a plain model directory can start a run with --model, not --resume)")
-    try:
-        state = json.loads(state_path.read_text())
-        config = json.loads((directory / CONFIG_FILE).read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"{directory}: cannot read the trainer state: {error}") from None
+    state = _read_json_object(state_path, "the trainer state")
+    step = state.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise InputError(f"{state_path}: \"step\" must be a non-negative integer, got {step!r}")
+    meta = state.get("optimizer")
+    if not isinstance(meta, dict) or not {"step", "hyperparameters", "state"} <= set(meta):
+        raise InputError(f"{state_path}: \"optimizer\" must hold the optimizer's step, hyperparameters and "
+                         f"per-parameter state, got {meta!r:.80}")
+    if not isinstance(meta["state"], list):
+        raise InputError(f"{state_path}: \"optimizer\".\"state\" must be a list, got {meta['state']!r:.80}")
+    return state
+
+
+def load_training_state(directory: str | Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(trainer state, optimizer state dict for `AdamW.load_state_dict`, saved config) of a checkpoint; a missing
+    or corrupt file is an InputError naming it."""
+    directory = Path(directory)
+    state = read_state(directory)
+    config = _read_json_object(directory / CONFIG_FILE, "the trainer config")
+    state_path = directory / STATE_FILE
     meta = state.pop("optimizer")
     optimizer_path = directory / OPTIMIZER_FILE
     try:
         moments = load_file(str(optimizer_path)) if optimizer_path.stat().st_size else {}
     except Exception as error:  # safetensors raises its own error types for corrupt files
-        raise ValueError(f"{optimizer_path}: corrupt optimizer state: {error}") from None
+        raise InputError(f"{optimizer_path}: corrupt optimizer state: {error}") from None
     per_param = []
     for index, entry in enumerate(meta["state"]):
         if entry is None:
             per_param.append(None)
             continue
+        if not isinstance(entry, dict) or "step" not in entry:
+            raise InputError(f"{state_path}: optimizer state of parameter {index} must be null or hold its "
+                             f"\"step\", got {entry!r:.80}")
         try:
             per_param.append({"step": entry["step"], "exp_avg": moments[f"{index}.exp_avg"],
                               "exp_avg_sq": moments[f"{index}.exp_avg_sq"]})
         except KeyError as missing:
-            raise ValueError(f"{optimizer_path}: tensor {missing} is missing") from None
+            raise InputError(f"{optimizer_path}: tensor {missing} is missing") from None
     optimizer_state = {"step": meta["step"], "hyperparameters": meta["hyperparameters"], "state": per_param}
     return state, optimizer_state, config
+
+
+def recover(directory: str | Path) -> None:
+    """Clean up after saves that a crash or a kill cut short in `directory` (stale temp directories, an
+    interrupted replacement; `engine.recover_checkpoints`), and say on stderr what was done."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return
+    for action in recover_checkpoints(directory):
+        print(f"wgrpo: checkpoints in {directory}: {action}", file=sys.stderr)
 
 
 def rng_state(rng: np.random.Generator) -> dict:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from wgrpo.engine import InputError
 from wgrpo.rl.rollout import sample_and_score
 
 
@@ -33,7 +34,7 @@ def evaluate(model, tokenizer, task, *, problems: int = 100, max_new_tokens: int
     size = task.size("eval")
     held_out = task.eval_problems(problems if size is None else min(problems, size))
     if not held_out:
-        raise ValueError(f"task {task.name!r} has no held-out problems (eval_fraction 0, or an empty eval file)")
+        raise InputError(f"task {task.name!r} has no held-out problems (eval_fraction 0, or an empty eval file)")
     started = time.perf_counter()
     completions = []
     for start in range(0, len(held_out), batch_size):

@@ -2,23 +2,32 @@
 pairs, from a checkpoint or from a fresh model with a tokenizer trained on the data.
 
 Owns: the SFT config, batching (prompt tokens masked out, end-of-text appended and learned), the learning-rate
-schedule and the training loop. Checkpoints and progress come from `rl.train.checkpoint` and `rl.train.progress`.
+schedule and the training loop. Every line is tokenized and checked against max_length before the first step;
+a longer line is refused (file and line), not truncated as TRL's SFTTrainer does: a cut completion loses its
+end-of-text. Checkpoints, metrics.jsonl, progress and the stop on SIGINT/SIGTERM come from `rl.train.checkpoint`,
+`rl.train.metrics_log`, `rl.train.progress` and `rl.train.stop`.
 """
 
 from __future__ import annotations
 
-import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from wgrpo.rl.train.checkpoint import load_training_state, save_training_checkpoint
+from wgrpo.engine import InputError
 from wgrpo.rl.jsonl import field as record_field
 from wgrpo.rl.jsonl import read_jsonl
+from wgrpo.rl.train.checkpoint import load_training_state, recover, save_training_checkpoint
+from wgrpo.rl.train.config import check_field_types
+from wgrpo.rl.train.metrics_log import METRICS_FILE, MetricsLog
 from wgrpo.rl.train.progress import Progress
 from wgrpo.rl.train.schedule import cosine_lr, epoch_order
+from wgrpo.rl.train.stop import StopOnSignal, changed_options, resume_command
+
+RESUME_COMMAND = "wgrpo sft"
 
 
 @dataclass
@@ -30,8 +39,9 @@ class SFTConfig:
     resume: str = field(default="", metadata={"help": "training checkpoint to continue from (same data, config)"})
     steps: int = field(default=300, metadata={"help": "optimizer steps"})
     batch_size: int = field(default=16, metadata={"help": "sequences per step"})
-    max_length: int = field(default=256, metadata={"help": "longest prompt + completion in tokens; longer lines "
-                                                          "are an error naming the line"})
+    max_length: int = field(default=256, metadata={"help": "longest prompt + completion + end-of-text in tokens; "
+                                                          "longer lines are an error naming the line (never "
+                                                          "truncated)"})
     lr: float = field(default=3e-3, metadata={"help": "peak learning rate (AdamW)"})
     min_lr_ratio: float = field(default=0.1, metadata={"help": "cosine decay ends at lr * this"})
     warmup_steps: int = field(default=20, metadata={"help": "linear warm-up steps"})
@@ -48,11 +58,12 @@ class SFTConfig:
     intermediate_size: int = field(default=384, metadata={"help": "fresh model: MLP width"})
 
     def __post_init__(self):
+        check_field_types(self)
         for name in ("steps", "batch_size", "max_length"):
             if getattr(self, name) < 1:
-                raise ValueError(f"SFTConfig.{name} must be >= 1, got {getattr(self, name)}")
+                raise InputError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least 1")
         if not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError(f"SFTConfig.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+            raise InputError(f"--min-lr-ratio {self.min_lr_ratio}: must be in [0, 1]")
 
 
 @dataclass
@@ -67,15 +78,29 @@ def read_examples(path: str | Path) -> list[dict]:
             for r in read_jsonl(path)]
 
 
-def tokenize(records: list[dict], tokenizer, eos_id: int, max_length: int, path) -> list[Example]:
-    examples = []
-    for record in records:
-        prompt = tokenizer.encode(record["prompt"]).ids
-        completion = tokenizer.encode(record["completion"]).ids + [eos_id]
-        if len(prompt) + len(completion) > max_length:
-            raise ValueError(f"{path}:{record['line']}: {len(prompt) + len(completion)} tokens exceed "
-                             f"max_length={max_length}")
-        examples.append(Example(prompt, completion))
+def tokenize(records: list[dict], tokenizer, eos_id: int, max_length: int, path,
+             max_positions: int | None = None) -> list[Example]:
+    """The examples of `records`, all checked before any training: a line whose prompt + completion +
+    end-of-text exceed `max_length` tokens (or the model's `max_positions`) is an InputError naming the first
+    such line of `path` and how many lines are over. Lines are never truncated: a cut completion would lose its
+    end-of-text and teach the model not to stop."""
+    prompts = tokenizer.encode_batch([r["prompt"] for r in records])
+    completions = tokenizer.encode_batch([r["completion"] for r in records])
+    examples, over = [], []
+    for record, prompt, completion in zip(records, prompts, completions):
+        example = Example(prompt.ids, completion.ids + [eos_id])
+        length = len(example.prompt) + len(example.completion)
+        if length > max_length or (max_positions is not None and length - 1 > max_positions):
+            over.append((record["line"], length))
+        examples.append(example)
+    if over:
+        line, length = over[0]
+        limit = f"max_length={max_length}" if length > max_length else \
+            f"what the model holds (max_position_embeddings={max_positions}, plus the last token, " \
+            f"which is only predicted)"
+        more = f"; {len(over) - 1} more lines are over it too" if len(over) > 1 else ""
+        raise InputError(f"{path}:{line}: {length} tokens (prompt, completion and end-of-text) exceed {limit}"
+                         f"{more}; lines are not truncated (raise --max-length or shorten them)")
     return examples
 
 
@@ -110,62 +135,105 @@ def _fresh_model(config: SFTConfig, records: list[dict], device):
     return Model.random(model_config, seed=config.seed, device=device), tokenizer
 
 
-def train_sft(config: SFTConfig, device=None) -> dict:
-    """Run SFT as configured; returns a summary (first and last loss, checkpoint path, tokens/s)."""
-    from wgrpo.engine import AdamW, Tensor, clip_grad_norm_, load_pretrained, ops
+def train_sft(config: SFTConfig, device=None, command: str = RESUME_COMMAND) -> dict:
+    """Run SFT as configured; returns a summary (first and last loss, checkpoint path, tokens/s).
+
+    SIGINT (Ctrl-C) or SIGTERM stops it after the step in progress (a step is one submit, never abandoned half
+    way): it saves `output_dir/checkpoint-N`, prints the command that resumes (`command --resume ...`) on stderr
+    and raises SystemExit(128 + the signal's number)."""
+    from wgrpo.engine import AdamW, load_pretrained
 
     records = read_examples(config.data)
+    first_step, optimizer_state = 0, None
+    if config.resume:
+        recover(Path(config.resume).parent)  # a kill while replacing it may have left it aside
+        state, optimizer_state, _ = load_training_state(config.resume)  # checked before the weights load
+        first_step = state["step"]
     start_from = config.resume or config.model
     if start_from:
         model, tokenizer = load_pretrained(start_from, device)
         if tokenizer is None:
-            raise ValueError(f"{start_from}: no tokenizer.json; SFT needs the model's tokenizer")
+            raise InputError(f"{start_from}: no tokenizer.json; SFT needs the model's tokenizer")
     else:
         model, tokenizer = _fresh_model(config, records, device)
     eos = model.config.eos_token_ids[0] if model.config.eos_token_ids else None
     if eos is None:
-        raise ValueError(f"{start_from}: config.json has no eos_token_id; SFT appends it to every completion")
+        raise InputError(f"{start_from}: config.json has no eos_token_id; SFT appends it to every completion")
     pad = model.config.pad_token_id if model.config.pad_token_id is not None else eos
-    examples = tokenize(records, tokenizer, eos, config.max_length, config.data)
+    examples = tokenize(records, tokenizer, eos, config.max_length, config.data,
+                        max_positions=model.config.max_position_embeddings)
 
     model.requires_grad_()
     optimizer = AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    first_step = 0
-    if config.resume:
-        state, optimizer_state, _ = load_training_state(config.resume)
+    if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
-        first_step = int(state["step"])
 
     output = Path(config.output_dir)
     output.mkdir(parents=True, exist_ok=True)
-    progress = Progress(config.steps, "sft", start=first_step)
+    recover(output)
     losses, tokens_seen, started = [], 0, time.perf_counter()
-    with open(output / "metrics.jsonl", "a") as metrics_file:
-        for step in range(first_step, config.steps):
-            batch = [examples[i] for i in epoch_order(step, config.batch_size, len(examples), config.seed)]
-            inputs, targets, mask = make_batch(batch, pad)
-            optimizer.lr = learning_rate(step, config)
-            logits = model(inputs)  # (B, T, V)
-            loss = ops.cross_entropy(logits, Tensor.from_numpy(targets, model.device),
-                                     Tensor.from_numpy(mask, model.device))
-            loss.backward()
-            grad_norm = clip_grad_norm_(model.parameters(), config.grad_clip) if config.grad_clip > 0 else None
-            optimizer.step()
-            optimizer.zero_grad()
-            value = float(loss.numpy())  # the step's one submit happens here
-            tokens_seen += int(mask.sum())
-            losses.append(value)
-            rate = tokens_seen / (time.perf_counter() - started)
-            record = {"step": step + 1, "loss": value, "lr": optimizer.lr, "tokens_per_s": rate}
-            if grad_norm is not None:
-                record["grad_norm"] = float(grad_norm.numpy())
-            metrics_file.write(json.dumps(record) + "\n")
-            progress.update(step + 1, loss=value, lr=optimizer.lr, **{"tok/s": round(rate)})
-            done = step + 1 == config.steps
-            if done or (config.save_every and (step + 1) % config.save_every == 0):
-                path = output / ("final" if done else f"checkpoint-{step + 1}")
-                save_training_checkpoint(path, model, tokenizer, optimizer, {"step": step + 1}, config)
-    progress.close()
+    saved: tuple[int, Path] | None = None  # (step, path) of the last checkpoint written
+    step = first_step
+
+    def save(path: Path) -> Path:
+        return save_training_checkpoint(path, model, tokenizer, optimizer, {"step": step}, config)
+
+    with MetricsLog(output / METRICS_FILE, first_step + 1) as log, StopOnSignal(can_abandon=False) as stop:
+        if log.note:
+            print(f"wgrpo: {log.note}", file=sys.stderr)
+        progress = Progress(config.steps, "sft", start=first_step)
+        try:
+            while step < config.steps and not stop.requested:
+                value, grad_norm, tokens = _train_step(model, optimizer, examples, step, config, pad)
+                step += 1
+                tokens_seen += tokens
+                losses.append(value)
+                rate = tokens_seen / (time.perf_counter() - started)
+                record = {"step": step, "loss": value, "lr": optimizer.lr, "tokens_per_s": rate}
+                if grad_norm is not None:
+                    record["grad_norm"] = grad_norm
+                log.append(record)
+                progress.update(step, loss=value, lr=optimizer.lr, **{"tok/s": round(rate)})
+                done = step == config.steps
+                if done or (config.save_every and step % config.save_every == 0):
+                    saved = (step, save(output / ("final" if done else f"checkpoint-{step}")))
+        finally:
+            progress.close()
+        if stop.requested:
+            if saved is None or saved[0] != step:
+                saved = (step, save(output / f"checkpoint-{step}"))
+            _report_stop(stop, step, config, saved[1], command)
+    if stop.requested:
+        raise SystemExit(stop.exit_code)
     return {"first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
             "checkpoint": str(output / "final"), "steps": config.steps,
             "tokens_per_s": tokens_seen / max(1e-9, time.perf_counter() - started)}
+
+
+def _train_step(model, optimizer, examples: list[Example], step: int, config: SFTConfig,
+                pad: int) -> tuple[float, float | None, int]:
+    """One optimizer step on `step`'s batch: (loss, gradient norm before clipping or None, completion tokens)."""
+    from wgrpo.engine import Tensor, clip_grad_norm_, ops
+
+    batch = [examples[i] for i in epoch_order(step, config.batch_size, len(examples), config.seed)]
+    inputs, targets, mask = make_batch(batch, pad)
+    optimizer.lr = learning_rate(step, config)
+    logits = model(inputs)  # (B, T, V)
+    loss = ops.cross_entropy(logits, Tensor.from_numpy(targets, model.device), Tensor.from_numpy(mask, model.device))
+    loss.backward()
+    grad_norm = clip_grad_norm_(model.parameters(), config.grad_clip) if config.grad_clip > 0 else None
+    optimizer.step()
+    optimizer.zero_grad()
+    value = float(loss.numpy())  # the step's one submit happens here
+    return value, (float(grad_norm.numpy()) if grad_norm is not None else None), int(mask.sum())
+
+
+def _report_stop(stop: StopOnSignal, step: int, config: SFTConfig, checkpoint: Path, command: str) -> None:
+    if step >= config.steps:
+        print(f"wgrpo: stopped by {stop.signal_name} after the last step; the run is complete: {checkpoint}",
+              file=sys.stderr)
+        return
+    print(f"wgrpo: stopped by {stop.signal_name} after step {step} of {config.steps}; saved {checkpoint}",
+          file=sys.stderr)
+    options = changed_options(config, skip=("resume", "model"))  # `wgrpo sft` takes its options from its flags
+    print(f"wgrpo: resume with: {resume_command(command, checkpoint, options)}", file=sys.stderr)

@@ -3,26 +3,114 @@ metrics and checkpoints.
 
 Owns: the step loop (its options are `rl.train.config.TrainConfig`).
 Randomness is a pure function of (seed, step): problems, sampling seeds and the data order; so `--resume` from
-a checkpoint continues exactly as the uninterrupted run would (same adapter). Talks to `engine` for the model,
-generation and the loss; never imports wgpu.
+a checkpoint continues exactly as the uninterrupted run would (same adapter). Data order: step s trains on the
+next prompts_per_step problems of the epoch permutations (`schedule.epoch_order`), so each epoch visits every
+training problem once; dynamic sampling's extra rounds draw from a stream of their own
+(`schedule.resample_order`) and leave the epochs whole.
+
+SIGINT (Ctrl-C) and SIGTERM while `run()` trains finish the step in progress (a second signal abandons its
+sampling, or its evaluation, which is then missing from that step's row), save `output_dir/checkpoint-N` (as
+periodic checkpoints are), print on stderr the line `wgrpo: resume with: wgrpo train --resume
+OUTPUT_DIR/checkpoint-N` (a resumed run takes its options from the checkpoint) and raise `SystemExit(130)`
+(SIGINT) or `SystemExit(143)` (SIGTERM); see `rl.train.stop`.
+
+metrics.jsonl: one row per step (`step` = the number of updates done; row 0 is the evaluation before training),
+with
+- `reward/mean`, `reward/std`, `reward/<part>` (each reward part's mean, unweighted), `accuracy` and `format`
+  (the parts of those names), `completion_length/mean`, `completion_length/truncated_frac` (hit
+  max_new_tokens), `entropy` (minus the mean log-prob of the sampled tokens): over every completion sampled
+  this step, in every sampling round;
+- `zero_signal_frac`: the share of the groups sampled this step (every round) whose rewards are all equal, so
+  that their advantages are 0 and they teach nothing; `sampling/rounds`, `sampling/groups` (sampled) and
+  `sampling/groups_kept` (trained on);
+- with dynamic sampling, `kept/reward/mean`, `kept/reward/std`, `kept/reward/<part>`, `kept/accuracy`,
+  `kept/format`, `kept/completion_length/mean`, `kept/completion_length/truncated_frac`: the same over the
+  groups trained on (those with signal, at most prompts_per_step; when no group of any round had signal, the
+  last round's, whose advantages are all 0);
+- the update's, over the groups trained on: `loss`, `kl` (with a reference), `clip_frac_low`,
+  `clip_frac_high`, `ratio_mean`, `tokens`, `grad_norm` (with clipping), `lr`;
+- time: `time/rollout`, `time/reward`, `time/update` (seconds), `rollout_tokens_per_s`, `update_tokens_per_s`;
+- at evaluation steps: `eval/accuracy`, `eval/format`, `eval/length` (greedy, held-out problems).
+curves.png is redrawn at evaluation steps and at the end.
+
+Talks to `engine` for the model, generation and the loss; never imports wgpu.
 """
 
 from __future__ import annotations
 
-import json
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from wgrpo.engine import InputError
 from wgrpo.rl.batch import build_update_batch
-from wgrpo.rl.train.checkpoint import load_training_state, save_training_checkpoint
-from wgrpo.rl.train.config import TrainConfig
-from wgrpo.rl.train.evaluate import evaluate
 from wgrpo.rl.grpo import dynamic_sampling_filter, group_advantages, policy_loss
+from wgrpo.rl.rollout import Completion, Rollout, sample_and_score
+from wgrpo.rl.train.checkpoint import load_training_state, recover, save_training_checkpoint
+from wgrpo.rl.train.config import TrainConfig, build_task
+from wgrpo.rl.train.evaluate import evaluate
+from wgrpo.rl.train.metrics_log import METRICS_FILE, MetricsLog
 from wgrpo.rl.train.progress import Progress
-from wgrpo.rl.rollout import Rollout, sample_and_score
-from wgrpo.rl.train.schedule import cosine_lr, epoch_order
+from wgrpo.rl.train.schedule import cosine_lr, epoch_order, resample_order
+from wgrpo.rl.train.stop import StopNow, StopOnSignal, resume_command
+
+RESUME_COMMAND = "wgrpo train"
+
+
+@dataclass
+class StepSample:
+    """One step's sampling: every round's problems and groups, and the groups the update trains on."""
+    problem_indices: list[list[int]]  # per round: the task's train indices, group by group
+    rounds: list[Rollout]  # per round: every group sampled
+    kept: Rollout  # the groups trained on
+
+    @property
+    def sampled(self) -> Rollout:
+        """Every group sampled this step, round after round."""
+        return Rollout([c for r in self.rounds for c in r.completions], self.kept.group_size,
+                       sum(r.seconds_generate for r in self.rounds), sum(r.seconds_reward for r in self.rounds))
+
+
+def completion_metrics(rollout: Rollout, prefix: str = "") -> dict[str, float]:
+    """Reward (mean, std, each part), accuracy, format and completion lengths of `rollout`'s completions."""
+    rewards, parts = rollout.rewards(), rollout.part_means()
+    completions = rollout.completions
+    return {
+        f"{prefix}reward/mean": float(rewards.mean()), f"{prefix}reward/std": float(rewards.std()),
+        **{f"{prefix}reward/{name}": value for name, value in parts.items()},
+        f"{prefix}accuracy": parts.get("accuracy", float("nan")),
+        f"{prefix}format": parts.get("format", float("nan")),
+        f"{prefix}completion_length/mean": float(np.mean([len(c.token_ids) for c in completions])),
+        f"{prefix}completion_length/truncated_frac": float(np.mean([c.finish_reason == "length"
+                                                                    for c in completions])),
+    }
+
+
+def zero_signal_groups(sample: StepSample) -> int:
+    """How many groups sampled this step (every round) have all-equal rewards, so no signal."""
+    return sum(int((~dynamic_sampling_filter(r.rewards())).sum()) for r in sample.rounds)
+
+
+def sampling_metrics(sample: StepSample, kept_too: bool) -> dict[str, float]:
+    """A step's sampling metrics (see the module docstring): over every group sampled, and with `kept_too`
+    the same over the groups trained on under `kept/`."""
+    sampled = sample.sampled
+    logps = np.concatenate([c.logprobs for c in sampled.completions if len(c.logprobs)] or [np.zeros(1)])
+    groups = len(sampled.completions) // sampled.group_size
+    return {
+        **completion_metrics(sampled),
+        "entropy": float(-logps.mean()),  # sampled-token estimate of the policy's entropy
+        "zero_signal_frac": zero_signal_groups(sample) / groups,
+        "sampling/rounds": len(sample.rounds), "sampling/groups": groups,
+        "sampling/groups_kept": len(sample.kept.completions) // sample.kept.group_size,
+        **(completion_metrics(sample.kept, "kept/") if kept_too else {}),
+        "time/rollout": sampled.seconds_generate, "time/reward": sampled.seconds_reward,
+        "rollout_tokens_per_s": sampled.new_tokens / max(sampled.seconds_generate, 1e-9),
+    }
+
 
 class GRPOTrainer:
     """Holds the policy, the frozen reference, the optimizer and the task; `run()` trains."""
@@ -36,49 +124,71 @@ class GRPOTrainer:
         if config.beta > 0 and reference is None:
             raise ValueError("beta > 0 needs a reference model")
         self.weights = config.weights(task)
-        parts = set(task.reward_parts("", task.sample(0, "train")))
-        unknown = set(self.weights) - parts
-        if unknown:
-            raise ValueError(f"reward_weights: {sorted(unknown)} name no reward of task {task.name!r}; it gives "
-                             f"{sorted(parts)}")
+        self._check_task(model, tokenizer, task)
         model.requires_grad_()
         self.optimizer = AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.step = start_step
         self.start_model = start_model  # the checkpoint GRPO started from, also the reference model
         self.output = Path(config.output_dir)
         self.output.mkdir(parents=True, exist_ok=True)
+        recover(self.output)  # saves a kill cut short, before this run saves anything
         eos = model.config.eos_token_ids
         self.pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else (eos[0] if eos else 0)
 
+    def _check_task(self, model, tokenizer, task) -> None:
+        """Refuse, before any work, a task whose prompts cannot fit the model with max_new_tokens after them."""
+        if task.size("train") == 0:
+            raise InputError(f"task {task.name!r} has no training problems")
+        positions, new = model.config.max_position_embeddings, self.config.max_new_tokens
+        if positions - new < 1:
+            raise InputError(f"--max-new-tokens {new}: leaves no room for a prompt in the model's "
+                             f"max_position_embeddings={positions}")
+        task.check_prompts(tokenizer, positions - new,
+                           reason=f"the model's max_position_embeddings={positions} minus --max-new-tokens {new}")
+
     # ------------------------------------------------------------------ one step
 
-    def rollout(self, step: int) -> tuple[Rollout, int]:
+    def problem_indices(self, step: int, round_: int) -> list[int]:
+        """The task's train indices that sampling round `round_` of `step` draws: the main stream for round 0,
+        the resampling stream for dynamic sampling's extra rounds."""
+        cfg, n = self.config, self.task.size("train")
+        if round_ == 0:
+            return epoch_order(step, cfg.prompts_per_step, n, cfg.seed)
+        return resample_order(step, round_, cfg.prompts_per_step, n, cfg.seed)
+
+    def sample_step(self, step: int) -> StepSample:
         """Sample and score this step's groups; with dynamic sampling, resample until enough carry signal."""
         cfg = self.config
-        wanted, kept, rounds, zero_signal = cfg.prompts_per_step, [], 0, 0
-        seconds = [0.0, 0.0]
-        while len(kept) < wanted and rounds < cfg.max_sampling_rounds:
-            indices = epoch_order(step * cfg.max_sampling_rounds + rounds, wanted, self.task.size("train"), cfg.seed)
-            problems = [self.task.sample(i, "train") for i in indices]
-            batch = sample_and_score(self.model, self.tokenizer, self.task, problems, cfg.group_size,
+        wanted, size = cfg.prompts_per_step, cfg.group_size
+        indices, rounds, kept = [], [], []
+        groups: list[list[Completion]] = []
+        while len(kept) < wanted and len(rounds) < cfg.max_sampling_rounds:
+            order = self.problem_indices(step, len(rounds))
+            problems = [self.task.sample(i, "train") for i in order]
+            batch = sample_and_score(self.model, self.tokenizer, self.task, problems, size,
                                      max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                                     top_k=cfg.top_k, top_p=cfg.top_p, seed=hash_seed(cfg.seed, step, rounds),
+                                     top_k=cfg.top_k, top_p=cfg.top_p, seed=hash_seed(cfg.seed, step, len(rounds)),
                                      weights=self.weights)
-            seconds[0] += batch.seconds_generate
-            seconds[1] += batch.seconds_reward
-            groups = [batch.completions[g * cfg.group_size : (g + 1) * cfg.group_size] for g in range(wanted)]
-            signal = dynamic_sampling_filter(batch.rewards())  # groups whose rewards are not all equal
-            keep = signal if cfg.dynamic_sampling else np.ones(wanted, bool)
-            zero_signal += int((~signal).sum()) if rounds == 0 else 0
+            groups = [batch.completions[g * size : (g + 1) * size] for g in range(wanted)]
+            keep = dynamic_sampling_filter(batch.rewards()) if cfg.dynamic_sampling else np.ones(wanted, bool)
             kept.extend(group for group, k in zip(groups, keep) if k)
-            rounds += 1
+            indices.append(order)
+            rounds.append(batch)
             if not cfg.dynamic_sampling:
                 break
         if not kept:  # every group was uniform in every round: train on the last batch, its advantages are 0
             kept = groups
-        kept = kept[:wanted]
-        completions = [c for group in kept for c in group]
-        return Rollout(completions, cfg.group_size, *seconds), zero_signal
+        completions = [c for group in kept[:wanted] for c in group]
+        return StepSample(indices, rounds, Rollout(completions, size, 0.0, 0.0))
+
+    def rollout(self, step: int) -> tuple[Rollout, int]:
+        """(the groups to train on, timed with every round's seconds; how many groups sampled had no signal):
+        `sample_step` for callers that time a step's phases apart (tools/bench_grpo.py)."""
+        sample = self.sample_step(step)
+        sampled = sample.sampled
+        kept = Rollout(sample.kept.completions, sample.kept.group_size, sampled.seconds_generate,
+                       sampled.seconds_reward)
+        return kept, zero_signal_groups(sample)
 
     def update(self, rollout: Rollout) -> dict[str, float]:
         """mu policy-gradient steps on one rollout batch; returns the update's metrics."""
@@ -116,31 +226,18 @@ class GRPOTrainer:
         metrics.update({"time/update": seconds, "update_tokens_per_s": tokens / max(seconds, 1e-9)})
         return metrics
 
-    def train_step(self) -> dict[str, float]:
+    def finish_step(self, sample: StepSample) -> dict[str, float]:
+        """The update on `sample`'s kept groups; advances `step` and returns the step's metrics."""
         cfg = self.config
         self.optimizer.lr = cosine_lr(self.step, cfg.steps, cfg.lr, cfg.warmup_lr_steps, cfg.min_lr_ratio)
-        rollout, zero_signal = self.rollout(self.step)
-        update = self.update(rollout)
-        rewards, parts = rollout.rewards(), rollout.part_means()
-        lengths = [len(c.token_ids) for c in rollout.completions]
-        logps = np.concatenate([c.logprobs for c in rollout.completions if len(c.logprobs)] or [np.zeros(1)])
+        update = self.update(sample.kept)
         self.step += 1
-        metrics = {
-            "step": self.step, "lr": self.optimizer.lr,
-            "reward/mean": float(rewards.mean()), "reward/std": float(rewards.std()),
-            **{f"reward/{name}": value for name, value in parts.items()},
-            "accuracy": parts.get("accuracy", float("nan")),
-            "format": parts.get("format", float("nan")),
-            "completion_length/mean": float(np.mean(lengths)),
-            "completion_length/truncated_frac": float(np.mean([c.finish_reason == "length"
-                                                               for c in rollout.completions])),
-            "entropy": float(-logps.mean()),  # sampled-token estimate of the policy's entropy
-            "zero_signal_frac": zero_signal / cfg.prompts_per_step,
-            "time/rollout": rollout.seconds_generate, "time/reward": rollout.seconds_reward,
-            "rollout_tokens_per_s": rollout.new_tokens / max(rollout.seconds_generate, 1e-9),
-            **update,
-        }
-        return metrics
+        return {"step": self.step, "lr": self.optimizer.lr,
+                **sampling_metrics(sample, kept_too=cfg.dynamic_sampling), **update}
+
+    def train_step(self) -> dict[str, float]:
+        """Sample, score and update once; returns the step's metrics."""
+        return self.finish_step(self.sample_step(self.step))
 
     # ------------------------------------------------------------------ the loop
 
@@ -155,49 +252,96 @@ class GRPOTrainer:
         return save_training_checkpoint(path, self.model, self.tokenizer, self.optimizer, state, self.config)
 
     def run(self) -> list[dict]:
-        """Train from `self.step` to `config.steps`; returns the evaluation records (first and last included)."""
-        cfg = self.config
-        history = []
-        metrics_path = self.output / "metrics.jsonl"
-        progress = Progress(cfg.steps, "grpo", start=self.step, every=1)
-        with open(metrics_path, "a") as log:
-            if self.step == 0:
-                record = {"step": 0, **self.evaluate()}
-                history.append(record)
-                log.write(json.dumps(record) + "\n")
-            while self.step < cfg.steps:
-                metrics = self.train_step()
-                done = self.step == cfg.steps
-                if done or (cfg.eval_every and self.step % cfg.eval_every == 0):
-                    metrics.update(self.evaluate())
-                    history.append({k: v for k, v in metrics.items() if k == "step" or k.startswith("eval/")})
-                log.write(json.dumps(metrics) + "\n")
-                log.flush()
-                progress.update(self.step, reward=metrics["reward/mean"], acc=metrics["accuracy"],
-                                len=metrics["completion_length/mean"], kl=metrics.get("kl", 0.0))
-                if done or (cfg.save_every and self.step % cfg.save_every == 0):
-                    self.save(self.output / ("final" if done else f"checkpoint-{self.step}"))
-                self._plot(metrics_path)
-        progress.close()
+        """Train from `self.step` to `config.steps`; returns the evaluation records (first and last included).
+
+        Stopped by SIGINT or SIGTERM: saves `output_dir/checkpoint-N`, prints how to resume and raises
+        SystemExit(128 + the signal's number)."""
+        history: list[dict] = []
+        first_row = 0 if self.step == 0 else self.step + 1  # rows from there on are this run's to write
+        with MetricsLog(self.output / METRICS_FILE, first_row) as log, StopOnSignal() as stop:
+            if log.note:
+                print(f"wgrpo: {log.note}", file=sys.stderr)
+            progress = Progress(self.config.steps, "grpo", start=self.step, every=1)
+            try:
+                saved = self._loop(log, stop, progress, history)
+            finally:
+                progress.close()
+            if stop.requested and (saved is None or saved[0] != self.step):
+                saved = (self.step, self.save(self.output / f"checkpoint-{self.step}"))
+            self._plot()
+            if stop.requested:
+                self._report_stop(stop, saved[1])
+        if stop.requested:
+            raise SystemExit(stop.exit_code)
         return history
 
-    def _plot(self, metrics_path: Path) -> None:
+    def _loop(self, log: MetricsLog, stop: StopOnSignal, progress: Progress,
+              history: list[dict]) -> tuple[int, Path] | None:
+        """The steps until the last or a stop; returns (step, path) of the last checkpoint written, if any."""
+        cfg = self.config
+        saved = None
+        if self.step == 0:
+            record = {"step": 0, **self._evaluate(stop)}
+            if len(record) > 1:
+                history.append(record)
+            log.append(record)
+        while self.step < cfg.steps and not stop.requested:
+            try:
+                with stop.abandonable():  # sampling changes no state: a second signal may drop it
+                    sample = self.sample_step(self.step)
+            except StopNow:
+                break
+            metrics = self.finish_step(sample)
+            done = self.step == cfg.steps
+            evaluating = done or bool(cfg.eval_every and self.step % cfg.eval_every == 0)
+            if evaluating:
+                evaluation = self._evaluate(stop)
+                metrics.update(evaluation)
+                if evaluation:
+                    history.append({k: v for k, v in metrics.items() if k == "step" or k.startswith("eval/")})
+            log.append(metrics)
+            progress.update(self.step, reward=metrics["reward/mean"], acc=metrics["accuracy"],
+                            len=metrics["completion_length/mean"], kl=metrics.get("kl", 0.0))
+            if done or (cfg.save_every and self.step % cfg.save_every == 0):
+                saved = (self.step, self.save(self.output / ("final" if done else f"checkpoint-{self.step}")))
+            if evaluating and not done:
+                self._plot()
+        return saved
+
+    def _evaluate(self, stop: StopOnSignal) -> dict[str, float]:
+        """The evaluation's metrics; {} when a second signal abandons it."""
+        try:
+            with stop.abandonable():
+                return self.evaluate()
+        except StopNow:
+            return {}
+
+    def _report_stop(self, stop: StopOnSignal, checkpoint: Path) -> None:
+        if self.step >= self.config.steps:
+            print(f"wgrpo: stopped by {stop.signal_name} after the last step; the run is complete: {checkpoint}",
+                  file=sys.stderr)
+        else:
+            print(f"wgrpo: stopped by {stop.signal_name} after step {self.step} of {self.config.steps}; "
+                  f"saved {checkpoint}", file=sys.stderr)
+            print(f"wgrpo: resume with: {resume_command(RESUME_COMMAND, checkpoint)}", file=sys.stderr)
+
+    def _plot(self) -> None:
         from wgrpo.rl.train.plot import plot_training
 
-        plot_training(metrics_path, self.output / "curves.png")
+        plot_training(self.output / METRICS_FILE, self.output / "curves.png")
 
     @classmethod
     def resume_from(cls, config: TrainConfig, checkpoint: str, device=None, reference=None,
                     task=None) -> "GRPOTrainer":
         """The trainer as it was when `checkpoint` was written (the task built from `config` unless given)."""
         from wgrpo.engine import load_pretrained
-        from wgrpo.rl.tasks import get_task
 
+        recover(Path(checkpoint).parent)  # a kill while replacing it may have left it aside
+        state, optimizer_state, _ = load_training_state(checkpoint)  # checked before the weights load
         model, tokenizer = load_pretrained(checkpoint, device)
-        state, optimizer_state, _ = load_training_state(checkpoint)
-        task = task if task is not None else get_task(config.task, **config.task_kwargs())
+        task = task if task is not None else build_task(config.task, config.task_options, config.sandbox)
         trainer = cls(config, model, tokenizer, task, reference,
-                      start_step=int(state["step"]), start_model=state.get("start_model", ""))
+                      start_step=state["step"], start_model=state.get("start_model", ""))
         trainer.optimizer.load_state_dict(optimizer_state)
         return trainer
 

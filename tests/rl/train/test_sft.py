@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from wgrpo.rl.train.schedule import epoch_order
+from wgrpo.engine import InputError
+from wgrpo.rl.train.metrics_log import read_rows
 from wgrpo.rl.train.sft import Example, SFTConfig, learning_rate, make_batch, read_examples, train_sft
 
 
@@ -32,15 +33,6 @@ def test_batch_masks_the_prompt_and_learns_the_end_of_text():
     np.testing.assert_array_equal(targets, [[6, 7, 8, 0], [10, 11, 0, 0]])
     # the targets under the mask are exactly the completion tokens, end-of-text included
     np.testing.assert_array_equal(mask, [[0, 0, 1, 1], [1, 1, 1, 0]])
-
-
-def test_data_order_is_a_permutation_per_epoch_and_a_function_of_the_step():
-    n, bs = 10, 4
-    seen = [i for step in range(5) for i in epoch_order(step, bs, n, seed=3)]
-    assert sorted(seen[:10]) == list(range(10)) and sorted(seen[10:20]) == list(range(10))
-    assert epoch_order(3, bs, n, seed=3) == epoch_order(3, bs, n, seed=3)
-    assert epoch_order(2, bs, None, seed=3) == [8, 9, 10, 11]  # an endless generated task
-    assert epoch_order(0, bs, n, seed=3) != epoch_order(0, bs, n, seed=4)
 
 
 def test_schedule_warms_up_then_decays():
@@ -88,6 +80,53 @@ def test_resume_continues_exactly(device, tmp_path):
     a = [json.loads(x)["loss"] for x in (tmp_path / "a" / "run" / "metrics.jsonl").read_text().splitlines()]
     b = [json.loads(x)["loss"] for x in (tmp_path / "b" / "run" / "metrics.jsonl").read_text().splitlines()]
     np.testing.assert_allclose(b, a, rtol=1e-5)
+
+
+def test_resume_in_the_directory_of_a_killed_run_logs_each_step_once(device, tmp_path):
+    data = addition_data(tmp_path / "add.jsonl", n=64)
+    options = dict(steps=6, save_every=3, warmup_steps=1, min_lr_ratio=1.0)
+    train_sft(tiny(tmp_path, data, **options), device)
+    run = tmp_path / "run"
+    straight = [r["loss"] for r in read_rows(run / "metrics.jsonl")]
+    with open(run / "metrics.jsonl", "a") as log:
+        log.write('{"step": 7, "lo')  # torn by a kill
+    train_sft(tiny(tmp_path, data, resume=str(run / "checkpoint-3"), **options), device)
+    rows = read_rows(run / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    np.testing.assert_allclose([r["loss"] for r in rows], straight, rtol=1e-5)
+
+
+def tiny_checkpoint(device, path, texts):
+    from wgrpo.engine import END_OF_TEXT, Model, ModelConfig, train_tokenizer
+
+    tokenizer = train_tokenizer(texts, vocab_size=300)
+    eos = tokenizer.token_to_id(END_OF_TEXT)
+    config = ModelConfig(vocab_size=tokenizer.get_vocab_size(), hidden_size=16, num_layers=1, num_heads=2,
+                         num_kv_heads=1, intermediate_size=32, max_position_embeddings=32, eos_token_id=eos,
+                         pad_token_id=eos)
+    Model.random(config, device=device).save_pretrained(path, tokenizer)
+    return path
+
+
+def test_lines_over_max_length_are_refused_before_training(device, tmp_path):
+    model = tiny_checkpoint(device, tmp_path / "m", ["12+7=19", "3+4=7"] * 20)
+    lines = [{"prompt": "1+2=", "completion": "3"}, {"prompt": "7+" * 500_000 + "=", "completion": "?"},
+             {"prompt": "1+1=", "completion": "2"}, {"prompt": "9+9=", "completion": "18" * 20}]
+    data = write_jsonl(tmp_path / "d.jsonl", lines)
+    with pytest.raises(InputError, match=r"d\.jsonl:2: \d+ tokens .* exceed max_length=16; 1 more lines are over"):
+        train_sft(tiny(tmp_path, data, model=str(model)), device)
+    assert not (tmp_path / "run").exists()  # refused before any work
+    with pytest.raises(InputError, match=r"d\.jsonl:2: 45 tokens .* exceed what the model holds "
+                       r"\(max_position_embeddings=32.*; 1 more"):
+        train_sft(tiny(tmp_path, write_jsonl(tmp_path / "d.jsonl", [lines[0], lines[3]] * 2), model=str(model),
+                       max_length=64), device)
+
+
+def test_config_types_and_ranges_are_named():
+    with pytest.raises(InputError, match=r"steps = '3': expected an integer"):
+        SFTConfig(data="x", steps="3")
+    with pytest.raises(InputError, match=r"--batch-size 0: must be at least 1"):
+        SFTConfig(data="x", batch_size=0)
 
 
 def test_round_trip_through_transformers(device, tmp_path):

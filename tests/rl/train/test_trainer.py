@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from wgrpo.engine import InputError
 from wgrpo.rl.batch import build_update_batch
-from wgrpo.rl.tasks.base import GeneratedTask, Problem
+from wgrpo.rl.tasks.base import GeneratedTask
 from wgrpo.rl.train.config import TrainConfig, parse_options
 from wgrpo.rl.train.trainer import GRPOTrainer
 
@@ -55,7 +56,7 @@ def reference_of(model):
 
 
 def test_a_few_steps_change_every_parameter(device, tmp_path, monkeypatch):
-    monkeypatch.setattr("wgrpo.rl.train.trainer.GRPOTrainer._plot", lambda self, path: None)
+    monkeypatch.setattr("wgrpo.rl.train.trainer.GRPOTrainer._plot", lambda self: None)
     model, tokenizer, task = tiny_setup(device)
     before = model.state_dict()
     trainer = GRPOTrainer(config(tmp_path), model, tokenizer, task, reference_of(model))
@@ -70,7 +71,7 @@ def test_a_few_steps_change_every_parameter(device, tmp_path, monkeypatch):
 
 
 def test_resume_continues_exactly(device, tmp_path, monkeypatch):
-    monkeypatch.setattr("wgrpo.rl.train.trainer.GRPOTrainer._plot", lambda self, path: None)
+    monkeypatch.setattr("wgrpo.rl.train.trainer.GRPOTrainer._plot", lambda self: None)
     model, tokenizer, task = tiny_setup(device)
     reference = reference_of(model)  # the starting policy, before training moves `model`
     straight = GRPOTrainer(config(tmp_path / "a", steps=4, save_every=2, eval_every=0), model, tokenizer, task,
@@ -107,12 +108,21 @@ def test_options_and_errors_are_named(device, tmp_path):
     with pytest.raises(ValueError, match="task_options: expected key=value"):
         parse_options("digits", "task_options")
     model, tokenizer, task = tiny_setup(device)
-    with pytest.raises(ValueError, match=r"reward_weights: \['length'\] name no reward of task 'sevens'"):
+    with pytest.raises(InputError, match=r"reward-weights.*\['length'\] name no reward of task 'sevens'"):
         GRPOTrainer(config(tmp_path, reward_weights="accuracy=1,length=0.5"), model, tokenizer, task,
                     reference_of(model))
-    with pytest.raises(ValueError, match="TrainConfig.top_p"):
+    with pytest.raises(InputError, match="top-p"):
         config(tmp_path, top_p=1.5)
     from wgrpo.rl.tasks import get_task
 
     with pytest.raises(ValueError, match="unknown task 'nope'"):
         get_task("nope")
+
+
+def test_prompts_that_leave_no_room_are_refused_before_any_work(device, tmp_path):
+    model, tokenizer, task = tiny_setup(device)  # max_position_embeddings = 64
+    with pytest.raises(InputError, match=r"--max-new-tokens 64: leaves no room for a prompt"):
+        GRPOTrainer(config(tmp_path / "a", max_new_tokens=64), model, tokenizer, task, reference_of(model))
+    with pytest.raises(InputError, match=r"sevens train problem 0: prompt .* over the limit of 4 tokens"):
+        GRPOTrainer(config(tmp_path / "b", max_new_tokens=60), model, tokenizer, task, reference_of(model))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
