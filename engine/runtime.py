@@ -80,6 +80,11 @@ class BufferPool:
     def __init__(self, device: wgpu.GPUDevice, stats: RuntimeStats):
         self._device, self._stats = device, stats
         self._free: dict[int, list[Block]] = {}
+        # Every block ever created, so that its buffer is reachable from the pool: a tensor dropped inside a
+        # reference cycle (a traceback's frames, say) is collected with the blocks only it reaches, and the
+        # collector would run the wgpu buffer's finalizer (releasing it) even as the tensor's own finalizer
+        # hands the block back to the free list.
+        self._blocks: list[Block] = []
         self.bytes_held = 0
 
     def acquire(self, nbytes: int, *, writable_before: int | None = None) -> Block:
@@ -97,7 +102,9 @@ class BufferPool:
         buffer = self._device.create_buffer(size=size, usage=_STORAGE_USAGE)
         self._stats.buffers_created += 1
         self.bytes_held += size
-        return Block(buffer, size)
+        block = Block(buffer, size)
+        self._blocks.append(block)
+        return block
 
     def release(self, block: Block) -> None:
         self._free.setdefault(block.nbytes, []).append(block)

@@ -42,6 +42,24 @@ def test_pool_reuses_freed_buffers(device):
     assert runtime.stats.buffers_created == created
 
 
+def test_tensors_collected_in_a_reference_cycle_leave_the_pool_usable(device, rng):
+    import gc
+
+    class Holder:  # a cycle, as a traceback's frames make one around a failed step's tensors
+        pass
+
+    gc.collect()
+    holder = Holder()
+    holder.self = holder
+    holder.tensors = [Tensor.from_numpy(rng.standard_normal((64, 36)).astype(np.float32), device)
+                      for _ in range(8)]
+    del holder
+    gc.collect()  # the tensors' blocks go back to the pool; their buffers must stay alive
+    a = rng.standard_normal((64, 36)).astype(np.float32)
+    ta = Tensor.from_numpy(a, device)
+    np.testing.assert_allclose(ops.scale(ta, 2.0).numpy(), 2 * a, rtol=1e-6)
+
+
 def test_size_classes_are_close_fits():
     for n in [1, 255, 256, 257, 1000, 4096, 10_000, 1_000_003, 50_000_000]:
         size = _size_class(n)
