@@ -26,6 +26,7 @@ import numpy as np
 
 from wgrpo.engine import ops
 from wgrpo.engine.autograd import no_grad
+from wgrpo.engine.errors import InputError
 from wgrpo.engine.kv_cache import KVCache, gather_rows
 from wgrpo.engine.sampling import SamplingParams, sample_into
 from wgrpo.engine.tensor import Tensor
@@ -119,7 +120,8 @@ def _eos_ids(model, tokenizer, eos_token_ids) -> tuple[int, ...]:
             ids = () if found is None else (found,)
     vocab = model.config.vocab_size
     if any(not 0 <= t < vocab for t in ids):
-        raise ValueError(f"eos_token_ids must be token ids in [0, {vocab}), got {ids}")
+        raise InputError(f"eos_token_id: {ids} are not token ids of a vocabulary of {vocab} (config.json's "
+                         f"eos_token_id, or generation_config.json's)")
     return ids
 
 

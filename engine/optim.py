@@ -15,6 +15,7 @@ from typing import Iterable
 import numpy as np
 
 from wgrpo import kernels
+from wgrpo.engine.errors import InputError
 from wgrpo.engine.ops._common import flat_grid, grid_1d
 from wgrpo.engine.tensor import Tensor
 
@@ -119,10 +120,10 @@ class AdamW:
         """Restore what `state_dict` returned, for the same parameters in the same order."""
         for key in ("step", "hyperparameters", "state"):
             if key not in state_dict:
-                raise ValueError(f"AdamW.load_state_dict: the state dict has no {key!r} entry")
+                raise InputError(f"AdamW.load_state_dict: the state dict has no {key!r} entry")
         states = state_dict["state"]
         if len(states) != len(self.params):
-            raise ValueError(f"AdamW.load_state_dict: the state dict holds {len(states)} parameters, "
+            raise InputError(f"AdamW.load_state_dict: the state dict holds {len(states)} parameters, "
                              f"this optimizer has {len(self.params)}")
         loaded = []
         for index, (p, s) in enumerate(zip(self.params, states)):
@@ -133,12 +134,12 @@ class AdamW:
             for name in ("exp_avg", "exp_avg_sq"):
                 value = np.asarray(s[name])
                 if value.shape != p.shape:
-                    raise ValueError(f"AdamW.load_state_dict: state[{index}][{name!r}] has shape {value.shape}, "
+                    raise InputError(f"AdamW.load_state_dict: state[{index}][{name!r}] has shape {value.shape}, "
                                      f"params[{index}] has shape {p.shape}")
                 moments[name] = Tensor.from_numpy(value.astype(np.float32), p.device)
             step = int(s["step"])
             if step < 1:
-                raise ValueError(f"AdamW.load_state_dict: state[{index}]['step'] must be >= 1, got {step}")
+                raise InputError(f"AdamW.load_state_dict: state[{index}]['step'] must be >= 1, got {step}")
             loaded.append({"step": step, **moments})
         hyper = state_dict["hyperparameters"]
         self.lr, self.betas = hyper["lr"], tuple(hyper["betas"])

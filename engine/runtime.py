@@ -19,6 +19,7 @@ import wgpu
 
 from wgrpo import kernels
 from wgrpo.engine.device import Device
+from wgrpo.engine.errors import InputError
 
 _STORAGE_USAGE = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_SRC | wgpu.BufferUsage.COPY_DST
 _PARAMS_ARENA_BYTES = 1 << 20
@@ -138,7 +139,7 @@ class Runtime:
         key = (kernel, entry, elem, tuple(constants.items()))
         if key not in self._pipelines:
             if elem == "f16" and not self.device.has_f16:
-                raise ValueError(f"{kernel}.{entry}: f16 needs the shader-f16 feature, which {self.device.name} lacks")
+                raise InputError(f"{kernel}.{entry}: f16 needs the shader-f16 feature, which {self.device.name} lacks")
             source = kernels.load(kernel, elem, self.device.has_subgroups)
             bindings = source.bindings(entry)
             if any(b.group != 0 for b in bindings):
@@ -204,7 +205,7 @@ class Runtime:
         grid = tuple(int(g) for g in grid) + (1,) * (3 - len(grid))
         max_groups = self.device.limits.get("max-compute-workgroups-per-dimension", 65535)
         if max(grid) > max_groups or min(grid) < 0:
-            raise ValueError(f"{what}: grid {grid} exceeds the adapter's {max_groups} workgroups per dimension")
+            raise InputError(f"{what}: grid {grid} exceeds the adapter's {max_groups} workgroups per dimension")
         if min(grid) == 0:
             return  # an empty tensor: nothing to compute
         slices = []
@@ -212,7 +213,7 @@ class Runtime:
             block, offset, nbytes = item.binding()
             nbytes = max(4, (nbytes + 3) & ~3)  # bindings are sized in whole 32-bit words
             if nbytes > self.device.max_binding_bytes:
-                raise ValueError(
+                raise InputError(
                     f"{what}: binding {binding.name!r} needs {nbytes} bytes, over this adapter's "
                     f"max_storage_buffer_binding_size of {self.device.max_binding_bytes} bytes"
                 )

@@ -11,6 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
+from wgrpo.engine.errors import InputError
 from wgrpo.engine.device import Device, get_device
 from wgrpo.engine.runtime import Block, Runtime
 
@@ -201,7 +202,7 @@ class Tensor:
 def _check_binding_size(nbytes: int, device: Device, shape, dtype) -> None:
     limit = device.max_binding_bytes
     if nbytes > limit:
-        raise ValueError(
+        raise InputError(
             f"a tensor of shape {tuple(shape)} ({np.dtype(dtype)}) needs {nbytes} bytes, over this adapter's "
             f"max_storage_buffer_binding_size of {limit} bytes ({device.name}); split it into smaller tensors"
         )

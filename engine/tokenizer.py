@@ -121,7 +121,7 @@ def tokenizer_config_dict(tokenizer: Tokenizer, eos_token: str | None = None, pa
         pad_token = eos_token
     for name, token in (("eos_token", eos_token), ("pad_token", pad_token), ("bos_token", bos_token)):
         if token is not None and token not in vocab:
-            raise ValueError(f"tokenizer_config: {name} {token!r} is not in the tokenizer's vocabulary")
+            raise InputError(f"tokenizer_config: {name} {token!r} is not in the tokenizer's vocabulary")
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "bos_token": bos_token,
