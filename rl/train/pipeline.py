@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from wgrpo.engine import InputError
-from wgrpo.rl.train.checkpoint import STATE_FILE, read_state
+from wgrpo.rl.train.checkpoint import CONFIG_FILE, STATE_FILE, read_state
 from wgrpo.rl.train.config import TrainConfig, build_task
 from wgrpo.rl.train.sft import SFTConfig, train_sft
 from wgrpo.rl.train.trainer import GRPOTrainer
@@ -37,10 +37,37 @@ def warm_up(config: TrainConfig, task, device) -> Path:
                     seed=config.seed, vocab_size=config.vocab_size, hidden_size=config.hidden_size,
                     num_layers=config.num_layers, num_heads=config.num_heads, num_kv_heads=config.num_kv_heads,
                     intermediate_size=config.intermediate_size)
+    done, resumable = _earlier_warm_up(folder, sft)
+    if done is not None:
+        print(f"warm-up: {done} has these settings already; starting from it", file=sys.stderr)
+        return done
     print(f"warm-up: {config.warmup_examples} reasoning traces ({config.warmup_error_rate:.0%} with the bug: "
-          f"carries forgotten), {config.warmup_steps} supervised steps", file=sys.stderr)
-    summary = train_sft(sft, device)
+          f"carries forgotten), {config.warmup_steps} supervised steps"
+          f"{f', continuing from {resumable}' if resumable else ''}", file=sys.stderr)
+    sft = dataclasses.replace(sft, resume=str(resumable or ""))
+    summary = train_sft(sft, device, resume_hint="the same `wgrpo train` command: the warm-up continues from "
+                                                 "its last checkpoint")
     return Path(summary["checkpoint"])
+
+
+def _earlier_warm_up(folder: Path, sft: SFTConfig) -> tuple[Path | None, Path | None]:
+    """(a finished warm-up with exactly these settings, else None; the latest interrupted one with them, else
+    None) in `folder`, so that `wgrpo train` run again after a stop neither repeats nor restarts the warm-up."""
+    wanted = {**dataclasses.asdict(sft), "resume": ""}
+
+    def same_settings(checkpoint: Path) -> bool:
+        try:
+            saved = json.loads((checkpoint / CONFIG_FILE).read_text())
+        except (OSError, ValueError):
+            return False
+        return isinstance(saved, dict) and {**saved, "resume": ""} == wanted
+
+    final = folder / "final"
+    if same_settings(final):
+        return final, None
+    steps = sorted((int(p.name.rpartition("-")[2]), p) for p in folder.glob("checkpoint-*")
+                   if p.name.rpartition("-")[2].isdigit())
+    return None, next((p for _, p in reversed(steps) if same_settings(p)), None)
 
 
 def _reference(model, config: TrainConfig):

@@ -135,12 +135,13 @@ def _fresh_model(config: SFTConfig, records: list[dict], device):
     return Model.random(model_config, seed=config.seed, device=device), tokenizer
 
 
-def train_sft(config: SFTConfig, device=None, command: str = RESUME_COMMAND) -> dict:
+def train_sft(config: SFTConfig, device=None, command: str = RESUME_COMMAND, resume_hint: str = "") -> dict:
     """Run SFT as configured; returns a summary (first and last loss, checkpoint path, tokens/s).
 
     SIGINT (Ctrl-C) or SIGTERM stops it after the step in progress (a step is one submit, never abandoned half
-    way): it saves `output_dir/checkpoint-N`, prints the command that resumes (`command --resume ...`) on stderr
-    and raises SystemExit(128 + the signal's number)."""
+    way): it saves `output_dir/checkpoint-N`, prints the command that resumes (`command --resume ...`, or
+    `resume_hint` when the caller resumes it its own way) on stderr and raises SystemExit(128 + the signal's
+    number)."""
     from wgrpo.engine import AdamW, load_pretrained
 
     records = read_examples(config.data)
@@ -202,7 +203,7 @@ def train_sft(config: SFTConfig, device=None, command: str = RESUME_COMMAND) -> 
         if stop.requested:
             if saved is None or saved[0] != step:
                 saved = (step, save(output / f"checkpoint-{step}"))
-            _report_stop(stop, step, config, saved[1], command)
+            _report_stop(stop, step, config, saved[1], command, resume_hint)
     if stop.requested:
         raise SystemExit(stop.exit_code)
     return {"first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
@@ -228,12 +229,16 @@ def _train_step(model, optimizer, examples: list[Example], step: int, config: SF
     return value, (float(grad_norm.numpy()) if grad_norm is not None else None), int(mask.sum())
 
 
-def _report_stop(stop: StopOnSignal, step: int, config: SFTConfig, checkpoint: Path, command: str) -> None:
+def _report_stop(stop: StopOnSignal, step: int, config: SFTConfig, checkpoint: Path, command: str,
+                 resume_hint: str) -> None:
     if step >= config.steps:
         print(f"wgrpo: stopped by {stop.signal_name} after the last step; the run is complete: {checkpoint}",
               file=sys.stderr)
         return
     print(f"wgrpo: stopped by {stop.signal_name} after step {step} of {config.steps}; saved {checkpoint}",
           file=sys.stderr)
+    if resume_hint:
+        print(f"wgrpo: resume with: {resume_hint}", file=sys.stderr)
+        return
     options = changed_options(config, skip=("resume", "model"))  # `wgrpo sft` takes its options from its flags
     print(f"wgrpo: resume with: {resume_command(command, checkpoint, options)}", file=sys.stderr)

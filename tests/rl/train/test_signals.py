@@ -173,3 +173,28 @@ def test_sft_stopped_by_sigint_prints_a_resume_command_that_finishes_the_run(tmp
     rows, reference = read_rows(out / "metrics.jsonl"), read_rows(straight / "metrics.jsonl")
     assert [r["step"] for r in rows] == [r["step"] for r in reference] == list(range(1, 61))
     np.testing.assert_allclose([r["loss"] for r in rows], [r["loss"] for r in reference], rtol=1e-5)
+
+
+def test_train_stopped_in_its_warm_up_continues_it_when_run_again(tmp_path):
+    out = tmp_path / "run"
+    warm_up = ["--warmup-steps", "150", "--warmup-examples", "64", "--vocab-size", "300", "--hidden-size", "32",
+               "--num-layers", "1", "--num-heads", "2", "--num-kv-heads", "1", "--intermediate-size", "48"]
+    argv = ["train", "--output-dir", str(out), *TASK, *warm_up, *TRAIN[2:], "--steps", "1"]
+    process = start(argv, tmp_path / "stopped.log")
+    warm_up_metrics = out / "warmup" / "metrics.jsonl"
+    wait_for(process, lambda: warm_up_metrics.is_file() and len(read_rows(warm_up_metrics)) >= 2, "warm-up step 2")
+    process.send_signal(signal.SIGINT)
+    code, output = finish(process, tmp_path / "stopped.log")
+    assert code == 130, output
+    assert "resume with: the same `wgrpo train` command" in output
+    stopped_at = max(r["step"] for r in read_rows(warm_up_metrics))
+    assert stopped_at < 150
+
+    again = run_to_end(argv, tmp_path / "again.log")
+    assert f"continuing from {out / 'warmup' / f'checkpoint-{stopped_at}'}" in again
+    assert [r["step"] for r in read_rows(warm_up_metrics)] == list(range(1, 151))  # none repeated or lost
+
+    third = run_to_end(argv, tmp_path / "third.log")
+    assert f"{out / 'warmup' / 'final'} has these settings already" in third
+    changed = run_to_end([*argv, "--warmup-lr", "1e-3"], tmp_path / "changed.log")  # other settings: warm up anew
+    assert "has these settings already" not in changed and "continuing from" not in changed
