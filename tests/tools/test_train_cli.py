@@ -12,6 +12,7 @@ import pytest
 
 from wgrpo.rl.train.config import TrainConfig
 from wgrpo.tools.cli import _apply_config_file, build_parser, main
+from tests.tiny_checkpoint import save_tiny_checkpoint
 
 TASK_OPTIONS = "digits=1,ops=+,template=plain,instructions=false"
 # a fresh model's warm-up at its smallest, should a check below regress and let the run reach it
@@ -236,18 +237,7 @@ def test_resume_from_another_directory(start_model, tmp_path, monkeypatch, capsy
 
 
 def test_eval_of_a_tiny_checkpoint(device, tmp_path, capsys):
-    from wgrpo.engine import Model, ModelConfig
-    from wgrpo.engine.tokenizer import END_OF_TEXT, train_tokenizer
-    from wgrpo.rl.tasks import get_task
-
-    task = get_task("arithmetic", digits=1, ops="+", template="plain", instructions=False)
-    tokenizer = train_tokenizer([task.sample(i).prompt + " 1+2+0=3</think> <answer>3</answer>" for i in range(40)],
-                                vocab_size=300)
-    eos = tokenizer.token_to_id(END_OF_TEXT)
-    config = ModelConfig(vocab_size=tokenizer.get_vocab_size(), hidden_size=32, num_layers=1, num_heads=2,
-                         num_kv_heads=1, intermediate_size=48, max_position_embeddings=64, eos_token_id=eos,
-                         pad_token_id=eos)
-    Model.random(config, device=device).save_pretrained(tmp_path / "m", tokenizer)
+    save_tiny_checkpoint(tmp_path / "m", device, seed=0)
     code = main(["eval", "--model", str(tmp_path / "m"), "--task-options", TASK_OPTIONS, "--problems", "5",
                  "--max-new-tokens", "6", "--json"])
     assert code == 0

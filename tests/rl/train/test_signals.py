@@ -16,6 +16,7 @@ import pytest
 
 from wgrpo.rl.train.checkpoint import load_training_state
 from wgrpo.rl.train.metrics_log import read_rows
+from tests.tiny_checkpoint import save_tiny_checkpoint
 
 # The child restores Python's own SIGINT handler: a test runner started in the background of a script has
 # SIGINT ignored, and a process that inherits an ignored signal keeps ignoring it (as the trainer does too).
@@ -31,19 +32,7 @@ HANG_GUARD_S = 600  # only against a hung child; no assertion depends on time
 
 @pytest.fixture(scope="module")
 def tiny_model(device, tmp_path_factory):
-    from wgrpo.engine import END_OF_TEXT, Model, ModelConfig, train_tokenizer
-    from wgrpo.rl.tasks import get_task
-
-    task = get_task("arithmetic", digits=1, ops="+", template="plain", instructions=False)
-    tokenizer = train_tokenizer([task.sample(i).prompt + " 1+2+0=3</think> <answer>3</answer>" for i in range(40)],
-                                vocab_size=300)
-    eos = tokenizer.token_to_id(END_OF_TEXT)
-    config = ModelConfig(vocab_size=tokenizer.get_vocab_size(), hidden_size=32, num_layers=1, num_heads=2,
-                         num_kv_heads=1, intermediate_size=48, max_position_embeddings=64, eos_token_id=eos,
-                         pad_token_id=eos)
-    path = tmp_path_factory.mktemp("model") / "tiny"
-    Model.random(config, seed=1, device=device).save_pretrained(path, tokenizer)
-    return path
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny", device)
 
 
 def start(argv, log_path) -> subprocess.Popen:
