@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from wgrpo.rl.errors import input_error
+
 if TYPE_CHECKING:  # for annotations only
     from wgrpo.engine import Tensor
 
@@ -46,22 +48,27 @@ class GRPOLossConfig:
     adv_eps: float = field(default=1e-4, metadata={"help": "added to the group std before dividing"})
 
     def __post_init__(self):
+        # InputErrors naming the `wgrpo train` option that sets the field, where one does; input_error imports
+        # the engine only when there is an error to raise
         if self.loss_type not in LOSS_TYPES:
-            raise ValueError(f"GRPOLossConfig: loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
+            raise input_error(f"--loss-type {self.loss_type!r}: GRPOLossConfig.loss_type must be one of "
+                              f"{', '.join(LOSS_TYPES)}")
         if not 0.0 <= self.eps_low < 1.0:
-            raise ValueError(f"GRPOLossConfig: eps_low must be in [0, 1), got {self.eps_low}")
+            raise input_error(f"--eps-low {self.eps_low}: GRPOLossConfig.eps_low must be in [0, 1)")
         if self.eps_high < 0.0:
-            raise ValueError(f"GRPOLossConfig: eps_high must be >= 0, got {self.eps_high}")
+            raise input_error(f"--eps-high {self.eps_high}: GRPOLossConfig.eps_high must be >= 0")
         if self.beta < 0.0:
-            raise ValueError(f"GRPOLossConfig: beta must be >= 0, got {self.beta}")
+            raise input_error(f"--beta {self.beta}: GRPOLossConfig.beta must be >= 0")
         if self.max_completion_length < 0:
-            raise ValueError(f"GRPOLossConfig: max_completion_length must be >= 0, got {self.max_completion_length}")
+            raise input_error(f"GRPOLossConfig: max_completion_length {self.max_completion_length}: must be >= 0 "
+                              f"(0: the padded completion length)")
         if self.scale_rewards not in ("std", "none"):
-            raise ValueError(f"GRPOLossConfig: scale_rewards must be 'std' or 'none', got {self.scale_rewards!r}")
+            raise input_error(f"--scale-rewards {self.scale_rewards!r}: GRPOLossConfig.scale_rewards must be std "
+                              f"or none")
         if self.std not in ("population", "bessel"):
-            raise ValueError(f"GRPOLossConfig: std must be 'population' or 'bessel', got {self.std!r}")
+            raise input_error(f"GRPOLossConfig: std {self.std!r}: must be population or bessel")
         if not self.adv_eps > 0.0:
-            raise ValueError(f"GRPOLossConfig: adv_eps must be > 0, got {self.adv_eps}")
+            raise input_error(f"GRPOLossConfig: adv_eps {self.adv_eps}: must be > 0")
 
     @classmethod
     def dapo(cls, **overrides) -> "GRPOLossConfig":

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from wgrpo.rl.errors import input_error
 from wgrpo.tools.bench_cases import Case, build_catalog
 from wgrpo.tools.bench_timing import INCLUSIVE_TIMER, MAX_DISPATCHES_PER_TRIAL, Timer, time_host
 
@@ -68,9 +69,9 @@ class BenchConfig:
 
     def __post_init__(self):
         if not 0 <= self.trials <= MAX_TRIALS:
-            raise ValueError(f"--trials must be in 0..{MAX_TRIALS} (0 = default), got {self.trials}")
+            raise input_error(f"--trials must be in 0..{MAX_TRIALS} (0 = default), got {self.trials}")
         if self.repeat < 0:
-            raise ValueError(f"--repeat must be at least 0 (0 = automatic), got {self.repeat}")
+            raise input_error(f"--repeat must be at least 0 (0 = automatic), got {self.repeat}")
 
     def resolved_trials(self) -> int:
         return self.trials or (3 if self.quick else 7)

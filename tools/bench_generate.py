@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from wgrpo.rl.errors import input_error
+from wgrpo.rl.train.fields import option_flag
 from wgrpo.tools.bench import BenchConfig, _progress, _progress_done
 from wgrpo.tools.bench_model import ModelBenchConfig, _adapter, _load_model, torch_available
 
@@ -37,7 +39,7 @@ def _int_list(text: str, name: str) -> list[int]:
     except ValueError:
         values = []
     if not values or min(values) < 1:
-        raise ValueError(f"--{name.replace('_', '-')} must be a comma-separated list of positive integers, got {text!r}")
+        raise input_error(f"{option_flag(name)} must be a comma-separated list of positive integers, got {text!r}")
     return values
 
 
@@ -55,7 +57,7 @@ class GenerateBenchConfig:
         _int_list(self.gen_batch_sizes, "gen_batch_sizes")
         _int_list(self.gen_tokens, "gen_tokens")
         if self.gen_prompt_len < 1:
-            raise ValueError(f"--gen-prompt-len must be at least 1, got {self.gen_prompt_len}")
+            raise input_error(f"--gen-prompt-len must be at least 1, got {self.gen_prompt_len}")
 
     def cases(self, quick: bool) -> tuple[list[int], list[int]]:
         if quick:
@@ -128,7 +130,7 @@ def run_generate_bench(options: GenerateBenchConfig, model_options: ModelBenchCo
     rng = np.random.default_rng(bench.seed)
     prompts = rng.integers(0, cfg.vocab_size, (max(batches), options.gen_prompt_len))
     if options.gen_prompt_len + max(lengths) > cfg.max_position_embeddings:
-        raise ValueError(f"--gen-prompt-len {options.gen_prompt_len} + {max(lengths)} new tokens exceed the model's "
+        raise input_error(f"--gen-prompt-len {options.gen_prompt_len} + {max(lengths)} new tokens exceed the model's "
                          f"max_position_embeddings={cfg.max_position_embeddings}")
 
     use_torch, why_not = model_options.torch, ""

@@ -44,6 +44,8 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
+from wgrpo.rl.errors import input_error
+from wgrpo.rl.train.fields import option_flag
 from wgrpo.tools.bench import BenchConfig, _progress, _progress_done
 from wgrpo.tools.bench_model import ModelBenchConfig, _adapter
 
@@ -74,11 +76,11 @@ class GRPOBenchConfig:
     def __post_init__(self):
         for name in ("grpo_prompts", "grpo_group_size", "grpo_new_tokens", "grpo_tokenizer_texts"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+                raise input_error(f"{option_flag(name)} must be at least 1, got {getattr(self, name)}")
         if self.grpo_warmup < 0:
-            raise ValueError(f"--grpo-warmup must be at least 0, got {self.grpo_warmup}")
+            raise input_error(f"--grpo-warmup must be at least 0, got {self.grpo_warmup}")
         if self.grpo_beta < 0:
-            raise ValueError(f"--grpo-beta must be at least 0, got {self.grpo_beta}")
+            raise input_error(f"--grpo-beta must be at least 0, got {self.grpo_beta}")
 
     def resolved(self, quick: bool, trials: int) -> dict:
         """The step's shape: prompts, group_size, new_tokens, tokenizer_texts, steps (timed)."""
@@ -121,7 +123,7 @@ def mask_tokens(state: dict[str, np.ndarray], config, banned: list[int]) -> dict
     """Edit random weights so the `banned` tokens' logits are about -5 sqrt(hidden) for every input (see the
     module doc)."""
     if config.tie_word_embeddings:
-        raise ValueError("--grpo-full-length needs an untied head (--no-tie-word-embeddings): the banned rows of "
+        raise input_error("--grpo-full-length needs an untied head (--no-tie-word-embeddings): the banned rows of "
                          "a tied head would also be their embeddings")
     state = dict(state)
     embed = state["model.embed_tokens.weight"].copy()
@@ -150,7 +152,7 @@ def build_trainer(options: GRPOBenchConfig, model_options: ModelBenchConfig, sha
     from wgrpo.rl.train.trainer import GRPOTrainer
 
     if model_options.model_path is not None:
-        raise ValueError("--grpo times a random model of the size options; --model-path is not supported here")
+        raise input_error("--grpo times a random model of the size options; --model-path is not supported here")
     task = get_task("arithmetic", **TASK_OPTIONS)
     tokenizer = _tokenizer(task, shape["tokenizer_texts"], model_options.vocab_size, seed)
     eos = tokenizer.token_to_id(END_OF_TEXT)

@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from wgrpo.rl.errors import input_error
+from wgrpo.rl.train.fields import option_flag
 from wgrpo.tools.bench import BenchConfig, _progress, _progress_done
 
 LOSS_RTOL = 1e-4  # relative agreement of our loss and torch's before a ratio is reported
@@ -68,10 +70,10 @@ class ModelBenchConfig:
     def __post_init__(self):
         for name in ("batch_size", "seq_len"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+                raise input_error(f"{option_flag(name)} must be positive, got {getattr(self, name)}")
         for name in ("warmup", "torch_threads"):
             if getattr(self, name) < 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least 0, got {getattr(self, name)}")
+                raise input_error(f"{option_flag(name)} must be at least 0, got {getattr(self, name)}")
         if self.model_path is None:
             self.model_config()  # a bad size is a usage error now, not a crash later
 
@@ -86,7 +88,7 @@ class ModelBenchConfig:
                                tie_word_embeddings=self.tie_word_embeddings,
                                max_position_embeddings=max(2048, self.seq_len))
         except ValueError as error:
-            raise ValueError(f"model sizes: {error}") from None
+            raise input_error(f"model sizes: {error}") from None
 
     def resolved_warmup(self, quick: bool) -> int:
         return self.warmup or (1 if quick else 2)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from wgrpo.engine import InputError
 from wgrpo.rl.train.config import check_field_types
+from wgrpo.rl.train.fields import option_flag
 
 
 @dataclass
@@ -39,10 +40,10 @@ class GenerateConfig:
         check_field_types(self)
         for name in ("num_samples", "max_new_tokens"):
             if getattr(self, name) < 1:
-                raise InputError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least 1")
+                raise InputError(f"{option_flag(name)} {getattr(self, name)}: must be at least 1")
         for name in ("steps_per_submit", "top_k", "seed"):
             if getattr(self, name) < 0:
-                raise InputError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least 0")
+                raise InputError(f"{option_flag(name)} {getattr(self, name)}: must be at least 0")
         if self.seed >= 2**64:
             raise InputError(f"--seed {self.seed}: must be below 2**64 (the sampler's counter key)")
         if self.temperature < 0:

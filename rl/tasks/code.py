@@ -6,8 +6,8 @@ tests are shown in the prompt (so the function name and signature are known); th
 makes hard-coding the shown cases pay little. Tests run in `rl.sandbox`; this module never executes model
 code. The sandbox's isolation (`sandbox=`) is probed when the task is built, so a machine that cannot isolate
 model code is refused before any training work. Completions are scored in parallel, one sandbox run per
-thread (each run is a subprocess), at most `workers` at once. Pure Python + numpy; imports the engine only to
-raise its InputError.
+thread (each run is a subprocess), at most `workers` at once and never more than the usable cores. Pure
+Python + numpy; imports the engine only to raise its InputError.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ def usable_cores() -> int:
 class CodeTask(JsonlTask):
     """options: path, eval_path, eval_fraction, think_prefix, template, show_tests, timeout_s, sandbox (the
     isolation: auto, bwrap, unshare, or limits to accept resource limits alone), workers (sandbox runs at once;
-    0 = the usable cores), runner (a `run_tests(code, tests, timeout_s=...)` stand-in for tests: then no sandbox
+    0 = the usable cores; a larger value is clipped to them, so that options saved on a bigger machine still run
+    here), runner (a `run_tests(code, tests, timeout_s=...)` stand-in for tests: then no sandbox
     is probed or used)."""
 
     name = "code"
@@ -61,7 +62,8 @@ class CodeTask(JsonlTask):
         if runner is not None and not callable(runner):
             raise input_error(f"code: task option 'runner' must be a callable, got {runner!r}")
         self.show_tests, self.timeout_s, self.sandbox = show_tests, float(timeout_s), sandbox
-        self.workers = workers or usable_cores()
+        # each run is a Python subprocess: more at once than cores only makes every one of them slower
+        self.workers = min(workers or usable_cores(), usable_cores())
         self.isolation = None  # the isolation the sandbox found here; None with a stand-in runner
         if runner is None:
             config = SandboxConfig(isolation=sandbox, timeout_s=self.timeout_s)

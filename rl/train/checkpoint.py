@@ -1,10 +1,14 @@
 """Training checkpoints: a Hugging Face model directory plus `trainer_state/`.
 
-Owns: what a trainer needs to continue exactly where it stopped: the step, the optimizer's moments, the RNG
-state, the data position and the resolved config. The model files are `engine.hf`'s layout, so any checkpoint
+Owns: what a trainer needs to continue exactly where it stopped, beside the model and its tokenizer:
+`trainer_state/state.json` (the step, and the trainer's own entries: the task and start model of a GRPO run;
+the optimizer's step, hyperparameters and per-parameter steps), `trainer_state/optimizer.safetensors` (the
+optimizer's moments) and `trainer_config.json` (the resolved config). Randomness and the data position need no
+file: both trainers derive them from (seed, step). The model files are `engine.hf`'s layout, so any checkpoint
 loads in transformers as it is. Written atomically (temp directory, then rename) by `engine.hf.write_checkpoint`;
-`recover` cleans up after a save that a kill cut short. Reading a checkpoint back checks every trainer file:
-a missing or corrupt one is an `InputError` naming it.
+`recover` cleans up after a save that a kill cut short. Reading a checkpoint back checks every trainer file (a
+missing or corrupt one is an `InputError` naming it) and that the tokenizer is there, before the weights load;
+an optimizer state that does not fit the optimizer is an `InputError` naming its file (`load_optimizer_state`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from wgrpo.engine import InputError, recover_checkpoints
@@ -24,11 +29,13 @@ STATE_DIR = "trainer_state"
 STATE_FILE = f"{STATE_DIR}/state.json"
 OPTIMIZER_FILE = f"{STATE_DIR}/optimizer.safetensors"
 CONFIG_FILE = "trainer_config.json"
+TOKENIZER_FILE = "tokenizer.json"  # engine.hf's (and Hugging Face's) name for it
 
 
 def save_training_checkpoint(directory: str | Path, model, tokenizer, optimizer, state: dict[str, Any],
                              config) -> Path:
-    """Write model + tokenizer + trainer state (step, RNG, ... in `state`) + optimizer + resolved config."""
+    """Write model + tokenizer + trainer state (`state`: the step and the trainer's own entries) + optimizer +
+    resolved config."""
     from wgrpo.engine import write_checkpoint
 
     opt_state = optimizer.state_dict()
@@ -52,7 +59,10 @@ def save_training_checkpoint(directory: str | Path, model, tokenizer, optimizer,
     return write_checkpoint(directory, model.config, model.state_dict(), tokenizer=tokenizer, extra_files=extra)
 
 
-def _read_json_object(path: Path, what: str) -> dict[str, Any]:
+def read_json_object(path: str | Path, what: str) -> dict[str, Any]:
+    """The JSON object in the checkpoint file `path`, which holds `what` ("the trainer state"); InputError naming
+    the file when it is missing, unreadable, not JSON or not an object."""
+    path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: missing; {what} is part of every training checkpoint")
     try:
@@ -71,7 +81,7 @@ def read_state(directory: str | Path) -> dict[str, Any]:
     if not state_path.is_file():
         raise InputError(f"{directory} is not a training checkpoint: {STATE_FILE} is missing "
                          f"(a plain model directory can start a run with --model, not --resume)")
-    state = _read_json_object(state_path, "the trainer state")
+    state = read_json_object(state_path, "the trainer state")
     step = state.get("step")
     if not isinstance(step, int) or isinstance(step, bool) or step < 0:
         raise InputError(f"{state_path}: \"step\" must be a non-negative integer, got {step!r}")
@@ -85,17 +95,22 @@ def read_state(directory: str | Path) -> dict[str, Any]:
 
 
 def load_training_state(directory: str | Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """(trainer state, optimizer state dict for `AdamW.load_state_dict`, saved config) of a checkpoint; a missing
-    or corrupt file is an InputError naming it."""
+    """(trainer state, optimizer state dict for `load_optimizer_state`, saved config) of a checkpoint, read
+    before its weights: a missing or corrupt file, the tokenizer's included, is an InputError naming it."""
     directory = Path(directory)
     state = read_state(directory)
-    config = _read_json_object(directory / CONFIG_FILE, "the trainer config")
+    if not (directory / TOKENIZER_FILE).is_file():
+        raise InputError(f"{directory}: no {TOKENIZER_FILE} next to the model; every training checkpoint holds "
+                         f"the tokenizer it was trained with")
+    config = read_json_object(directory / CONFIG_FILE, "the trainer config")
     state_path = directory / STATE_FILE
     meta = state.pop("optimizer")
     optimizer_path = directory / OPTIMIZER_FILE
+    if not optimizer_path.is_file():
+        raise InputError(f"{optimizer_path}: missing; the optimizer state is part of every training checkpoint")
     try:
         moments = load_file(str(optimizer_path)) if optimizer_path.stat().st_size else {}
-    except Exception as error:  # safetensors raises its own error types for corrupt files
+    except (OSError, SafetensorError) as error:
         raise InputError(f"{optimizer_path}: corrupt optimizer state: {error}") from None
     per_param = []
     for index, entry in enumerate(meta["state"]):
@@ -114,6 +129,16 @@ def load_training_state(directory: str | Path) -> tuple[dict[str, Any], dict[str
     return state, optimizer_state, config
 
 
+def load_optimizer_state(optimizer, optimizer_state: dict[str, Any], directory: str | Path) -> None:
+    """`optimizer.load_state_dict(optimizer_state)`, the state read from the checkpoint `directory`; a state that
+    does not fit the optimizer (moments of another shape, another count of parameters) is an InputError naming
+    the checkpoint's optimizer file."""
+    try:
+        optimizer.load_state_dict(optimizer_state)
+    except InputError as error:
+        raise InputError(f"{Path(directory) / OPTIMIZER_FILE}: {error}") from None
+
+
 def recover(directory: str | Path) -> None:
     """Clean up after saves that a crash or a kill cut short in `directory` (stale temp directories, an
     interrupted replacement; `engine.recover_checkpoints`), and say on stderr what was done."""
@@ -123,13 +148,3 @@ def recover(directory: str | Path) -> None:
     for action in recover_checkpoints(directory):
         print(f"wgrpo: checkpoints in {directory}: {action}", file=sys.stderr)
 
-
-def rng_state(rng: np.random.Generator) -> dict:
-    """A JSON-able snapshot of a numpy Generator."""
-    return rng.bit_generator.state
-
-
-def restore_rng(state: dict) -> np.random.Generator:
-    rng = np.random.default_rng()
-    rng.bit_generator.state = state
-    return rng

@@ -1,21 +1,19 @@
 """`TrainConfig`: every option of `wgrpo train`, with help text; the CLI and TOML files map onto it.
 
-Owns: the options' defaults and checks; the type check every config dataclass shares (`check_field_types`);
-parsing of the `key=value,...` option strings; building the task the options describe; the paths a run
-records (absolute, so that a checkpoint means the same from any directory); and what a resumed run may change
-(`resume_config`). Bad values raise `InputError` naming the option (`--group-size 1: ...`).
+Owns: the options' defaults and range checks (`OptionError` names the option, and the file and key when the
+value came from one); parsing of the `key=value,...` option strings; building the task the options describe;
+the demo's task options (`DEMO_TASK_OPTIONS`); the paths a run records (absolute, so that a checkpoint means
+the same from any directory); and reading a saved config back (`saved_config`: every field there, checked) and
+what a resumed run may change (`resume_config`). The type check all config dataclasses share is
+`rl.train.fields`'s (`check_field_types`, re-exported here for them).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
-import numbers
 import os
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -23,13 +21,33 @@ from typing import Any, Mapping
 from wgrpo.engine import InputError
 from wgrpo.rl.grpo import GRPOLossConfig
 from wgrpo.rl.train.checkpoint import CONFIG_FILE
+from wgrpo.rl.train.fields import (  # check_field_types and checked_field_value: also for the other configs
+    Mismatch, check_field_types, checked_field_value, file_value, option_flag, options_text)
 
-LOSS_FIELDS = tuple(f.name for f in dataclasses.fields(GRPOLossConfig))
 SANDBOXES = ("auto", "bwrap", "unshare", "limits")
 PATH_FIELDS = ("model", "output_dir", "resume")
 PATH_OPTIONS = ("path", "eval_path")  # task options that name files
 # what a resumed run may change: when it stops, where it writes, and how often it saves and evaluates
 RESUME_MAY_CHANGE = ("steps", "output_dir", "save_every", "eval_every")
+# The demo's problems, which a fresh model's warm-up and GRPO train on when --task-options is empty: two-digit
+# additions, in the plain template, whose questions do not spell out the answer format (the warm-up teaches it)
+DEMO_TASK_OPTIONS = "digits=2,ops=+,template=plain,instructions=false"
+
+
+class OptionError(InputError):
+    """A value of the right type out of its option's range. The message names the option (`--group-size 1:
+    must be at least 2: ...`); `in_file` gives the same error naming the file and key, for a value that came
+    from a file (`run.toml: group_size = 1: ...`)."""
+
+    def __init__(self, name: str, value, problem: str):
+        super().__init__(f"{option_flag(name)} {value}: {problem}")
+        self.name, self.value, self.problem = name, value, problem
+
+    def in_file(self, path, written=dataclasses.MISSING) -> InputError:
+        """This error naming `path` and the key; `written` is the value as the file holds it (a TOML table for
+        a `key=value,...` option; default: the value checked)."""
+        shown = self.value if written is dataclasses.MISSING else written
+        return InputError(f"{path}: {self.name} = {file_value(shown)}: {self.problem}")
 
 
 def _help(text: str, default, **extra):
@@ -40,9 +58,10 @@ def _help(text: str, default, **extra):
 class TrainConfig:
     # what to train
     task: str = _help("task: countdown, arithmetic, gsm8k or code", "arithmetic")
-    task_options: str = _help("task options as key=value pairs separated by commas, e.g. "
-                              "'digits=3,ops=+-' or 'path=train.jsonl' (a table in a TOML file)",
-                              "digits=2,ops=+,template=plain,instructions=false", key_value=True)
+    task_options: str = _help("task options as key=value pairs separated by commas, e.g. 'digits=3,ops=+-' or "
+                              "'path=train.jsonl' (a table in a TOML file); empty: the task's own defaults, but "
+                              f"the demo (arithmetic, no --model) trains on {DEMO_TASK_OPTIONS}", "",
+                              key_value=True)
     sandbox: str = _help("how the code task runs tests: auto, bwrap or unshare; code rewards run only under "
                          "bwrap/unshare isolation unless limits (resource limits alone, no isolation) is chosen "
                          "explicitly", "auto", choices=SANDBOXES)
@@ -117,8 +136,11 @@ class TrainConfig:
         _require(self, "eps_low", 0 <= self.eps_low < 1, "must be in [0, 1)")
         for name in ("min_lr_ratio", "warmup_error_rate"):
             _require(self, name, 0 <= getattr(self, name) <= 1, "must be in [0, 1]")
-        parse_options(self.task_options, "--task-options")
-        parse_weights(self.reward_weights)
+        for name, parse in (("task_options", _options), ("reward_weights", _weights)):
+            try:
+                parse(getattr(self, name))
+            except Mismatch as mismatch:
+                raise OptionError(name, getattr(self, name), str(mismatch)) from None
         self.loss_config()  # the loss's own invariants
 
     def loss_config(self) -> GRPOLossConfig:
@@ -143,6 +165,14 @@ class TrainConfig:
                              f"{task.name!r}; it gives {sorted(parts)}")
         return weights
 
+    def with_demo_task_options(self) -> TrainConfig:
+        """This config with DEMO_TASK_OPTIONS as its task options when it runs the demo (a fresh model: no
+        --model and no --resume; task arithmetic; no --task-options), else this config. `run_train` resolves
+        it once, so the run's trainer_config.json records the options it trained on."""
+        if self.model or self.resume or self.task != "arithmetic" or self.task_options.strip():
+            return self
+        return dataclasses.replace(self, task_options=DEMO_TASK_OPTIONS)
+
     def absolute_paths(self) -> TrainConfig:
         """This config with `model`, `output_dir`, `resume` and the task's `path`/`eval_path` absolute (relative
         to the current directory): what a run records, so that its checkpoint means the same from anywhere."""
@@ -150,142 +180,69 @@ class TrainConfig:
         return dataclasses.replace(self, **paths, task_options=_absolute_task_paths(self.task_options))
 
 
-def _option(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def _require(config, name: str, ok: bool, expected: str) -> None:
     if not ok:
-        raise InputError(f"{_option(name)} {getattr(config, name)}: {expected}")
-
-
-# ---------------------------------------------------------------------------------------------- field types
-
-
-class _Mismatch(Exception):
-    """A value that does not fit a field; `checked_field_value` names the field and the source."""
-
-
-@functools.cache
-def _hints(config_cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(config_cls)
-
-
-def check_field_types(config, where: str | None = None) -> None:
-    """Check every field of the dataclass instance `config` against its annotation, in place.
-
-    int: an integer (not a bool, not 1.5); float: a finite number (an int is stored as a float); bool: True or
-    False only; str: a string; `X | None`: None or X; `metadata={"choices": ...}`: one of them;
-    `metadata={"key_value": True}`: a 'key=value,...' string, or a mapping (a TOML table), stored as that string.
-    InputError `"{where}: {name} = {value!r}: expected ..."`, where is the class name unless given.
-    """
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        checked = checked_field_value(type(config), f.name, value, where)
-        if checked is not value:
-            object.__setattr__(config, f.name, checked)  # frozen dataclasses too
-
-
-def checked_field_value(config_cls: type, name: str, value, where: str | None = None, *, as_option: bool = False):
-    """`value` as field `name` of the dataclass `config_cls` holds it (see `check_field_types`): InputError
-    naming `where` (the TOML file, the checkpoint's config; default: the class name), the field and the value;
-    `as_option` names the command-line option instead (`--grad-clip nan: expected a finite number`)."""
-    metadata = {f.name: f.metadata for f in dataclasses.fields(config_cls)}[name]
-    try:
-        return _fit(_hints(config_cls)[name], value, metadata)
-    except _Mismatch as mismatch:
-        named = f"{_option(name)} {value}" if as_option else f"{where or config_cls.__name__}: {name} = {value!r}"
-        raise InputError(f"{named}: {mismatch}") from None
-
-
-def _fit(hint, value, metadata: Mapping[str, Any]):
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if len(args) != 1:
-            raise TypeError(f"only `X | None` unions are supported as config fields, got {hint}")
-        if value is None:
-            return None
-        hint = args[0]
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise _Mismatch("expected true or false")
-    elif hint is int:
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-            raise _Mismatch("expected an integer")
-        value = int(value)
-    elif hint is float:
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise _Mismatch("expected a number")
-        value = float(value)
-        if not math.isfinite(value):
-            raise _Mismatch("expected a finite number")
-    elif hint is str:
-        if metadata.get("key_value") and isinstance(value, Mapping):
-            value = _options_text(value)
-        if not isinstance(value, str):
-            raise _Mismatch("expected a string of the form 'key=value,...' or a table" if metadata.get("key_value")
-                            else "expected a string")
-    else:
-        raise TypeError(f"unsupported config field type {hint}: use int, float, str, bool or one of them | None")
-    choices = metadata.get("choices")
-    if choices is not None and value not in choices:
-        raise _Mismatch("expected one of " + ", ".join(map(repr, choices)))
-    return value
-
-
-def _options_text(options: Mapping) -> str:
-    """{'digits': 3, 'instructions': False} -> 'digits=3,instructions=false', which `parse_options` reads back."""
-    items = []
-    for key, value in options.items():
-        if isinstance(value, bool):
-            text = "true" if value else "false"
-        elif isinstance(value, (int, float, str)):
-            text = str(value)
-        else:
-            raise _Mismatch(f"a table's values must be numbers, strings or booleans, got {key} = {value!r}")
-        if not isinstance(key, str) or not key or "," in key or "=" in key or "," in text:
-            raise _Mismatch(f"a table's keys and values may not hold ',' (nor its keys '='), got {key} = {value!r}")
-        items.append(f"{key}={text}")
-    return ",".join(items)
+        raise OptionError(name, getattr(config, name), expected)
 
 
 # ---------------------------------------------------------------------------------------------- option strings
 
 
-def parse_options(text: str, name: str) -> dict:
-    """'a=1,b=x' -> {'a': 1, 'b': 'x'}: ints, floats and true/false become numbers and booleans."""
-    options = {}
+def parse_options(text: str, name: str = "--task-options") -> dict:
+    """'a=1,b=x' -> {'a': 1, 'b': 'x'}: ints, floats and true/false become numbers and booleans. InputError
+    `"{name}: ... in '{text}'"` for an item that is no key=value pair, or a key given twice."""
+    try:
+        return _options(text)
+    except Mismatch as mismatch:
+        raise InputError(f"{name}: {mismatch} in {text!r}") from None
+
+
+def parse_weights(text: str, name: str = "--reward-weights") -> dict[str, float]:
+    """'accuracy=1,format=0.1' -> {'accuracy': 1.0, 'format': 0.1}. InputError `"{name}: ... in '{text}'"`
+    for an item that is no name=weight pair, a name given twice, or a weight that is not a finite number."""
+    try:
+        return _weights(text)
+    except Mismatch as mismatch:
+        raise InputError(f"{name}: {mismatch} in {text!r}") from None
+
+
+def _pairs(text: str, form: str) -> dict[str, str]:
+    """'a=1, b=x' -> {'a': '1', 'b': 'x'}. Mismatch for an item that is no pair, or a key given twice (the
+    last value would otherwise win, silently)."""
+    pairs: dict[str, str] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise InputError(f"{name}: expected key=value pairs separated by commas, got {item!r} in {text!r}")
-        value = value.strip()
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or not key:
+            raise Mismatch(f"expected {form} pairs separated by commas, got {item!r}")
+        if key in pairs:
+            raise Mismatch(f"{key!r} is given twice")
+        pairs[key] = value
+    return pairs
+
+
+def _options(text: str) -> dict:
+    options: dict[str, Any] = {}
+    for key, value in _pairs(text, "key=value").items():
         for convert in (int, float):
             try:
-                value = convert(value)
+                options[key] = convert(value)
                 break
             except ValueError:
                 pass
         else:
-            value = {"true": True, "false": False}.get(value.lower(), value)
-        options[key.strip()] = value
+            options[key] = {"true": True, "false": False}.get(value.lower(), value)
     return options
 
 
-def parse_weights(text: str, name: str = "--reward-weights") -> dict[str, float]:
-    """'accuracy=1,format=0.1' -> {'accuracy': 1.0, 'format': 0.1}; InputError naming a weight that is not a
-    finite number."""
+def _weights(text: str) -> dict[str, float]:
     weights = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        key, sep, value = (part.strip() for part in item.partition("="))
-        if not sep or not key:
-            raise InputError(f"{name} {text}: expected name=weight pairs separated by commas, got {item!r}")
+    for key, value in _pairs(text, "name=weight").items():
         try:
             weight = float(value)
         except ValueError:
-            raise InputError(f"{name} {item}: {value!r} is not a number") from None
+            raise Mismatch(f"the weight of {key!r} is {value!r}, not a number") from None
         if not math.isfinite(weight):
-            raise InputError(f"{name} {item}: {value!r} is not a finite number")
+            raise Mismatch(f"the weight of {key!r} is {value!r}, not a finite number")
         weights[key] = weight
     return weights
 
@@ -297,8 +254,8 @@ def _absolute_task_paths(text: str) -> str:
     if not relative:
         return text  # as the user wrote it
     try:
-        return _options_text({**options, **relative})
-    except _Mismatch as mismatch:
+        return options_text({**options, **relative})
+    except Mismatch as mismatch:
         raise InputError(f"--task-options {text}: {mismatch}") from None
 
 
@@ -346,30 +303,46 @@ def read_saved_config(directory: str | Path, *, required: bool = True) -> dict[s
     return saved
 
 
+def saved_config(config_cls: type, saved: Mapping[str, Any], source: str | Path):
+    """The `config_cls` instance that the options a checkpoint saved describe (its trainer_config.json, read
+    from `source`). Every field must be there: a missing one would silently take today's default, and a resumed
+    run would train differently from the run it continues. InputError naming `source` and the fields that
+    are unknown (another version of wgrpo) or missing, or the field and value of the wrong type or out of its
+    range (`trainer_config.json: group_size = 1: must be at least 2 ...`)."""
+    names = [f.name for f in dataclasses.fields(config_cls)]
+    unknown = sorted(set(saved) - set(names))
+    if unknown:
+        raise InputError(f"{source}: unknown options {unknown} (written by another version of wgrpo?)")
+    missing = [name for name in names if name not in saved]
+    if missing:
+        raise InputError(f"{source}: missing options {missing} (written by another version of wgrpo?); a "
+                         f"resumed run takes every option from its checkpoint, none from today's defaults")
+    values = {name: checked_field_value(config_cls, name, saved[name], str(source)) for name in names}
+    try:
+        return config_cls(**values)
+    except OptionError as error:
+        raise error.in_file(source, saved.get(error.name, error.value)) from None
+    except InputError as error:  # a check across fields, or one that names no single field
+        raise InputError(f"{source}: {error}") from None
+
+
 def resume_config(checkpoint: str | Path, overrides: Mapping[str, Any] | None = None, *,
                   saved: Mapping[str, Any] | None = None) -> tuple[TrainConfig, list[str]]:
     """The config that continues the run saved in `checkpoint`, and one `changed: ...` line per option changed.
 
-    The checkpoint's trainer_config.json (or `saved`) is the run's configuration; `resume` becomes `checkpoint`.
+    The checkpoint's trainer_config.json (or `saved`), every option checked and none missing (`saved_config`),
+    is the run's configuration; `resume` becomes `checkpoint`.
     `overrides` are the options given for this run, by field name: those in RESUME_MAY_CHANGE replace the saved
     values; any other must equal its saved value (paths compare absolute), else InputError naming the option,
     before any work: a resumed run that silently trained differently would not continue the run.
     """
     checkpoint = os.path.abspath(checkpoint)
-    source = Path(checkpoint) / CONFIG_FILE
-    saved = dict(read_saved_config(checkpoint) if saved is None else saved)
     names = [f.name for f in dataclasses.fields(TrainConfig)]
-    unknown = sorted(set(saved) - set(names))
-    if unknown:
-        raise InputError(f"{source}: unknown options {unknown} (written by another version of wgrpo?)")
     stray = sorted(set(overrides or {}) - set(names))
     if stray:
         raise TypeError(f"resume_config: overrides name no TrainConfig field: {stray}")
-    values = {name: checked_field_value(TrainConfig, name, value, str(source)) for name, value in saved.items()}
-    try:
-        base = TrainConfig(**values).absolute_paths()
-    except InputError as error:  # a value of the right type out of its range
-        raise InputError(f"{source}: {error}") from None
+    saved = read_saved_config(checkpoint) if saved is None else saved
+    base = saved_config(TrainConfig, saved, Path(checkpoint) / CONFIG_FILE).absolute_paths()
     given = {name: value for name, value in (overrides or {}).items() if name != "resume"}
     wanted = dataclasses.replace(base, **given).absolute_paths()
     differing = [name for name in names if name in given and not _same(name, getattr(base, name),
@@ -399,8 +372,8 @@ def _shown(value) -> str:
 
 def _shown_option(name: str, value) -> str:
     if isinstance(value, bool):
-        return _option(name if value else f"no_{name}")
-    return f"{_option(name)} {_shown(value)}"
+        return option_flag(name if value else f"no_{name}")
+    return f"{option_flag(name)} {_shown(value)}"
 
 
 def _shown_saved(name: str, value) -> str:

@@ -1,8 +1,9 @@
 """`wgrpo train` end to end: start from a checkpoint, or warm up a fresh tiny model on reasoning traces that are
 only sometimes right; then GRPO; then a table of base vs trained held-out accuracy and format rate.
 
-Owns: checking the run's options before any long work, choosing the starting point and the reference model,
-the warm-up data, and the final report.
+Owns: checking the run's options before any long work (restoring first a checkpoint that a killed save left
+aside: `recover_beside`), choosing the starting point and the reference model, the warm-up data, and the final
+report.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Sequence
 
 from wgrpo.engine import InputError
-from wgrpo.rl.train.checkpoint import CONFIG_FILE, STATE_FILE, read_state
+from wgrpo.rl.train.checkpoint import CONFIG_FILE, STATE_FILE, read_state, recover
 from wgrpo.rl.train.config import TrainConfig, build_task
+from wgrpo.rl.train.metrics_log import METRICS_FILE, read_rows
 from wgrpo.rl.train.sft import SFTConfig, train_sft
 from wgrpo.rl.train.trainer import GRPOTrainer
 from wgrpo.rl.train.traces import warmup_records
@@ -79,35 +82,57 @@ def _reference(model, config: TrainConfig):
     return Model.from_numpy(model.config, model.state_dict(), model.device, source="reference")
 
 
-def run_train(config: TrainConfig, device=None) -> dict:
+def run_train(config: TrainConfig, device=None, *, changes: Sequence[str] = ()) -> dict:
     """Train as configured on `device` (a Device, or a `--device` spec made into one when the first model loads)
     and print the before/after table; returns the evaluations.
 
     Everything the options name is checked before any long work (the warm-up, loading a model): the task and
-    its data, the reward weights, the checkpoint to start or resume from. Paths are made absolute first, so
-    that the checkpoints' trainer_config.json and start model work from any directory. With `config.resume`
-    the config is used as given: `config.resume_config` builds the one that continues the saved run."""
+    its data, the reward weights, the checkpoint to start or resume from. Paths are made absolute first, and
+    the demo's task options filled in (`TrainConfig.with_demo_task_options`), so that the checkpoints'
+    trainer_config.json and start model say what the run did from any directory. With `config.resume` the
+    config is used as given: `config.resume_config` builds the one that continues the saved run, and its
+    `changed: ...` lines, passed as `changes`, are printed on stderr once every check has passed, just before
+    training starts."""
     from wgrpo.engine import load_pretrained
 
-    config = config.absolute_paths()
+    config = config.absolute_paths().with_demo_task_options()
     task = build_task(config.task, config.task_options, config.sandbox)
     config.weights(task)  # names a reward part the task does not give
     if config.resume:
+        recover_beside(config.resume, always=True)
         start = _resume_start(config)
         reference = load_pretrained(start, device)[0] if config.beta > 0 else None  # the frozen starting policy
         trainer = GRPOTrainer.resume_from(config, config.resume, device, reference, task=task)
     else:
-        if config.model and not Path(config.model).is_dir():
-            raise InputError(f"--model {config.model}: no such checkpoint directory")
+        if config.model:
+            recover_beside(config.model)
+            if not Path(config.model).is_dir():
+                raise InputError(f"--model {config.model}: no such checkpoint directory")
         start = config.model or str(warm_up(config, task, device))
         model, tokenizer = load_pretrained(start, device)
         if tokenizer is None:
             raise InputError(f"--model {start}: no tokenizer.json next to the model")
         trainer = GRPOTrainer(config, model, tokenizer, task, _reference(model, config),
                               start_model=os.path.abspath(start))
+    for line in changes:
+        print(line, file=sys.stderr)
     history = trainer.run()
     report(history, trainer)
     return {"history": history, "output_dir": config.output_dir}
+
+
+def recover_beside(checkpoint: str | Path, *, always: bool = False) -> None:
+    """Before reading the checkpoint directory `checkpoint`: clean up after killed saves in the directory that
+    holds it (`checkpoint.recover`, which says on stderr what it did), so that a checkpoint a killed
+    replacement left aside as `.NAME.old-*` is back under its name.
+
+    A checkpoint to resume from is recovered `always`: its run writes beside it and recovers there anyway.
+    Another checkpoint is read only (a --model to start from, one to evaluate), and another run may be saving
+    beside it, whose temporary directories `recover` would remove: so only when it is missing, the one case
+    where recovery can bring it back."""
+    checkpoint = Path(checkpoint).absolute()
+    if always or not checkpoint.is_dir():
+        recover(checkpoint.parent)
 
 
 def _resume_start(config: TrainConfig) -> str:
@@ -133,7 +158,8 @@ def report(history: list[dict], trainer: GRPOTrainer) -> None:
 
     A resumed run evaluates only at its end; the starting evaluation then comes from the run's metrics.jsonl
     when the run continues in the same output directory."""
-    records = [r for r in _evaluations(Path(trainer.config.output_dir) / "metrics.jsonl") if r["step"] == 0]
+    logged = read_rows(Path(trainer.config.output_dir) / METRICS_FILE)
+    records = [r for r in logged if r["step"] == 0 and "eval/accuracy" in r]
     history = records[:1] + [r for r in history if r["step"] != 0] if records else history
     if not history:
         return
@@ -147,14 +173,3 @@ def report(history: list[dict], trainer: GRPOTrainer) -> None:
     if len(rows) == 2:
         gain = last["eval/accuracy"] - first["eval/accuracy"]
         print(f"accuracy change: {gain * 100:+.1f} points; curves: {Path(trainer.config.output_dir) / 'curves.png'}")
-
-
-def _evaluations(metrics: Path) -> list[dict]:
-    if not metrics.is_file():
-        return []
-    records = (json.loads(line) for line in metrics.read_text().splitlines() if line.strip())
-    return [r for r in records if "eval/accuracy" in r]
-
-
-def config_summary(config: TrainConfig) -> str:
-    return json.dumps(dataclasses.asdict(config), indent=2)

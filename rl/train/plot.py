@@ -1,6 +1,6 @@
 """The training curves (curves.png), drawn by matplotlib from the trainer's metrics.jsonl.
 
-Owns: `read_metrics` (the JSONL's records, skipping blank and torn lines), `PANELS` (which metrics share a
+Owns: `read_metrics` (the log's rows, `metrics_log.read_rows` skipping bad lines), `PANELS` (which metrics share a
 chart), `build_figure` (the records as a matplotlib Figure, one panel per group of metrics present) and
 `plot_training` (that figure written as a PNG, atomically). matplotlib is the optional `plot` extra: it is
 imported only inside the functions that draw, so importing this module stays cheap, and without it
@@ -10,13 +10,14 @@ backend are never touched. Must not import the engine.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
+
+from wgrpo.rl.train.metrics_log import read_rows
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -66,23 +67,12 @@ _warned_missing_matplotlib = False
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict]:
-    """The JSON objects of metrics.jsonl, in file order. Blank lines and lines that are not a JSON object (a line
-    torn by a crash, or still being written) are skipped: the curves are a view of the log, never its judge."""
-    path = os.fspath(path)
+    """The rows of metrics.jsonl, in file order (`metrics_log.read_rows`, lenient). Blank lines, a torn last line
+    (still being written, or cut short by a crash) and any line that is not a row are skipped: the curves are a
+    view of the log, never its judge. FileNotFoundError when there is no log."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"metrics file {path!r} does not exist")
-    records = []
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        for line in handle:
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict):
-                records.append(record)
-    return records
+        raise FileNotFoundError(f"metrics file {os.fspath(path)!r} does not exist")
+    return read_rows(path, strict=False)
 
 
 def _number(value) -> float | None:

@@ -6,28 +6,40 @@ schedule and the training loop. Every line is tokenized and checked against max_
 a longer line is refused (file and line), not truncated as TRL's SFTTrainer does: a cut completion loses its
 end-of-text. Checkpoints, metrics.jsonl, progress and the stop on SIGINT/SIGTERM come from `rl.train.checkpoint`,
 `rl.train.metrics_log`, `rl.train.progress` and `rl.train.stop`.
+
+`resume` continues the saved run: its trainer_config.json is the run's configuration, and only steps,
+output_dir and save_every may change (`resume_config`). Paths are stored absolute, so that a checkpoint means
+the same from any directory.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 
 from wgrpo.engine import InputError
 from wgrpo.rl.jsonl import field as record_field
 from wgrpo.rl.jsonl import read_jsonl
-from wgrpo.rl.train.checkpoint import load_training_state, recover, save_training_checkpoint
-from wgrpo.rl.train.config import check_field_types
+from wgrpo.rl.train.checkpoint import (CONFIG_FILE, load_optimizer_state, load_training_state, read_state, recover,
+                                       save_training_checkpoint)
+from wgrpo.rl.train.config import OptionError, check_field_types, read_saved_config, saved_config
+from wgrpo.rl.train.fields import option_flag
 from wgrpo.rl.train.metrics_log import METRICS_FILE, MetricsLog
 from wgrpo.rl.train.progress import Progress
 from wgrpo.rl.train.schedule import cosine_lr, epoch_order
 from wgrpo.rl.train.stop import StopOnSignal, changed_options, resume_command
 
 RESUME_COMMAND = "wgrpo sft"
+PATH_FIELDS = ("data", "model", "output_dir", "resume")
+# what a resumed run may change: when it stops, where it writes, and how often it saves
+RESUME_MAY_CHANGE = ("steps", "output_dir", "save_every")
 
 
 @dataclass
@@ -61,9 +73,54 @@ class SFTConfig:
         check_field_types(self)
         for name in ("steps", "batch_size", "max_length"):
             if getattr(self, name) < 1:
-                raise InputError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least 1")
+                raise OptionError(name, getattr(self, name), "must be at least 1")
         if not 0 <= self.min_lr_ratio <= 1:
-            raise InputError(f"--min-lr-ratio {self.min_lr_ratio}: must be in [0, 1]")
+            raise OptionError("min_lr_ratio", self.min_lr_ratio, "must be in [0, 1]")
+
+    def absolute_paths(self) -> SFTConfig:
+        """This config with `data`, `model`, `output_dir` and `resume` absolute (relative to the current
+        directory): what a run records, so that its checkpoint means the same from anywhere."""
+        return dataclasses.replace(self, **{name: os.path.abspath(getattr(self, name)) for name in PATH_FIELDS
+                                            if getattr(self, name)})
+
+
+def _shown(value) -> str:
+    return (value or "''") if isinstance(value, str) else str(value)
+
+
+def resume_config(config: SFTConfig, *, saved: Mapping[str, Any] | None = None) -> tuple[SFTConfig, list[str]]:
+    """The config that continues the run saved in `config.resume`, and one `changed: ...` line per option
+    changed.
+
+    The checkpoint's trainer_config.json (or `saved`) is the run's configuration. `config` is every option of
+    this run, those left at their defaults included (which ones a command line gave is not known here), so the
+    rule is by value: a field in RESUME_MAY_CHANGE takes this run's value; any other field whose value differs
+    from the saved one (paths compare absolute) is refused by name, before any work, since a resumed run that
+    silently trained differently would not continue the run. `model` may be left empty: a resumed run starts
+    from its checkpoint, and keeps the saved `model` as the record of where the run began.
+    """
+    checkpoint = os.path.abspath(config.resume)
+    saved = read_saved_config(checkpoint) if saved is None else saved
+    base = saved_config(SFTConfig, saved, Path(checkpoint) / CONFIG_FILE).absolute_paths()
+    given = config.absolute_paths()
+    compared = [f.name for f in dataclasses.fields(SFTConfig)
+                if f.name != "resume" and not (f.name == "model" and not given.model)]
+    differing = [name for name in compared if getattr(base, name) != getattr(given, name)]
+    refused = [name for name in differing if name not in RESUME_MAY_CHANGE]
+    if refused:
+        clash = "; ".join(f"{option_flag(name)} {_shown(getattr(given, name))}: the run in {checkpoint} was trained "
+                          f"with {_shown(getattr(base, name))}" for name in refused)
+        raise InputError(f"{clash}; a resumed run keeps its configuration (repeat the run's options, or start a "
+                         f"new run from {checkpoint} with --model to change them)")
+    changes = []
+    for name in differing:
+        line = f"changed: {name} {_shown(getattr(base, name))} -> {_shown(getattr(given, name))}"
+        if name == "steps":
+            line += (f" (the cosine learning-rate decay of the remaining steps now ends at step {given.steps} "
+                     f"instead of {base.steps})")
+        changes.append(line)
+    resumed = dataclasses.replace(base, resume=checkpoint, **{name: getattr(given, name) for name in differing})
+    return resumed, changes
 
 
 @dataclass
@@ -141,15 +198,26 @@ def train_sft(config: SFTConfig, device=None, command: str = RESUME_COMMAND, res
     SIGINT (Ctrl-C) or SIGTERM stops it after the step in progress (a step is one submit, never abandoned half
     way): it saves `output_dir/checkpoint-N`, prints the command that resumes (`command --resume ...`, or
     `resume_hint` when the caller resumes it its own way) on stderr and raises SystemExit(128 + the signal's
-    number)."""
+    number).
+
+    With `config.resume`, the run continues the checkpoint's saved run (see `resume_config`: options that
+    differ from it are refused, but steps, output_dir and save_every); `config.steps` must be above the
+    checkpoint's step. Both are checked before the data and the weights are read."""
     from wgrpo.engine import AdamW, load_pretrained
 
-    records = read_examples(config.data)
+    config = config.absolute_paths()
     first_step, optimizer_state = 0, None
     if config.resume:
         recover(Path(config.resume).parent)  # a kill while replacing it may have left it aside
-        state, optimizer_state, _ = load_training_state(config.resume)  # checked before the weights load
-        first_step = state["step"]
+        first_step = read_state(config.resume)["step"]
+        if first_step >= config.steps:
+            raise InputError(f"--steps {config.steps}: {config.resume} is at step {first_step} already; give "
+                             f"--steps above {first_step}")
+        config, changes = resume_config(config)
+        for line in changes:
+            print(line, file=sys.stderr)
+        _, optimizer_state, _ = load_training_state(config.resume)  # checked before the weights load
+    records = read_examples(config.data)
     start_from = config.resume or config.model
     if start_from:
         model, tokenizer = load_pretrained(start_from, device)
@@ -167,7 +235,7 @@ def train_sft(config: SFTConfig, device=None, command: str = RESUME_COMMAND, res
     model.requires_grad_()
     optimizer = AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     if optimizer_state is not None:
-        optimizer.load_state_dict(optimizer_state)
+        load_optimizer_state(optimizer, optimizer_state, config.resume)
 
     output = Path(config.output_dir)
     output.mkdir(parents=True, exist_ok=True)

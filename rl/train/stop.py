@@ -19,6 +19,8 @@ import threading
 from pathlib import Path
 from typing import Any, Mapping
 
+from wgrpo.rl.train.fields import field_default, option_flag
+
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -114,12 +116,7 @@ def changed_options(config, skip: tuple[str, ...] = ()) -> dict[str, Any]:
     for f in dataclasses.fields(config):
         if f.name in skip:
             continue
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
-        else:
-            default = dataclasses.MISSING
+        default = field_default(f)
         value = getattr(config, f.name)
         if not (value == default and type(value) is type(default)):
             changed[f.name] = value
@@ -132,9 +129,9 @@ def resume_command(command: str, checkpoint: str | Path, options: Mapping[str, A
     `--no-name` for a boolean."""
     words = shlex.split(command) + ["--resume", str(checkpoint)]
     for name, value in (options or {}).items():
-        flag = "--" + name.replace("_", "-")
+        flag = option_flag(name)
         if isinstance(value, bool):
-            words.append(flag if value else "--no-" + name.replace("_", "-"))
+            words.append(flag if value else option_flag("no_" + name))
             continue
         text = repr(value) if isinstance(value, float) else str(value)
         # a separate word starting with "-" would read as an option

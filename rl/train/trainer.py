@@ -49,7 +49,8 @@ from wgrpo.engine import InputError
 from wgrpo.rl.batch import build_update_batch
 from wgrpo.rl.grpo import dynamic_sampling_filter, group_advantages, policy_loss
 from wgrpo.rl.rollout import Completion, Rollout, sample_and_score
-from wgrpo.rl.train.checkpoint import load_training_state, recover, save_training_checkpoint
+from wgrpo.rl.train.checkpoint import (load_optimizer_state, load_training_state, recover,
+                                       save_training_checkpoint)
 from wgrpo.rl.train.config import TrainConfig, build_task
 from wgrpo.rl.train.evaluate import evaluate
 from wgrpo.rl.train.metrics_log import METRICS_FILE, MetricsLog
@@ -119,6 +120,9 @@ class GRPOTrainer:
                  start_model: str = ""):
         from wgrpo.engine import AdamW
 
+        if tokenizer is None:  # load_pretrained's answer for a checkpoint without tokenizer.json
+            raise ValueError("GRPOTrainer: tokenizer is None; pass the model's tokenizers.Tokenizer (a checkpoint "
+                             "without tokenizer.json cannot train: prompts and completions need it)")
         self.config, self.model, self.tokenizer, self.task = config, model, tokenizer, task
         self.reference = reference if config.beta > 0 else None
         if config.beta > 0 and reference is None:
@@ -333,7 +337,10 @@ class GRPOTrainer:
     @classmethod
     def resume_from(cls, config: TrainConfig, checkpoint: str, device=None, reference=None,
                     task=None) -> "GRPOTrainer":
-        """The trainer as it was when `checkpoint` was written (the task built from `config` unless given)."""
+        """The trainer as it was when `checkpoint` was written (the task built from `config` unless given).
+
+        Its trainer files and tokenizer are checked before the weights load; a missing or corrupt one, or an
+        optimizer state that does not fit the model, is an InputError naming the file."""
         from wgrpo.engine import load_pretrained
 
         recover(Path(checkpoint).parent)  # a kill while replacing it may have left it aside
@@ -342,7 +349,7 @@ class GRPOTrainer:
         task = task if task is not None else build_task(config.task, config.task_options, config.sandbox)
         trainer = cls(config, model, tokenizer, task, reference,
                       start_step=state["step"], start_model=state.get("start_model", ""))
-        trainer.optimizer.load_state_dict(optimizer_state)
+        load_optimizer_state(trainer.optimizer, optimizer_state, checkpoint)
         return trainer
 
 

@@ -64,7 +64,7 @@ def batch(task):
 def test_parallel_rewards_equal_the_serial_ones(tmp_path, workers):
     task = get_task("code", path=write_rows(tmp_path), eval_fraction=0.0, timeout_s=1.0, workers=workers)
     assert task.isolation in ("bwrap", "unshare")
-    assert task.workers == (workers or usable_cores())
+    assert task.workers == min(workers or usable_cores(), usable_cores())
     completions, problems, accuracy = batch(task)
     parallel = task.rewards(completions, problems)
     serial = [task.reward(completion, problem) for completion, problem in zip(completions, problems)]
@@ -102,13 +102,22 @@ class MeetingRunner:
         return Result(len(tests), len(tests))
 
 
+@pytest.mark.skipif(usable_cores() < 2, reason="one usable core: the task scores one completion at a time")
 def test_runs_at_most_workers_at_once(tmp_path):
-    runner = MeetingRunner(parties=3)
-    task = get_task("code", path=write_rows(tmp_path), eval_fraction=0.0, workers=3, runner=runner)
+    workers = min(3, usable_cores())
+    runner = MeetingRunner(parties=workers)
+    task = get_task("code", path=write_rows(tmp_path), eval_fraction=0.0, workers=workers, runner=runner)
     problem = task.sample(0)
-    scores = task.rewards([answer("x = 1")] * 9, [problem] * 9)
-    assert [parts["accuracy"] for _, parts in scores] == [1.0] * 9
-    assert runner.most == 3
+    n = 3 * workers  # the barrier lets runs through `workers` at a time
+    scores = task.rewards([answer("x = 1")] * n, [problem] * n)
+    assert [parts["accuracy"] for _, parts in scores] == [1.0] * n
+    assert runner.most == workers
+
+
+def test_more_workers_than_usable_cores_are_clipped_to_them(tmp_path):
+    task = get_task("code", path=write_rows(tmp_path), eval_fraction=0.0, workers=usable_cores() + 7,
+                    runner=MeetingRunner(parties=1))
+    assert task.workers == usable_cores()
 
 
 def test_no_isolation_is_refused_when_the_task_is_built(tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""`wgrpo devices`, the no-adapter path, the dataclass -> argparse helper, and the exit codes."""
+"""`wgrpo devices`, the no-adapter path, the dataclass -> argparse helpers, and the error policy."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from wgrpo.tools import cli
+from wgrpo.engine import InputError
+from wgrpo.tools import cli, options
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,7 +31,7 @@ def _parser(cls):
     import argparse
 
     parser = argparse.ArgumentParser(prog="x")
-    cli.add_config_arguments(parser, cls)
+    options.add_config_arguments(parser, cls)
     return parser
 
 
@@ -43,8 +44,8 @@ def test_helper_lists_every_field_with_its_help():
 
 def test_helper_defaults_and_parsing():
     parser = _parser(_Example)
-    assert cli.config_from_args(_Example, parser.parse_args([])) == _Example()
-    cfg = cli.config_from_args(_Example, parser.parse_args(
+    assert options.config_from_args(_Example, parser.parse_args([])) == _Example()
+    cfg = options.config_from_args(_Example, parser.parse_args(
         ["--steps", "5", "--lr", "0.5", "--out", "o.json", "--verbose", "--mode", "b"]))
     assert cfg == _Example(steps=5, lr=0.5, out="o.json", verbose=True, mode="b")
     with pytest.raises(SystemExit):
@@ -58,6 +59,32 @@ def test_helper_refuses_a_field_without_help():
 
     with pytest.raises(TypeError, match="NoHelp.x needs"):
         _parser(NoHelp)
+
+
+@dataclass
+class _Checked:
+    x: int = field(default=1, metadata={"help": "a number"})
+
+    def __post_init__(self):
+        if self.x == 2:
+            raise ValueError("a bug in a check")  # not the user's fault: keeps its traceback
+        if self.x == 3:
+            raise InputError("--x 3: must not be 3")
+
+
+def test_only_input_errors_are_usage_errors(capsys):
+    parser = _parser(_Checked)
+
+    def parsed(*argv):
+        args = parser.parse_args(argv)
+        args.parser = parser  # as build_parser's subcommands have
+        return args
+
+    with pytest.raises(ValueError, match="a bug in a check"):
+        options.config_from_args(_Checked, parsed("--x", "2"))
+    with pytest.raises(SystemExit) as exit_info:
+        options.config_from_args(_Checked, parsed("--x", "3"))
+    assert exit_info.value.code == 2 and capsys.readouterr().err == "x: error: --x 3: must not be 3\n"
 
 
 def test_bench_help_lists_every_config_field(capsys):
@@ -101,7 +128,8 @@ def test_devices_in_a_subprocess(device):
 def test_unknown_device_spec_lists_adapters_and_fails(device, capsys):
     assert cli.main(["--device", "no-such-adapter-xyz", "devices"]) == 1
     captured = capsys.readouterr()
-    assert "no adapter matches" in captured.err and "Traceback" not in captured.err
+    assert captured.err.startswith("wgrpo devices: error: ") and "no adapter matches" in captured.err
+    assert "Traceback" not in captured.err
     assert device.name in captured.out  # the adapters are still listed
 
 
@@ -122,13 +150,13 @@ def test_no_adapter_exits_1_with_the_install_hint(monkeypatch, capsys, argv):
 
 
 def test_input_errors_are_one_line_and_exit_2(capsys):
-    from wgrpo.engine import InputError
-
     def bad_input():
         raise InputError("--steps 0: must be at least 1")
 
     assert cli.run_command(bad_input) == 2
     assert capsys.readouterr().err == "wgrpo: error: --steps 0: must be at least 1\n"
+    assert cli.run_command(bad_input, prog="wgrpo train") == 2  # as argparse's usage errors start
+    assert capsys.readouterr().err == "wgrpo train: error: --steps 0: must be at least 1\n"
 
 
 @pytest.mark.parametrize("error", [TypeError("a bug"), ValueError("not converted yet"), KeyError("x"),

@@ -57,15 +57,15 @@ def exit_code(argv) -> int:
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--prompt", ""], "wgrpo: error: --prompt is empty"),
+    (["--prompt", ""], "wgrpo generate: error: --prompt is empty"),
     (["--top-p", "1.5"], "wgrpo generate: error: --top-p 1.5: must be in (0, 1]"),
     (["--temperature", "-1"], "wgrpo generate: error: --temperature -1.0: must be >= 0"),
     (["--temperature", "nan"], "wgrpo generate: error: --temperature nan: expected a finite number"),
     (["--top-k", "-2"], "wgrpo generate: error: --top-k -2: must be at least 0"),
     (["--seed", str(2**64)], f"wgrpo generate: error: --seed {2**64}: must be below 2**64"),
     (["--stop", ""], "wgrpo generate: error: --stop '': a stop string must not be empty"),
-    (["--model", "no-such-dir"], "wgrpo: error: --model no-such-dir: no such checkpoint directory"),
-    (["--prompt", "x" * 200], "wgrpo: error: --prompt: 200 tokens, longer than the model's context")])
+    (["--model", "no-such-dir"], "wgrpo generate: error: --model no-such-dir: no such checkpoint directory"),
+    (["--prompt", "x" * 200], "wgrpo generate: error: --prompt: 200 tokens, longer than the model's context")])
 def test_generate_bad_input_is_a_one_line_error(checkpoint, capsys, args, message):
     path, _, _ = checkpoint
     argv = ["generate", "--model", str(path), "--prompt", "count:"] + args

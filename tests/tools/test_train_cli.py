@@ -1,4 +1,4 @@
-"""`wgrpo train` and `wgrpo eval` at the command line: options, TOML files, errors before any work, resume."""
+"""`wgrpo train` at the command line: options, TOML files, errors before any work, resume, recovery."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wgrpo.rl.train.config import TrainConfig
-from wgrpo.tools.cli import _apply_config_file, build_parser, main
-from tests.tiny_checkpoint import save_tiny_checkpoint
+from wgrpo.rl.train.config import DEMO_TASK_OPTIONS, TrainConfig
+from wgrpo.rl.train.schedule import cosine_lr
+from wgrpo.tools.cli import build_parser, main
+from wgrpo.tools.options import apply_config_file
 
 TASK_OPTIONS = "digits=1,ops=+,template=plain,instructions=false"
 # a fresh model's warm-up at its smallest, should a check below regress and let the run reach it
@@ -38,7 +39,8 @@ def test_help_lists_every_train_option(capsys):
 
 def parse_with_file(argv):
     parser = build_parser()
-    _apply_config_file(parser, argv)
+    known, _ = parser.parse_known_args(argv)
+    apply_config_file(known.parser, known.config)
     return parser.parse_args(argv)
 
 
@@ -70,20 +72,43 @@ def test_toml_errors_are_named(tmp_path, capsys):
 
 @pytest.mark.parametrize("text,message", [
     ("steps = 1.5", "steps = 1.5: expected an integer"),
-    ('dynamic_sampling = "no"', "dynamic_sampling = 'no': expected true or false"),
-    ("group_size = true", "group_size = True: expected an integer"),
+    ('dynamic_sampling = "no"', 'dynamic_sampling = "no": expected true or false'),
+    ("group_size = true", "group_size = true: expected an integer"),
     ("grad_clip = nan", "grad_clip = nan: expected a finite number"),
-    ('task_options = {digits = 1, ops = ["+"]}', "task_options = {'digits': 1, 'ops': ['+']}: a table's values "
-     "must be numbers, strings or booleans, got ops = ['+']"),
-    ('loss_type = "ppo"', "loss_type = 'ppo': expected one of 'grpo', 'bnpo', 'dapo', 'dr_grpo'"),
+    ('task_options = {digits = 1, ops = ["+"]}', 'task_options = {digits = 1, ops = ["+"]}: a table\'s values '
+     'must be numbers, strings or booleans, got ops = ["+"]'),
+    ('loss_type = "ppo"', 'loss_type = "ppo": expected one of "grpo", "bnpo", "dapo", "dr_grpo"'),
+    # out of range: named by file and key too, not by the option the file did not use
+    ("group_size = 1", "group_size = 1: must be at least 2: GRPO's advantages compare the completions of a group, "
+                       "so a group of one carries no signal"),
+    ("min_lr_ratio = 5", "min_lr_ratio = 5: must be in [0, 1]"),
+    ('[reward_weights]\naccuracy = "high"', 'reward_weights = {accuracy = "high"}: the weight of \'accuracy\' is '
+                                            "'high', not a number"),
 ])
-def test_toml_values_are_type_checked_naming_the_file(tmp_path, capsys, text, message):
+def test_toml_values_are_checked_naming_the_file(tmp_path, capsys, text, message):
     path = tmp_path / "run.toml"
     path.write_text(text + "\n")
-    assert main(["train", "--config", str(path), "--output-dir", str(tmp_path / "out")]) == 2
+    assert exit_code(["train", "--config", str(path), "--output-dir", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert err == f"wgrpo: error: {path}: {message}\n"
+    assert err == f"wgrpo train: error: {path}: {message}\n"
     assert not (tmp_path / "out").exists()
+
+
+def test_a_flag_over_a_toml_value_is_named_as_the_flag(tmp_path, capsys):
+    path = tmp_path / "run.toml"
+    path.write_text("group_size = 1\n")
+    assert exit_code(["train", "--config", str(path), "--group-size", "0"]) == 2
+    assert capsys.readouterr().err.startswith("wgrpo train: error: --group-size 0: must be at least 2")
+    # the flag's valid value wins over the file's bad one: the run gets as far as the missing model
+    assert main(["train", "--config", str(path), "--group-size", "4", "--model", str(tmp_path / "none")]) == 2
+    assert capsys.readouterr().err == f"wgrpo train: error: --model {tmp_path / 'none'}: no such checkpoint directory\n"
+
+
+def test_every_error_of_a_subcommand_starts_with_its_name(tmp_path, capsys):
+    """argparse's usage errors, the options' checks and the errors found later read alike."""
+    for argv in (["train", "--steps", "x"], ["train", "--steps", "0"], ["train", "--model", str(tmp_path / "none")]):
+        assert exit_code(argv) == 2
+        assert capsys.readouterr().err.splitlines()[-1].startswith("wgrpo train: error: "), argv
 
 
 @pytest.mark.parametrize("args,message", [
@@ -93,7 +118,11 @@ def test_toml_values_are_type_checked_naming_the_file(tmp_path, capsys, text, me
     (["--min-lr-ratio", "5"], "--min-lr-ratio 5.0: must be in [0, 1]"),
     (["--save-every", "-1"], "--save-every -1: must be at least 0"),
     (["--eval-every", "-1"], "--eval-every -1: must be at least 0"),
-    (["--reward-weights", "accuracy=abc"], "--reward-weights accuracy=abc: 'abc' is not a number"),
+    (["--reward-weights", "accuracy=abc"], "--reward-weights accuracy=abc: the weight of 'accuracy' is 'abc', not "
+                                           "a number"),
+    (["--reward-weights", "accuracy=1,accuracy=2"], "--reward-weights accuracy=1,accuracy=2: 'accuracy' is given "
+                                                    "twice"),
+    (["--task-options", "digits=1,digits=2"], "--task-options digits=1,digits=2: 'digits' is given twice"),
 ])
 def test_bad_options_are_one_line_usage_errors(tmp_path, capsys, args, message):
     out = tmp_path / "out"
@@ -111,12 +140,14 @@ def test_bad_options_are_one_line_usage_errors(tmp_path, capsys, args, message):
     (["--task", "gsm8k", "--task-options", "path=missing.jsonl"], "missing.jsonl"),
     (["--model", "no-such-checkpoint"], "no-such-checkpoint: no such checkpoint directory"),
     (["--resume", "no-such-checkpoint"], "no-such-checkpoint: no such checkpoint directory"),
+    # a task other than arithmetic builds with its own defaults, not the demo's arithmetic options
+    (["--task", "countdown", "--model", "no-such-checkpoint"], "no-such-checkpoint: no such checkpoint directory"),
 ])
 def test_what_the_options_name_is_checked_before_the_warm_up(tmp_path, monkeypatch, capsys, args, message):
     monkeypatch.chdir(tmp_path)
     assert main(["train", "--output-dir", "out", *TINY_WARMUP, *args]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("wgrpo: error: ") and message in err and err.count("\n") == 1
+    assert err.startswith("wgrpo train: error: ") and message in err and err.count("\n") == 1
     assert not (tmp_path / "out" / "warmup").exists()
 
 
@@ -146,12 +177,36 @@ def test_resume_refuses_a_changed_option_before_any_work(tmp_path, capsys):
     checkpoint = saved_checkpoint(tmp_path / "run" / "checkpoint-3", model=str(tmp_path / "start"), group_size=8)
     assert main(["train", "--resume", str(checkpoint), "--group-size", "4"]) == 2
     assert capsys.readouterr().err == (
-        f"wgrpo: error: --group-size 4: the run in {checkpoint} was trained with 8; a resumed run keeps its "
+        f"wgrpo train: error: --group-size 4: the run in {checkpoint} was trained with 8; a resumed run keeps its "
         f"configuration (start a new run from {checkpoint} with --model to change it)\n")
     toml = tmp_path / "run.toml"
     toml.write_text("warmup_lr_steps = 1\n")  # a --config file's options are given options too
     assert main(["train", "--resume", str(checkpoint), "--config", str(toml)]) == 2
     assert "--warmup-lr-steps 1: the run in" in capsys.readouterr().err
+    toml.write_text("steps = 0\n")
+    assert main(["train", "--resume", str(checkpoint), "--config", str(toml)]) == 2
+    assert capsys.readouterr().err == f"wgrpo train: error: {toml}: steps = 0: must be at least 1\n"
+
+
+def test_resume_refuses_a_saved_config_missing_an_option(tmp_path, capsys):
+    checkpoint = saved_checkpoint(tmp_path / "run" / "final", model=str(tmp_path / "start"), lr=3e-3)
+    saved = json.loads((checkpoint / "trainer_config.json").read_text())
+    del saved["lr"]  # else the resumed run would train at today's default lr, silently
+    (checkpoint / "trainer_config.json").write_text(json.dumps(saved))
+    assert main(["train", "--resume", str(checkpoint), "--steps", "6"]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"wgrpo train: error: {checkpoint / 'trainer_config.json'}: missing options ['lr']")
+
+
+def test_changes_are_printed_only_once_every_check_passed(tmp_path, capsys):
+    checkpoint = saved_checkpoint(tmp_path / "run" / "final", model=str(tmp_path / "start"), steps=2)
+    (checkpoint / "trainer_state").mkdir()
+    (checkpoint / "trainer_state" / "state.json").write_text(json.dumps({
+        "step": 2, "task": "arithmetic", "start_model": str(tmp_path / "gone"),
+        "optimizer": {"step": 2, "hyperparameters": {}, "state": []}}))
+    assert main(["train", "--resume", str(checkpoint), "--steps", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "start_model" in err and "does not exist" in err and "changed:" not in err
 
 
 # ---------------------------------------------------------------------------------------------- real runs
@@ -175,10 +230,13 @@ def start_model(tmp_path_factory, device):
     return str(summary["checkpoint"])
 
 
-def run_options(model):
+def run_options(model, min_lr_ratio="1"):
+    # min_lr_ratio 1 by default: a flat learning rate after the warm-up does not depend on the run's length, so
+    # a run of 3 steps resumed to 6 must equal a straight run of 6 exactly (with a decay, steps 1-3 of the
+    # 3-step run decay faster than those of the 6-step run); the decay's new horizon is checked on its own
     return ["--model", model, "--task-options", TASK_OPTIONS, "--prompts-per-step", "2", "--group-size", "4",
             "--max-new-tokens", "24", "--lr", "3e-3", "--warmup-lr-steps", "2",
-            "--min-lr-ratio", "1", "--eval-every", "0", "--eval-problems", "4"]
+            "--min-lr-ratio", min_lr_ratio, "--eval-every", "0", "--eval-problems", "4"]
 
 
 def rows(path):
@@ -203,7 +261,7 @@ def test_resume_with_only_more_steps_equals_the_straight_run(start_model, tmp_pa
     assert sorted(resumed) == sorted(whole) == [1, 2, 3, 4, 5, 6]
     assert any(whole[s]["reward/std"] > 0 for s in whole), "no group carried signal: the test would prove nothing"
     for step in whole:
-        for key in ("reward/mean", "reward/std", "loss", "kl"):
+        for key in ("lr", "reward/mean", "reward/std", "loss", "kl"):
             np.testing.assert_allclose(resumed[step][key], whole[step][key], rtol=1e-5, atol=1e-7,
                                        err_msg=f"step {step} {key}")
     saved = json.loads((first / "final" / "trainer_config.json").read_text())
@@ -212,6 +270,23 @@ def test_resume_with_only_more_steps_equals_the_straight_run(start_model, tmp_pa
     assert any(not np.array_equal(start[name], b[name]) for name in b), "training changed nothing"
     for name in b:
         np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+def test_resume_with_more_steps_decays_the_rest_to_the_new_horizon(start_model, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["train", *run_options(start_model, min_lr_ratio="0.5"), "--steps", "3", "--output-dir",
+                 str(out)]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out / "final"), "--steps", "6"]) == 0
+    assert "changed: steps 3 -> 6 (the cosine learning-rate decay of the remaining steps now ends at step 6" in (
+        capsys.readouterr().err)
+    logged = rows(out)
+    assert sorted(logged) == [1, 2, 3, 4, 5, 6]
+    # a row's step counts the updates done; its lr is the one of update step - 1
+    expected = {step: cosine_lr(step - 1, 3 if step <= 3 else 6, 3e-3, 2, 0.5) for step in logged}
+    assert expected[4] != cosine_lr(3, 3, 3e-3, 2, 0.5)  # the horizon changes what the remaining steps get
+    for step, row in logged.items():
+        assert row["lr"] == pytest.approx(expected[step], rel=1e-12), step
 
 
 def test_resume_from_another_directory(start_model, tmp_path, monkeypatch, capsys):
@@ -233,13 +308,38 @@ def test_resume_from_another_directory(start_model, tmp_path, monkeypatch, capsy
     assert "--max-new-tokens 8: the run in" in capsys.readouterr().err
     assert main(["train", "--resume", "../here/out/final", "--steps", "3"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("wgrpo: error: --steps 3: ") and "is at step 3 already" in err
+    assert err.startswith("wgrpo train: error: --steps 3: ") and "is at step 3 already" in err
 
 
-def test_eval_of_a_tiny_checkpoint(device, tmp_path, capsys):
-    save_tiny_checkpoint(tmp_path / "m", device, seed=0)
-    code = main(["eval", "--model", str(tmp_path / "m"), "--task-options", TASK_OPTIONS, "--problems", "5",
-                 "--max-new-tokens", "6", "--json"])
-    assert code == 0
-    result = json.loads(capsys.readouterr().out)
-    assert result["problems"] == 5 and 0.0 <= result["accuracy"] <= 1.0 and np.isfinite(result["mean_length"])
+def set_aside(checkpoint: Path) -> Path:
+    """Rename `checkpoint` as a replacement killed between its two renames leaves it (engine.atomic_dir:
+    `.NAME.old-` + 16 hex digits of time_ns + 6 of a uuid), with nothing under its own name."""
+    aside = checkpoint.parent / f".{checkpoint.name}.old-{0x10000:016x}0000aa"
+    checkpoint.rename(aside)
+    return aside
+
+
+def test_a_checkpoint_a_killed_save_left_aside_is_recovered_before_it_is_read(start_model, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["train", *run_options(start_model), "--steps", "2", "--output-dir", str(out)]) == 0
+    final = out / "final"
+    capsys.readouterr()
+    aside = set_aside(final)
+    assert main(["train", "--resume", str(final), "--steps", "3"]) == 0
+    err = capsys.readouterr().err
+    assert f"restored {final} from {aside.name}" in err and sorted(rows(out)) == [1, 2, 3]
+    set_aside(final)
+    assert main(["eval", "--model", str(final), "--problems", "2", "--max-new-tokens", "6", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert f"restored {final} from {aside.name}" in captured.err and json.loads(captured.out)["problems"] == 2
+    set_aside(final)
+    assert main(["train", *run_options(str(final)), "--steps", "1", "--output-dir", str(tmp_path / "next")]) == 0
+    assert f"restored {final} from {aside.name}" in capsys.readouterr().err
+
+
+def test_the_demo_records_the_task_options_it_trained_on(tmp_path, device, capsys):
+    out = tmp_path / "out"
+    assert main(["train", *TINY_WARMUP, "--output-dir", str(out), "--steps", "1", "--prompts-per-step", "1",
+                 "--group-size", "2", "--max-new-tokens", "4", "--eval-problems", "1"]) == 0
+    saved = json.loads((out / "final" / "trainer_config.json").read_text())
+    assert saved["task"] == "arithmetic" and saved["task_options"] == DEMO_TASK_OPTIONS

@@ -12,8 +12,11 @@ import numpy as np
 import pytest
 
 from wgrpo.engine import InputError
-from wgrpo.rl.train.config import (TrainConfig, build_task, check_field_types, checked_field_value, parse_weights,
-                                   read_saved_config, resume_config)
+from wgrpo.rl.grpo import GRPOLossConfig
+from wgrpo.rl.train.config import (DEMO_TASK_OPTIONS, OptionError, TrainConfig, build_task, check_field_types,
+                                   checked_field_value, parse_options, parse_weights, read_saved_config,
+                                   resume_config, saved_config)
+from wgrpo.rl.train.fields import field_default, file_value, option_flag
 
 # ---------------------------------------------------------------------------------------------- types
 
@@ -69,6 +72,28 @@ def test_the_helper_works_on_any_dataclass_and_names_the_source():
         checked_field_value(Other, "size", 1.5, as_option=True)
 
 
+@pytest.mark.parametrize("name,value,message", [
+    ("dynamic_sampling", "no", 'dynamic_sampling = "no": expected true or false'),
+    ("steps", True, "steps = true: expected an integer"),
+    ("grad_clip", float("nan"), "grad_clip = nan: expected a finite number"),
+    ("loss_type", "ppo", 'loss_type = "ppo": expected one of "grpo", "bnpo", "dapo", "dr_grpo"'),
+    ("task_options", {"digits": 1, "ops": ["+"]}, 'task_options = {digits = 1, ops = ["+"]}: a table\'s values '
+     'must be numbers, strings or booleans, got ops = ["+"]'),
+])
+def test_a_files_values_are_shown_as_the_file_writes_them(name, value, message):
+    with pytest.raises(InputError) as error:
+        checked_field_value(TrainConfig, name, value, "run.toml")
+    assert str(error.value) == f"run.toml: {message}"
+
+
+def test_field_helpers():
+    assert option_flag("group_size") == "--group-size"
+    by_name = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    assert field_default(by_name["steps"]) == 50 and field_default(by_name["task_options"]) == ""
+    assert file_value({"digits": 1, "a b": [True, 1.5, float("-inf")], "s": 'say "x"'}) == (
+        '{digits = 1, "a b" = [true, 1.5, -inf], s = "say \\"x\\""}')
+
+
 # ---------------------------------------------------------------------------------------------- ranges
 
 
@@ -83,16 +108,70 @@ def test_the_helper_works_on_any_dataclass_and_names_the_source():
     ({"top_p": 1.5}, "--top-p 1.5: must be in (0, 1]"),
     ({"lr": 0}, "--lr 0.0: must be > 0"),
     ({"seed": -1}, "--seed -1: must be at least 0"),
-    ({"reward_weights": "accuracy=abc"}, "--reward-weights accuracy=abc: 'abc' is not a number"),
-    ({"reward_weights": "accuracy=1,format=nan"}, "--reward-weights format=nan: 'nan' is not a finite number"),
-    ({"reward_weights": "accuracy"}, "expected name=weight pairs separated by commas, got 'accuracy'"),
-    ({"task_options": "digits"}, "--task-options: expected key=value pairs separated by commas"),
+    ({"reward_weights": "accuracy=abc"}, "--reward-weights accuracy=abc: the weight of 'accuracy' is 'abc', not a "
+                                         "number"),
+    ({"reward_weights": "accuracy=1,format=nan"}, "--reward-weights accuracy=1,format=nan: the weight of 'format' "
+                                                  "is 'nan', not a finite number"),
+    ({"reward_weights": "accuracy"}, "--reward-weights accuracy: expected name=weight pairs separated by commas, "
+                                     "got 'accuracy'"),
+    ({"reward_weights": "accuracy=1,accuracy=2"}, "--reward-weights accuracy=1,accuracy=2: 'accuracy' is given "
+                                                  "twice"),
+    ({"task_options": "digits"}, "--task-options digits: expected key=value pairs separated by commas, got 'digits'"),
+    ({"task_options": "digits=1, ops=+, digits=2"}, "--task-options digits=1, ops=+, digits=2: 'digits' is given "
+                                                    "twice"),
 ])
 def test_bad_values_are_named_by_option(options, message):
-    with pytest.raises(InputError) as error:
+    with pytest.raises(OptionError) as error:
         TrainConfig(**options)
-    assert message in str(error.value)
+    assert str(error.value).startswith(message)
     assert "\n" not in str(error.value)
+    name = next(iter(options))
+    assert (error.value.name, error.value.value) == (name, options[name])  # what names it by file and key
+
+
+def test_repeated_keys_are_refused_by_the_parsers_too():
+    with pytest.raises(InputError, match=r"^--reward-weights: 'accuracy' is given twice in 'accuracy=1,accuracy=2'$"):
+        parse_weights("accuracy=1,accuracy=2")
+    with pytest.raises(InputError, match=r"^--task-options: 'ops' is given twice in 'ops=\+,ops=-'$"):
+        parse_options("ops=+,ops=-")
+
+
+def test_a_range_error_names_the_file_and_key_when_the_value_came_from_one():
+    with pytest.raises(OptionError) as error:
+        TrainConfig(group_size=1)
+    assert str(error.value.in_file("run.toml")) == (
+        "run.toml: group_size = 1: must be at least 2: GRPO's advantages compare the completions of a group, so a "
+        "group of one carries no signal")
+    table = {"accuracy": "abc", "format": 0.1}
+    with pytest.raises(OptionError) as error:
+        TrainConfig(reward_weights=table)
+    assert str(error.value.in_file("run.toml", table)) == (
+        "run.toml: reward_weights = {accuracy = \"abc\", format = 0.1}: the weight of 'accuracy' is 'abc', not a "
+        "number")
+
+
+def test_the_loss_configs_checks_are_input_errors_naming_the_option():
+    for options, message in [({"eps_low": 1.0}, "--eps-low 1.0: GRPOLossConfig.eps_low must be in [0, 1)"),
+                             ({"eps_high": -1.0}, "--eps-high -1.0: GRPOLossConfig.eps_high must be >= 0"),
+                             ({"beta": -0.5}, "--beta -0.5: GRPOLossConfig.beta must be >= 0"),
+                             ({"loss_type": "ppo"}, "--loss-type 'ppo': GRPOLossConfig.loss_type must be one of "
+                                                    "grpo, bnpo, dapo, dr_grpo"),
+                             ({"scale_rewards": "max"}, "--scale-rewards 'max': GRPOLossConfig.scale_rewards must "
+                                                        "be std or none"),
+                             ({"adv_eps": 0.0}, "GRPOLossConfig: adv_eps 0.0: must be > 0")]:
+        with pytest.raises(InputError) as error:
+            GRPOLossConfig(**options)
+        assert str(error.value) == message
+
+
+def test_empty_task_options_are_the_tasks_own_but_the_demo_keeps_its_problems():
+    assert TrainConfig().task_options == ""
+    assert TrainConfig().with_demo_task_options().task_options == DEMO_TASK_OPTIONS
+    assert build_task("arithmetic", DEMO_TASK_OPTIONS).digits == 2
+    for options in ({"model": "m"}, {"resume": "r"}, {"task": "countdown"}, {"task_options": "digits=3"}):
+        config = TrainConfig(**options)
+        assert config.with_demo_task_options() is config, options
+    assert build_task("countdown", TrainConfig(task="countdown").task_options).name == "countdown"
 
 
 def test_reward_weights_are_checked_against_the_task():
@@ -210,20 +289,34 @@ def test_a_saved_config_is_checked_and_named(tmp_path):
     with pytest.raises(InputError, match=f"^{path}: expected a JSON object of training options, got list"):
         resume_config(checkpoint)
     path.write_text(json.dumps({**saved_run(tmp_path), "steps": "3"}))
-    with pytest.raises(InputError, match=f"^{path}: steps = '3': expected an integer$"):
+    with pytest.raises(InputError, match=f'^{path}: steps = "3": expected an integer$'):
         resume_config(checkpoint)
     path.write_text(json.dumps({**saved_run(tmp_path), "group_size": 1}))
-    with pytest.raises(InputError, match=f"^{path}: --group-size 1: must be at least 2"):
+    with pytest.raises(InputError, match=f"^{path}: group_size = 1: must be at least 2"):
         resume_config(checkpoint)
     path.write_text(json.dumps({**saved_run(tmp_path), "colour": "blue"}))
     with pytest.raises(InputError, match=f"^{path}: unknown options \\['colour'\\]"):
         resume_config(checkpoint)
-    older = saved_run(tmp_path)
-    del older["sandbox"]  # a checkpoint from before an option existed: its default
-    path.write_text(json.dumps(older))
+    path.write_text(json.dumps(saved_run(tmp_path)))
     config, _ = resume_config(checkpoint)
-    assert config.sandbox == "auto" and config.resume == str(checkpoint)
+    assert config.resume == str(checkpoint)
     assert read_saved_config(tmp_path, required=False) == {}
+
+
+def test_a_saved_config_missing_an_option_is_refused_by_name(tmp_path):
+    """A missing option would take today's default: a resumed run would train differently, silently."""
+    checkpoint = tmp_path / "ckpt"
+    checkpoint.mkdir()
+    older = saved_run(tmp_path, lr=3e-3)
+    del older["lr"], older["sandbox"]
+    (checkpoint / "trainer_config.json").write_text(json.dumps(older))
+    with pytest.raises(InputError) as error:
+        resume_config(checkpoint, {"steps": 6})
+    assert str(error.value) == (
+        f"{checkpoint / 'trainer_config.json'}: missing options ['sandbox', 'lr'] (written by another version of "
+        f"wgrpo?); a resumed run takes every option from its checkpoint, none from today's defaults")
+    with pytest.raises(InputError, match=r"^x\.json: missing options \['lr'\]"):
+        saved_config(TrainConfig, {k: v for k, v in saved_run(tmp_path).items() if k != "lr"}, "x.json")
 
 
 def test_old_relative_paths_resolve_where_the_run_is_resumed(tmp_path, monkeypatch):

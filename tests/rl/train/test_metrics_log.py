@@ -1,8 +1,13 @@
-"""metrics.jsonl made to fit the step a run starts from: later rows dropped, a torn line removed, atomically."""
+"""metrics.jsonl made to fit the step a run starts from: later rows dropped, a torn line removed, atomically,
+with the log's permissions; read back strictly by the trainers, leniently by the curves."""
 
 from __future__ import annotations
 
 import json
+import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -60,3 +65,43 @@ def test_a_bad_line_inside_the_log_is_named(tmp_path):
     path.write_text(rows(0) + '{"loss": 1}\n')  # a complete line without a step is not torn
     with pytest.raises(InputError, match=r"metrics\.jsonl:2"):
         read_rows(path)
+
+
+def test_a_rewritten_log_keeps_its_permissions(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(rows(0, 1, 2))
+    path.chmod(0o640)
+    prepare(path, first_step=1)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640  # not mkstemp's 0o600
+
+
+def test_temp_files_of_a_killed_rewrite_are_removed_when_a_run_opens_the_log(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(rows(0, 1))
+    (tmp_path / ".metrics.jsonl.tmp-k1lled").write_text(rows(0))  # killed before its rename
+    (tmp_path / ".curves.png.tmp-k1lled").write_text("not the log's")
+    with MetricsLog(path, first_step=2) as log:
+        assert log.repair.removed_temp_files == 1
+        assert "removed 1 temp files of an interrupted rewrite" in log.note
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".curves.png.tmp-k1lled", "metrics.jsonl"]
+    assert path.read_text() == rows(0, 1)
+
+
+def test_a_lenient_reader_skips_every_bad_line(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(rows(0) + "not json\n" + '{"loss": 1}\n' + "[1, 2]\n\n" + rows(1) + '{"step": 2, "lo')
+    assert [r["step"] for r in read_rows(path, strict=False)] == [0, 1]
+    with pytest.raises(InputError, match=r"metrics\.jsonl:2"):
+        read_rows(path)  # strict by default
+    assert read_rows(tmp_path / "none.jsonl", strict=False) == []
+
+
+def test_the_curves_read_a_log_without_loading_the_engine(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(rows(0, 1) + "not json\n")
+    code = ("import sys\n"
+            "from wgrpo.rl.train.plot import read_metrics\n"
+            f"assert [r['step'] for r in read_metrics({str(path)!r})] == [0, 1]\n"
+            "bad = [m for m in sys.modules if m.split('.')[0] == 'wgpu' or m.startswith('wgrpo.engine')]\n"
+            "assert not bad, bad\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[3])

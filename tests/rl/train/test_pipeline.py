@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from wgrpo.rl.train.pipeline import report
+from wgrpo.rl.train.pipeline import recover_beside, report
 
 
 def trainer_in(path):
@@ -37,6 +37,28 @@ def test_resumed_elsewhere_shows_the_final_row_only(tmp_path, capsys):
     report([{"step": 9, "eval/accuracy": 0.75, "eval/format": 1.0}], trainer_in(tmp_path))
     out = capsys.readouterr().out
     assert "GRPO (step 9)" in out and "base" not in out and "accuracy change" not in out
+
+
+def test_a_torn_last_line_in_the_metrics_is_left_out(tmp_path, capsys):
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 0, "eval/accuracy": 0.25, "eval/format": 0.5}) + "\n"
+                                            + '{"step": 1, "reward/me')  # a row a kill cut short
+    report([{"step": 9, "eval/accuracy": 0.75, "eval/format": 1.0}], trainer_in(tmp_path))
+    assert "base (step 0)          25.0%     50.0%" in capsys.readouterr().out
+
+
+def test_recovery_beside_a_checkpoint(tmp_path, capsys):
+    """A checkpoint left aside by a killed replacement comes back before it is read; a checkpoint that is there
+    is read as it is, leaving the temp directories beside it (another run may be writing them) unless asked."""
+    final, other = tmp_path / "final", tmp_path / ".checkpoint-4.tmp-abc123"
+    (tmp_path / ".final.old-00000000000100000000aa").mkdir()
+    recover_beside(final)
+    assert final.is_dir()
+    assert f"restored {final} from .final.old-00000000000100000000aa" in capsys.readouterr().err
+    other.mkdir()
+    recover_beside(final)
+    assert other.is_dir() and capsys.readouterr().err == ""
+    recover_beside(final, always=True)
+    assert not other.exists() and final.is_dir()
 
 
 def resumable_checkpoint(path, start_model: str, step: int = 1):

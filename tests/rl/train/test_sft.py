@@ -1,16 +1,19 @@
-"""Supervised fine-tuning: batching, masking, the schedule, learning on arithmetic, resume, and the
-transformers round trip."""
+"""Supervised fine-tuning: batching, masking, the schedule, learning on arithmetic, resume (exact, with the saved
+options, refused when it cannot continue the run), and the transformers round trip."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 
 import numpy as np
 import pytest
 
 from wgrpo.engine import InputError
 from wgrpo.rl.train.metrics_log import read_rows
-from wgrpo.rl.train.sft import Example, SFTConfig, learning_rate, make_batch, read_examples, train_sft
+from wgrpo.rl.train.sft import (Example, SFTConfig, learning_rate, make_batch, read_examples, resume_config,
+                                train_sft)
 
 
 def write_jsonl(path, records):
@@ -145,3 +148,74 @@ def test_round_trip_through_transformers(device, tmp_path):
     ours = model(ids).numpy()
     assert np.max(np.abs(ours - expected)) <= 1e-4 * np.max(np.abs(expected))
     assert transformers.AutoTokenizer.from_pretrained(path)("12+7=3")["input_ids"] == ids[0].tolist()
+
+
+@pytest.fixture
+def sft_run(device, tmp_path):
+    """(data, options, final checkpoint) of a 2-step run saving every step, its data given by a relative path."""
+    data = addition_data(tmp_path / "add.jsonl", n=32)
+    options = dict(steps=2, save_every=1, warmup_steps=1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        train_sft(tiny(tmp_path, "add.jsonl", **options), device)
+    return data, options, tmp_path / "run" / "final"
+
+
+def test_a_resume_at_or_below_the_checkpoints_step_is_refused_before_any_work(device, tmp_path, sft_run):
+    data, options, checkpoint = sft_run
+    (checkpoint / "model.safetensors").write_bytes(b"not read")
+    for steps in (1, 2):
+        with pytest.raises(InputError, match=rf"^--steps {steps}: {re.escape(str(checkpoint))} is at step 2 "
+                                             rf"already; give --steps above 2$"):
+            train_sft(tiny(tmp_path, data, **{**options, "steps": steps}, resume=str(checkpoint)), device)
+
+
+def test_a_resume_keeps_the_saved_options_but_steps_output_and_saves(device, tmp_path, sft_run, capsys):
+    data, options, checkpoint = sft_run
+    saved = json.loads((checkpoint / "trainer_config.json").read_text())
+    assert saved["data"] == str(data)  # stored absolute: the checkpoint means the same from anywhere
+    with pytest.raises(InputError, match=rf"^--lr 0\.02: the run in {re.escape(str(checkpoint))} was trained with "
+                                         rf"0\.01; --hidden-size 64: .* was trained with 32; a resumed run keeps"):
+        train_sft(tiny(tmp_path / "refused", data, **{**options, "steps": 3}, lr=2e-2, hidden_size=64,
+                       resume=str(checkpoint)), device)
+    with pytest.raises(InputError, match=r"^--model .*elsewhere: the run in .* was trained with ''"):
+        train_sft(tiny(tmp_path / "refused", data, **{**options, "steps": 3}, model=str(tmp_path / "elsewhere"),
+                       resume=str(checkpoint)), device)
+    assert not (tmp_path / "refused").exists()  # refused before any work
+    moved = tiny(tmp_path / "other", data, **{**options, "steps": 3, "save_every": 0}, resume=str(checkpoint))
+    summary = train_sft(moved, device)
+    err = capsys.readouterr().err
+    assert "changed: steps 2 -> 3 (the cosine learning-rate decay" in err and "changed: save_every 1 -> 0" in err
+    assert f"changed: output_dir {tmp_path / 'run'} -> {tmp_path / 'other' / 'run'}" in err
+    assert summary["checkpoint"] == str(tmp_path / "other" / "run" / "final")
+    resumed = json.loads((tmp_path / "other" / "run" / "final" / "trainer_config.json").read_text())
+    assert resumed == {**saved, "steps": 3, "save_every": 0, "output_dir": str(tmp_path / "other" / "run"),
+                       "resume": str(checkpoint)}
+    assert [r["step"] for r in read_rows(tmp_path / "other" / "run" / "metrics.jsonl")] == [3]
+
+
+def test_a_saved_sft_config_that_does_not_fit_is_named(tmp_path):
+    checkpoint = str(tmp_path / "checkpoint-3")
+    given = SFTConfig(data="x", resume=checkpoint)
+    saved = dataclasses.asdict(SFTConfig(data="x"))
+    with pytest.raises(InputError, match=r"trainer_config\.json: unknown options \['group_size'\]"):
+        resume_config(given, saved={**saved, "group_size": 8})
+    with pytest.raises(InputError, match=r"trainer_config\.json: lr = .fast.: expected a number"):
+        resume_config(given, saved={**saved, "lr": "fast"})
+    with pytest.raises(InputError, match=r"trainer_config\.json: batch_size = 0: must be at least 1"):
+        resume_config(given, saved={**saved, "batch_size": 0})
+    config, changes = resume_config(dataclasses.replace(given, steps=500), saved=saved)
+    assert config.steps == 500 and config.resume == checkpoint and changes[0].startswith("changed: steps 300 -> 500")
+
+
+def test_an_optimizer_state_that_does_not_fit_is_named_by_its_file(device, tmp_path, sft_run):
+    from safetensors.numpy import load_file, save_file
+
+    from wgrpo.rl.train.checkpoint import OPTIMIZER_FILE
+
+    data, options, checkpoint = sft_run
+    optimizer_file = checkpoint / OPTIMIZER_FILE
+    save_file({**load_file(str(optimizer_file)), "1.exp_avg_sq": np.zeros((2, 2), np.float32)}, str(optimizer_file))
+    with pytest.raises(InputError, match=rf"^{re.escape(str(optimizer_file))}: AdamW\.load_state_dict: "
+                                         rf"state\[1\]\['exp_avg_sq'\] has shape \(2, 2\)"):
+        train_sft(tiny(tmp_path, data, **{**options, "steps": 3}, resume=str(checkpoint)), device)

@@ -1,16 +1,17 @@
 """Checkpoints and logs that survive faults: a resume into the directory of a killed run, leftovers of a killed
-save, bad trainer-state files, and when the curves are drawn."""
+save, bad trainer-state files (the tokenizer and the optimizer's included), and when the curves are drawn."""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
 import pytest
 
 from wgrpo.engine import InputError
-from wgrpo.rl.train.checkpoint import CONFIG_FILE, STATE_FILE, load_training_state
+from wgrpo.rl.train.checkpoint import CONFIG_FILE, OPTIMIZER_FILE, STATE_FILE, load_training_state
 from wgrpo.rl.train.metrics_log import read_rows
 from wgrpo.rl.train.trainer import GRPOTrainer
 from tests.rl.train.test_trainer import config, reference_of, tiny_setup
@@ -100,4 +101,53 @@ def test_bad_trainer_state_files_are_named(checkpoint):
         load_training_state(checkpoint)
     config_file.unlink()
     with pytest.raises(InputError, match=rf"{config_file}: missing"):
+        load_training_state(checkpoint)
+
+
+@pytest.fixture
+def trained(device, tmp_path, monkeypatch):
+    """A checkpoint one step in (so that the optimizer holds moments), its task and the trainer's config."""
+    monkeypatch.setattr(GRPOTrainer, "_plot", lambda self: None)
+    model, tokenizer, task = tiny_setup(device)
+    options = config(tmp_path / "run", steps=1, beta=0.0)
+    no_eval(GRPOTrainer(options, model, tokenizer, task)).run()
+    return tmp_path / "run" / "final", task, config(tmp_path / "run", steps=2, beta=0.0)
+
+
+def test_a_checkpoint_without_its_tokenizer_is_refused_before_its_weights_load(device, trained):
+    checkpoint, task, options = trained
+    (checkpoint / "tokenizer.json").unlink()
+    (checkpoint / "model.safetensors").write_bytes(b"not read")
+    with pytest.raises(InputError, match=rf"^{re.escape(str(checkpoint))}: no tokenizer\.json next to the model"):
+        GRPOTrainer.resume_from(options, str(checkpoint), device, task=task)
+
+
+def test_a_trainer_without_a_tokenizer_is_refused_by_name(device, tmp_path):
+    model, _, task = tiny_setup(device)
+    with pytest.raises(ValueError, match=r"GRPOTrainer: tokenizer is None"):
+        GRPOTrainer(config(tmp_path, beta=0.0), model, None, task)
+
+
+def test_an_optimizer_state_that_does_not_fit_is_named_by_its_file(device, trained):
+    from safetensors.numpy import load_file, save_file
+
+    checkpoint, task, options = trained
+    optimizer_file = checkpoint / OPTIMIZER_FILE
+    moments = load_file(str(optimizer_file))
+    save_file({**moments, "0.exp_avg": np.zeros(3, np.float32)}, str(optimizer_file))
+    with pytest.raises(InputError, match=rf"^{re.escape(str(optimizer_file))}: AdamW\.load_state_dict: "
+                                         rf"state\[0\]\['exp_avg'\] has shape \(3,\)"):
+        GRPOTrainer.resume_from(options, str(checkpoint), device, task=task)
+
+
+def test_a_missing_or_corrupt_optimizer_file_is_named(trained):
+    checkpoint = trained[0]
+    optimizer_file = checkpoint / OPTIMIZER_FILE
+    content = optimizer_file.read_bytes()
+    optimizer_file.write_bytes(content[: len(content) // 2])
+    with pytest.raises(InputError, match=rf"^{re.escape(str(optimizer_file))}: corrupt optimizer state"):
+        load_training_state(checkpoint)
+    optimizer_file.unlink()
+    with pytest.raises(InputError, match=rf"^{re.escape(str(optimizer_file))}: missing; the optimizer state is "
+                                         rf"part of every training checkpoint$"):
         load_training_state(checkpoint)
