@@ -132,7 +132,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     run's: those given may change only what `resume_config` allows, and each change is printed once every
     check has passed."""
     from wgrpo.rl.train.config import TrainConfig, resume_config
-    from wgrpo.rl.train.pipeline import recover_beside, run_train
+    from wgrpo.rl.train.checkpoint import recover_beside
+    from wgrpo.rl.train.pipeline import run_train
 
     if args.resume:
         recover_beside(args.resume, always=True)  # before its config is read: a killed save may have left it aside

@@ -74,8 +74,8 @@ def run_eval(config: EvalConfig, device_spec: str | None = None) -> int:
     from wgrpo.engine import load_pretrained
     from wgrpo.engine.device import get_device
     from wgrpo.rl.train.config import build_task
-    from wgrpo.rl.train.evaluate import evaluate
-    from wgrpo.rl.train.pipeline import recover_beside
+    from wgrpo.rl.train.evaluate import check_prompts_fit, evaluate
+    from wgrpo.rl.train.checkpoint import recover_beside
 
     if not config.model:
         raise InputError("--model DIR is required: the checkpoint directory to evaluate")
@@ -86,13 +86,8 @@ def run_eval(config: EvalConfig, device_spec: str | None = None) -> int:
     model, tokenizer = load_pretrained(config.model, get_device(device_spec))
     if tokenizer is None:
         raise InputError(f"--model {config.model}: no tokenizer.json next to the model")
-    positions, new = model.config.max_position_embeddings, config.max_new_tokens
-    if positions - new < 1:
-        raise InputError(f"--max-new-tokens {new}: leaves no room for a prompt in the model's "
-                         f"max_position_embeddings={positions}")
-    task.check_prompts(tokenizer, positions - new,
-                       reason=f"the model's max_position_embeddings={positions} minus --max-new-tokens {new}")
-    result = evaluate(model, tokenizer, task, problems=config.problems, max_new_tokens=new)
+    check_prompts_fit(task, tokenizer, model.config, config.max_new_tokens)
+    result = evaluate(model, tokenizer, task, problems=config.problems, max_new_tokens=config.max_new_tokens)
     if config.json:
         print(json.dumps({"task": task.name, "problems": result.problems, "accuracy": result.accuracy,
                           "format": result.format, "mean_length": result.mean_length}, indent=2))

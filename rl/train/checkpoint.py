@@ -148,3 +148,16 @@ def recover(directory: str | Path) -> None:
     for action in recover_checkpoints(directory):
         print(f"wgrpo: checkpoints in {directory}: {action}", file=sys.stderr)
 
+
+def recover_beside(checkpoint: str | Path, *, always: bool = False) -> None:
+    """Before reading the checkpoint directory `checkpoint`: clean up after killed saves in the directory that
+    holds it (`recover`, which says on stderr what it did), so that a checkpoint a killed
+    replacement left aside as `.NAME.old-*` is back under its name.
+
+    A checkpoint to resume from is recovered `always`: its run writes beside it and recovers there anyway.
+    Another checkpoint is read only (a --model to start from, one to evaluate), and another run may be saving
+    beside it, whose temporary directories `recover` would remove: so only when it is missing, the one case
+    where recovery can bring it back."""
+    checkpoint = Path(checkpoint).absolute()
+    if always or not checkpoint.is_dir():
+        recover(checkpoint.parent)

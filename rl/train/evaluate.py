@@ -28,6 +28,18 @@ class EvalResult:
                 f"{prefix}length": self.mean_length}
 
 
+def check_prompts_fit(task, tokenizer, model_config, max_new_tokens: int) -> None:
+    """Refuse, before any work, a task whose prompts cannot fit the model's context with `max_new_tokens`
+    generated after them (`Task.check_prompts` names the file and line of the first that does not)."""
+    positions = model_config.max_position_embeddings
+    if positions - max_new_tokens < 1:
+        raise InputError(f"--max-new-tokens {max_new_tokens}: leaves no room for a prompt in the model's "
+                         f"max_position_embeddings={positions}")
+    task.check_prompts(tokenizer, positions - max_new_tokens,
+                       reason=f"the model's max_position_embeddings={positions} minus --max-new-tokens "
+                              f"{max_new_tokens}")
+
+
 def evaluate(model, tokenizer, task, *, problems: int = 100, max_new_tokens: int = 64, batch_size: int = 64,
              show: int = 3) -> EvalResult:
     """Greedy pass@1 on the first `problems` held-out problems of `task` (all of them if fewer exist)."""

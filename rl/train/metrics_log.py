@@ -94,21 +94,10 @@ def _parse(path: Path, strict: bool = True) -> tuple[list[dict], list[str], bool
     return rows, kept, torn, ends_with_newline or not text
 
 
-def _mode_for(path: Path) -> int:
-    """The permissions a rewrite of `path` gets: the file's own, else those a new file gets (0o666 less the
-    umask), not mkstemp's 0o600, which would hide the log from the other users who could read it."""
-    try:
-        return stat.S_IMODE(path.stat().st_mode)
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
-
-
 def _write_atomically(path: Path, lines: list[str]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), dir=path.parent)
     try:
-        os.fchmod(fd, _mode_for(path))
+        os.fchmod(fd, stat.S_IMODE(path.stat().st_mode))  # the log's own, not mkstemp's 0o600
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write("".join(line + "\n" for line in lines))
             f.flush()

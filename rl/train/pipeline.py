@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from wgrpo.engine import InputError
-from wgrpo.rl.train.checkpoint import CONFIG_FILE, STATE_FILE, read_state, recover
+from wgrpo.rl.train.checkpoint import CONFIG_FILE, STATE_FILE, read_state, recover_beside
 from wgrpo.rl.train.config import TrainConfig, build_task
 from wgrpo.rl.train.metrics_log import METRICS_FILE, read_rows
 from wgrpo.rl.train.sft import SFTConfig, train_sft
@@ -99,10 +99,10 @@ def run_train(config: TrainConfig, device=None, *, changes: Sequence[str] = ()) 
     task = build_task(config.task, config.task_options, config.sandbox)
     config.weights(task)  # names a reward part the task does not give
     if config.resume:
-        recover_beside(config.resume, always=True)
-        start = _resume_start(config)
-        reference = load_pretrained(start, device)[0] if config.beta > 0 else None  # the frozen starting policy
-        trainer = GRPOTrainer.resume_from(config, config.resume, device, reference, task=task)
+        start = _resume_start(config)  # the command line recovered the checkpoint before reading its config
+        # the frozen starting policy, loaded once the checkpoint's own files are known to be whole
+        trainer = GRPOTrainer.resume_from(config, config.resume, device, start if config.beta > 0 else None,
+                                          task=task)
     else:
         if config.model:
             recover_beside(config.model)
@@ -119,20 +119,6 @@ def run_train(config: TrainConfig, device=None, *, changes: Sequence[str] = ()) 
     history = trainer.run()
     report(history, trainer)
     return {"history": history, "output_dir": config.output_dir}
-
-
-def recover_beside(checkpoint: str | Path, *, always: bool = False) -> None:
-    """Before reading the checkpoint directory `checkpoint`: clean up after killed saves in the directory that
-    holds it (`checkpoint.recover`, which says on stderr what it did), so that a checkpoint a killed
-    replacement left aside as `.NAME.old-*` is back under its name.
-
-    A checkpoint to resume from is recovered `always`: its run writes beside it and recovers there anyway.
-    Another checkpoint is read only (a --model to start from, one to evaluate), and another run may be saving
-    beside it, whose temporary directories `recover` would remove: so only when it is missing, the one case
-    where recovery can bring it back."""
-    checkpoint = Path(checkpoint).absolute()
-    if always or not checkpoint.is_dir():
-        recover(checkpoint.parent)
 
 
 def _resume_start(config: TrainConfig) -> str:

@@ -28,7 +28,7 @@ from wgrpo.engine import InputError
 from wgrpo.rl.jsonl import field as record_field
 from wgrpo.rl.jsonl import read_jsonl
 from wgrpo.rl.train.checkpoint import (CONFIG_FILE, load_optimizer_state, load_training_state, read_state, recover,
-                                       save_training_checkpoint)
+                                       recover_beside, save_training_checkpoint)
 from wgrpo.rl.train.config import OptionError, check_field_types, read_saved_config, saved_config
 from wgrpo.rl.train.fields import option_flag
 from wgrpo.rl.train.metrics_log import METRICS_FILE, MetricsLog
@@ -208,7 +208,7 @@ def train_sft(config: SFTConfig, device=None, command: str = RESUME_COMMAND, res
     config = config.absolute_paths()
     first_step, optimizer_state = 0, None
     if config.resume:
-        recover(Path(config.resume).parent)  # a kill while replacing it may have left it aside
+        recover_beside(config.resume, always=True)  # a kill while replacing it may have left it aside
         first_step = read_state(config.resume)["step"]
         if first_step >= config.steps:
             raise InputError(f"--steps {config.steps}: {config.resume} is at step {first_step} already; give "

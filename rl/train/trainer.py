@@ -38,6 +38,7 @@ Talks to `engine` for the model, generation and the loss; never imports wgpu.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -52,7 +53,7 @@ from wgrpo.rl.rollout import Completion, Rollout, sample_and_score
 from wgrpo.rl.train.checkpoint import (load_optimizer_state, load_training_state, recover,
                                        save_training_checkpoint)
 from wgrpo.rl.train.config import TrainConfig, build_task
-from wgrpo.rl.train.evaluate import evaluate
+from wgrpo.rl.train.evaluate import check_prompts_fit, evaluate
 from wgrpo.rl.train.metrics_log import METRICS_FILE, MetricsLog
 from wgrpo.rl.train.progress import Progress
 from wgrpo.rl.train.schedule import cosine_lr, epoch_order, resample_order
@@ -143,12 +144,7 @@ class GRPOTrainer:
         """Refuse, before any work, a task whose prompts cannot fit the model with max_new_tokens after them."""
         if task.size("train") == 0:
             raise InputError(f"task {task.name!r} has no training problems")
-        positions, new = model.config.max_position_embeddings, self.config.max_new_tokens
-        if positions - new < 1:
-            raise InputError(f"--max-new-tokens {new}: leaves no room for a prompt in the model's "
-                             f"max_position_embeddings={positions}")
-        task.check_prompts(tokenizer, positions - new,
-                           reason=f"the model's max_position_embeddings={positions} minus --max-new-tokens {new}")
+        check_prompts_fit(task, tokenizer, model.config, self.config.max_new_tokens)
 
     # ------------------------------------------------------------------ one step
 
@@ -338,13 +334,16 @@ class GRPOTrainer:
     def resume_from(cls, config: TrainConfig, checkpoint: str, device=None, reference=None,
                     task=None) -> "GRPOTrainer":
         """The trainer as it was when `checkpoint` was written (the task built from `config` unless given).
+        `reference` is the frozen reference model, or the directory of the checkpoint to load it from.
 
-        Its trainer files and tokenizer are checked before the weights load; a missing or corrupt one, or an
+        Its trainer files and tokenizer are checked before any weights load; a missing or corrupt one, or an
         optimizer state that does not fit the model, is an InputError naming the file."""
         from wgrpo.engine import load_pretrained
 
         recover(Path(checkpoint).parent)  # a kill while replacing it may have left it aside
         state, optimizer_state, _ = load_training_state(checkpoint)  # checked before the weights load
+        if isinstance(reference, (str, os.PathLike)):
+            reference = load_pretrained(reference, device)[0]
         model, tokenizer = load_pretrained(checkpoint, device)
         task = task if task is not None else build_task(config.task, config.task_options, config.sandbox)
         trainer = cls(config, model, tokenizer, task, reference,
