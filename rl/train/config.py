@@ -349,11 +349,11 @@ def resume_config(checkpoint: str | Path, overrides: Mapping[str, Any] | None = 
                                                                         getattr(wanted, name))]
     refused = [name for name in differing if name not in RESUME_MAY_CHANGE]
     if refused:
-        clash = "; ".join(f"{_shown_option(name, getattr(wanted, name))}: the run in {checkpoint} was trained "
-                          f"with {_shown_saved(name, getattr(base, name))}" for name in refused)
+        clash = "; ".join(f"{shown_option(name, getattr(wanted, name))}: the run in {checkpoint} was trained "
+                          f"with {shown_saved(name, getattr(base, name))}" for name in refused)
         raise InputError(f"{clash}; a resumed run keeps its configuration (start a new run from {checkpoint} "
                          f"with --model to change it)")
-    changes = [_change_line(name, getattr(base, name), getattr(wanted, name)) for name in differing]
+    changes = [change_line(name, getattr(base, name), getattr(wanted, name)) for name in differing]
     config = dataclasses.replace(base, resume=checkpoint, **{name: getattr(wanted, name) for name in differing})
     return config, changes
 
@@ -370,17 +370,20 @@ def _shown(value) -> str:
     return (value or "''") if isinstance(value, str) else str(value)
 
 
-def _shown_option(name: str, value) -> str:
+def shown_option(name: str, value) -> str:
+    """The option as a command line gives it: `--steps 6`, `--dynamic-sampling`, `--no-dynamic-sampling`."""
     if isinstance(value, bool):
         return option_flag(name if value else f"no_{name}")
     return f"{option_flag(name)} {_shown(value)}"
 
 
-def _shown_saved(name: str, value) -> str:
-    return _shown_option(name, value) if isinstance(value, bool) else _shown(value)
+def shown_saved(name: str, value) -> str:
+    """A saved value as a message quotes it: booleans as their option, anything else as it is."""
+    return shown_option(name, value) if isinstance(value, bool) else _shown(value)
 
 
-def _change_line(name: str, old, new) -> str:
+def change_line(name: str, old, new) -> str:
+    """The `changed: ...` line of an option a resumed run changes (the steps: what that does to the decay)."""
     line = f"changed: {name} {_shown(old)} -> {_shown(new)}"
     if name == "steps":
         line += (f" (the cosine learning-rate decay of the remaining steps now ends at step {new} instead of "

@@ -29,8 +29,8 @@ from wgrpo.rl.jsonl import field as record_field
 from wgrpo.rl.jsonl import read_jsonl
 from wgrpo.rl.train.checkpoint import (CONFIG_FILE, load_optimizer_state, load_training_state, read_state, recover,
                                        recover_beside, save_training_checkpoint)
-from wgrpo.rl.train.config import OptionError, check_field_types, read_saved_config, saved_config
-from wgrpo.rl.train.fields import option_flag
+from wgrpo.rl.train.config import (OptionError, change_line, check_field_types, read_saved_config, saved_config,
+                                   shown_option, shown_saved)
 from wgrpo.rl.train.metrics_log import METRICS_FILE, MetricsLog
 from wgrpo.rl.train.progress import Progress
 from wgrpo.rl.train.schedule import cosine_lr, epoch_order
@@ -84,10 +84,6 @@ class SFTConfig:
                                             if getattr(self, name)})
 
 
-def _shown(value) -> str:
-    return (value or "''") if isinstance(value, str) else str(value)
-
-
 def resume_config(config: SFTConfig, *, saved: Mapping[str, Any] | None = None) -> tuple[SFTConfig, list[str]]:
     """The config that continues the run saved in `config.resume`, and one `changed: ...` line per option
     changed.
@@ -108,17 +104,11 @@ def resume_config(config: SFTConfig, *, saved: Mapping[str, Any] | None = None) 
     differing = [name for name in compared if getattr(base, name) != getattr(given, name)]
     refused = [name for name in differing if name not in RESUME_MAY_CHANGE]
     if refused:
-        clash = "; ".join(f"{option_flag(name)} {_shown(getattr(given, name))}: the run in {checkpoint} was trained "
-                          f"with {_shown(getattr(base, name))}" for name in refused)
+        clash = "; ".join(f"{shown_option(name, getattr(given, name))}: the run in {checkpoint} was trained "
+                          f"with {shown_saved(name, getattr(base, name))}" for name in refused)
         raise InputError(f"{clash}; a resumed run keeps its configuration (repeat the run's options, or start a "
                          f"new run from {checkpoint} with --model to change them)")
-    changes = []
-    for name in differing:
-        line = f"changed: {name} {_shown(getattr(base, name))} -> {_shown(getattr(given, name))}"
-        if name == "steps":
-            line += (f" (the cosine learning-rate decay of the remaining steps now ends at step {given.steps} "
-                     f"instead of {base.steps})")
-        changes.append(line)
+    changes = [change_line(name, getattr(base, name), getattr(given, name)) for name in differing]
     resumed = dataclasses.replace(base, resume=checkpoint, **{name: getattr(given, name) for name in differing})
     return resumed, changes
 
