@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import pty
+import select
 import tty
 
 import pytest
@@ -77,7 +78,10 @@ def test_terminal_redraws_in_place():
             for step in range(1, 5):
                 progress.update(step, loss=1.234567)
             progress.close()
-        output = os.read(master, 1 << 16).decode()
+        chunks = []  # a pty hands over what it holds in pieces: read until nothing is left
+        while select.select([master], [], [], 0)[0]:
+            chunks.append(os.read(master, 1 << 16))
+        output = b"".join(chunks).decode()
     finally:
         os.close(master)
         os.close(replica)
