@@ -16,7 +16,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from wgrpo.engine import InputError
 from wgrpo.rl.grpo import GRPOLossConfig
@@ -345,17 +345,25 @@ def resume_config(checkpoint: str | Path, overrides: Mapping[str, Any] | None = 
     base = saved_config(TrainConfig, saved, Path(checkpoint) / CONFIG_FILE).absolute_paths()
     given = {name: value for name, value in (overrides or {}).items() if name != "resume"}
     wanted = dataclasses.replace(base, **given).absolute_paths()
-    differing = [name for name in names if name in given and not _same(name, getattr(base, name),
-                                                                        getattr(wanted, name))]
-    refused = [name for name in differing if name not in RESUME_MAY_CHANGE]
+    return continue_saved_run(base, {name: getattr(wanted, name) for name in names if name in given},
+                              RESUME_MAY_CHANGE, checkpoint, f"start a new run from {checkpoint} with --model to "
+                              f"change it", same=_same)
+
+
+def continue_saved_run(saved, wanted: Mapping[str, Any], may_change: Sequence[str], checkpoint: str, advice: str,
+                       same: Callable[[str, Any, Any], bool] = lambda name, old, new: old == new):
+    """(the config that continues the run saved in `checkpoint`, one `changed: ...` line per option changed):
+    the saved config `saved` with the `wanted` values (field name -> value) that differ from it, when all of
+    those are in `may_change`; any other that differs is refused by name, with `advice` on what to do instead.
+    `same(name, saved value, wanted value)` says when two values mean the same option."""
+    differing = [name for name, value in wanted.items() if not same(name, getattr(saved, name), value)]
+    refused = [name for name in differing if name not in may_change]
     if refused:
-        clash = "; ".join(f"{shown_option(name, getattr(wanted, name))}: the run in {checkpoint} was trained "
-                          f"with {shown_saved(name, getattr(base, name))}" for name in refused)
-        raise InputError(f"{clash}; a resumed run keeps its configuration (start a new run from {checkpoint} "
-                         f"with --model to change it)")
-    changes = [change_line(name, getattr(base, name), getattr(wanted, name)) for name in differing]
-    config = dataclasses.replace(base, resume=checkpoint, **{name: getattr(wanted, name) for name in differing})
-    return config, changes
+        clash = "; ".join(f"{shown_option(name, wanted[name])}: the run in {checkpoint} was trained with "
+                          f"{shown_saved(name, getattr(saved, name))}" for name in refused)
+        raise InputError(f"{clash}; a resumed run keeps its configuration ({advice})")
+    changes = [change_line(name, getattr(saved, name), wanted[name]) for name in differing]
+    return dataclasses.replace(saved, resume=checkpoint, **{name: wanted[name] for name in differing}), changes
 
 
 def _same(name: str, saved, given) -> bool:

@@ -29,8 +29,8 @@ from wgrpo.rl.jsonl import field as record_field
 from wgrpo.rl.jsonl import read_jsonl
 from wgrpo.rl.train.checkpoint import (CONFIG_FILE, load_optimizer_state, load_training_state, read_state, recover,
                                        recover_beside, save_training_checkpoint)
-from wgrpo.rl.train.config import (OptionError, change_line, check_field_types, read_saved_config, saved_config,
-                                   shown_option, shown_saved)
+from wgrpo.rl.train.config import (OptionError, check_field_types, continue_saved_run, read_saved_config,
+                                   saved_config)
 from wgrpo.rl.train.metrics_log import METRICS_FILE, MetricsLog
 from wgrpo.rl.train.progress import Progress
 from wgrpo.rl.train.schedule import cosine_lr, epoch_order
@@ -101,16 +101,9 @@ def resume_config(config: SFTConfig, *, saved: Mapping[str, Any] | None = None) 
     given = config.absolute_paths()
     compared = [f.name for f in dataclasses.fields(SFTConfig)
                 if f.name != "resume" and not (f.name == "model" and not given.model)]
-    differing = [name for name in compared if getattr(base, name) != getattr(given, name)]
-    refused = [name for name in differing if name not in RESUME_MAY_CHANGE]
-    if refused:
-        clash = "; ".join(f"{shown_option(name, getattr(given, name))}: the run in {checkpoint} was trained "
-                          f"with {shown_saved(name, getattr(base, name))}" for name in refused)
-        raise InputError(f"{clash}; a resumed run keeps its configuration (repeat the run's options, or start a "
-                         f"new run from {checkpoint} with --model to change them)")
-    changes = [change_line(name, getattr(base, name), getattr(given, name)) for name in differing]
-    resumed = dataclasses.replace(base, resume=checkpoint, **{name: getattr(given, name) for name in differing})
-    return resumed, changes
+    return continue_saved_run(base, {name: getattr(given, name) for name in compared}, RESUME_MAY_CHANGE, checkpoint,
+                              f"repeat the run's options, or start a new run from {checkpoint} with --model to "
+                              f"change them")
 
 
 @dataclass
