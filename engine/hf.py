@@ -24,6 +24,7 @@ from tokenizers import Tokenizer
 from wgrpo.engine.atomic_dir import commit_dir, make_temp_dir, sync_tree
 from wgrpo.engine.config import ModelConfig
 from wgrpo.engine.errors import CheckpointWriteError, InputError
+from wgrpo.engine.json_file import read_json
 from wgrpo.engine.safetensors_io import read_safetensors, read_sharded, write_safetensors
 from wgrpo.engine.tokenizer import save_tokenizer
 
@@ -311,9 +312,4 @@ def _write_json(path: Path, obj: Any) -> None:
 def _read_json(path: Path) -> Any:
     if not path.is_file():
         raise InputError(f"{path}: no such file")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise InputError(f"{path}: cannot read ({error.strerror})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"{path}: not valid JSON ({error})") from None
+    return read_json(path)

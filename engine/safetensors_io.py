@@ -17,6 +17,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
 from wgrpo.engine.errors import InputError
+from wgrpo.engine.json_file import read_json
 
 # dtypes numpy reads directly (then widened to float32); BF16 is read as raw uint16 and widened by a bit shift
 _NUMPY_FLOATS = {"F32", "F16", "F64"}
@@ -119,12 +120,7 @@ def read_sharded(index_path: str | os.PathLike, require_finite: bool = False) ->
     """Every tensor of a sharded checkpoint described by a `*.safetensors.index.json` (its `weight_map` says
     which shard file, beside the index, holds each tensor); `require_finite` as in `read_safetensors`."""
     index_path = Path(index_path)
-    try:
-        index = json.loads(index_path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise InputError(f"{index_path}: cannot read ({error.strerror})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"{index_path}: not valid JSON ({error})") from None
+    index = read_json(index_path)
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
         raise InputError(f"{index_path}: expected a non-empty 'weight_map' object of tensor name -> shard file")
