@@ -1,7 +1,7 @@
 """Hugging Face checkpoints on the host: `config.json`, `model.safetensors` (single or sharded), `tokenizer.json`.
 
-Owns: the HF tensor-name layout of Llama/Qwen2 decoders, its validation (shapes, finite weights, a tokenizer that
-fits the vocabulary), and checkpoint writes that a kill or a full disk cannot half-do (`engine.atomic_dir` swaps
+Owns: reading a checkpoint (config, finite weights checked against the layout of `engine.hf_layout`; the tokenizer
+files are `engine.hf_tokenizer`'s), and checkpoint writes that a kill or a full disk cannot half-do (`engine.atomic_dir` swaps
 the finished directory into place). Everything here is numpy; the GPU model uploads what `load_checkpoint`
 returns and downloads what `write_checkpoint` takes. Errors in files are `InputError`s naming the file.
 Host-only: must not import wgpu, torch, `engine.device`/`engine.runtime` or `rl`.
@@ -19,19 +19,19 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
-from tokenizers import Tokenizer
 
 from wgrpo.engine.atomic_dir import commit_dir, make_temp_dir, sync_tree
 from wgrpo.engine.config import ModelConfig
 from wgrpo.engine.errors import CheckpointWriteError, InputError
 from wgrpo.engine.json_file import read_json
+from wgrpo.engine.hf_layout import check_state_dict, expected_shapes
+from wgrpo.engine.hf_tokenizer import (TOKENIZER_FILE, check_tokenizer_fits, check_tokenizer_type, load_tokenizer,
+                                       write_tokenizer_files)
 from wgrpo.engine.safetensors_io import read_safetensors, read_sharded, write_safetensors
-from wgrpo.engine.tokenizer import save_tokenizer
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
-TOKENIZER_FILE = "tokenizer.json"
 GENERATION_CONFIG_FILE = "generation_config.json"
 
 # extra_files values: raw bytes, text, a JSON-serializable dict/list, or a callable that writes the given path
@@ -71,107 +71,6 @@ def load_checkpoint(directory: str | os.PathLike) -> tuple[ModelConfig, dict[str
     return config, check_state_dict(state, config, source=str(source))
 
 
-def load_tokenizer(directory: str | os.PathLike, config: ModelConfig | None = None) -> Tokenizer:
-    """The `tokenizers.Tokenizer` of the checkpoint directory's `tokenizer.json`; with the model's `config`
-    (read from the same directory's config.json), checked to fit its vocabulary (`check_tokenizer_fits`)."""
-    path = Path(directory) / TOKENIZER_FILE
-    if not path.is_file():
-        raise InputError(f"{path}: no tokenizer file (a checkpoint directory needs tokenizer.json; slow-tokenizer "
-                         f"files such as vocab.json/merges.txt or tokenizer.model alone are not read)")
-    try:
-        tokenizer = Tokenizer.from_file(str(path))
-    except Exception as error:  # tokenizers raises a bare Exception on malformed files
-        raise InputError(f"{path}: not a valid tokenizer.json: {error}") from None
-    if config is not None:
-        check_tokenizer_fits(tokenizer, config, tokenizer_source=str(path),
-                             config_source=str(Path(directory) / CONFIG_FILE))
-    return tokenizer
-
-
-def check_tokenizer_fits(tokenizer: Tokenizer, config: ModelConfig, tokenizer_source: str = "tokenizer",
-                         config_source: str = "config") -> None:
-    """Raise InputError when a token id of `tokenizer` (added and special tokens included) has no row in the
-    model's embedding, i.e. is >= `config.vocab_size`. A larger model vocabulary is fine: Qwen pads its
-    embedding beyond the tokenizer's ids."""
-    vocab = tokenizer.get_vocab(with_added_tokens=True)
-    if not vocab:
-        return
-    token, top = max(vocab.items(), key=lambda item: item[1])
-    if top >= config.vocab_size:
-        raise InputError(f"{tokenizer_source}: the tokenizer has {len(vocab)} tokens with ids up to {top} ({token!r}), "
-                         f"but {config_source} has vocab_size {config.vocab_size}: ids >= {config.vocab_size} have "
-                         f"no embedding row (is this the tokenizer of another model?)")
-
-
-# ---- the layout ------------------------------------------------------------------------------------------------
-
-def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """Every HF tensor name of the config's Llama/Qwen2 layout -> its shape, in model order (lm_head only when
-    untied; q/k/v biases only with attention_bias). Linear weights are (out_features, in_features)."""
-    c, f, v = config.hidden_size, config.intermediate_size, config.vocab_size
-    q, kv = config.num_heads * config.head_dim, config.num_kv_heads * config.head_dim
-    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (v, c)}
-    for i in range(config.num_layers):
-        p = f"model.layers.{i}."
-        shapes[p + "input_layernorm.weight"] = (c,)
-        for name, rows in (("q", q), ("k", kv), ("v", kv)):
-            shapes[p + f"self_attn.{name}_proj.weight"] = (rows, c)
-            if config.attention_bias:
-                shapes[p + f"self_attn.{name}_proj.bias"] = (rows,)
-        shapes[p + "self_attn.o_proj.weight"] = (c, q)
-        shapes[p + "post_attention_layernorm.weight"] = (c,)
-        shapes[p + "mlp.gate_proj.weight"] = (f, c)
-        shapes[p + "mlp.up_proj.weight"] = (f, c)
-        shapes[p + "mlp.down_proj.weight"] = (c, f)
-    shapes["model.norm.weight"] = (c,)
-    if not config.tie_word_embeddings:
-        shapes["lm_head.weight"] = (v, c)
-    return shapes
-
-
-def _is_harmless(name: str) -> bool:
-    """Buffers older transformers saved that carry no weights (RoPE's inv_freq is recomputed from rope_theta)."""
-    return name.endswith("rotary_emb.inv_freq")
-
-
-def check_state_dict(state: Mapping[str, Any], config: ModelConfig, source: str = "state_dict") -> dict[str, Any]:
-    """Check `state` holds exactly the tensors of `expected_shapes(config)`; returns them in model order.
-
-    Dropped silently: rotary `inv_freq` buffers, and a tied model's `lm_head.weight` when it equals the embedding.
-    Raises InputError naming `source`, each missing / wrong-shape / unexpected tensor and its expected shape.
-    """
-    if not isinstance(state, Mapping):
-        raise TypeError(f"{source}: expected a mapping of tensor name -> array, got {type(state).__name__}")
-    expected = expected_shapes(config)
-    problems: list[str] = []
-    out: dict[str, Any] = {}
-    for name, shape in expected.items():
-        if name not in state:
-            problems.append(f"missing tensor {name!r} (expected shape {shape})")
-            continue
-        found = tuple(np.shape(state[name]))
-        if found != shape:
-            problems.append(f"tensor {name!r} has shape {found}, expected {shape}")
-        out[name] = state[name]
-    for name in state:
-        if name in expected or _is_harmless(name):
-            continue
-        if name == "lm_head.weight" and config.tie_word_embeddings:
-            embed = state.get("model.embed_tokens.weight")
-            if embed is not None and np.shape(embed) == np.shape(state[name]) and np.array_equal(embed, state[name]):
-                continue
-            problems.append("tensor 'lm_head.weight' differs from 'model.embed_tokens.weight' but "
-                            "tie_word_embeddings is true (set it false to keep a separate head)")
-            continue
-        problems.append(f"unexpected tensor {name!r} with shape {tuple(np.shape(state[name]))}")
-    if problems:
-        more = f" (and {len(problems) - 8} more)" if len(problems) > 8 else ""
-        layout = (f"{config.hf_class} with {config.num_layers} layers, hidden {config.hidden_size}, "
-                  f"heads {config.num_heads}/{config.num_kv_heads}, vocab {config.vocab_size}")
-        raise InputError(f"{source}: does not match the config ({layout}): " + "; ".join(problems[:8]) + more)
-    return out
-
-
 # ---- writing ---------------------------------------------------------------------------------------------------
 
 def generation_config_dict(config: ModelConfig) -> dict[str, Any]:
@@ -181,7 +80,7 @@ def generation_config_dict(config: ModelConfig) -> dict[str, Any]:
 
 
 def write_checkpoint(directory: str | os.PathLike, config: ModelConfig, state_dict: Mapping[str, Any],
-                     tokenizer: Tokenizer | None = None,
+                     tokenizer=None,
                      extra_files: Mapping[str, ExtraFile] | None = None) -> Path:
     """Write a Hugging Face checkpoint directory atomically and return its path.
 
@@ -200,8 +99,7 @@ def write_checkpoint(directory: str | os.PathLike, config: ModelConfig, state_di
     """
     if not isinstance(config, ModelConfig):
         raise TypeError(f"write_checkpoint: config must be a ModelConfig, got {type(config).__name__}")
-    if tokenizer is not None and not isinstance(tokenizer, Tokenizer):
-        raise TypeError(f"write_checkpoint: tokenizer must be a tokenizers.Tokenizer, got {type(tokenizer).__name__}")
+    check_tokenizer_type(tokenizer, "write_checkpoint")
     target = Path(directory)
     tensors = check_state_dict(state_dict, config, source="write_checkpoint: state_dict")
     tensors = {name: np.asarray(array) for name, array in tensors.items()}
@@ -220,11 +118,7 @@ def write_checkpoint(directory: str | os.PathLike, config: ModelConfig, state_di
     ]
     if tokenizer is not None:
         check_tokenizer_fits(tokenizer, config, "write_checkpoint: tokenizer", "write_checkpoint: config")
-        special = dict(eos_token=_token_of(tokenizer, config.eos_token_ids[:1], "eos_token_id"),
-                       pad_token=_token_of(tokenizer, (config.pad_token_id,), "pad_token_id"),
-                       bos_token=_token_of(tokenizer, (config.bos_token_id,), "bos_token_id"),
-                       model_max_length=config.max_position_embeddings)
-        files.append((TOKENIZER_FILE, lambda path: save_tokenizer(tokenizer, path.parent, **special)))
+        files.append((TOKENIZER_FILE, lambda path: write_tokenizer_files(tokenizer, config, path.parent)))
     for name, content in extra_files.items():
         files.append((name, lambda path, content=content: _write_extra(path, content)))
 
@@ -271,16 +165,6 @@ def _os_error_code(error: BaseException) -> int | None:
     return int(match[1]) if match else None
 
 
-def _token_of(tokenizer: Tokenizer, ids: tuple, field_name: str) -> str | None:
-    if not ids or ids[0] is None:
-        return None
-    token = tokenizer.id_to_token(ids[0])
-    if token is None:
-        raise InputError(f"write_checkpoint: config.{field_name} = {ids[0]} is not in the tokenizer's vocabulary "
-                         f"(size {tokenizer.get_vocab_size()})")
-    return token
-
-
 def _check_extra_name(name: str) -> None:
     if not isinstance(name, str) or not Path(name).parts or Path(name).is_absolute() or ".." in Path(name).parts:
         raise InputError(f"write_checkpoint: extra_files name {name!r} must be a relative path inside the checkpoint")
@@ -313,3 +197,8 @@ def _read_json(path: Path) -> Any:
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     return read_json(path)
+
+
+__all__ = ["CONFIG_FILE", "GENERATION_CONFIG_FILE", "INDEX_FILE", "TOKENIZER_FILE", "WEIGHTS_FILE", "check_state_dict",
+           "check_tokenizer_fits", "expected_shapes", "generation_config_dict", "load_checkpoint", "load_tokenizer",
+           "read_config", "read_state_dict", "write_checkpoint"]
