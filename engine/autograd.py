@@ -136,6 +136,7 @@ def backward(root: Tensor, grad: Tensor | None = None) -> None:
 
 def _accumulate_leaf(leaf: Tensor, grad: Tensor) -> None:
     leaf.grad = grad if leaf.grad is None else _add(leaf.grad, grad)
+    leaf.grad.count_as("gradients")
 
 
 def _add(a: Tensor, b: Tensor) -> Tensor:

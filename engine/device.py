@@ -15,6 +15,9 @@ from functools import cached_property
 import wgpu
 
 ENV_VAR = "WGRPO_DEVICE"
+# Caps the storage binding size below the adapter's (bytes; suffixes K, M, G): tensors over it are split into row
+# blocks, so the split paths of every op run on small models (tests, debugging).
+BINDING_CAP_VAR = "WGRPO_MAX_BINDING_BYTES"
 
 BACKENDS = ("vulkan", "metal", "dx12", "gl")
 _BACKEND_NAMES = {"vulkan": "Vulkan", "metal": "Metal", "dx12": "D3D12", "gl": "OpenGL"}
@@ -154,7 +157,14 @@ class Device:
 
     @property
     def max_binding_bytes(self) -> int:
-        return self.limits["max-storage-buffer-binding-size"]
+        """The largest storage binding: the adapter's limit, or less under $WGRPO_MAX_BINDING_BYTES."""
+        return self._binding_bytes
+
+    @cached_property
+    def _binding_bytes(self) -> int:
+        limit = self.limits["max-storage-buffer-binding-size"]
+        cap = binding_cap()
+        return min(limit, cap) if cap is not None else limit
 
     @cached_property
     def runtime(self):
@@ -164,6 +174,19 @@ class Device:
 
     def __repr__(self) -> str:
         return f"Device({self.summary.name!r}, {self.summary.backend}, {self.summary.adapter_type})"
+
+
+def binding_cap() -> int | None:
+    """$WGRPO_MAX_BINDING_BYTES in bytes (K, M and G mean KiB, MiB, GiB), or None when unset."""
+    text = os.environ.get(BINDING_CAP_VAR, "").strip()
+    if not text:
+        return None
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1].upper(), 1)
+    digits = text[:-1] if scale > 1 else text
+    if not digits.isdigit() or int(digits) * scale < 1024:
+        raise ValueError(f"${BINDING_CAP_VAR}={text!r}: expected a byte count of at least 1024, such as 1048576 or "
+                         f"1M")
+    return int(digits) * scale
 
 
 _devices: dict[str | None, Device] = {}

@@ -22,3 +22,8 @@ class CheckpointWriteError(InputError):
         super().__init__(message)
         self.path = path
         self.errno = errno
+
+
+class SplitTensorError(InputError):
+    """A tensor held as several row blocks (it is over the adapter's max_storage_buffer_binding_size) reached an
+    op that binds one buffer; the message names the tensor, the limit and, from the runtime, the kernel."""

@@ -16,6 +16,7 @@ import numpy as np
 
 from wgrpo import kernels
 from wgrpo.engine.errors import InputError
+from wgrpo.engine.memory import memory_kind
 from wgrpo.engine.ops._common import flat_grid, grid_1d
 from wgrpo.engine.tensor import Tensor
 
@@ -90,16 +91,21 @@ class AdamW:
             state = self.state[index]
             fresh = state is None
             if fresh:
-                state = self.state[index] = {"step": 0, "exp_avg": Tensor.empty(p.shape, np.float32, p.device),
-                                             "exp_avg_sq": Tensor.empty(p.shape, np.float32, p.device)}
+                with memory_kind("optimizer"):
+                    state = self.state[index] = {"step": 0, "exp_avg": Tensor.empty(p.shape, np.float32, p.device),
+                                                 "exp_avg_sq": Tensor.empty(p.shape, np.float32, p.device)}
             state["step"] += 1
             t = state["step"]
-            params = {"n": p.size, "fresh": fresh, "decay": 1.0 - self.lr * self.weight_decay,
-                      "one_minus_beta1": 1.0 - beta1, "beta2": beta2, "one_minus_beta2": 1.0 - beta2, "eps": self.eps,
-                      "step_size": self.lr / (1.0 - beta1**t), "bc2_sqrt": math.sqrt(1.0 - beta2**t)}
-            p.runtime.dispatch("adamw", "adamw_step_naive", [p, p.grad, state["exp_avg"], state["exp_avg_sq"]],
-                               flat_grid("adamw", "adamw_step_naive", p.size), params, elem=p.elem,
-                               shapes=f"params[{index}] {p.shape}")
+            # a parameter held in row blocks has its gradient and moments split alike (the split is the shape's)
+            blocks = zip(p.parts, p.grad.parts, state["exp_avg"].parts, state["exp_avg_sq"].parts)
+            for block, (p_block, g_block, m_block, v_block) in enumerate(blocks):
+                params = {"n": p_block.size, "fresh": fresh, "decay": 1.0 - self.lr * self.weight_decay,
+                          "one_minus_beta1": 1.0 - beta1, "beta2": beta2, "one_minus_beta2": 1.0 - beta2,
+                          "eps": self.eps, "step_size": self.lr / (1.0 - beta1**t), "bc2_sqrt": math.sqrt(1.0 - beta2**t)}
+                where = f" block {block}" if p.is_split else ""
+                p.runtime.dispatch("adamw", "adamw_step_naive", [p_block, g_block, m_block, v_block],
+                                   flat_grid("adamw", "adamw_step_naive", p_block.size), params, elem=p.elem,
+                                   shapes=f"params[{index}] {p.shape}{where}")
 
     def zero_grad(self) -> None:
         """Drop every parameter's gradient (torch's default set_to_none=True)."""
@@ -136,7 +142,8 @@ class AdamW:
                 if value.shape != p.shape:
                     raise InputError(f"AdamW.load_state_dict: state[{index}][{name!r}] has shape {value.shape}, "
                                      f"params[{index}] has shape {p.shape}")
-                moments[name] = Tensor.from_numpy(value.astype(np.float32), p.device)
+                with memory_kind("optimizer"):
+                    moments[name] = Tensor.from_numpy(value.astype(np.float32), p.device)
             step = int(s["step"])
             if step < 1:
                 raise InputError(f"AdamW.load_state_dict: state[{index}]['step'] must be >= 1, got {step}")
@@ -171,24 +178,27 @@ def clip_grad_norm_(params: Iterable[Tensor] | Tensor, max_norm: float) -> Tenso
     device = with_grad[0][1].device
     runtime = device.runtime
     chunk = clip_chunk()
-    chunks = [math.ceil(p.size / chunk) for _, p in with_grad]
-    partials = Tensor.empty((max(1, sum(chunks)),), np.float32, device)
+    # one partial sum per chunk of each gradient block (a gradient over the binding limit is held in row blocks)
+    blocks = [(index, p, g) for index, p in with_grad for g in p.grad.parts]
+    partials = Tensor.empty((max(1, sum(math.ceil(g.size / chunk) for _, _, g in blocks)),), np.float32, device)
     slot = 0
-    for (index, p), count in zip(with_grad, chunks):
+    for index, p, g in blocks:
         if p.device is not device:
             raise ValueError(f"clip_grad_norm_: params[{index}] is on {p.device.name}, params[{with_grad[0][0]}] "
                              f"on {device.name}")
-        runtime.dispatch("norm_clip", "sum_squares_workgroup", [p.grad, partials], grid_1d(p.size, chunk),
-                         {"n": p.size, "slot": slot}, elem=p.elem, shapes=f"params[{index}] {p.shape}")
-        slot += count
+        runtime.dispatch("norm_clip", "sum_squares_workgroup", [g, partials], grid_1d(g.size, chunk),
+                         {"n": g.size, "slot": slot}, elem=p.elem, shapes=f"params[{index}] {p.shape}")
+        slot += math.ceil(g.size / chunk)
     total_norm = Tensor.empty((), np.float32, device)
     scale = Tensor.empty((1,), np.float32, device)
     runtime.dispatch("norm_clip", "clip_coef_workgroup", [partials, total_norm, scale], (1,),
                      {"n_partials": slot, "max_norm": float(max_norm)}, shapes=f"{len(with_grad)} gradients")
     for index, p in with_grad:
-        out = Tensor.empty(p.shape, p.dtype, device)
-        runtime.dispatch("norm_clip", "clip_scale_naive", [p.grad, scale, out],
-                         flat_grid("norm_clip", "clip_scale_naive", p.size), {"n": p.size}, elem=p.elem,
-                         shapes=f"params[{index}] {p.shape}")
+        with memory_kind("gradients"):
+            out = Tensor.empty(p.shape, p.dtype, device)
+        for g, o in zip(p.grad.parts, out.parts):
+            runtime.dispatch("norm_clip", "clip_scale_naive", [g, scale, o],
+                             flat_grid("norm_clip", "clip_scale_naive", g.size), {"n": g.size}, elem=p.elem,
+                             shapes=f"params[{index}] {p.shape}")
         p.grad = out
     return total_norm

@@ -19,7 +19,8 @@ import wgpu
 
 from wgrpo import kernels
 from wgrpo.engine.device import Device
-from wgrpo.engine.errors import InputError
+from wgrpo.engine.errors import InputError, SplitTensorError
+from wgrpo.engine.memory import DeviceMemory
 
 _STORAGE_USAGE = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_SRC | wgpu.BufferUsage.COPY_DST
 _PARAMS_ARENA_BYTES = 1 << 20
@@ -119,6 +120,7 @@ class Runtime:
         self._wgpu = device.wgpu
         self.stats = RuntimeStats()
         self.pool = BufferPool(self._wgpu, self.stats)
+        self.memory = DeviceMemory()  # bytes of the tensors alive, by kind (engine.memory)
         self.epoch = 0  # number of the submit now being recorded
         self._pipelines: dict[tuple, _Pipeline] = {}
         self._bind_groups: OrderedDict[tuple, wgpu.GPUBindGroup] = OrderedDict()
@@ -133,14 +135,16 @@ class Runtime:
 
     # ---------------------------------------------------------------- pipelines
 
-    def pipeline(self, kernel: str, entry: str, elem: str = "f32", constants: dict | None = None) -> _Pipeline:
-        """The compiled entry point with its bind group layout, bindings and Params layout, built once."""
+    def pipeline(self, kernel: str, entry: str, elem: str = "f32", constants: dict | None = None,
+                 weights: str = "elem") -> _Pipeline:
+        """The compiled entry point with its bind group layout, bindings and Params layout, built once.
+        `weights` is the storage of the family's weight binding (see `kernels.load`)."""
         constants = dict(sorted((constants or {}).items()))
-        key = (kernel, entry, elem, tuple(constants.items()))
+        key = (kernel, entry, elem, tuple(constants.items()), weights)
         if key not in self._pipelines:
             if elem == "f16" and not self.device.has_f16:
                 raise InputError(f"{kernel}.{entry}: f16 needs the shader-f16 feature, which {self.device.name} lacks")
-            source = kernels.load(kernel, elem, self.device.has_subgroups)
+            source = kernels.load(kernel, elem, self.device.has_subgroups, weights)
             bindings = source.bindings(entry)
             if any(b.group != 0 for b in bindings):
                 raise KernelError(f"{kernel}.{entry}: only bind group 0 is supported")
@@ -187,11 +191,13 @@ class Runtime:
         elem: str = "f32",
         constants: dict | None = None,
         shapes: str = "",
+        weights: str = "elem",
     ) -> None:
         """Record one dispatch. `buffers` fill the entry's storage bindings in binding order; `params` gives the
         fields of the uniform struct the entry binds by name (`{"rows": r, "n": n, "eps": eps}`): a missing,
-        unknown or mistyped field raises `kernels.ParamsError` naming the kernel, the entry and the field."""
-        compiled = self.pipeline(kernel, entry, elem, constants)
+        unknown or mistyped field raises `kernels.ParamsError` naming the kernel, the entry and the field.
+        `weights` ("elem", "bf16" or "f16") is how the family's weight binding is stored (see `kernels.load`)."""
+        compiled = self.pipeline(kernel, entry, elem, constants, weights)
         what = f"{kernel}.{entry}({shapes})" if shapes else f"{kernel}.{entry}"
         storage = compiled.storage
         if len(buffers) != len(storage):
@@ -210,7 +216,10 @@ class Runtime:
             return  # an empty tensor: nothing to compute
         slices = []
         for binding, item in zip(storage, buffers):
-            block, offset, nbytes = item.binding()
+            try:
+                block, offset, nbytes = item.binding()
+            except SplitTensorError as error:
+                raise SplitTensorError(f"{what}: binding {binding.name!r}: {error}") from None
             nbytes = max(4, (nbytes + 3) & ~3)  # bindings are sized in whole 32-bit words
             if nbytes > self.device.max_binding_bytes:
                 raise InputError(

@@ -6,7 +6,11 @@
 //   dweight[v, c] = sum_{k in offsets[v] .. offsets[v+1]} dy[order[k], c]
 // in increasing position order; ids that occur nowhere get rows of exact zeros. Each (v, c) is one invocation,
 // so the result is the same on every run.
-// Math runs in f32 whatever the storage type `elem`; results are stored as elem.
+// Math runs in f32 whatever the storage type `elem`; results are stored as elem. The forward's weight may be
+// stored as packed bf16/f16 pairs in u32 words (the pipeline's weights = bf16/f16), read through weight_at.
+// A weight held in row blocks (over the binding limit) is one dispatch per block: the block holds rows
+// first_row .. first_row + vocab - 1; the forward's first block writes zeros for ids outside it (later blocks
+// skip them, fill_others = 0), and the backward's offsets stay those of the whole vocabulary.
 // Bindings: 0 params (uniform); forward 1 ids (read, i32, N), 2 weight (read, elem, V * C),
 // 3 out (read_write, elem, N * C); backward 4 dy (read, elem, N * C), 5 order (read, u32, N),
 // 6 offsets (read, u32, V + 1), 7 dweight (read_write, elem, V * C).
@@ -18,14 +22,19 @@ alias elem = f32;
 const WG: u32 = 256u;  // invocations per workgroup of every entry
 
 struct Params {
-    n: u32,        // invocations that do work: N * C (forward) or V * C (backward)
-    channels: u32, // C
-    vocab: u32,    // V
+    n: u32,           // invocations that do work: N * C (forward) or rows of this block * C (backward)
+    channels: u32,    // C
+    vocab: u32,       // rows of the weight (block) bound
+    first_row: u32,   // the first vocabulary row of that block (0 for a whole weight)
+    fill_others: u32, // forward: 1 writes zeros for ids outside the block, 0 leaves their rows alone
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> ids: array<i32>;
+// BEGIN weights
 @group(0) @binding(2) var<storage, read> weight: array<elem>;
+fn weight_at(i: u32) -> f32 { return f32(weight[i]); }
+// END weights
 @group(0) @binding(3) var<storage, read_write> out: array<elem>;
 @group(0) @binding(4) var<storage, read> dy: array<elem>;
 @group(0) @binding(5) var<storage, read> order: array<u32>;
@@ -45,11 +54,11 @@ fn embedding_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
     let t = i / params.channels;
     let c = i % params.channels;
     let id = ids[t];
-    if (id < 0 || u32(id) >= params.vocab) {
-        out[i] = elem(0.0);
+    if (id < i32(params.first_row) || u32(id) - params.first_row >= params.vocab) {
+        if (params.fill_others != 0u) { out[i] = elem(0.0); }
         return;
     }
-    out[i] = weight[u32(id) * params.channels + c];
+    out[i] = elem(weight_at((u32(id) - params.first_row) * params.channels + c));
 }
 
 // embedding_backward: dweight[v, c] = sum over the positions t of id v (in increasing t) of dy[t, c],
@@ -62,7 +71,7 @@ fn embedding_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgro
                       @builtin(local_invocation_index) lid: u32) {
     let i = flat_index(wg, nwg, lid, WG);
     if (i >= params.n) { return; }
-    let v = i / params.channels;
+    let v = params.first_row + i / params.channels;
     let c = i % params.channels;
     var acc = 0.0;
     for (var k = offsets[v]; k < offsets[v + 1u]; k++) {

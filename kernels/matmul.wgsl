@@ -1,19 +1,24 @@
 // matmul.wgsl -- batched matrix multiply  C[b] = op(A[b]) @ op(B[b])   (C[b]: M x N, row-major)
 //
 // op(A) is M x K, op(B) is K x N.  Transposes are flags in Params:
-//   trans_a = 0: A[b] stored M x K row-major  -> A(m,k) = a[stride_a*b + m*K + k]
-//   trans_a = 1: A[b] stored K x M row-major  -> A(m,k) = a[stride_a*b + k*M + m]     ("TN")
-//   trans_b = 0: B[b] stored K x N row-major  -> B(k,n) = b[stride_b*b + k*N + n]
-//   trans_b = 1: B[b] stored N x K row-major  -> B(k,n) = b[stride_b*b + n*K + k]     ("NT")
-//   C(m,n) = c[stride_c*b + m*N + n]
+//   trans_a = 0: A[b] stored M x K row-major  -> A(m,k) = a[offset_a + stride_a*b + m*lda + k]
+//   trans_a = 1: A[b] stored K x M row-major  -> A(m,k) = a[offset_a + stride_a*b + k*lda + m]     ("TN")
+//   trans_b = 0: B[b] stored K x N row-major  -> B(k,n) = b[offset_b + stride_b*b + k*ldb + n]
+//   trans_b = 1: B[b] stored N x K row-major  -> B(k,n) = b[offset_b + stride_b*b + n*ldb + k]     ("NT")
+//   C(m,n) = c[offset_c + stride_c*b + m*ldc + n]
 // stride_a / stride_b / stride_c are batch strides in ELEMENTS; 0 broadcasts one matrix over the batch
 // (stride_c must not be 0 when batch > 1).  accumulate = 1 computes C += op(A) @ op(B) instead of C = ...
+// lda / ldb / ldc are the stored row lengths (K or M, N or K, N for whole matrices) and offset_* the first
+// element: together they select a window of columns of a wider matrix (a row block of a weight split over
+// several buffers multiplies against, or writes, its columns of the activations without a copy).
 // Any M, N, K >= 1 (the dispatch grid is empty when M or N is 0; K = 0 writes zeros / leaves C unchanged).
 //
 // Bindings (all entries, group 0):
 //   @binding(0) uniform        params: Params
 //   @binding(1) storage, read  a: array<elem>   batch * (M*K) elements (or M*K with stride_a = 0)
-//   @binding(2) storage, read  b: array<elem>   batch * (K*N) elements (or K*N with stride_b = 0)
+//   @binding(2) storage, read  b: array<elem>   batch * (K*N) elements (or K*N with stride_b = 0); stored as
+//                              packed bf16 or f16 pairs in u32 words when the pipeline asks (weights = bf16/f16),
+//                              read through b_at, so f32 activations multiply 16-bit weights
 //   @binding(3) storage, rw    c: array<elem>   batch * (M*N) elements
 //   @binding(4) storage, read  bias: array<elem> N elements, added to every row when has_bias = 1 (a linear
 //                              layer's bias); any buffer otherwise (never read)
@@ -44,28 +49,37 @@ struct Params {
     stride_a: u32,    // batch strides in elements (0 = broadcast)
     stride_b: u32,
     stride_c: u32,
+    lda: u32,         // stored row lengths in elements
+    ldb: u32,
+    ldc: u32,
+    offset_a: u32,    // first element of the matrices (batch 0) in their buffers
+    offset_b: u32,
+    offset_c: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> a: array<elem>;
+// BEGIN weights
 @group(0) @binding(2) var<storage, read> b: array<elem>;
+fn b_at(i: u32) -> f32 { return f32(b[i]); }
+// END weights
 @group(0) @binding(3) var<storage, read_write> c: array<elem>;
 @group(0) @binding(4) var<storage, read> bias: array<elem>;
 
 // Element strides of op(A): A(m,k) = a[off + m*s.x + k*s.y]
 fn a_strides() -> vec2<u32> {
-    if (params.trans_a == 0u) { return vec2<u32>(params.K, 1u); }
-    return vec2<u32>(1u, params.M);
+    if (params.trans_a == 0u) { return vec2<u32>(params.lda, 1u); }
+    return vec2<u32>(1u, params.lda);
 }
 
 // Element strides of op(B): B(k,n) = b[off + k*s.x + n*s.y]
 fn b_strides() -> vec2<u32> {
-    if (params.trans_b == 0u) { return vec2<u32>(params.N, 1u); }
-    return vec2<u32>(1u, params.K);
+    if (params.trans_b == 0u) { return vec2<u32>(params.ldb, 1u); }
+    return vec2<u32>(1u, params.ldb);
 }
 
 fn load_a(off: u32, m: u32, k: u32, s: vec2<u32>) -> f32 { return f32(a[off + m * s.x + k * s.y]); }
-fn load_b(off: u32, k: u32, n: u32, s: vec2<u32>) -> f32 { return f32(b[off + k * s.x + n * s.y]); }
+fn load_b(off: u32, k: u32, n: u32, s: vec2<u32>) -> f32 { return b_at(off + k * s.x + n * s.y); }
 
 fn store_c(idx: u32, n: u32, value: f32) {
     var v = value;
@@ -82,7 +96,7 @@ fn store_row4(c_off: u32, row: u32, n0: u32, v: vec4<f32>) {
     let M = params.M;
     let N = params.N;
     if (row >= M) { return; }
-    let base = c_off + row * N;
+    let base = c_off + row * params.ldc;
     if (n0 < N) { store_c(base + n0, n0, v.x); }
     if (n0 + 1u < N) { store_c(base + n0 + 1u, n0 + 1u, v.y); }
     if (n0 + 2u < N) { store_c(base + n0 + 2u, n0 + 2u, v.z); }
@@ -105,13 +119,13 @@ fn matmul_naive(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (m >= params.M || n >= params.N || bz >= params.batch) { return; }
     let sa = a_strides();
     let sb = b_strides();
-    let a_off = bz * params.stride_a;
-    let b_off = bz * params.stride_b;
+    let a_off = params.offset_a + bz * params.stride_a;
+    let b_off = params.offset_b + bz * params.stride_b;
     var acc = 0.0;
     for (var k = 0u; k < params.K; k++) {
         acc = fma(load_a(a_off, m, k, sa), load_b(b_off, k, n, sb), acc);
     }
-    store_c(bz * params.stride_c + m * params.N + n, n, acc);
+    store_c(params.offset_c + bz * params.stride_c + m * params.ldc + n, n, acc);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -132,8 +146,8 @@ fn matmul_reg8x4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(global_invocati
     if (bz >= params.batch) { return; }
     let sa = a_strides();
     let sb = b_strides();
-    let a_off = bz * params.stride_a;
-    let b_off = bz * params.stride_b;
+    let a_off = params.offset_a + bz * params.stride_a;
+    let b_off = params.offset_b + bz * params.stride_b;
     let m0 = wid.y * 8u;
     let n0 = gid.x * 4u;
     let ar0 = min(m0 + 0u, M - 1u);
@@ -166,7 +180,7 @@ fn matmul_reg8x4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(global_invocati
         acc6 = fma(vec4<f32>(load_a(a_off, ar6, k, sa)), bv, acc6);
         acc7 = fma(vec4<f32>(load_a(a_off, ar7, k, sa)), bv, acc7);
     }
-    let c_off = bz * params.stride_c;
+    let c_off = params.offset_c + bz * params.stride_c;
     store_row4(c_off, m0 + 0u, n0, acc0);
     store_row4(c_off, m0 + 1u, n0, acc1);
     store_row4(c_off, m0 + 2u, n0, acc2);
@@ -219,8 +233,8 @@ fn matmul_sg16x4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(global_invocati
     if (bz >= params.batch) { return; }
     let sa = a_strides();
     let sb = b_strides();
-    let a_off = bz * params.stride_a;
-    let b_off = bz * params.stride_b;
+    let a_off = params.offset_a + bz * params.stride_a;
+    let b_off = params.offset_b + bz * params.stride_b;
     let m0 = wid.y * 16u;
     let n0 = gid.x * 4u;
     let lane = sg_id & 7u;
@@ -254,10 +268,10 @@ fn matmul_sg16x4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(global_invocati
         let kb1 = kb0 + sb.x;
         let kb2 = kb1 + sb.x;
         let kb3 = kb2 + sb.x;
-        let b0 = vec4<f32>(f32(b[kb0 + cb.x]), f32(b[kb0 + cb.y]), f32(b[kb0 + cb.z]), f32(b[kb0 + cb.w]));
-        let b1 = vec4<f32>(f32(b[kb1 + cb.x]), f32(b[kb1 + cb.y]), f32(b[kb1 + cb.z]), f32(b[kb1 + cb.w]));
-        let b2 = vec4<f32>(f32(b[kb2 + cb.x]), f32(b[kb2 + cb.y]), f32(b[kb2 + cb.z]), f32(b[kb2 + cb.w]));
-        let b3 = vec4<f32>(f32(b[kb3 + cb.x]), f32(b[kb3 + cb.y]), f32(b[kb3 + cb.z]), f32(b[kb3 + cb.w]));
+        let b0 = vec4<f32>(b_at(kb0 + cb.x), b_at(kb0 + cb.y), b_at(kb0 + cb.z), b_at(kb0 + cb.w));
+        let b1 = vec4<f32>(b_at(kb1 + cb.x), b_at(kb1 + cb.y), b_at(kb1 + cb.z), b_at(kb1 + cb.w));
+        let b2 = vec4<f32>(b_at(kb2 + cb.x), b_at(kb2 + cb.y), b_at(kb2 + cb.z), b_at(kb2 + cb.w));
+        let b3 = vec4<f32>(b_at(kb3 + cb.x), b_at(kb3 + cb.y), b_at(kb3 + cb.z), b_at(kb3 + cb.w));
         acc0 = fma_k4(acc0, subgroupBroadcast(av0, 0u), b0, b1, b2, b3);
         acc1 = fma_k4(acc1, subgroupBroadcast(av0, 1u), b0, b1, b2, b3);
         acc2 = fma_k4(acc2, subgroupBroadcast(av0, 2u), b0, b1, b2, b3);
@@ -279,7 +293,7 @@ fn matmul_sg16x4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(global_invocati
         let as0 = f32(a[ra0 + k * sa.y]);
         let as1 = f32(a[ra1 + k * sa.y]);
         let kb = k * sb.x;
-        let bt = vec4<f32>(f32(b[kb + cb.x]), f32(b[kb + cb.y]), f32(b[kb + cb.z]), f32(b[kb + cb.w]));
+        let bt = vec4<f32>(b_at(kb + cb.x), b_at(kb + cb.y), b_at(kb + cb.z), b_at(kb + cb.w));
         acc0 = fma(vec4<f32>(subgroupBroadcast(as0, 0u)), bt, acc0);
         acc1 = fma(vec4<f32>(subgroupBroadcast(as0, 1u)), bt, acc1);
         acc2 = fma(vec4<f32>(subgroupBroadcast(as0, 2u)), bt, acc2);
@@ -297,7 +311,7 @@ fn matmul_sg16x4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(global_invocati
         acc14 = fma(vec4<f32>(subgroupBroadcast(as1, 6u)), bt, acc14);
         acc15 = fma(vec4<f32>(subgroupBroadcast(as1, 7u)), bt, acc15);
     }
-    let c_off = bz * params.stride_c;
+    let c_off = params.offset_c + bz * params.stride_c;
     store_row4(c_off, m0 + 0u, n0, acc0);
     store_row4(c_off, m0 + 1u, n0, acc1);
     store_row4(c_off, m0 + 2u, n0, acc2);
@@ -331,8 +345,8 @@ fn matmul_sg32x4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(global_invocati
     if (bz >= params.batch) { return; }
     let sa = a_strides();
     let sb = b_strides();
-    let a_off = bz * params.stride_a;
-    let b_off = bz * params.stride_b;
+    let a_off = params.offset_a + bz * params.stride_a;
+    let b_off = params.offset_b + bz * params.stride_b;
     let m0 = wid.y * 32u;
     let n0 = gid.x * 4u;
     let lane = sg_id & 7u;
@@ -386,10 +400,10 @@ fn matmul_sg32x4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(global_invocati
         let kb1 = kb0 + sb.x;
         let kb2 = kb1 + sb.x;
         let kb3 = kb2 + sb.x;
-        let b0 = vec4<f32>(f32(b[kb0 + cb.x]), f32(b[kb0 + cb.y]), f32(b[kb0 + cb.z]), f32(b[kb0 + cb.w]));
-        let b1 = vec4<f32>(f32(b[kb1 + cb.x]), f32(b[kb1 + cb.y]), f32(b[kb1 + cb.z]), f32(b[kb1 + cb.w]));
-        let b2 = vec4<f32>(f32(b[kb2 + cb.x]), f32(b[kb2 + cb.y]), f32(b[kb2 + cb.z]), f32(b[kb2 + cb.w]));
-        let b3 = vec4<f32>(f32(b[kb3 + cb.x]), f32(b[kb3 + cb.y]), f32(b[kb3 + cb.z]), f32(b[kb3 + cb.w]));
+        let b0 = vec4<f32>(b_at(kb0 + cb.x), b_at(kb0 + cb.y), b_at(kb0 + cb.z), b_at(kb0 + cb.w));
+        let b1 = vec4<f32>(b_at(kb1 + cb.x), b_at(kb1 + cb.y), b_at(kb1 + cb.z), b_at(kb1 + cb.w));
+        let b2 = vec4<f32>(b_at(kb2 + cb.x), b_at(kb2 + cb.y), b_at(kb2 + cb.z), b_at(kb2 + cb.w));
+        let b3 = vec4<f32>(b_at(kb3 + cb.x), b_at(kb3 + cb.y), b_at(kb3 + cb.z), b_at(kb3 + cb.w));
         acc0 = fma_k4(acc0, subgroupBroadcast(av0, 0u), b0, b1, b2, b3);
         acc1 = fma_k4(acc1, subgroupBroadcast(av0, 1u), b0, b1, b2, b3);
         acc2 = fma_k4(acc2, subgroupBroadcast(av0, 2u), b0, b1, b2, b3);
@@ -429,7 +443,7 @@ fn matmul_sg32x4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(global_invocati
         let as2 = f32(a[ra2 + k * sa.y]);
         let as3 = f32(a[ra3 + k * sa.y]);
         let kb = k * sb.x;
-        let bt = vec4<f32>(f32(b[kb + cb.x]), f32(b[kb + cb.y]), f32(b[kb + cb.z]), f32(b[kb + cb.w]));
+        let bt = vec4<f32>(b_at(kb + cb.x), b_at(kb + cb.y), b_at(kb + cb.z), b_at(kb + cb.w));
         acc0 = fma(vec4<f32>(subgroupBroadcast(as0, 0u)), bt, acc0);
         acc1 = fma(vec4<f32>(subgroupBroadcast(as0, 1u)), bt, acc1);
         acc2 = fma(vec4<f32>(subgroupBroadcast(as0, 2u)), bt, acc2);
@@ -463,7 +477,7 @@ fn matmul_sg32x4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(global_invocati
         acc30 = fma(vec4<f32>(subgroupBroadcast(as3, 6u)), bt, acc30);
         acc31 = fma(vec4<f32>(subgroupBroadcast(as3, 7u)), bt, acc31);
     }
-    let c_off = bz * params.stride_c;
+    let c_off = params.offset_c + bz * params.stride_c;
     store_row4(c_off, m0 + 0u, n0, acc0);
     store_row4(c_off, m0 + 1u, n0, acc1);
     store_row4(c_off, m0 + 2u, n0, acc2);

@@ -40,6 +40,17 @@ _FLOAT_LITERAL = re.compile(r"-?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?[fh]?")
 _USE_PRELUDE = re.compile(rf"^// use {PRELUDE}$", re.MULTILINE)
 # Entries that need the `subgroup` feature sit between these lines; naga rejects the whole module without it.
 _SUBGROUP_BLOCK = re.compile(r"^// BEGIN subgroup$.*?^// END subgroup$", re.MULTILINE | re.DOTALL)
+# A family whose weights may be stored packed declares the weight binding and its reader between these lines:
+#   @group(0) @binding(2) var<storage, read> b: array<elem>;
+#   fn b_at(i: u32) -> f32 { return f32(b[i]); }
+_WEIGHTS_BLOCK = re.compile(r"^// BEGIN weights$(.*?)^// END weights$", re.MULTILINE | re.DOTALL)
+_WEIGHTS_READER = re.compile(r"\bfn\s+(\w+)\s*\(\s*i\s*:\s*u32\s*\)\s*->\s*f32")
+# How element i of a packed weight array `w` (two 16-bit values per u32 word, the first in the low half) widens.
+_PACKED_READS = {
+    "bf16": "let word = {w}[i >> 1u];\n    return bitcast<f32>(select(word << 16u, word & 0xffff0000u, (i & 1u) == 1u));",
+    "f16": "return unpack2x16float({w}[i >> 1u])[i & 1u];",
+}
+WEIGHT_STORAGE = ("elem", *_PACKED_READS)
 
 
 @dataclass(frozen=True)
@@ -119,14 +130,18 @@ def families() -> list[str]:
 
 
 @lru_cache(maxsize=None)
-def load(family: str, elem: str = "f32", subgroups: bool = True) -> KernelSource:
+def load(family: str, elem: str = "f32", subgroups: bool = True, weights: str = "elem") -> KernelSource:
     """The source of `kernels/<family>.wgsl` with `elem` as its element type, and its entry points.
 
     With `subgroups=False` the `// BEGIN subgroup` ... `// END subgroup` block is cut out, so the rest of the
-    family compiles on adapters without the feature (its entries are then absent).
+    family compiles on adapters without the feature (its entries are then absent). `weights` = "bf16" or "f16"
+    stores the family's weight binding (its `// BEGIN weights` block) as packed pairs of 16-bit values in u32
+    words, widened to f32 by the block's reader function; "elem" keeps it an array of `elem`.
     """
     if elem not in ELEMENT_TYPES:
         raise ValueError(f"elem must be one of {ELEMENT_TYPES}, got {elem!r}")
+    if weights not in WEIGHT_STORAGE:
+        raise ValueError(f"weights must be one of {WEIGHT_STORAGE}, got {weights!r}")
     path = KERNEL_DIR / f"{family}.wgsl"
     if family == PRELUDE:
         raise ValueError(f"{path.name} holds the helpers families include with `// use {PRELUDE}`; it is not a "
@@ -136,11 +151,28 @@ def load(family: str, elem: str = "f32", subgroups: bool = True) -> KernelSource
     code = expand_prelude(path.read_text(), path.name)
     if not subgroups:
         code = _SUBGROUP_BLOCK.sub("", code)
+    if weights != "elem":
+        code = _pack_weights(code, path.name, weights)
     if elem != "f32":
         if not _ELEM_ALIAS.search(code):
             raise ValueError(f"{path.name} has no `alias elem = f32;` line, so it cannot be built for {elem}")
         code = "enable f16;\n" + _ELEM_ALIAS.sub(f"alias elem = {elem};", code, count=1)
     return parse(family, elem, code)
+
+
+def _pack_weights(code: str, name: str, weights: str) -> str:
+    """`code` with its weights block declaring a u32 array of packed `weights` values and a reader widening them."""
+    block = _WEIGHTS_BLOCK.search(code)
+    if block is None:
+        raise ValueError(f"{name} has no `// BEGIN weights` block, so its weights cannot be stored as {weights}")
+    binding = _BINDING.search(block.group(1))
+    reader = _WEIGHTS_READER.search(block.group(1))
+    if binding is None or reader is None:
+        raise ValueError(f"{name}: the weights block needs one storage binding and a `fn NAME(i: u32) -> f32` reader")
+    group, number, array = binding.group(1), binding.group(2), binding.group(5)
+    packed = (f"@group({group}) @binding({number}) var<storage, read> {array}: array<u32>;\n"
+              f"fn {reader.group(1)}(i: u32) -> f32 {{\n    {_PACKED_READS[weights].format(w=array)}\n}}\n")
+    return code[:block.start()] + packed + code[block.end():]
 
 
 def workgroup_size(family: str, entry: str, constants: Mapping[str, int] | None = None) -> tuple[int, int, int]:

@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from wgrpo import kernels
+from wgrpo.engine.dtypes import dtype_name
 from wgrpo.engine.tensor import Tensor
 
 MAX_WORKGROUPS = 65535  # WebGPU's guaranteed minimum of max_compute_workgroups_per_dimension
@@ -25,7 +26,13 @@ def as_tensor(value, name: str, like: Tensor | None = None) -> Tensor:
 
 def check_float(t: Tensor, name: str, op: str) -> None:
     if t.elem not in ("f32", "f16"):
-        raise TypeError(f"{op}: {name} must be float32 or float16, got {t.dtype}")
+        raise TypeError(f"{op}: {name} must be float32 or float16, got {dtype_name(t.dtype)}")
+
+
+def check_weight(t: Tensor, name: str, op: str) -> None:
+    """A weight operand: float32, float16 or bfloat16 (the 16-bit ones read packed by kernels that widen them)."""
+    if t.elem not in ("f32", "f16", "bf16"):
+        raise TypeError(f"{op}: {name} must be float32, float16 or bfloat16, got {dtype_name(t.dtype)}")
 
 
 def grid_1d(n: int, per_workgroup: int = 256) -> tuple[int, int]:

@@ -9,6 +9,7 @@ import numpy as np
 
 from wgrpo import kernels
 from wgrpo.engine.autograd import Function
+from wgrpo.engine.errors import SplitTensorError
 from wgrpo.engine.ops._common import as_tensor, check_float, flat_grid
 from wgrpo.engine.tensor import Tensor
 
@@ -64,6 +65,8 @@ def binary_kernel(entry: str, a: Tensor, b: Tensor | None, out_shape: tuple[int,
     if len(out_shape) > max_rank:
         raise ValueError(f"{entry}: at most {max_rank} dimensions are supported, got {len(out_shape)}")
     out = Tensor.empty(out_shape, a.dtype, a.device)
+    if out.is_split or a.is_split or (b is not None and b.is_split):
+        return _binary_blocks(entry, a, b, out)
     dims, a_strides, b_strides = merge_dims(
         out_shape, broadcast_strides(a.shape, out_shape),
         broadcast_strides(b.shape, out_shape) if b is not None else [0] * len(out_shape))
@@ -73,6 +76,23 @@ def binary_kernel(entry: str, a: Tensor, b: Tensor | None, out_shape: tuple[int,
     a.runtime.dispatch("elementwise", entry, buffers, flat_grid("elementwise", entry, out.size), params,
                        elem=a.elem, shapes=f"{a.shape}, {b.shape if b is not None else out_shape}")
     return out
+
+
+def _binary_blocks(entry: str, a: Tensor, b: Tensor | None, out: Tensor) -> Tensor:
+    """A binary kernel over tensors held in row blocks: operands of the output's shape are split alike (the split
+    depends on the shape alone), so each block is one dispatch; broadcasting into a split tensor is refused."""
+    if a.shape != out.shape or b is None or b.shape != out.shape:
+        raise SplitTensorError(f"{entry}: broadcasting {a.shape} and {None if b is None else b.shape} into a tensor "
+                               f"of shape {out.shape} held in row blocks is not supported")
+    for a_part, b_part, out_part in zip(a.parts, b.parts, out.parts):
+        _binary_into(entry, a_part, b_part, out_part)
+    return out
+
+
+def _binary_into(entry: str, a: Tensor, b: Tensor, out: Tensor) -> None:
+    params = {"n": out.size, "rank": 1, "dims": [out.size], "a_strides": [1], "b_strides": [1]}
+    a.runtime.dispatch("elementwise", entry, [a, b, out], flat_grid("elementwise", entry, out.size), params,
+                       elem=a.elem, shapes=f"{a.shape}, {b.shape} (a row block)")
 
 
 class _BroadcastTo(Function):
@@ -148,10 +168,12 @@ def mul(a, b) -> Tensor:
 
 def unary_kernel(entry: str, x: Tensor, alpha: float = 0.0, beta: float = 0.0, dy: Tensor | None = None) -> Tensor:
     """Dispatch a unary kernel, or with `dy` the matching `*_backward_naive` kernel (x, dy) -> dx."""
-    y = Tensor.empty(x.shape, x.dtype, x.device)
-    buffers = [x, y] if dy is None else [x, dy, y]
-    x.runtime.dispatch("elementwise", entry, buffers, flat_grid("elementwise", entry, x.size),
-                       {"n": x.size, "alpha": alpha, "beta": beta}, elem=x.elem, shapes=str(x.shape))
+    y = Tensor.empty(x.shape, x.dtype, x.device)  # in row blocks like x, when x is held so
+    dy_parts = dy.parts if dy is not None else [None] * len(x.parts)
+    for x_part, dy_part, y_part in zip(x.parts, dy_parts, y.parts):
+        buffers = [x_part, y_part] if dy_part is None else [x_part, dy_part, y_part]
+        x.runtime.dispatch("elementwise", entry, buffers, flat_grid("elementwise", entry, x_part.size),
+                           {"n": x_part.size, "alpha": alpha, "beta": beta}, elem=x.elem, shapes=str(x_part.shape))
     return y
 
 

@@ -14,14 +14,14 @@ from __future__ import annotations
 import numpy as np
 
 from wgrpo.engine.autograd import Function
-from wgrpo.engine.ops._common import check_float, flat_grid
+from wgrpo.engine.ops._common import check_float, check_weight, flat_grid
 from wgrpo.engine.tensor import Tensor
 
 
 def _check_weight(weight, op: str) -> None:
     if not isinstance(weight, Tensor):
         raise TypeError(f"{op}: weight must be an engine.Tensor, got {type(weight).__name__}")
-    check_float(weight, "weight", op)
+    check_weight(weight, "weight", op)
     if weight.ndim != 2:
         raise ValueError(f"{op}: weight must have shape (V, C), got {weight.shape}")
 
@@ -51,14 +51,23 @@ def _device_ids(ids: Tensor, weight: Tensor, op: str) -> Tensor:
 
 
 def embedding_forward(ids: Tensor, weight: Tensor) -> Tensor:
-    """The forward kernel alone (no autograd, no range check): ids int32 Tensor (...), weight (V, C) -> (..., C)."""
-    vocab, channels = weight.shape
-    out = Tensor.empty(ids.shape + (channels,), weight.dtype, weight.device)
+    """The forward kernel alone (no autograd, no range check): ids int32 Tensor (...), weight (V, C) -> (..., C).
+
+    A bfloat16 or float16 weight gives float32 rows (f16 rows with shader-f16 where the weight is f16 and the
+    adapter has it is not needed: 16-bit weights are read packed and widened); a weight held in row blocks is
+    one dispatch per block."""
+    channels = weight.shape[1]
+    packed = weight.elem in ("bf16", "f16") and not (weight.elem == "f16" and weight.device.has_f16)
+    out_dtype = np.float32 if packed else weight.dtype
+    out = Tensor.empty(ids.shape + (channels,), out_dtype, weight.device)
     n = ids.size * channels
-    weight.runtime.dispatch("embedding", "embedding_forward", [ids, weight, out],
-                            flat_grid("embedding", "embedding_forward", n),
-                            {"n": n, "channels": channels, "vocab": vocab}, elem=weight.elem,
-                            shapes=f"ids {ids.shape}, weight {weight.shape}")
+    for index, ((first, stop), block) in enumerate(zip(weight.row_ranges, weight.parts)):
+        weight.runtime.dispatch("embedding", "embedding_forward", [ids, block, out],
+                                flat_grid("embedding", "embedding_forward", n),
+                                {"n": n, "channels": channels, "vocab": stop - first, "first_row": first,
+                                 "fill_others": index == 0},
+                                elem=out.elem, weights=weight.elem if packed else "elem",
+                                shapes=f"ids {ids.shape}, weight {weight.shape} rows {first}:{stop}")
     return out
 
 
@@ -81,13 +90,15 @@ def embedding_backward(dy: Tensor, ids, vocab: int) -> Tensor:
     order = np.argsort(flat, kind="stable").astype(np.uint32)  # positions grouped by id, in position order
     offsets = np.zeros(vocab + 1, np.uint32)
     np.cumsum(np.bincount(flat, minlength=vocab), out=offsets[1:])
-    dweight = Tensor.empty((vocab, channels), dy.dtype, dy.device)
-    n = vocab * channels
-    dy.runtime.dispatch("embedding", "embedding_backward",
-                        [dy, Tensor.from_numpy(order, dy.device), Tensor.from_numpy(offsets, dy.device), dweight],
-                        flat_grid("embedding", "embedding_backward", n),
-                        {"n": n, "channels": channels, "vocab": vocab}, elem=dy.elem,
-                        shapes=f"dy {dy.shape}, vocab {vocab}")
+    dweight = Tensor.empty((vocab, channels), dy.dtype, dy.device)  # row blocks when over the binding limit
+    order, offsets = Tensor.from_numpy(order, dy.device), Tensor.from_numpy(offsets, dy.device)
+    for (first, stop), block in zip(dweight.row_ranges, dweight.parts):
+        n = (stop - first) * channels
+        dy.runtime.dispatch("embedding", "embedding_backward", [dy, order, offsets, block],
+                            flat_grid("embedding", "embedding_backward", n),
+                            {"n": n, "channels": channels, "vocab": stop - first, "first_row": first,
+                             "fill_others": False},
+                            elem=dy.elem, shapes=f"dy {dy.shape}, vocab {vocab} rows {first}:{stop}")
     return dweight
 
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 import numpy as np
 
 from wgrpo.engine.autograd import Function
-from wgrpo.engine.ops._common import row_kernel
-from wgrpo.engine.ops.logprob import _check_logits, _inv_temperature, token_logprobs_grad, token_logprobs_into
-from wgrpo.engine.ops.matmul import matmul_kernel
+from wgrpo.engine.ops._common import check_float, check_weight, row_kernel
+from wgrpo.engine.ops.logprob import _inv_temperature, token_logprobs_grad, token_logprobs_into
+from wgrpo.engine.ops.matmul import matmul_kernel, weight_storage
 from wgrpo.engine.tensor import Tensor
 
 BLOCK_BYTES = 64 << 20  # logits of one row block, at most
-ROW_ALIGN = 128  # row blocks start at multiples of this, so every view's byte offset is 256-aligned
+ROW_ALIGN = 64  # row blocks start at multiples of this, so every view of 4-byte values is 256-byte aligned
 
 
 def block_rows(rows: int, vocab: int, itemsize: int, budget: int = BLOCK_BYTES) -> int:
@@ -72,14 +72,18 @@ def linear_token_logprobs(hidden: Tensor, weight: Tensor, targets, temperature: 
     """log softmax(hidden @ weight.T / temperature)[targets] for hidden (N, C), weight (V, C), targets (N,).
 
     The same value as `token_logprobs(linear(hidden, weight), targets, temperature)`, differentiable in hidden
-    and weight, with at most `block_bytes` of logits alive at a time. Returns float32 (N,).
+    and weight, with at most `block_bytes` of logits alive at a time (and never more than one binding). The weight
+    may be bfloat16/float16 (a frozen reference model's) and held in row blocks: each block gives its columns of
+    the logits. Returns float32 (N,).
     """
     if not isinstance(hidden, Tensor) or hidden.ndim != 2:
         raise ValueError(f"linear_token_logprobs: hidden must be a 2-D Tensor (N, C), got {hidden!r}")
     if not isinstance(weight, Tensor) or weight.ndim != 2 or weight.shape[1] != hidden.shape[1]:
         raise ValueError(f"linear_token_logprobs: weight must be (V, {hidden.shape[1]}) for hidden of shape "
                          f"{hidden.shape}, got {getattr(weight, 'shape', weight)}")
-    _check_logits(weight, "linear_token_logprobs", "weight")
+    check_weight(weight, "weight", "linear_token_logprobs")
+    check_float(hidden, "hidden", "linear_token_logprobs")
+    weight_storage(hidden, weight)
     inv_temp = _inv_temperature(temperature, "linear_token_logprobs")
     if isinstance(targets, Tensor):
         if targets.dtype != np.int32 or targets.shape != (hidden.shape[0],):
@@ -94,5 +98,7 @@ def linear_token_logprobs(hidden: Tensor, weight: Tensor, targets, temperature: 
             raise ValueError(f"linear_token_logprobs: targets hold {int(targets.max())}, out of range for a "
                              f"vocabulary of {weight.shape[0]}")
         targets = Tensor.from_numpy(targets.astype(np.int32), hidden.device)
-    block = block_rows(hidden.shape[0], weight.shape[0], hidden.dtype.itemsize, block_bytes)
+    # a block's logits are one tensor, so they stay within one binding too
+    budget = min(block_bytes, hidden.device.max_binding_bytes)
+    block = block_rows(hidden.shape[0], weight.shape[0], hidden.dtype.itemsize, budget)
     return _LinearTokenLogprobs.apply(hidden, weight, targets, inv_temp, block)

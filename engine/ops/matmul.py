@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from wgrpo import kernels
 from wgrpo.engine.autograd import Function
 from wgrpo.engine.device import Device
-from wgrpo.engine.ops._common import as_tensor, check_float
+from wgrpo.engine.dtypes import dtype_name
+from wgrpo.engine.errors import SplitTensorError
+from wgrpo.engine.ops._common import as_tensor, check_float, check_weight
 from wgrpo.engine.tensor import Tensor
 
 
@@ -54,6 +56,42 @@ def choose_variant(device: Device, m: int) -> str:
 
 
 @dataclass(frozen=True)
+class Window:
+    """Rows and columns of a 2-D tensor (stop exclusive, None: to the end) used as a matmul operand or destination
+    without a copy: the kernel reads and writes it through a row length and an element offset."""
+
+    tensor: Tensor
+    rows: tuple[int, int] | None = None
+    cols: tuple[int, int] | None = None
+
+    def __post_init__(self):
+        if self.tensor.ndim != 2 or self.tensor.is_split:
+            raise ValueError(f"matmul: a window needs an unsplit 2-D tensor, got {self.tensor!r}")
+
+    @property
+    def bounds(self) -> tuple[int, int, int, int]:
+        (rows, cols), (r0, r1), (c0, c1) = self.tensor.shape, self.rows or (0, None), self.cols or (0, None)
+        return r0, rows if r1 is None else r1, c0, cols if c1 is None else c1
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        r0, r1, c0, c1 = self.bounds
+        return r1 - r0, c1 - c0
+
+    @property
+    def offset(self) -> int:
+        r0, _, c0, _ = self.bounds
+        return r0 * self.tensor.shape[1] + c0
+
+
+def _stored(x) -> tuple[Tensor, tuple[int, ...], int, int]:
+    """(tensor, shape, stored row length, element offset) of a Tensor or a Window."""
+    if isinstance(x, Window):
+        return x.tensor, x.shape, x.tensor.shape[1], x.offset
+    return x, x.shape, x.shape[-1] if x.ndim else 1, 0
+
+
+@dataclass(frozen=True)
 class _Layout:
     """Sizes of op(A) (M x K) @ op(B) (K x N) over `batch`, with batch strides in elements."""
 
@@ -65,54 +103,112 @@ class _Layout:
     stride_b: int
 
 
-def _layout(a: Tensor, b: Tensor, transpose_a: bool, transpose_b: bool) -> _Layout:
-    for name, t in (("a", a), ("b", b)):
-        if t.ndim not in (2, 3):
-            raise ValueError(f"matmul: {name} must be 2-D or batched 3-D, got shape {t.shape}")
-    m, ka = (a.shape[-1], a.shape[-2]) if transpose_a else (a.shape[-2], a.shape[-1])
-    kb, n = (b.shape[-1], b.shape[-2]) if transpose_b else (b.shape[-2], b.shape[-1])
+def _layout(a_shape, b_shape, transpose_a: bool, transpose_b: bool) -> _Layout:
+    for name, shape in (("a", a_shape), ("b", b_shape)):
+        if len(shape) not in (2, 3):
+            raise ValueError(f"matmul: {name} must be 2-D or batched 3-D, got shape {shape}")
+    m, ka = (a_shape[-1], a_shape[-2]) if transpose_a else (a_shape[-2], a_shape[-1])
+    kb, n = (b_shape[-1], b_shape[-2]) if transpose_b else (b_shape[-2], b_shape[-1])
     if ka != kb:
-        raise ValueError(f"matmul: inner sizes differ: op(a) of {a.shape} is {m}x{ka}, op(b) of {b.shape} is "
+        raise ValueError(f"matmul: inner sizes differ: op(a) of {a_shape} is {m}x{ka}, op(b) of {b_shape} is "
                          f"{kb}x{n} (transpose_a={transpose_a}, transpose_b={transpose_b})")
-    batches = {t.shape[0] for t in (a, b) if t.ndim == 3}
+    batches = {shape[0] for shape in (a_shape, b_shape) if len(shape) == 3}
     if len(batches) > 1:
-        raise ValueError(f"matmul: batch sizes differ: a {a.shape}, b {b.shape}")
+        raise ValueError(f"matmul: batch sizes differ: a {a_shape}, b {b_shape}")
     batch = batches.pop() if batches else 1
-    return _Layout(batch, m, n, ka, m * ka if a.ndim == 3 else 0, ka * n if b.ndim == 3 else 0)
+    return _Layout(batch, m, n, ka, m * ka if len(a_shape) == 3 else 0, ka * n if len(b_shape) == 3 else 0)
 
 
-def matmul_kernel(a: Tensor, b: Tensor, transpose_a: bool = False, transpose_b: bool = False,
-                  variant: str | None = None, *, out: Tensor | None = None, accumulate: bool = False,
+def weight_storage(a: Tensor, b: Tensor) -> str:
+    """How the kernel reads b: as `elem` (a's element type), or packed 16-bit pairs ("bf16", "f16") widened to
+    f32 when f32 activations meet 16-bit weights."""
+    if b.dtype == a.dtype:
+        return "elem"
+    if a.elem == "f32" and b.elem in ("bf16", "f16"):
+        return b.elem
+    raise TypeError(f"matmul: a is {dtype_name(a.dtype)} but b is {dtype_name(b.dtype)}; b may differ only as "
+                    f"bfloat16 or float16 weights of float32 activations")
+
+
+def matmul_kernel(a, b: Tensor, transpose_a: bool = False, transpose_b: bool = False,
+                  variant: str | None = None, *, out=None, accumulate: bool = False,
                   bias: Tensor | None = None) -> Tensor:
     """Dispatch op(a) @ op(b) (+ bias over the last axis) for checked operands; the result is (M, N) or
-    (batch, M, N). With `out` the result is written there (a view is fine), or added to it with `accumulate`."""
-    shape = _layout(a, b, transpose_a, transpose_b)
-    batched = a.ndim == 3 or b.ndim == 3
+    (batch, M, N). With `out` the result is written there (a view or a `Window` is fine), or added to it with
+    `accumulate`; `a` may be a `Window` too. A `b` or an `out` held in row blocks (`Tensor.is_split`) is walked
+    block by block: a split b gives each block's columns of the result (transpose_b) or its share of the inner
+    sum; a split out gets each block's rows. Returns `out`'s tensor (a Window's whole tensor)."""
+    a_tensor, a_shape, _, _ = _stored(a)
+    shape = _layout(a_shape, b.shape, transpose_a, transpose_b)
+    batched = len(a_shape) == 3 or b.ndim == 3
     out_shape = (shape.batch, shape.m, shape.n) if batched else (shape.m, shape.n)
     if out is None:
         if accumulate:
             raise ValueError("matmul: accumulate needs an `out` tensor to add to")
-        out = Tensor.empty(out_shape, a.dtype, a.device)
-    elif out.shape != out_shape or out.dtype != a.dtype:
-        raise ValueError(f"matmul: out must be {a.dtype} {out_shape}, got {out.dtype} {out.shape}")
-    if out.size == 0:
-        return out
-    name = variant or choose_variant(a.device, shape.m)
+        out = Tensor.empty(out_shape, a_tensor.dtype, a_tensor.device)
+    out_tensor, found, _, _ = _stored(out)
+    if found != out_shape or out_tensor.dtype != a_tensor.dtype:
+        raise ValueError(f"matmul: out must be {dtype_name(a_tensor.dtype)} {out_shape}, got "
+                         f"{dtype_name(out_tensor.dtype)} {found}")
+    if math.prod(out_shape) == 0:
+        return out_tensor
+    if b.is_split or out_tensor.is_split:
+        _split_matmul(a, b, transpose_a, transpose_b, variant, out, accumulate, bias)
+    else:
+        _dispatch(a, b, transpose_a, transpose_b, variant, out, accumulate, bias)
+    return out_tensor
+
+
+def _split_matmul(a, b, ta, tb, variant, out, accumulate, bias) -> None:
+    """op(a) @ op(b) into out when b or out is held in row blocks (2-D operands only)."""
+    what = f"matmul of {_stored(a)[1]} by a {b.shape} operand into {_stored(out)[1]}"
+    if isinstance(out, Window) or _stored(a)[0].is_split or len(_stored(a)[1]) != 2 or b.ndim != 2:
+        raise SplitTensorError(f"{what}: row blocks are handled for 2-D operands, with a whole `out` and an "
+                               f"unsplit `a`")
+    if out.is_split:  # rows of C = rows of op(A): a's rows, or its columns when transposed
+        if b.is_split:
+            raise SplitTensorError(f"{what}: b and out cannot both be split")
+        for (start, stop), part in zip(out.row_ranges, out.parts):
+            window = _window(a, cols=(start, stop)) if ta else _window(a, rows=(start, stop))
+            _dispatch(window, b, ta, tb, variant, part, accumulate, bias)
+        return
+    if bias is not None:
+        raise SplitTensorError(f"{what}: a bias with a weight held in row blocks is not supported")
+    for index, ((start, stop), part) in enumerate(zip(b.row_ranges, b.parts)):
+        if tb:  # b's rows are columns of C
+            _dispatch(a, part, ta, True, variant, Window(out, cols=(start, stop)), accumulate, None)
+        elif not ta:  # b's rows are the inner dimension: sum each block's share
+            _dispatch(_window(a, cols=(start, stop)), part, False, False, variant, out, accumulate or index > 0, None)
+        else:
+            raise SplitTensorError(f"{what}: a transposed `a` against a split, untransposed `b` is not supported")
+
+
+def _window(a, rows=None, cols=None) -> Window:
+    if isinstance(a, Window):
+        raise SplitTensorError("matmul: a window of a window is not supported")
+    return Window(a, rows=rows, cols=cols)
+
+
+def _dispatch(a, b: Tensor, ta: bool, tb: bool, variant, out, accumulate: bool, bias) -> None:
+    a_tensor, a_shape, lda, offset_a = _stored(a)
+    out_tensor, _, ldc, offset_c = _stored(out)
+    shape = _layout(a_shape, b.shape, ta, tb)
+    name = variant or choose_variant(a_tensor.device, shape.m)
     if name not in VARIANTS:
         raise ValueError(f"matmul: variant must be one of {sorted(VARIANTS)}, got {name!r}")
     spec = VARIANTS[name]
-    if spec.needs_subgroups and not a.device.has_subgroups:
-        raise ValueError(f"matmul: variant {name!r} needs subgroups, which {a.device.name} lacks")
+    if spec.needs_subgroups and not a_tensor.device.has_subgroups:
+        raise ValueError(f"matmul: variant {name!r} needs subgroups, which {a_tensor.device.name} lacks")
     rows, cols = spec.workgroup_tile()
     grid = (math.ceil(shape.n / cols), math.ceil(shape.m / rows), shape.batch)
-    params = {"M": shape.m, "N": shape.n, "K": shape.k, "batch": shape.batch, "trans_a": transpose_a,
-              "trans_b": transpose_b, "accumulate": accumulate, "has_bias": bias is not None,
-              "stride_a": shape.stride_a, "stride_b": shape.stride_b, "stride_c": shape.m * shape.n}
+    params = {"M": shape.m, "N": shape.n, "K": shape.k, "batch": shape.batch, "trans_a": ta, "trans_b": tb,
+              "accumulate": accumulate, "has_bias": bias is not None, "stride_a": shape.stride_a,
+              "stride_b": shape.stride_b, "stride_c": shape.m * shape.n, "lda": lda, "ldb": b.shape[-1], "ldc": ldc,
+              "offset_a": offset_a, "offset_b": 0, "offset_c": offset_c}
     # without a bias the binding is unused; `a` fills it (two read-only bindings of one buffer are allowed)
-    a.runtime.dispatch("matmul", spec.entry, [a, b, out, bias if bias is not None else a], grid, params,
-                       elem=a.elem,
-                       shapes=f"{a.shape}{'^T' if transpose_a else ''} @ {b.shape}{'^T' if transpose_b else ''}")
-    return out
+    a_tensor.runtime.dispatch("matmul", spec.entry, [a_tensor, b, out_tensor, bias if bias is not None else a_tensor],
+                              grid, params, elem=a_tensor.elem, weights=weight_storage(a_tensor, b),
+                              shapes=f"{a_shape}{'^T' if ta else ''} @ {b.shape}{'^T' if tb else ''}")
 
 
 def _sum_batch(grad: Tensor, operand: Tensor) -> Tensor:
@@ -146,16 +242,16 @@ def matmul(a, b, transpose_a: bool = False, transpose_b: bool = False, *, varian
     """op(a) @ op(b), op transposing the last two axes when asked; differentiable.
 
     a and b are 2-D, or 3-D with a shared batch size; a 2-D operand with a 3-D one is broadcast over the batch.
-    float32 or float16 storage (f16 needs shader-f16), accumulated in f32.
+    float32 or float16 storage (f16 needs shader-f16), accumulated in f32; b may also be bfloat16 or float16
+    weights of a float32 a (read packed, widened in the kernel), and held in row blocks (`Tensor.is_split`).
     """
     if not isinstance(a, Tensor):
         raise TypeError(f"matmul: a must be an engine.Tensor, got {type(a).__name__}")
     b = as_tensor(b, "b", like=a)
-    for name, t in (("a", a), ("b", b)):
-        check_float(t, name, "matmul")
-    if a.dtype != b.dtype:
-        raise TypeError(f"matmul: a is {a.dtype} but b is {b.dtype}")
-    _layout(a, b, transpose_a, transpose_b)  # shape errors before any graph is built
+    check_float(a, "a", "matmul")
+    check_weight(b, "b", "matmul")
+    weight_storage(a, b)
+    _layout(a.shape, b.shape, transpose_a, transpose_b)  # shape errors before any graph is built
     return _Matmul.apply(a, b, bool(transpose_a), bool(transpose_b), variant)
 
 
@@ -179,17 +275,23 @@ class _Linear(Function):
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """x @ weight.T + bias over the last axis of x, weight (out, in) as in torch.nn.Linear; differentiable."""
+    """x @ weight.T + bias over the last axis of x, weight (out, in) as in torch.nn.Linear; differentiable.
+
+    The weight may be bfloat16 or float16 for a float32 x (frozen weights kept in their checkpoint's dtype) and
+    held in row blocks; bias has x's dtype."""
     if not isinstance(x, Tensor) or x.ndim < 1:
         raise TypeError(f"linear: x must be an engine.Tensor of rank >= 1, got {x!r}")
     if weight.ndim != 2 or weight.shape[1] != x.shape[-1]:
         raise ValueError(f"linear: weight must be (out, {x.shape[-1]}) for x of shape {x.shape}, got {weight.shape}")
     if bias is not None and bias.shape != (weight.shape[0],):
         raise ValueError(f"linear: bias must be ({weight.shape[0]},), got {bias.shape}")
-    for name, t in (("x", x), ("weight", weight), ("bias", bias)):
-        if t is not None:
-            check_float(t, name, "linear")
-            if t.dtype != x.dtype:
-                raise TypeError(f"linear: {name} is {t.dtype} but x is {x.dtype}")
+    check_float(x, "x", "linear")
+    check_weight(weight, "weight", "linear")
+    if weight.dtype != x.dtype and weight_storage(x, weight) == "elem":
+        raise TypeError(f"linear: weight is {dtype_name(weight.dtype)} but x is {dtype_name(x.dtype)}")
+    if bias is not None:
+        check_float(bias, "bias", "linear")
+        if bias.dtype != x.dtype:
+            raise TypeError(f"linear: bias is {dtype_name(bias.dtype)} but x is {dtype_name(x.dtype)}")
     y = _Linear.apply(x.reshape(-1, x.shape[-1]), weight, bias)  # (N, out)
     return y.reshape(*x.shape[:-1], weight.shape[0])

@@ -104,7 +104,7 @@ def test_errors_name_the_problem(device):
         ops.embedding(Tensor.from_numpy(np.array([1.0], np.float32), device), w)
     with pytest.raises(ValueError, match=r"weight must have shape \(V, C\), got \(10,\)"):
         ops.embedding(np.array([1]), Tensor.from_numpy(np.ones(10, np.float32), device))
-    with pytest.raises(TypeError, match="weight must be float32 or float16, got int32"):
+    with pytest.raises(TypeError, match="weight must be float32, float16 or bfloat16, got int32"):
         ops.embedding(np.array([1]), Tensor.from_numpy(np.ones((10, 4), np.int32), device))
 
 

@@ -150,7 +150,7 @@ def test_grids_follow_the_wgsl_workgroup_size(monkeypatch):
     source = parse("rows", "f32", "const SERIAL_WG: u32 = 32u;\n"
                                   "@compute @workgroup_size(SERIAL_WG) fn sum_serial() {}\n"
                                   "@compute @workgroup_size(128) fn sum_workgroup() {}\n")
-    monkeypatch.setattr(kernels, "load", lambda family, elem="f32", subgroups=True: source)
+    monkeypatch.setattr(kernels, "load", lambda family, elem="f32", subgroups=True, weights="elem": source)
     assert flat_grid("rows", "sum_workgroup", 129) == (2, 1)
     assert row_grid("rows", "sum_serial", 65) == (3, 1)  # one invocation per row, 32 per workgroup
     assert row_grid("rows", "sum_workgroup", 65) == (65, 1)  # one workgroup per row
