@@ -22,6 +22,7 @@ import numpy as np
 
 from wgrpo.engine.atomic_dir import commit_dir, make_temp_dir, sync_tree
 from wgrpo.engine.config import ModelConfig
+from wgrpo.engine.dtypes import FLOAT32, convert, dtype_name, float_dtype, is_float
 from wgrpo.engine.errors import CheckpointWriteError, InputError
 from wgrpo.engine.json_file import read_json
 from wgrpo.engine.hf_layout import check_state_dict, expected_shapes
@@ -46,29 +47,42 @@ def read_config(directory: str | os.PathLike) -> ModelConfig:
     return ModelConfig.from_hf_dict(_read_json(path), source=str(path))
 
 
-def read_state_dict(directory: str | os.PathLike, require_finite: bool = False) -> dict[str, np.ndarray]:
-    """Every tensor of the checkpoint as float32 numpy arrays, from `model.safetensors` or, when absent, the shards
-    of `model.safetensors.index.json`. Names are HF's; nothing is checked against a config (`check_state_dict`).
+def read_state_dict(directory: str | os.PathLike, require_finite: bool = False,
+                    keep_dtype: bool = False) -> dict[str, np.ndarray]:
+    """Every tensor of the checkpoint as float32 numpy arrays (with `keep_dtype`: as stored, bfloat16 as
+    `engine.dtypes.BFLOAT16`), from `model.safetensors` or, when absent, the shards of
+    `model.safetensors.index.json`. Names are HF's; nothing is checked against a config (`check_state_dict`).
     With `require_finite`, a tensor holding NaN or infinite values raises InputError naming its file."""
     directory = Path(directory)
     if (directory / WEIGHTS_FILE).is_file():
-        return read_safetensors(directory / WEIGHTS_FILE, require_finite=require_finite)
+        return read_safetensors(directory / WEIGHTS_FILE, require_finite=require_finite, keep_dtype=keep_dtype)
     if (directory / INDEX_FILE).is_file():
-        return read_sharded(directory / INDEX_FILE, require_finite=require_finite)
+        return read_sharded(directory / INDEX_FILE, require_finite=require_finite, keep_dtype=keep_dtype)
     hint = ""
     if any((directory / name).exists() for name in ("pytorch_model.bin", "pytorch_model.bin.index.json")):
         hint = " (found pytorch_model.bin: convert it to safetensors; pickled weights are not read)"
     raise InputError(f"{directory}: no {WEIGHTS_FILE} or {INDEX_FILE}{hint}")
 
 
-def load_checkpoint(directory: str | os.PathLike) -> tuple[ModelConfig, dict[str, np.ndarray]]:
+def load_checkpoint(directory: str | os.PathLike, dtype: str = "auto") -> tuple[ModelConfig, dict[str, np.ndarray]]:
     """`read_config` + `read_state_dict` + `check_state_dict`: the config and exactly the tensors the model needs,
-    every one finite (a NaN or an infinity in a weight raises InputError naming the file and the tensor)."""
+    every one finite (a NaN or an infinity in a weight raises InputError naming the file and the tensor).
+
+    `dtype` "auto" keeps each tensor's stored dtype (bfloat16 as `engine.dtypes.BFLOAT16`); "float32",
+    "bfloat16" or "float16" converts every tensor to it."""
     directory = Path(directory)
+    target = None if dtype == "auto" else float_dtype(dtype, "load_checkpoint: dtype")
     config = read_config(directory)
     source = directory / (WEIGHTS_FILE if (directory / WEIGHTS_FILE).is_file() else INDEX_FILE)
-    state = read_state_dict(directory, require_finite=True)
+    state = read_state_dict(directory, require_finite=True, keep_dtype=target != FLOAT32)
+    if target is not None:
+        state = {name: convert(array, target) for name, array in state.items()}
     return config, check_state_dict(state, config, source=str(source))
+
+
+def checkpoint_dtype(state: Mapping[str, np.ndarray]) -> np.dtype:
+    """The dtype a model of this state dict holds: its embedding's (norms and biases are often kept wider)."""
+    return np.asarray(state["model.embed_tokens.weight"]).dtype
 
 
 # ---- writing ---------------------------------------------------------------------------------------------------
@@ -84,7 +98,9 @@ def write_checkpoint(directory: str | os.PathLike, config: ModelConfig, state_di
                      extra_files: Mapping[str, ExtraFile] | None = None) -> Path:
     """Write a Hugging Face checkpoint directory atomically and return its path.
 
-    Files: config.json, model.safetensors (float32; a tied model has no lm_head.weight), generation_config.json,
+    Files: config.json (its `torch_dtype` / `dtype` the embedding's), model.safetensors (each tensor in the dtype
+    its array has: float32, float16 or `engine.dtypes.BFLOAT16`; a tied model has no lm_head.weight),
+    generation_config.json,
     and with a tokenizer tokenizer.json + tokenizer_config.json (eos/pad named from the config's ids, else
     `<|endoftext|>`). `extra_files` maps relative paths (subdirectories allowed, e.g. "trainer_state/state.json")
     to bytes, text, a JSON dict/list, or a callable writing the given path; they are written last and may replace
@@ -104,15 +120,18 @@ def write_checkpoint(directory: str | os.PathLike, config: ModelConfig, state_di
     tensors = check_state_dict(state_dict, config, source="write_checkpoint: state_dict")
     tensors = {name: np.asarray(array) for name, array in tensors.items()}
     for name, array in tensors.items():
-        if not np.issubdtype(array.dtype, np.floating):
-            raise InputError(f"write_checkpoint: tensor {name!r} has dtype {array.dtype}; expected floating point")
+        if not is_float(array.dtype):
+            raise InputError(f"write_checkpoint: tensor {name!r} has dtype {dtype_name(array.dtype)}; expected "
+                             f"floating point")
+    hf_config = config.to_hf_dict()
+    hf_config["torch_dtype"] = hf_config["dtype"] = dtype_name(checkpoint_dtype(tensors))
     extra_files = dict(extra_files or {})
     for name in extra_files:
         _check_extra_name(name)
     if target.exists() and not target.is_dir():
         raise InputError(f"write_checkpoint: {target} exists and is not a directory")
     files: list[tuple[str, Callable[[Path], None]]] = [
-        (CONFIG_FILE, lambda path: _write_json(path, config.to_hf_dict())),
+        (CONFIG_FILE, lambda path: _write_json(path, hf_config)),
         (GENERATION_CONFIG_FILE, lambda path: _write_json(path, generation_config_dict(config))),
         (WEIGHTS_FILE, lambda path: write_safetensors(path, tensors)),
     ]
@@ -200,5 +219,5 @@ def _read_json(path: Path) -> Any:
 
 
 __all__ = ["CONFIG_FILE", "GENERATION_CONFIG_FILE", "INDEX_FILE", "TOKENIZER_FILE", "WEIGHTS_FILE", "check_state_dict",
-           "check_tokenizer_fits", "expected_shapes", "generation_config_dict", "load_checkpoint", "load_tokenizer",
+           "check_tokenizer_fits", "expected_shapes", "checkpoint_dtype", "generation_config_dict", "load_checkpoint", "load_tokenizer",
            "read_config", "read_state_dict", "write_checkpoint"]

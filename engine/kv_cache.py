@@ -16,6 +16,7 @@ import numpy as np
 
 from wgrpo.engine import ops
 from wgrpo.engine.ops._common import flat_grid
+from wgrpo.engine.memory import memory_kind
 from wgrpo.engine.tensor import Tensor
 
 
@@ -52,8 +53,9 @@ class KVCache:
         self.num_layers, self.batch, self.capacity = num_layers, batch, capacity
         self.kv_heads, self.head_dim, self.device, self.dtype = kv_heads, head_dim, device, np.dtype(dtype)
         shape = (batch, capacity, kv_heads, head_dim)
-        self.k = [Tensor.empty(shape, dtype, device) for _ in range(num_layers)]
-        self.v = [Tensor.empty(shape, dtype, device) for _ in range(num_layers)]
+        with memory_kind("kv_cache"):
+            self.k = [Tensor.empty(shape, dtype, device) for _ in range(num_layers)]
+            self.v = [Tensor.empty(shape, dtype, device) for _ in range(num_layers)]
         self.starts = starts
         self.starts_gpu = Tensor.from_numpy(starts, device)
         self.length = 0

@@ -1,7 +1,8 @@
-"""Reading `.safetensors` files into numpy float32 arrays, bf16 included, with errors that name the file.
+"""Reading and writing `.safetensors` files of float32, float16 and bfloat16 tensors, with errors that name the file.
 
-Owns: the file format only (header, dtypes, shards, finite values). Every problem of a file is an `InputError`
-naming it. Host-only: must not import wgpu, torch, `engine.device`/
+Owns: the file format only (header, dtypes, shards, finite values). Tensors are read widened to float32, or with
+`keep_dtype` in the dtype stored (bfloat16 as `engine.dtypes.BFLOAT16` arrays of the raw words), and written in
+the dtype each array has. Every problem of a file is an `InputError` naming it. Host-only: must not import wgpu, torch, `engine.device`/
 `engine.runtime` or `rl`. `engine.hf` builds Hugging Face checkpoints on top of it.
 """
 
@@ -14,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 from safetensors import SafetensorError, safe_open
-from safetensors.numpy import save_file
 
+from wgrpo.engine.dtypes import BFLOAT16, dtype_name, from_bits, widen
 from wgrpo.engine.errors import InputError
 from wgrpo.engine.json_file import read_json
 
@@ -24,12 +25,14 @@ _NUMPY_FLOATS = {"F32", "F16", "F64"}
 _MAX_HEADER_BYTES = 100 * 1024 * 1024
 
 
-def read_safetensors(path: str | os.PathLike, require_finite: bool = False) -> dict[str, np.ndarray]:
-    """Every tensor of one `.safetensors` file as a float32 numpy array (F32, F16, F64 and BF16 accepted).
+def read_safetensors(path: str | os.PathLike, require_finite: bool = False,
+                     keep_dtype: bool = False) -> dict[str, np.ndarray]:
+    """Every tensor of one `.safetensors` file (F32, F16, F64 and BF16 accepted) as a float32 numpy array, or
+    with `keep_dtype` as stored: F16 as float16, BF16 as `BFLOAT16` (F64 still becomes float32).
 
     A truncated or corrupt file, or a tensor of another dtype, raises InputError naming the file (and tensor); so
-    does, with `require_finite`, a tensor holding NaN or infinite values (checked after widening, which keeps
-    them: f16/bf16 NaN and infinities stay NaN and infinities).
+    does, with `require_finite`, a tensor holding NaN or infinite values (widening keeps them: f16/bf16 NaN and
+    infinities stay NaN and infinities).
     """
     path = Path(path)
     if not path.is_file():
@@ -43,7 +46,9 @@ def read_safetensors(path: str | os.PathLike, require_finite: bool = False) -> d
                 if dtype == "BF16":
                     if header is None:
                         header = read_header(path)
-                    out[name] = _read_bf16(path, header, name)
+                    out[name] = from_bits(_read_bf16_words(path, header, name))
+                elif dtype == "F16" and keep_dtype:
+                    out[name] = np.ascontiguousarray(f.get_tensor(name))
                 elif dtype in _NUMPY_FLOATS:
                     out[name] = np.ascontiguousarray(f.get_tensor(name), dtype=np.float32)
                 else:
@@ -51,6 +56,8 @@ def read_safetensors(path: str | os.PathLike, require_finite: bool = False) -> d
                                      f"weights are supported")
                 if require_finite:
                     _check_finite(path, name, out[name])
+                if not keep_dtype and out[name].dtype == BFLOAT16:
+                    out[name] = widen(out[name])
     except SafetensorError as error:
         raise InputError(f"{path}: not a valid safetensors file (truncated or corrupt?): {error}") from None
     except OSError as error:
@@ -58,12 +65,28 @@ def read_safetensors(path: str | os.PathLike, require_finite: bool = False) -> d
     return out
 
 
+# 16-bit floats whose exponent bits are all ones are NaN or infinite (then the fraction bits say which)
+_EXPONENT_BITS = {BFLOAT16: (0x7F80, 0x007F), np.dtype(np.float16): (0x7C00, 0x03FF)}
+
+
 def _check_finite(path: Path, name: str, array: np.ndarray) -> None:
-    """InputError when `array` holds NaN or infinities. min and max see both (NaN propagates) in two passes over
-    the data without a temporary array; only a bad tensor pays for counting."""
-    if array.size == 0 or (np.isfinite(array.min()) and np.isfinite(array.max())):
+    """InputError when `array` holds NaN or infinities. For float32, min and max see both (NaN propagates) in two
+    passes without a temporary array; 16-bit tensors are checked on their exponent bits, without widening. Only a
+    bad tensor pays for counting."""
+    if array.size == 0:
         return
-    counts = [(int(np.isnan(array).sum()), "NaN"), (int(np.isinf(array).sum()), "infinite")]
+    if array.dtype in _EXPONENT_BITS:
+        exponent, fraction = _EXPONENT_BITS[array.dtype]
+        words = array.view(np.uint16)
+        special = (words & exponent) == exponent
+        if not special.any():
+            return
+        nan = int((special & ((words & fraction) != 0)).sum())
+        counts = [(nan, "NaN"), (int(special.sum()) - nan, "infinite")]
+    elif np.isfinite(array.min()) and np.isfinite(array.max()):
+        return
+    else:
+        counts = [(int(np.isnan(array).sum()), "NaN"), (int(np.isinf(array).sum()), "infinite")]
     found = " and ".join(f"{count} {kind} value{'s' if count > 1 else ''}" for count, kind in counts if count)
     raise InputError(f"{path}: tensor {name!r} has {found} (a diverged run or a corrupt file; use an earlier "
                      f"checkpoint)")
@@ -99,8 +122,8 @@ def _read_header(path: Path) -> dict:
     return header
 
 
-def _read_bf16(path: Path, header: dict, name: str) -> np.ndarray:
-    """One BF16 tensor: its raw uint16 words shifted into the high half of float32 words (exact widening)."""
+def _read_bf16_words(path: Path, header: dict, name: str) -> np.ndarray:
+    """One BF16 tensor's raw uint16 words, in its shape."""
     entry = header.get(name)
     if not isinstance(entry, dict) or entry.get("dtype") != "BF16":
         raise InputError(f"{path}: tensor {name!r}: header entry missing or not BF16")
@@ -113,12 +136,14 @@ def _read_bf16(path: Path, header: dict, name: str) -> np.ndarray:
     raw = np.fromfile(path, dtype="<u2", count=count, offset=header["__data_start__"] + begin)
     if raw.size != count:
         raise InputError(f"{path}: tensor {name!r}: file truncated ({raw.size} of {count} BF16 values)")
-    return (raw.astype(np.uint32) << 16).view(np.float32).reshape(shape)
+    return raw.reshape(shape)
 
 
-def read_sharded(index_path: str | os.PathLike, require_finite: bool = False) -> dict[str, np.ndarray]:
+def read_sharded(index_path: str | os.PathLike, require_finite: bool = False,
+                 keep_dtype: bool = False) -> dict[str, np.ndarray]:
     """Every tensor of a sharded checkpoint described by a `*.safetensors.index.json` (its `weight_map` says
-    which shard file, beside the index, holds each tensor); `require_finite` as in `read_safetensors`."""
+    which shard file, beside the index, holds each tensor); `require_finite` and `keep_dtype` as in
+    `read_safetensors`."""
     index_path = Path(index_path)
     index = read_json(index_path)
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
@@ -135,7 +160,7 @@ def read_sharded(index_path: str | os.PathLike, require_finite: bool = False) ->
         if not shard_path.is_file():
             raise InputError(f"{index_path}: shard {shard!r} (holding {names[0]!r} and {len(names) - 1} more) is "
                              f"missing")
-        tensors = read_safetensors(shard_path, require_finite=require_finite)
+        tensors = read_safetensors(shard_path, require_finite=require_finite, keep_dtype=keep_dtype)
         for name in names:
             if name not in tensors:
                 raise InputError(f"{index_path}: weight_map puts tensor {name!r} in {shard!r}, which does not hold "
@@ -147,10 +172,35 @@ def read_sharded(index_path: str | os.PathLike, require_finite: bool = False) ->
     return out
 
 
+# numpy dtype -> safetensors header name, of what `write_safetensors` writes
+_WRITTEN = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16", BFLOAT16: "BF16"}
+
+
 def write_safetensors(path: str | os.PathLike, tensors: dict[str, np.ndarray], metadata: dict | None = None) -> None:
-    """Write float32 tensors (other float dtypes are converted) with `{"format": "pt"}` metadata, which
-    transformers requires, and fsync the file."""
-    arrays = {name: np.ascontiguousarray(array, dtype=np.float32) for name, array in tensors.items()}
-    save_file(arrays, str(path), metadata={"format": "pt", **(metadata or {})})
-    with open(path, "rb+") as f:
+    """Write tensors in their own dtype (float32, float16 or `BFLOAT16`; float64 becomes float32) with
+    `{"format": "pt"}` metadata, which transformers requires, and fsync the file. The header is padded to a
+    multiple of 8 bytes, and the data follows in the order given, as the format specifies."""
+    arrays = {}
+    for name, array in tensors.items():
+        array = np.asarray(array)
+        if array.dtype == np.float64:
+            array = array.astype(np.float32)
+        if array.dtype not in _WRITTEN:
+            raise InputError(f"write_safetensors: tensor {name!r} has dtype {dtype_name(array.dtype)}; expected "
+                             f"float32, float16 or bfloat16")
+        arrays[name] = np.ascontiguousarray(array)
+    header: dict = {"__metadata__": {"format": "pt", **(metadata or {})}}
+    offset = 0
+    for name, array in arrays.items():
+        header[name] = {"dtype": _WRITTEN[array.dtype], "shape": list(array.shape),
+                        "data_offsets": [offset, offset + array.nbytes]}
+        offset += array.nbytes
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(encoded)))
+        f.write(encoded)
+        for array in arrays.values():
+            f.write(array.view(np.uint8).reshape(-1).data if array.size else b"")
+        f.flush()
         os.fsync(f.fileno())
