@@ -1,4 +1,4 @@
-"""The Hugging Face tensor-name layout of Llama/Qwen-family decoders: which tensors a config has, their shapes,
+"""The Hugging Face tensor-name layout of Llama/Qwen2/Qwen3 decoders: which tensors a config has, their shapes,
 and the check that a state dict holds exactly those.
 
 Host-only numpy: must not import wgpu, torch, `engine.device`/`engine.runtime` or `rl`.
@@ -15,8 +15,9 @@ from wgrpo.engine.errors import InputError
 
 
 def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """Every HF tensor name of the config's Llama/Qwen2 layout -> its shape, in model order (lm_head only when
-    untied; q/k/v biases only with attention_bias). Linear weights are (out_features, in_features)."""
+    """Every HF tensor name of the config's Llama/Qwen2/Qwen3 layout -> its shape, in model order (lm_head only
+    when untied; q/k/v biases only with attention_bias; Qwen3's per-head q_norm / k_norm of width head_dim).
+    Linear weights are (out_features, in_features); the attention's width is heads * head_dim, not always C."""
     c, f, v = config.hidden_size, config.intermediate_size, config.vocab_size
     q, kv = config.num_heads * config.head_dim, config.num_kv_heads * config.head_dim
     shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (v, c)}
@@ -28,6 +29,9 @@ def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
             if config.attention_bias:
                 shapes[p + f"self_attn.{name}_proj.bias"] = (rows,)
         shapes[p + "self_attn.o_proj.weight"] = (c, q)
+        if config.qk_norm:
+            shapes[p + "self_attn.q_norm.weight"] = (config.head_dim,)
+            shapes[p + "self_attn.k_norm.weight"] = (config.head_dim,)
         shapes[p + "post_attention_layernorm.weight"] = (c,)
         shapes[p + "mlp.gate_proj.weight"] = (f, c)
         shapes[p + "mlp.up_proj.weight"] = (f, c)
@@ -75,7 +79,7 @@ def check_state_dict(state: Mapping[str, Any], config: ModelConfig, source: str 
         problems.append(f"unexpected tensor {name!r} with shape {tuple(np.shape(state[name]))}")
     if problems:
         more = f" (and {len(problems) - 8} more)" if len(problems) > 8 else ""
-        layout = (f"{config.hf_class} with {config.num_layers} layers, hidden {config.hidden_size}, "
-                  f"heads {config.num_heads}/{config.num_kv_heads}, vocab {config.vocab_size}")
+        layout = (f"{config.hf_class} with {config.num_layers} layers, hidden {config.hidden_size}, heads "
+                  f"{config.num_heads}/{config.num_kv_heads} of width {config.head_dim}, vocab {config.vocab_size}")
         raise InputError(f"{source}: does not match the config ({layout}): " + "; ".join(problems[:8]) + more)
     return out

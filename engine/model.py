@@ -1,4 +1,4 @@
-"""The Llama/Qwen2-family decoder on engine ops.
+"""The Llama/Qwen2/Qwen3-family decoder on engine ops.
 
 Owns: the parameters (named exactly as Hugging Face names them, so checkpoints map one to one), the forward pass
 `model(ids) -> logits`, and `token_logprobs`. Reading and writing checkpoints is `engine.hf`'s job; sampling is
@@ -20,16 +20,17 @@ from wgrpo.engine.tensor import Tensor
 
 class Model:
     """A decoder-only transformer: embedding, `num_layers` x (RMSNorm, GQA attention with RoPE, RMSNorm,
-    SwiGLU MLP), a final RMSNorm and the language-model head (tied to the embedding or not)."""
+    SwiGLU MLP), a final RMSNorm and the language-model head (tied to the embedding or not). Qwen3's attention
+    RMS-normalizes each q and k head before RoPE."""
 
     def __init__(self, config: ModelConfig, params: dict[str, Tensor]):
-        from wgrpo.engine.ops.rope import default_inv_freq
+        from wgrpo.engine.ops.rope import rope_inv_freq
 
         self.config = config
         self.params = params
         self.device = next(iter(params.values())).device
-        # RoPE frequencies, computed once as Hugging Face computes them
-        self.inv_freq = Tensor.from_numpy(default_inv_freq(config.head_dim, config.rope_theta), self.device)
+        # RoPE frequencies (default, linear or llama3-scaled), computed once as Hugging Face computes them
+        self.inv_freq = Tensor.from_numpy(rope_inv_freq(config.head_dim, **config.rope_parameters), self.device)
 
     # ------------------------------------------------------------------ construction
 
@@ -125,8 +126,12 @@ class Model:
             q = ops.linear(x, p[pre + "self_attn.q_proj.weight"], p.get(pre + "self_attn.q_proj.bias"))
             k = ops.linear(x, p[pre + "self_attn.k_proj.weight"], p.get(pre + "self_attn.k_proj.bias"))
             v = ops.linear(x, p[pre + "self_attn.v_proj.weight"], p.get(pre + "self_attn.v_proj.bias"))
-            q, k = ops.rope_qk(q.reshape(batch, steps, heads, head_dim), k.reshape(batch, steps, kv_heads, head_dim),
-                               positions, inv_freq=self.inv_freq)  # (B, T, H, D), (B, T, H_kv, D)
+            q = q.reshape(batch, steps, heads, head_dim)  # (B, T, H, D)
+            k = k.reshape(batch, steps, kv_heads, head_dim)  # (B, T, H_kv, D)
+            if cfg.qk_norm:  # Qwen3: RMSNorm over each head's D, before RoPE
+                q = ops.rmsnorm(q, p[pre + "self_attn.q_norm.weight"], eps)
+                k = ops.rmsnorm(k, p[pre + "self_attn.k_norm.weight"], eps)
+            q, k = ops.rope_qk(q, k, positions, inv_freq=self.inv_freq)
             v = v.reshape(batch, steps, kv_heads, head_dim)
             a = cache.attend(i, q, k, v) if cache is not None else ops.attention(q, k, v, causal=True)
             a = ops.linear(a.reshape(batch, steps, heads * head_dim), p[pre + "self_attn.o_proj.weight"])

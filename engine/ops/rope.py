@@ -1,9 +1,10 @@
 """Rotary position embedding (Hugging Face Llama convention: rotate_half over the two halves of the head dim).
 
 x (B, T, H, D) is rotated per head by angles a = positions[b, t] * inv_freq[j], inv_freq[j] = theta^(-2j/D). As in
-HF's rotary embedding, inv_freq is computed in f32 on the host (`default_inv_freq`, bit-for-bit HF's formula; a
-scaled variant such as rope_type "llama3" can be passed instead), and the kernel forms the f32 angle and its cos
-and sin. positions is (B, T), or (T,) shared by the batch, so KV-cached decoding passes the absolute positions of
+HF's rotary embedding, inv_freq is computed in f32 on the host (`default_inv_freq`, HF's formula step for step;
+`rope_inv_freq` adds HF's "linear" and "llama3" scaled types; any other frequencies can be passed instead), and the
+kernel forms the f32 angle and its cos and sin. The scaled types keep HF's attention factor of 1 (cos and sin are
+not rescaled). positions is (B, T), or (T,) shared by the batch, so KV-cached decoding passes the absolute positions of
 the new tokens. The backward rotates dy back. Kernels in `kernels/rope.wgsl`: `rope_forward`, `rope_backward`, and
 `rope_qk_forward`, `rope_qk_backward`, which rotate an attention layer's q and k in one dispatch (`rope_qk`).
 Note: HF rounds cos and sin to the model dtype before multiplying; here they stay f32, so f16 results may differ
@@ -11,6 +12,8 @@ from HF's by an f16 rounding.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -59,6 +62,40 @@ def default_inv_freq(head_dim: int, theta: float = 10000.0) -> np.ndarray:
         raise ValueError(f"rope: theta must be > 0, got {theta}")
     exponents = np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float32) / np.float32(head_dim)
     return (np.float32(1.0) / (np.float32(theta) ** exponents)).astype(np.float32)
+
+
+def rope_inv_freq(head_dim: int, rope_theta: float = 10000.0, rope_type: str = "default", *, factor: float = 1.0,
+                  low_freq_factor: float = 1.0, high_freq_factor: float = 4.0,
+                  original_max_position_embeddings: int | None = None) -> np.ndarray:
+    """(head_dim / 2,) float32 frequencies of a transformers RoPE type, each f32 step as in its ROPE_INIT_FUNCTIONS:
+    "default" (`default_inv_freq`), "linear" (all divided by factor) or "llama3" (with L the
+    original_max_position_embeddings: wavelengths above L / low_freq_factor divided by factor, those below
+    L / high_freq_factor kept, a smooth blend between). The keywords are transformers' rope_parameters keys, so
+    `rope_inv_freq(config.head_dim, **config.rope_parameters)` gives a ModelConfig's frequencies.
+    """
+    f32 = np.float32
+    inv_freq = default_inv_freq(head_dim, rope_theta)
+    if rope_type == "default":
+        return inv_freq
+    if not float(factor) > 0.0:
+        raise ValueError(f"rope: factor must be > 0, got {factor}")
+    if rope_type == "linear":
+        return (inv_freq / f32(factor)).astype(np.float32)
+    if rope_type != "llama3":
+        raise ValueError(f"rope: rope_type {rope_type!r} is not supported; supported: 'default', 'linear', 'llama3'")
+    if original_max_position_embeddings is None or not float(high_freq_factor) > float(low_freq_factor) > 0.0:
+        raise ValueError(f"rope: llama3 needs original_max_position_embeddings and high_freq_factor > "
+                         f"low_freq_factor > 0, got {original_max_position_embeddings}, {high_freq_factor}, "
+                         f"{low_freq_factor}")
+    context = original_max_position_embeddings
+    # HF: wavelen = 2 * pi / inv_freq (computed by torch as reciprocal(inv_freq) * 2pi, in f32)
+    wavelen = (f32(1.0) / inv_freq) * f32(2 * math.pi)
+    low_freq_wavelen, high_freq_wavelen = f32(context / low_freq_factor), f32(context / high_freq_factor)
+    scaled = np.where(wavelen > low_freq_wavelen, inv_freq / f32(factor), inv_freq)
+    smooth = ((f32(1.0) / wavelen) * f32(context) - f32(low_freq_factor)) / f32(high_freq_factor - low_freq_factor)
+    smoothed = (f32(1.0) - smooth) * scaled / f32(factor) + smooth * scaled
+    medium = ~(wavelen < high_freq_wavelen) & ~(wavelen > low_freq_wavelen)
+    return np.where(medium, smoothed, scaled).astype(np.float32)
 
 
 def _inv_freq(x: Tensor, theta: float, inv_freq, op: str) -> Tensor:

@@ -12,7 +12,7 @@ import pytest
 
 from wgrpo.engine import Tensor, ops
 from wgrpo.engine.autograd import no_grad
-from wgrpo.engine.ops.rope import _RopeQK, default_inv_freq, rope_backward, rope_forward
+from wgrpo.engine.ops.rope import _RopeQK, default_inv_freq, rope_backward, rope_forward, rope_inv_freq
 from tests.gradcheck import check_gradients
 from tests.tolerances import assert_close
 
@@ -76,6 +76,64 @@ def backward_reference(dy, positions, theta=10000.0):
 def test_default_inv_freq_is_hfs():
     np.testing.assert_array_equal(default_inv_freq(64, 10000.0), hf_inv_freq(64, 10000.0))
     np.testing.assert_allclose(default_inv_freq(8, 10000.0), 10000.0 ** (-np.arange(0, 8, 2) / 8), rtol=1e-6)
+
+
+LLAMA3 = dict(factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_position_embeddings=16)
+
+
+@pytest.mark.parametrize("head_dim, params", [
+    (64, dict(rope_type="default", rope_theta=10000.0)),
+    (16, dict(rope_type="linear", rope_theta=500000.0, factor=4.0)),
+    (128, dict(rope_type="linear", rope_theta=1e6, factor=2)),
+    (64, dict(rope_type="llama3", rope_theta=500000.0, **LLAMA3)),
+    (128, dict(rope_type="llama3", rope_theta=500000.0, factor=32.0, low_freq_factor=1.0, high_freq_factor=4.0,
+               original_max_position_embeddings=8192)),  # Llama 3.2's settings
+    (24, dict(rope_type="llama3", rope_theta=10000.0, factor=3.3, low_freq_factor=0.5, high_freq_factor=3.7,
+              original_max_position_embeddings=24)),
+])
+def test_rope_inv_freq_matches_transformers_rope_init_functions(head_dim, params):
+    pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    hf_config = transformers.LlamaConfig(hidden_size=2 * head_dim, num_attention_heads=2, head_dim=head_dim,
+                                         max_position_embeddings=16384, rope_parameters=dict(params))
+    rope_type = params["rope_type"]
+    if rope_type == "default":
+        compute = transformers.models.llama.modeling_llama.LlamaRotaryEmbedding.compute_default_rope_parameters
+    else:
+        compute = ROPE_INIT_FUNCTIONS[rope_type]
+    expected, attention_factor = compute(hf_config, device="cpu")
+    expected = expected.numpy()
+    ours = rope_inv_freq(head_dim, **params)
+    assert ours.dtype == np.float32 and ours.shape == (head_dim // 2,)
+    assert attention_factor == 1.0  # cos and sin are not rescaled, so the kernel needs nothing more
+    # the same f32 steps; only torch's and numpy's float32 pow may differ by an ulp in the base frequencies
+    np.testing.assert_allclose(ours, expected, rtol=1e-6, atol=0)
+
+
+def test_scaled_inv_freq_differ_from_default_where_they_should():
+    base = default_inv_freq(64, 500000.0)
+    np.testing.assert_array_equal(rope_inv_freq(64, 500000.0), base)
+    np.testing.assert_array_equal(rope_inv_freq(64, 500000.0, "linear", factor=4.0), base / np.float32(4.0))
+    scaled = rope_inv_freq(64, 500000.0, "llama3", **{**LLAMA3, "original_max_position_embeddings": 64})
+    wavelen = 2 * np.pi / base.astype(np.float64)
+    high = wavelen < 64 / 4.0  # short wavelengths: kept
+    low = wavelen > 64 / 1.0  # long wavelengths: divided by the factor
+    assert high.any() and low.any() and (~high & ~low).any()
+    np.testing.assert_array_equal(scaled[high], base[high])
+    np.testing.assert_allclose(scaled[low], base[low] / 8.0, rtol=1e-6)
+    medium = ~high & ~low  # blended: strictly between the two
+    assert np.all(scaled[medium] < base[medium]) and np.all(scaled[medium] > base[medium] / 8.0)
+
+
+def test_rope_inv_freq_errors():
+    with pytest.raises(ValueError, match="rope_type 'yarn' is not supported; supported: 'default', 'linear', 'llama3'"):
+        rope_inv_freq(8, 10000.0, "yarn", factor=2.0)
+    with pytest.raises(ValueError, match="factor must be > 0"):
+        rope_inv_freq(8, 10000.0, "linear", factor=0.0)
+    with pytest.raises(ValueError, match="llama3 needs original_max_position_embeddings"):
+        rope_inv_freq(8, 10000.0, "llama3", factor=8.0)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
