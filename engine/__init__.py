@@ -12,14 +12,14 @@ from wgrpo.engine.device import NoAdapterError, choose_adapter, get_device, list
 from wgrpo.engine.errors import CheckpointWriteError, InputError
 from wgrpo.engine.generate import GenerationResult, generate
 from wgrpo.engine.hf import write_checkpoint
-from wgrpo.engine.hub import resolve_model_path
+from wgrpo.engine.hub import is_hub_id, resolve_model_path
 from wgrpo.engine.model import Model, load_pretrained
 from wgrpo.engine.optim import AdamW, clip_grad_norm_
 from wgrpo.engine.runtime import KernelError
 from wgrpo.engine.tensor import Tensor
-from wgrpo.engine.tokenizer import END_OF_TEXT, train_tokenizer
+from wgrpo.engine.tokenizer import END_OF_TEXT, PretrainedTokenizer, train_tokenizer
 
 __all__ = ["END_OF_TEXT", "AdamW", "CheckpointWriteError", "GenerationResult", "InputError", "KernelError", "Model",
-           "ModelConfig", "NoAdapterError", "Tensor", "choose_adapter", "clip_grad_norm_", "generate", "get_device",
-           "list_adapters", "load_pretrained", "no_grad", "ops", "recover_checkpoints", "resolve_model_path",
-           "train_tokenizer", "write_checkpoint"]
+           "ModelConfig", "NoAdapterError", "PretrainedTokenizer", "Tensor", "choose_adapter", "clip_grad_norm_",
+           "generate", "get_device", "is_hub_id", "list_adapters", "load_pretrained", "no_grad", "ops",
+           "recover_checkpoints", "resolve_model_path", "train_tokenizer", "write_checkpoint"]

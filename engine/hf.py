@@ -101,11 +101,10 @@ def write_checkpoint(directory: str | os.PathLike, config: ModelConfig, state_di
     Files: config.json (its `torch_dtype` / `dtype` the embedding's), model.safetensors (each tensor in the dtype
     its array has: float32, float16 or `engine.dtypes.BFLOAT16`; a tied model has no lm_head.weight),
     generation_config.json,
-    and with a tokenizer tokenizer.json + tokenizer_config.json (eos/pad named from the config's ids, else
-    `<|endoftext|>`). `extra_files` maps relative paths (subdirectories allowed, e.g. "trainer_state/state.json")
+    and with a tokenizer its files (a pretrained tokenizer's own tokenizer_config.json and chat templates
+    unchanged; our own tokenizers' generated from the config's eos/pad ids, else `<|endoftext|>`). `extra_files` maps relative paths (subdirectories allowed, e.g. "trainer_state/state.json")
     to bytes, text, a JSON dict/list, or a callable writing the given path; they are written last and may replace
-    tokenizer_config.json or generation_config.json (e.g. to keep a pretrained chat template), not config.json or
-    the weights.
+    tokenizer_config.json or generation_config.json, not config.json or the weights.
 
     Everything is written into a hidden temporary directory beside `directory`, flushed to disk, and swapped into
     place (`engine.atomic_dir.commit_dir`): whenever the writer dies, `directory` holds the previous checkpoint or

@@ -1,6 +1,7 @@
 """`resolve_model_path`: what `--model` names, a local checkpoint directory or a Hugging Face Hub id, as a directory.
 
-Owns: telling a local path from a Hub id (`org/name`, a bare `name`, either with `@revision`), and turning an id
+Owns: telling a local path from a Hub id (`org/name`, optionally with `@revision`; a bare `name` is always a local
+path, so a mistyped directory is named as missing rather than looked up on the Hub), and turning an id
 into the snapshot directory of huggingface_hub's cache, downloading only the files wgrpo reads. Where the cache is
 and whether the Hub may be reached are huggingface_hub's to decide (HF_HOME, HF_HUB_CACHE, HF_HUB_OFFLINE): they
 are read here only to name the cache in a message. huggingface_hub is an optional dependency, imported only when
@@ -28,14 +29,15 @@ METADATA_FILES = (CONFIG_FILE, "generation_config.json", INDEX_FILE, "tokenizer.
 INSTALL_HINT = "pip install 'wgrpo[hub]'"
 
 _NAME = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?"  # huggingface_hub's rule for either part of an id
-_HUB_ID = re.compile(rf"(?P<repo>(?:{_NAME}/)?{_NAME})(?:@(?P<revision>[^\s@]+))?")
+_HUB_ID = re.compile(rf"(?P<repo>{_NAME}/{_NAME})(?:@(?P<revision>[^\s@]+))?")
 
 
 def resolve_model_path(name_or_path: str | os.PathLike, *, revision: str | None = None) -> Path:
     """The checkpoint directory that `name_or_path` names.
 
     An existing directory is returned as is, even when its name is also a Hub id. Otherwise a string that reads
-    as a Hub id (`Qwen/Qwen2.5-0.5B-Instruct`, `gpt2`, `org/name@v1.0`; `revision` is the same as `@...`) is
+    as a Hub id (`Qwen/Qwen2.5-0.5B-Instruct`, `openai-community/gpt2`, `org/name@v1.0`; `revision` is the same
+    as `@...`) is
     resolved through huggingface_hub: from its cache, downloading what is missing unless it is offline. An
     `os.PathLike` is always a local path. Every failure is one InputError line: a path that does not exist, an id
     the Hub does not have or will not give, a model missing from the cache while offline, huggingface_hub not
@@ -59,6 +61,15 @@ def resolve_model_path(name_or_path: str | os.PathLike, *, revision: str | None 
     if revision is not None and at is not None and revision != at:
         raise InputError(f"{name_or_path}: names revision {at!r}, but revision {revision!r} was given as well")
     return _resolve_hub_id(_HubModel(repo_id, revision if revision is not None else at))
+
+
+def is_hub_id(name: str | os.PathLike) -> bool:
+    """Whether `resolve_model_path` would look `name` up on the Hub: a string that reads as an id and names nothing
+    on disk."""
+    if not isinstance(name, str) or not name or Path(name).exists():
+        return False
+    hub_id = _HUB_ID.fullmatch(name)
+    return hub_id is not None and not _not_an_id(hub_id["repo"])
 
 
 def _not_an_id(repo_id: str) -> bool:

@@ -14,7 +14,9 @@ import numpy as np
 from wgrpo.engine import ops
 from wgrpo.engine.config import ModelConfig
 from wgrpo.engine.device import Device, get_device
+from wgrpo.engine.dtypes import BFLOAT16, FLOAT32, convert, float_dtype
 from wgrpo.engine.errors import InputError
+from wgrpo.engine.memory import memory_kind
 from wgrpo.engine.tensor import Tensor
 
 
@@ -29,6 +31,8 @@ class Model:
         self.config = config
         self.params = params
         self.device = next(iter(params.values())).device
+        # the dtype of the matrices; norms and biases are float32 whatever it is, activations always are
+        self.dtype = params["model.embed_tokens.weight"].dtype
         # RoPE frequencies (default, linear or llama3-scaled), computed once as Hugging Face computes them
         self.inv_freq = Tensor.from_numpy(rope_inv_freq(config.head_dim, **config.rope_parameters), self.device)
 
@@ -36,23 +40,43 @@ class Model:
 
     @classmethod
     def from_numpy(cls, config: ModelConfig, state: dict[str, np.ndarray], device: Device | str | None = None,
-                   source: str = "state dict") -> "Model":
-        """Upload a state dict of Hugging Face names (checked against the config first)."""
-        from wgrpo.engine.hf import check_state_dict
+                   source: str = "state dict", dtype=None) -> "Model":
+        """Upload a state dict of Hugging Face names (checked against the config first).
+
+        The matrices (embedding, projections, head) are held in `dtype` ("float32", "bfloat16" or "float16";
+        None: the dtype of the state dict's embedding), read by the kernels in that dtype and widened to f32;
+        norm weights and biases (a thousandth of the parameters) are held in float32. A matrix over the
+        adapter's binding limit is held in row blocks. Counted as `weights` in the device's memory."""
+        from wgrpo.engine.hf import check_state_dict, checkpoint_dtype
 
         state = check_state_dict(state, config, source)
+        dtype = checkpoint_dtype(state) if dtype is None else float_dtype(dtype, f"{source}: dtype")
+        if dtype == np.float64:
+            dtype = FLOAT32
         device = get_device(device)
         params = {}
-        for name in parameter_shapes(config):
-            try:
-                params[name] = Tensor.from_numpy(np.asarray(state[name], np.float32), device)
-            except ValueError as error:  # over the adapter's binding limit: say which tensor of which file
-                raise InputError(f"{source}: tensor {name!r}: {error}") from None
+        with memory_kind("weights"):
+            for name in parameter_shapes(config):
+                array = state[name]
+                try:
+                    params[name] = Tensor.from_numpy(convert(array, dtype if np.ndim(array) == 2 else FLOAT32),
+                                                     device)
+                except ValueError as error:  # a row over the binding limit: say which tensor of which file
+                    raise InputError(f"{source}: tensor {name!r}: {error}") from None
         return cls(config, params)
 
+    def to(self, dtype) -> "Model":
+        """This model with its matrices in `dtype` ("float32", "bfloat16", "float16"): itself when they already
+        are, else a new model (the weights go through the host once)."""
+        dtype = float_dtype(dtype, "Model.to")
+        if dtype == self.dtype:
+            return self
+        return Model.from_numpy(self.config, self.state_dict(), self.device, source="Model.to", dtype=dtype)
+
     @classmethod
-    def random(cls, config: ModelConfig, seed: int = 0, device: Device | str | None = None) -> "Model":
-        """Fresh weights as Hugging Face initializes them: normal(0, 0.02) matrices, unit norms, zero biases."""
+    def random(cls, config: ModelConfig, seed: int = 0, device: Device | str | None = None, dtype=None) -> "Model":
+        """Fresh weights as Hugging Face initializes them: normal(0, 0.02) matrices, unit norms, zero biases;
+        held in `dtype` (default float32)."""
         rng = np.random.default_rng(seed)
         state = {}
         for name, shape in parameter_shapes(config).items():
@@ -62,7 +86,7 @@ class Model:
                 state[name] = np.zeros(shape, np.float32)
             else:
                 state[name] = (rng.standard_normal(shape) * 0.02).astype(np.float32)
-        return cls.from_numpy(config, state, device, source="random init")
+        return cls.from_numpy(config, state, device, source="random init", dtype=dtype)
 
     # ------------------------------------------------------------------ parameters
 
@@ -73,19 +97,26 @@ class Model:
         return dict(self.params)
 
     def requires_grad_(self, requires_grad: bool = True) -> "Model":
+        if requires_grad and self.dtype == BFLOAT16:
+            raise TypeError("Model.requires_grad_: this model holds bfloat16 weights, which are frozen storage; "
+                            "train a float32 copy: model.to('float32')")
         for p in self.params.values():
             p.requires_grad_(requires_grad)
         return self
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Every parameter as a numpy array under its Hugging Face name (one read-back each)."""
+        """Every parameter as a numpy array under its Hugging Face name, in the dtype held (bfloat16 as
+        `engine.dtypes.BFLOAT16`; one read-back each)."""
         return {name: p.numpy() for name, p in self.params.items()}
 
-    def save_pretrained(self, path: str | Path, tokenizer=None) -> None:
-        """Write config.json + model.safetensors (+ tokenizer files) that transformers loads."""
+    def save_pretrained(self, path: str | Path, tokenizer=None, dtype=None) -> None:
+        """Write config.json + model.safetensors (+ tokenizer files) that transformers loads, every tensor in
+        `dtype` (default: the model's, so a bfloat16 model writes bfloat16)."""
         from wgrpo.engine.hf import write_checkpoint
 
-        write_checkpoint(path, self.config, self.state_dict(), tokenizer=tokenizer)
+        dtype = self.dtype if dtype is None else float_dtype(dtype, "save_pretrained: dtype")
+        state = {name: convert(array, dtype) for name, array in self.state_dict().items()}
+        write_checkpoint(path, self.config, state, tokenizer=tokenizer)
 
     # ------------------------------------------------------------------ forward
 
@@ -118,7 +149,7 @@ class Model:
         if not isinstance(positions, Tensor):
             positions = Tensor.from_numpy(np.asarray(positions, np.int32), self.device)
         eps = cfg.rms_norm_eps
-        h = ops.embedding(ids, p["model.embed_tokens.weight"])  # (B, T, C): the residual stream
+        h = ops.embedding(ids, p["model.embed_tokens.weight"], np.float32)  # (B, T, C): the residual stream
         x = ops.rmsnorm(h, p["model.layers.0.input_layernorm.weight"], eps)
         heads, kv_heads, head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         for i in range(cfg.num_layers):
@@ -165,21 +196,29 @@ class Model:
         return logp.reshape(batch, steps)
 
 
-def load_pretrained(path: str | Path, device: Device | str | None = None):
-    """(Model, tokenizers.Tokenizer or None) from a Hugging Face checkpoint directory.
+def load_pretrained(path: str | Path, device: Device | str | None = None, dtype: str = "auto", *,
+                    revision: str | None = None):
+    """(Model, PretrainedTokenizer or None) from a Hugging Face checkpoint directory or Hub id.
 
-    Reads config.json (Qwen2 or Llama), tokenizer.json when present (refused when one of its ids is outside the
-    model's vocab_size) and model.safetensors (f32, f16 or bf16; or a sharded index; refused when a weight holds
-    NaN or infinities). Errors are InputErrors naming the file, the tensor and the expected shape or size.
+    `path` is a local directory, or a Hub id such as `Qwen/Qwen2.5-0.5B-Instruct` (optionally `@revision`, or
+    `revision=`) resolved through huggingface_hub's cache (`engine.hub.resolve_model_path`). Reads config.json
+    (Qwen2/Qwen2.5, Qwen3, Llama 3.x, SmolLM2), tokenizer.json with its tokenizer_config.json and chat template when
+    present (refused when one of its ids is outside the model's vocab_size) and model.safetensors (f32, f16 or
+    bf16; or a sharded index; refused when a weight holds NaN or infinities). The matrices are held in `dtype`:
+    "auto" (the checkpoint's), "float32", "bfloat16" or "float16". Errors are InputErrors naming the file, the
+    tensor and the expected shape or size.
     """
     from wgrpo.engine.hf import TOKENIZER_FILE, load_checkpoint, load_tokenizer, read_config
+    from wgrpo.engine.hub import resolve_model_path
 
-    path = Path(path)
+    if dtype != "auto":
+        float_dtype(dtype, "load_pretrained: dtype")  # a bad name fails before the long read
+    path = resolve_model_path(path, revision=revision)
     tokenizer = None
     if (path / TOKENIZER_FILE).is_file():  # checked against config.json before the long read of the weights
         tokenizer = load_tokenizer(path, read_config(path))
-    config, state = load_checkpoint(path)
-    model = Model.from_numpy(config, state, device, source=str(path))
+    config, state = load_checkpoint(path, "auto")
+    model = Model.from_numpy(config, state, device, source=str(path), dtype=None if dtype == "auto" else dtype)
     return model, tokenizer
 
 

@@ -1,7 +1,8 @@
 """JSONL dataset reading with errors that name the file, the line and the field.
 
-Owns: `read_jsonl` (one JSON object per non-blank line) and `field` (a required field under any of several
-accepted names). Every error is a `wgrpo.engine.InputError` that names the file, and the line
+Owns: `read_jsonl` (one JSON object per non-blank line), `field` (a required field under any of several
+accepted names) and `messages_field` (a conversation: TRL's conversational format, a list of {"role",
+"content"} messages). Every error is a `wgrpo.engine.InputError` that names the file, and the line
 (`<file>:<line>: ...`) when one line is at fault. Pure Python; imports the engine only to raise that error
 (`rl.errors`).
 """
@@ -15,7 +16,7 @@ from typing import Any, Sequence
 
 from wgrpo.rl.errors import input_error
 
-__all__ = ["Record", "read_jsonl", "field"]
+__all__ = ["Record", "read_jsonl", "field", "messages_field", "is_conversation"]
 
 
 @dataclass(frozen=True)
@@ -70,3 +71,32 @@ def field(record: Record, names: Sequence[str], *, kind: str | None = None, type
         return value
     accepted = ", ".join(repr(n) for n in names)
     raise input_error(f"{record.where()}: missing field {label!r} (accepted names: {accepted})")
+
+
+def is_conversation(value: Any) -> bool:
+    """Whether a field's value is a conversation (a list) rather than text: what `messages_field` reads."""
+    return isinstance(value, list)
+
+
+def messages_field(record: Record, name: str) -> tuple[dict, ...]:
+    """The conversation in field `name` of `record`: a non-empty list of {"role": str, "content": str} messages
+    (TRL's conversational format; a message's other keys are kept), as a tuple of fresh dicts. InputError naming
+    the file, the line, the field and the message at fault."""
+    value = record.data.get(name)
+    expected = 'a non-empty list of {"role": ..., "content": ...} messages'
+    if not isinstance(value, list) or not value:
+        raise input_error(f"{record.where()}: field {name!r} must be text or {expected}, got "
+                          f"{type(value).__name__ if value != [] else 'an empty list'}")
+    messages = []
+    for index, message in enumerate(value):
+        at = f"{record.where()}: {name}[{index}]"
+        if not isinstance(message, dict):
+            raise input_error(f'{at}: expected a {{"role": ..., "content": ...}} message, got {type(message).__name__}')
+        for key in ("role", "content"):
+            if key not in message:
+                raise input_error(f"{at}: no {key!r}")
+            if not isinstance(message[key], str) or (key == "role" and not message[key].strip()):
+                raise input_error(f"{at}: {key!r} must be a {'non-empty ' if key == 'role' else ''}string, "
+                                  f"got {message[key]!r:.40}")
+        messages.append(dict(message))
+    return tuple(messages)

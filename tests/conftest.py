@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
+
+# No test may reach the Hugging Face Hub: a model id is only ever resolved from a cache the test builds.
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 @pytest.fixture(scope="session")
 def device():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from wgrpo.engine import InputError
 from wgrpo.rl.train.config import SANDBOXES, OptionError, check_field_types
@@ -20,7 +20,11 @@ from wgrpo.rl.train.config import SANDBOXES, OptionError, check_field_types
 class EvalConfig:
     """Options of `wgrpo eval`."""
 
-    model: str = field(default="", metadata={"help": "checkpoint directory to evaluate", "metavar": "DIR"})
+    model: str = field(default="", metadata={"help": "checkpoint directory or Hugging Face Hub id to evaluate",
+                                             "metavar": "DIR|ID"})
+    dtype: str = field(default="auto", metadata={
+        "help": "how the weights are held on the device: auto (as the checkpoint stores them), float32, bfloat16 or "
+                "float16", "choices": ("auto", "float32", "bfloat16", "float16")})
     task: str | None = field(default=None, metadata={
         "help": "countdown, arithmetic, gsm8k or code (default: the task the checkpoint was trained on, else "
                 "arithmetic)", "metavar": "NAME"})
@@ -75,17 +79,16 @@ def run_eval(config: EvalConfig, device_spec: str | None = None) -> int:
     from wgrpo.engine.device import get_device
     from wgrpo.rl.train.config import build_task
     from wgrpo.rl.train.evaluate import check_prompts_fit, evaluate
-    from wgrpo.rl.train.checkpoint import recover_beside
+    from wgrpo.rl.train.pipeline import model_directory
 
     if not config.model:
         raise InputError("--model DIR is required: the checkpoint directory to evaluate")
-    recover_beside(config.model)  # a killed save may have left it aside
-    if not os.path.isdir(config.model):
-        raise InputError(f"--model {config.model}: no such checkpoint directory")
+    config = replace(config, model=model_directory(config.model))  # a killed save may have left it aside
     task = build_task(*eval_task(config))  # before the model loads: a bad option costs nothing
-    model, tokenizer = load_pretrained(config.model, get_device(device_spec))
+    model, tokenizer = load_pretrained(config.model, get_device(device_spec), config.dtype)
     if tokenizer is None:
         raise InputError(f"--model {config.model}: no tokenizer.json next to the model")
+    task.use_tokenizer(tokenizer)  # conversational prompts are rendered with the model's chat template
     check_prompts_fit(task, tokenizer, model.config, config.max_new_tokens)
     result = evaluate(model, tokenizer, task, problems=config.problems, max_new_tokens=config.max_new_tokens)
     if config.json:

@@ -9,7 +9,6 @@ completion is printed when the batch is done, under a `--- sample i (finish reas
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass, field
 
@@ -22,8 +21,11 @@ from wgrpo.rl.train.fields import option_flag
 class GenerateConfig:
     """Options of `wgrpo generate`."""
 
-    model: str = field(default="", metadata={"help": "Hugging Face checkpoint directory (with tokenizer.json)",
-                                             "metavar": "DIR"})
+    model: str = field(default="", metadata={"help": "Hugging Face checkpoint directory (with tokenizer.json) or Hub "
+                                                     "id (Qwen/Qwen2.5-0.5B-Instruct)", "metavar": "DIR|ID"})
+    dtype: str = field(default="auto", metadata={
+        "help": "how the weights are held on the device: auto (as the checkpoint stores them), float32, bfloat16 or "
+                "float16", "choices": ("auto", "float32", "bfloat16", "float16")})
     prompt: str = field(default="", metadata={"help": "the prompt text", "metavar": "TEXT"})
     num_samples: int = field(default=1, metadata={"help": "completions to sample (also -n); they share one prefill"})
     max_new_tokens: int = field(default=128, metadata={"help": "longest completion in tokens"})
@@ -58,15 +60,15 @@ def run_generate(config: GenerateConfig, device_spec: str | None = None, out=Non
     from wgrpo.engine.device import get_device
     from wgrpo.engine.generate import generate
     from wgrpo.engine.model import load_pretrained
+    from wgrpo.rl.train.pipeline import model_directory
 
     out = out or sys.stdout
     if not config.model:
         raise InputError("--model DIR is required: a checkpoint directory with tokenizer.json")
-    if not os.path.isdir(config.model):
-        raise InputError(f"--model {config.model}: no such checkpoint directory")
     if not config.prompt:
         raise InputError("--prompt is empty: generation needs at least one prompt token")
-    model, tokenizer = load_pretrained(config.model, get_device(device_spec))
+    model_dir = model_directory(config.model)
+    model, tokenizer = load_pretrained(model_dir, get_device(device_spec), config.dtype)
     if tokenizer is None:
         raise InputError(f"--model {config.model}: no tokenizer.json in the checkpoint to encode the prompt with")
     prompt_tokens = len(tokenizer.encode(config.prompt).ids)

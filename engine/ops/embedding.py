@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from wgrpo.engine.autograd import Function
+from wgrpo.engine.dtypes import dtype_name
 from wgrpo.engine.ops._common import check_float, check_weight, flat_grid
 from wgrpo.engine.tensor import Tensor
 
@@ -50,16 +51,20 @@ def _device_ids(ids: Tensor, weight: Tensor, op: str) -> Tensor:
     return ids
 
 
-def embedding_forward(ids: Tensor, weight: Tensor) -> Tensor:
+def embedding_forward(ids: Tensor, weight: Tensor, dtype=None) -> Tensor:
     """The forward kernel alone (no autograd, no range check): ids int32 Tensor (...), weight (V, C) -> (..., C).
 
-    A bfloat16 or float16 weight gives float32 rows (f16 rows with shader-f16 where the weight is f16 and the
-    adapter has it is not needed: 16-bit weights are read packed and widened); a weight held in row blocks is
-    one dispatch per block."""
+    The rows come out in `dtype`: by default the weight's (float32 for bfloat16, which no kernel computes in);
+    float32 rows of a float16 weight read it packed and widen it, with no need for shader-f16. A weight held in
+    row blocks is one dispatch per block."""
     channels = weight.shape[1]
-    packed = weight.elem in ("bf16", "f16") and not (weight.elem == "f16" and weight.device.has_f16)
-    out_dtype = np.float32 if packed else weight.dtype
-    out = Tensor.empty(ids.shape + (channels,), out_dtype, weight.device)
+    if dtype is None:
+        dtype = np.float32 if weight.elem == "bf16" else weight.dtype
+    out = Tensor.empty(ids.shape + (channels,), dtype, weight.device)
+    packed = out.elem == "f32" and weight.elem in ("bf16", "f16")
+    if not packed and out.dtype != weight.dtype:
+        raise TypeError(f"embedding: rows of a {dtype_name(weight.dtype)} weight come out as float32 or "
+                        f"{dtype_name(weight.dtype)}, not {dtype_name(out.dtype)}")
     n = ids.size * channels
     for index, ((first, stop), block) in enumerate(zip(weight.row_ranges, weight.parts)):
         weight.runtime.dispatch("embedding", "embedding_forward", [ids, block, out],
@@ -104,27 +109,28 @@ def embedding_backward(dy: Tensor, ids, vocab: int) -> Tensor:
 
 class _Embedding(Function):
     @staticmethod
-    def forward(ctx, weight, ids, host_ids):
+    def forward(ctx, weight, ids, host_ids, dtype):
         ctx.save_for_backward(ids if host_ids is None else host_ids, weight.shape[0])
-        return embedding_forward(ids, weight)
+        return embedding_forward(ids, weight, dtype)
 
     @staticmethod
     def backward(ctx, dy):
         ids, vocab = ctx.saved
-        return embedding_backward(dy, ids, vocab), None, None
+        return embedding_backward(dy, ids, vocab), None, None, None
 
 
-def embedding(ids, weight: Tensor) -> Tensor:
+def embedding(ids, weight: Tensor, dtype=None) -> Tensor:
     """Rows of weight (V, C) at ids (any shape, e.g. (B, T)) -> (*ids.shape, C), differentiable in weight.
 
     ids: a numpy integer array (checked against V on the host) or an int32 Tensor (see the module docstring).
+    dtype: of the rows; by default the weight's (float32 for a bfloat16 weight).
     """
     _check_weight(weight, "embedding")
     vocab = weight.shape[0]
     if isinstance(ids, Tensor):
-        return _Embedding.apply(weight, _device_ids(ids, weight, "embedding"), None)
+        return _Embedding.apply(weight, _device_ids(ids, weight, "embedding"), None, dtype)
     if not isinstance(ids, (np.ndarray, list, tuple, np.integer, int)):
         raise TypeError(f"embedding: ids must be a numpy integer array or an int32 engine.Tensor, "
                         f"got {type(ids).__name__}")
     host = _host_ids(ids, vocab, "embedding")
-    return _Embedding.apply(weight, Tensor.from_numpy(host, weight.device), host)
+    return _Embedding.apply(weight, Tensor.from_numpy(host, weight.device), host, dtype)

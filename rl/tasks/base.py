@@ -4,15 +4,20 @@ A task turns a key into a `Problem` (`sample`), keeps train and eval problems di
 into named reward parts (`reward_parts`, always `format` and `accuracy`; `rewards` scores a whole batch), and
 checks before training that its prompts fit the model (`check_prompts`). Two families:
 - `GeneratedTask`: problems drawn from a seeded numpy generator; `sample(i, split)` is problem i of the split.
-- `JsonlTask`: problems read from a JSONL file; `sample(i, split)` is record i (mod size) of the split.
+- `JsonlTask`: problems read from a JSONL file; `sample(i, split)` is record i (mod size) of the split. A
+  record's prompt may be a conversation (TRL's conversational format: a list of {"role", "content"} messages);
+  such prompts are rendered with the model's chat template once the task has the model's tokenizer
+  (`use_tokenizer`, before sampling or `check_prompts`), ending with the assistant's turn opened.
 
 Held-out split: every problem has a content key (countdown: sorted numbers and target; arithmetic: the
-operation; JSONL: the question text); a problem is in `eval` iff sha256(task name + key) falls in the lowest
-`eval_fraction` of the hash range. So an eval problem never appears in training, whatever the seeds or the
-file order (duplicates land on the same side). Generated splits also use disjoint seed streams.
+operation; JSONL: the question text, or a conversation's messages' text, whatever the chat template); a problem
+is in `eval` iff sha256(task name + key) falls in the lowest `eval_fraction` of the hash range. So an eval
+problem never appears in training, whatever the seeds or the file order (duplicates land on the same side).
+Generated splits also use disjoint seed streams.
 
 Bad options and bad data raise `wgrpo.engine.InputError` naming the option, or the file and line. Pure Python +
-numpy; imports the engine only to raise that error (`rl.errors`).
+numpy; imports the engine only to raise that error (`rl.errors`); a chat template is rendered by the tokenizer
+given to `use_tokenizer` (its `chat_template` and `apply_chat_template`), never here.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from wgrpo.rl.errors import input_error
-from wgrpo.rl.jsonl import Record, field as record_field, read_jsonl
+from wgrpo.rl.jsonl import Record, field as record_field, is_conversation, messages_field, read_jsonl
 from wgrpo.rl.rewards import combine, format_reward
 from wgrpo.rl.tasks.lengths import check_prompt_lengths
 
@@ -64,8 +69,10 @@ def in_eval_split(task: str, key: str, eval_fraction: float) -> bool:
 @dataclass(frozen=True, eq=False)
 class Problem:
     """One problem. `prompt` is the full text the model continues; `question` the instruction alone (for a
-    chat template); `answer` the reference answer text (a number, or a solution expression for countdown;
-    empty for code); `meta` the data the reward needs (countdown: numbers, target; code: tests, setup)."""
+    conversation: its messages' text, a `role: content` line each); `answer` the reference answer text (a
+    number, or a solution expression for countdown; empty for code); `meta` the data the reward needs
+    (countdown: numbers, target; code: tests, setup); `messages` the conversation of a conversational prompt
+    (empty for a text prompt), which the model's chat template renders into `prompt`."""
     task: str
     id: str
     split: str
@@ -74,6 +81,7 @@ class Problem:
     answer: str
     think_in_prompt: bool
     meta: Mapping[str, Any] = field(default_factory=dict)
+    messages: tuple[Mapping[str, str], ...] = ()
 
 
 class Task:
@@ -125,6 +133,11 @@ class Task:
 
     def _sample_rng(self, rng: np.random.Generator, split: str) -> Problem:
         raise NotImplementedError
+
+    # the model's tokenizer ------------------------------------------------------------------------------
+    def use_tokenizer(self, tokenizer) -> None:
+        """Take the model's tokenizer, before sampling: a task with conversational prompts renders them with its
+        chat template. Generated tasks build their prompts as text and need nothing from it."""
 
     # prompt lengths ------------------------------------------------------------------------------------
     def check_prompts(self, tokenizer, max_prompt_tokens: int, *, reason: str = "") -> None:
@@ -213,11 +226,17 @@ class GeneratedTask(Task):
 
 
 class JsonlTask(Task):
-    """Problems read from JSONL. Subclasses implement `_parse(record) -> (question, answer, meta)`.
+    """Problems read from JSONL. Subclasses implement `_parse(record) -> (question, answer, meta)`, where the
+    question is text or, for a conversational prompt, the record's messages (`conversation(record, name)`).
 
     path: the dataset (required); eval_path: an optional held-out file. With eval_path, eval is that whole file
     and train is `path` minus any question that also appears in it; without, the hash split with `eval_fraction`.
     Subclasses set `records`, what one line of the file holds, for the message when `path` is missing.
+
+    A conversational prompt is the model's chat template applied to its messages with the assistant's turn
+    opened (`add_generation_prompt`), then `<think>` when `think_prefix` is on; `template` does not apply to it.
+    It is rendered by `use_tokenizer(tokenizer)`, which must come before sampling and `check_prompts`. Its
+    content key is its messages' text, so its split does not depend on the model.
     """
 
     records = "records, one JSON object per line"
@@ -241,30 +260,86 @@ class JsonlTask(Task):
             train = [p for p in train if not in_eval_split(self.name, p.id, self.eval_fraction)]
         self._problems = {"train": [replace(p, split="train") for p in train],
                           "eval": [replace(p, split="eval") for p in held]}
+        self._awaiting_template = any(p.messages for split in SPLITS for p in self._problems[split])
 
-    def _parse(self, record: Record) -> tuple[str, str, dict]:
+    def _parse(self, record: Record) -> tuple[str | tuple[dict, ...], str, dict]:
         raise NotImplementedError
+
+    @staticmethod
+    def conversation(record: Record, name: str) -> tuple[dict, ...]:
+        """The conversational prompt in field `name` of `record`, for `_parse` to return as its question:
+        InputError naming the file and line unless it is a list of {"role", "content"} string messages that
+        does not end with the assistant's (the model writes that turn)."""
+        messages = messages_field(record, name)
+        if messages[-1]["role"] == "assistant":
+            raise input_error(f"{record.where()}: the conversation in field {name!r} ends with an assistant message; "
+                              f"a prompt ends before the assistant's turn, which the model writes")
+        return messages
 
     def _problem(self, record: Record) -> Problem:
         question, answer, meta = self._parse(record)
+        messages = ()
+        if isinstance(question, tuple):  # a conversation, rendered once the model's tokenizer is known
+            messages = question
+            question = "\n".join(f"{m['role']}: {m['content'].strip()}" for m in messages)
         key = hashlib.sha256(question.strip().encode()).hexdigest()[:16]
         return Problem(task=self.name, id=key, split="", question=question,
-                       prompt=self._prompt(question), answer=answer, think_in_prompt=self.think_prefix,
-                       meta={"source": record.where(), **meta})
+                       prompt="" if messages else self._prompt(question), answer=answer,
+                       think_in_prompt=self.think_prefix, meta={"source": record.where(), **meta}, messages=messages)
+
+    def use_tokenizer(self, tokenizer) -> None:
+        """Render every conversational prompt with `tokenizer`'s chat template (`apply_chat_template(messages,
+        add_generation_prompt=True)`); text prompts stay as they are. The model's tokenizer, before sampling or
+        `check_prompts`; called again with another tokenizer, the prompts are rendered anew.
+
+        Prompts are encoded with the special tokens the tokenizer adds (`tokenizer.encode(prompt)`), so a
+        leading token that its post-processor adds and the template writes too (Llama 3's
+        `<|begin_of_text|>`) is left out of the text: the model sees it once, as in transformers'
+        `apply_chat_template(..., tokenize=True)`. InputError naming the file and line of the first
+        conversation when the tokenizer has no chat template, or when the template refuses a conversation."""
+        if not any(p.messages for split in SPLITS for p in self._problems[split]):
+            return
+        if getattr(tokenizer, "chat_template", None) is None:
+            first = min((p for split in SPLITS for p in self._problems[split] if p.messages), key=self._file_order)
+            raise input_error(f"{first.meta['source']}: the prompt is a conversation (a list of role/content "
+                              f"messages), but the model's tokenizer has no chat_template to render it with; give a "
+                              f"chat model (its tokenizer_config.json or chat_template.jinja holds the template) or "
+                              f"write the prompt as text")
+        prefix = _added_prefix(tokenizer)
+        for split in SPLITS:
+            self._problems[split] = [self._rendered(p, tokenizer, prefix) if p.messages else p
+                                     for p in self._problems[split]]
+        self._awaiting_template = False
+
+    def _rendered(self, problem: Problem, tokenizer, prefix: str) -> Problem:
+        try:
+            text = tokenizer.apply_chat_template(list(problem.messages), add_generation_prompt=True, tokenize=False)
+        except ValueError as error:  # the engine's InputError: no template, or the template refused the messages
+            raise input_error(f"{problem.meta['source']}: {error}") from None
+        if prefix and text.startswith(prefix):
+            text = text[len(prefix):]
+        return replace(problem, prompt=(text + "<think>") if self.think_prefix else text)
+
+    def _check_rendered(self) -> None:
+        if self._awaiting_template:
+            raise RuntimeError(f"{self.name}: {self.path} has conversational prompts; call "
+                               f"task.use_tokenizer(tokenizer) with the model's tokenizer before sampling")
 
     def size(self, split: str = "train") -> int:
         _check_split(split)
         return len(self._problems[split])
 
-    def _prompts_to_check(self) -> list[tuple[str, str]]:
-        def file_order(problem: Problem) -> tuple[bool, int]:
-            path, _, line = problem.meta["source"].rpartition(":")
-            return path != self.path, int(line)
+    def _file_order(self, problem: Problem) -> tuple[bool, int]:
+        path, _, line = problem.meta["source"].rpartition(":")
+        return path != self.path, int(line)
 
-        problems = sorted(self._problems["train"] + self._problems["eval"], key=file_order)
+    def _prompts_to_check(self) -> list[tuple[str, str]]:
+        self._check_rendered()
+        problems = sorted(self._problems["train"] + self._problems["eval"], key=self._file_order)
         return [(problem.meta["source"], problem.prompt) for problem in problems]
 
     def _pool(self, split: str) -> list[Problem]:
+        self._check_rendered()
         pool = self._problems[split]
         if not pool:
             raise input_error(f"{self.name}: the {split} split of {self.path!r} is empty "
@@ -280,5 +355,16 @@ class JsonlTask(Task):
         return pool[int(rng.integers(len(pool)))]
 
 
+def _added_prefix(tokenizer) -> str:
+    """The text of the special tokens that `tokenizer`'s post-processor puts before every encoded text: '' for
+    most tokenizers, '<|begin_of_text|>' for Llama 3's."""
+    plain = tokenizer.encode("x", add_special_tokens=False).ids
+    full = tokenizer.encode("x").ids
+    for start in range(len(full) - len(plain) + 1):
+        if full[start:start + len(plain)] == plain:
+            return tokenizer.decode(full[:start], skip_special_tokens=False) if start else ""
+    return ""
+
+
 # re-exported for task modules
-__all__ += ["Record", "record_field"]
+__all__ += ["Record", "record_field", "is_conversation"]

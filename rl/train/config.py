@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from wgrpo.engine import InputError
+from wgrpo.engine import InputError, is_hub_id
 from wgrpo.rl.grpo import GRPOLossConfig
 from wgrpo.rl.train.checkpoint import CONFIG_FILE
 from wgrpo.rl.train.fields import (  # check_field_types and checked_field_value: also for the other configs
@@ -26,6 +26,7 @@ from wgrpo.rl.train.fields import (  # check_field_types and checked_field_value
 
 SANDBOXES = ("auto", "bwrap", "unshare", "limits")
 PATH_FIELDS = ("model", "output_dir", "resume")
+DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
 PATH_OPTIONS = ("path", "eval_path")  # task options that name files
 # what a resumed run may change: when it stops, where it writes, and how often it saves and evaluates
 RESUME_MAY_CHANGE = ("steps", "output_dir", "save_every", "eval_every")
@@ -65,7 +66,11 @@ class TrainConfig:
     sandbox: str = _help("how the code task runs tests: auto, bwrap or unshare; code rewards run only under "
                          "bwrap/unshare isolation unless limits (resource limits alone, no isolation) is chosen "
                          "explicitly", "auto", choices=SANDBOXES)
-    model: str = _help("checkpoint to start from; empty: warm up a fresh tiny model first (the demo)", "")
+    model: str = _help("checkpoint directory or Hugging Face Hub id (Qwen/Qwen2.5-0.5B-Instruct) to start from; "
+                       "empty: warm up a fresh tiny model first (the demo)", "")
+    dtype: str = _help("how the starting checkpoint's weights are held: auto (as stored), float32, bfloat16 or "
+                       "float16. The frozen reference model keeps this dtype; the policy trains float32 master "
+                       "weights, and its checkpoints are float32", "auto", choices=DTYPE_CHOICES)
     output_dir: str = _help("checkpoints, metrics.jsonl and curves.png go here", "runs/grpo")
     resume: str = _help("training checkpoint to continue from, exactly where it stopped, with its saved options "
                         "(only --steps, --output-dir, --save-every and --eval-every may change)", "")
@@ -176,7 +181,8 @@ class TrainConfig:
     def absolute_paths(self) -> TrainConfig:
         """This config with `model`, `output_dir`, `resume` and the task's `path`/`eval_path` absolute (relative
         to the current directory): what a run records, so that its checkpoint means the same from anywhere."""
-        paths = {name: os.path.abspath(getattr(self, name)) for name in PATH_FIELDS if getattr(self, name)}
+        paths = {name: os.path.abspath(getattr(self, name)) for name in PATH_FIELDS  # a Hub id stays one
+                 if getattr(self, name) and not (name == "model" and is_hub_id(self.model))}
         return dataclasses.replace(self, **paths, task_options=_absolute_task_paths(self.task_options))
 
 

@@ -73,13 +73,18 @@ def _earlier_warm_up(folder: Path, sft: SFTConfig) -> tuple[Path | None, Path | 
     return None, next((p for _, p in reversed(steps) if same_settings(p)), None)
 
 
-def _reference(model, config: TrainConfig):
-    """A frozen copy of the starting policy for the KL penalty (none when beta is 0)."""
-    if config.beta <= 0:
-        return None
+def policy_and_reference(model, config: TrainConfig):
+    """(policy, reference) from the starting model: the policy trains float32 master weights; the reference, a
+    frozen copy for the KL penalty (none when beta is 0), keeps the dtype the model was loaded in, so a bf16
+    checkpoint's reference costs 2 bytes per parameter and is the loaded model itself."""
     from wgrpo.engine import Model
 
-    return Model.from_numpy(model.config, model.state_dict(), model.device, source="reference")
+    policy = model.to("float32")
+    if config.beta <= 0:
+        return policy, None
+    if policy is not model:
+        return policy, model
+    return policy, Model.from_numpy(model.config, model.state_dict(), model.device, source="reference")
 
 
 def run_train(config: TrainConfig, device=None, *, changes: Sequence[str] = ()) -> dict:
@@ -104,21 +109,32 @@ def run_train(config: TrainConfig, device=None, *, changes: Sequence[str] = ()) 
         trainer = GRPOTrainer.resume_from(config, config.resume, device, start if config.beta > 0 else None,
                                           task=task)
     else:
-        if config.model:
-            recover_beside(config.model)
-            if not Path(config.model).is_dir():
-                raise InputError(f"--model {config.model}: no such checkpoint directory")
-        start = config.model or str(warm_up(config, task, device))
-        model, tokenizer = load_pretrained(start, device)
+        start = config.model and model_directory(config.model)
+        start = start or str(warm_up(config, task, device))
+        model, tokenizer = load_pretrained(start, device, config.dtype)
         if tokenizer is None:
-            raise InputError(f"--model {start}: no tokenizer.json next to the model")
-        trainer = GRPOTrainer(config, model, tokenizer, task, _reference(model, config),
-                              start_model=os.path.abspath(start))
+            raise InputError(f"--model {config.model or start}: no tokenizer.json next to the model")
+        policy, reference = policy_and_reference(model, config)
+        del model
+        trainer = GRPOTrainer(config, policy, tokenizer, task, reference, start_model=os.path.abspath(start))
     for line in changes:
         print(line, file=sys.stderr)
     history = trainer.run()
     report(history, trainer)
     return {"history": history, "output_dir": config.output_dir}
+
+
+def model_directory(model: str) -> str:
+    """The checkpoint directory `--model` names (a local directory, or a Hub id resolved through the cache), after
+    recovering one a killed save left aside; one InputError line naming --model otherwise."""
+    from wgrpo.engine import is_hub_id, resolve_model_path
+
+    if not is_hub_id(model):
+        recover_beside(model)
+    try:
+        return str(resolve_model_path(model))
+    except InputError as error:
+        raise InputError(f"--model {error}") from None
 
 
 def _resume_start(config: TrainConfig) -> str:

@@ -206,6 +206,7 @@ def train_sft(config: SFTConfig, device=None, command: str = RESUME_COMMAND, res
         model, tokenizer = load_pretrained(start_from, device)
         if tokenizer is None:
             raise InputError(f"{start_from}: no tokenizer.json; SFT needs the model's tokenizer")
+        model = model.to("float32")  # trained as float32 master weights whatever the checkpoint stores
     else:
         model, tokenizer = _fresh_model(config, records, device)
     eos = model.config.eos_token_ids[0] if model.config.eos_token_ids else None

@@ -129,6 +129,7 @@ class GRPOTrainer:
         if config.beta > 0 and reference is None:
             raise ValueError("beta > 0 needs a reference model")
         self.weights = config.weights(task)
+        task.use_tokenizer(tokenizer)  # conversational prompts are rendered with the model's chat template
         self._check_task(model, tokenizer, task)
         model.requires_grad_()
         self.optimizer = AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -342,8 +343,8 @@ class GRPOTrainer:
 
         recover(Path(checkpoint).parent)  # a kill while replacing it may have left it aside
         state, optimizer_state, _ = load_training_state(checkpoint)  # checked before the weights load
-        if isinstance(reference, (str, os.PathLike)):
-            reference = load_pretrained(reference, device)[0]
+        if isinstance(reference, (str, os.PathLike)):  # frozen in the dtype the run loaded its start in
+            reference = load_pretrained(reference, device, config.dtype)[0]
         model, tokenizer = load_pretrained(checkpoint, device)
         task = task if task is not None else build_task(config.task, config.task_options, config.sandbox)
         trainer = cls(config, model, tokenizer, task, reference,

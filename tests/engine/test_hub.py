@@ -119,9 +119,10 @@ def test_a_cached_id_resolves_to_its_snapshot(cache, capsys):
     assert logged == [f"wgrpo: model org/name from {snapshot}"]
 
 
-def test_a_bare_name_resolves_like_an_org_name(cache):
-    snapshot = write_snapshot(cache, "gpt2", MODEL_FILES)
-    assert resolve_model_path("gpt2") == snapshot
+def test_a_bare_name_is_a_local_path(cache, tmp_path, monkeypatch):
+    write_snapshot(cache, "gpt2", MODEL_FILES)  # never looked up: a mistyped directory must not go to the Hub
+    monkeypatch.chdir(tmp_path)
+    assert one_line_error("gpt2").startswith("gpt2: no such directory")
 
 
 def test_a_revision_picks_its_snapshot(cache):
@@ -199,13 +200,10 @@ def test_the_environment_chooses_the_cache(tmp_path):
 
 def test_a_local_directory_wins_over_a_cached_id(cache, tmp_path, monkeypatch, capsys):
     write_snapshot(cache, "org/name", MODEL_FILES)
-    write_snapshot(cache, "gpt2", MODEL_FILES)
     (tmp_path / "org" / "name").mkdir(parents=True)
-    (tmp_path / "gpt2").mkdir()
     monkeypatch.chdir(tmp_path)
     assert resolve_model_path("org/name") == Path("org/name")
-    assert resolve_model_path("gpt2") == Path("gpt2")
-    assert resolve_model_path(tmp_path / "gpt2") == tmp_path / "gpt2"
+    assert resolve_model_path(tmp_path / "org" / "name") == tmp_path / "org" / "name"
     assert capsys.readouterr().err == ""
 
 
@@ -223,9 +221,9 @@ def test_a_missing_absolute_path_is_named(tmp_path):
 
 
 def test_a_path_object_is_never_an_id(cache, tmp_path, monkeypatch):
-    write_snapshot(cache, "gpt2", MODEL_FILES)
+    write_snapshot(cache, "org/name", MODEL_FILES)
     monkeypatch.chdir(tmp_path)
-    assert one_line_error(Path("gpt2")).startswith("gpt2: no such directory")
+    assert one_line_error(Path("org/name")).startswith("org/name: no such directory")
 
 
 def test_a_file_is_not_a_checkpoint(tmp_path, monkeypatch):

@@ -14,8 +14,8 @@ import pytest
 
 from wgrpo.engine import InputError
 from wgrpo.engine.hf import load_tokenizer
-from wgrpo.engine.tokenizer import (END_OF_TEXT, MAX_PIECE_CHARS, MAX_TEXT_CHARS, SPECIAL_TOKENS, save_tokenizer,
-                                    tokenizer_config_dict, train_tokenizer, training_pieces)
+from wgrpo.engine.tokenizer import (END_OF_TEXT, MAX_PIECE_CHARS, MAX_TEXT_CHARS, SPECIAL_TOKENS, PretrainedTokenizer,
+                                    save_tokenizer, tokenizer_config_dict, train_tokenizer, training_pieces)
 
 CORPUS = [
     "Question: what is 123 + 4567?\n<think>123 + 4567 = 4690</think>\n<answer>4690</answer>",
@@ -172,3 +172,26 @@ def test_transformers_encodes_the_same_ids(tokenizer, tmp_path):
         assert auto(text)["input_ids"] == ids
         assert fast(text)["input_ids"] == ids
         assert auto.decode(ids) == text
+
+
+def test_loaded_tokenizers_keep_their_config_when_saved(tokenizer, tmp_path):
+    (tmp_path / "a").mkdir()
+    save_tokenizer(tokenizer, tmp_path / "a")
+    loaded = load_tokenizer(tmp_path / "a")
+    assert isinstance(loaded, PretrainedTokenizer) and loaded.tokenizer.to_str() == tokenizer.to_str()
+    assert loaded.init_config == tokenizer_config_dict(tokenizer) and loaded.chat_template is None
+    config = {**loaded.init_config, "chat_template": "{{ messages[0].content }}", "model_max_length": 77,
+              "tokenizer_class": "Qwen2Tokenizer"}
+    pretrained = PretrainedTokenizer(loaded.tokenizer, config)
+    (tmp_path / "b").mkdir()
+    save_tokenizer(pretrained, tmp_path / "b", model_max_length=128)  # its own config wins over the keywords
+    assert json.loads((tmp_path / "b" / "tokenizer_config.json").read_text()) == config
+    assert load_tokenizer(tmp_path / "b").apply_chat_template([{"role": "user", "content": "hi"}]) == "hi"
+    (tmp_path / "c").mkdir()
+    save_tokenizer(PretrainedTokenizer(tokenizer), tmp_path / "c", model_max_length=128)  # no config: generated
+    assert json.loads((tmp_path / "c" / "tokenizer_config.json").read_text()) == \
+        tokenizer_config_dict(tokenizer, model_max_length=128)
+    with pytest.raises(TypeError, match="expected a tokenizers.Tokenizer or a PretrainedTokenizer, got str"):
+        save_tokenizer("tokenizer.json", tmp_path)
+    with pytest.raises(TypeError, match="PretrainedTokenizer: expected a tokenizers.Tokenizer, got"):
+        PretrainedTokenizer(loaded)

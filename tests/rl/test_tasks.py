@@ -248,6 +248,17 @@ def test_gsm8k_hash_split_and_eval_path(tmp_path):
     ([{"question": "q", "answer": "#### seven"}], r"bad\.jsonl:1: answer 'seven' is not a number"),
     ([{"question": "q", "answer": ["7"]}], r"bad\.jsonl:1: field 'answer' must be str or int or float"),
     ([""], r"has no records"),
+    ([{"prompt": [], "answer": "1"}], r"bad\.jsonl:1: field 'prompt' must be text or a non-empty list of \{\"role\""),
+    ([GSM_ROWS[0], {"prompt": [{"role": "user", "content": "q"}, "a"], "answer": "1"}],
+     r"bad\.jsonl:2: prompt\[1\]: expected a \{\"role\": \.\.\., \"content\": \.\.\.\} message, got str"),
+    ([{"prompt": [{"role": "user"}], "answer": "1"}], r"bad\.jsonl:1: prompt\[0\]: no 'content'"),
+    ([{"prompt": [{"role": "user", "content": ["a"]}], "answer": "1"}],
+     r"bad\.jsonl:1: prompt\[0\]: 'content' must be a string, got \['a'\]"),
+    ([{"prompt": [{"role": " ", "content": "q"}], "answer": "1"}],
+     r"bad\.jsonl:1: prompt\[0\]: 'role' must be a non-empty string"),
+    ([{"prompt": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "answer": "1"}],
+     r"bad\.jsonl:1: the conversation in field 'prompt' ends with an assistant message"),
+    ([{"prompt": [{"role": "user", "content": "q"}], "answer": "#### x"}], r"bad\.jsonl:1: answer 'x' is not a number"),
 ])
 def test_jsonl_errors_name_file_and_line(tmp_path, rows, message):
     path = write_jsonl(tmp_path / "bad.jsonl", rows)
@@ -264,6 +275,138 @@ def test_jsonl_missing_and_binary_files(tmp_path):
     path.write_bytes(b'{"question": "q", "answer": "1"}\n\xff\xfe\n')
     with pytest.raises(InputError, match=r"bin\.jsonl:2: not UTF-8"):
         get_task("gsm8k", path=str(path))
+
+
+# ----------------------------------------------------------------------------------------------- conversations
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+HEADERS = ("{{ bos_token }}{% for m in messages %}{% if m.role == 'tool' %}{{ raise_exception('no tools here') }}"
+           "{% endif %}<|start_header_id|>{{ m.role }}<|end_header_id|>\n\n{{ m.content | trim }}<|eot_id|>"
+           "{% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}")
+CHAT_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|begin_of_text|>", "<|start_header_id|>",
+                 "<|end_header_id|>", "<|eot_id|>", "<think>"]
+
+
+def chat_tokenizer(template: str | None, bos: bool = False):
+    """A real tokenizer with `template` as its chat template; with `bos`, one whose encoding adds
+    <|begin_of_text|> in front (as Llama 3's does) and whose template writes it too."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    from wgrpo.engine.tokenizer import PretrainedTokenizer
+
+    raw = Tokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    raw.train_from_iterator(["Tom has 3 apples. How many? user system assistant"] * 10, trainer=trainers.BpeTrainer(
+        vocab_size=320, special_tokens=CHAT_SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    config = {"eos_token": "<|im_end|>"}
+    if bos:
+        raw.post_processor = processors.TemplateProcessing(
+            single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", raw.token_to_id("<|begin_of_text|>"))])
+        config = {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"}
+    if template is not None:
+        config["chat_template"] = template
+    return PretrainedTokenizer(raw, config)
+
+
+CHAT_ROWS = [
+    {"prompt": [{"role": "system", "content": "Think in <think> tags, answer in <answer> tags."},
+                {"role": "user", "content": "Tom has 3 apples and buys 4 more. How many?"}], "answer": "#### 7"},
+    GSM_ROWS[1],
+    {"prompt": [{"role": "user", "content": " How many legs has a spider? "}], "answer": 8},
+]
+
+
+def test_gsm8k_conversational_prompts_use_the_chat_template(tmp_path):
+    path = write_jsonl(tmp_path / "chat.jsonl", CHAT_ROWS)
+    task = get_task("gsm8k", path=path, eval_fraction=0.0)
+    assert task.size("train") == 3
+    with pytest.raises(RuntimeError, match=r"chat\.jsonl has conversational prompts; call task\.use_tokenizer"):
+        task.sample(0)
+    tokenizer = chat_tokenizer(CHATML)
+    with pytest.raises(RuntimeError, match="use_tokenizer"):
+        task.check_prompts(tokenizer, 1000)
+    task.use_tokenizer(tokenizer)
+    first, text, legs = (task.sample(i) for i in range(3))
+    assert first.prompt == ("<|im_start|>system\nThink in <think> tags, answer in <answer> tags.<|im_end|>\n"
+                            "<|im_start|>user\nTom has 3 apples and buys 4 more. How many?<|im_end|>\n"
+                            "<|im_start|>assistant\n<think>")
+    assert first.prompt == tokenizer.apply_chat_template(list(first.messages), add_generation_prompt=True) + "<think>"
+    assert first.messages == tuple(CHAT_ROWS[0]["prompt"]) and first.think_in_prompt
+    assert first.question == ("system: Think in <think> tags, answer in <answer> tags.\n"
+                              "user: Tom has 3 apples and buys 4 more. How many?")
+    assert text.messages == () and text.prompt.startswith("A conversation between User and Assistant")
+    assert legs.answer == "8" and legs.meta["source"] == f"{path}:3"
+    assert task.reward_parts(solved(first, "7"), first) == {"format": 1.0, "accuracy": 1.0}
+    task.check_prompts(tokenizer, 400)
+    with pytest.raises(InputError, match=rf"^{path}:1: prompt is \d+ characters"):
+        task.check_prompts(tokenizer, 20)
+    # again with another tokenizer: rendered anew; without the think prefix: the assistant's turn is left open
+    plain = get_task("gsm8k", path=path, eval_fraction=0.0, think_prefix=False)
+    plain.use_tokenizer(chat_tokenizer(HEADERS, bos=True))
+    plain.use_tokenizer(tokenizer)
+    assert plain.sample(0).prompt == first.prompt.removesuffix("<think>") and not plain.sample(0).think_in_prompt
+
+
+def test_a_leading_bos_that_the_tokenizer_adds_is_not_doubled(tmp_path):
+    path = write_jsonl(tmp_path / "chat.jsonl", CHAT_ROWS)
+    task = get_task("gsm8k", path=path, eval_fraction=0.0)
+    tokenizer = chat_tokenizer(HEADERS, bos=True)
+    task.use_tokenizer(tokenizer)
+    problem = task.sample(0)
+    rendered = tokenizer.apply_chat_template(list(problem.messages), add_generation_prompt=True)
+    assert rendered.startswith("<|begin_of_text|><|start_header_id|>system") and rendered + "<think>" == \
+        "<|begin_of_text|>" + problem.prompt
+    ids = tokenizer.encode(problem.prompt).ids  # as generation encodes a prompt
+    assert ids == tokenizer.encode(rendered + "<think>", add_special_tokens=False).ids
+    assert ids.count(tokenizer.token_to_id("<|begin_of_text|>")) == 1
+
+
+def test_conversations_without_a_chat_template(tmp_path):
+    from tokenizers import Tokenizer
+
+    path = write_jsonl(tmp_path / "chat.jsonl", [GSM_ROWS[0]] + CHAT_ROWS[::-1])
+    message = (rf"^{path}:2: the prompt is a conversation \(a list of role/content messages\), but the model's "
+               rf"tokenizer has no chat_template to render it with")
+    for tokenizer in (chat_tokenizer(None), chat_tokenizer(None).tokenizer):
+        with pytest.raises(InputError, match=message):
+            get_task("gsm8k", path=path, eval_fraction=0.0).use_tokenizer(tokenizer)
+    assert isinstance(chat_tokenizer(None).tokenizer, Tokenizer)
+    text_only = get_task("gsm8k", path=write_jsonl(tmp_path / "text.jsonl", GSM_ROWS), eval_fraction=0.0)
+    text_only.use_tokenizer(chat_tokenizer(None))  # text prompts need no template
+    assert text_only.sample(0).prompt.startswith("A conversation between User and Assistant")
+    get_task("arithmetic").use_tokenizer(chat_tokenizer(None))
+
+
+def test_a_template_that_refuses_a_conversation_names_the_line(tmp_path):
+    rows = CHAT_ROWS + [{"prompt": [{"role": "tool", "content": "5"}, {"role": "user", "content": "q"}],
+                         "answer": "5"}]
+    task = get_task("gsm8k", path=write_jsonl(tmp_path / "chat.jsonl", rows), eval_fraction=0.0)
+    with pytest.raises(InputError, match=rf"^{tmp_path / 'chat.jsonl'}:4: tokenizer/tokenizer_config.json: the chat "
+                                         rf"template refused the conversation: no tools here$"):
+        task.use_tokenizer(chat_tokenizer(HEADERS, bos=True))
+
+
+def test_the_split_of_a_conversation_is_its_messages_text(tmp_path):
+    from wgrpo.rl.tasks.base import in_eval_split
+
+    rows = [{"prompt": [{"role": "user", "content": f"What is {i} + 1?"}], "answer": i + 1} for i in range(200)]
+    path = write_jsonl(tmp_path / "many.jsonl", rows + rows[:20])
+    splits = []
+    for tokenizer in (chat_tokenizer(CHATML), chat_tokenizer(HEADERS, bos=True)):
+        task = get_task("gsm8k", path=path)
+        task.use_tokenizer(tokenizer)
+        held = {p.question for p in task.eval_problems()}
+        train = {task.sample(i).question for i in range(task.size("train"))}
+        assert 5 < len(held) < 50 and not held & train and task.size("train") + task.size("eval") == 220
+        assert all(in_eval_split("gsm8k", p.id, 0.1) for p in task.eval_problems())
+        splits.append((held, [p.id for p in task.eval_problems()]))
+    assert splits[0] == splits[1]  # the chat template does not move a problem between the splits
+    eval_path = write_jsonl(tmp_path / "eval.jsonl", rows[:10])
+    task = get_task("gsm8k", path=path, eval_path=eval_path)
+    task.use_tokenizer(chat_tokenizer(CHATML))
+    assert task.size("eval") == 10 and task.size("train") == 200
 
 
 # ----------------------------------------------------------------------------------------------- code

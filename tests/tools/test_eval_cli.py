@@ -77,8 +77,9 @@ def test_model_is_required_and_must_exist(tmp_path, capsys):
     assert capsys.readouterr().err == "wgrpo eval: error: --model DIR is required: the checkpoint directory to " \
                                       "evaluate\n"
     assert exit_code(["eval", "--model", str(tmp_path / "none")]) == 2
-    assert capsys.readouterr().err == f"wgrpo eval: error: --model {tmp_path / 'none'}: no such checkpoint " \
-                                      f"directory\n"
+    assert capsys.readouterr().err == f"wgrpo eval: error: --model {tmp_path / 'none'}: no such directory " \
+                                      f"(expected a checkpoint directory or a Hugging Face Hub id such as " \
+                                      f"Qwen/Qwen2.5-0.5B-Instruct)\n"
 
 
 def copy_with_config(checkpoint, folder, text: str):

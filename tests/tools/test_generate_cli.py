@@ -64,7 +64,7 @@ def exit_code(argv) -> int:
     (["--top-k", "-2"], "wgrpo generate: error: --top-k -2: must be at least 0"),
     (["--seed", str(2**64)], f"wgrpo generate: error: --seed {2**64}: must be below 2**64"),
     (["--stop", ""], "wgrpo generate: error: --stop '': a stop string must not be empty"),
-    (["--model", "no-such-dir"], "wgrpo generate: error: --model no-such-dir: no such checkpoint directory"),
+    (["--model", "no-such-dir"], "wgrpo generate: error: --model no-such-dir: no such directory"),
     (["--prompt", "x" * 200], "wgrpo generate: error: --prompt: 200 tokens, longer than the model's context")])
 def test_generate_bad_input_is_a_one_line_error(checkpoint, capsys, args, message):
     path, _, _ = checkpoint

@@ -101,7 +101,8 @@ def test_a_flag_over_a_toml_value_is_named_as_the_flag(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("wgrpo train: error: --group-size 0: must be at least 2")
     # the flag's valid value wins over the file's bad one: the run gets as far as the missing model
     assert main(["train", "--config", str(path), "--group-size", "4", "--model", str(tmp_path / "none")]) == 2
-    assert capsys.readouterr().err == f"wgrpo train: error: --model {tmp_path / 'none'}: no such checkpoint directory\n"
+    assert capsys.readouterr().err == f"wgrpo train: error: --model {tmp_path / 'none'}: no such directory (expected a " \
+                                      f"checkpoint directory or a Hugging Face Hub id such as Qwen/Qwen2.5-0.5B-Instruct)\n"
 
 
 def test_every_error_of_a_subcommand_starts_with_its_name(tmp_path, capsys):
@@ -138,10 +139,10 @@ def test_bad_options_are_one_line_usage_errors(tmp_path, capsys, args, message):
     (["--task", "chess"], "unknown task 'chess'"),
     (["--task-options", "digits=1,colour=blue"], "colour"),
     (["--task", "gsm8k", "--task-options", "path=missing.jsonl"], "missing.jsonl"),
-    (["--model", "no-such-checkpoint"], "no-such-checkpoint: no such checkpoint directory"),
+    (["--model", "no-such-checkpoint"], "no-such-checkpoint: no such directory"),
     (["--resume", "no-such-checkpoint"], "no-such-checkpoint: no such checkpoint directory"),
     # a task other than arithmetic builds with its own defaults, not the demo's arithmetic options
-    (["--task", "countdown", "--model", "no-such-checkpoint"], "no-such-checkpoint: no such checkpoint directory"),
+    (["--task", "countdown", "--model", "no-such-checkpoint"], "no-such-checkpoint: no such directory"),
 ])
 def test_what_the_options_name_is_checked_before_the_warm_up(tmp_path, monkeypatch, capsys, args, message):
     monkeypatch.chdir(tmp_path)

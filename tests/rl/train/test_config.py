@@ -210,6 +210,9 @@ def test_the_sandbox_option_reaches_the_code_task(tmp_path):
 
 def test_paths_become_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "m").mkdir()
+    hub = TrainConfig(model="Qwen/Qwen2.5-0.5B-Instruct").absolute_paths()
+    assert hub.model == "Qwen/Qwen2.5-0.5B-Instruct"  # a Hub id stays one
     config = TrainConfig(model="m", output_dir="out", resume="out/checkpoint-2", task="gsm8k",
                          task_options="path=data/train.jsonl, eval_path=/abs/eval.jsonl,template=plain")
     absolute = config.absolute_paths()
