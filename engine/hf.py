@@ -22,13 +22,13 @@ import numpy as np
 
 from wgrpo.engine.atomic_dir import commit_dir, make_temp_dir, sync_tree
 from wgrpo.engine.config import ModelConfig
-from wgrpo.engine.dtypes import FLOAT32, convert, dtype_name, float_dtype, is_float
+from wgrpo.engine.dtypes import BFLOAT16, FLOAT32, convert, dtype_name, float_dtype, is_float
 from wgrpo.engine.errors import CheckpointWriteError, InputError
 from wgrpo.engine.json_file import read_json
 from wgrpo.engine.hf_layout import check_state_dict, expected_shapes
 from wgrpo.engine.hf_tokenizer import (TOKENIZER_FILE, check_tokenizer_fits, check_tokenizer_type, load_tokenizer,
                                        write_tokenizer_files)
-from wgrpo.engine.safetensors_io import read_safetensors, read_sharded, write_safetensors
+from wgrpo.engine.safetensors_io import read_header, read_safetensors, read_sharded, write_safetensors
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -78,6 +78,23 @@ def load_checkpoint(directory: str | os.PathLike, dtype: str = "auto") -> tuple[
     if target is not None:
         state = {name: convert(array, target) for name, array in state.items()}
     return config, check_state_dict(state, config, source=str(source))
+
+
+def stored_dtype(directory: str | os.PathLike) -> np.dtype:
+    """The dtype the checkpoint stores its embedding in, from the safetensors header alone (no weights read)."""
+    directory = Path(directory)
+    name, path = "model.embed_tokens.weight", directory / WEIGHTS_FILE
+    if not path.is_file():
+        index = read_json(directory / INDEX_FILE) if (directory / INDEX_FILE).is_file() else {}
+        shard = index.get("weight_map", {}).get(name) if isinstance(index, dict) else None
+        if not isinstance(shard, str):
+            raise InputError(f"{directory}: no {WEIGHTS_FILE}, nor an {INDEX_FILE} naming the shard of {name!r}")
+        path = directory / shard
+    entry = read_header(path).get(name)
+    names = {"F32": FLOAT32, "F16": np.dtype(np.float16), "BF16": BFLOAT16, "F64": FLOAT32}
+    if not isinstance(entry, dict) or entry.get("dtype") not in names:
+        raise InputError(f"{path}: tensor {name!r} is missing or not F32, F16 or BF16")
+    return names[entry["dtype"]]
 
 
 def checkpoint_dtype(state: Mapping[str, np.ndarray]) -> np.dtype:
@@ -218,5 +235,5 @@ def _read_json(path: Path) -> Any:
 
 
 __all__ = ["CONFIG_FILE", "GENERATION_CONFIG_FILE", "INDEX_FILE", "TOKENIZER_FILE", "WEIGHTS_FILE", "check_state_dict",
-           "check_tokenizer_fits", "expected_shapes", "checkpoint_dtype", "generation_config_dict", "load_checkpoint", "load_tokenizer",
+           "check_tokenizer_fits", "expected_shapes", "checkpoint_dtype", "generation_config_dict", "load_checkpoint", "stored_dtype", "load_tokenizer",
            "read_config", "read_state_dict", "write_checkpoint"]

@@ -111,6 +111,20 @@ class BufferPool:
     def release(self, block: Block) -> None:
         self._free.setdefault(block.nbytes, []).append(block)
 
+    def trim(self) -> int:
+        """Destroy every free buffer, giving its memory back; returns the bytes freed. Only safe once no
+        recorded or submitted command can touch a free block (`Runtime.trim` waits for that)."""
+        freed = 0
+        for blocks in self._free.values():
+            for block in blocks:
+                block.buffer.destroy()
+                freed += block.nbytes
+        dropped = {id(block) for blocks in self._free.values() for block in blocks}
+        self._blocks = [block for block in self._blocks if id(block) not in dropped]
+        self._free.clear()
+        self.bytes_held -= freed
+        return freed
+
 
 class Runtime:
     """Records dispatches on one device and submits them together."""
@@ -354,6 +368,13 @@ class Runtime:
         padded = (nbytes + 3) & ~3
         data = self._wgpu.queue.read_buffer(block.buffer, offset, padded)
         return memoryview(data).cast("B")[:nbytes]
+
+    def trim(self) -> int:
+        """Give the pool's free buffers back to the device (between models, or phases of very different sizes);
+        returns the bytes freed. Waits for the GPU first, and forgets cached bind groups, which may name them."""
+        self.synchronize()
+        self._bind_groups.clear()
+        return self.pool.trim()
 
     def synchronize(self) -> None:
         """Wait until the GPU has finished all submitted work (a 4-byte read-back: see DESIGN.md)."""

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Set up with the test and oracle extras (torch + transformers, for the model checks) and run the whole suite.
+# Set up with the test and oracle extras (torch + transformers, for the model checks) and run the whole suite
+# twice: as the adapter is, then with the storage binding limit capped at 1 MiB, so every tensor over it is held in
+# row blocks and the split paths of the ops run on the tests' small models too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WGRPO_EXTRAS=${WGRPO_EXTRAS:-test,oracle} bash scripts/setup.sh
-exec .venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest "$@"
+echo "--- again with WGRPO_MAX_BINDING_BYTES=1M (tensors over 1 MiB held in row blocks)"
+WGRPO_MAX_BINDING_BYTES=1M exec .venv/bin/python -m pytest "$@"

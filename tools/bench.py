@@ -7,6 +7,7 @@ Must not import `rl`.
 `--model` hands over to `tools.bench_model` (whole-model tokens/s against PyTorch) and runs nothing else.
 `--generate` hands over to `tools.bench_generate` (decode tokens/s against transformers' generate).
 `--grpo` hands over to `tools.bench_grpo` (seconds per GRPO step: rollout, reward, update, and their FLOPs).
+`--checkpoints` hands over to `tools.bench_checkpoints` (real model shapes, random weights, against transformers).
 
 Figures: time per call is the median over trials of (one submit holding `repeat` calls) / repeat, timed by GPU
 timestamp queries around the compute pass when the adapter has them, else by the wall clock over the submit and
@@ -66,6 +67,11 @@ class BenchConfig:
         "help": "instead of the kernels, time GRPO steps (GRPOBenchConfig options): seconds per step split into "
                 "rollout, reward and update, with each phase's FLOPs and GFLOP/s, on a random model of the "
                 "ModelBenchConfig sizes (--quick, --trials, --json and --seed apply)"})
+
+    checkpoints: bool = field(default=False, metadata={
+        "help": "instead of the kernels, check the CheckpointBenchConfig shapes (Qwen2.5-0.5B, Qwen3-0.6B, Llama "
+                "3.2 1B, SmolLM2-135M; random weights) in float32 and bfloat16 against transformers: load time, "
+                "logits, greedy tokens, save round trip, device bytes (--quick, --json and --seed apply)"})
 
     def __post_init__(self):
         if not 0 <= self.trials <= MAX_TRIALS:

@@ -86,6 +86,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from wgrpo.tools.bench import BenchConfig, run_bench
 
     config = config_from_args(BenchConfig, args)
+    if config.checkpoints:
+        from wgrpo.tools.bench_checkpoints import CheckpointBenchConfig, run_checkpoint_bench
+
+        return run_checkpoint_bench(config_from_args(CheckpointBenchConfig, args), config, device_spec=args.device)
     if config.grpo:
         from wgrpo.tools.bench_grpo import GRPOBenchConfig, run_grpo_bench
         from wgrpo.tools.bench_model import ModelBenchConfig
@@ -199,6 +203,9 @@ def _subcommands() -> dict[str, tuple[Callable, str, Callable | None, Callable |
         from wgrpo.tools.bench_grpo import GRPOBenchConfig
 
         add_config_arguments(p, GRPOBenchConfig)
+        from wgrpo.tools.bench_checkpoints import CheckpointBenchConfig
+
+        add_config_arguments(p, CheckpointBenchConfig)
 
     def generate_extra(p):
         p.add_argument("-n", dest="num_samples", type=int, default=argparse.SUPPRESS, metavar="N",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from wgrpo.engine import InputError
 from wgrpo.rl.train.config import check_field_types
@@ -26,6 +27,9 @@ class GenerateConfig:
     dtype: str = field(default="auto", metadata={
         "help": "how the weights are held on the device: auto (as the checkpoint stores them), float32, bfloat16 or "
                 "float16", "choices": ("auto", "float32", "bfloat16", "float16")})
+    device_memory: str = field(default="", metadata={
+        "help": "bytes the device can hold, e.g. 16G; empty: $WGRPO_DEVICE_MEMORY, else the free host memory for a "
+                "CPU adapter, else unchecked", "metavar": "BYTES"})
     prompt: str = field(default="", metadata={"help": "the prompt text", "metavar": "TEXT"})
     num_samples: int = field(default=1, metadata={"help": "completions to sample (also -n); they share one prefill"})
     max_new_tokens: int = field(default=128, metadata={"help": "longest completion in tokens"})
@@ -56,10 +60,25 @@ class GenerateConfig:
             raise InputError("--stop '': a stop string must not be empty")
 
 
+def check_generation_memory(config: GenerateConfig, model_config, model_dir: str, prompt_tokens: int, device) -> None:
+    """Print the estimated device memory of this generation on stderr; refuse it, naming the sizes, when it is
+    over what the device can hold."""
+    from wgrpo.engine import check_fits, device_memory_budget, estimate_generation
+    from wgrpo.engine.hf import stored_dtype
+
+    dtype = stored_dtype(model_dir) if config.dtype == "auto" else config.dtype
+    estimate = estimate_generation(model_config, dtype, 1, prompt_tokens, config.max_new_tokens,
+                                   num_samples=config.num_samples, max_binding_bytes=device.max_binding_bytes)
+    print(f"wgrpo: {estimate.summary()}", file=sys.stderr)
+    check_fits(estimate, device_memory_budget(device, config.device_memory or None),
+               advice="fewer samples (-n) or a smaller --max-new-tokens")
+
+
 def run_generate(config: GenerateConfig, device_spec: str | None = None, out=None) -> int:
     from wgrpo.engine.device import get_device
     from wgrpo.engine.generate import generate
     from wgrpo.engine.model import load_pretrained
+    from wgrpo.engine.hf import TOKENIZER_FILE, load_tokenizer, read_config
     from wgrpo.rl.train.pipeline import model_directory
 
     out = out or sys.stdout
@@ -68,14 +87,17 @@ def run_generate(config: GenerateConfig, device_spec: str | None = None, out=Non
     if not config.prompt:
         raise InputError("--prompt is empty: generation needs at least one prompt token")
     model_dir = model_directory(config.model)
-    model, tokenizer = load_pretrained(model_dir, get_device(device_spec), config.dtype)
-    if tokenizer is None:
+    if not (Path(model_dir) / TOKENIZER_FILE).is_file():
         raise InputError(f"--model {config.model}: no tokenizer.json in the checkpoint to encode the prompt with")
-    prompt_tokens = len(tokenizer.encode(config.prompt).ids)
-    context = model.config.max_position_embeddings
+    model_config = read_config(model_dir)
+    prompt_tokens = len(load_tokenizer(model_dir, model_config).encode(config.prompt).ids)
+    context = model_config.max_position_embeddings
     if prompt_tokens >= context:
         raise InputError(f"--prompt: {prompt_tokens} tokens, longer than the model's context allows "
                          f"(max_position_embeddings {context}, and at least one new token)")
+    device = get_device(device_spec)
+    check_generation_memory(config, model_config, model_dir, prompt_tokens, device)  # before the long read
+    model, tokenizer = load_pretrained(model_dir, device, config.dtype)
     streaming = config.num_samples == 1
 
     def on_text(_: int, text: str) -> None:

@@ -9,7 +9,7 @@ from wgrpo.engine.ops.elementwise import add, affine, broadcast_to, exp, gelu, m
 from wgrpo.engine.ops.grpo import grpo_loss
 from wgrpo.engine.ops.layout import transpose
 from wgrpo.engine.ops.lm_head import linear_token_logprobs
-from wgrpo.engine.ops.logprob import cross_entropy, log_softmax, token_logprobs
+from wgrpo.engine.ops.logprob import cross_entropy, log_softmax, nll_loss, token_logprobs
 from wgrpo.engine.ops.matmul import linear, matmul
 from wgrpo.engine.ops.norm import add_rmsnorm, rmsnorm
 from wgrpo.engine.ops.reduce import max, mean_sq, sum
@@ -21,5 +21,5 @@ __all__ = ["attention", "attention_cached", "add", "affine", "broadcast_to", "ex
            "linear", "linear_token_logprobs", "matmul", "max", "mean_sq", "softmax", "softmax_backward", "sum",
            "transpose",
            "embedding", "add_rmsnorm", "rmsnorm", "rope", "rope_qk", "swiglu",
-           "cross_entropy", "log_softmax", "token_logprobs",
+           "cross_entropy", "log_softmax", "nll_loss", "token_logprobs",
            "grpo_loss"]

@@ -42,9 +42,10 @@ def _inv_temperature(temperature, op: str) -> float:
     return 1.0 / temperature
 
 
-def _targets_tensor(targets, logits: Tensor, op: str) -> Tensor:
-    """targets as an int32 Tensor of shape logits.shape[:-1]; numpy targets are range-checked here."""
-    expected, vocab = logits.shape[:-1], logits.shape[-1]
+def _targets_tensor(targets, logits: Tensor, op: str, vocab: int | None = None) -> Tensor:
+    """targets as an int32 Tensor of shape logits.shape[:-1]; numpy targets are range-checked here. With `vocab`,
+    `logits` are the log-probs already taken: the targets have their shape."""
+    expected, vocab = (logits.shape[:-1], logits.shape[-1]) if vocab is None else (logits.shape, vocab)
     if isinstance(targets, Tensor):
         if targets.dtype != np.int32:
             raise TypeError(f"{op}: targets must be int32, got {targets.dtype}")
@@ -210,6 +211,19 @@ class _MaskedMeanNll(Function):
         targets.runtime.dispatch("logprob", entry, buffers, flat_grid("logprob", entry, rows),
                                  _params(rows, vocab, 1.0), shapes=f"targets {targets.shape}, V={vocab}")
         return dlogp, None, None, None
+
+
+def nll_loss(logp: Tensor, targets, vocab: int, mask=None) -> Tensor:
+    """Mean over counted positions of -logp, with `cross_entropy`'s counting: from log-probs already taken (the
+    fused head `linear_token_logprobs` gives them without a logits tensor). `targets` has logp's shape; a
+    position counts when its target is in [0, vocab) and weighs mask[position]. Differentiable in logp."""
+    if not isinstance(logp, Tensor) or logp.dtype != np.float32:
+        raise TypeError(f"nll_loss: logp must be a float32 engine.Tensor, got {logp!r}")
+    targets = _targets_tensor(targets, logp, "nll_loss", vocab)
+    mask = _mask_tensor(mask, targets, "nll_loss")
+    if targets.size == 0:
+        raise ValueError(f"nll_loss: targets of shape {targets.shape} are empty")
+    return _MaskedMeanNll.apply(logp, targets, mask, vocab)
 
 
 def cross_entropy(logits: Tensor, targets, mask=None, temperature: float = 1.0, *,

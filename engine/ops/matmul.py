@@ -172,13 +172,12 @@ def _split_matmul(a, b, ta, tb, variant, out, accumulate, bias) -> None:
             window = _window(a, cols=(start, stop)) if ta else _window(a, rows=(start, stop))
             _dispatch(window, b, ta, tb, variant, part, accumulate, bias)
         return
-    if bias is not None:
-        raise SplitTensorError(f"{what}: a bias with a weight held in row blocks is not supported")
     for index, ((start, stop), part) in enumerate(zip(b.row_ranges, b.parts)):
-        if tb:  # b's rows are columns of C
-            _dispatch(a, part, ta, True, variant, Window(out, cols=(start, stop)), accumulate, None)
-        elif not ta:  # b's rows are the inner dimension: sum each block's share
-            _dispatch(_window(a, cols=(start, stop)), part, False, False, variant, out, accumulate or index > 0, None)
+        if tb:  # b's rows are columns of C, with their share of the bias
+            _dispatch(a, part, ta, True, variant, Window(out, cols=(start, stop)), accumulate, bias, start)
+        elif not ta:  # b's rows are the inner dimension: sum each block's share, the bias added once
+            _dispatch(_window(a, cols=(start, stop)), part, False, False, variant, out, accumulate or index > 0,
+                      bias if index == 0 else None)
         else:
             raise SplitTensorError(f"{what}: a transposed `a` against a split, untransposed `b` is not supported")
 
@@ -189,7 +188,7 @@ def _window(a, rows=None, cols=None) -> Window:
     return Window(a, rows=rows, cols=cols)
 
 
-def _dispatch(a, b: Tensor, ta: bool, tb: bool, variant, out, accumulate: bool, bias) -> None:
+def _dispatch(a, b: Tensor, ta: bool, tb: bool, variant, out, accumulate: bool, bias, bias_offset: int = 0) -> None:
     a_tensor, a_shape, lda, offset_a = _stored(a)
     out_tensor, _, ldc, offset_c = _stored(out)
     shape = _layout(a_shape, b.shape, ta, tb)
@@ -204,7 +203,7 @@ def _dispatch(a, b: Tensor, ta: bool, tb: bool, variant, out, accumulate: bool, 
     params = {"M": shape.m, "N": shape.n, "K": shape.k, "batch": shape.batch, "trans_a": ta, "trans_b": tb,
               "accumulate": accumulate, "has_bias": bias is not None, "stride_a": shape.stride_a,
               "stride_b": shape.stride_b, "stride_c": shape.m * shape.n, "lda": lda, "ldb": b.shape[-1], "ldc": ldc,
-              "offset_a": offset_a, "offset_b": 0, "offset_c": offset_c}
+              "offset_a": offset_a, "offset_b": 0, "offset_c": offset_c, "offset_bias": bias_offset}
     # without a bias the binding is unused; `a` fills it (two read-only bindings of one buffer are allowed)
     a_tensor.runtime.dispatch("matmul", spec.entry, [a_tensor, b, out_tensor, bias if bias is not None else a_tensor],
                               grid, params, elem=a_tensor.elem, weights=weight_storage(a_tensor, b),

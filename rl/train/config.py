@@ -28,8 +28,9 @@ SANDBOXES = ("auto", "bwrap", "unshare", "limits")
 PATH_FIELDS = ("model", "output_dir", "resume")
 DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
 PATH_OPTIONS = ("path", "eval_path")  # task options that name files
-# what a resumed run may change: when it stops, where it writes, and how often it saves and evaluates
-RESUME_MAY_CHANGE = ("steps", "output_dir", "save_every", "eval_every")
+# what a resumed run may change: when it stops, where it writes, how often it saves and evaluates, and what the
+# machine it resumes on can hold
+RESUME_MAY_CHANGE = ("steps", "output_dir", "save_every", "eval_every", "device_memory")
 # The demo's problems, which a fresh model's warm-up and GRPO train on when --task-options is empty: two-digit
 # additions, in the plain template, whose questions do not spell out the answer format (the warm-up teaches it)
 DEMO_TASK_OPTIONS = "digits=2,ops=+,template=plain,instructions=false"
@@ -71,9 +72,12 @@ class TrainConfig:
     dtype: str = _help("how the starting checkpoint's weights are held: auto (as stored), float32, bfloat16 or "
                        "float16. The frozen reference model keeps this dtype; the policy trains float32 master "
                        "weights, and its checkpoints are float32", "auto", choices=DTYPE_CHOICES)
+    device_memory: str = _help("bytes the device can hold, e.g. 16G: a run whose estimated peak is over it is "
+                               "refused before it starts; empty: $WGRPO_DEVICE_MEMORY, else the free host memory "
+                               "for a CPU adapter, else unchecked (wgpu reports no memory size)", "")
     output_dir: str = _help("checkpoints, metrics.jsonl and curves.png go here", "runs/grpo")
     resume: str = _help("training checkpoint to continue from, exactly where it stopped, with its saved options "
-                        "(only --steps, --output-dir, --save-every and --eval-every may change)", "")
+                        "(only --steps, --output-dir, --save-every, --eval-every and --device-memory may change)", "")
     seed: int = _help("seed of everything random: problems, sampling, a fresh model's weights", 0)
     # the warm-up of a fresh model (used when --model is empty)
     warmup_examples: int = _help("warm-up: reasoning traces to train on", 4000)

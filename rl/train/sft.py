@@ -271,8 +271,10 @@ def _train_step(model, optimizer, examples: list[Example], step: int, config: SF
     batch = [examples[i] for i in epoch_order(step, config.batch_size, len(examples), config.seed)]
     inputs, targets, mask = make_batch(batch, pad)
     optimizer.lr = learning_rate(step, config)
-    logits = model(inputs)  # (B, T, V)
-    loss = ops.cross_entropy(logits, Tensor.from_numpy(targets, model.device), Tensor.from_numpy(mask, model.device))
+    # the head and the log-softmax fused in row blocks: no (B, T, V) logits, which a real vocabulary makes gigabytes
+    logp = model.token_logprobs(inputs, targets)  # (B, T)
+    loss = ops.nll_loss(logp, Tensor.from_numpy(targets, model.device), model.config.vocab_size,
+                        Tensor.from_numpy(mask, model.device))
     loss.backward()
     grad_norm = clip_grad_norm_(model.parameters(), config.grad_clip) if config.grad_clip > 0 else None
     optimizer.step()

@@ -46,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wgrpo.engine import InputError
+from wgrpo.engine import InputError, peak_metrics
 from wgrpo.rl.batch import build_update_batch
 from wgrpo.rl.grpo import dynamic_sampling_filter, group_advantages, policy_loss
 from wgrpo.rl.rollout import Completion, Rollout, sample_and_score
@@ -54,6 +54,7 @@ from wgrpo.rl.train.checkpoint import (load_optimizer_state, load_training_state
                                        save_training_checkpoint)
 from wgrpo.rl.train.config import TrainConfig, build_task
 from wgrpo.rl.train.evaluate import check_prompts_fit, evaluate
+from wgrpo.rl.train.memory_check import check_grpo_memory
 from wgrpo.rl.train.metrics_log import METRICS_FILE, MetricsLog
 from wgrpo.rl.train.progress import Progress
 from wgrpo.rl.train.schedule import cosine_lr, epoch_order, resample_order
@@ -131,6 +132,7 @@ class GRPOTrainer:
         self.weights = config.weights(task)
         task.use_tokenizer(tokenizer)  # conversational prompts are rendered with the model's chat template
         self._check_task(model, tokenizer, task)
+        self.memory_estimate = check_grpo_memory(config, model, self.reference, task, tokenizer)
         model.requires_grad_()
         self.optimizer = AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.step = start_step
@@ -282,17 +284,20 @@ class GRPOTrainer:
         cfg = self.config
         saved = None
         if self.step == 0:
-            record = {"step": 0, **self._evaluate(stop)}
+            record = {"step": 0, **self._evaluate(stop), **self.memory_estimate.as_metrics()}
             if len(record) > 1:
                 history.append(record)
             log.append(record)
+        memory = self.model.device.runtime.memory
         while self.step < cfg.steps and not stop.requested:
+            memory.reset_peak()
             try:
                 with stop.abandonable():  # sampling changes no state: a second signal may drop it
                     sample = self.sample_step(self.step)
             except StopNow:
                 break
             metrics = self.finish_step(sample)
+            metrics.update(peak_metrics(memory))  # memory/peak/total and per kind, measured
             done = self.step == cfg.steps
             evaluating = done or bool(cfg.eval_every and self.step % cfg.eval_every == 0)
             if evaluating:

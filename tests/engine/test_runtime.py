@@ -165,3 +165,17 @@ def test_a_timed_pass_refuses_to_end_early(device):
             ops.silu(x)
             device.runtime.copy(x, y)
     np.testing.assert_allclose(ops.silu(x).numpy(), np.ones(8) / (1 + np.exp(-1)), rtol=1e-6)  # still usable
+
+
+def test_trim_gives_the_free_buffers_back(device):
+    from wgrpo.engine import Tensor
+
+    runtime = device.runtime
+    kept = Tensor.from_numpy(np.arange(3000, dtype=np.float32), device)
+    dropped = [Tensor.empty((5000 + i,), np.float32, device) for i in range(3)]
+    held = runtime.pool.bytes_held
+    del dropped
+    freed = runtime.trim()
+    assert freed >= 3 * 5000 * 4 and runtime.pool.bytes_held == held - freed
+    assert np.array_equal(kept.numpy(), np.arange(3000, dtype=np.float32))  # tensors in use are untouched
+    assert np.array_equal((kept + kept).numpy(), 2 * np.arange(3000, dtype=np.float32))

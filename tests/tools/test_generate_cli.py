@@ -96,3 +96,12 @@ def test_the_config_checks_its_field_types():
     with pytest.raises(InputError, match=r"^GenerateConfig: stop = 3: expected a string$"):
         GenerateConfig(stop=3)
     assert GenerateConfig(temperature=0).temperature == 0.0
+
+
+def test_generation_over_the_device_memory_is_refused_before_loading(checkpoint, capsys):
+    path, _, _ = checkpoint
+    assert main(["generate", "--model", str(path), "--prompt", "1+1=", "--device-memory", "4K"]) == 2
+    err = capsys.readouterr().err
+    assert "wgrpo: estimated device memory for generation: " in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("wgrpo generate: error: estimated device memory for generation") and "4.00 KiB" in last

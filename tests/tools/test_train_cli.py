@@ -344,3 +344,21 @@ def test_the_demo_records_the_task_options_it_trained_on(tmp_path, device, capsy
                  "--group-size", "2", "--max-new-tokens", "4", "--eval-problems", "1"]) == 0
     saved = json.loads((out / "final" / "trainer_config.json").read_text())
     assert saved["task"] == "arithmetic" and saved["task_options"] == DEMO_TASK_OPTIONS
+
+
+def test_the_memory_estimate_is_printed_checked_and_the_peak_logged(tmp_path, device, capsys):
+    out = tmp_path / "out"
+    options = [*TINY_WARMUP, "--output-dir", str(out), "--steps", "1", "--prompts-per-step", "1", "--group-size", "2",
+               "--max-new-tokens", "4", "--eval-problems", "1"]
+    assert main(["train", *options]) == 0
+    err = capsys.readouterr().err
+    assert "wgrpo: estimated device memory for a GRPO step: " in err
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["memory/estimate/total"] > 0 and rows[0]["memory/estimate/weights"] > 0
+    assert rows[1]["memory/peak/total"] >= rows[1]["memory/peak/weights"] > 0
+    # the estimate is checked against what the device can hold before the first step
+    assert main(["train", *options, "--model", str(out / "final"), "--output-dir", str(tmp_path / "again"),
+                 "--task-options", DEMO_TASK_OPTIONS, "--device-memory", "64K"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("wgrpo train: error: estimated device memory for a GRPO step: ") and "64.0 KiB" in err
+    assert not (tmp_path / "again" / "metrics.jsonl").exists()
