@@ -55,6 +55,7 @@ struct Params {
     offset_a: u32,    // first element of the matrices (batch 0) in their buffers
     offset_b: u32,
     offset_c: u32,
+    offset_bias: u32, // bias of column n is bias[offset_bias + n]
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -83,7 +84,7 @@ fn load_b(off: u32, k: u32, n: u32, s: vec2<u32>) -> f32 { return b_at(off + k *
 
 fn store_c(idx: u32, n: u32, value: f32) {
     var v = value;
-    if (params.has_bias != 0u) { v += f32(bias[n]); }
+    if (params.has_bias != 0u) { v += f32(bias[params.offset_bias + n]); }
     if (params.accumulate != 0u) {
         c[idx] = elem(f32(c[idx]) + v);
     } else {
