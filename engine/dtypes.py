@@ -32,8 +32,13 @@ def dtype_name(dtype) -> str:
 def float_dtype(name, what: str = "dtype") -> np.dtype:
     """The dtype of a floating-point storage type given by name (float32, bfloat16, float16 and their torch
     spellings such as bf16) or as a dtype; one InputError line naming `what` otherwise."""
-    if isinstance(name, np.dtype) and name in FLOAT_DTYPES.values():
-        return name
+    if not isinstance(name, str):
+        try:
+            dtype = np.dtype(name)  # np.float32, np.dtype("float16"), BFLOAT16
+        except TypeError:
+            dtype = None
+        if dtype in FLOAT_DTYPES.values():
+            return dtype
     key = str(name).lower().removeprefix("torch.")
     key = _ALIASES.get(key, key)
     if key not in FLOAT_DTYPES:

@@ -6,6 +6,7 @@ Owns: `device_memory_budget` (where that can be known; `$WGRPO_DEVICE_MEMORY` ov
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,8 +91,15 @@ def device_memory_budget(device, override: str | None = None) -> MemoryBudget | 
 
 def check_fits(estimate: MemoryEstimate, budget: MemoryBudget | int | None, advice: str | None = None) -> None:
     """Raise InputError, one line naming the estimate by kind, the budget and what to change, when
-    `estimate.total` is over `budget`; nothing when the budget is unknown (None). `advice` replaces the
-    estimate's own (to name the options that change it)."""
+    `estimate.total` is over `budget` (nothing to check when the budget is unknown, None), or naming the
+    activation when one is over the binding limit. `advice` replaces the estimate's own (to name the options
+    that change it)."""
+    if estimate.split_activation is not None:
+        shape = estimate.split_activation
+        raise InputError(f"{estimate.what}: an activation of shape {shape} (float32, {format_bytes(4 * math.prod(shape))}) "
+                         f"is over this adapter's max_storage_buffer_binding_size of "
+                         f"{format_bytes(estimate.max_binding_bytes)}, and only weights, gradients and optimizer "
+                         f"moments may be held in row blocks; use {advice or estimate.advice}")
     if budget is None:
         return
     if not isinstance(budget, MemoryBudget):

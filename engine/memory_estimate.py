@@ -60,12 +60,15 @@ def format_bytes(n: int) -> str:
 class MemoryEstimate:
     """Estimated device bytes of some work (`what`): `peak` per kind of `engine.memory.KINDS`, each at its own
     peak, and `total`, the peak of their sum (at most the sum of `peak`: the kinds peak at different times).
-    `advice` says what makes it smaller."""
+    `advice` says what makes it smaller. `split_activation` is the shape of an activation too large for one
+    binding (weights, gradients and moments may be held in row blocks; activations may not)."""
 
     what: str
     peak: dict
     total: int
     advice: str
+    split_activation: tuple | None = None  # an activation's shape over `max_binding_bytes`, which no op can take
+    max_binding_bytes: int | None = None
 
     def by_kind(self) -> str:
         """"weights 1.00 GiB, gradients 1.00 GiB, ...": the kinds that hold any bytes."""
@@ -101,6 +104,8 @@ class _Buffer:
     nbytes: int
     kind: str
     live: bool = True
+    shape: tuple = ()
+    split: bool = False  # held in row blocks
 
 
 class _Ledger:
@@ -109,11 +114,22 @@ class _Ledger:
     def __init__(self, max_binding_bytes: int | None):
         self.limit = max_binding_bytes
         self.memory = DeviceMemory()
+        self.buffers: list[_Buffer] = []  # the split ones, to find activations that cannot be held so
 
     def alloc(self, shape, dtype=FLOAT32, kind: str = "activations") -> _Buffer:
-        buffer = _Buffer(tensor_bytes(shape, dtype, self.limit), kind)
+        split = self.limit is not None and row_partition(shape, dtype, self.limit) is not None
+        buffer = _Buffer(tensor_bytes(shape, dtype, self.limit), kind, shape=tuple(shape), split=split)
         self.memory.allocate(kind, buffer.nbytes)
+        if split:
+            self.buffers.append(buffer)
         return buffer
+
+    def split_activation(self, config: ModelConfig) -> tuple | None:
+        """The shape of the first activation over the binding limit: the ops hold weights, gradients and
+        optimizer moments in row blocks (a parameter-shaped activation is a gradient in the making), not
+        activations, so such a run fails where that tensor is made."""
+        parameters = set(expected_shapes(config).values())
+        return next((b.shape for b in self.buffers if b.kind == "activations" and b.shape not in parameters), None)
 
     def free(self, *buffers) -> None:
         for buffer in buffers:
@@ -456,7 +472,8 @@ def estimate_generation(config: ModelConfig, weight_dtype="float32", batch: int 
     _load_weights(ledger, config, dtype)
     _generation(ledger, config, batch, prompt_tokens, new_tokens, num_samples, early_stops)
     advice = "fewer prompts or samples, fewer new tokens" + (", bfloat16 weights" if dtype.itemsize > 2 else "")
-    return MemoryEstimate("generation", dict(ledger.memory.peak), ledger.memory.peak_total, advice)
+    return MemoryEstimate("generation", dict(ledger.memory.peak), ledger.memory.peak_total, advice,
+                          ledger.split_activation(config), max_binding_bytes)
 
 
 def estimate_grpo_step(config: ModelConfig, policy_dtype="float32", reference_dtype=None, has_reference: bool = True,
@@ -488,4 +505,5 @@ def estimate_grpo_step(config: ModelConfig, policy_dtype="float32", reference_dt
     advice = "fewer prompts per step or generations per prompt, shorter completions"
     advice += ", a bfloat16 reference model" if has_reference and reference.itemsize > 2 else ""
     advice += ", one update per batch (mu 1)" if mu > 1 else ""
-    return MemoryEstimate("a GRPO step", dict(ledger.memory.peak), ledger.memory.peak_total, advice)
+    return MemoryEstimate("a GRPO step", dict(ledger.memory.peak), ledger.memory.peak_total, advice,
+                          ledger.split_activation(config), max_binding_bytes)

@@ -14,7 +14,7 @@ import numpy as np
 from wgrpo.engine import ops
 from wgrpo.engine.config import ModelConfig
 from wgrpo.engine.device import Device, get_device
-from wgrpo.engine.dtypes import BFLOAT16, FLOAT32, convert, float_dtype
+from wgrpo.engine.dtypes import FLOAT32, convert, dtype_name, float_dtype
 from wgrpo.engine.errors import InputError
 from wgrpo.engine.memory import memory_kind
 from wgrpo.engine.tensor import Tensor
@@ -97,9 +97,9 @@ class Model:
         return dict(self.params)
 
     def requires_grad_(self, requires_grad: bool = True) -> "Model":
-        if requires_grad and self.dtype == BFLOAT16:
-            raise TypeError("Model.requires_grad_: this model holds bfloat16 weights, which are frozen storage; "
-                            "train a float32 copy: model.to('float32')")
+        if requires_grad and self.dtype != FLOAT32:
+            raise TypeError(f"Model.requires_grad_: this model holds {dtype_name(self.dtype)} weights, which are "
+                            f"frozen storage; train a float32 copy: model.to('float32')")
         for p in self.params.values():
             p.requires_grad_(requires_grad)
         return self

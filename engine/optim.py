@@ -48,6 +48,9 @@ def _check_grad(p: Tensor, index: int, op: str) -> None:
         raise TypeError(f"{op}: params[{index}] is {p.dtype} but its grad is {g.dtype}")
     if g.device is not p.device:
         raise ValueError(f"{op}: params[{index}] is on {p.device.name} but its grad is on {g.device.name}")
+    if g.row_ranges != p.row_ranges:
+        raise ValueError(f"{op}: params[{index}] is held in row blocks {p.row_ranges} but its grad in "
+                         f"{g.row_ranges}")
 
 
 class AdamW:
@@ -97,7 +100,7 @@ class AdamW:
             state["step"] += 1
             t = state["step"]
             # a parameter held in row blocks has its gradient and moments split alike (the split is the shape's)
-            blocks = zip(p.parts, p.grad.parts, state["exp_avg"].parts, state["exp_avg_sq"].parts)
+            blocks = zip(p.parts, p.grad.parts, state["exp_avg"].parts, state["exp_avg_sq"].parts, strict=True)
             for block, (p_block, g_block, m_block, v_block) in enumerate(blocks):
                 params = {"n": p_block.size, "fresh": fresh, "decay": 1.0 - self.lr * self.weight_decay,
                           "one_minus_beta1": 1.0 - beta1, "beta2": beta2, "one_minus_beta2": 1.0 - beta2,
@@ -196,7 +199,7 @@ def clip_grad_norm_(params: Iterable[Tensor] | Tensor, max_norm: float) -> Tenso
     for index, p in with_grad:
         with memory_kind("gradients"):
             out = Tensor.empty(p.shape, p.dtype, device)
-        for g, o in zip(p.grad.parts, out.parts):
+        for g, o in zip(p.grad.parts, out.parts, strict=True):
             runtime.dispatch("norm_clip", "clip_scale_naive", [g, scale, o],
                              flat_grid("norm_clip", "clip_scale_naive", g.size), {"n": g.size}, elem=p.elem,
                              shapes=f"params[{index}] {p.shape}")

@@ -84,7 +84,7 @@ def _binary_blocks(entry: str, a: Tensor, b: Tensor | None, out: Tensor) -> Tens
     if a.shape != out.shape or b is None or b.shape != out.shape:
         raise SplitTensorError(f"{entry}: broadcasting {a.shape} and {None if b is None else b.shape} into a tensor "
                                f"of shape {out.shape} held in row blocks is not supported")
-    for a_part, b_part, out_part in zip(a.parts, b.parts, out.parts):
+    for a_part, b_part, out_part in zip(a.parts, b.parts, out.parts, strict=True):
         _binary_into(entry, a_part, b_part, out_part)
     return out
 
@@ -170,7 +170,7 @@ def unary_kernel(entry: str, x: Tensor, alpha: float = 0.0, beta: float = 0.0, d
     """Dispatch a unary kernel, or with `dy` the matching `*_backward_naive` kernel (x, dy) -> dx."""
     y = Tensor.empty(x.shape, x.dtype, x.device)  # in row blocks like x, when x is held so
     dy_parts = dy.parts if dy is not None else [None] * len(x.parts)
-    for x_part, dy_part, y_part in zip(x.parts, dy_parts, y.parts):
+    for x_part, dy_part, y_part in zip(x.parts, dy_parts, y.parts, strict=True):
         buffers = [x_part, y_part] if dy_part is None else [x_part, dy_part, y_part]
         x.runtime.dispatch("elementwise", entry, buffers, flat_grid("elementwise", entry, x_part.size),
                            {"n": x_part.size, "alpha": alpha, "beta": beta}, elem=x.elem, shapes=str(x_part.shape))

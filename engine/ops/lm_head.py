@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from wgrpo.engine.autograd import Function
+from wgrpo.engine.errors import InputError
 from wgrpo.engine.ops._common import check_float, check_weight, row_kernel
 from wgrpo.engine.ops.logprob import _inv_temperature, token_logprobs_grad, token_logprobs_into
 from wgrpo.engine.ops.matmul import matmul_kernel, weight_storage
@@ -101,4 +102,9 @@ def linear_token_logprobs(hidden: Tensor, weight: Tensor, targets, temperature: 
     # a block's logits are one tensor, so they stay within one binding too
     budget = min(block_bytes, hidden.device.max_binding_bytes)
     block = block_rows(hidden.shape[0], weight.shape[0], hidden.dtype.itemsize, budget)
+    if block * weight.shape[0] * 4 > hidden.device.max_binding_bytes:
+        raise InputError(f"linear_token_logprobs: a block of {block} rows of logits over a vocabulary of "
+                         f"{weight.shape[0]} needs {block * weight.shape[0] * 4} bytes, over this adapter's "
+                         f"max_storage_buffer_binding_size of {hidden.device.max_binding_bytes} bytes (blocks hold "
+                         f"at least {ROW_ALIGN} rows)")
     return _LinearTokenLogprobs.apply(hidden, weight, targets, inv_temp, block)

@@ -18,7 +18,7 @@ def longest_prompt(task, tokenizer) -> int:
     """Tokens of the longest of the task's first training prompts."""
     size = task.size("train")
     count = PROMPTS_MEASURED if size is None else min(size, PROMPTS_MEASURED)
-    return max(len(tokenizer.encode(task.sample(i, "train").prompt).ids) for i in range(count))
+    return max((len(tokenizer.encode(task.sample(i, "train").prompt).ids) for i in range(count)), default=1)
 
 
 def check_grpo_memory(config, model, reference, task, tokenizer):
