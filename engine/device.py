@@ -14,6 +14,8 @@ from functools import cached_property
 
 import wgpu
 
+from wgrpo.engine.memory import parse_bytes
+
 ENV_VAR = "WGRPO_DEVICE"
 # Caps the storage binding size below the adapter's (bytes; suffixes K, M, G): tensors over it are split into row
 # blocks, so the split paths of every op run on small models (tests, debugging).
@@ -177,16 +179,9 @@ class Device:
 
 
 def binding_cap() -> int | None:
-    """$WGRPO_MAX_BINDING_BYTES in bytes (K, M and G mean KiB, MiB, GiB), or None when unset."""
+    """$WGRPO_MAX_BINDING_BYTES in bytes (K, M and G mean KiB, MiB, GiB; at least 1024), or None when unset."""
     text = os.environ.get(BINDING_CAP_VAR, "").strip()
-    if not text:
-        return None
-    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1].upper(), 1)
-    digits = text[:-1] if scale > 1 else text
-    if not digits.isdigit() or int(digits) * scale < 1024:
-        raise ValueError(f"${BINDING_CAP_VAR}={text!r}: expected a byte count of at least 1024, such as 1048576 or "
-                         f"1M")
-    return int(digits) * scale
+    return parse_bytes(text, f"${BINDING_CAP_VAR}", minimum=1024) if text else None
 
 
 _devices: dict[str | None, Device] = {}

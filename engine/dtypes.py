@@ -19,8 +19,6 @@ FLOAT32, FLOAT16 = np.dtype(np.float32), np.dtype(np.float16)
 FLOAT_DTYPES = {"float32": FLOAT32, "bfloat16": BFLOAT16, "float16": FLOAT16}
 # names torch and transformers also accept
 _ALIASES = {"fp32": "float32", "float": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
-# safetensors header names
-SAFETENSORS_NAMES = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}
 
 
 def dtype_name(dtype) -> str:

@@ -22,13 +22,13 @@ import numpy as np
 
 from wgrpo.engine.atomic_dir import commit_dir, make_temp_dir, sync_tree
 from wgrpo.engine.config import ModelConfig
-from wgrpo.engine.dtypes import BFLOAT16, FLOAT32, convert, dtype_name, float_dtype, is_float
+from wgrpo.engine.dtypes import FLOAT32, convert, dtype_name, float_dtype, is_float
 from wgrpo.engine.errors import CheckpointWriteError, InputError
 from wgrpo.engine.json_file import read_json
 from wgrpo.engine.hf_layout import check_state_dict, expected_shapes
 from wgrpo.engine.hf_tokenizer import (TOKENIZER_FILE, check_tokenizer_fits, check_tokenizer_type, load_tokenizer,
                                        write_tokenizer_files)
-from wgrpo.engine.safetensors_io import read_header, read_safetensors, read_sharded, write_safetensors
+from wgrpo.engine.safetensors_io import read_safetensors, read_sharded, tensor_dtype, write_safetensors
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -90,11 +90,7 @@ def stored_dtype(directory: str | os.PathLike) -> np.dtype:
         if not isinstance(shard, str):
             raise InputError(f"{directory}: no {WEIGHTS_FILE}, nor an {INDEX_FILE} naming the shard of {name!r}")
         path = directory / shard
-    entry = read_header(path).get(name)
-    names = {"F32": FLOAT32, "F16": np.dtype(np.float16), "BF16": BFLOAT16, "F64": FLOAT32}
-    if not isinstance(entry, dict) or entry.get("dtype") not in names:
-        raise InputError(f"{path}: tensor {name!r} is missing or not F32, F16 or BF16")
-    return names[entry["dtype"]]
+    return tensor_dtype(path, name)
 
 
 def checkpoint_dtype(state: Mapping[str, np.ndarray]) -> np.dtype:

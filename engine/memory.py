@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import threading
 
+from wgrpo.engine.errors import InputError
+
 KINDS = ("weights", "gradients", "optimizer", "activations", "kv_cache")
 DEFAULT_KIND = "activations"
 
@@ -34,6 +36,22 @@ def memory_kind(kind: str):
         yield
     finally:
         _state.kind = previous
+
+
+_BYTE_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_bytes(text: str, what: str, minimum: int = 1) -> int:
+    """Bytes written as digits with an optional K, M, G or T (KiB ... TiB): "16G", "1M", "17179869184", at least
+    `minimum`; one InputError line naming `what` (an option or environment variable) otherwise."""
+    text = str(text).strip()
+    scale = _BYTE_UNITS.get(text[-1:].upper(), 1)
+    digits = text[:-1] if scale > 1 else text
+    if not digits.isdigit() or int(digits) * scale < max(1, minimum):
+        expected = "a positive byte count" if minimum <= 1 else f"a byte count of at least {minimum}"
+        raise InputError(f"{what}={text!r}: expected {expected} such as 17179869184 or 16G (K, M, G and T mean "
+                         f"KiB, MiB, GiB and TiB)")
+    return int(digits) * scale
 
 
 class DeviceMemory:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wgrpo.engine.errors import InputError
+from wgrpo.engine.memory import parse_bytes
 from wgrpo.engine.memory_estimate import MemoryEstimate, format_bytes
 
 MEMORY_VAR = "WGRPO_DEVICE_MEMORY"  # bytes the device may hold, e.g. 16G (K, M, G, T: KiB ... TiB)
@@ -26,15 +27,8 @@ class MemoryBudget:
 
 
 def parse_memory(text: str, what: str = f"${MEMORY_VAR}") -> int:
-    """Bytes written as digits with an optional K, M, G or T (KiB ... TiB): "16G", "17179869184". InputError
-    naming `what` otherwise."""
-    text = str(text).strip()
-    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}.get(text[-1:].upper(), 1)
-    digits = text[:-1] if scale > 1 else text
-    if not digits.isdigit() or int(digits) == 0:
-        raise InputError(f"{what}={text!r}: expected a positive byte count such as 17179869184 or 16G (K, M, G and "
-                         f"T mean KiB, MiB, GiB and TiB)")
-    return int(digits) * scale
+    """Bytes the device can hold, as written in an option or `$WGRPO_DEVICE_MEMORY` ("16G")."""
+    return parse_bytes(text, what)
 
 
 def _read(path: Path) -> str:

@@ -114,14 +114,13 @@ class BufferPool:
     def trim(self) -> int:
         """Destroy every free buffer, giving its memory back; returns the bytes freed. Only safe once no
         recorded or submitted command can touch a free block (`Runtime.trim` waits for that)."""
-        freed = 0
-        for blocks in self._free.values():
-            for block in blocks:
-                block.buffer.destroy()
-                freed += block.nbytes
-        dropped = {id(block) for blocks in self._free.values() for block in blocks}
+        free = [block for blocks in self._free.values() for block in blocks]
+        for block in free:
+            block.buffer.destroy()
+        dropped = {id(block) for block in free}
         self._blocks = [block for block in self._blocks if id(block) not in dropped]
         self._free.clear()
+        freed = sum(block.nbytes for block in free)
         self.bytes_held -= freed
         return freed
 

@@ -16,13 +16,16 @@ from pathlib import Path
 import numpy as np
 from safetensors import SafetensorError, safe_open
 
-from wgrpo.engine.dtypes import BFLOAT16, dtype_name, from_bits, widen
+from wgrpo.engine.dtypes import BFLOAT16, FLOAT16, FLOAT32, dtype_name, from_bits, widen
 from wgrpo.engine.errors import InputError
 from wgrpo.engine.json_file import read_json
 
 # dtypes numpy reads directly (then widened to float32); BF16 is read as raw uint16 and widened by a bit shift
 _NUMPY_FLOATS = {"F32", "F16", "F64"}
 _MAX_HEADER_BYTES = 100 * 1024 * 1024
+# safetensors header name <-> the dtype a tensor of it is held in (F64 is read as float32, never written)
+STORED_DTYPES = {"F32": FLOAT32, "F16": FLOAT16, "BF16": BFLOAT16, "F64": FLOAT32}
+HEADER_NAMES = {FLOAT32: "F32", FLOAT16: "F16", BFLOAT16: "BF16"}  # what write_safetensors writes
 
 
 def read_safetensors(path: str | os.PathLike, require_finite: bool = False,
@@ -101,6 +104,14 @@ def read_header(path: str | os.PathLike) -> dict:
         raise InputError(f"{path}: cannot read ({error.strerror})") from None
 
 
+def tensor_dtype(path: str | os.PathLike, name: str) -> np.dtype:
+    """The dtype tensor `name` of a safetensors file is held in (`STORED_DTYPES`), from its header alone."""
+    entry = read_header(path).get(name)
+    if not isinstance(entry, dict) or entry.get("dtype") not in STORED_DTYPES:
+        raise InputError(f"{path}: tensor {name!r} is missing or not {', '.join(STORED_DTYPES)}")
+    return STORED_DTYPES[entry["dtype"]]
+
+
 def _read_header(path: Path) -> dict:
     size = path.stat().st_size
     with open(path, "rb") as f:
@@ -172,10 +183,6 @@ def read_sharded(index_path: str | os.PathLike, require_finite: bool = False,
     return out
 
 
-# numpy dtype -> safetensors header name, of what `write_safetensors` writes
-_WRITTEN = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16", BFLOAT16: "BF16"}
-
-
 def write_safetensors(path: str | os.PathLike, tensors: dict[str, np.ndarray], metadata: dict | None = None) -> None:
     """Write tensors in their own dtype (float32, float16 or `BFLOAT16`; float64 becomes float32) with
     `{"format": "pt"}` metadata, which transformers requires, and fsync the file. The header is padded to a
@@ -185,14 +192,14 @@ def write_safetensors(path: str | os.PathLike, tensors: dict[str, np.ndarray], m
         array = np.asarray(array)
         if array.dtype == np.float64:
             array = array.astype(np.float32)
-        if array.dtype not in _WRITTEN:
+        if array.dtype not in HEADER_NAMES:
             raise InputError(f"write_safetensors: tensor {name!r} has dtype {dtype_name(array.dtype)}; expected "
                              f"float32, float16 or bfloat16")
         arrays[name] = np.ascontiguousarray(array)
     header: dict = {"__metadata__": {"format": "pt", **(metadata or {})}}
     offset = 0
     for name, array in arrays.items():
-        header[name] = {"dtype": _WRITTEN[array.dtype], "shape": list(array.shape),
+        header[name] = {"dtype": HEADER_NAMES[array.dtype], "shape": list(array.shape),
                         "data_offsets": [offset, offset + array.nbytes]}
         offset += array.nbytes
     encoded = json.dumps(header, separators=(",", ":")).encode()

@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from wgrpo.engine.device import Device, get_device
-from wgrpo.engine.dtypes import BFLOAT16, dtype_name, float_dtype
+from wgrpo.engine.dtypes import BFLOAT16, convert, dtype_name, float_dtype
 from wgrpo.engine.errors import InputError, SplitTensorError
 from wgrpo.engine.memory import current_kind
 from wgrpo.engine.runtime import Block, Runtime
@@ -100,8 +100,6 @@ class Tensor:
         """
         array = np.asarray(array)
         if dtype is not None:
-            from wgrpo.engine.dtypes import convert
-
             array = convert(array, float_dtype(dtype, "Tensor.from_numpy: dtype"))
         dtype = _CONVERTED.get(array.dtype, array.dtype)
         if dtype not in WGSL_TYPES:

@@ -42,7 +42,6 @@ LOGITS_RTOL = 1e-3  # largest logits error, relative to max |transformers' logit
 WEIGHT_BYTES_SLACK = 1.125
 DTYPES = ("float32", "bfloat16")
 ITEMSIZE = {"float32": 4, "bfloat16": 2}
-SAFETENSORS_DTYPE = {"float32": "F32", "bfloat16": "BF16"}
 ORACLE_HINT = "pip install 'wgrpo[oracle]'"
 
 LLAMA3_ROPE = {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
@@ -259,6 +258,9 @@ def saved_dtypes(directory: Path) -> dict:
 
 def row_failures(row: dict) -> list[str]:
     """Why `row` fails its checks (empty when it passes)."""
+    from wgrpo.engine.dtypes import float_dtype
+    from wgrpo.engine.safetensors_io import HEADER_NAMES
+
     if "error" in row:
         return [row["error"]]
     failures = []
@@ -269,7 +271,7 @@ def row_failures(row: dict) -> list[str]:
     if g["matching"] != NEW_TOKENS or len(g["ours"]) != NEW_TOKENS:
         failures.append(f"greedy tokens {g['ours']} != transformers' {g['transformers']} (first {g['matching']} "
                         f"agree; smallest top-2 gap {g['min_gap']:.2g} x max |logit|)")
-    s, dtype, stored = row["saved"], row["dtype"], SAFETENSORS_DTYPE[row["dtype"]]
+    s, dtype, stored = row["saved"], row["dtype"], HEADER_NAMES[float_dtype(row["dtype"])]
     if not (s["config_torch_dtype"] == s["config_dtype"] == dtype and s["tensors"] == [stored]):
         failures.append(f"saved config.json says torch_dtype {s['config_torch_dtype']!r} / dtype "
                         f"{s['config_dtype']!r} for tensors {s['tensors']}; expected {dtype!r} ({stored})")

@@ -140,13 +140,13 @@ class Task:
         chat template. Generated tasks build their prompts as text and need nothing from it."""
 
     # prompt lengths ------------------------------------------------------------------------------------
-    def check_prompts(self, tokenizer, max_prompt_tokens: int, *, reason: str = "") -> None:
+    def check_prompts(self, tokenizer, max_prompt_tokens: int, *, reason: str = "") -> int:
         """InputError naming the first prompt of this task longer than `max_prompt_tokens` tokens of
         `tokenizer` (a `tokenizers.Tokenizer`), with its length and the limit; `reason` says where the limit
-        comes from. A JSONL task checks every train and eval problem, named `<file>:<line>`; a generated task
+        comes from. Returns the tokens of the longest prompt checked. A JSONL task checks every train and eval problem, named `<file>:<line>`; a generated task
         checks its first 16 problems of each split (its prompts are short by construction and differ only in a
         few numbers, so this catches a model whose positions cannot hold the template, not a rare long draw)."""
-        check_prompt_lengths(self._prompts_to_check(), tokenizer, max_prompt_tokens, reason=reason)
+        return check_prompt_lengths(self._prompts_to_check(), tokenizer, max_prompt_tokens, reason=reason)
 
     def _prompts_to_check(self) -> list[tuple[str, str]]:
         """(where, prompt) of the problems `check_prompts` checks, in the order they are reported."""

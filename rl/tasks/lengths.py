@@ -48,8 +48,9 @@ def _estimated_tokens(tokenizer, text: str, at_least: int) -> int:
 
 
 def check_prompt_lengths(prompts: Sequence[tuple[str, str]], tokenizer, max_tokens: int, *,
-                         reason: str = "") -> None:
-    """InputError for the first of `prompts`, (where, text) pairs, that is over `max_tokens` tokens.
+                         reason: str = "") -> int:
+    """InputError for the first of `prompts`, (where, text) pairs, that is over `max_tokens` tokens; else the
+    tokens of the longest (0 for none), each prompt encoded once.
 
     `reason` says where the limit comes from, for the message (e.g. "the model's max_position_embeddings minus
     max_new_tokens"). The message names the prompt (`where`), its length in characters and tokens (`~N` when
@@ -61,6 +62,7 @@ def check_prompt_lengths(prompts: Sequence[tuple[str, str]], tokenizer, max_toke
     longest = _longest_token_chars(tokenizer)
     over: list[tuple[int, int, str]] = []  # (index in prompts, tokens, how the count reads)
     pending: list[int] = []
+    longest_tokens = 0
     for index, (_, text) in enumerate(prompts):
         if longest is not None and _certainly_over(tokenizer, text, max_tokens * longest):
             estimate = _estimated_tokens(tokenizer, text, max_tokens + 1)
@@ -70,10 +72,11 @@ def check_prompt_lengths(prompts: Sequence[tuple[str, str]], tokenizer, max_toke
     for start in range(0, len(pending), _BATCH):
         chunk = pending[start:start + _BATCH]
         for index, encoding in zip(chunk, tokenizer.encode_batch([prompts[i][1] for i in chunk])):
+            longest_tokens = max(longest_tokens, len(encoding.ids))
             if len(encoding.ids) > max_tokens:
                 over.append((index, len(encoding.ids), f"{len(encoding.ids)} tokens"))
     if not over:
-        return
+        return longest_tokens
     index, _, tokens = min(over)
     where, text = prompts[index]
     more = f"; {len(over) - 1} more prompt(s) are over it too" if len(over) > 1 else ""

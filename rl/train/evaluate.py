@@ -28,14 +28,15 @@ class EvalResult:
                 f"{prefix}length": self.mean_length}
 
 
-def check_prompts_fit(task, tokenizer, model_config, max_new_tokens: int) -> None:
+def check_prompts_fit(task, tokenizer, model_config, max_new_tokens: int) -> int:
     """Refuse, before any work, a task whose prompts cannot fit the model's context with `max_new_tokens`
-    generated after them (`Task.check_prompts` names the file and line of the first that does not)."""
+    generated after them (`Task.check_prompts` names the file and line of the first that does not); else the
+    tokens of the longest prompt checked."""
     positions = model_config.max_position_embeddings
     if positions - max_new_tokens < 1:
         raise InputError(f"--max-new-tokens {max_new_tokens}: leaves no room for a prompt in the model's "
                          f"max_position_embeddings={positions}")
-    task.check_prompts(tokenizer, positions - max_new_tokens,
+    return task.check_prompts(tokenizer, positions - max_new_tokens,
                        reason=f"the model's max_position_embeddings={positions} minus --max-new-tokens "
                               f"{max_new_tokens}")
 

@@ -131,8 +131,8 @@ class GRPOTrainer:
             raise ValueError("beta > 0 needs a reference model")
         self.weights = config.weights(task)
         task.use_tokenizer(tokenizer)  # conversational prompts are rendered with the model's chat template
-        self._check_task(model, tokenizer, task)
-        self.memory_estimate = check_grpo_memory(config, model, self.reference, task, tokenizer)
+        longest_prompt = self._check_task(model, tokenizer, task)
+        self.memory_estimate = check_grpo_memory(config, model, self.reference, longest_prompt)
         model.requires_grad_()
         self.optimizer = AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.step = start_step
@@ -143,11 +143,12 @@ class GRPOTrainer:
         eos = model.config.eos_token_ids
         self.pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else (eos[0] if eos else 0)
 
-    def _check_task(self, model, tokenizer, task) -> None:
-        """Refuse, before any work, a task whose prompts cannot fit the model with max_new_tokens after them."""
+    def _check_task(self, model, tokenizer, task) -> int:
+        """Refuse, before any work, a task whose prompts cannot fit the model with max_new_tokens after them;
+        else the tokens of the longest prompt checked."""
         if task.size("train") == 0:
             raise InputError(f"task {task.name!r} has no training problems")
-        check_prompts_fit(task, tokenizer, model.config, self.config.max_new_tokens)
+        return check_prompts_fit(task, tokenizer, model.config, self.config.max_new_tokens)
 
     # ------------------------------------------------------------------ one step
 

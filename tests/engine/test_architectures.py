@@ -16,6 +16,7 @@ transformers = pytest.importorskip("transformers")
 
 from wgrpo.engine import InputError, Tensor, generate, load_pretrained, ops  # noqa: E402
 from wgrpo.engine.ops.rope import default_inv_freq  # noqa: E402
+from tests.oracle import transformers_greedy  # noqa: E402
 
 LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                "original_max_position_embeddings": 16}
@@ -142,10 +143,7 @@ def test_greedy_generation_matches_transformers(case):
     prompts = [rng.integers(0, model.config.vocab_size, size=n).tolist() for n in (SEQ - 8, 13)]
     result = generate(model, prompts, max_new_tokens=8, temperature=0, eos_token_ids=())
     for prompt, seq in zip(prompts, result.sequences):
-        with torch.no_grad():
-            out = hf_model.generate(torch.tensor([prompt]), max_new_tokens=8, do_sample=False, eos_token_id=None,
-                                    pad_token_id=0, attention_mask=torch.ones(1, len(prompt), dtype=torch.long))
-        assert seq.token_ids.tolist() == out[0, len(prompt):].tolist()
+        assert seq.token_ids.tolist() == transformers_greedy(hf_model, prompt, 8)
         assert len(seq.token_ids) == 8
 
 

@@ -95,3 +95,14 @@ def test_length_in_characters_never_refuses_a_prompt_that_fits():
     check_prompt_lengths([("spaces", spaced)], bpe, 10)
     with pytest.raises(InputError, match=r"^words: prompt is 300000 characters \(~\d+ tokens\)"):
         check_prompt_lengths([("spaces", spaced), ("words", "hello " * 50_000)], bpe, 10)
+
+
+def test_prompts_that_fit_give_the_longest_length(tmp_path, tokenizer):
+    texts = ["What is 1 + 1?", "What is 12 + 30? Show your reasoning.", "2 + 2"]
+    lengths = [len(tokenizer.encode(text).ids) for text in texts]
+    assert check_prompt_lengths([(f"p{i}", t) for i, t in enumerate(texts)], tokenizer, 100) == max(lengths)
+    assert check_prompt_lengths([], tokenizer, 100) == 0
+    task = get_task("gsm8k", path=write_gsm(tmp_path / "gsm.jsonl", texts), eval_fraction=0.0, template="plain")
+    task.use_tokenizer(tokenizer)
+    prompts = [task.sample(i).prompt for i in range(task.size("train"))]
+    assert task.check_prompts(tokenizer, 100) == max(len(tokenizer.encode(p).ids) for p in prompts)
