@@ -25,8 +25,21 @@ def is_grad_enabled() -> bool:
 @contextlib.contextmanager
 def no_grad():
     """Ops inside build no graph (generation, evaluation, reference-model log-probs)."""
+    with _grad_mode(False):
+        yield
+
+
+@contextlib.contextmanager
+def enable_grad():
+    """Ops inside build a graph even within `no_grad` (a checkpointed layer recomputed in the backward)."""
+    with _grad_mode(True):
+        yield
+
+
+@contextlib.contextmanager
+def _grad_mode(enabled: bool):
     previous = is_grad_enabled()
-    _state.enabled = False
+    _state.enabled = enabled
     try:
         yield
     finally:
@@ -98,18 +111,26 @@ def backward(root: Tensor, grad: Tensor | None = None) -> None:
         if root.size != 1:
             raise ValueError(f"backward: a gradient is needed for a non-scalar tensor of shape {root.shape}")
         grad = Tensor.from_numpy(np.ones(root.shape, root.dtype), root.device)
-    elif grad.shape != root.shape:
-        raise ValueError(f"backward: gradient shape {grad.shape} differs from the tensor's {root.shape}")
+    backward_many([root], [grad])
 
-    order = _topological_order(root)
-    # Gradient per (node, output index); leaves get theirs in .grad.
-    pending: dict[tuple[int, int], Tensor] = {}
-    if root._grad_fn is None:
-        _accumulate_leaf(root, grad)
-        return
-    node, index = root._grad_fn
-    pending[(id(node), index)] = grad
-    for node in order:
+
+def backward_many(roots, grads) -> None:
+    """Backpropagate several outputs at once, `grads[i]` into `roots[i]` (a None gradient, or a root that needs
+    none, is skipped): one pass over their shared graph, as torch.autograd.backward(tensors, grad_tensors)."""
+    pending: dict[tuple[int, int], Tensor] = {}  # gradient per (node, output index); leaves get theirs in .grad
+    heads = []
+    for root, grad in zip(roots, grads, strict=True):
+        if grad is None or not root.requires_grad:
+            continue
+        if grad.shape != root.shape:
+            raise ValueError(f"backward: gradient shape {grad.shape} differs from the tensor's {root.shape}")
+        if root._grad_fn is None:
+            _accumulate_leaf(root, grad)
+            continue
+        key = (id(root._grad_fn[0]), root._grad_fn[1])
+        pending[key] = grad if key not in pending else _add(pending[key], grad)
+        heads.append(root._grad_fn[0])
+    for node in _topological_order(heads):
         grads_out = tuple(pending.pop((id(node), i), None) for i in range(node.n_outputs))
         if all(g is None for g in grads_out):
             continue
@@ -145,10 +166,10 @@ def _add(a: Tensor, b: Tensor) -> Tensor:
     return add(a, b)
 
 
-def _topological_order(root: Tensor) -> list[Node]:
-    """Nodes from the root towards the leaves, each after every node that consumes its outputs."""
+def _topological_order(heads: list[Node]) -> list[Node]:
+    """The nodes reachable from `heads`, each after every node that consumes its outputs."""
     order, visited = [], set()
-    stack = [(root._grad_fn[0], False)] if root._grad_fn is not None else []
+    stack = [(node, False) for node in reversed(heads)]
     while stack:
         node, expanded = stack.pop()
         if expanded:

@@ -12,8 +12,9 @@ Owns: `generate` and its result dataclasses. What it does, per call:
 4. log-probs of the sampled tokens (under logits / temperature; under the plain logits when greedy) come back
    once at the end: GRPO's old-policy log-probs without a second forward.
 Sampling draws from a counter-based RNG keyed by (seed, sequence index, token index): the same seed gives the same
-tokens whatever K is and however rows are compacted. Kernels: `engine.sampling`, `engine.kv_cache`.
-Must not import `rl`.
+tokens whatever K is and however rows are compacted. A call's sequence indices start at `first_sequence`, so a
+batch generated in several calls (bounded memory) draws the tokens one call would: each sequence keeps its global
+index. Kernels: `engine.sampling`, `engine.kv_cache`. Must not import `rl`.
 """
 
 from __future__ import annotations
@@ -182,7 +183,8 @@ def _absorb(track: _Track, new: np.ndarray, eos: set, stops, tokenizer) -> None:
 def generate(model, prompts, max_new_tokens: int = 256, temperature: float = 1.0, top_k: int = 0,
              top_p: float = 1.0, seed: int = 0, stop=None, *, num_samples: int = 1, tokenizer=None,
              eos_token_ids=None, pad_token_id: int | None = None, steps_per_submit: int | None = None,
-             share_prefill: bool = True, on_text: Callable[[int, str], None] | None = None) -> GenerationResult:
+             share_prefill: bool = True, on_text: Callable[[int, str], None] | None = None,
+             first_sequence: int = 0) -> GenerationResult:
     """Sample `num_samples` completions of each prompt; see the module docstring.
 
     prompts: a string, a list of strings (needs `tokenizer`), or a list of token-id lists. temperature 0 is greedy
@@ -191,6 +193,9 @@ def generate(model, prompts, max_new_tokens: int = 256, temperature: float = 1.0
     else the tokenizer's `<|endoftext|>`. on_text(sequence index, new text) is called as text is read back (every
     K steps), for streaming. Completions are also cut at the model's context (max_position_embeddings).
     share_prefill=False prefills every sequence's prompt on its own row (for tests and benchmarks).
+    first_sequence: the global index of this call's first sequence (prompt-major, as `sequences`), which keys the
+    RNG: generating prompts [a, b) with first_sequence = a * num_samples draws what one call over all prompts
+    draws for them. on_text and the result stay indexed from 0 within the call.
     """
     start_time = time.perf_counter()
     cfg, device = model.config, model.device
@@ -205,6 +210,11 @@ def generate(model, prompts, max_new_tokens: int = 256, temperature: float = 1.0
     if stops and tokenizer is None:
         raise ValueError(f"stop={stop!r} needs a tokenizer to decode the completions")
     prompt_ids = _prompt_ids(prompts, tokenizer, cfg.vocab_size, cfg.max_position_embeddings)
+    if isinstance(first_sequence, bool) or not isinstance(first_sequence, (int, np.integer)) or first_sequence < 0 \
+            or first_sequence + len(prompt_ids) * num_samples > 2**32:
+        raise ValueError(f"first_sequence must be an integer >= 0 with room for this call's "
+                         f"{len(prompt_ids) * num_samples} sequences below 2**32, got {first_sequence!r}")
+    first = int(first_sequence)
     eos = _eos_ids(model, tokenizer, eos_token_ids)
     pad = pad_token_id if pad_token_id is not None else (cfg.pad_token_id if cfg.pad_token_id is not None
                                                           else (eos[0] if eos else 0))
@@ -246,14 +256,16 @@ def generate(model, prompts, max_new_tokens: int = 256, temperature: float = 1.0
         if len(uniq) != n_seq or np.any(seq_unique != np.arange(n_seq)):
             cache = cache.gather(seq_unique)
 
-        rows = np.arange(n_seq)  # the sequence each batch row holds
-        seq_ids = Tensor.from_numpy(rows.astype(np.uint32), device)
+        rows = np.arange(n_seq)  # the sequence (of this call) each batch row holds: its output column
+        seq_ids = Tensor.from_numpy(rows.astype(np.uint32), device)  # + first (the sampler's seq_offset): RNG key
         finished = Tensor.from_numpy(np.zeros(n_seq, np.uint32), device)
         next_ids = Tensor.empty((n_seq,), np.int32, device)
-        out_tokens = Tensor.empty((steps, n_seq), np.int32, device)  # time-major: K steps read back in one piece
+        # time-major outputs, so K steps read back in one piece
+        out_tokens = Tensor.empty((steps, n_seq), np.int32, device)
         out_logprobs = Tensor.empty((steps, n_seq), np.float32, device)
         eos_gpu = Tensor.from_numpy(np.array(eos or (0,), np.uint32), device)
-        sample_into(logits, sampling, 0, seq_ids, eos_gpu, len(eos), pad, finished, next_ids, out_tokens, out_logprobs)
+        sample_into(logits, sampling, 0, seq_ids, eos_gpu, len(eos), pad, finished, next_ids, out_tokens, out_logprobs,
+                    seq_offset=first)
 
         batch_sizes = []
         step, read_from = 1, 0
@@ -265,7 +277,7 @@ def generate(model, prompts, max_new_tokens: int = 256, temperature: float = 1.0
                 hidden = model.hidden_states(next_ids.view((batch, 1)), positions, cache)  # (B, 1, C)
                 logits = model.logits(hidden.view((batch, cfg.hidden_size)))  # (B, V)
                 sample_into(logits, sampling, step, seq_ids, eos_gpu, len(eos), pad, finished, next_ids, out_tokens,
-                            out_logprobs)
+                            out_logprobs, seq_offset=first)
                 step += 1
             batch_sizes.append(len(rows))
             # read back the chunk's tokens (one read-back per K steps) and settle each live sequence

@@ -1,8 +1,9 @@
 """Hugging Face checkpoints on the host: `config.json`, `model.safetensors` (single or sharded), `tokenizer.json`.
 
 Owns: reading a checkpoint (config, finite weights checked against the layout of `engine.hf_layout`; the tokenizer
-files are `engine.hf_tokenizer`'s), and checkpoint writes that a kill or a full disk cannot half-do (`engine.atomic_dir` swaps
-the finished directory into place). Everything here is numpy; the GPU model uploads what `load_checkpoint`
+files are `engine.hf_tokenizer`'s), and directory writes that a kill or a full disk cannot half-do (`write_directory`,
+which `write_checkpoint` and `engine.peft_io.save_adapter` use; `engine.atomic_dir` swaps the finished directory into
+place). Everything here is numpy; the GPU model uploads what `load_checkpoint`
 returns and downloads what `write_checkpoint` takes. Errors in files are `InputError`s naming the file.
 Host-only: must not import wgpu, torch, `engine.device`/`engine.runtime` or `rl`.
 """
@@ -16,7 +17,7 @@ import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -35,8 +36,10 @@ WEIGHTS_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 GENERATION_CONFIG_FILE = "generation_config.json"
 
-# extra_files values: raw bytes, text, a JSON-serializable dict/list, or a callable that writes the given path
-ExtraFile = bytes | str | dict | list | Callable[[Path], None]
+# what `write_directory` writes as one file: raw bytes, text, a JSON-serializable dict/list, or a callable that
+# writes the given path (and may write more files beside it, as the tokenizer's writer does)
+FileContent = bytes | str | dict | list | Callable[[Path], None]
+ExtraFile = FileContent  # the values of write_checkpoint's and save_adapter's extra_files
 
 
 # ---- reading ---------------------------------------------------------------------------------------------------
@@ -119,11 +122,10 @@ def write_checkpoint(directory: str | os.PathLike, config: ModelConfig, state_di
     to bytes, text, a JSON dict/list, or a callable writing the given path; they are written last and may replace
     tokenizer_config.json or generation_config.json, not config.json or the weights.
 
-    Everything is written into a hidden temporary directory beside `directory`, flushed to disk, and swapped into
-    place (`engine.atomic_dir.commit_dir`): whenever the writer dies, `directory` holds the previous checkpoint or
-    the new one, whole; a killed writer leaves hidden directories that `recover_checkpoints` cleans up. A full
-    disk, a quota, a file-size limit or a read-only file system raises `CheckpointWriteError` (an InputError)
-    naming the file and the cause, after removing the temporary directory.
+    Written by `write_directory`: whenever the writer dies, `directory` holds the previous checkpoint or the new
+    one, whole; a killed writer leaves hidden directories that `recover_checkpoints` cleans up. A full disk, a
+    quota, a file-size limit or a read-only file system raises `CheckpointWriteError` (an InputError) naming the
+    file and the cause, after removing the temporary directory.
     """
     if not isinstance(config, ModelConfig):
         raise TypeError(f"write_checkpoint: config must be a ModelConfig, got {type(config).__name__}")
@@ -140,31 +142,53 @@ def write_checkpoint(directory: str | os.PathLike, config: ModelConfig, state_di
     extra_files = dict(extra_files or {})
     for name in extra_files:
         _check_extra_name(name)
-    if target.exists() and not target.is_dir():
-        raise InputError(f"write_checkpoint: {target} exists and is not a directory")
-    files: list[tuple[str, Callable[[Path], None]]] = [
-        (CONFIG_FILE, lambda path: _write_json(path, hf_config)),
-        (GENERATION_CONFIG_FILE, lambda path: _write_json(path, generation_config_dict(config))),
+    files: list[tuple[str, FileContent]] = [
+        (CONFIG_FILE, hf_config),
+        (GENERATION_CONFIG_FILE, generation_config_dict(config)),
         (WEIGHTS_FILE, lambda path: write_safetensors(path, tensors)),
     ]
     if tokenizer is not None:
         check_tokenizer_fits(tokenizer, config, "write_checkpoint: tokenizer", "write_checkpoint: config")
         files.append((TOKENIZER_FILE, lambda path: write_tokenizer_files(tokenizer, config, path.parent)))
-    for name, content in extra_files.items():
-        files.append((name, lambda path, content=content: _write_extra(path, content)))
+    return write_directory(target, files + list(extra_files.items()))
 
+
+def write_directory(directory: str | os.PathLike,
+                    files: Mapping[str, FileContent] | Iterable[tuple[str, FileContent]],
+                    *, what: str = "checkpoint") -> Path:
+    """Write `files` (relative path -> content: bytes, text, a JSON dict/list, or a callable writing the given
+    path) as the directory `directory`, atomically, and return its path. They are written in order, so a later
+    one replaces what an earlier callable wrote beside its own file. Whatever `directory` held before is replaced
+    whole: files not named here are gone afterwards.
+
+    Everything is written into a hidden temporary directory beside `directory`, flushed to disk, and swapped into
+    place (`engine.atomic_dir.commit_dir`): a killed writer leaves `directory` as it was or as written, never
+    half of it, and hidden directories that `recover_checkpoints` cleans up. An exception while writing removes
+    the temporary directory and leaves `directory` as it was; a full disk, a quota, a file-size limit or a
+    read-only file system raises `CheckpointWriteError` naming the file, the cause, and whether the previous
+    `what` ("checkpoint", "adapter") is unchanged or none was written. Names and contents are checked first."""
+    target = Path(directory)
+    files = list(files.items() if isinstance(files, Mapping) else files)
+    for name, content in files:
+        if not isinstance(name, str) or not _is_inside(name):
+            raise ValueError(f"write_directory: file name {name!r} must be a relative path inside the directory")
+        if not (callable(content) or isinstance(content, (bytes, str, dict, list))):
+            raise TypeError(f"write_directory: {name!r} must be bytes, str, a dict/list (JSON) or a callable(path), "
+                            f"got {type(content).__name__}")
+    if target.exists() and not target.is_dir():
+        raise InputError(f"{target}: exists and is not a directory; cannot write the {what} there")
     existed = target.is_dir()
-    with _reporting_write_errors(f"creating a temporary directory in {target.parent}", target.parent, existed):
+    with _reporting_write_errors(f"creating a temporary directory in {target.parent}", target.parent, existed, what):
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = make_temp_dir(target)
     try:
-        for name, write in files:
-            with _reporting_write_errors(f"writing {target / name}", target / name, existed):
+        for name, content in files:
+            with _reporting_write_errors(f"writing {target / name}", target / name, existed, what):
                 (tmp / name).parent.mkdir(parents=True, exist_ok=True)
-                write(tmp / name)
-        with _reporting_write_errors(f"flushing {target} to disk", target, existed):
+                _write_file(tmp / name, content)
+        with _reporting_write_errors(f"flushing {target} to disk", target, existed, what):
             sync_tree(tmp)
-        with _reporting_write_errors(f"moving the new checkpoint into place at {target}", target, existed):
+        with _reporting_write_errors(f"moving the new {what} into place at {target}", target, existed, what):
             commit_dir(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -173,7 +197,7 @@ def write_checkpoint(directory: str | os.PathLike, config: ModelConfig, state_di
 
 
 @contextmanager
-def _reporting_write_errors(doing: str, path: Path, existed: bool):
+def _reporting_write_errors(doing: str, path: Path, existed: bool, what: str):
     """Turn an operating-system failure (ENOSPC, EDQUOT, EFBIG, EROFS, EACCES, ...) inside the block into one
     `CheckpointWriteError` line saying what was being done to `path`. safetensors and tokenizers report such
     failures as their own exception types with "(os error N)" in the message; other exceptions pass unchanged."""
@@ -185,7 +209,7 @@ def _reporting_write_errors(doing: str, path: Path, existed: bool):
             raise
         cause = os.strerror(code)
         cause = cause[:1].lower() + cause[1:] + (f" ({errno.errorcode[code]})" if code in errno.errorcode else "")
-        after = "the previous checkpoint is unchanged" if existed else "no checkpoint was written"
+        after = f"the previous {what} is unchanged" if existed else f"no {what} was written"
         raise CheckpointWriteError(f"{cause} while {doing}; {after}", path=str(path), errno=code) from None
 
 
@@ -196,26 +220,29 @@ def _os_error_code(error: BaseException) -> int | None:
     return int(match[1]) if match else None
 
 
+def _is_inside(name: str) -> bool:
+    """Whether `name` is a relative path that stays inside the directory it is joined to."""
+    parts = Path(name).parts
+    return bool(parts) and not Path(name).is_absolute() and ".." not in parts
+
+
 def _check_extra_name(name: str) -> None:
-    if not isinstance(name, str) or not Path(name).parts or Path(name).is_absolute() or ".." in Path(name).parts:
+    if not isinstance(name, str) or not _is_inside(name):
         raise InputError(f"write_checkpoint: extra_files name {name!r} must be a relative path inside the checkpoint")
     if name in (CONFIG_FILE, WEIGHTS_FILE, INDEX_FILE):
         raise InputError(f"write_checkpoint: extra_files may not replace {name!r}; it is written from the config and "
                          f"state_dict")
 
 
-def _write_extra(path: Path, content: ExtraFile) -> None:
+def _write_file(path: Path, content: FileContent) -> None:
     if callable(content):
         content(path)
     elif isinstance(content, bytes):
         path.write_bytes(content)
     elif isinstance(content, str):
         path.write_text(content, encoding="utf-8")
-    elif isinstance(content, (dict, list)):
-        _write_json(path, content)
     else:
-        raise TypeError(f"write_checkpoint: extra_files[{path.name!r}] must be bytes, str, a dict/list (JSON) or a "
-                        f"callable(path), got {type(content).__name__}")
+        _write_json(path, content)
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -232,4 +259,4 @@ def _read_json(path: Path) -> Any:
 
 __all__ = ["CONFIG_FILE", "GENERATION_CONFIG_FILE", "INDEX_FILE", "TOKENIZER_FILE", "WEIGHTS_FILE", "check_state_dict",
            "check_tokenizer_fits", "expected_shapes", "checkpoint_dtype", "generation_config_dict", "load_checkpoint", "stored_dtype", "load_tokenizer",
-           "read_config", "read_state_dict", "write_checkpoint"]
+           "read_config", "read_state_dict", "write_checkpoint", "write_directory"]

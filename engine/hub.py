@@ -1,8 +1,11 @@
-"""`resolve_model_path`: what `--model` names, a local checkpoint directory or a Hugging Face Hub id, as a directory.
+"""`resolve_model_path`: what `--model` names, a local checkpoint or PEFT adapter directory or a Hugging Face Hub
+id, as a directory.
 
 Owns: telling a local path from a Hub id (`org/name`, optionally with `@revision`; a bare `name` is always a local
-path, so a mistyped directory is named as missing rather than looked up on the Hub), and turning an id
-into the snapshot directory of huggingface_hub's cache, downloading only the files wgrpo reads. Where the cache is
+path, so a mistyped directory is named as missing rather than looked up on the Hub), telling a checkpoint
+(config.json) from a PEFT adapter (adapter_config.json; a directory holding both is an adapter, as
+`engine.model.load_pretrained` reads it), and turning an id into the snapshot directory of huggingface_hub's
+cache, downloading only the files wgrpo reads. Where the cache is
 and whether the Hub may be reached are huggingface_hub's to decide (HF_HOME, HF_HUB_CACHE, HF_HUB_OFFLINE): they
 are read here only to name the cache in a message. huggingface_hub is an optional dependency, imported only when
 an id is resolved. Host-only: must not import wgpu, torch, `engine.device`/`engine.runtime` or `rl`.
@@ -22,10 +25,14 @@ from wgrpo.engine.json_file import read_json
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
-# everything but the weights; the weights follow once the index says which shards there are, so that other
-# *.safetensors files of a repo (consolidated copies, adapters, variants in subfolders) are never fetched
-METADATA_FILES = (CONFIG_FILE, "generation_config.json", INDEX_FILE, "tokenizer.json", "tokenizer_config.json",
-                  "special_tokens_map.json", "chat_template.jinja")
+ADAPTER_CONFIG_FILE = "adapter_config.json"  # PEFT's
+ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
+# everything but the weights; the weights follow once the config files say whether it is a checkpoint or an
+# adapter and the index which shards there are, so that other *.safetensors files of a repo (consolidated copies,
+# a checkpoint's adapter weights without adapter_config.json, variants in subfolders) are never fetched
+METADATA_FILES = (CONFIG_FILE, ADAPTER_CONFIG_FILE, "generation_config.json", INDEX_FILE, "tokenizer.json",
+                  "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
+_NEITHER = f"neither {CONFIG_FILE} nor {ADAPTER_CONFIG_FILE}"
 INSTALL_HINT = "pip install 'wgrpo[hub]'"
 
 _NAME = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?"  # huggingface_hub's rule for either part of an id
@@ -33,15 +40,17 @@ _HUB_ID = re.compile(rf"(?P<repo>{_NAME}/{_NAME})(?:@(?P<revision>[^\s@]+))?")
 
 
 def resolve_model_path(name_or_path: str | os.PathLike, *, revision: str | None = None) -> Path:
-    """The checkpoint directory that `name_or_path` names.
+    """The checkpoint or PEFT adapter directory that `name_or_path` names: one holding config.json or
+    adapter_config.json.
 
     An existing directory is returned as is, even when its name is also a Hub id. Otherwise a string that reads
     as a Hub id (`Qwen/Qwen2.5-0.5B-Instruct`, `openai-community/gpt2`, `org/name@v1.0`; `revision` is the same
     as `@...`) is
     resolved through huggingface_hub: from its cache, downloading what is missing unless it is offline. An
     `os.PathLike` is always a local path. Every failure is one InputError line: a path that does not exist, an id
-    the Hub does not have or will not give, a model missing from the cache while offline, huggingface_hub not
-    installed. Says on stderr where a Hub model's files are.
+    the Hub does not have or will not give, a model missing from the cache while offline, a directory or repo
+    holding neither config.json nor adapter_config.json, huggingface_hub not installed. Says on stderr where a Hub
+    model's files are.
     """
     path, named = Path(name_or_path), os.fspath(name_or_path)  # messages say what was typed: ./foo, not foo
     if not named:
@@ -49,10 +58,14 @@ def resolve_model_path(name_or_path: str | os.PathLike, *, revision: str | None 
     if path.is_dir():
         if revision is not None:
             raise InputError(f"{named}: a local directory; revision {revision!r} applies only to a Hugging Face Hub id")
+        if not any((path / name).is_file() for name in (CONFIG_FILE, ADAPTER_CONFIG_FILE)):
+            raise InputError(f"{named}: a directory with {_NEITHER}: expected a checkpoint directory (config.json, "
+                             f"model.safetensors) or a PEFT adapter directory (adapter_config.json, "
+                             f"adapter_model.safetensors)")
         return path
     if path.exists():
-        raise InputError(f"{named}: a file; expected a checkpoint directory (config.json, model.safetensors) or a "
-                         f"Hugging Face Hub id")
+        raise InputError(f"{named}: a file; expected a checkpoint directory (config.json, model.safetensors), a PEFT "
+                         f"adapter directory (adapter_config.json) or a Hugging Face Hub id")
     hub_id = _HUB_ID.fullmatch(name_or_path) if isinstance(name_or_path, str) else None
     if hub_id is None or _not_an_id(hub_id["repo"]):
         raise InputError(f"{named}: no such directory (expected a checkpoint directory or a Hugging Face Hub id "
@@ -101,26 +114,35 @@ def _resolve_hub_id(model: _HubModel) -> Path:
     try:
         partial = Path(huggingface_hub.snapshot_download(model.repo_id, revision=model.revision,
                                                          allow_patterns=list(METADATA_FILES)))
-        _require(model, partial, (CONFIG_FILE,), "not a transformers checkpoint")
+        _require(model, partial, (CONFIG_FILE, ADAPTER_CONFIG_FILE), "not a transformers checkpoint or PEFT "
+                 "adapter", missing=_NEITHER)
+        adapter = (partial / ADAPTER_CONFIG_FILE).is_file()
         # by commit, so that a branch that moves between the two calls cannot mix two commits' files
-        snapshot = Path(huggingface_hub.snapshot_download(model.repo_id, revision=partial.name,
-                                                          allow_patterns=_weight_files(partial)))
+        snapshot = Path(huggingface_hub.snapshot_download(
+            model.repo_id, revision=partial.name,
+            allow_patterns=[ADAPTER_WEIGHTS_FILE] if adapter else _weight_files(partial)))
     except Exception as error:
         message = _hub_error_message(model, error, partial)
         if message is None:  # not about the model (a proxy failure, the Hub failing mid-download): a traceback
             raise
         raise InputError(message) from None
-    _require(model, snapshot, (WEIGHTS_FILE, INDEX_FILE),
-             "wgrpo reads safetensors weights only (pytorch_model.bin is not read)")
-    print(f"wgrpo: model {model.label} from {snapshot}", file=sys.stderr)
+    if adapter:
+        _require(model, snapshot, (ADAPTER_WEIGHTS_FILE,),
+                 "wgrpo reads safetensors adapter weights only (adapter_model.bin is not read)")
+    else:
+        _require(model, snapshot, (WEIGHTS_FILE, INDEX_FILE),
+                 "wgrpo reads safetensors weights only (pytorch_model.bin is not read)")
+    print(f"wgrpo: {'adapter' if adapter else 'model'} {model.label} from {snapshot}", file=sys.stderr)
     return snapshot
 
 
-def _require(model: _HubModel, snapshot: Path, names: tuple[str, ...], otherwise: str) -> None:
-    """InputError unless the snapshot holds one of `names`."""
+def _require(model: _HubModel, snapshot: Path, names: tuple[str, ...], otherwise: str,
+             missing: str | None = None) -> None:
+    """InputError unless the snapshot holds one of `names`; `missing` says which are absent (default: no ...)."""
     if not any((snapshot / name).is_file() for name in names):
-        raise InputError(f"{model.label}: {snapshot} has no {' or '.join(names)}: {otherwise}, or this is a "
-                         f"partial download (`{model.download_command}` completes it)")
+        missing = missing or f"no {' or '.join(names)}"
+        raise InputError(f"{model.label}: {snapshot} has {missing}: {otherwise}, or this is a partial download "
+                         f"(`{model.download_command}` completes it)")
 
 
 def _weight_files(snapshot: Path) -> list[str]:

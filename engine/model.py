@@ -7,17 +7,23 @@ Owns: the parameters (named exactly as Hugging Face names them, so checkpoints m
 
 from __future__ import annotations
 
+import contextlib
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from wgrpo.engine import ops
+from wgrpo.engine.autograd import is_grad_enabled
+from wgrpo.engine.checkpointing import checkpoint
 from wgrpo.engine.config import ModelConfig
 from wgrpo.engine.device import Device, get_device
 from wgrpo.engine.dtypes import FLOAT32, convert, dtype_name, float_dtype
 from wgrpo.engine.errors import InputError
 from wgrpo.engine.memory import memory_kind
 from wgrpo.engine.tensor import Tensor
+
+ADAPTER_CONFIG_FILE = "adapter_config.json"  # PEFT's: a directory holding it is a LoRA adapter of a base model
 
 
 class Model:
@@ -35,6 +41,13 @@ class Model:
         self.dtype = params["model.embed_tokens.weight"].dtype
         # RoPE frequencies (default, linear or llama3-scaled), computed once as Hugging Face computes them
         self.inv_freq = Tensor.from_numpy(rope_inv_freq(config.head_dim, **config.rope_parameters), self.device)
+        self.adapters = None  # engine.lora.LoraAdapters once LoRA is attached (attach_lora, load_adapter)
+        self.training = False  # train() / eval(): LoRA's dropout is on only while training, as in torch
+        # keep each decoder layer's inputs only and run the layer again in the backward (grad-enabled, uncached
+        # forwards), as transformers' gradient_checkpointing_enable(): the same gradients for a fraction of the
+        # activations
+        self.gradient_checkpointing = False
+        self.name_or_path = ""  # the directory or Hub id it was loaded from, as transformers' name_or_path
 
     # ------------------------------------------------------------------ construction
 
@@ -67,26 +80,29 @@ class Model:
 
     def to(self, dtype) -> "Model":
         """This model with its matrices in `dtype` ("float32", "bfloat16", "float16"): itself when they already
-        are, else a new model (the weights go through the host once)."""
+        are, else a new model (the weights go through the host once) sharing its LoRA adapters, if any."""
         dtype = float_dtype(dtype, "Model.to")
         if dtype == self.dtype:
             return self
-        return Model.from_numpy(self.config, self.state_dict(), self.device, source="Model.to", dtype=dtype)
+        model = Model.from_numpy(self.config, self.state_dict(), self.device, source="Model.to", dtype=dtype)
+        model.adapters, model.name_or_path = self.adapters, self.name_or_path  # the adapters stay float32, shared
+        return model
 
     @classmethod
     def random(cls, config: ModelConfig, seed: int = 0, device: Device | str | None = None, dtype=None) -> "Model":
         """Fresh weights as Hugging Face initializes them: normal(0, 0.02) matrices, unit norms, zero biases;
         held in `dtype` (default float32)."""
         rng = np.random.default_rng(seed)
+        matrix_dtype = FLOAT32 if dtype is None else float_dtype(dtype, "Model.random: dtype")
         state = {}
         for name, shape in parameter_shapes(config).items():
             if name.endswith("norm.weight"):
                 state[name] = np.ones(shape, np.float32)
             elif name.endswith(".bias"):
                 state[name] = np.zeros(shape, np.float32)
-            else:
-                state[name] = (rng.standard_normal(shape) * 0.02).astype(np.float32)
-        return cls.from_numpy(config, state, device, source="random init", dtype=dtype)
+            else:  # drawn in float32, held in the model's dtype at once: a bf16 model never has an f32 host copy
+                state[name] = convert((rng.standard_normal(shape) * 0.02).astype(np.float32), matrix_dtype)
+        return cls.from_numpy(config, state, device, source="random init", dtype=matrix_dtype)
 
     # ------------------------------------------------------------------ parameters
 
@@ -96,12 +112,46 @@ class Model:
     def named_parameters(self) -> dict[str, Tensor]:
         return dict(self.params)
 
+    def trainable_parameters(self) -> list[Tensor]:
+        """What an optimizer trains: the LoRA adapters' tensors when adapters are attached (the base stays
+        frozen in its dtype), else every parameter."""
+        return self.adapters.parameters() if self.adapters is not None else self.parameters()
+
+    @contextlib.contextmanager
+    def disable_adapters(self):
+        """Run the base model alone inside (PEFT's `disable_adapter()`): the frozen reference of a LoRA run,
+        without a second copy of the weights. A no-op without adapters."""
+        if self.adapters is None:
+            yield self
+            return
+        with self.adapters.disabled():
+            yield self
+
+    def train(self, mode: bool = True) -> "Model":
+        """Training mode (LoRA dropout on) or, with mode=False, evaluation mode; returns the model."""
+        self.training = bool(mode)
+        return self
+
+    def eval(self) -> "Model":
+        return self.train(False)
+
+    def gradient_checkpointing_enable(self) -> "Model":
+        self.gradient_checkpointing = True
+        return self
+
+    def gradient_checkpointing_disable(self) -> "Model":
+        self.gradient_checkpointing = False
+        return self
+
     def requires_grad_(self, requires_grad: bool = True) -> "Model":
         if requires_grad and self.dtype != FLOAT32:
             raise TypeError(f"Model.requires_grad_: this model holds {dtype_name(self.dtype)} weights, which are "
                             f"frozen storage; train a float32 copy: model.to('float32')")
         for p in self.params.values():
             p.requires_grad_(requires_grad)
+        if self.adapters is not None:  # training the whole model trains its adapters too
+            for p in self.adapters.parameters():
+                p.requires_grad_(requires_grad)
         return self
 
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -109,14 +159,29 @@ class Model:
         `engine.dtypes.BFLOAT16`; one read-back each)."""
         return {name: p.numpy() for name, p in self.params.items()}
 
-    def save_pretrained(self, path: str | Path, tokenizer=None, dtype=None) -> None:
+    def save_pretrained(self, path: str | Path, tokenizer=None, dtype=None, *, merge: bool = False) -> None:
         """Write config.json + model.safetensors (+ tokenizer files) that transformers loads, every tensor in
-        `dtype` (default: the model's, so a bfloat16 model writes bfloat16)."""
+        `dtype` (default: the model's, so a bfloat16 model writes bfloat16).
+
+        With LoRA adapters attached it writes, as a PEFT model's save_pretrained does, the adapter directory
+        (adapter_config.json + adapter_model.safetensors, `engine.peft_io.save_adapter`); with `merge=True` the
+        full model with the adapters merged into its weights (PEFT's merge_and_unload, then save_pretrained)."""
         from wgrpo.engine.hf import write_checkpoint
 
+        if self.adapters is not None and not merge:
+            from wgrpo.engine.peft_io import save_adapter
+
+            save_adapter(path, self, tokenizer=tokenizer)
+            return
         dtype = self.dtype if dtype is None else float_dtype(dtype, "save_pretrained: dtype")
-        state = {name: convert(array, dtype) for name, array in self.state_dict().items()}
-        write_checkpoint(path, self.config, state, tokenizer=tokenizer)
+        if self.adapters is not None:
+            from wgrpo.engine.lora import merged_state_dict
+
+            state = merged_state_dict(self)
+        else:
+            state = self.state_dict()
+        write_checkpoint(path, self.config, {name: convert(array, dtype) for name, array in state.items()},
+                         tokenizer=tokenizer)
 
     # ------------------------------------------------------------------ forward
 
@@ -148,33 +213,56 @@ class Model:
             positions = np.arange(steps, dtype=np.int32)
         if not isinstance(positions, Tensor):
             positions = Tensor.from_numpy(np.asarray(positions, np.int32), self.device)
-        eps = cfg.rms_norm_eps
         h = ops.embedding(ids, p["model.embed_tokens.weight"], np.float32)  # (B, T, C): the residual stream
-        x = ops.rmsnorm(h, p["model.layers.0.input_layernorm.weight"], eps)
-        heads, kv_heads, head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        x = ops.rmsnorm(h, p["model.layers.0.input_layernorm.weight"], cfg.rms_norm_eps)
+        recompute = self.gradient_checkpointing and cache is None and is_grad_enabled()
         for i in range(cfg.num_layers):
-            pre = f"model.layers.{i}."
-            q = ops.linear(x, p[pre + "self_attn.q_proj.weight"], p.get(pre + "self_attn.q_proj.bias"))
-            k = ops.linear(x, p[pre + "self_attn.k_proj.weight"], p.get(pre + "self_attn.k_proj.bias"))
-            v = ops.linear(x, p[pre + "self_attn.v_proj.weight"], p.get(pre + "self_attn.v_proj.bias"))
-            q = q.reshape(batch, steps, heads, head_dim)  # (B, T, H, D)
-            k = k.reshape(batch, steps, kv_heads, head_dim)  # (B, T, H_kv, D)
-            if cfg.qk_norm:  # Qwen3: RMSNorm over each head's D, before RoPE
-                q = ops.rmsnorm(q, p[pre + "self_attn.q_norm.weight"], eps)
-                k = ops.rmsnorm(k, p[pre + "self_attn.k_norm.weight"], eps)
-            q, k = ops.rope_qk(q, k, positions, inv_freq=self.inv_freq)
-            v = v.reshape(batch, steps, kv_heads, head_dim)
-            a = cache.attend(i, q, k, v) if cache is not None else ops.attention(q, k, v, causal=True)
-            a = ops.linear(a.reshape(batch, steps, heads * head_dim), p[pre + "self_attn.o_proj.weight"])
-            # each residual add is fused with the RMSNorm that follows it: (h + a, rmsnorm(h + a))
-            h, x = ops.add_rmsnorm(h, a, p[pre + "post_attention_layernorm.weight"], eps)
-            gate = ops.linear(x, p[pre + "mlp.gate_proj.weight"])
-            up = ops.linear(x, p[pre + "mlp.up_proj.weight"])
-            m = ops.linear(ops.swiglu(gate, up), p[pre + "mlp.down_proj.weight"])
-            last = i + 1 == cfg.num_layers
-            next_norm = "model.norm.weight" if last else f"model.layers.{i + 1}.input_layernorm.weight"
-            h, x = ops.add_rmsnorm(h, m, p[next_norm], eps)
+            if recompute:  # keep only the layer's inputs; its backward runs the layer again
+                h, x = checkpoint(partial(self._layer, i, positions=positions), h, x,
+                                  params=self._layer_trainables(i))
+            else:
+                h, x = self._layer(i, h, x, positions=positions, cache=cache)
         return x
+
+    def _layer(self, i: int, h: Tensor, x: Tensor, *, positions: Tensor, cache=None) -> tuple[Tensor, Tensor]:
+        """Decoder layer i on the residual stream h (B, T, C) and its normed input x: (h', the next normed input)."""
+        cfg, p, eps = self.config, self.params, self.config.rms_norm_eps
+        batch, steps, _ = h.shape
+        heads, kv_heads, head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        pre = f"model.layers.{i}."
+        q = self._project(pre + "self_attn.q_proj", x).reshape(batch, steps, heads, head_dim)  # (B, T, H, D)
+        k = self._project(pre + "self_attn.k_proj", x).reshape(batch, steps, kv_heads, head_dim)  # (B, T, H_kv, D)
+        v = self._project(pre + "self_attn.v_proj", x).reshape(batch, steps, kv_heads, head_dim)
+        if cfg.qk_norm:  # Qwen3: RMSNorm over each head's D, before RoPE
+            q = ops.rmsnorm(q, p[pre + "self_attn.q_norm.weight"], eps)
+            k = ops.rmsnorm(k, p[pre + "self_attn.k_norm.weight"], eps)
+        q, k = ops.rope_qk(q, k, positions, inv_freq=self.inv_freq)
+        a = cache.attend(i, q, k, v) if cache is not None else ops.attention(q, k, v, causal=True)
+        a = self._project(pre + "self_attn.o_proj", a.reshape(batch, steps, heads * head_dim))
+        # each residual add is fused with the RMSNorm that follows it: (h + a, rmsnorm(h + a))
+        h, x = ops.add_rmsnorm(h, a, p[pre + "post_attention_layernorm.weight"], eps)
+        gate = self._project(pre + "mlp.gate_proj", x)
+        up = self._project(pre + "mlp.up_proj", x)
+        m = self._project(pre + "mlp.down_proj", ops.swiglu(gate, up))
+        last = i + 1 == cfg.num_layers
+        next_norm = "model.norm.weight" if last else f"model.layers.{i + 1}.input_layernorm.weight"
+        return ops.add_rmsnorm(h, m, p[next_norm], eps)
+
+    def _project(self, name: str, x: Tensor) -> Tensor:
+        """The linear layer `name` (a Hugging Face module path) on x, with its LoRA adapter when one is attached."""
+        y = ops.linear(x, self.params[name + ".weight"], self.params.get(name + ".bias"))
+        if self.adapters is not None:
+            y = self.adapters.adapt(name, x, y, training=self.training)
+        return y
+
+    def _layer_trainables(self, i: int) -> list[Tensor]:
+        """The tensors of layer i that may require grad (its weights, or its adapters' when LoRA is attached)."""
+        pre = f"model.layers.{i}."
+        if self.adapters is not None:
+            return [t for name, t in self.adapters.named_parameters().items() if f".{pre}" in f".{name}"]
+        next_norm = "model.norm.weight" if i + 1 == self.config.num_layers else \
+            f"model.layers.{i + 1}.input_layernorm.weight"
+        return [t for name, t in self.params.items() if name.startswith(pre) or name == next_norm]
 
     def logits(self, hidden: Tensor) -> Tensor:
         head = self.params.get("lm_head.weight", self.params["model.embed_tokens.weight"])
@@ -200,6 +288,8 @@ def load_pretrained(path: str | Path, device: Device | str | None = None, dtype:
                     revision: str | None = None):
     """(Model, PretrainedTokenizer or None) from a Hugging Face checkpoint directory or Hub id.
 
+    A directory holding a PEFT adapter (adapter_config.json) loads its base model (the config's
+    base_model_name_or_path) with the adapter attached, as peft's AutoPeftModelForCausalLM does.
     `path` is a local directory, or a Hub id such as `Qwen/Qwen2.5-0.5B-Instruct` (optionally `@revision`, or
     `revision=`) resolved through huggingface_hub's cache (`engine.hub.resolve_model_path`). Reads config.json
     (Qwen2/Qwen2.5, Qwen3, Llama 3.x, SmolLM2), tokenizer.json with its tokenizer_config.json and chat template when
@@ -209,16 +299,22 @@ def load_pretrained(path: str | Path, device: Device | str | None = None, dtype:
     tensor and the expected shape or size.
     """
     from wgrpo.engine.hf import TOKENIZER_FILE, load_checkpoint, load_tokenizer, read_config
-    from wgrpo.engine.hub import resolve_model_path
+    from wgrpo.engine.hub import is_hub_id, resolve_model_path
 
     if dtype != "auto":
         float_dtype(dtype, "load_pretrained: dtype")  # a bad name fails before the long read
+    hub_id = str(path) if is_hub_id(str(path)) else None
     path = resolve_model_path(path, revision=revision)
+    if (path / ADAPTER_CONFIG_FILE).is_file():  # a PEFT adapter directory: its base model with the adapter on
+        from wgrpo.engine.peft_io import load_peft_model
+
+        return load_peft_model(path, device, dtype)
     tokenizer = None
     if (path / TOKENIZER_FILE).is_file():  # checked against config.json before the long read of the weights
         tokenizer = load_tokenizer(path, read_config(path))
     config, state = load_checkpoint(path, "auto")
     model = Model.from_numpy(config, state, device, source=str(path), dtype=None if dtype == "auto" else dtype)
+    model.name_or_path = hub_id or str(Path(path).absolute())  # what a PEFT adapter names as its base
     return model, tokenizer
 
 

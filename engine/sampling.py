@@ -61,18 +61,21 @@ def _grid(rows: int) -> tuple[int, int]:
 
 def sample_into(logits: Tensor, params: SamplingParams, step: int, seq_ids: Tensor, eos_ids: Tensor, n_eos: int,
                 pad_id: int, finished: Tensor, next_ids: Tensor, tokens: Tensor, logprobs: Tensor,
-                out_row: int | None = None) -> None:
+                out_row: int | None = None, seq_offset: int = 0) -> None:
     """Record the sampling of token number `step` (the RNG counter) for each row of logits (B, V).
 
-    seq_ids (B,) u32: the sequence each row holds (its RNG stream and output column); eos_ids (>= 1,) u32 of which
-    the first n_eos count; finished (B,) u32 (read, and set when an eos id is drawn; finished rows emit pad_id);
-    next_ids (B,) i32 (written: the sampled ids); tokens (R, S) i32 and logprobs (R, S) f32, written at
-    [out_row, seq_ids[b]] (out_row defaults to step).
+    seq_ids (B,) u32: the sequence each row holds (its output column; seq_ids[b] + seq_offset, mod 2**32, keys its
+    RNG stream, so a batch sampled in parts draws as one call over the global indices while each part's outputs
+    are as wide as the part); eos_ids (>= 1,) u32 of which the first n_eos count; finished (B,) u32 (read, and set
+    when an eos id is drawn; finished rows emit pad_id); next_ids (B,) i32 (written: the sampled ids); tokens
+    (R, S) i32 and logprobs (R, S) f32, written at [out_row, seq_ids[b]] (out_row defaults to step).
     """
     if logits.ndim != 2:
         raise ValueError(f"sample: logits must have shape (B, V), got {logits.shape}")
     rows, vocab = logits.shape
     out_row = step if out_row is None else out_row
+    if isinstance(seq_offset, bool) or not isinstance(seq_offset, (int, np.integer)) or not 0 <= seq_offset < 2**32:
+        raise ValueError(f"sample: seq_offset must be an integer in [0, 2**32), got {seq_offset!r}")
     for name, t in (("seq_ids", seq_ids), ("finished", finished), ("next_ids", next_ids)):
         if t.dtype not in _U32 or t.size != rows:
             raise ValueError(f"sample: {name} must be {rows} int32/uint32 values, got {t.dtype} {t.shape}")
@@ -83,15 +86,16 @@ def sample_into(logits: Tensor, params: SamplingParams, step: int, seq_ids: Tens
     values = {"rows": rows, "vocab": vocab, "step": step, "n_seq": tokens.shape[1], "seed_lo": seed & 0xFFFFFFFF,
               "seed_hi": seed >> 32, "inv_temp": 1.0 if params.greedy else 1.0 / params.temperature,
               "greedy": params.greedy, "top_k": params.top_k, "top_p": params.top_p, "pad_id": pad_id,
-              "n_eos": n_eos, "out_row": out_row}
+              "n_eos": n_eos, "out_row": out_row, "seq_offset": int(seq_offset)}
     logits.runtime.dispatch("sampling", "sample_row", [logits, seq_ids, eos_ids, finished, next_ids, tokens, logprobs],
                             _grid(rows), values, elem=logits.elem, shapes=f"logits {logits.shape}, step {step}")
 
 
-def sample(logits: Tensor, params: SamplingParams, step: int = 0, seq_ids=None) -> tuple[Tensor, Tensor]:
-    """(tokens, logprobs) drawn from logits (B, V): row b draws token number `step` of sequence seq_ids[b]
-    (default b), exactly as a decode loop would. Both results are indexed by sequence id: shape
-    (max(seq_ids) + 1,), int32 and float32."""
+def sample(logits: Tensor, params: SamplingParams, step: int = 0, seq_ids=None,
+           seq_offset: int = 0) -> tuple[Tensor, Tensor]:
+    """(tokens, logprobs) drawn from logits (B, V): row b draws token number `step` of sequence
+    seq_ids[b] + seq_offset (seq_ids default to b), exactly as a decode loop would. Both results are indexed by
+    seq_ids (the offset not included): shape (max(seq_ids) + 1,), int32 and float32."""
     if not isinstance(logits, Tensor) or logits.ndim != 2:
         raise ValueError(f"sample: logits must be an engine.Tensor of shape (B, V), got {logits!r}")
     rows = logits.shape[0]
@@ -105,5 +109,5 @@ def sample(logits: Tensor, params: SamplingParams, step: int = 0, seq_ids=None) 
     sample_into(logits, params, step, Tensor.from_numpy(ids.astype(np.uint32), device),
                 Tensor.from_numpy(np.zeros(1, np.uint32), device), 0, 0,
                 Tensor.from_numpy(np.zeros(rows, np.uint32), device), Tensor.empty((rows,), np.int32, device),
-                tokens, logprobs, out_row=0)
+                tokens, logprobs, out_row=0, seq_offset=seq_offset)
     return tokens.view((width,)), logprobs.view((width,))

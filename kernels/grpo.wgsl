@@ -7,12 +7,17 @@
 //   obj  = min(rho A, clamp(rho, 1 - eps_low, 1 + eps_high) A) - beta kl
 //   high = A > 0 and rho > 1 + eps_high,  low = A < 0 and rho < 1 - eps_low  (clipped: no policy gradient)
 //   dobj = rho A 1[not (high or low)] - beta (1 - exp(ref - lp))   (= d obj / d lp)
-// Aggregation, loss = -sum_i w_b m_i obj_i, with n_b = sum_t m[b, t] and N = sum_b n_b:
-//   loss_type 0 grpo:    w_b = 1 / (B max(n_b, 1))   (mean over each completion's tokens, then over completions)
-//   loss_type 1 token:   w_b = 1 / max(N, 1)         (bnpo and dapo: mean over all completion tokens)
-//   loss_type 2 dr_grpo: w_b = 1 / (B L)             (L = max_len, the maximum completion length)
+// Aggregation, loss = -sum_i w_b m_i obj_i, with n_b = sum_t m[b, t], N = sum_b n_b, and the normalisers of the
+// whole batch these B rows belong to (a micro-batch of a gradient-accumulation step): R = total_rows >= B
+// completions and N_all = total_tokens masked tokens (or this batch's own N when given_tokens = 0):
+//   loss_type 0 grpo:    w_b = 1 / (R max(n_b, 1))   (mean over each completion's tokens, then over completions)
+//   loss_type 1 token:   w_b = 1 / max(N_all, 1)     (bnpo and dapo: mean over all completion tokens)
+//   loss_type 2 dr_grpo: w_b = 1 / (R L)             (L = max_len, the maximum completion length)
+// So the losses (and gradients) of micro-batches given the whole batch's R and N_all sum to the whole batch's.
+// With R = B and given_tokens = 0 this is the loss of the B rows on their own.
 // Backward: dlogp[i] = -g_loss w_b m_i dobj_i.
-// Metrics, over masked tokens (each 0 when N = 0): [mean kl, clip fraction low, clip fraction high, mean rho, N].
+// Metrics, over this batch's masked tokens (each 0 when N = 0): [mean kl, clip fraction low, clip fraction high,
+// mean rho, N]; micro-batches' metrics combine into the whole batch's as means weighted by their N.
 // Tokens with m = 0 contribute nothing, even when their log-probs are not finite.
 // Reductions run in a fixed order (no atomics), so results are deterministic: stage 1 sums each row
 // (grpo_rows_*), stage 2 (grpo_loss_naive) sums the rows in one workgroup.
@@ -40,6 +45,9 @@ struct Params {
     eps_low: f32,
     eps_high: f32,
     beta: f32,
+    total_rows: u32,    // R >= B, completions of the whole batch (grpo, dr_grpo)
+    given_tokens: u32,  // 1: total_tokens is N_all; 0: N_all is this batch's own N (bnpo, dapo)
+    total_tokens: f32,  // the whole batch's masked-token count when given_tokens = 1
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -87,6 +95,11 @@ fn token(i: u32, a: f32) -> Token {
     terms.high = select(0.0, 1.0, high);
     terms.rho = rho;
     return terms;
+}
+
+// N_all: the whole batch's masked-token count, given by the host or this batch's own count n.
+fn all_tokens(n: f32) -> f32 {
+    return select(n, params.total_tokens, params.given_tokens != 0u);
 }
 
 // Row sums of token i, weighted by its mask: (m obj, m, m kl, m low) and (m high, m rho); zeros where m = 0.
@@ -185,7 +198,8 @@ fn grpo_rows_workgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgr
 // grpo_loss_naive: loss[0] = -sum_b w_b row_stats[b][0] (w_b per loss_type, see the top), and metrics =
 // [sum kl / N, sum low / N, sum high / N, sum rho / N, N] with N = sum_b n_b (divisions by max(N, 1)).
 // Invocation lid sums rows b = lid, lid + 256, ... in order, then a tree merges them.
-// Bindings: 0 params (rows, loss_type, max_len), 7 row_stats_in (read, B*6), 8 loss (read_write, 1),
+// Bindings: 0 params (rows, loss_type, max_len, total_rows, given_tokens, total_tokens), 7 row_stats_in (read,
+// B*6), 8 loss (read_write, 1),
 // 9 metrics (read_write, 5). Dispatch: one workgroup of 256, grid (1, 1, 1).
 @compute @workgroup_size(WG)
 fn grpo_loss_naive(@builtin(local_invocation_index) lid: u32) {
@@ -208,12 +222,12 @@ fn grpo_loss_naive(@builtin(local_invocation_index) lid: u32) {
     part[6u * WG + lid] = row_means;
     tree_sum(lid, SUMS);
     if (lid == 0u) {
-        let rows = f32(params.rows);
+        let rows = f32(params.total_rows);
         let n = part[WG];
         let per_token = 1.0 / max(n, 1.0);
         var objective = part[6u * WG] / rows;  // grpo
         if (params.loss_type == 1u) {
-            objective = part[0] * per_token;
+            objective = part[0] / max(all_tokens(n), 1.0);
         } else if (params.loss_type == 2u) {
             objective = part[0] / (rows * f32(params.max_len));
         }
@@ -228,9 +242,10 @@ fn grpo_loss_naive(@builtin(local_invocation_index) lid: u32) {
 
 // ------------------------------------------------------------------------------------------------ backward
 
-// grpo_backward_naive: dlogp[i] = -g_loss[0] w_b m_i dobj_i for i = (b, t); w_b from row_stats_in (n_b) and
-// metrics_in (N) of the forward. Bindings: 0 params, 1 logp, 2 old_logp, 3 ref_logp, 4 adv, 5 mask,
-// 7 row_stats_in (read, B*6), 10 metrics_in (read, 5), 11 g_loss (read, 1), 12 dlogp (read_write, B*T).
+// grpo_backward_naive: dlogp[i] = -g_loss[0] w_b m_i dobj_i for i = (b, t); w_b from the params (R, N_all) and
+// the forward's row_stats_in (n_b) and metrics_in (N, when N_all is not given). Bindings: 0 params, 1 logp,
+// 2 old_logp, 3 ref_logp, 4 adv, 5 mask, 7 row_stats_in (read, B*6), 10 metrics_in (read, 5), 11 g_loss (read, 1),
+// 12 dlogp (read_write, B*T).
 // Dispatch: workgroups of 256 over B*T elements, 2-D grid (x = min(ceil(B*T / 256), 65535),
 // y = ceil(ceil(B*T / 256) / x)), element (wg.y * nwg.x + wg.x) * 256 + lid.
 @compute @workgroup_size(WG)
@@ -244,10 +259,10 @@ fn grpo_backward_naive(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgr
         return;
     }
     let b = i / params.t;
-    let rows = f32(params.rows);
+    let rows = f32(params.total_rows);
     var w = 1.0 / (rows * max(row_stats_in[b * STATS + 1u], 1.0));  // grpo
     if (params.loss_type == 1u) {
-        w = 1.0 / max(metrics_in[4], 1.0);
+        w = 1.0 / max(all_tokens(metrics_in[4]), 1.0);
     } else if (params.loss_type == 2u) {
         w = 1.0 / (rows * f32(params.max_len));
     }

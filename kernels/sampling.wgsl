@@ -10,7 +10,9 @@
 //     token = argmax over kept i of x_i + g_i with Gumbel noise g_i = -log(-log(u_i)) (the Gumbel-max trick:
 //       an exact sample of softmax(x) restricted to the kept set), u_i = (hash(i, seq, step, seed) >> 8 + 0.5) / 2^24
 //       from the counter-based hash pcg4d, so a (seed, sequence, step) triple always draws the same token however
-//       many steps a submit holds and whichever row the sequence occupies.
+//       many steps a submit holds and whichever row the sequence occupies. seq = seq_ids[b] + seq_offset (mod
+//       2^32): outputs are written at column seq_ids[b], so a batch sampled in parts keys each sequence by its
+//       global index while each part's outputs stay only as wide as the part.
 //   logprob = x_token - lse: the log-prob under softmax(z / temperature) (under softmax(z) when greedy), as GRPO's
 //   old-policy log-probs; the top-k/top-p filter does not renormalize it.
 // Thresholds are found by bisection over the 32-bit order-preserving key of x (exact, 32 passes over the row per
@@ -38,6 +40,7 @@ struct Params {
     pad_id: u32,    // what finished rows emit
     n_eos: u32,     // entries of eos_ids that count
     out_row: u32,   // the row of tokens/logprobs written (the step, in a decode loop)
+    seq_offset: u32,  // added to seq_ids[b] to key the RNG (not to pick the output column)
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -69,7 +72,7 @@ fn pcg4d(v_in: vec4<u32>) -> vec4<u32> {
     return v;
 }
 
-// Gumbel noise for vocabulary entry i of sequence seq at step `step`.
+// Gumbel noise for vocabulary entry i of sequence seq (the global index) at step `step`.
 fn gumbel(i: u32, seq: u32, step: u32) -> f32 {
     let h = pcg4d(vec4<u32>(i, seq, step, params.seed_lo ^ (params.seed_hi * 0x9E3779B9u))).x;
     let u = (f32(h >> 8u) + 0.5) * (1.0 / 16777216.0);
@@ -161,8 +164,8 @@ fn mass_at_least(lid: u32, base: u32, t: u32, m: f32) -> f32 {
 
 // sample_row: the next token of each row (see the top of the file).
 // Bindings: 0 params (uniform), 1 logits (read, elem, (B, V)), 2 seq_ids (read, u32, B: the sequence each row
-// holds, for the RNG and the output column), 3 eos_ids (read, u32, >= 1 entries, n_eos used), 4 finished
-// (read_write, u32, B), 5 next_ids (read_write, i32, B: the sampled token, the next step's input),
+// holds: its output column, and its RNG key after adding seq_offset), 3 eos_ids (read, u32, >= 1 entries, n_eos
+// used), 4 finished (read_write, u32, B), 5 next_ids (read_write, i32, B: the sampled token, the next step's input),
 // 6 tokens (read_write, i32, (rows, S)) and 7 logprobs (read_write, f32, (rows, S)), written at
 // [out_row, seq_ids[b]].
 // Dispatch: one workgroup of WG per row, 2-D grid (x = min(B, 65535), y = ceil(B / x)); row = wg.y * nwg.x + wg.x.
@@ -174,8 +177,9 @@ fn sample_row(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
     let base = row * params.vocab;
     if (lid == 0u) { shared_u = finished[row]; }
     let done = workgroupUniformLoad(&shared_u);
-    let seq = seq_ids[row];
-    let out_index = params.out_row * params.n_seq + seq;
+    let column = seq_ids[row];
+    let seq = column + params.seq_offset;
+    let out_index = params.out_row * params.n_seq + column;
     if (done != 0u) {
         if (lid == 0u) {
             next_ids[row] = params.pad_id;

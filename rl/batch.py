@@ -44,3 +44,18 @@ def build_update_batch(prompts: Sequence[Sequence[int]], completions: Sequence[S
         if keep and completion:
             mask[row, start : start + len(completion)] = 1.0
     return UpdateBatch(inputs, targets, mask, old_logp, int(mask.sum()))
+
+
+def micro_batch_ranges(rows: int, per_device: int = 0, accumulation: int = 0) -> list[tuple[int, int]]:
+    """(start, stop) of the micro-batches that walk `rows` completions in order: `per_device` rows each (the last
+    may be shorter), or `accumulation` near-equal ones; with neither (0), one batch of them all."""
+    if rows < 1:
+        raise ValueError(f"micro_batch_ranges: rows must be >= 1, got {rows}")
+    if per_device < 0 or accumulation < 0:
+        raise ValueError(f"micro_batch_ranges: sizes must be >= 0, got {per_device}, {accumulation}")
+    if per_device:
+        starts = range(0, rows, per_device)
+        return [(start, min(start + per_device, rows)) for start in starts]
+    count = min(max(accumulation, 1), rows)
+    bounds = [round(i * rows / count) for i in range(count + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))

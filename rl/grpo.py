@@ -2,9 +2,15 @@
 
 Owns: `GRPOLossConfig` (the loss and advantage hyperparameters), `group_advantages`, `dynamic_sampling_filter`,
 `reference_loss` (a float64 numpy statement of the whole objective and its gradient w.r.t. the policy's
-log-probs: the readable spec the GPU op is tested against) and `policy_loss` (the GPU op,
-`engine.ops.grpo_loss`, with metrics read only when asked). DESIGN.md's "GRPO" section is the spec.
+log-probs: the readable spec the GPU op is tested against), `policy_loss` (the GPU op, `engine.ops.grpo_loss`,
+with metrics read only when asked) and `combine_metrics`. DESIGN.md's "GRPO" section is the spec.
 Talks to `engine` only (imported when `policy_loss` runs); never imports wgpu.
+
+Micro-batches: a batch walked in pieces with gradients accumulated gives each piece's loss the whole batch's
+normalisers (`total_rows` completions, `total_tokens` masked tokens), so the pieces' losses and gradients sum to
+the whole batch's for every loss type (token-level losses divide by the whole batch's token count, not each
+piece's). Each piece's metrics are its own means plus its token count; `combine_metrics` weighs them into the
+whole batch's.
 
 With one update per batch (mu = 1) the policy is the rollout policy, so rho = 1 and, at beta = 0, the loss
 *value* is minus a weighted mean of the advantages: exactly 0 for grpo (advantages have zero mean in each group),
@@ -130,22 +136,30 @@ def dynamic_sampling_filter(rewards) -> np.ndarray:
 
 def reference_loss(logp, old_logp, ref_logp, advantages, mask, *, eps_low: float = 0.2, eps_high: float = 0.2,
                    beta: float = 0.04, loss_type: str = "grpo",
-                   max_completion_length: int | None = None) -> tuple[float, np.ndarray, dict]:
+                   max_completion_length: int | None = None, total_rows: int | None = None,
+                   total_tokens: float | None = None) -> tuple[float, np.ndarray, dict]:
     """(loss, d loss / d logp (B, T), metrics) in float64 numpy: the spec `engine.ops.grpo_loss` is tested against.
 
     Shapes and meaning as `engine.ops.grpo_loss`: logp, old_logp, ref_logp (or None with beta = 0), mask (B, T);
-    advantages (B,).
+    advantages (B,). total_rows, total_tokens: the whole batch's completion and masked-token counts when these
+    rows are a micro-batch of it (defaults: B and this mask's sum); the metrics are over these rows alone.
     """
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"reference_loss: loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
     logp, old_logp, mask = (np.asarray(a, np.float64) for a in (logp, old_logp, mask))
+    rows = logp.shape[0]
+    if total_rows is None:
+        total_rows = rows
+    elif isinstance(total_rows, bool) or not isinstance(total_rows, (int, np.integer)) or total_rows < rows:
+        raise ValueError(f"reference_loss: total_rows must be an int >= the {rows} rows, got {total_rows!r}")
+    if total_tokens is not None and not (np.isfinite(total_tokens) and total_tokens >= 0):
+        raise ValueError(f"reference_loss: total_tokens must be finite and >= 0, got {total_tokens!r}")
     if ref_logp is None:
         if beta != 0:
             raise ValueError("reference_loss: beta != 0 needs ref_logp")
         ref_logp = logp
     ref_logp = np.asarray(ref_logp, np.float64)
     a = np.asarray(advantages, np.float64)[:, None]  # (B, 1): every token of a completion shares it
-    rows = logp.shape[0]
     on = mask != 0
     with np.errstate(over="ignore", invalid="ignore"):
         rho = np.where(on, np.exp(logp - old_logp), 1.0)  # (B, T)
@@ -160,14 +174,15 @@ def reference_loss(logp, old_logp, ref_logp, advantages, mask, *, eps_low: float
 
     n_row = mask.sum(axis=1, keepdims=True)  # (B, 1)
     n = mask.sum()
+    all_tokens = n if total_tokens is None else float(total_tokens)
     if loss_type == "grpo":
-        weight = 1.0 / (rows * np.maximum(n_row, 1.0))  # (B, 1)
+        weight = 1.0 / (total_rows * np.maximum(n_row, 1.0))  # (B, 1)
     elif loss_type in ("bnpo", "dapo"):
-        weight = np.full((rows, 1), 1.0 / max(n, 1.0))
+        weight = np.full((rows, 1), 1.0 / max(all_tokens, 1.0))
     else:
         if not max_completion_length or max_completion_length < 1:
             raise ValueError("reference_loss: dr_grpo needs max_completion_length >= 1")
-        weight = np.full((rows, 1), 1.0 / (rows * max_completion_length))
+        weight = np.full((rows, 1), 1.0 / (total_rows * max_completion_length))
     loss = -float(np.sum(np.where(on, weight * mask * objective, 0.0)))
     grad = np.where(on, -weight * mask * dobjective, 0.0)
     per_token = 1.0 / max(n, 1.0)
@@ -181,24 +196,34 @@ def reference_loss(logp, old_logp, ref_logp, advantages, mask, *, eps_low: float
     return loss, grad, metrics
 
 
-def policy_loss(logp, old_logp, ref_logp, advantages, mask,
-                config: GRPOLossConfig) -> tuple["Tensor", Callable[[], dict[str, float]]]:
+def policy_loss(logp, old_logp, ref_logp, advantages, mask, config: GRPOLossConfig, *,
+                total_rows: int | None = None,
+                total_tokens: float | None = None) -> tuple["Tensor", Callable[[], dict[str, float]]]:
     """(loss Tensor of shape (), metrics) on the GPU: `engine.ops.grpo_loss` with `config`'s hyperparameters.
 
     logp: (B, T) Tensor from the policy's token_logprobs (requires grad). old_logp, ref_logp (None when
     config.beta = 0), mask: (B, T) Tensors or numpy arrays; advantages: (B,) or (n_groups, G) with
     n_groups * G = B. `metrics()` reads the metrics back (one small read-back: call it only on logging steps)
     and returns {kl, clip_frac_low, clip_frac_high, ratio_mean, tokens}; kl is left out without a reference.
+    total_rows, total_tokens: the whole batch's completion and masked-token counts when these rows are one
+    micro-batch of it (see the module docstring); the metrics stay this micro-batch's (see `combine_metrics`).
     """
     from wgrpo.engine import Tensor, ops  # the GPU side; importing rl.grpo for its numpy functions needs no device
 
     if not isinstance(advantages, Tensor):
         advantages = np.asarray(advantages, np.float32).reshape(-1)  # (B,)
     ref = ref_logp  # with beta = 0 it only feeds the kl metric; None is fine
-    max_len = config.max_completion_length or int(logp.shape[1])
+    rows, width = (int(n) for n in logp.shape)
+    if (config.loss_type == "dr_grpo" and not config.max_completion_length and total_rows is not None
+            and total_rows != rows):
+        # each micro-batch is padded to its own width, so the mask's width is no constant L of the whole batch
+        raise ValueError("policy_loss: dr_grpo over micro-batches needs config.max_completion_length (the whole "
+                         "batch's L); 0 would take each micro-batch's own width")
+    max_len = config.max_completion_length or width
     loss, metrics = ops.grpo_loss(logp, old_logp, ref, advantages, mask, eps_low=config.eps_low,
                                   eps_high=config.eps_high, beta=config.beta, loss_type=config.loss_type,
-                                  max_completion_length=max_len, return_metrics=True)
+                                  max_completion_length=max_len, return_metrics=True, total_rows=total_rows,
+                                  total_tokens=total_tokens)
 
     def read_metrics() -> dict[str, float]:
         values = dict(zip(METRIC_NAMES, (float(v) for v in metrics.numpy())))
@@ -207,3 +232,18 @@ def policy_loss(logp, old_logp, ref_logp, advantages, mask,
         return values
 
     return loss, read_metrics
+
+
+def combine_metrics(parts: list[dict[str, float]]) -> dict[str, float]:
+    """The whole batch's metrics from its micro-batches' (each `policy_loss`'s `metrics()`): every mean weighted
+    by its micro-batch's token count (a micro-batch without tokens adds nothing), the token counts summed. Each
+    mean is 0 when the whole batch has no tokens, as in a single batch."""
+    if not parts:
+        raise ValueError("combine_metrics: needs the metrics of at least one micro-batch")
+    names = set(parts[0])
+    if "tokens" not in names or any(set(part) != names for part in parts):
+        raise ValueError(f"combine_metrics: every part needs the same metrics, tokens included; got "
+                         f"{[sorted(part) for part in parts]}")
+    tokens = float(sum(part["tokens"] for part in parts))
+    return {name: tokens if name == "tokens" else
+            float(sum(part[name] * part["tokens"] for part in parts)) / max(tokens, 1.0) for name in parts[0]}

@@ -1,8 +1,10 @@
 """Rollout and scoring: G completions per problem from the current policy, each scored by the task's rules.
 
 Owns: calling `engine.generate` (one shared prefill per prompt, old-policy log-probs returned alongside the
-tokens), and turning texts into reward parts with one `task.rewards` call per rollout (so a task can score the
-batch in parallel). Talks to `engine` only through `generate`; never imports wgpu.
+tokens), in chunks of whole groups when `generation_batch_size` bounds how many completions are sampled at once
+(each chunk keyed by its sequences' global indices, so chunking changes memory, not the completions), and
+turning texts into reward parts with one `task.rewards` call per rollout (so a task can score the batch in
+parallel). Talks to `engine` only through `generate`; never imports wgpu.
 """
 
 from __future__ import annotations
@@ -50,18 +52,35 @@ class Rollout:
 
 def sample_and_score(model, tokenizer, task, problems: Sequence, group_size: int, *, max_new_tokens: int,
                      temperature: float, top_k: int, top_p: float, seed: int, weights: dict[str, float],
-                     stop: Sequence[str] = STOP) -> Rollout:
-    """G samples of every problem; each group shares one prompt prefill. Completions come back group by group."""
+                     stop: Sequence[str] = STOP, generation_batch_size: int = 0) -> Rollout:
+    """G samples of every problem; each group shares one prompt prefill. Completions come back group by group.
+
+    generation_batch_size: completions sampled per `generate` call, a positive multiple of group_size (whole
+    groups), or 0 for all at once. The chunks draw the tokens one call would (the sampler's RNG is keyed by each
+    sequence's global index); only float rounding of a chunk's different left padding can tell them apart."""
     from wgrpo.engine import generate
 
+    if isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)) or group_size < 1:
+        raise ValueError(f"group_size must be an integer >= 1, got {group_size!r}")
+    if isinstance(generation_batch_size, bool) or not isinstance(generation_batch_size, (int, np.integer)) \
+            or generation_batch_size < 0 or generation_batch_size % group_size:
+        raise ValueError(f"generation_batch_size must be 0 (all at once) or a positive multiple of group_size "
+                         f"{group_size} (whole groups), got {generation_batch_size!r}")
+    if not problems:
+        raise ValueError("sample_and_score: problems is empty")
+    per_call = int(generation_batch_size) // group_size or len(problems)  # prompts per generate call
     started = time.perf_counter()
-    result = generate(model, [problem.prompt for problem in problems], max_new_tokens=max_new_tokens,
-                      temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, stop=list(stop),
-                      num_samples=group_size, tokenizer=tokenizer)
+    sequences = []
+    for first in range(0, len(problems), per_call):
+        result = generate(model, [problem.prompt for problem in problems[first:first + per_call]],
+                          max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                          seed=seed, stop=list(stop), num_samples=group_size, tokenizer=tokenizer,
+                          first_sequence=first * group_size)
+        sequences.extend(result.sequences)
     generated = time.perf_counter()
     completions = [Completion(index // group_size, list(sequence.prompt_ids), list(sequence.token_ids),
                               np.asarray(sequence.logprobs, np.float32), sequence.text, sequence.finish_reason)
-                   for index, sequence in enumerate(result.sequences)]
+                   for index, sequence in enumerate(sequences)]
     scores = task.rewards([c.text for c in completions], [problems[c.problem_index] for c in completions], weights)
     for completion, (reward, parts) in zip(completions, scores, strict=True):
         completion.reward, completion.parts = reward, parts

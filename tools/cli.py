@@ -90,6 +90,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from wgrpo.tools.bench_checkpoints import CheckpointBenchConfig, run_checkpoint_bench
 
         return run_checkpoint_bench(config_from_args(CheckpointBenchConfig, args), config, device_spec=args.device)
+    if config.memory:
+        from wgrpo.tools.bench_memory import MemoryBenchConfig, run_memory_bench
+
+        return run_memory_bench(config_from_args(MemoryBenchConfig, args), config, device_spec=args.device)
     if config.grpo:
         from wgrpo.tools.bench_grpo import GRPOBenchConfig, run_grpo_bench
         from wgrpo.tools.bench_model import ModelBenchConfig
@@ -190,6 +194,8 @@ def _bench_config():
 
 # name -> (function, one-line help, config dataclass loader or None, extra-argument adder or None)
 def _subcommands() -> dict[str, tuple[Callable, str, Callable | None, Callable | None]]:
+    from wgrpo.tools.merge_cli import add_merge_arguments, cmd_merge  # argparse only: no engine import
+
     def devices_extra(p):
         p.add_argument("--json", action="store_true", help="print the adapters as JSON instead of a list")
 
@@ -206,6 +212,9 @@ def _subcommands() -> dict[str, tuple[Callable, str, Callable | None, Callable |
         from wgrpo.tools.bench_checkpoints import CheckpointBenchConfig
 
         add_config_arguments(p, CheckpointBenchConfig)
+        from wgrpo.tools.bench_memory import MemoryBenchConfig
+
+        add_config_arguments(p, MemoryBenchConfig)
 
     def generate_extra(p):
         p.add_argument("-n", dest="num_samples", type=int, default=argparse.SUPPRESS, metavar="N",
@@ -225,6 +234,8 @@ def _subcommands() -> dict[str, tuple[Callable, str, Callable | None, Callable |
                      _generate_config, generate_extra),
         "sft": (cmd_sft, "supervised fine-tuning on prompt/completion JSONL, from a checkpoint or a fresh model",
                 _sft_config, None),
+        "merge": (cmd_merge, "merge a PEFT LoRA adapter into its base model, written as a full Hugging Face "
+                             "checkpoint", None, add_merge_arguments),
     }
 
 

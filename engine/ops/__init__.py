@@ -4,6 +4,7 @@ One module per kernel family; this package re-exports the public names.
 """
 
 from wgrpo.engine.ops.attention import attention, attention_cached
+from wgrpo.engine.ops.dropout import dropout
 from wgrpo.engine.ops.embedding import embedding
 from wgrpo.engine.ops.elementwise import add, affine, broadcast_to, exp, gelu, mul, scale, silu
 from wgrpo.engine.ops.grpo import grpo_loss
@@ -22,4 +23,4 @@ __all__ = ["attention", "attention_cached", "add", "affine", "broadcast_to", "ex
            "transpose",
            "embedding", "add_rmsnorm", "rmsnorm", "rope", "rope_qk", "swiglu",
            "cross_entropy", "log_softmax", "nll_loss", "token_logprobs",
-           "grpo_loss"]
+           "dropout", "grpo_loss"]

@@ -2,7 +2,10 @@
 
 `grpo_loss` takes the policy's log-probs (B, T) (from `token_logprobs`, differentiable), the rollout's
 `old_logp`, the frozen reference model's `ref_logp` (or None when beta = 0), one advantage per completion and
-the completion mask, and returns loss = -objective aggregated per `loss_type` (DESIGN.md, "GRPO"). The forward is
+the completion mask, and returns loss = -objective aggregated per `loss_type` (DESIGN.md, "GRPO"). A micro-batch
+of a gradient-accumulation step passes the whole batch's normalisers (`total_rows`, `total_tokens`), so the
+micro-batches' losses and gradients sum to the whole batch's for every loss type; its metrics stay its own (means
+over its own tokens, and their count), to be combined weighted by that count. The forward is
 two dispatches (per-row sums, then one workgroup over the rows: fixed order, no atomics, deterministic); it also
 writes the metrics tensor METRIC_NAMES, read back only when logged. The backward is one dispatch writing
 d loss / d logp, which flows on into `token_logprobs` and the model. Must not import `rl`.
@@ -35,6 +38,17 @@ def _row_tensor(value, name: str, like: Tensor, shape: tuple[int, ...]) -> Tenso
     if t.shape != shape:
         raise ValueError(f"grpo_loss: {name} must have shape {shape} (logp is {like.shape}), got {t.shape}")
     return t
+
+
+def _total_rows(value, rows: int) -> int:
+    if value is None:
+        return rows
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"grpo_loss: total_rows must be an int, got {type(value).__name__}")
+    if not rows <= value < 2**32:
+        raise ValueError(f"grpo_loss: total_rows must be at least this batch's {rows} rows (the completions of the "
+                         f"whole batch it belongs to), got {value}")
+    return int(value)
 
 
 def _number(value, name: str, low: float, high: float = math.inf) -> float:
@@ -78,7 +92,8 @@ class _GRPOLoss(Function):
 
 def grpo_loss(logp: Tensor, old_logp, ref_logp, advantages, mask, *, eps_low: float = 0.2, eps_high: float = 0.2,
               beta: float = 0.04, loss_type: str = "grpo", max_completion_length: int | None = None,
-              return_metrics: bool = False, variant: str | None = None):
+              return_metrics: bool = False, variant: str | None = None, total_rows: int | None = None,
+              total_tokens: float | None = None):
     """GRPO's loss: -(clipped surrogate - beta k3 KL) per completion token, aggregated per `loss_type`.
 
     logp: (B, T) float32 Tensor, the policy's log-probs of the sampled tokens at the sampling temperature (from
@@ -90,6 +105,9 @@ def grpo_loss(logp: Tensor, old_logp, ref_logp, advantages, mask, *, eps_low: fl
     loss_type: "grpo" (mean over each completion's tokens, then over completions), "bnpo" / "dapo" (sum over all
     completion tokens / their count), "dr_grpo" (sum / (B * max_completion_length); needs the length).
     Token counts are clamped to at least 1 before dividing (as TRL does), so an empty completion adds 0.
+    total_rows (an int >= B) and total_tokens (a finite float >= 0): the completions and the masked tokens of the
+    whole batch these rows are a micro-batch of; grpo and dr_grpo divide by total_rows instead of B, bnpo and
+    dapo by total_tokens instead of this batch's own token count (counted on the GPU). Defaults: this batch's own.
 
     Returns the scalar loss Tensor, shape (); with `return_metrics=True`, (loss, metrics) where metrics is a
     (5,) float32 Tensor in METRIC_NAMES order: mean k3 KL, clip fraction low (A < 0, rho < 1 - eps_low), clip
@@ -116,6 +134,9 @@ def grpo_loss(logp: Tensor, old_logp, ref_logp, advantages, mask, *, eps_low: fl
             raise ValueError("grpo_loss: loss_type 'dr_grpo' needs max_completion_length, an int >= 1, got "
                              f"{max_completion_length!r}")
     max_len = int(max_completion_length) if loss_type == "dr_grpo" else 0
+    total_rows = _total_rows(total_rows, rows)
+    given_tokens = total_tokens is not None
+    total_tokens = _number(total_tokens, "total_tokens", 0.0) if given_tokens else 0.0
     old_logp = _row_tensor(old_logp, "old_logp", logp, (rows, t))
     if ref_logp is None:
         if beta != 0.0:
@@ -127,7 +148,8 @@ def grpo_loss(logp: Tensor, old_logp, ref_logp, advantages, mask, *, eps_low: fl
     mask = _row_tensor(mask, "mask", logp, (rows, t))
     variant = row_kernel(variant, t, "grpo_loss", WORKGROUP_MIN_T)
     params = {"rows": rows, "t": t, "loss_type": LOSS_TYPES[loss_type], "max_len": max_len, "eps_low": eps_low,
-              "eps_high": eps_high, "beta": beta}
+              "eps_high": eps_high, "beta": beta, "total_rows": total_rows, "given_tokens": given_tokens,
+              "total_tokens": total_tokens}
     loss, metrics = _GRPOLoss.apply(logp, old_logp, ref_logp, advantages, mask, params, variant)
     metrics = metrics.detach()  # read when logged; never differentiated
     return (loss, metrics) if return_metrics else loss

@@ -34,7 +34,7 @@ TOKENIZER_FILE = "tokenizer.json"  # engine.hf's (and Hugging Face's) name for i
 
 def save_training_checkpoint(directory: str | Path, model, tokenizer, optimizer, state: dict[str, Any],
                              config) -> Path:
-    """Write model + tokenizer + trainer state (`state`: the step and the trainer's own entries) + optimizer +
+    """Write model (or, with LoRA, its adapters as PEFT writes them) + tokenizer + trainer state (`state`: the step and the trainer's own entries) + optimizer +
     resolved config."""
     from wgrpo.engine import write_checkpoint
 
@@ -56,6 +56,10 @@ def save_training_checkpoint(directory: str | Path, model, tokenizer, optimizer,
         OPTIMIZER_FILE: lambda path: save_file(moments, str(path)) if moments else path.write_bytes(b""),
         CONFIG_FILE: resolved,
     }
+    if model.adapters is not None:  # a LoRA run saves its adapters only, as a PEFT directory
+        from wgrpo.engine import save_adapter
+
+        return save_adapter(directory, model, tokenizer=tokenizer, extra_files=extra)
     return write_checkpoint(directory, model.config, model.state_dict(), tokenizer=tokenizer, extra_files=extra)
 
 

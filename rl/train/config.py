@@ -31,6 +31,11 @@ PATH_OPTIONS = ("path", "eval_path")  # task options that name files
 # what a resumed run may change: when it stops, where it writes, how often it saves and evaluates, and what the
 # machine it resumes on can hold
 RESUME_MAY_CHANGE = ("steps", "output_dir", "save_every", "eval_every", "device_memory")
+# how the step's work is cut to fit the device: the same update up to float rounding, so a run resumed on a
+# smaller device may change them
+MEMORY_OPTIONS = ("per_device_train_batch_size", "gradient_accumulation_steps", "generation_batch_size",
+                  "gradient_checkpointing")
+RESUME_MAY_CHANGE += MEMORY_OPTIONS
 # The demo's problems, which a fresh model's warm-up and GRPO train on when --task-options is empty: two-digit
 # additions, in the plain template, whose questions do not spell out the answer format (the warm-up teaches it)
 DEMO_TASK_OPTIONS = "digits=2,ops=+,template=plain,instructions=false"
@@ -118,6 +123,28 @@ class TrainConfig:
                            choices=("grpo", "bnpo", "dapo", "dr_grpo"))
     scale_rewards: str = _help("advantages: std ((r - mean) / (std + eps)) or none (Dr. GRPO)", "std",
                                choices=("std", "none"))
+    # memory: the same step in smaller pieces
+    per_device_train_batch_size: int = _help("completions per forward/backward of the update (a micro-batch; "
+                                             "gradients accumulate over the micro-batches and the loss keeps the "
+                                             "whole batch's normalisation); 0: the whole rollout at once", 0)
+    gradient_accumulation_steps: int = _help("micro-batches per optimizer step; 0: as many as "
+                                             "--per-device-train-batch-size needs. Given both, their product must "
+                                             "be --prompts-per-step x --group-size", 0)
+    generation_batch_size: int = _help("completions sampled at once, whole groups (a multiple of --group-size), "
+                                       "so the KV cache fits; 0: the whole rollout at once", 0)
+    gradient_checkpointing: bool = _help("keep only each decoder layer's input during the update's forward and "
+                                         "recompute the layer in the backward: the same gradients for far fewer "
+                                         "activation bytes, at about a third more compute", False)
+    # LoRA (PEFT's names and meanings)
+    use_peft: bool = _help("train LoRA adapters on the frozen base model (kept in --dtype); the KL reference is "
+                           "the base with the adapters off, and checkpoints are PEFT adapter directories "
+                           "(`wgrpo merge` writes a full model)", False)
+    lora_r: int = _help("LoRA rank", 16)
+    lora_alpha: float = _help("LoRA alpha: the update is scaled by alpha / r", 32.0)
+    lora_dropout: float = _help("dropout on the adapters' input while training, in [0, 1)", 0.05)
+    lora_target_modules: str = _help("linear layers that get adapters: all-linear (every projection of the decoder "
+                                     "layers, not lm_head) or a comma list such as q_proj,v_proj", "all-linear")
+    use_rslora: bool = _help("rank-stabilised LoRA: scale by alpha / sqrt(r)", False)
     # evaluation and checkpoints
     eval_every: int = _help("evaluate pass@1 (greedy) on held-out problems every N steps; 0: start and end only",
                             10)
@@ -132,7 +159,8 @@ class TrainConfig:
             _require(self, name, getattr(self, name) >= 1, "must be at least 1")
         _require(self, "group_size", self.group_size >= 2, "must be at least 2: GRPO's advantages compare the "
                  "completions of a group, so a group of one carries no signal")
-        for name in ("seed", "top_k", "warmup_lr_steps", "save_every", "eval_every"):
+        for name in ("seed", "top_k", "warmup_lr_steps", "save_every", "eval_every", "per_device_train_batch_size",
+                     "gradient_accumulation_steps", "generation_batch_size"):
             _require(self, name, getattr(self, name) >= 0, "must be at least 0")
         _require(self, "grad_clip", self.grad_clip >= 0, "must be >= 0 (0 disables clipping)")
         for name in ("weight_decay", "beta", "eps_high"):
@@ -150,7 +178,36 @@ class TrainConfig:
                 parse(getattr(self, name))
             except Mismatch as mismatch:
                 raise OptionError(name, getattr(self, name), str(mismatch)) from None
+        self._check_batching()
+        _require(self, "lora_r", self.lora_r >= 1, "must be at least 1")
+        _require(self, "lora_alpha", self.lora_alpha > 0, "must be > 0")
+        _require(self, "lora_dropout", 0 <= self.lora_dropout < 1, "must be in [0, 1)")
         self.loss_config()  # the loss's own invariants
+
+    def _check_batching(self) -> None:
+        completions = self.prompts_per_step * self.group_size
+        per_device, accumulation = self.per_device_train_batch_size, self.gradient_accumulation_steps
+        if per_device and accumulation and per_device * accumulation != completions:
+            raise InputError(f"--per-device-train-batch-size {per_device} x --gradient-accumulation-steps "
+                             f"{accumulation} = {per_device * accumulation}: must be the completions of a step, "
+                             f"--prompts-per-step x --group-size = {completions} (or give one of the two)")
+        _require(self, "gradient_accumulation_steps", accumulation <= completions,
+                 f"must be at most the completions of a step ({completions})")
+        _require(self, "generation_batch_size", self.generation_batch_size % self.group_size == 0,
+                 f"must be a multiple of --group-size {self.group_size}: groups are sampled whole")
+
+    def micro_batches(self, completions: int) -> list[tuple[int, int]]:
+        """(start, stop) of each micro-batch of an update over `completions` rows, in order."""
+        from wgrpo.rl.batch import micro_batch_ranges
+
+        return micro_batch_ranges(completions, self.per_device_train_batch_size, self.gradient_accumulation_steps)
+
+    def lora_config(self):
+        """The LoraConfig of --use-peft's options."""
+        from wgrpo.engine import LoraConfig
+
+        return LoraConfig(r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
+                          target_modules=self.lora_target_modules, use_rslora=self.use_rslora)
 
     def loss_config(self) -> GRPOLossConfig:
         return GRPOLossConfig(eps_low=self.eps_low, eps_high=self.eps_high, beta=self.beta,

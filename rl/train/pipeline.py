@@ -74,11 +74,26 @@ def _earlier_warm_up(folder: Path, sft: SFTConfig) -> tuple[Path | None, Path | 
 
 
 def policy_and_reference(model, config: TrainConfig):
-    """(policy, reference) from the starting model: the policy trains float32 master weights; the reference, a
-    frozen copy for the KL penalty (none when beta is 0), keeps the dtype the model was loaded in, so a bf16
-    checkpoint's reference costs 2 bytes per parameter and is the loaded model itself."""
-    from wgrpo.engine import Model
+    """(policy, reference) from the starting model.
 
+    Full fine-tuning: the policy trains float32 master weights; the reference, a frozen copy for the KL penalty
+    (none when beta is 0), keeps the dtype the model was loaded in, so a bf16 checkpoint's reference costs 2
+    bytes per parameter and is the loaded model itself. A starting PEFT adapter is merged into its base first.
+    LoRA (`use_peft`): the policy is the model itself, its base frozen in the loaded dtype, with new adapters
+    (or the starting adapter, trained on); no reference model: the base with the adapters off is the
+    reference."""
+    from wgrpo.engine import Model, attach_lora, merged_state_dict
+
+    if config.use_peft:
+        if model.adapters is None:
+            attach_lora(model, config.lora_config(), seed=config.seed)
+        else:
+            lora = model.adapters.config
+            print(f"wgrpo: training the LoRA adapter of {config.model} (r={lora.r}, alpha={lora.lora_alpha:g}, "
+                  f"dropout={lora.lora_dropout:g}); the --lora-* options do not apply to it", file=sys.stderr)
+        return model, None
+    if model.adapters is not None:  # full fine-tuning from an adapter: the merged model is the start
+        model = Model.from_numpy(model.config, merged_state_dict(model), model.device, source="merged adapter")
     policy = model.to("float32")
     if config.beta <= 0:
         return policy, None
@@ -106,8 +121,8 @@ def run_train(config: TrainConfig, device=None, *, changes: Sequence[str] = ()) 
     if config.resume:
         start = _resume_start(config)  # the command line recovered the checkpoint before reading its config
         # the frozen starting policy, loaded once the checkpoint's own files are known to be whole
-        trainer = GRPOTrainer.resume_from(config, config.resume, device, start if config.beta > 0 else None,
-                                          task=task)
+        reference = start if config.beta > 0 and not config.use_peft else None  # LoRA: the base is the reference
+        trainer = GRPOTrainer.resume_from(config, config.resume, device, reference, task=task)
     else:
         start = config.model and model_directory(config.model)
         start = start or str(warm_up(config, task, device))

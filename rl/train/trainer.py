@@ -47,8 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from wgrpo.engine import InputError, peak_metrics
-from wgrpo.rl.batch import build_update_batch
-from wgrpo.rl.grpo import dynamic_sampling_filter, group_advantages, policy_loss
+from wgrpo.rl.grpo import dynamic_sampling_filter
 from wgrpo.rl.rollout import Completion, Rollout, sample_and_score
 from wgrpo.rl.train.checkpoint import (load_optimizer_state, load_training_state, recover,
                                        save_training_checkpoint)
@@ -59,6 +58,7 @@ from wgrpo.rl.train.metrics_log import METRICS_FILE, MetricsLog
 from wgrpo.rl.train.progress import Progress
 from wgrpo.rl.train.schedule import cosine_lr, epoch_order, resample_order
 from wgrpo.rl.train.stop import StopNow, StopOnSignal, resume_command
+from wgrpo.rl.train.update import grpo_update
 
 RESUME_COMMAND = "wgrpo train"
 
@@ -127,14 +127,19 @@ class GRPOTrainer:
                              "without tokenizer.json cannot train: prompts and completions need it)")
         self.config, self.model, self.tokenizer, self.task = config, model, tokenizer, task
         self.reference = reference if config.beta > 0 else None
-        if config.beta > 0 and reference is None:
-            raise ValueError("beta > 0 needs a reference model")
+        if config.beta > 0 and reference is None and model.adapters is None:
+            raise ValueError("beta > 0 needs a reference model (or LoRA adapters, whose base is the reference)")
+        if config.use_peft != (model.adapters is not None):
+            raise ValueError(f"GRPOTrainer: use_peft={config.use_peft} but the model "
+                             f"{'has' if model.adapters is not None else 'has no'} LoRA adapters")
         self.weights = config.weights(task)
         task.use_tokenizer(tokenizer)  # conversational prompts are rendered with the model's chat template
         longest_prompt = self._check_task(model, tokenizer, task)
         self.memory_estimate = check_grpo_memory(config, model, self.reference, longest_prompt)
-        model.requires_grad_()
-        self.optimizer = AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        for p in model.trainable_parameters():  # with LoRA the adapters only: the base stays frozen in its dtype
+            p.requires_grad_()
+        model.gradient_checkpointing = config.gradient_checkpointing
+        self.optimizer = AdamW(model.trainable_parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.step = start_step
         self.start_model = start_model  # the checkpoint GRPO started from, also the reference model
         self.output = Path(config.output_dir)
@@ -172,7 +177,7 @@ class GRPOTrainer:
             batch = sample_and_score(self.model, self.tokenizer, self.task, problems, size,
                                      max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                                      top_k=cfg.top_k, top_p=cfg.top_p, seed=hash_seed(cfg.seed, step, len(rounds)),
-                                     weights=self.weights)
+                                     weights=self.weights, generation_batch_size=cfg.generation_batch_size)
             groups = [batch.completions[g * size : (g + 1) * size] for g in range(wanted)]
             keep = dynamic_sampling_filter(batch.rewards()) if cfg.dynamic_sampling else np.ones(wanted, bool)
             kept.extend(group for group, k in zip(groups, keep) if k)
@@ -195,40 +200,9 @@ class GRPOTrainer:
         return kept, zero_signal_groups(sample)
 
     def update(self, rollout: Rollout) -> dict[str, float]:
-        """mu policy-gradient steps on one rollout batch; returns the update's metrics."""
-        from wgrpo.engine import Tensor, clip_grad_norm_, no_grad
-
-        cfg = self.config
-        advantages, _ = group_advantages(rollout.rewards(), scale=cfg.scale_rewards)
-        per_completion = advantages.reshape(-1).astype(np.float32)
-        trained = [not (cfg.mask_truncated and c.finish_reason == "length") for c in rollout.completions]
-        batch = build_update_batch([c.prompt_ids for c in rollout.completions],
-                                   [c.token_ids for c in rollout.completions],
-                                   [c.logprobs for c in rollout.completions], trained, self.pad_id)
-        device = self.model.device
-        targets = Tensor.from_numpy(batch.targets, device)
-        mask, old_logp = Tensor.from_numpy(batch.mask, device), Tensor.from_numpy(batch.old_logp, device)
-        adv = Tensor.from_numpy(per_completion, device)
-        ref_logp = None
-        if self.reference is not None:
-            with no_grad():
-                ref_logp = self.reference.token_logprobs(batch.inputs, targets, cfg.temperature)
-        metrics: dict[str, float] = {}
-        started = time.perf_counter()
-        for _ in range(cfg.mu):
-            logp = self.model.token_logprobs(batch.inputs, targets, cfg.temperature)  # (N, T)
-            loss, read_metrics = policy_loss(logp, old_logp, ref_logp, adv, mask, cfg.loss_config())
-            loss.backward()
-            norm = clip_grad_norm_(self.model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
-            self.optimizer.step()
-            self.optimizer.zero_grad()
-            metrics = {"loss": float(loss.numpy()), **read_metrics()}
-            if norm is not None:
-                metrics["grad_norm"] = float(norm.numpy())
-        seconds = time.perf_counter() - started
-        tokens = int(np.count_nonzero(batch.inputs != self.pad_id)) * cfg.mu
-        metrics.update({"time/update": seconds, "update_tokens_per_s": tokens / max(seconds, 1e-9)})
-        return metrics
+        """mu policy-gradient steps on one rollout batch, in micro-batches; returns the update's metrics."""
+        return grpo_update(self.model, self.reference, self.optimizer, rollout, self.config, self.pad_id,
+                           seed=hash_seed(self.config.seed, self.step, 1 << 20))
 
     def finish_step(self, sample: StepSample) -> dict[str, float]:
         """The update on `sample`'s kept groups; advances `step` and returns the step's metrics."""
@@ -351,7 +325,8 @@ class GRPOTrainer:
         state, optimizer_state, _ = load_training_state(checkpoint)  # checked before the weights load
         if isinstance(reference, (str, os.PathLike)):  # frozen in the dtype the run loaded its start in
             reference = load_pretrained(reference, device, config.dtype)[0]
-        model, tokenizer = load_pretrained(checkpoint, device)
+        # a LoRA checkpoint is a PEFT adapter directory: its base loads in the run's dtype, the adapter on it
+        model, tokenizer = load_pretrained(checkpoint, device, config.dtype if config.use_peft else "auto")
         task = task if task is not None else build_task(config.task, config.task_options, config.sandbox)
         trainer = cls(config, model, tokenizer, task, reference,
                       start_step=state["step"], start_model=state.get("start_model", ""))

@@ -1,6 +1,7 @@
 """wgrpo.engine.generate: the cached decode against full forwards, batching and shared prefill against single runs,
-determinism, log-probs against model.token_logprobs, EOS / stop strings / compaction, bad input, and greedy
-decoding against transformers (oracle extra, skipped without it)."""
+determinism, chunks drawn with first_sequence against one call (and their buffers against the memory estimate),
+log-probs against model.token_logprobs, EOS / stop strings / compaction, bad input, and greedy decoding against
+transformers (oracle extra, skipped without it)."""
 
 from __future__ import annotations
 
@@ -77,6 +78,56 @@ def test_seeded_sampling_is_deterministic_and_independent_of_steps_per_submit(mo
     assert len({tuple(s.token_ids) for s in a.sequences[:3]}) > 1  # the samples of a group differ
     other = generate(model, PROMPTS[:2], steps_per_submit=4, **{**kwargs, "seed": 12})
     assert any(x.token_ids.tolist() != y.token_ids.tolist() for x, y in zip(a.sequences, other.sequences))
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_a_batch_generated_in_chunks_draws_what_one_call_draws(model, temperature):
+    # The RNG is keyed by each sequence's global index (first_sequence + its index in the call), so prompts
+    # [0, 1), [1, 3), [3, 4) in three calls draw the tokens of one call over all four. A chunk's prompts are
+    # left-padded to its own width, which may move logits by float rounding: log-probs agree to a tolerance, and
+    # tokens exactly (a flip would need two Gumbel-perturbed logits within rounding of each other). An end-of-text
+    # id drawn early finishes rows, so the compaction path runs with first_sequence > 0 too.
+    kwargs = dict(max_new_tokens=9, temperature=temperature, top_p=0.95, seed=7, num_samples=3, steps_per_submit=2)
+    free = generate(model, PROMPTS, eos_token_ids=(), **kwargs)
+    eos = int(free.sequences[4].token_ids[1])
+    whole = generate(model, PROMPTS, eos_token_ids=(eos,), **kwargs)
+    chunked = []
+    for start, stop in ((0, 1), (1, 3), (3, 4)):
+        part = generate(model, PROMPTS[start:stop], eos_token_ids=(eos,), first_sequence=start * 3, **kwargs)
+        assert [(s.prompt_index, s.sample_index) for s in part.sequences] == \
+            [(p, i) for p in range(stop - start) for i in range(3)]  # indexed within the call
+        chunked.extend(part.sequences)
+    assert any(s.finish_reason == "eos" for s in whole.sequences)
+    for x, y in zip(whole.sequences, chunked, strict=True):
+        assert x.prompt_ids == y.prompt_ids and x.finish_reason == y.finish_reason
+        assert x.token_ids.tolist() == y.token_ids.tolist()
+        np.testing.assert_allclose(x.logprobs, y.logprobs, rtol=1e-4, atol=1e-5)
+    if temperature:  # the index, not the row, keys the draws: the same prompt drawn as other sequences differs
+        shifted = generate(model, PROMPTS[1:3], eos_token_ids=(), first_sequence=0, **kwargs)
+        assert any(x.token_ids.tolist() != y.token_ids.tolist() for x, y in zip(shifted.sequences,
+                                                                                 free.sequences[3:9]))
+
+
+def test_a_later_chunk_holds_outputs_as_wide_as_itself(device):
+    # first_sequence only keys the RNG (the sampler's seq_offset): a call far into a batch allocates what one at
+    # first_sequence 0 does, to the byte of the memory estimate, which knows nothing of first_sequence
+    from tests.engine.memory_counters import assert_matches, in_use, measured_peaks, prompts, random_model
+    from wgrpo.engine.memory_estimate import estimate_generation
+
+    config = ModelConfig(vocab_size=512, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
+                         intermediate_size=192, max_position_embeddings=128)
+    memory = device.runtime.memory
+    base = in_use(memory)
+    memory.reset_peak()
+    model = random_model(config, 0, device)
+    ids = prompts(config, 2, 11)
+    kwargs = dict(max_new_tokens=9, num_samples=3, eos_token_ids=(), seed=1)
+    far = generate(model, ids, first_sequence=2**32 - 6, **kwargs)
+    estimate = estimate_generation(config, "float32", 2, 11, 9, num_samples=3, early_stops=False,
+                                   max_binding_bytes=device.max_binding_bytes)
+    assert_matches(estimate, measured_peaks(memory, base))
+    near = generate(model, ids, **kwargs)
+    assert any(x.token_ids.tolist() != y.token_ids.tolist() for x, y in zip(far.sequences, near.sequences))
 
 
 def test_shared_prefill_equals_separate_prefills(model):
@@ -157,7 +208,9 @@ def test_a_special_token_ends_a_completion_as_a_stop_string(device):
     (dict(prompts=[[1] * 64]), r"prompts\[0\] has 64 tokens, longer than the model's context"),
     (dict(top_p=0.0), "top_p"), (dict(top_p=1.01), "top_p"), (dict(temperature=-0.5), "temperature"),
     (dict(max_new_tokens=0), "max_new_tokens"), (dict(prompts=["text"]), "tokenizer"),
-    (dict(stop="</answer>"), "stop"), (dict(prompts=[[1, 999]]), "outside"), (dict(prompts=[]), "prompts")])
+    (dict(stop="</answer>"), "stop"), (dict(prompts=[[1, 999]]), "outside"), (dict(prompts=[]), "prompts"),
+    (dict(first_sequence=-1), "first_sequence"), (dict(first_sequence=True), "first_sequence"),
+    (dict(first_sequence=2.0), "first_sequence"), (dict(first_sequence=2**32 - 1, num_samples=2), "first_sequence")])
 def test_bad_input_gets_a_clear_error(model, kwargs, match):
     args = dict(prompts=[[1, 2]], max_new_tokens=3)
     args.update(kwargs)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import struct
@@ -14,7 +15,7 @@ from safetensors.numpy import save_file
 from wgrpo.engine import InputError
 from wgrpo.engine.config import ModelConfig
 from wgrpo.engine.hf import (check_state_dict, expected_shapes, load_checkpoint, read_config, read_state_dict,
-                       write_checkpoint)
+                             write_checkpoint, write_directory)
 from wgrpo.engine.safetensors_io import read_safetensors
 
 QWEN = dict(architecture="qwen2", vocab_size=37, hidden_size=16, num_layers=2, num_heads=4, num_kv_heads=2,
@@ -212,6 +213,61 @@ def test_write_refuses_bad_state_before_touching_disk(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="not a directory"):
         write_checkpoint(tmp_path / "file", config, random_state(config))
+
+
+def test_write_directory_writes_every_kind_of_content_in_order(tmp_path):
+    def two_files(path):  # as the tokenizer's writer: its own file and one beside it
+        path.write_text("a")
+        (path.parent / "b.txt").write_text("from the callable")
+
+    target = tmp_path / "out"
+    (target / "old").mkdir(parents=True)
+    (target / "old" / "stale.txt").write_text("x")
+    files = [("raw.bin", b"\x00\x01"), ("text.txt", "t\u00e9xt"), ("sub/dir/obj.json", {"k": [1, 2]}),
+             ("a.txt", two_files), ("b.txt", "replaced")]
+    assert write_directory(target, files, what="adapter") == target
+    assert sorted(str(p.relative_to(target)) for p in target.rglob("*") if p.is_file()) == [
+        "a.txt", "b.txt", "raw.bin", "sub/dir/obj.json", "text.txt"]  # the old contents are gone
+    assert (target / "raw.bin").read_bytes() == b"\x00\x01"
+    assert (target / "text.txt").read_text(encoding="utf-8") == "t\u00e9xt"
+    assert json.loads((target / "sub" / "dir" / "obj.json").read_text()) == {"k": [1, 2]}
+    assert (target / "b.txt").read_text() == "replaced"
+    write_directory(target, {"only.txt": "one"})  # a mapping, too
+    assert os.listdir(target) == ["only.txt"] and os.listdir(tmp_path) == ["out"]
+
+
+def test_write_directory_checks_names_and_contents_before_touching_disk(tmp_path):
+    for name in ("../escape", "/abs", "", "a/../../b"):
+        with pytest.raises(ValueError, match="relative path inside"):
+            write_directory(tmp_path / "out", [("ok.txt", "x"), (name, "x")])
+    with pytest.raises(TypeError, match="'n.txt' must be bytes, str, a dict/list .* got int"):
+        write_directory(tmp_path / "out", {"ok.txt": "x", "n.txt": 3})
+    assert not os.listdir(tmp_path)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match=rf"^{tmp_path / 'file'}: exists and is not a directory; cannot write the "
+                                         rf"adapter there"):
+        write_directory(tmp_path / "file", {"a.txt": "x"}, what="adapter")
+    assert os.listdir(tmp_path) == ["file"] and (tmp_path / "file").read_text() == "x"
+
+
+def test_write_directory_reports_a_full_disk_and_keeps_what_was_there(tmp_path):
+    from wgrpo.engine import CheckpointWriteError
+
+    def disk_full(path):
+        path.write_bytes(b"half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    target = tmp_path / "lora"
+    with pytest.raises(CheckpointWriteError) as info:
+        write_directory(target, {"a.txt": "x", "b.bin": disk_full}, what="adapter")
+    assert str(info.value) == f"no space left on device (ENOSPC) while writing {target}/b.bin; no adapter was written"
+    assert info.value.errno == errno.ENOSPC and info.value.path == str(target / "b.bin")
+    assert not os.listdir(tmp_path)
+    write_directory(target, {"a.txt": "old"})
+    with pytest.raises(CheckpointWriteError, match=r"^no space left .*; the previous adapter is unchanged$"):
+        write_directory(target, {"a.txt": "new", "b.bin": disk_full}, what="adapter")
+    assert os.listdir(tmp_path) == ["lora"] and os.listdir(target) == ["a.txt"]
+    assert (target / "a.txt").read_text() == "old"
 
 
 def test_atomic_write_keeps_previous_checkpoint_on_failure(tmp_path):

@@ -28,6 +28,7 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 OTHER_COMMIT = "fedcba9876543210fedcba9876543210fedcba98"
 CLOSED_PORT = "http://127.0.0.1:9"  # the discard port: nothing listens, a request fails at once
 MODEL_FILES = {"config.json": b'{"model_type": "qwen2"}', "model.safetensors": b"weights"}
+ADAPTER_FILES = {"adapter_config.json": b'{"peft_type": "LORA"}', "adapter_model.safetensors": b"lora"}
 
 
 @pytest.fixture(autouse=True)
@@ -157,9 +158,31 @@ def test_a_snapshot_without_safetensors_weights_is_refused(cache):
 
 
 def test_a_snapshot_without_config_is_refused(cache):
-    write_snapshot(cache, "org/gguf", {"model.gguf": b"gguf"})
+    snapshot = write_snapshot(cache, "org/gguf", {"model.gguf": b"gguf"})
     message = one_line_error("org/gguf")
-    assert "config.json" in message and "hf download org/gguf" in message
+    assert f"{snapshot} has neither config.json nor adapter_config.json" in message
+    assert "hf download org/gguf" in message
+
+
+# ---- cached adapters -------------------------------------------------------------------------------------------
+
+def test_a_cached_adapter_resolves_to_its_snapshot(cache, capsys):
+    snapshot = write_snapshot(cache, "org/my-lora", {**ADAPTER_FILES, "tokenizer.json": b"{}"})
+    assert resolve_model_path("org/my-lora") == snapshot
+    assert capsys.readouterr().err.strip().splitlines() == [f"wgrpo: adapter org/my-lora from {snapshot}"]
+
+
+def test_an_adapter_without_safetensors_weights_is_refused(cache):
+    write_snapshot(cache, "org/pickled-lora", {"adapter_config.json": b"{}", "adapter_model.bin": b"pickle"})
+    message = one_line_error("org/pickled-lora")
+    assert "has no adapter_model.safetensors" in message and "adapter_model.bin is not read" in message
+
+
+def test_a_repo_with_both_configs_is_an_adapter(cache):
+    """As load_pretrained reads such a directory: the adapter, on the base its adapter_config.json names."""
+    write_snapshot(cache, "org/both", {"config.json": b"{}", "adapter_config.json": b"{}", "model.safetensors": b"w"})
+    message = one_line_error("org/both")
+    assert "has no adapter_model.safetensors" in message
 
 
 # ---- what is not cached, offline -------------------------------------------------------------------------------
@@ -201,6 +224,7 @@ def test_the_environment_chooses_the_cache(tmp_path):
 def test_a_local_directory_wins_over_a_cached_id(cache, tmp_path, monkeypatch, capsys):
     write_snapshot(cache, "org/name", MODEL_FILES)
     (tmp_path / "org" / "name").mkdir(parents=True)
+    (tmp_path / "org" / "name" / "config.json").write_text("{}")
     monkeypatch.chdir(tmp_path)
     assert resolve_model_path("org/name") == Path("org/name")
     assert resolve_model_path(tmp_path / "org" / "name") == tmp_path / "org" / "name"
@@ -226,6 +250,22 @@ def test_a_path_object_is_never_an_id(cache, tmp_path, monkeypatch):
     assert one_line_error(Path("org/name")).startswith("org/name: no such directory")
 
 
+def test_a_local_adapter_directory_resolves(tmp_path):
+    (tmp_path / "lora").mkdir()
+    (tmp_path / "lora" / "adapter_config.json").write_text("{}")
+    assert resolve_model_path(tmp_path / "lora") == tmp_path / "lora"
+
+
+@pytest.mark.parametrize("files", [[], ["model.safetensors", "tokenizer.json", "adapter_model.safetensors"]])
+def test_a_directory_without_either_config_is_named(tmp_path, monkeypatch, files):
+    (tmp_path / "ckpt").mkdir()
+    for name in files:
+        (tmp_path / "ckpt" / name).write_text("")
+    monkeypatch.chdir(tmp_path)
+    assert one_line_error("ckpt").startswith("ckpt: a directory with neither config.json nor adapter_config.json: "
+                                             "expected a checkpoint directory")
+
+
 def test_a_file_is_not_a_checkpoint(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     Path("gpt2").write_text("")
@@ -247,6 +287,7 @@ def test_without_huggingface_hub_an_id_says_what_to_install(monkeypatch, tmp_pat
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # `import huggingface_hub` raises ImportError
     message = one_line_error("org/name")
     assert INSTALL_HINT == "pip install 'wgrpo[hub]'" and INSTALL_HINT in message and "local" in message
+    (tmp_path / "config.json").write_text("{}")
     assert resolve_model_path(str(tmp_path)) == tmp_path  # local directories need nothing
 
 
@@ -389,6 +430,18 @@ def test_a_download_fetches_only_what_wgrpo_reads(stand_in_hub, cache, monkeypat
     assert resolve_model_path("org/name") == snapshot
 
 
+def test_an_adapter_download_fetches_only_the_adapter(stand_in_hub, cache):
+    wanted = {**ADAPTER_FILES, "tokenizer.json": b'{"b": 2}', "tokenizer_config.json": b"{}"}
+    unwanted = {"model.safetensors": b"w", "adapter_model.bin": b"p", "README.md": b"r",
+                "checkpoint-100/adapter_model.safetensors": b"old"}
+    stand_in_hub.repos = {"org/my-lora": {**wanted, **unwanted}}
+    snapshot = resolve_model_path("org/my-lora")
+    assert {str(p.relative_to(snapshot)) for p in snapshot.rglob("*") if p.is_file()} == set(wanted)
+    fetched = {path.rsplit(f"/resolve/{COMMIT}/", 1)[1] for method, path in stand_in_hub.requests
+               if method == "GET" and "/resolve/" in path}
+    assert fetched == set(wanted)
+
+
 @pytest.mark.parametrize("lost", ["tokenizer.json", "model.safetensors"])
 def test_an_incomplete_snapshot_offline_says_so(stand_in_hub, cache, monkeypatch, lost):
     from huggingface_hub import constants
@@ -417,3 +470,35 @@ def test_a_cached_checkpoint_loads(cache, tmp_path, device):
     model, tokenizer = load_pretrained(resolved, device)
     assert tokenizer is not None and model.config.hidden_size == 32
     assert tokenizer.get_vocab_size() == model.config.vocab_size
+
+
+def test_a_cached_adapter_loads_on_its_cached_base(cache, tmp_path, device):
+    """load_pretrained("org/my-lora"): the adapter from the cache, on the base its adapter_config.json names."""
+    import numpy as np
+
+    from tests.tiny_checkpoint import save_tiny_checkpoint
+    from wgrpo.engine import LoraConfig, attach_lora, load_pretrained, save_adapter
+
+    def cache_directory(directory: Path, repo_id: str) -> Path:
+        files = {p.name: p.read_bytes() for p in directory.iterdir() if p.is_file()}
+        shutil.rmtree(directory)  # what loads comes from the cache
+        return write_snapshot(cache, repo_id, files)
+
+    base = cache_directory(save_tiny_checkpoint(tmp_path / "tiny", device), "org/tiny")
+    model, _ = load_pretrained("org/tiny", device)
+    adapters = attach_lora(model, LoraConfig(r=2, target_modules="q_proj,v_proj"))
+    rng = np.random.default_rng(0)
+    adapters.load_state_dict({k: rng.standard_normal(t.shape).astype(np.float32)
+                              for k, t in adapters.named_parameters().items()})
+    saved = adapters.state_dict()
+    cache_directory(save_adapter(tmp_path / "lora", model), "org/my-lora")
+    assert json.loads((cache / "models--org--my-lora" / "snapshots" / COMMIT / "adapter_config.json").read_text()
+                      )["base_model_name_or_path"] == "org/tiny"
+
+    loaded, tokenizer = load_pretrained("org/my-lora", device)
+    assert loaded.name_or_path == "org/tiny" and tokenizer is not None
+    assert loaded.adapters is not None and loaded.adapters.config.r == 2
+    assert sorted(loaded.adapters.state_dict()) == sorted(saved)
+    for name, array in loaded.adapters.state_dict().items():
+        np.testing.assert_array_equal(array, saved[name])
+    assert base.is_dir()

@@ -1,60 +1,21 @@
-"""The device-memory estimates against the runtime's own counters, the device budget and the refusal.
-
-Tolerances: weights, gradients, optimizer moments and the KV cache are estimated exactly (every tensor of those
-kinds is replayed, rounded to its pool size class); activations and the total within 0.5% (the backward's
-gradients in flight are replayed node by node, a little early or late where autograd's loop frees them)."""
+"""The device-memory estimate of generation against the runtime's own counters (every kind to the byte), the
+device budget and the refusal. A GRPO step's estimate is tested in test_memory_estimate_step.py."""
 
 from __future__ import annotations
-
-import gc
 
 import numpy as np
 import pytest
 
-from wgrpo.engine import AdamW, InputError, Model, ModelConfig, Tensor, clip_grad_norm_, generate, no_grad, ops
-from wgrpo.engine.memory import KINDS, memory_kind
+from tests.engine.memory_counters import assert_matches, in_use, measured_peaks, prompts, random_model
+from wgrpo.engine import InputError, ModelConfig, Tensor, generate
 from wgrpo.engine.memory_budget import (MEMORY_VAR, MemoryBudget, check_fits, device_memory_budget,
                                         host_memory_available, parse_memory)
-from wgrpo.engine.memory_estimate import (MemoryEstimate, estimate_generation, estimate_grpo_step, format_bytes,
-                                          peak_metrics, tensor_bytes)
+from wgrpo.engine.memory_estimate import estimate_generation, estimate_grpo_step, format_bytes, tensor_bytes
 
-EXACT = ("weights", "gradients", "optimizer", "kv_cache")
-CLOSE = 0.005
 SMALL = ModelConfig(vocab_size=512, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=192,
                     max_position_embeddings=128)
-# under a 256 KiB binding limit its embedding and head are held in two row blocks, and the LM head runs in two
-TIED = ModelConfig(vocab_size=1024, hidden_size=128, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=256,
-                   max_position_embeddings=128, tie_word_embeddings=True)
 QWEN3 = ModelConfig(architecture="qwen3", vocab_size=300, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=1,
                     intermediate_size=96, max_position_embeddings=64)
-
-
-def in_use(memory) -> dict:
-    """Bytes in use by kind now, once tensors that earlier tests dropped in reference cycles are collected."""
-    gc.collect()
-    return dict(memory.current)
-
-
-def measured_peaks(memory, base: dict) -> dict:
-    """The counters' peaks since `reset_peak`, less what was in use before the test built anything."""
-    peaks = {kind: memory.peak[kind] - base[kind] for kind in KINDS}
-    return {**peaks, "total": memory.peak_total - sum(base.values())}
-
-
-def assert_matches(estimate: MemoryEstimate, measured: dict) -> None:
-    for kind in EXACT:
-        assert estimate.peak[kind] == measured[kind], (kind, estimate.peak, measured)
-    for kind, value in (("activations", estimate.peak["activations"]), ("total", estimate.total)):
-        assert value == pytest.approx(measured[kind], rel=CLOSE), (kind, estimate.peak, measured)
-
-
-def random_model(config, seed, device, dtype=None):
-    with memory_kind("weights"):  # RoPE's inv_freq too
-        return Model.random(config, seed=seed, device=device, dtype=dtype)
-
-
-def prompts(config, batch, length, seed=0):
-    return np.random.default_rng(seed).integers(0, config.vocab_size, (batch, length)).tolist()
 
 
 # ---------------------------------------------------------------------------------------------- sizes
@@ -81,9 +42,13 @@ def test_format_bytes():
 # ---------------------------------------------------------------------------------------------- generation
 
 
-@pytest.mark.parametrize("config,dtype,batch,samples", [(SMALL, "float32", 3, 4), (SMALL, "bfloat16", 2, 1),
-                                                         (QWEN3, "float32", 1, 3)])
-def test_generation_estimate_matches_the_counters(device, config, dtype, batch, samples):
+@pytest.mark.parametrize("config,dtype,batch,samples,limit", [
+    (SMALL, "float32", 3, 4, None), (SMALL, "bfloat16", 2, 1, None), (QWEN3, "float32", 1, 3, None),
+    (SMALL, "float32", 2, 3, 64 << 10),  # the embedding (512, 64) and the head in two row blocks
+])
+def test_generation_estimate_matches_the_counters(device, monkeypatch, config, dtype, batch, samples, limit):
+    if limit is not None:
+        monkeypatch.setattr(device, "_binding_bytes", limit)
     memory = device.runtime.memory
     base = in_use(memory)
     memory.reset_peak()
@@ -109,86 +74,6 @@ def test_early_stops_bound_the_cache_of_the_live_rows(device):
     full_length = estimate_generation(SMALL, "float32", 2, 6, 40, early_stops=False, **kwargs)
     worst = estimate_generation(SMALL, "float32", 2, 6, 40, **kwargs)
     assert full_length.peak["kv_cache"] < kv_cache <= worst.peak["kv_cache"]
-
-
-# ---------------------------------------------------------------------------------------------- a GRPO step
-
-
-def grpo_step(model, reference, optimizer, prompt_ids, group: int, new_tokens: int, mu: int, clip: bool,
-              eval_batch: int):
-    """Sample (and evaluate greedily), then update as `GRPOTrainer.update` does (targets, mask, old log-probs and
-    advantages on the device, the reference's log-probs without a graph, mu policy updates)."""
-    device = model.device
-    result = generate(model, prompt_ids, max_new_tokens=new_tokens, num_samples=group, eos_token_ids=(), seed=1)
-    if eval_batch:
-        generate(model, prompts(model.config, eval_batch, len(prompt_ids[0]), seed=5), max_new_tokens=new_tokens,
-                 temperature=0.0, eos_token_ids=())
-    tokens = np.array([s.prompt_ids + s.token_ids.tolist() for s in result.sequences], np.int32)
-    inputs, rows = tokens[:, :-1], len(tokens)
-    targets = Tensor.from_numpy(tokens[:, 1:], device)
-    mask = np.zeros(inputs.shape, np.float32)
-    mask[:, len(prompt_ids[0]) - 1:] = 1.0
-    mask, old_logp = Tensor.from_numpy(mask, device), Tensor.from_numpy(np.zeros(inputs.shape, np.float32), device)
-    advantages = Tensor.from_numpy(np.random.default_rng(0).standard_normal(rows).astype(np.float32), device)
-    ref_logp = None
-    if reference is not None:
-        with no_grad():
-            ref_logp = reference.token_logprobs(inputs, targets)
-    for _ in range(mu):
-        logp = model.token_logprobs(inputs, targets)
-        loss = ops.grpo_loss(logp, old_logp, ref_logp, advantages, mask, beta=0.04 if reference else 0.0)
-        loss.backward()
-        if clip:
-            clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad()
-        loss.numpy()
-
-
-@pytest.mark.parametrize("config,reference_dtype,mu,clip,limit,eval_batch", [
-    (SMALL, "float32", 1, True, None, 0),
-    (TIED, "bfloat16", 2, True, 256 << 10, 0),
-    (QWEN3, None, 1, False, None, 12),  # the evaluation's cache of 12 rows is the largest
-])
-def test_grpo_step_estimate_matches_the_counters(device, monkeypatch, config, reference_dtype, mu, clip, limit,
-                                                 eval_batch):
-    if limit is not None:
-        monkeypatch.setattr(device, "_binding_bytes", limit)
-    memory = device.runtime.memory
-    base = in_use(memory)
-    model = random_model(config, 0, device)
-    reference = random_model(config, 1, device, reference_dtype) if reference_dtype else None
-    model.requires_grad_()
-    optimizer = AdamW(model.parameters(), lr=1e-3)
-    batch, group, prompt_tokens, new_tokens = 2, 3, 9, 12
-    prompt_ids = prompts(config, batch, prompt_tokens)
-    step = (model, reference, optimizer, prompt_ids, group, new_tokens, mu, clip, eval_batch)
-    grpo_step(*step)  # AdamW's moments exist from now on
-    memory.reset_peak()
-    grpo_step(*step)
-    estimate = estimate_grpo_step(config, "float32", reference_dtype, reference is not None, prompts=batch,
-                                  num_generations=group, prompt_tokens=prompt_tokens, completion_tokens=new_tokens,
-                                  mu=mu, grad_clip=clip, eval_batch=eval_batch, early_stops=False,
-                                  max_binding_bytes=device.max_binding_bytes)
-    assert_matches(estimate, measured_peaks(memory, base))
-    assert peak_metrics(memory)["memory/peak/total"] == memory.peak_total
-    assert set(estimate.as_metrics()) == {"memory/estimate/total", *(f"memory/estimate/{k}" for k in KINDS)}
-
-
-def test_a_bfloat16_reference_and_one_update_are_smaller():
-    sizes = dict(prompts=8, num_generations=8, prompt_tokens=200, completion_tokens=512, max_binding_bytes=128 << 20)
-    qwen = ModelConfig(vocab_size=151936, hidden_size=896, num_layers=24, num_heads=14, num_kv_heads=2,
-                       intermediate_size=4864, max_position_embeddings=32768, tie_word_embeddings=True)
-    f32 = estimate_grpo_step(qwen, "float32", "float32", **sizes)
-    bf16 = estimate_grpo_step(qwen, "float32", "bfloat16", **sizes)
-    twice = estimate_grpo_step(qwen, "float32", "bfloat16", mu=2, **sizes)
-    params = qwen.num_parameters()
-    # each buffer is rounded up to its size class, by less than an eighth
-    assert 8 * params <= f32.peak["optimizer"] < 9 * params  # two float32 moments
-    assert f32.peak["gradients"] == f32.peak["optimizer"]  # float32 gradients, twice over while clipping
-    assert 2 * params <= f32.peak["weights"] - bf16.peak["weights"] < 2.25 * params
-    assert bf16.total < f32.total < twice.total
-    assert "bfloat16 reference" in f32.advice and "bfloat16 reference" not in bf16.advice and "mu 1" in twice.advice
 
 
 # ---------------------------------------------------------------------------------------------- the budget
@@ -261,6 +146,23 @@ def test_check_fits_refuses_in_one_line_what_cannot_fit():
                                          f"at peak (weights ")
 
 
+def test_an_activation_no_binding_can_hold_is_named_not_raised():
+    # the prefill's embedding (1, 100, 64) has a row of 25 KiB: over a 16 KiB binding, no row block holds it
+    estimate = estimate_generation(SMALL, "float32", 1, 100, 1, max_binding_bytes=16 << 10)
+    assert estimate.split_activation == (1, 100, 64)
+    with pytest.raises(InputError, match=r"an activation of shape \(1, 100, 64\) .* use fewer prompts"):
+        check_fits(estimate, None)
+
+
+def test_a_kv_cache_over_one_binding_is_named():
+    # each layer's k of 16 rows x 120 positions x 2 heads x 16 floats is 240 KiB: held in row blocks, which the
+    # cached attention cannot bind
+    estimate = estimate_generation(SMALL, "float32", 1, 100, 20, num_samples=16, max_binding_bytes=128 << 10)
+    assert estimate.split_activation == (16, 120, 2, 16)
+    assert estimate_generation(SMALL, "float32", 1, 100, 20, num_samples=16, max_binding_bytes=256 << 10) \
+        .split_activation is None
+
+
 def test_bad_sizes_are_refused_by_name():
     with pytest.raises(InputError, match="num_generations must be an integer >= 1, got 0"):
         estimate_grpo_step(SMALL, prompts=1, num_generations=0, prompt_tokens=4, completion_tokens=4)
@@ -268,3 +170,14 @@ def test_bad_sizes_are_refused_by_name():
         estimate_generation(SMALL, "float32", 1, 128, 4)
     with pytest.raises(InputError, match="weight_dtype: expected one of"):
         estimate_generation(SMALL, "int8", 1, 4, 4)
+    sizes = dict(prompts=2, num_generations=4, prompt_tokens=4, completion_tokens=4)
+    with pytest.raises(InputError, match="generation_batch 6 must be a multiple of num_generations 4"):
+        estimate_grpo_step(SMALL, generation_batch=6, **sizes)
+    with pytest.raises(InputError, match=r"micro-batches of \[4, 3\] rows do not cut the 8 completions"):
+        estimate_grpo_step(SMALL, micro_batch=[4, 3], **sizes)
+    with pytest.raises(InputError, match="LoraConfig: target_modules: unknown module 'qkv_proj'"):
+        estimate_grpo_step(SMALL, lora_rank=8, lora_targets="qkv_proj", **sizes)
+    with pytest.raises(InputError, match="policy_dtype bfloat16: full fine-tuning trains float32 weights"):
+        estimate_grpo_step(SMALL, "bfloat16", **sizes)
+    with pytest.raises(InputError, match="lora_rank must be an integer >= 1, got 0"):
+        estimate_grpo_step(SMALL, lora_rank=0, **sizes)

@@ -14,7 +14,7 @@ import pytest
 
 from wgrpo.engine import Model, ModelConfig, Tensor, ops
 from wgrpo.engine.ops.grpo import METRIC_NAMES
-from wgrpo.rl.grpo import reference_loss
+from wgrpo.rl.grpo import combine_metrics, reference_loss
 from tests.gradcheck import check_gradients
 from tests.tolerances import assert_close
 
@@ -199,6 +199,80 @@ def test_deterministic_and_dispatch_counts(device):
     assert values[0] == values[1]  # bit for bit: fixed reduction order, no atomics
 
 
+# ---------------------------------------------------------------------------------------------- micro-batches
+
+# B = 8 completions of T = 37 columns with ragged [start, end) completion spans; row 3 is empty. Cut in micro-batches
+# of 3, 1 and 4 rows, each trimmed (as the trainer pads each to its own longest row) to the columns up to its last
+# masked one: widths 12, 1 (the empty row keeps one column) and 37.
+MICRO_SPANS = [(1, 5), (0, 12), (3, 9), (0, 0), (4, 37), (0, 30), (0, 2), (6, 17)]
+MICRO_SIZES = [3, 1, 4]
+
+
+def micro_case(seed, beta):
+    logp, old, ref, adv, _ = random_case((len(MICRO_SPANS), 37), seed, beta)
+    cols = np.arange(37)
+    mask = np.array([(cols >= a) & (cols < b) for a, b in MICRO_SPANS], np.float32)
+    return logp, old, ref, adv, mask
+
+
+def micro_batches(mask, sizes):
+    """(rows slice, width) of each micro-batch: its rows, and its columns up to its last masked one (at least 1)."""
+    out, start = [], 0
+    for size in sizes:
+        rows = slice(start, start + size)
+        used = np.flatnonzero(mask[rows].any(axis=0))
+        out.append((rows, int(used[-1]) + 1 if used.size else 1))
+        start += size
+    return out
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("loss_type", LOSS_TYPES)
+def test_micro_batches_sum_to_the_whole_batch(device, loss_type, variant):
+    # Each micro-batch gets the whole batch's normalisers (8 completions, all its masked tokens): the losses sum to
+    # the whole batch's, the per-row gradients are the whole batch's, and token-weighted metrics are its metrics.
+    beta = 0.0 if loss_type == "dapo" else 0.04
+    logp, old, ref, adv, mask = micro_case(5, beta)
+    kwargs = dict(beta=beta, loss_type=loss_type, max_completion_length=40, eps_high=0.28, variant=variant)
+    whole_loss, whole_grad, whole_metrics = run(device, logp, old, ref, adv, mask, **kwargs)
+    totals = dict(total_rows=len(mask), total_tokens=float(mask.sum()))
+    explicit = run(device, logp, old, ref, adv, mask, **totals, **kwargs)
+    assert explicit[0] == whole_loss and np.array_equal(explicit[1], whole_grad)  # the defaults are these totals
+
+    parts = micro_batches(mask, MICRO_SIZES)
+    assert [w for _, w in parts] == [12, 1, 37]
+    losses, metrics, grad = [], [], np.full_like(whole_grad, np.nan)
+    for rows, width in parts:
+        cut = [None if a is None else a[rows, :width] for a in (logp, old, ref)]
+        loss, g, m = run(device, *cut, adv[rows], mask[rows, :width], **totals, **kwargs)
+        losses.append(loss)
+        metrics.append(m)
+        grad[rows] = 0.0
+        grad[rows, :width] = g
+    assert_close(sum(losses), whole_loss, scale=10)
+    assert_close(grad, whole_grad, scale=10)
+    assert np.all(whole_grad[0:3, 12:] == 0.0)  # the trimmed columns carry no gradient
+    combined = combine_metrics(metrics)
+    assert combined["tokens"] == whole_metrics["tokens"] == mask.sum()
+    assert_close([combined[k] for k in METRIC_NAMES], [whole_metrics[k] for k in METRIC_NAMES], scale=10)
+    expected_loss, _, _ = reference_loss(logp, old, ref, adv, mask, **{k: v for k, v in kwargs.items()
+                                                                       if k != "variant"})
+    assert_close(sum(losses), expected_loss, scale=10)
+
+
+def test_micro_batch_matches_numpy_reference_with_totals(device):
+    # One micro-batch on its own, with totals well above its own counts, against the float64 spec.
+    for loss_type in LOSS_TYPES:
+        logp, old, ref, adv, mask = random_case((7, 13), 21, 0.04)
+        kwargs = dict(beta=0.04, loss_type=loss_type, max_completion_length=15, total_rows=19, total_tokens=123.0)
+        loss, grad, metrics = run(device, logp, old, ref, adv, mask, **kwargs)
+        expected_loss, expected_grad, expected_metrics = reference_loss(logp, old, ref, adv, mask, **kwargs)
+        assert_close(loss, expected_loss)
+        assert_close(grad, expected_grad)
+        assert_close([metrics[k] for k in METRIC_NAMES], [expected_metrics[k] for k in METRIC_NAMES])
+        assert metrics["tokens"] == mask.sum()  # the metrics are this micro-batch's own
+
+
 # ---------------------------------------------------------------------------------------------- backward
 
 
@@ -286,3 +360,12 @@ def test_errors_name_the_argument(device):
         ops.grpo_loss(gpu(LOGP[0], device), OLD[0], None, ADV[:1], MASK[0], beta=0.0)
     with pytest.raises(ValueError, match="eps_low must be finite and in"):
         ops.grpo_loss(x, OLD, None, ADV, MASK, beta=0.0, eps_low=1.5)
+    with pytest.raises(ValueError, match="total_rows must be at least this batch's 2 rows"):
+        ops.grpo_loss(x, OLD, None, ADV, MASK, beta=0.0, total_rows=1)
+    with pytest.raises(TypeError, match="total_rows must be an int"):
+        ops.grpo_loss(x, OLD, None, ADV, MASK, beta=0.0, total_rows=4.0)
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="total_tokens must be finite and in"):
+            ops.grpo_loss(x, OLD, None, ADV, MASK, beta=0.0, loss_type="dapo", total_tokens=bad)
+    with pytest.raises(TypeError, match="total_tokens must be a number"):
+        ops.grpo_loss(x, OLD, None, ADV, MASK, beta=0.0, total_tokens="5")

@@ -1,5 +1,6 @@
 """kernels/sampling.wgsl (through engine.sampling) against numpy: greedy, log-probs, the exact Gumbel-max draw
-of the counter-based RNG, the top-k / top-p kept sets, empirical frequencies, finished rows and EOS."""
+of the counter-based RNG, the top-k / top-p kept sets, empirical frequencies, finished rows and EOS, and the
+sequence offset that keys the RNG apart from the output column."""
 
 from __future__ import annotations
 
@@ -133,6 +134,61 @@ def test_finished_rows_emit_pad_and_eos_sets_finished(device):
     np.testing.assert_array_equal(tokens.numpy()[1], [4, 2, 8])
     assert logprobs.numpy()[1, 2] == 0.0
     np.testing.assert_array_equal(finished.numpy(), [1, 0, 1])
+
+
+def _sample_rows(device, z, params, seq_ids, finished, width, seq_offset=0, out_row=2, step=5):
+    """sample_into over logits z with outputs (out_row + 1, width): (tokens[out_row], logprobs[out_row], next_ids,
+    finished) after the dispatch."""
+    t = lambda a, dt: Tensor.from_numpy(np.asarray(a, dt), device)  # noqa: E731
+    rows = z.shape[0]
+    done, next_ids = t(finished, np.uint32), Tensor.empty((rows,), np.int32, device)
+    tokens = Tensor.empty((out_row + 1, width), np.int32, device)
+    logprobs = Tensor.empty((out_row + 1, width), np.float32, device)
+    sample_into(Tensor.from_numpy(z, device), params, step, t(seq_ids, np.uint32), t([3], np.uint32), 1, 0, done,
+                next_ids, tokens, logprobs, out_row=out_row, seq_offset=seq_offset)
+    return tokens.numpy()[out_row], logprobs.numpy()[out_row], next_ids.numpy(), done.numpy()
+
+
+@pytest.mark.parametrize("rows,offset", [(1, 1), (7, 13), (67, 300), (130, 4099)])
+@pytest.mark.parametrize("temperature,top_k,top_p", [(1.0, 0, 1.0), (0.8, 20, 0.9)])
+def test_seq_offset_draws_what_a_wider_call_draws_in_its_columns(device, rng, rows, offset, temperature, top_k,
+                                                                 top_p):
+    # seq_ids + seq_offset key the RNG and seq_ids alone pick the column, so a part of a batch sampled with its
+    # first global index as the offset fills a part-wide output with columns offset.. of the whole batch's
+    vocab = 301
+    z = (rng.standard_normal((rows, vocab)) * 2).astype(np.float32)
+    z[:, 3] = -30.0  # the eos id: never drawn, so finished flags stay as given
+    params = SamplingParams(temperature, top_k, top_p, seed=2**33 + 5)
+    order = rng.permutation(rows)  # rows hold their sequences out of order, as after a compaction
+    finished = (np.arange(rows) % 5 == 4).astype(np.uint32)  # finished rows emit pad in both
+    part = _sample_rows(device, z, params, order, finished, rows, seq_offset=offset)
+    wide = _sample_rows(device, z, params, order + offset, finished, offset + rows)
+    np.testing.assert_array_equal(part[0], wide[0][offset:])
+    np.testing.assert_array_equal(part[1], wide[1][offset:])
+    np.testing.assert_array_equal(part[2], wide[2])
+    np.testing.assert_array_equal(part[3], wide[3])
+    live = finished[np.argsort(order)] == 0  # by column
+    np.testing.assert_array_equal(part[0][~live], 0)
+
+
+def test_seq_offset_keys_the_rng_modulo_2_32(device, rng):
+    rows, vocab, seed, step, offset = 5, 200, 77, 3, 2**32 - 2  # sequences 2**32 - 2, 2**32 - 1, then 0, 1, 2
+    z = rng.standard_normal((rows, vocab)).astype(np.float32)
+    tokens, _ = sample(Tensor.from_numpy(z, device), SamplingParams(seed=seed), step=step, seq_offset=offset)
+    tokens = tokens.numpy()
+    for b in range(rows):
+        noisy = z[b].astype(np.float64) + gumbel(vocab, (b + offset) % 2**32, step, seed)
+        top2 = np.sort(noisy)[-2:]
+        if top2[1] - top2[0] > 1e-4:  # not a near-tie that f32 rounding may flip
+            assert tokens[b] == noisy.argmax(), f"row {b}"
+    wrapped = sample(Tensor.from_numpy(z[2:].copy(), device), SamplingParams(seed=seed), step=step)[0].numpy()
+    np.testing.assert_array_equal(tokens[2:], wrapped)
+
+
+@pytest.mark.parametrize("offset", [-1, 2**32, True, 1.0])
+def test_a_bad_seq_offset_is_refused(device, offset):
+    with pytest.raises(ValueError, match="seq_offset"):
+        sample(Tensor.from_numpy(np.zeros((2, 3), np.float32), device), SamplingParams(), seq_offset=offset)
 
 
 @pytest.mark.parametrize("kwargs,match", [(dict(top_p=0.0), "top_p"), (dict(top_p=1.5), "top_p"),

@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from wgrpo.rl.grpo import (LOSS_TYPES, GRPOLossConfig, dynamic_sampling_filter, group_advantages, policy_loss,
-                     reference_loss)
+from wgrpo.rl.grpo import (LOSS_TYPES, METRIC_NAMES, GRPOLossConfig, combine_metrics, dynamic_sampling_filter,
+                           group_advantages, policy_loss, reference_loss)
 
 # ---------------------------------------------------------------------------------------------- advantages
 
@@ -116,6 +116,100 @@ def test_reference_gradient_matches_finite_differences():
             numeric[i] = (reference_loss(logp + step, old, ref, adv, mask, **kw)[0]
                           - reference_loss(logp - step, old, ref, adv, mask, **kw)[0]) / 2e-6
         np.testing.assert_allclose(grad, numeric, atol=1e-7)
+
+
+# ---------------------------------------------------------------------------------------------- micro-batches
+
+
+def ragged_batch(seed):
+    """8 rows of 15 columns with ragged completion spans, row 3 empty; micro-batches of 3, 1 and 4 rows, each
+    trimmed to its columns up to its last masked one (widths 9, 1 and 15), as the trainer pads them."""
+    rng = np.random.default_rng(seed)
+    logp, old, ref, _, _ = random_batch(seed, (8, 15))
+    adv = rng.normal(size=8)
+    spans = [(0, 4), (2, 9), (1, 3), (0, 0), (0, 15), (5, 11), (3, 4), (0, 8)]
+    mask = np.array([(np.arange(15) >= a) & (np.arange(15) < b) for a, b in spans], np.float64)
+    cuts = [(slice(0, 3), 9), (slice(3, 4), 1), (slice(4, 8), 15)]
+    return logp, old, ref, adv, mask, cuts
+
+
+@pytest.mark.parametrize("loss_type", LOSS_TYPES)
+def test_reference_micro_batches_sum_to_the_whole_batch(loss_type):
+    logp, old, ref, adv, mask, cuts = ragged_batch(4)
+    kw = dict(beta=0.04, loss_type=loss_type, max_completion_length=17)
+    whole, whole_grad, whole_metrics = reference_loss(logp, old, ref, adv, mask, **kw)
+    totals = dict(total_rows=8, total_tokens=mask.sum())
+    assert reference_loss(logp, old, ref, adv, mask, **totals, **kw)[0] == whole  # the defaults are these totals
+    losses, metrics, grad = [], [], np.zeros_like(logp)
+    for rows, width in cuts:
+        assert not mask[rows, width:].any()  # only padding is trimmed
+        loss, g, m = reference_loss(logp[rows, :width], old[rows, :width], ref[rows, :width], adv[rows],
+                                    mask[rows, :width], **totals, **kw)
+        losses.append(loss)
+        metrics.append(m)
+        grad[rows, :width] = g
+    assert sum(losses) == pytest.approx(whole, rel=1e-12, abs=1e-15)
+    np.testing.assert_allclose(grad, whole_grad, rtol=1e-12, atol=1e-15)
+    assert combine_metrics(metrics) == pytest.approx(whole_metrics, rel=1e-12, abs=1e-15)
+    # without the whole batch's totals the micro-batches are each normalised on their own: not the whole loss
+    own = sum(reference_loss(logp[r, :w], old[r, :w], ref[r, :w], adv[r], mask[r, :w], **kw)[0] for r, w in cuts)
+    assert own != pytest.approx(whole, rel=1e-3)
+
+
+@pytest.mark.parametrize("loss_type", LOSS_TYPES)
+def test_policy_loss_micro_batches_match_the_reference(device, loss_type):
+    from wgrpo.engine import Tensor
+
+    logp, old, ref, adv, mask, cuts = ragged_batch(6)
+    config = GRPOLossConfig(beta=0.04, loss_type=loss_type, max_completion_length=17)
+    kw = dict(beta=0.04, loss_type=loss_type, max_completion_length=17)
+    whole, whole_grad, whole_metrics = reference_loss(logp, old, ref, adv, mask, **kw)
+    totals = dict(total_rows=8, total_tokens=float(mask.sum()))
+    total, grad, metrics = 0.0, np.zeros_like(logp), []
+    for rows, width in cuts:
+        f32 = [a[rows, :width].astype(np.float32) for a in (logp, old, ref, mask)]
+        x = Tensor.from_numpy(f32[0], device).requires_grad_()
+        loss, read = policy_loss(x, f32[1], f32[2], adv[rows], f32[3], config, **totals)
+        loss.backward()
+        total += float(loss.numpy())
+        grad[rows, :width] = x.grad.numpy()
+        metrics.append(read())
+    assert total == pytest.approx(whole, rel=1e-4, abs=1e-5)
+    np.testing.assert_allclose(grad, whole_grad, rtol=1e-4, atol=1e-6)
+    combined = combine_metrics(metrics)
+    np.testing.assert_allclose([combined[k] for k in METRIC_NAMES], [whole_metrics[k] for k in METRIC_NAMES],
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_dr_grpo_micro_batches_need_a_constant_length(device):
+    from wgrpo.engine import Tensor
+
+    logp, old, _, adv, mask, _ = ragged_batch(1)
+    x = Tensor.from_numpy(logp[:3, :9].astype(np.float32), device)
+    with pytest.raises(ValueError, match="max_completion_length"):
+        policy_loss(x, old[:3, :9].astype(np.float32), None, adv[:3], mask[:3, :9].astype(np.float32),
+                    GRPOLossConfig.dr_grpo(), total_rows=8, total_tokens=float(mask.sum()))
+
+
+def test_combine_metrics_weights_by_tokens():
+    # (0.1 * 2 + 0.4 * 6) / 8 = 0.325, (1.0 * 2 + 0.5 * 6) / 8 = 0.625; a part without tokens adds nothing.
+    parts = [{"kl": 0.1, "ratio_mean": 1.0, "tokens": 2.0}, {"kl": 0.4, "ratio_mean": 0.5, "tokens": 6.0},
+             {"kl": 0.0, "ratio_mean": 0.0, "tokens": 0.0}]
+    assert combine_metrics(parts) == pytest.approx({"kl": 0.325, "ratio_mean": 0.625, "tokens": 8.0})
+    assert list(combine_metrics(parts)) == ["kl", "ratio_mean", "tokens"]
+    assert combine_metrics([{"kl": 0.0, "tokens": 0.0}] * 2) == {"kl": 0.0, "tokens": 0.0}
+    with pytest.raises(ValueError, match="at least one"):
+        combine_metrics([])
+    with pytest.raises(ValueError, match="same metrics"):
+        combine_metrics([{"kl": 0.1, "tokens": 1.0}, {"tokens": 1.0}])
+
+
+def test_reference_loss_total_errors():
+    logp, old, _, adv, mask, _ = ragged_batch(2)
+    with pytest.raises(ValueError, match="total_rows"):
+        reference_loss(logp, old, None, adv, mask, beta=0.0, total_rows=7)
+    with pytest.raises(ValueError, match="total_tokens"):
+        reference_loss(logp, old, None, adv, mask, beta=0.0, total_tokens=-1.0)
 
 
 # ---------------------------------------------------------------------------------------------- vs torch (TRL)

@@ -155,6 +155,7 @@ def test_what_the_options_name_is_checked_before_the_warm_up(tmp_path, monkeypat
 def test_a_corrupt_checkpoint_config_is_named(tmp_path, capsys):
     checkpoint = tmp_path / "ckpt"
     checkpoint.mkdir()
+    (checkpoint / "config.json").write_text("{}")  # a checkpoint directory, whose trainer config is read first
     (checkpoint / "trainer_config.json").write_text('{"task": "arithmetic",')
     assert main(["train", "--resume", str(checkpoint)]) == 2
     assert f"{checkpoint / 'trainer_config.json'}: not valid JSON" in capsys.readouterr().err

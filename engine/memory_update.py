@@ -1,0 +1,83 @@
+"""The policy update of a GRPO step in the memory replay: `rl.train.update.grpo_update` on `Sym` tensors.
+
+Owns `replay_update`: the rollout walked in micro-batches (each padded to its longest row: in the worst case
+every row is full length), the reference log-probs of each micro-batch computed in the first iteration and kept
+for all mu (a frozen reference model's, or the policy's own with its LoRA adapters off), the policy's log-probs
+with autograd's graph (each decoder layer checkpointed or not), `grpo_loss`, the backward adding into `.grad`,
+then per iteration `clip_grad_norm_` (a scaled copy of every gradient while the old ones are held), AdamW's
+step and `zero_grad`; and `replay_clip`. Must not import `rl`.
+"""
+
+from __future__ import annotations
+
+import math
+
+from wgrpo import kernels
+from wgrpo.engine import memory_ops as ops
+from wgrpo.engine.memory_graph import grad_mode
+from wgrpo.engine.memory_ledger import I32, Host, Sym
+from wgrpo.engine.memory_model import ReplayModel
+
+
+class _MicroBatch:
+    def __init__(self, rows: int, steps: int):
+        self.inputs, self.targets = Host((rows, steps), I32), Host((rows, steps), I32)
+        self.old_logp, self.mask, self.advantages = Host((rows, steps)), Host((rows, steps)), Host((rows,))
+        self.ref_logp: Sym | None = None
+
+
+def _reference_logprobs(model: ReplayModel, reference: ReplayModel | None, inputs: Host, targets: Sym) -> Sym:
+    with grad_mode(False):
+        if reference is not None:
+            return reference.token_logprobs(inputs, targets)
+        with model.disable_adapters():
+            return model.token_logprobs(inputs, targets)
+
+
+def _accumulate_gradients(model: ReplayModel, reference: ReplayModel | None, parts: list[_MicroBatch],
+                          kl: bool) -> None:
+    ledger = model.ledger
+    losses, readers = [], []
+    for part in parts:
+        targets = ledger.upload(part.targets)
+        if kl and part.ref_logp is None:
+            part.ref_logp = _reference_logprobs(model, reference, part.inputs, targets)
+        logp = model.token_logprobs(part.inputs, targets)
+        loss, metrics = ops.grpo_loss(logp, part.old_logp, part.ref_logp, part.advantages, part.mask)
+        loss.backward()
+        losses.append(loss.detach())
+        readers.append(metrics)  # policy_loss's metrics reader holds them
+        del logp, loss, metrics
+
+
+def replay_clip(params: list[Sym]) -> Sym:
+    """`clip_grad_norm_`: per-chunk partial sums, then a scaled copy of each gradient while the old ones are still
+    held (by its list of gradient blocks) until it returns; returns the norm."""
+    with_grad = [p for p in params if p.grad is not None]
+    ledger, chunk = with_grad[0].ledger, kernels.load("norm_clip").constants["CHUNK"]
+    blocks = [p.grad for p in with_grad]
+    partials = ledger.empty((max(1, sum(math.ceil(g.size / chunk) for g in blocks)),))
+    total_norm, scale = ledger.empty(()), ledger.empty((1,))
+    for p in with_grad:
+        with ledger.counted_as("gradients"):
+            out = ledger.empty(p.shape, p.dtype)
+        p.grad = out
+    del blocks, partials, scale, out
+    return total_norm
+
+
+def replay_update(model: ReplayModel, reference: ReplayModel | None, micro_batches: list[int], steps: int, *,
+                  mu: int, kl: bool, grad_clip: bool) -> None:
+    """mu optimizer steps on a rollout cut into micro-batches of `micro_batches` rows of `steps` tokens; `kl`:
+    the loss needs the reference log-probs (beta > 0)."""
+    parts = [_MicroBatch(rows, steps) for rows in micro_batches]
+    params = model.trainable_parameters()
+    model.training = True
+    norm = None
+    for _ in range(mu):
+        _accumulate_gradients(model, reference, parts, kl)
+        norm = replay_clip(params) if grad_clip else None
+        for p in params:  # AdamW's step creates nothing once its moments exist; zero_grad drops the gradients
+            p.grad = None
+    model.training = False
+    del norm, parts

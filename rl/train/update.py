@@ -1,0 +1,110 @@
+"""The policy update of one GRPO step, walked in micro-batches with gradients accumulated on the device.
+
+Owns `grpo_update`: group advantages, the micro-batches of the rollout (`TrainConfig.micro_batches`, TRL's
+per_device_train_batch_size x gradient_accumulation_steps), each padded to its own longest row, the reference
+log-probs (a frozen reference model, or for LoRA the policy with its adapters off), and mu optimizer steps.
+Every micro-batch's loss carries the whole batch's normalisers (its completion and token counts), so the
+accumulated gradient is the whole-batch gradient for every loss type, not a mean of per-micro-batch means.
+Talks to `engine` for the model, the loss and the optimizer; never imports wgpu.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from wgrpo.rl.batch import UpdateBatch, build_update_batch
+from wgrpo.rl.grpo import combine_metrics, group_advantages, policy_loss
+
+
+@dataclass
+class MicroBatch:
+    batch: UpdateBatch
+    advantages: np.ndarray  # (rows,) float32
+    ref_logp: object = None  # (rows, T) Tensor once computed: the same for every one of the mu iterations
+
+
+def micro_batches(rollout, config, pad_id: int) -> list[MicroBatch]:
+    """The rollout's rows cut as `config.micro_batches` says, each with its advantages, padded to its own width."""
+    advantages, _ = group_advantages(rollout.rewards(), scale=config.scale_rewards)
+    per_completion = advantages.reshape(-1).astype(np.float32)
+    completions = rollout.completions
+    trained = [not (config.mask_truncated and c.finish_reason == "length") for c in completions]
+    parts = []
+    for start, stop in config.micro_batches(len(completions)):
+        rows = completions[start:stop]
+        batch = build_update_batch([c.prompt_ids for c in rows], [c.token_ids for c in rows],
+                                   [c.logprobs for c in rows], trained[start:stop], pad_id)
+        parts.append(MicroBatch(batch, per_completion[start:stop]))
+    return parts
+
+
+def _reference_logprobs(model, reference, inputs, targets, temperature: float):
+    """The frozen reference's log-probs: `reference`'s, or the policy's own with its LoRA adapters off."""
+    from wgrpo.engine import no_grad
+
+    with no_grad():
+        if reference is not None:
+            return reference.token_logprobs(inputs, targets, temperature)
+        with model.disable_adapters():
+            return model.token_logprobs(inputs, targets, temperature)
+
+
+def accumulate_gradients(model, reference, parts: list[MicroBatch], config, seed: int = 0) -> tuple[float, dict]:
+    """Forward and backward every micro-batch of `parts`, gradients accumulating in the trainable parameters'
+    `.grad`; returns (the whole batch's loss, its metrics). Each micro-batch's loss is normalised by the whole
+    batch's counts, so the accumulated gradient is the whole batch's, however the rows are cut."""
+    from wgrpo.engine import Tensor
+
+    device = model.device
+    total_rows = sum(len(part.advantages) for part in parts)
+    total_tokens = float(sum(part.batch.mask.sum() for part in parts))
+    loss_config = config.loss_config()
+    losses, readers = [], []
+    for index, part in enumerate(parts):
+        batch = part.batch
+        targets = Tensor.from_numpy(batch.targets, device)
+        if config.beta > 0 and part.ref_logp is None:
+            part.ref_logp = _reference_logprobs(model, reference, batch.inputs, targets, config.temperature)
+        if model.adapters is not None:  # a fresh dropout mask per micro-batch, the same when a layer is recomputed
+            model.adapters.dropout_seed = (seed * 1_000_003 + index) & 0x7FFFFFFF
+        logp = model.token_logprobs(batch.inputs, targets, config.temperature)  # (rows, T)
+        loss, read_metrics = policy_loss(logp, batch.old_logp, part.ref_logp, part.advantages, batch.mask,
+                                         loss_config, total_rows=total_rows, total_tokens=total_tokens)
+        loss.backward()  # adds into .grad; this micro-batch's graph is freed
+        losses.append(loss.detach())
+        readers.append(read_metrics)
+        del logp, loss
+    return float(sum(float(loss.numpy()) for loss in losses)), combine_metrics([read() for read in readers])
+
+
+def grpo_update(model, reference, optimizer, rollout, config, pad_id: int, seed: int = 0) -> dict[str, float]:
+    """mu optimizer steps of `model` on `rollout`; returns the update's metrics (those of the last step).
+
+    `reference` is the frozen reference model, or None: no KL term (beta = 0), or a LoRA policy whose base,
+    adapters off, is the reference. `seed` keys LoRA's dropout masks (one per micro-batch and iteration)."""
+    from wgrpo.engine import clip_grad_norm_
+
+    parts = micro_batches(rollout, config, pad_id)
+    params = model.trainable_parameters()
+    metrics: dict[str, float] = {}
+    started = time.perf_counter()
+    model.train()
+    try:
+        for iteration in range(config.mu):
+            loss, metrics = accumulate_gradients(model, reference, parts, config, seed=seed + 7919 * iteration)
+            norm = clip_grad_norm_(params, config.grad_clip) if config.grad_clip > 0 else None
+            optimizer.step()
+            optimizer.zero_grad()
+            metrics = {"loss": loss, **metrics}
+            if norm is not None:
+                metrics["grad_norm"] = float(norm.numpy())
+    finally:
+        model.eval()
+    seconds = time.perf_counter() - started
+    tokens = sum(int(np.count_nonzero(part.batch.inputs != pad_id)) for part in parts) * config.mu
+    metrics.update({"time/update": seconds, "update_tokens_per_s": tokens / max(seconds, 1e-9),
+                    "micro_batches": len(parts)})
+    return metrics
