@@ -1,7 +1,8 @@
 """Reverse-mode autograd over engine Tensors.
 
 Owns: `Function` (an op's forward and backward side by side, in the style of torch.autograd.Function), the graph
-each differentiable op result carries, `backward()` over that graph, and `no_grad()`. Gradients are Tensors
+each differentiable op result carries, `backward()` over that graph, and `no_grad()`. A leaf's `.grad` is summed
+in place once it is a buffer the accumulation allocated for that leaf. Gradients are Tensors
 computed by kernels, so a backward pass records into the same submit as the forward. Must not import `rl`.
 """
 
@@ -57,8 +58,28 @@ class Context:
         self.saved = values
 
 
+class _InputRecord:
+    """What the backward walk needs of an input that is no leaf to fill: where its gradient goes (its node, or
+    none), whether it wants one, its shape. Holding this instead of the tensor lets the forward free it."""
+
+    __slots__ = ("_grad_fn", "requires_grad", "shape")
+
+    def __init__(self, tensor: Tensor):
+        self._grad_fn, self.requires_grad, self.shape = tensor._grad_fn, tensor.requires_grad, tensor.shape
+
+
+def _input_record(value):
+    """A leaf that requires grad is kept (backward fills its `.grad`); any other tensor becomes an `_InputRecord`;
+    other arguments (shapes, numbers) are not kept. Backward functions read only what `ctx` saved."""
+    if not isinstance(value, Tensor):
+        return None
+    if value._grad_fn is None and value.requires_grad:
+        return value
+    return _InputRecord(value)
+
+
 class Node:
-    """One recorded op: its Function, its context and the tensors it was applied to."""
+    """One recorded op: its Function, its context and per argument what the backward walk needs (`_input_record`)."""
 
     __slots__ = ("function", "ctx", "inputs", "n_outputs", "__weakref__")
 
@@ -84,7 +105,8 @@ class Function:
         ctx.needs_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
         outputs = cls.forward(ctx, *args)
         if is_grad_enabled() and any(ctx.needs_grad):
-            node = Node(cls, ctx, args, len(outputs) if isinstance(outputs, tuple) else 1)
+            inputs = tuple(_input_record(a) for a in args)
+            node = Node(cls, ctx, inputs, len(outputs) if isinstance(outputs, tuple) else 1)
             for index, out in enumerate(outputs if isinstance(outputs, tuple) else (outputs,)):
                 if isinstance(out, Tensor) and out.dtype.kind == "f":
                     out.requires_grad = True
@@ -142,7 +164,7 @@ def backward_many(roots, grads) -> None:
             raise RuntimeError(f"{node.function.__name__}.backward returned {len(grads_in)} gradients "
                                f"for {len(node.inputs)} inputs")
         for value, g in zip(node.inputs, grads_in):
-            if g is None or not isinstance(value, Tensor) or not value.requires_grad:
+            if g is None or value is None or not value.requires_grad:
                 continue
             if g.shape != value.shape:
                 raise RuntimeError(f"{node.function.__name__}.backward gave a gradient of shape {g.shape} "
@@ -155,8 +177,31 @@ def backward_many(roots, grads) -> None:
         node.ctx.saved = ()  # free what the forward kept: this graph is single-use, as in torch
 
 
+class _AccumulatedGrad(Tensor):
+    """A leaf's `.grad` that `_accumulate_leaf` allocated for that leaf (a sum of its gradients): while `owned`, no
+    other tensor holds its buffer, so later gradients are added into it in place. A gradient a backward handed
+    over is never written: it may be some op's output still referenced, or also another leaf's (an add's
+    backward passes one dy to both operands)."""
+
+    __slots__ = ("owned",)
+
+    def __init__(self, grad: Tensor):
+        super().__init__(grad._storage, grad.shape, grad.dtype, grad.device, grad._offset, grad._parts)
+        self.owned = True
+
+
 def _accumulate_leaf(leaf: Tensor, grad: Tensor) -> None:
-    leaf.grad = grad if leaf.grad is None else _add(leaf.grad, grad)
+    if leaf.grad is None:
+        if isinstance(grad, _AccumulatedGrad):
+            grad.owned = False  # another leaf's sum handed on (a checkpointed block's input gradient): shared now
+        leaf.grad = grad
+    elif isinstance(leaf.grad, _AccumulatedGrad) and leaf.grad.owned:
+        from wgrpo.engine.ops.elementwise import add_
+
+        add_(leaf.grad, grad)
+        return
+    else:
+        leaf.grad = _AccumulatedGrad(_add(leaf.grad, grad))
     leaf.grad.count_as("gradients")
 
 
@@ -180,6 +225,6 @@ def _topological_order(heads: list[Node]) -> list[Node]:
         visited.add(id(node))
         stack.append((node, True))
         for value in node.inputs:
-            if isinstance(value, Tensor) and value._grad_fn is not None and id(value._grad_fn[0]) not in visited:
+            if value is not None and value._grad_fn is not None and id(value._grad_fn[0]) not in visited:
                 stack.append((value._grad_fn[0], False))
     return order[::-1]

@@ -10,14 +10,14 @@ update (`memory_update`). Must not import `rl`.
 
 Modelled: weights (matrices in their dtype, norms and biases float32, as `Model.from_numpy` holds them; LoRA's
 float32 A and B); gradients and AdamW's two float32 moments of what is trained (every parameter, or with LoRA the
-adapters only), the gradients twice over while `clip_grad_norm_` scales them; the KV cache of the completions
-sampled at once (`generation_batch`) and of the evaluation's greedy batch; every activation of `generate`,
-`Model.token_logprobs` and `ops.grpo_loss` (float32 whatever the weights' dtype), with autograd's graph (each
-tensor an op consumed lives until the graph is dropped, saved extras until their node's backward) and its
-backward node by node; the LM head's row blocks of at most 64 MiB of logits; micro-batches (the reference
-log-probs of each kept for all mu iterations, gradients added into `.grad`); checkpointed layers (their inputs
-kept, each layer recomputed with its graph in the backward). An estimate is the worst case of its sizes: the
-longest prompt, completions of full length, with `early_stops` the largest cache the live rows are gathered into.
+adapters only; each held once: accumulated and clipped in place where no other parameter shares it); the KV cache of
+the completions sampled at once (`generation_batch`) and of the evaluation's greedy batch; every activation of
+`generate`, `Model.token_logprobs` and `ops.grpo_loss` (float32 whatever the weights' dtype), with autograd's graph
+(what each op saved for its backward lives until that node's backward; the leaves it consumed until the graph goes)
+and its backward node by node; the LM head's row blocks of at most 64 MiB of logits; micro-batches (the reference
+log-probs of each kept for all mu iterations, gradients added into `.grad`); checkpointed layers (their inputs kept,
+each layer recomputed with its graph in the backward). An estimate is the worst case of its sizes: the longest
+prompt, completions of full length, with `early_stops` the largest cache the live rows are gathered into.
 Not modelled: the pool's slack. `Runtime.pool` never gives a buffer back and a free buffer serves only its size
 class, so the pool holds more than the peak in use: ~1.5x after one step, and over a run whose batch lengths
 vary, buffers of every size class they pass through (measured: 5.5x the peak after ten steps of lengths 25 to

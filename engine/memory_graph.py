@@ -1,10 +1,11 @@
 """Autograd and activation checkpointing of the memory replay, on `memory_ledger.Sym` tensors.
 
-Owns the mirror of `engine.autograd` (`Function.apply` recording a `Node` that holds the tensors it was applied
-to and what its forward saved, `backward` / `backward_many` walking the nodes in the same order, freeing each
-node's saved tensors after its backward, gradients pending per node output and accumulated into a leaf's
-`.grad`) and of `engine.checkpointing.checkpoint`. The same references are held for the same time as in those
-modules, so a tensor's bytes are freed when the engine frees its buffer. Must not import `rl`.
+Owns the mirror of `engine.autograd` (`Function.apply` recording a `Node` that holds the leaves it was applied to,
+a record of its other inputs and what its forward saved, `backward` / `backward_many` walking the nodes in the
+same order, freeing each node's saved tensors after its backward, gradients pending per node output and
+accumulated into a leaf's `.grad`, in place once the leaf owns a sum) and of `engine.checkpointing.checkpoint`.
+The same references are held for the same time as in those modules, so a tensor's bytes are freed when the
+engine frees its buffer. Must not import `rl`.
 """
 
 from __future__ import annotations
@@ -43,6 +44,23 @@ class Context:
         self.saved = values
 
 
+class _InputRecord:
+    """`autograd._InputRecord`: an input's node, requires_grad and shape, without its tensor."""
+
+    __slots__ = ("grad_fn", "requires_grad", "shape")
+
+    def __init__(self, value: Sym):
+        self.grad_fn, self.requires_grad, self.shape = value.grad_fn, value.requires_grad, value.shape
+
+
+def _input_record(value):
+    if not isinstance(value, Sym):
+        return None
+    if value.grad_fn is None and value.requires_grad:
+        return value
+    return _InputRecord(value)
+
+
 class Node:
     __slots__ = ("function", "ctx", "inputs", "n_outputs")
 
@@ -59,7 +77,8 @@ class Function:
         ctx.needs_grad = tuple(isinstance(a, Sym) and a.requires_grad for a in args)
         outputs = cls.forward(ctx, *args)
         if is_grad_enabled() and any(ctx.needs_grad):
-            node = Node(cls, ctx, args, len(outputs) if isinstance(outputs, tuple) else 1)
+            node = Node(cls, ctx, tuple(_input_record(a) for a in args),
+                        len(outputs) if isinstance(outputs, tuple) else 1)
             for index, out in enumerate(outputs if isinstance(outputs, tuple) else (outputs,)):
                 if isinstance(out, Sym) and out.dtype.kind == "f":
                     out.requires_grad = True
@@ -105,7 +124,7 @@ def backward_many(roots, grads) -> None:
         if not isinstance(grads_in, tuple):
             grads_in = (grads_in,)
         for value, g in zip(node.inputs, grads_in):
-            if g is None or not isinstance(value, Sym) or not value.requires_grad:
+            if g is None or value is None or not value.requires_grad:
                 continue
             if value.grad_fn is None:
                 _accumulate_leaf(value, g)
@@ -116,7 +135,16 @@ def backward_many(roots, grads) -> None:
 
 
 def _accumulate_leaf(leaf: Sym, grad: Sym) -> None:
-    leaf.grad = grad if leaf.grad is None else _add(leaf.grad, grad)
+    """A leaf's first gradient is kept as handed over; the second is summed into a fresh buffer the leaf owns,
+    and every later one is added into that in place (nothing created)."""
+    if leaf.grad is None:
+        grad.owned_grad = False
+        leaf.grad = grad
+    elif leaf.grad.owned_grad:
+        return
+    else:
+        leaf.grad = _add(leaf.grad, grad)
+        leaf.grad.owned_grad = True
     leaf.grad.count_as("gradients")
 
 
@@ -139,7 +167,7 @@ def _topological_order(heads: list[Node]) -> list[Node]:
         visited.add(id(node))
         stack.append((node, True))
         for value in node.inputs:
-            if isinstance(value, Sym) and value.grad_fn is not None and id(value.grad_fn[0]) not in visited:
+            if value is not None and value.grad_fn is not None and id(value.grad_fn[0]) not in visited:
                 stack.append((value.grad_fn[0], False))
     return order[::-1]
 

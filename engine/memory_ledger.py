@@ -107,13 +107,14 @@ class _Buffer:
 class Sym:
     """A tensor of the replay: `engine.tensor.Tensor`'s shape, dtype, views and autograd fields, no data."""
 
-    __slots__ = ("shape", "dtype", "buffer", "requires_grad", "grad", "grad_fn")
+    __slots__ = ("shape", "dtype", "buffer", "requires_grad", "grad", "grad_fn", "owned_grad")
 
     def __init__(self, buffer: _Buffer, shape, dtype):
         self.buffer, self.shape, self.dtype = buffer, tuple(int(s) for s in shape), np.dtype(dtype)
         self.requires_grad = False
         self.grad: Sym | None = None
         self.grad_fn = None  # (memory_graph.Node, output index)
+        self.owned_grad = False  # a leaf's sum of gradients its accumulation allocated (autograd._AccumulatedGrad)
 
     @property
     def ledger(self) -> Ledger:

@@ -4,8 +4,8 @@ Owns `replay_update`: the rollout walked in micro-batches (each padded to its lo
 every row is full length), the reference log-probs of each micro-batch computed in the first iteration and kept
 for all mu (a frozen reference model's, or the policy's own with its LoRA adapters off), the policy's log-probs
 with autograd's graph (each decoder layer checkpointed or not), `grpo_loss`, the backward adding into `.grad`,
-then per iteration `clip_grad_norm_` (a scaled copy of every gradient while the old ones are held), AdamW's
-step and `zero_grad`; and `replay_clip`. Must not import `rl`.
+then per iteration `clip_grad_norm_` (every gradient scaled in place, a copy of one several parameters share),
+AdamW's step and `zero_grad`; and `replay_clip`. Must not import `rl`.
 """
 
 from __future__ import annotations
@@ -51,17 +51,23 @@ def _accumulate_gradients(model: ReplayModel, reference: ReplayModel | None, par
 
 
 def replay_clip(params: list[Sym]) -> Sym:
-    """`clip_grad_norm_`: per-chunk partial sums, then a scaled copy of each gradient while the old ones are still
-    held (by its list of gradient blocks) until it returns; returns the norm."""
+    """`clip_grad_norm_`: per-chunk partial sums, then each gradient scaled in place, except one whose buffer
+    another parameter's gradient shares: a scaled copy of that one, while the old one is still held (by the list
+    of gradient blocks) until it returns; returns the norm."""
     with_grad = [p for p in params if p.grad is not None]
     ledger, chunk = with_grad[0].ledger, kernels.load("norm_clip").constants["CHUNK"]
     blocks = [p.grad for p in with_grad]
     partials = ledger.empty((max(1, sum(math.ceil(g.size / chunk) for g in blocks)),))
     total_norm, scale = ledger.empty(()), ledger.empty((1,))
+    holders: dict[int, int] = {}
+    for g in blocks:
+        holders[id(g.buffer)] = holders.get(id(g.buffer), 0) + 1
+    out = None
     for p in with_grad:
-        with ledger.counted_as("gradients"):
-            out = ledger.empty(p.shape, p.dtype)
-        p.grad = out
+        if holders[id(p.grad.buffer)] > 1:
+            with ledger.counted_as("gradients"):
+                out = ledger.empty(p.shape, p.dtype)
+            p.grad = out
     del blocks, partials, scale, out
     return total_norm
 

@@ -40,7 +40,8 @@ class Model:
         # the dtype of the matrices; norms and biases are float32 whatever it is, activations always are
         self.dtype = params["model.embed_tokens.weight"].dtype
         # RoPE frequencies (default, linear or llama3-scaled), computed once as Hugging Face computes them
-        self.inv_freq = Tensor.from_numpy(rope_inv_freq(config.head_dim, **config.rope_parameters), self.device)
+        with memory_kind("weights"):  # a buffer of the model, as its parameters
+            self.inv_freq = Tensor.from_numpy(rope_inv_freq(config.head_dim, **config.rope_parameters), self.device)
         self.adapters = None  # engine.lora.LoraAdapters once LoRA is attached (attach_lora, load_adapter)
         self.training = False  # train() / eval(): LoRA's dropout is on only while training, as in torch
         # keep each decoder layer's inputs only and run the layer again in the backward (grad-enabled, uncached

@@ -159,13 +159,23 @@ class AdamW:
         self.state = loaded
 
 
+def _shared_gradients(params: list[Tensor]) -> set[int]:
+    """ids of the parameters whose `.grad` shares a buffer (any row block of it) with another one's `.grad`."""
+    holders: dict[int, set[int]] = {}
+    for p in params:
+        for part in p.grad.parts:
+            holders.setdefault(id(part.binding()[0]), set()).add(id(p))
+    return {p for owners in holders.values() if len(owners) > 1 for p in owners}
+
+
 def clip_grad_norm_(params: Iterable[Tensor] | Tensor, max_norm: float) -> Tensor:
     """Scale the gradients so that their global L2 norm is at most `max_norm`, as torch's clip_grad_norm_.
 
     The factor is min(1, max_norm / (total_norm + 1e-6)). Returns the total norm before clipping as a float32
-    Tensor of shape () (reading it is a read-back; the clip itself needs none). Each `.grad` is replaced by a
-    scaled copy rather than scaled in place, because autograd may hand one gradient tensor to several
-    parameters (the two operands of an add). Parameters without a `.grad` are skipped.
+    Tensor of shape () (reading it is a read-back; the clip itself needs none). Each `.grad` is scaled in place,
+    except one whose buffers another parameter's `.grad` in `params` also views (autograd hands one gradient
+    tensor to both operands of an add): that one is replaced by a scaled copy, so it is scaled once for each
+    parameter. Parameters without a `.grad` are skipped.
     """
     if isinstance(max_norm, bool) or not isinstance(max_norm, (int, float, np.floating, np.integer)):
         raise TypeError(f"clip_grad_norm_: max_norm must be a number, got {type(max_norm).__name__}")
@@ -196,7 +206,14 @@ def clip_grad_norm_(params: Iterable[Tensor] | Tensor, max_norm: float) -> Tenso
     scale = Tensor.empty((1,), np.float32, device)
     runtime.dispatch("norm_clip", "clip_coef_workgroup", [partials, total_norm, scale], (1,),
                      {"n_partials": slot, "max_norm": float(max_norm)}, shapes=f"{len(with_grad)} gradients")
+    shared = _shared_gradients([p for _, p in with_grad])
     for index, p in with_grad:
+        if id(p) not in shared:
+            for g in p.grad.parts:
+                runtime.dispatch("norm_clip", "clip_scale_inplace_naive", [scale, g],
+                                 flat_grid("norm_clip", "clip_scale_inplace_naive", g.size), {"n": g.size},
+                                 elem=p.elem, shapes=f"params[{index}] {p.shape}")
+            continue
         with memory_kind("gradients"):
             out = Tensor.empty(p.shape, p.dtype, device)
         for g, o in zip(p.grad.parts, out.parts, strict=True):

@@ -32,20 +32,7 @@ struct Params {
 @group(0) @binding(1) var<storage, read> x: array<elem>;
 @group(0) @binding(2) var<storage, read_write> y: array<elem>;
 
-// Jarzynski and Olano's pcg4d hash ("Hash Functions for GPU Rendering", JCGT 2020), as in sampling.wgsl.
-fn pcg4d(v_in: vec4<u32>) -> vec4<u32> {
-    var v = v_in * 1664525u + 1013904223u;
-    v.x += v.y * v.w;
-    v.y += v.z * v.x;
-    v.z += v.x * v.y;
-    v.w += v.y * v.z;
-    v ^= v >> vec4<u32>(16u);
-    v.x += v.y * v.w;
-    v.y += v.z * v.x;
-    v.z += v.x * v.y;
-    v.w += v.y * v.z;
-    return v;
-}
+// pcg4d: the counter-based hash, in the prelude
 
 // dropout_apply: y[i] = x[i] * scale if (seed, offset + i) is kept, else 0. The forward (x -> y) and the backward
 // (dy -> dx) alike.

@@ -2,8 +2,8 @@
 // Math runs in f32 whatever the storage type `elem` (f16 storage is the f16 build of this file).
 // Dispatch (all entries): workgroups of WG = 256 invocations over n = number of output elements, laid out
 // as a 2-D grid (x = min(ceil(n / 256), 65535), y = ceil(ceil(n / 256) / x)); invocation i handles element i.
-// The broadcasting entries (add, mul, broadcast) bind BroadcastParams, the maps (affine, silu, gelu, exp and
-// the *_backward ones) MapParams, both at binding 0.
+// The broadcasting entries (add, mul, broadcast) bind BroadcastParams, the maps (affine, silu, gelu, exp, the
+// *_backward ones and add_inplace) MapParams, both at binding 0.
 
 // use prelude
 
@@ -61,6 +61,16 @@ fn add_naive(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
     if (i >= broadcast_params.n) { return; }
     let o = broadcast_offsets(i);
     out[i] = elem(f32(a[o.x]) + f32(b[o.y]));
+}
+
+// add_inplace_naive: out[i] = out[i] + b[i] (an accumulation into out; same shapes, no broadcasting).
+// Bindings: map_params (n), b (read), out (read_write). Each element is read and written by one invocation.
+@compute @workgroup_size(WG)
+fn add_inplace_naive(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    let i = flat_index(wg, nwg, lid, WG);
+    if (i >= map_params.n) { return; }
+    out[i] = elem(f32(out[i]) + f32(b[i]));
 }
 
 // mul_naive: out[i] = a[ia(i)] * b[ib(i)] with broadcasting. Bindings as add_naive.

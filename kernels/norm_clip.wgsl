@@ -2,8 +2,9 @@
 // 1. sum_squares_workgroup, once per gradient tensor: workgroup k writes partials[slot + k] =
 //    sum of g[i]^2 over its chunk i in [k * CHUNK, (k + 1) * CHUNK); the host gives each tensor its own slots.
 // 2. clip_coef_workgroup, once: total_norm = sqrt(sum of all partials), scale = min(1, max_norm / (total_norm + 1e-6)).
-// 3. clip_scale_naive, once per gradient tensor: out[i] = g[i] * scale (scale read from the GPU buffer, so the
-//    host never waits for the norm).
+// 3. clip_scale_inplace_naive, once per gradient tensor: g[i] *= scale (scale read from the GPU buffer, so the
+//    host never waits for the norm); clip_scale_naive, out[i] = g[i] * scale, for a gradient tensor several
+//    parameters share (scaled in place it would be scaled once per parameter).
 // Sums are f32 whatever the storage type `elem` of the gradients.
 
 // use prelude
@@ -37,6 +38,7 @@ struct ScaleParams {
 @group(0) @binding(5) var<storage, read_write> scale: array<f32>;
 @group(0) @binding(6) var<storage, read> scale_in: array<f32>;
 @group(0) @binding(7) var<storage, read_write> out: array<elem>;
+@group(0) @binding(8) var<storage, read_write> g_inout: array<elem>;
 
 var<workgroup> part: array<f32, WG>;
 
@@ -102,4 +104,15 @@ fn clip_scale_naive(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroup
     let i = flat_index(wg, nwg, lid, WG);
     if (i >= scale_params.n) { return; }
     out[i] = elem(f32(g[i]) * scale_in[0]);
+}
+
+// clip_scale_inplace_naive: g_inout[i] = g_inout[i] * scale_in[0] (each element read and written by one invocation).
+// Bindings: 0 scale_params (uniform), 6 scale_in (read, f32, 1), 8 g_inout (read_write, elem, n).
+// Dispatch: as clip_scale_naive.
+@compute @workgroup_size(WG)
+fn clip_scale_inplace_naive(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                            @builtin(local_invocation_index) lid: u32) {
+    let i = flat_index(wg, nwg, lid, WG);
+    if (i >= scale_params.n) { return; }
+    g_inout[i] = elem(f32(g_inout[i]) * scale_in[0]);
 }

@@ -30,3 +30,19 @@ fn merge_stats(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
     let m = max(a.x, b.x);
     return vec2<f32>(m, a.y * exp(a.x - m) + b.y * exp(b.x - m));
 }
+
+// Jarzynski and Olano's pcg4d hash ("Hash Functions for GPU Rendering", JCGT 2020): four u32 words in, four
+// well-mixed words out; the counter-based RNG of sampling and dropout.
+fn pcg4d(v_in: vec4<u32>) -> vec4<u32> {
+    var v = v_in * 1664525u + 1013904223u;
+    v.x += v.y * v.w;
+    v.y += v.z * v.x;
+    v.z += v.x * v.y;
+    v.w += v.y * v.z;
+    v ^= v >> vec4<u32>(16u);
+    v.x += v.y * v.w;
+    v.y += v.z * v.x;
+    v.z += v.x * v.y;
+    v.w += v.y * v.z;
+    return v;
+}

@@ -57,20 +57,7 @@ var<workgroup> red_u: array<u32, WG>;
 var<workgroup> shared_u: u32;
 var<workgroup> shared_f: f32;
 
-// Jarzynski and Olano's pcg4d hash ("Hash Functions for GPU Rendering", JCGT 2020).
-fn pcg4d(v_in: vec4<u32>) -> vec4<u32> {
-    var v = v_in * 1664525u + 1013904223u;
-    v.x += v.y * v.w;
-    v.y += v.z * v.x;
-    v.z += v.x * v.y;
-    v.w += v.y * v.z;
-    v ^= v >> vec4<u32>(16u);
-    v.x += v.y * v.w;
-    v.y += v.z * v.x;
-    v.z += v.x * v.y;
-    v.w += v.y * v.z;
-    return v;
-}
+// pcg4d: the counter-based hash, in the prelude
 
 // Gumbel noise for vocabulary entry i of sequence seq (the global index) at step `step`.
 fn gumbel(i: u32, seq: u32, step: u32) -> f32 {

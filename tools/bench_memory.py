@@ -4,7 +4,7 @@ the rows asked for.
 
 Owns: `MemoryBenchConfig`, the shapes (`SHAPES`: Qwen2.5-0.5B and -1.5B as their config.json give them), the
 configurations (`SETUPS`), one measured step and the table. A row's estimate is the trainer's own
-(`rl.train.memory_check.grpo_step_estimate`, the engine's ledger replay of the step's allocations), so what the
+(`rl.train.memory_check.grpo_step_options` for `engine.estimate_grpo_step`, the engine's ledger replay of the step's allocations), so what the
 table says is what `wgrpo train` prints and checks before it starts. A measured row builds a random model of the
 shape with its matrices in `--memory-dtype` (never an f32 host copy of a bf16 model), samples B x G completions of
 `--memory-new-tokens` from random prompts of `--memory-prompt-tokens` (no end-of-text id, so every completion
@@ -114,17 +114,19 @@ def train_config(options: MemoryBenchConfig, setup: str):
 
 
 def estimate(options: MemoryBenchConfig, shape: str, setup: str, max_binding_bytes: int | None):
-    """The trainer's estimate of the row's step (`MemoryEstimate`)."""
-    from wgrpo.rl.train.memory_check import grpo_step_estimate
+    """The trainer's estimate of the row's step (`MemoryEstimate`), with completions that never stop early, as
+    `measure` runs them."""
+    from wgrpo.engine import estimate_grpo_step
+    from wgrpo.rl.train.memory_check import grpo_step_options
 
-    return grpo_step_estimate(train_config(options, setup), model_config(shape), options.memory_dtype,
+    sizes = grpo_step_options(train_config(options, setup), model_config(shape), options.memory_dtype,
                               options.memory_prompt_tokens, max_binding_bytes=max_binding_bytes, eval_batch=0)
+    return estimate_grpo_step(**sizes, early_stops=False)
 
 
 def measure(options: MemoryBenchConfig, shape: str, setup: str, device, seed: int) -> dict:
     """One real step of the row on `device`: {peak: {kind: bytes}, peak_total, seconds, max_rss}."""
-    from wgrpo.engine import AdamW, Model, generate
-    from wgrpo.rl.rollout import Completion, Rollout
+    from wgrpo.engine import AdamW, Model
     from wgrpo.rl.train.pipeline import policy_and_reference
     from wgrpo.rl.train.update import grpo_update
 
@@ -142,23 +144,35 @@ def measure(options: MemoryBenchConfig, shape: str, setup: str, device, seed: in
     rng = np.random.default_rng(seed)
     prompts = [rng.integers(0, cfg.vocab_size, options.memory_prompt_tokens).tolist()
                for _ in range(options.memory_prompts)]
+    group = options.memory_group_size
+    # a first step of one group of one-token completions: AdamW's moments exist from then on, as in every step
+    # of a run after its first (the steady state the estimate describes)
+    grpo_update(policy, reference, optimizer, _rollout(policy, prompts[:1], group, 1, config, rng, seed), config,
+                pad_id=0, seed=seed)
     memory = device.runtime.memory
     memory.reset_peak()
     step_started = time.perf_counter()
-    group = options.memory_group_size
-    per_call = config.generation_batch_size // group or len(prompts)  # prompts sampled at once, whole groups
-    completions = []
-    for start in range(0, len(prompts), per_call):
-        result = generate(policy, prompts[start : start + per_call], max_new_tokens=options.memory_new_tokens,
-                          temperature=1.0, seed=seed, num_samples=group, eos_token_ids=(),
-                          first_sequence=start * group)
-        completions += [Completion(start + s.prompt_index, list(s.prompt_ids), list(s.token_ids), s.logprobs, "",
-                                   s.finish_reason, reward=float(rng.integers(0, 2))) for s in result.sequences]
-    rollout = Rollout(completions, group, 0.0, 0.0)
+    rollout = _rollout(policy, prompts, group, options.memory_new_tokens, config, rng, seed)
     grpo_update(policy, reference, optimizer, rollout, config, pad_id=0, seed=seed)
     return {"peak": dict(memory.peak), "peak_total": memory.peak_total,
             "step_seconds": time.perf_counter() - step_started, "seconds": time.perf_counter() - started,
             "max_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+
+
+def _rollout(policy, prompts, group: int, new_tokens: int, config, rng, seed: int):
+    """G full-length completions of each prompt, sampled in --generation-batch-size chunks as the trainer does,
+    with random 0/1 rewards."""
+    from wgrpo.engine import generate
+    from wgrpo.rl.rollout import Completion, Rollout
+
+    per_call = config.generation_batch_size // group or len(prompts)  # prompts sampled at once, whole groups
+    completions = []
+    for start in range(0, len(prompts), per_call):
+        result = generate(policy, prompts[start : start + per_call], max_new_tokens=new_tokens, temperature=1.0,
+                          seed=seed, num_samples=group, eos_token_ids=(), first_sequence=start * group)
+        completions += [Completion(start + s.prompt_index, list(s.prompt_ids), list(s.token_ids), s.logprobs, "",
+                                   s.finish_reason, reward=float(rng.integers(0, 2))) for s in result.sequences]
+    return Rollout(completions, group, 0.0, 0.0)
 
 
 def run_memory_bench(options: MemoryBenchConfig, bench: BenchConfig, device_spec: str | None = None) -> int:
@@ -186,21 +200,23 @@ def run_memory_bench(options: MemoryBenchConfig, bench: BenchConfig, device_spec
 
 
 def format_memory_report(report: dict) -> str:
+    """The rows as a markdown table; the measured columns only when some row was measured."""
     from wgrpo.engine.memory_estimate import format_bytes
 
     c = report["config"]
+    measured = any("measured" in row for row in report["rows"])
+    kinds = ("weights", "gradients", "optimizer", "activations", "kv_cache")
+    head = ["shape", "setup", *kinds, "estimated peak"] + (["measured peak", "process peak"] if measured else [])
     lines = [f"GRPO step memory on {report['adapter']['name']}: B={c['memory_prompts']} x G={c['memory_group_size']}, "
              f"{c['memory_prompt_tokens']} prompt + {c['memory_new_tokens']} new tokens, {c['memory_dtype']} base, "
              f"beta {c['memory_beta']:g}",
-             "| shape | setup | weights | gradients | optimizer | activations | kv_cache | estimated peak | measured "
-             "peak | process peak |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in report["rows"]:
-        kinds = [format_bytes(row["estimate"][k]) for k in ("weights", "gradients", "optimizer", "activations",
-                                                            "kv_cache")]
-        measured = row.get("measured")
-        shown = (format_bytes(measured["peak_total"]), format_bytes(measured["max_rss"])) if measured else ("-", "-")
         note = " (an activation over the binding limit)" if row["split_activation"] else ""
-        lines.append(f"| {row['shape']} | {row['setup']}{note} | {' | '.join(kinds)} | "
-                     f"{format_bytes(row['estimate_total'])} | {shown[0]} | {shown[1]} |")
+        cells = [row["shape"], row["setup"] + note, *(format_bytes(row["estimate"][k]) for k in kinds),
+                 format_bytes(row["estimate_total"])]
+        if measured:
+            got = row.get("measured")
+            cells += [format_bytes(got["peak_total"]), format_bytes(got["max_rss"])] if got else ["-", "-"]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -1,6 +1,7 @@
-"""Elementwise ops: add and mul with numpy broadcasting; scale, silu, gelu (tanh form) and exp.
+"""Elementwise ops: add and mul with numpy broadcasting; scale, silu, gelu (tanh form) and exp; `add_`, an
+accumulation in place.
 
-Each public op is differentiable: its autograd Function sits right after the kernel call it wraps.
+Each public op but `add_` is differentiable: its autograd Function sits right after the kernel call it wraps.
 """
 
 from __future__ import annotations
@@ -159,6 +160,27 @@ class _Mul(Function):
 def add(a, b) -> Tensor:
     """a + b with numpy broadcasting; either may be a Python number."""
     return _binary("add_naive", a, b)
+
+
+def add_(acc: Tensor, b: Tensor) -> Tensor:
+    """acc += b in place (same shape and dtype, no broadcasting), outside autograd; returns acc. Computes what
+    `add(acc, b)` computes, to the bit. Tensors held in row blocks are split alike (the split is the shape's)."""
+    for name, t in (("acc", acc), ("b", b)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"add_: {name} must be an engine.Tensor, got {type(t).__name__}")
+        check_float(t, name, "add_")
+    if acc.shape != b.shape or acc.dtype != b.dtype:
+        raise ValueError(f"add_: acc {acc.shape} {acc.dtype} and b {b.shape} {b.dtype} must have one shape and dtype")
+    if b.device is not acc.device:
+        raise ValueError(f"add_: b is on {b.device.name} but acc is on {acc.device.name}")
+    if acc.row_ranges != b.row_ranges:
+        raise SplitTensorError(f"add_: acc is held in row blocks {acc.row_ranges} but b in {b.row_ranges}")
+    for acc_part, b_part in zip(acc.parts, b.parts, strict=True):
+        acc.runtime.dispatch("elementwise", "add_inplace_naive", [b_part, acc_part],
+                             flat_grid("elementwise", "add_inplace_naive", acc_part.size),
+                             {"n": acc_part.size, "alpha": 0.0, "beta": 0.0},
+                             elem=acc.elem, shapes=str(acc_part.shape))
+    return acc
 
 
 def mul(a, b) -> Tensor:

@@ -182,6 +182,12 @@ class TrainConfig:
         _require(self, "lora_r", self.lora_r >= 1, "must be at least 1")
         _require(self, "lora_alpha", self.lora_alpha > 0, "must be > 0")
         _require(self, "lora_dropout", 0 <= self.lora_dropout < 1, "must be in [0, 1)")
+        if self.use_peft:
+            try:
+                self.lora_config()  # the target modules, named before any model loads
+            except InputError as error:
+                problem = str(error).partition("target_modules: ")[2] or str(error)
+                raise OptionError("lora_target_modules", self.lora_target_modules, problem) from None
         self.loss_config()  # the loss's own invariants
 
     def _check_batching(self) -> None:

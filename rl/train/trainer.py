@@ -28,7 +28,8 @@ with
   groups trained on (those with signal, at most prompts_per_step; when no group of any round had signal, the
   last round's, whose advantages are all 0);
 - the update's, over the groups trained on: `loss`, `kl` (with a reference), `clip_frac_low`,
-  `clip_frac_high`, `ratio_mean`, `tokens`, `grad_norm` (with clipping), `lr`;
+  `clip_frac_high`, `ratio_mean`, `tokens`, `grad_norm` (with clipping), `lr`, `micro_batches` (forward and
+  backward passes per optimizer step; see `rl.train.update`);
 - time: `time/rollout`, `time/reward`, `time/update` (seconds), `rollout_tokens_per_s`, `update_tokens_per_s`;
 - at evaluation steps: `eval/accuracy`, `eval/format`, `eval/length` (greedy, held-out problems).
 curves.png is redrawn at evaluation steps and at the end.

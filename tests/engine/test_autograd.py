@@ -48,3 +48,85 @@ def test_errors_name_the_problem(device):
         ops.exp(x).backward()
     with pytest.raises(TypeError, match="int32"):
         Tensor.from_numpy(np.ones(2, np.int32), device).requires_grad_()
+
+
+# ---------------------------------------------------------------------------------------------- accumulation
+
+
+@pytest.mark.parametrize("limit", [None, 4 << 10])  # one buffer, and a gradient held in row blocks
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_micro_batch_gradients_sum_in_place_after_the_second(device, monkeypatch, limit, dtype):
+    if limit is not None:
+        monkeypatch.setattr(device, "_binding_bytes", limit)
+    rng = np.random.default_rng(0)
+    grads = [rng.standard_normal((37, 61)).astype(dtype) for _ in range(4)]
+    x = Tensor.from_numpy(np.zeros((37, 61), dtype), device).requires_grad_()
+    given = [Tensor.from_numpy(g, device) for g in grads]
+    assert limit is None or x.is_split
+    memory = device.runtime.memory
+    for k, g in enumerate(given):
+        if k >= 2:
+            held = memory.total
+            memory.reset_peak()
+        x.backward(g)
+        if k == 0:
+            assert x.grad is g  # the first gradient is kept as handed over
+        if k >= 2:
+            assert memory.peak_total == held  # summed in place: nothing allocated
+            assert x.grad is summed
+        summed = x.grad
+    expected = grads[0]
+    for g in grads[1:]:
+        expected = (expected.astype(np.float32) + g).astype(dtype)  # f32 sums, in the order autograd adds
+    np.testing.assert_array_equal(x.grad.numpy(), expected)
+    np.testing.assert_array_equal(given[0].numpy(), grads[0])  # a gradient handed over is never written
+
+
+def test_a_shared_gradient_is_never_summed_into(device):
+    # add's backward hands one dy to both operands: each leaf sums into a buffer of its own
+    a = Tensor.from_numpy(np.zeros(5, np.float32), device).requires_grad_()
+    b = Tensor.from_numpy(np.zeros(5, np.float32), device).requires_grad_()
+    for k in range(3):
+        ops.add(a, b).backward(Tensor.from_numpy(np.full(5, k + 1.0, np.float32), device))
+        if k == 0:
+            assert a.grad is b.grad
+    assert a.grad is not b.grad
+    np.testing.assert_array_equal(a.grad.numpy(), np.full(5, 6.0, np.float32))
+    np.testing.assert_array_equal(b.grad.numpy(), np.full(5, 6.0, np.float32))
+    # one leaf used twice in one op: its second gradient makes the sum it owns
+    x = Tensor.from_numpy(np.ones(3, np.float32), device).requires_grad_()
+    dy = Tensor.from_numpy(np.full(3, 2.0, np.float32), device)
+    for _ in range(2):
+        ops.add(x, x).backward(dy)
+    np.testing.assert_array_equal(x.grad.numpy(), np.full(3, 8.0, np.float32))
+    np.testing.assert_array_equal(dy.numpy(), np.full(3, 2.0, np.float32))
+
+
+def test_a_sum_handed_on_by_a_checkpoint_is_shared(device):
+    # the checkpointed block's input gets a sum of two gradients (h + h), which flows on through an add to two
+    # leaves: neither may sum into it later
+    from wgrpo.engine.checkpointing import checkpoint
+
+    a = Tensor.from_numpy(np.zeros(4, np.float32), device).requires_grad_()
+    b = Tensor.from_numpy(np.zeros(4, np.float32), device).requires_grad_()
+    for k in range(3):
+        (out,) = checkpoint(lambda h: (ops.add(h, h),), ops.add(a, b))
+        out.backward(Tensor.from_numpy(np.full(4, k + 1.0, np.float32), device))
+    np.testing.assert_array_equal(a.grad.numpy(), np.full(4, 12.0, np.float32))
+    np.testing.assert_array_equal(b.grad.numpy(), np.full(4, 12.0, np.float32))
+
+
+def test_an_intermediate_no_backward_needs_is_freed_before_backward(device):
+    # exp(x) is consumed by an add, whose backward needs no operand: the graph keeps its shape, not its buffer
+    x = Tensor.from_numpy(np.full(4096, 0.5, np.float32), device).requires_grad_()
+    memory = device.runtime.memory
+    before = memory.current["activations"]
+    y = ops.exp(x)
+    held = memory.current["activations"] - before  # exp's output, which exp's backward saves
+    z = ops.add(ops.scale(y, 2.0), y)
+    del y
+    w = ops.add(z, z)  # z is dropped below: nothing of w's backward reads it
+    del z
+    assert memory.current["activations"] - before == 2 * held  # y (saved by exp) and w; z and 2y are gone
+    w.backward(Tensor.from_numpy(np.ones(4096, np.float32), device))
+    np.testing.assert_allclose(x.grad.numpy(), np.full(4096, 6 * np.exp(0.5)), rtol=1e-6)

@@ -213,6 +213,63 @@ def test_clip_scales_a_shared_gradient_once(device):
     assert_close(b.grad.numpy(), np.full(4, 3.0 * factor))
 
 
+def scaled_exactly(g: np.ndarray, scale: np.float32) -> np.ndarray:
+    """g * scale as the clip kernels compute it: an f32 product (correctly rounded), stored in g's dtype."""
+    return (g.astype(np.float32) * scale).astype(g.dtype)
+
+
+@pytest.mark.parametrize("limit", [None, 32 << 10])  # one buffer each, and gradients held in row blocks
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_clip_in_place_equals_the_scaled_copy(device, monkeypatch, limit, dtype):
+    """Unshared gradients are scaled in place (the same tensors, no new gradient bytes), a gradient two
+    parameters share into a copy: both are g * scale to the bit. A float32 gradient of one 1.0 reads the scale
+    back."""
+    if limit is not None:
+        monkeypatch.setattr(device, "_binding_bytes", limit)
+    shapes = [(1,), (13, 17), (197, 61), (clip_chunk() + 1,), (1,)]
+    rng = np.random.default_rng(7)
+    grads = [rng.standard_normal(s).astype(dtype) for s in shapes[:-1]] + [np.ones(1, np.float32)]
+    memory = device.runtime.memory
+    for share in (False, True):
+        params = [Tensor.from_numpy(np.zeros_like(g), device) for g in grads]
+        for p, g in zip(params, grads):
+            p.grad = Tensor.from_numpy(g, device)
+        assert limit is None or params[2].grad.is_split
+        twins = [Tensor.from_numpy(np.zeros_like(g), device) for g in grads] if share else []
+        for twin, p in zip(twins, params):
+            twin.grad = p.grad
+        before = [p.grad for p in params]
+        held = memory.current["gradients"]
+        clip_grad_norm_(params + twins, 0.5)
+        assert all((p.grad is g) != share for p, g in zip(params, before))
+        assert (memory.current["gradients"] > held) == share  # only the copies are new gradient bytes
+        scale = np.float32(params[-1].grad.numpy()[0])
+        assert 0 < scale < 1
+        for p, g in zip(params + twins, grads + grads * share):
+            np.testing.assert_array_equal(p.grad.numpy(), scaled_exactly(g, scale))
+
+
+def test_clip_copies_a_gradient_sharing_a_buffer_through_a_view(device, monkeypatch):
+    # one parameter's gradient is rows of another's (a view of its buffer): both are scaled once
+    monkeypatch.setattr(device, "_binding_bytes", 4096)
+    g = np.arange(1, 1 + 16 * 128, dtype=np.float32).reshape(16, 128)  # row blocks of 8 rows
+    big = Tensor.from_numpy(np.zeros(g.shape, np.float32), device)
+    small = Tensor.from_numpy(np.zeros((4, 128), np.float32), device)
+    lone = Tensor.from_numpy(np.zeros(3, np.float32), device)
+    big.grad = Tensor.from_numpy(g, device)
+    assert big.grad.is_split
+    small.grad = big.grad.rows(8, 12)
+    lone.grad = Tensor.from_numpy(np.full(3, 2.0, np.float32), device)
+    lone_grad = lone.grad
+    norm = np.sqrt((g.astype(np.float64) ** 2).sum() + (g[8:12].astype(np.float64) ** 2).sum() + 12.0)
+    clip_grad_norm_([big, small, lone], 1.0)
+    factor = 1.0 / (norm + 1e-6)
+    assert_close(big.grad.numpy(), g * factor)
+    assert_close(small.grad.numpy(), g[8:12] * factor)
+    assert lone.grad is lone_grad
+    assert_close(lone.grad.numpy(), np.full(3, 2.0 * factor))
+
+
 def test_clip_skips_missing_grads_and_checks_arguments(device):
     params, grads = clip_case(device, 6, [(5,), (3,)])
     params[1].grad = None

@@ -328,3 +328,29 @@ def test_old_relative_paths_resolve_where_the_run_is_resumed(tmp_path, monkeypat
     config, _ = resume_config("run/final", saved=saved)
     assert (config.model, config.output_dir) == (str(tmp_path / "start"), str(tmp_path / "run"))
     assert os.path.isabs(config.resume)
+
+
+def test_memory_options_are_checked_by_name():
+    with pytest.raises(InputError, match=r"--per-device-train-batch-size 3 x --gradient-accumulation-steps 5 = 15: "
+                                         r"must be the completions of a step, .* = 64"):
+        TrainConfig(per_device_train_batch_size=3, gradient_accumulation_steps=5)
+    with pytest.raises(OptionError, match="--generation-batch-size 12: must be a multiple of --group-size 8"):
+        TrainConfig(generation_batch_size=12)
+    with pytest.raises(OptionError, match="--gradient-accumulation-steps 65: must be at most"):
+        TrainConfig(gradient_accumulation_steps=65)
+    with pytest.raises(OptionError, match="--lora-target-modules q_proj,foo: unknown module 'foo'"):
+        TrainConfig(use_peft=True, lora_target_modules="q_proj,foo")
+    with pytest.raises(OptionError, match="--lora-r 0: must be at least 1"):
+        TrainConfig(lora_r=0)
+    TrainConfig(lora_target_modules="foo")  # not checked without --use-peft: no adapters are made
+
+
+@pytest.mark.parametrize("options, ranges", [
+    ({}, [(0, 12)]),
+    ({"per_device_train_batch_size": 5}, [(0, 5), (5, 10), (10, 12)]),
+    ({"gradient_accumulation_steps": 5}, [(0, 2), (2, 5), (5, 7), (7, 10), (10, 12)]),
+    ({"per_device_train_batch_size": 4, "gradient_accumulation_steps": 3}, [(0, 4), (4, 8), (8, 12)]),
+])
+def test_micro_batches_cover_the_rollout_in_order(options, ranges):
+    config = TrainConfig(prompts_per_step=3, group_size=4, **options)
+    assert config.micro_batches(12) == ranges
