@@ -210,8 +210,9 @@ def read_adapter(directory: str | os.PathLike, model_config: ModelConfig
     if tensors:
         names = sorted(tensors)
         more = f" (and {len(names) - 1} more)" if len(names) > 1 else ""
-        raise InputError(f"{path}: unexpected tensor {names[0]!r}{more}: this engine adapts only the linear layers of the decoder layers ({PEFT_PREFIX}"
-                         f"model.layers.N.<module>.lora_A/lora_B.weight) that {source.name}'s target_modules name")
+        raise InputError(f"{path}: unexpected tensor {names[0]!r}{more}: this engine adapts only the linear layers "
+                         f"of the decoder layers ({PEFT_PREFIX}model.layers.N.<module>.lora_A/lora_B.weight) that "
+                         f"{source.name}'s target_modules name")
     return config, arrays
 
 

@@ -1,16 +1,17 @@
-"""`wgrpo bench --memory`: device bytes of one GRPO step at real model shapes, by configuration: full fine-tuning
-with and without micro-batches and activation checkpointing, and LoRA; estimated for every row and measured for
-the rows asked for.
+"""`wgrpo bench --memory`: device bytes of one GRPO step at real model shapes, by configuration: full fine-tuning with
+and without micro-batches and activation checkpointing, and LoRA; estimated for every row and measured for the rows
+asked for.
 
 Owns: `MemoryBenchConfig`, the shapes (`SHAPES`: Qwen2.5-0.5B and -1.5B as their config.json give them), the
 configurations (`SETUPS`), one measured step and the table. A row's estimate is the trainer's own
-(`rl.train.memory_check.grpo_step_options` for `engine.estimate_grpo_step`, the engine's ledger replay of the step's allocations), so what the
-table says is what `wgrpo train` prints and checks before it starts. A measured row builds a random model of the
-shape with its matrices in `--memory-dtype` (never an f32 host copy of a bf16 model), samples B x G completions of
-`--memory-new-tokens` from random prompts of `--memory-prompt-tokens` (no end-of-text id, so every completion
-runs the full length), gives them random rewards and runs the update as the trainer does (`rl.train.update`);
-it reports the device counters' peak over the step by kind, the estimate, and the process's peak resident memory
-(on a CPU adapter the device buffers live in host memory, so that is the whole cost). Imports the engine lazily.
+(`rl.train.memory_check.grpo_step_options` for `engine.estimate_grpo_step`, the engine's ledger replay of the step's
+allocations), so what the table says is what `wgrpo train` prints and checks before it starts. A measured row builds
+a random model of the shape with its matrices in `--memory-dtype` (never an f32 host copy of a bf16 model), samples
+B x G completions of `--memory-new-tokens` from random prompts of `--memory-prompt-tokens` (no end-of-text id, so
+every completion runs the full length), gives them random rewards and runs the update as the trainer does
+(`rl.train.update`); it reports the device counters' peak over the step by kind, the estimate, and the process's
+peak resident memory (on a CPU adapter the device buffers live in host memory, so that is the whole cost). Imports
+the engine lazily.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ SETUPS = {
     "LoRA r=16": {"use_peft": True},
     "LoRA r=16, micro-batch 8, checkpointing": {"use_peft": True, "per_device_train_batch_size": 8,
                                                 "gradient_checkpointing": True},
+    "LoRA r=16, micro-batch 8, checkpointing, generation batch 16": {
+        "use_peft": True, "per_device_train_batch_size": 8, "gradient_checkpointing": True,
+        "generation_batch_size": 16},
     "LoRA r=16, micro-batch 2": {"use_peft": True, "per_device_train_batch_size": 2},
 }
 GiB = 1024**3
@@ -113,15 +117,17 @@ def train_config(options: MemoryBenchConfig, setup: str):
                        dtype=options.memory_dtype, **SETUPS[setup])
 
 
-def estimate(options: MemoryBenchConfig, shape: str, setup: str, max_binding_bytes: int | None):
-    """The trainer's estimate of the row's step (`MemoryEstimate`), with completions that never stop early, as
-    `measure` runs them."""
+def estimate(options: MemoryBenchConfig, shape: str, setup: str, max_binding_bytes: int | None,
+             early_stops: bool = True):
+    """The trainer's estimate of the row's step (`MemoryEstimate`), as `wgrpo train` prints it; with
+    `early_stops=False`, of the step `measure` runs (completions that never stop early, so no cache is gathered
+    into fewer rows)."""
     from wgrpo.engine import estimate_grpo_step
     from wgrpo.rl.train.memory_check import grpo_step_options
 
     sizes = grpo_step_options(train_config(options, setup), model_config(shape), options.memory_dtype,
                               options.memory_prompt_tokens, max_binding_bytes=max_binding_bytes, eval_batch=0)
-    return estimate_grpo_step(**sizes, early_stops=False)
+    return estimate_grpo_step(**sizes, early_stops=early_stops)
 
 
 def measure(options: MemoryBenchConfig, shape: str, setup: str, device, seed: int) -> dict:
@@ -188,6 +194,7 @@ def run_memory_bench(options: MemoryBenchConfig, bench: BenchConfig, device_spec
                    "split_activation": guess.split_activation}
             if options.memory_measure:
                 row["measured"] = measure(options, shape, setup, device, bench.seed)
+                row["estimate_of_run"] = estimate(options, shape, setup, device.max_binding_bytes, False).total
                 gc.collect()
             report["rows"].append(row)
     _progress_done()
@@ -206,7 +213,8 @@ def format_memory_report(report: dict) -> str:
     c = report["config"]
     measured = any("measured" in row for row in report["rows"])
     kinds = ("weights", "gradients", "optimizer", "activations", "kv_cache")
-    head = ["shape", "setup", *kinds, "estimated peak"] + (["measured peak", "process peak"] if measured else [])
+    head = ["shape", "setup", *kinds, "estimated peak"] + (["estimate of the run", "measured peak", "process peak"]
+                                                            if measured else [])
     lines = [f"GRPO step memory on {report['adapter']['name']}: B={c['memory_prompts']} x G={c['memory_group_size']}, "
              f"{c['memory_prompt_tokens']} prompt + {c['memory_new_tokens']} new tokens, {c['memory_dtype']} base, "
              f"beta {c['memory_beta']:g}",
@@ -217,6 +225,7 @@ def format_memory_report(report: dict) -> str:
                  format_bytes(row["estimate_total"])]
         if measured:
             got = row.get("measured")
-            cells += [format_bytes(got["peak_total"]), format_bytes(got["max_rss"])] if got else ["-", "-"]
+            cells += ([format_bytes(row["estimate_of_run"]), format_bytes(got["peak_total"]),
+                       format_bytes(got["max_rss"])] if got else ["-"] * 3)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

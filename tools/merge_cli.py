@@ -43,7 +43,7 @@ def merge_adapter(adapter_dir: str | os.PathLike, output_dir: str | os.PathLike,
     from wgrpo.engine.dtypes import convert, float_dtype
     from wgrpo.engine.errors import InputError
     from wgrpo.engine.hf import (GENERATION_CONFIG_FILE, TOKENIZER_FILE, load_checkpoint, load_tokenizer,
-                                 write_checkpoint)
+                                 read_config, write_checkpoint)
     from wgrpo.engine.lora import merge_lora_weights
     from wgrpo.engine.peft_io import read_adapter, resolve_base
 
@@ -57,8 +57,8 @@ def merge_adapter(adapter_dir: str | os.PathLike, output_dir: str | os.PathLike,
         if output_dir.resolve() == path.resolve():
             raise InputError(f"merge: OUTPUT_DIR {output_dir} is the {name}'s directory; write the merged model "
                              f"elsewhere")
+    lora_config, arrays = read_adapter(adapter_dir, read_config(base_dir))  # checked before the long read
     config, state = load_checkpoint(base_dir, "auto")
-    lora_config, arrays = read_adapter(adapter_dir, config)
     merged = merge_lora_weights(state, arrays, lora_config.scaling)
     if dtype != "auto":
         merged = {name: convert(array, dtype) for name, array in merged.items()}

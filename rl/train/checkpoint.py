@@ -34,8 +34,8 @@ TOKENIZER_FILE = "tokenizer.json"  # engine.hf's (and Hugging Face's) name for i
 
 def save_training_checkpoint(directory: str | Path, model, tokenizer, optimizer, state: dict[str, Any],
                              config) -> Path:
-    """Write model (or, with LoRA, its adapters as PEFT writes them) + tokenizer + trainer state (`state`: the step and the trainer's own entries) + optimizer +
-    resolved config."""
+    """Write model (or, with LoRA, its adapters as PEFT writes them) + tokenizer + trainer state (`state`: the step
+    and the trainer's own entries) + optimizer + resolved config."""
     from wgrpo.engine import write_checkpoint
 
     opt_state = optimizer.state_dict()

@@ -31,8 +31,8 @@ PATH_OPTIONS = ("path", "eval_path")  # task options that name files
 # what a resumed run may change: when it stops, where it writes, how often it saves and evaluates, and what the
 # machine it resumes on can hold
 RESUME_MAY_CHANGE = ("steps", "output_dir", "save_every", "eval_every", "device_memory")
-# how the step's work is cut to fit the device: the same update up to float rounding, so a run resumed on a
-# smaller device may change them
+# how the step's work is cut to fit the device, so a run resumed on a smaller device may change them: the same
+# update up to float rounding (and, with LoRA dropout, other masks: they are keyed by the micro-batch)
 MEMORY_OPTIONS = ("per_device_train_batch_size", "gradient_accumulation_steps", "generation_batch_size",
                   "gradient_checkpointing")
 RESUME_MAY_CHANGE += MEMORY_OPTIONS

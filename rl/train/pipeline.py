@@ -113,7 +113,7 @@ def run_train(config: TrainConfig, device=None, *, changes: Sequence[str] = ()) 
     config is used as given: `config.resume_config` builds the one that continues the saved run, and its
     `changed: ...` lines, passed as `changes`, are printed on stderr once every check has passed, just before
     training starts."""
-    from wgrpo.engine import load_pretrained
+    from wgrpo.engine import is_hub_id, load_pretrained
 
     config = config.absolute_paths().with_demo_task_options()
     task = build_task(config.task, config.task_options, config.sandbox)
@@ -127,6 +127,8 @@ def run_train(config: TrainConfig, device=None, *, changes: Sequence[str] = ()) 
         start = config.model and model_directory(config.model)
         start = start or str(warm_up(config, task, device))
         model, tokenizer = load_pretrained(start, device, config.dtype)
+        if config.model and is_hub_id(config.model):  # what a LoRA adapter names as its base: the Hub id itself
+            model.name_or_path = config.model.partition("@")[0]
         if tokenizer is None:
             raise InputError(f"--model {config.model or start}: no tokenizer.json next to the model")
         policy, reference = policy_and_reference(model, config)
@@ -164,7 +166,7 @@ def _resume_start(config: TrainConfig) -> str:
         raise InputError(f"--resume {config.resume}: not a GRPO training checkpoint (no start_model in "
                          f"{state_file})")
     start = os.path.abspath(start)  # checkpoints before absolute paths: relative to where the run started
-    if config.beta > 0 and not Path(start).is_dir():
+    if config.beta > 0 and not config.use_peft and not Path(start).is_dir():  # LoRA: the base is the reference
         raise InputError(f"{state_file}: start_model {start} does not exist; the KL penalty's reference model is "
                          f"the run's starting checkpoint")
     return start

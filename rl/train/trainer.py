@@ -137,6 +137,8 @@ class GRPOTrainer:
         task.use_tokenizer(tokenizer)  # conversational prompts are rendered with the model's chat template
         longest_prompt = self._check_task(model, tokenizer, task)
         self.memory_estimate = check_grpo_memory(config, model, self.reference, longest_prompt)
+        if model.adapters is None:
+            model.requires_grad_()  # refuses a 16-bit policy: full fine-tuning trains float32 master weights
         for p in model.trainable_parameters():  # with LoRA the adapters only: the base stays frozen in its dtype
             p.requires_grad_()
         model.gradient_checkpointing = config.gradient_checkpointing

@@ -52,6 +52,11 @@ def _reference_logprobs(model, reference, inputs, targets, temperature: float):
             return model.token_logprobs(inputs, targets, temperature)
 
 
+def _dropout_on(model) -> bool:
+    adapters = model.adapters
+    return adapters is not None and model.training and adapters.config.lora_dropout > 0
+
+
 def accumulate_gradients(model, reference, parts: list[MicroBatch], config, seed: int = 0) -> tuple[float, dict]:
     """Forward and backward every micro-batch of `parts`, gradients accumulating in the trainable parameters'
     `.grad`; returns (the whole batch's loss, its metrics). Each micro-batch's loss is normalised by the whole
@@ -71,7 +76,10 @@ def accumulate_gradients(model, reference, parts: list[MicroBatch], config, seed
         if model.adapters is not None:  # a fresh dropout mask per micro-batch, the same when a layer is recomputed
             model.adapters.dropout_seed = (seed * 1_000_003 + index) & 0x7FFFFFFF
         logp = model.token_logprobs(batch.inputs, targets, config.temperature)  # (rows, T)
-        loss, read_metrics = policy_loss(logp, batch.old_logp, part.ref_logp, part.advantages, batch.mask,
+        # The sampler ran without LoRA's dropout, so its log-probs are another network's: with one update per
+        # rollout the ratio is taken against this forward's own (detached) log-probs, rho = 1, as TRL does
+        old_logp = logp.detach() if config.mu == 1 and _dropout_on(model) else batch.old_logp
+        loss, read_metrics = policy_loss(logp, old_logp, part.ref_logp, part.advantages, batch.mask,
                                          loss_config, total_rows=total_rows, total_tokens=total_tokens)
         loss.backward()  # adds into .grad; this micro-batch's graph is freed
         losses.append(loss.detach())

@@ -50,6 +50,9 @@ def test_lora_trains_the_adapters_only_against_the_base(device, tmp_path, base_d
     for record in records:
         assert np.isfinite(record["loss"]) and np.isfinite(record["kl"])
         assert record["micro_batches"] == 3
+        # dropout makes the update's network another than the sampler's: at mu = 1 the ratio is its own, 1
+        assert record["ratio_mean"] == pytest.approx(1.0, abs=1e-6)
+        assert record["clip_frac_low"] == record["clip_frac_high"] == 0.0
     assert records[1]["kl"] > 0  # the adapters moved the policy away from the base it is measured against
     for name, array in model.state_dict().items():
         assert np.array_equal(array.view(np.uint16), base_before[name].view(np.uint16)) if array.dtype.itemsize == 2 \
