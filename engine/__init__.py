@@ -13,7 +13,7 @@ from wgrpo.engine.errors import CheckpointWriteError, InputError
 from wgrpo.engine.generate import GenerationResult, generate
 from wgrpo.engine.hf import write_checkpoint
 from wgrpo.engine.hub import is_hub_id, resolve_model_path
-from wgrpo.engine.lora import LoraAdapters, LoraConfig, attach_lora, merged_state_dict
+from wgrpo.engine.lora import LoraAdapters, LoraConfig, attach_lora, merge_and_unload, merged_state_dict
 from wgrpo.engine.memory_budget import check_fits, device_memory_budget
 from wgrpo.engine.memory_estimate import MemoryEstimate, estimate_generation, estimate_grpo_step, peak_metrics
 from wgrpo.engine.model import Model, load_pretrained
@@ -28,6 +28,6 @@ __all__ = ["AdamW", "CheckpointWriteError", "END_OF_TEXT", "GenerationResult", "
            "PretrainedTokenizer", "Tensor", "attach_lora", "check_fits", "choose_adapter",
            "clip_grad_norm_", "device_memory_budget", "estimate_generation", "estimate_grpo_step",
            "generate", "get_device", "is_adapter_dir", "is_hub_id", "list_adapters", "load_adapter",
-           "load_peft_model", "load_pretrained", "merged_state_dict", "no_grad", "ops", "peak_metrics",
-           "recover_checkpoints", "resolve_model_path", "save_adapter", "train_tokenizer",
+           "load_peft_model", "load_pretrained", "merge_and_unload", "merged_state_dict", "no_grad", "ops",
+           "peak_metrics", "recover_checkpoints", "resolve_model_path", "save_adapter", "train_tokenizer",
            "write_checkpoint"]

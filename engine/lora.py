@@ -296,6 +296,18 @@ def merged_state_dict(model) -> dict[str, np.ndarray]:
     return merge_lora_weights(model.state_dict(), model.adapters.arrays(), model.adapters.scaling)
 
 
+def merge_and_unload(model):
+    """A plain model (no adapters) whose weights are `model`'s with its adapters merged, in its dtype, as PEFT's
+    merge_and_unload(); `model` itself when it has no adapters."""
+    from wgrpo.engine.model import Model
+
+    if model.adapters is None:
+        return model
+    merged = Model.from_numpy(model.config, merged_state_dict(model), model.device, source="merged adapter")
+    merged.name_or_path = model.name_or_path
+    return merged
+
+
 __all__ = ["ALL_LINEAR", "PEFT_PREFIX", "PROJECTIONS", "LoraAdapters", "LoraConfig", "attach_lora",
            "init_lora_arrays", "linear_modules", "lora_key", "matches_target", "merge_lora_weights",
-           "merged_state_dict", "module_shapes", "target_module_names"]
+           "merge_and_unload", "merged_state_dict", "module_shapes", "target_module_names"]

@@ -82,7 +82,7 @@ def policy_and_reference(model, config: TrainConfig):
     LoRA (`use_peft`): the policy is the model itself, its base frozen in the loaded dtype, with new adapters
     (or the starting adapter, trained on); no reference model: the base with the adapters off is the
     reference."""
-    from wgrpo.engine import Model, attach_lora, merged_state_dict
+    from wgrpo.engine import Model, attach_lora, merge_and_unload
 
     if config.use_peft:
         if model.adapters is None:
@@ -92,8 +92,7 @@ def policy_and_reference(model, config: TrainConfig):
             print(f"wgrpo: training the LoRA adapter of {config.model} (r={lora.r}, alpha={lora.lora_alpha:g}, "
                   f"dropout={lora.lora_dropout:g}); the --lora-* options do not apply to it", file=sys.stderr)
         return model, None
-    if model.adapters is not None:  # full fine-tuning from an adapter: the merged model is the start
-        model = Model.from_numpy(model.config, merged_state_dict(model), model.device, source="merged adapter")
+    model = merge_and_unload(model)  # full fine-tuning from an adapter: the merged model is the start
     policy = model.to("float32")
     if config.beta <= 0:
         return policy, None

@@ -322,12 +322,13 @@ class GRPOTrainer:
 
         Its trainer files and tokenizer are checked before any weights load; a missing or corrupt one, or an
         optimizer state that does not fit the model, is an InputError naming the file."""
-        from wgrpo.engine import load_pretrained
+        from wgrpo.engine import load_pretrained, merge_and_unload
 
         recover(Path(checkpoint).parent)  # a kill while replacing it may have left it aside
         state, optimizer_state, _ = load_training_state(checkpoint)  # checked before the weights load
         if isinstance(reference, (str, os.PathLike)):  # frozen in the dtype the run loaded its start in
-            reference = load_pretrained(reference, device, config.dtype)[0]
+            # a run that started from an adapter trained, and was measured against, the merged model
+            reference = merge_and_unload(load_pretrained(reference, device, config.dtype)[0])
         # a LoRA checkpoint is a PEFT adapter directory: its base loads in the run's dtype, the adapter on it
         model, tokenizer = load_pretrained(checkpoint, device, config.dtype if config.use_peft else "auto")
         task = task if task is not None else build_task(config.task, config.task_options, config.sandbox)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from wgrpo.engine import (InputError, LoraAdapters, LoraConfig, Model, ModelConfig, Tensor, attach_lora,
-                          load_adapter, load_peft_model, load_pretrained, merged_state_dict, no_grad, ops,
-                          save_adapter)
+                          load_adapter, load_peft_model, load_pretrained, merge_and_unload, merged_state_dict, no_grad,
+                          ops, save_adapter)
 from wgrpo.engine.dtypes import BFLOAT16, widen
 from wgrpo.engine.model import parameter_shapes
 from wgrpo.engine.lora import PROJECTIONS, lora_key, merge_lora_weights, target_module_names
@@ -169,6 +169,9 @@ def test_adapted_logits_equal_the_merged_model_and_disabling_gives_the_base(mode
     assert np.abs(adapted - base).max() > 0.1  # the adapters matter
     merged = Model.from_numpy(CONFIG, merged_state_dict(model), model.device)
     assert_close(logits(merged), adapted, scale=10)
+    unloaded = merge_and_unload(model)
+    assert unloaded.adapters is None and unloaded is not model
+    np.testing.assert_array_equal(logits(unloaded), logits(merged))
     with model.disable_adapters():
         np.testing.assert_array_equal(logits(model), base)
     assert_close(logits(model), adapted)  # back on after the block
