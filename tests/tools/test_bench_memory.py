@@ -18,7 +18,8 @@ def test_the_table_of_real_shapes(capsys, device):
     assert run_memory_bench(options, BenchConfig()) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].startswith("| shape | setup | weights") and "measured" not in lines[1]
-    assert [line.split(" | ")[1] for line in lines[3:]] == options.setup_names()
+    # under a small binding cap (the suite's second pass) the real shapes' activations are marked as over it
+    assert [line.split(" | ")[1].split(" (an activation")[0] for line in lines[3:]] == options.setup_names()
     plain, checkpointed, lora = (estimate(options, "qwen2.5-0.5b", setup, device.max_binding_bytes)
                                  for setup in options.setup_names())
     assert checkpointed.peak["activations"] < plain.peak["activations"] / 3
