@@ -50,14 +50,11 @@ class Rollout:
         return sum(len(c.token_ids) for c in self.completions)
 
 
-def sample_and_score(model, tokenizer, task, problems: Sequence, group_size: int, *, max_new_tokens: int,
-                     temperature: float, top_k: int, top_p: float, seed: int, weights: dict[str, float],
-                     stop: Sequence[str] = STOP, generation_batch_size: int = 0) -> Rollout:
-    """G samples of every problem; each group shares one prompt prefill. Completions come back group by group.
-
-    generation_batch_size: completions sampled per `generate` call, a positive multiple of group_size (whole
-    groups), or 0 for all at once. The chunks draw the tokens one call would (the sampler's RNG is keyed by each
-    sequence's global index); only float rounding of a chunk's different left padding can tell them apart."""
+def sample_groups(model, prompts: Sequence, group_size: int, generation_batch_size: int = 0, **generate_options):
+    """`group_size` samples of every prompt (`engine.generate`'s sequences, prompt-major), generated
+    `generation_batch_size` completions at a time (a positive multiple of group_size: whole groups; 0: all at once).
+    Each chunk's sequences are keyed by their global index (`first_sequence`), so the chunks draw the tokens one
+    call would. `generate_options` go to every `generate` call."""
     from wgrpo.engine import generate
 
     if isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)) or group_size < 1:
@@ -66,17 +63,29 @@ def sample_and_score(model, tokenizer, task, problems: Sequence, group_size: int
             or generation_batch_size < 0 or generation_batch_size % group_size:
         raise ValueError(f"generation_batch_size must be 0 (all at once) or a positive multiple of group_size "
                          f"{group_size} (whole groups), got {generation_batch_size!r}")
+    per_call = int(generation_batch_size) // group_size or len(prompts)  # prompts per generate call
+    sequences = []
+    for first in range(0, len(prompts), per_call):
+        result = generate(model, list(prompts[first:first + per_call]), num_samples=group_size,
+                          first_sequence=first * group_size, **generate_options)
+        sequences.extend(result.sequences)
+    return sequences
+
+
+def sample_and_score(model, tokenizer, task, problems: Sequence, group_size: int, *, max_new_tokens: int,
+                     temperature: float, top_k: int, top_p: float, seed: int, weights: dict[str, float],
+                     stop: Sequence[str] = STOP, generation_batch_size: int = 0) -> Rollout:
+    """G samples of every problem; each group shares one prompt prefill. Completions come back group by group.
+
+    generation_batch_size: completions sampled per `generate` call, a positive multiple of group_size (whole
+    groups), or 0 for all at once. The chunks draw the tokens one call would (the sampler's RNG is keyed by each
+    sequence's global index); only float rounding of a chunk's different left padding can tell them apart."""
     if not problems:
         raise ValueError("sample_and_score: problems is empty")
-    per_call = int(generation_batch_size) // group_size or len(problems)  # prompts per generate call
     started = time.perf_counter()
-    sequences = []
-    for first in range(0, len(problems), per_call):
-        result = generate(model, [problem.prompt for problem in problems[first:first + per_call]],
-                          max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                          seed=seed, stop=list(stop), num_samples=group_size, tokenizer=tokenizer,
-                          first_sequence=first * group_size)
-        sequences.extend(result.sequences)
+    sequences = sample_groups(model, [problem.prompt for problem in problems], group_size, generation_batch_size,
+                              max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                              seed=seed, stop=list(stop), tokenizer=tokenizer)
     generated = time.perf_counter()
     completions = [Completion(index // group_size, list(sequence.prompt_ids), list(sequence.token_ids),
                               np.asarray(sequence.logprobs, np.float32), sequence.text, sequence.finish_reason)

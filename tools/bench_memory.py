@@ -168,16 +168,12 @@ def measure(options: MemoryBenchConfig, shape: str, setup: str, device, seed: in
 def _rollout(policy, prompts, group: int, new_tokens: int, config, rng, seed: int):
     """G full-length completions of each prompt, sampled in --generation-batch-size chunks as the trainer does,
     with random 0/1 rewards."""
-    from wgrpo.engine import generate
-    from wgrpo.rl.rollout import Completion, Rollout
+    from wgrpo.rl.rollout import Completion, Rollout, sample_groups
 
-    per_call = config.generation_batch_size // group or len(prompts)  # prompts sampled at once, whole groups
-    completions = []
-    for start in range(0, len(prompts), per_call):
-        result = generate(policy, prompts[start : start + per_call], max_new_tokens=new_tokens, temperature=1.0,
-                          seed=seed, num_samples=group, eos_token_ids=(), first_sequence=start * group)
-        completions += [Completion(start + s.prompt_index, list(s.prompt_ids), list(s.token_ids), s.logprobs, "",
-                                   s.finish_reason, reward=float(rng.integers(0, 2))) for s in result.sequences]
+    sequences = sample_groups(policy, prompts, group, config.generation_batch_size, max_new_tokens=new_tokens,
+                              temperature=1.0, seed=seed, eos_token_ids=())
+    completions = [Completion(index // group, list(s.prompt_ids), list(s.token_ids), s.logprobs, "", s.finish_reason,
+                              reward=float(rng.integers(0, 2))) for index, s in enumerate(sequences)]
     return Rollout(completions, group, 0.0, 0.0)
 
 

@@ -16,6 +16,7 @@ import sys
 from dataclasses import replace
 
 from wgrpo.engine import check_fits, device_memory_budget, estimate_grpo_step
+from wgrpo.rl.batch import micro_batch_ranges
 
 EVAL_BATCH = 64  # `evaluate` decodes this many held-out problems at once
 
@@ -73,14 +74,10 @@ def _smaller_micro_batches(config, options: dict):
         size = (size + 1) // 2
         if config.gradient_accumulation_steps:
             steps = -(-completions // size)
-            yield f"--gradient-accumulation-steps {steps}", dict(options, micro_batch=_near_equal(completions, steps))
+            sizes = [stop - start for start, stop in micro_batch_ranges(completions, 0, steps)]
+            yield f"--gradient-accumulation-steps {steps}", dict(options, micro_batch=sizes)
         else:
             yield f"--per-device-train-batch-size {size}", dict(options, micro_batch=size)
-
-
-def _near_equal(rows: int, count: int) -> list[int]:
-    bounds = [round(i * rows / count) for i in range(count + 1)]
-    return [stop - start for start, stop in zip(bounds[:-1], bounds[1:]) if stop > start]
 
 
 def _smaller_generation_batches(config, options: dict):
