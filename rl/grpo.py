@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # for annotations only
     from wgrpo.engine import Tensor
 
 LOSS_TYPES = ("grpo", "bnpo", "dapo", "dr_grpo")
-METRIC_NAMES = ("kl", "clip_frac_low", "clip_frac_high", "ratio_mean", "tokens")  # as engine.ops.grpo
+METRIC_NAMES = ("kl", "clip_ratio/low_mean", "clip_ratio/high_mean", "ratio_mean", "tokens")  # as engine.ops.grpo
 
 
 @dataclass
@@ -188,8 +188,8 @@ def reference_loss(logp, old_logp, ref_logp, advantages, mask, *, eps_low: float
     per_token = 1.0 / max(n, 1.0)
     metrics = {
         "kl": float(np.sum(np.where(on, mask * kl, 0.0)) * per_token),
-        "clip_frac_low": float(np.sum(mask * low) * per_token),
-        "clip_frac_high": float(np.sum(mask * high) * per_token),
+        "clip_ratio/low_mean": float(np.sum(mask * low) * per_token),
+        "clip_ratio/high_mean": float(np.sum(mask * high) * per_token),
         "ratio_mean": float(np.sum(np.where(on, mask * rho, 0.0)) * per_token),
         "tokens": float(n),
     }
@@ -204,7 +204,7 @@ def policy_loss(logp, old_logp, ref_logp, advantages, mask, config: GRPOLossConf
     logp: (B, T) Tensor from the policy's token_logprobs (requires grad). old_logp, ref_logp (None when
     config.beta = 0), mask: (B, T) Tensors or numpy arrays; advantages: (B,) or (n_groups, G) with
     n_groups * G = B. `metrics()` reads the metrics back (one small read-back: call it only on logging steps)
-    and returns {kl, clip_frac_low, clip_frac_high, ratio_mean, tokens}; kl is left out without a reference.
+    and returns {kl, clip_ratio/low_mean, clip_ratio/high_mean, ratio_mean, tokens}; kl is left out without a reference.
     total_rows, total_tokens: the whole batch's completion and masked-token counts when these rows are one
     micro-batch of it (see the module docstring); the metrics stay this micro-batch's (see `combine_metrics`).
     """

@@ -9,7 +9,7 @@ stays fast).
 
 The setup: the arithmetic task (2 digits, '+', plain template, no instructions); a byte-level BPE trained on
 `--grpo-tokenizer-texts` of its prompts with warm-up-style completions (`rl.train.traces`); a random model of the
-ModelBenchConfig sizes; `GRPOTrainer` with B prompts x G samples, `--grpo-new-tokens`, temperature 1.0, beta
+ModelBenchConfig sizes; `GRPOLoop` with B prompts x G samples, `--grpo-new-tokens`, temperature 1.0, beta
 (a frozen reference model, so the update runs a reference forward). Each step calls `trainer.rollout(step)`
 (generation, then the rewards: `Rollout.seconds_generate` / `seconds_reward`) and `trainer.update(rollout)`
 (reference forward, policy forward + backward, clipping, AdamW; timed by the wall clock around the call, which
@@ -143,13 +143,13 @@ def mask_tokens(state: dict[str, np.ndarray], config, banned: list[int]) -> dict
 
 def build_trainer(options: GRPOBenchConfig, model_options: ModelBenchConfig, shape: dict, seed: int, device,
                   output_dir: str):
-    """(trainer, setup facts): task, tokenizer, random model (edited for full length), reference, GRPOTrainer."""
+    """(trainer, setup facts): task, tokenizer, random model (edited for full length), reference, GRPOLoop."""
     from wgrpo.engine import Model
     from wgrpo.engine.tokenizer import END_OF_TEXT
     from wgrpo.rl.rollout import STOP
     from wgrpo.rl.tasks import get_task
     from wgrpo.rl.train.config import TrainConfig
-    from wgrpo.rl.train.trainer import GRPOTrainer
+    from wgrpo.rl.train.trainer import GRPOLoop
 
     if model_options.model_path is not None:
         raise input_error("--grpo times a random model of the size options; --model-path is not supported here")
@@ -171,7 +171,7 @@ def build_trainer(options: GRPOBenchConfig, model_options: ModelBenchConfig, sha
                         prompts_per_step=shape["prompts"], group_size=shape["group_size"],
                         max_new_tokens=shape["new_tokens"], temperature=1.0, beta=options.grpo_beta,
                         steps=options.grpo_warmup + shape["steps"], eval_every=0)
-    trainer = GRPOTrainer(train, model, tokenizer, task, reference)
+    trainer = GRPOLoop(train, model, tokenizer, task, reference)
     setup = {"task": "arithmetic", "task_options": dict(TASK_OPTIONS), "prompts": shape["prompts"],
              "group_size": shape["group_size"], "new_tokens": shape["new_tokens"], "temperature": 1.0,
              "beta": options.grpo_beta, "reference_model": reference is not None, "loss_type": train.loss_type,

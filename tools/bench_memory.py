@@ -48,7 +48,7 @@ SETUPS = {
                                                 "gradient_checkpointing": True},
     "LoRA r=16, micro-batch 8, checkpointing, generation batch 16": {
         "use_peft": True, "per_device_train_batch_size": 8, "gradient_checkpointing": True,
-        "generation_batch_size": 16},
+        "generation_chunk_size": 16},
     "LoRA r=16, micro-batch 2": {"use_peft": True, "per_device_train_batch_size": 2},
 }
 GiB = 1024**3
@@ -166,11 +166,11 @@ def measure(options: MemoryBenchConfig, shape: str, setup: str, device, seed: in
 
 
 def _rollout(policy, prompts, group: int, new_tokens: int, config, rng, seed: int):
-    """G full-length completions of each prompt, sampled in --generation-batch-size chunks as the trainer does,
+    """G full-length completions of each prompt, sampled in --generation-chunk-size chunks as the trainer does,
     with random 0/1 rewards."""
     from wgrpo.rl.rollout import Completion, Rollout, sample_groups
 
-    sequences = sample_groups(policy, prompts, group, config.generation_batch_size, max_new_tokens=new_tokens,
+    sequences = sample_groups(policy, prompts, group, config.generation_chunk_size, max_new_tokens=new_tokens,
                               temperature=1.0, seed=seed, eos_token_ids=())
     completions = [Completion(index // group, list(s.prompt_ids), list(s.token_ids), s.logprobs, "", s.finish_reason,
                               reward=float(rng.integers(0, 2))) for index, s in enumerate(sequences)]

@@ -142,7 +142,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from wgrpo.rl.train.config import TrainConfig, resume_config
     from wgrpo.rl.train.checkpoint import recover_beside
     from wgrpo.rl.train.pipeline import run_train
+    from wgrpo.tools.train_options import apply_trl_arguments
 
+    apply_trl_arguments(args)
     if args.resume:
         recover_beside(args.resume, always=True)  # before its config is read: a killed save may have left it aside
         names = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -160,6 +162,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from wgrpo.tools.eval_cli import EvalConfig, run_eval
 
     return run_eval(config_from_args(EvalConfig, args), device_spec=args.device)
+
+
+def _aliases(command: str) -> dict[str, list[str]] | None:
+    """Other names of a subcommand's options: TRL's, for `wgrpo train`."""
+    if command != "train":
+        return None
+    from wgrpo.tools.train_options import train_aliases
+
+    return train_aliases()
+
+
+def _train_extra(parser: argparse.ArgumentParser) -> None:
+    from wgrpo.tools.train_options import add_trl_arguments
+
+    config_file_argument(parser)
+    add_trl_arguments(parser)
 
 
 def _train_config():
@@ -228,7 +246,7 @@ def _subcommands() -> dict[str, tuple[Callable, str, Callable | None, Callable |
                              "--grpo: seconds per GRPO step (rollout, reward, update)",
                   _bench_config, bench_extra),
         "train": (cmd_train, "GRPO training; with no --model, the R1-Zero demo on a fresh tiny model",
-                  _train_config, config_file_argument),
+                  _train_config, _train_extra),
         "eval": (cmd_eval, "greedy pass@1 of a checkpoint on a task's held-out problems", _eval_config, None),
         "generate": (cmd_generate, "sample completions of a prompt from a checkpoint, streaming the text",
                      _generate_config, generate_extra),
@@ -253,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (func, help_text, config_loader, extra) in _subcommands().items():
         p = sub.add_parser(name, parents=[device_parent], help=help_text, description=help_text)
         if config_loader is not None:
-            add_config_arguments(p, config_loader())
+            add_config_arguments(p, config_loader(), _aliases(name))
         if extra is not None:
             extra(p)
         p.set_defaults(func=func, parser=p)

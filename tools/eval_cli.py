@@ -92,11 +92,19 @@ def run_eval(config: EvalConfig, device_spec: str | None = None) -> int:
     check_prompts_fit(task, tokenizer, model.config, config.max_new_tokens)
     result = evaluate(model, tokenizer, task, problems=config.problems, max_new_tokens=config.max_new_tokens)
     if config.json:
-        print(json.dumps({"task": task.name, "problems": result.problems, "accuracy": result.accuracy,
-                          "format": result.format, "mean_length": result.mean_length}, indent=2))
+        print(json.dumps({"task": task.name, "problems": result.problems, "accuracy": _number(result.accuracy),
+                          "format": _number(result.format), "mean_length": result.mean_length,
+                          "reward": _number(result.reward), "pass@1": _number(result.pass_at_1),
+                          "rewards": {name: _number(value) for name, value in result.rewards.items()}}, indent=2))
     else:
-        print(f"{task.name}: pass@1 (greedy) {result.accuracy:.1%}, format {result.format:.1%} on "
+        parts = ", ".join(f"{name} {value:.3g}" for name, value in result.rewards.items())
+        print(f"{task.name}: pass@1 (greedy) {result.pass_at_1:.1%}, reward {result.reward:.3g} ({parts}) on "
               f"{result.problems} held-out problems ({result.seconds:.1f} s)")
         for prompt, completion in result.examples:
             print(f"  ...{prompt!r} -> {completion!r}")
     return 0
+
+
+def _number(value: float) -> float | None:
+    """JSON has no NaN: a part the task does not have is null."""
+    return None if value != value else value

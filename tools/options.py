@@ -67,8 +67,10 @@ def _option_type(hint) -> type:
     raise TypeError(f"unsupported option type {hint}: use int, float, str, bool or one of them | None")
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type) -> None:
-    """Add one `--field-name` option per field of the dataclass `config_cls` to `parser`.
+def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type,
+                         aliases: dict[str, list[str]] | None = None) -> None:
+    """Add one `--field-name` option per field of the dataclass `config_cls` to `parser`, also spelled
+    `--alias` for each of `aliases[field]` (other names of the option, such as TRL's).
 
     Each field must have a default and `metadata={"help": ...}`; `metadata={"choices": [...]}` restricts the
     value and `metadata={"metavar": ...}` names it in `--help`. Booleans become `--x / --no-x`. Each option
@@ -102,7 +104,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type) -> N
                 kwargs["metavar"] = f.metadata["metavar"]
             elif "choices" not in f.metadata:
                 kwargs["metavar"] = kind.__name__.upper()
-        action = group.add_argument(option_flag(f.name), **kwargs)
+        flags = [option_flag(f.name), *(option_flag(alias) for alias in (aliases or {}).get(f.name, ()))]
+        action = group.add_argument(*flags, **kwargs)
         action.config_class = config_cls  # lets a --config file's value be checked as this field's
 
 

@@ -23,7 +23,11 @@ _EXPORTS = {
                      "recover_checkpoints", "train_tokenizer"], "wgrpo.engine"),
     **dict.fromkeys(["get_task"], "wgrpo.rl.tasks"),
     **dict.fromkeys(["TrainConfig"], "wgrpo.rl.train.config"),
-    **dict.fromkeys(["GRPOTrainer"], "wgrpo.rl.train.trainer"),
+    **dict.fromkeys(["GRPOLoop"], "wgrpo.rl.train.trainer"),
+    **dict.fromkeys(["GRPOConfig"], "wgrpo.rl.train.grpo_config"),
+    **dict.fromkeys(["GRPOTrainer"], "wgrpo.rl.train.grpo_trainer"),
+    **dict.fromkeys(["TrainerCallback", "TrainerControl", "TrainerState"], "wgrpo.rl.train.callbacks"),
+    **dict.fromkeys(["LoraConfig"], "wgrpo.engine"),
     **dict.fromkeys(["SFTConfig", "train_sft"], "wgrpo.rl.train.sft"),
 }
 __all__ = sorted(_EXPORTS)
@@ -35,7 +39,11 @@ if TYPE_CHECKING:  # what static tools see; at run time `__getattr__` imports on
     from wgrpo.rl.tasks import get_task
     from wgrpo.rl.train.config import TrainConfig
     from wgrpo.rl.train.sft import SFTConfig, train_sft
-    from wgrpo.rl.train.trainer import GRPOTrainer
+    from wgrpo.engine import LoraConfig
+    from wgrpo.rl.train.callbacks import TrainerCallback, TrainerControl, TrainerState
+    from wgrpo.rl.train.grpo_config import GRPOConfig
+    from wgrpo.rl.train.grpo_trainer import GRPOTrainer
+    from wgrpo.rl.train.trainer import GRPOLoop
 
 
 def __getattr__(name: str):

@@ -23,7 +23,7 @@ from wgrpo.engine.ops._common import as_tensor, flat_grid, row_grid, row_kernel
 from wgrpo.engine.tensor import Tensor
 
 LOSS_TYPES = {"grpo": 0, "bnpo": 1, "dapo": 1, "dr_grpo": 2}  # name -> the kernel's loss_type code
-METRIC_NAMES = ("kl", "clip_frac_low", "clip_frac_high", "ratio_mean", "tokens")
+METRIC_NAMES = ("kl", "clip_ratio/low_mean", "clip_ratio/high_mean", "ratio_mean", "tokens")
 # Rows this long get a workgroup each in the forward's first stage. On lavapipe (2 cores) one invocation per row
 # is as fast or faster up to T = 4096 (forward + backward of (16, 1024): 0.85 ms serial, 1.1 ms workgroup).
 WORKGROUP_MIN_T = 4096

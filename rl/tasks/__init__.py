@@ -3,9 +3,11 @@
 `get_task(name, **options)` builds a task from the registry (`TASKS`); every task implements `Task`
 (`rl/tasks/base.py`): `sample(index_or_rng, split) -> Problem`, `eval_problems(n)`, `size(split)`,
 `reward_parts(completion, problem) -> {'format', 'accuracy'}`, `reward(completion, problem, weights)`,
-`rewards(completions, problems, weights)` (a batch, in order) and `check_prompts(tokenizer, max_prompt_tokens)`.
-Unknown, missing or bad options raise `wgrpo.engine.InputError` naming them. Pure Python + numpy; imports the
-engine only to raise that error, never wgpu.
+`rewards(completions, problems, weights, completion_ids)` (a batch, in order) and `check_prompts(tokenizer,
+max_prompt_tokens)`. `DatasetTask` (rows of a TRL-style dataset scored by reward functions) is exported but not
+in `TASKS`: it is built from rows and functions, not from options. Unknown, missing or bad options raise
+`wgrpo.engine.InputError` naming them. Pure Python + numpy; imports the engine only to raise that error, never
+wgpu.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from wgrpo.rl.tasks.arithmetic import ArithmeticTask
 from wgrpo.rl.tasks.base import DEFAULT_WEIGHTS, SPLITS, GeneratedTask, JsonlTask, Problem, Task, render_prompt
 from wgrpo.rl.tasks.code import CodeTask
 from wgrpo.rl.tasks.countdown import CountdownTask
+from wgrpo.rl.tasks.dataset import DatasetTask
 from wgrpo.rl.tasks.gsm8k import Gsm8kTask
 
 __all__ = ["TASKS", "get_task", "available_tasks", "Task", "Problem", "GeneratedTask", "JsonlTask",
-           "CountdownTask", "ArithmeticTask", "Gsm8kTask", "CodeTask", "render_prompt", "SPLITS",
+           "CountdownTask", "ArithmeticTask", "Gsm8kTask", "CodeTask", "DatasetTask", "render_prompt", "SPLITS",
            "DEFAULT_WEIGHTS"]
 
 TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (CountdownTask, ArithmeticTask, Gsm8kTask, CodeTask)}

@@ -1,13 +1,15 @@
 """The common task interface: `Problem`, `Task`, the prompt template and the held-out split.
 
 A task turns a key into a `Problem` (`sample`), keeps train and eval problems disjoint, scores a completion
-into named reward parts (`reward_parts`, always `format` and `accuracy`; `rewards` scores a whole batch), and
-checks before training that its prompts fit the model (`check_prompts`). Two families:
+into named reward parts (`reward_parts`: `format` and `accuracy` for the rule tasks, its `reward_names`;
+`rewards` scores a whole batch), and checks before training that its prompts fit the model (`check_prompts`).
+Two families (and `rl.tasks.dataset.DatasetTask`, rows scored by reward functions):
 - `GeneratedTask`: problems drawn from a seeded numpy generator; `sample(i, split)` is problem i of the split.
 - `JsonlTask`: problems read from a JSONL file; `sample(i, split)` is record i (mod size) of the split. A
   record's prompt may be a conversation (TRL's conversational format: a list of {"role", "content"} messages);
-  such prompts are rendered with the model's chat template once the task has the model's tokenizer
-  (`use_tokenizer`, before sampling or `check_prompts`), ending with the assistant's turn opened.
+  such prompts are rendered with the model's chat template (`ChatTemplate`, which every task with
+  conversations shares) once the task has the model's tokenizer (`use_tokenizer`, before sampling or
+  `check_prompts`), ending with the assistant's turn opened.
 
 Held-out split: every problem has a content key (countdown: sorted numbers and target; arithmetic: the
 operation; JSONL: the question text, or a conversation's messages' text, whatever the chat template); a problem
@@ -34,8 +36,8 @@ from wgrpo.rl.jsonl import Record, field as record_field, is_conversation, messa
 from wgrpo.rl.rewards import combine, format_reward
 from wgrpo.rl.tasks.lengths import check_prompt_lengths
 
-__all__ = ["Problem", "Task", "GeneratedTask", "JsonlTask", "render_prompt", "in_eval_split", "TEMPLATES", "SPLITS",
-           "DEFAULT_WEIGHTS"]
+__all__ = ["Problem", "Task", "GeneratedTask", "JsonlTask", "ChatTemplate", "render_prompt", "in_eval_split",
+           "TEMPLATES", "SPLITS", "DEFAULT_WEIGHTS"]
 
 SPLITS = ("train", "eval")
 DEFAULT_WEIGHTS = {"accuracy": 1.0, "format": 0.1}
@@ -85,9 +87,16 @@ class Problem:
 
 
 class Task:
-    """Base of all tasks. Subclasses set `name` and implement `_accuracy` and the sampling hooks."""
+    """Base of all tasks. Subclasses set `name` and implement `_accuracy` and the sampling hooks.
+
+    `reward_names`: the reward parts `rewards` returns, in order; `primary_reward`: the one that says whether a
+    completion is correct (full marks: 1.0), for pass@1; `stop_strings`: where generation ends a completion
+    besides the end-of-text token (the rule tasks stop after the answer)."""
 
     name = "task"
+    reward_names: tuple[str, ...] = ("format", "accuracy")
+    primary_reward = "accuracy"
+    stop_strings: tuple[str, ...] = ("</answer>",)
 
     def __init__(self, *, think_prefix: bool = True, eval_fraction: float = 0.1, template: str = "r1"):
         if isinstance(eval_fraction, bool) or not isinstance(eval_fraction, (int, float)) \
@@ -143,9 +152,10 @@ class Task:
     def check_prompts(self, tokenizer, max_prompt_tokens: int, *, reason: str = "") -> int:
         """InputError naming the first prompt of this task longer than `max_prompt_tokens` tokens of
         `tokenizer` (a `tokenizers.Tokenizer`), with its length and the limit; `reason` says where the limit
-        comes from. Returns the tokens of the longest prompt checked. A JSONL task checks every train and eval problem, named `<file>:<line>`; a generated task
-        checks its first 16 problems of each split (its prompts are short by construction and differ only in a
-        few numbers, so this catches a model whose positions cannot hold the template, not a rare long draw)."""
+        comes from. Returns the tokens of the longest prompt checked. A JSONL task checks every train and eval
+        problem, named `<file>:<line>` (a dataset task: every row, by its name); a generated task checks its
+        first 16 problems of each split (its prompts are short by construction and differ only in a few
+        numbers, so this catches a model whose positions cannot hold the template, not a rare long draw)."""
         return check_prompt_lengths(self._prompts_to_check(), tokenizer, max_prompt_tokens, reason=reason)
 
     def _prompts_to_check(self) -> list[tuple[str, str]]:
@@ -173,9 +183,12 @@ class Task:
         return combine(parts, self.default_weights if weights is None else weights), parts
 
     def rewards(self, completions: Sequence[str], problems: Sequence[Problem],
-                weights: Mapping[str, float] | None = None) -> list[tuple[float, dict[str, float]]]:
+                weights: Mapping[str, float] | None = None,
+                completion_ids: Sequence[Sequence[int]] | None = None) -> list[tuple[float, dict[str, float]]]:
         """`reward` of each (completion, problem) pair, in order: one at a time here; a task whose rewards
-        wait on something (the code task's sandbox runs) overrides it to score several at once."""
+        wait on something (the code task's sandbox runs) overrides it to score several at once. The
+        completions' token ids (`completion_ids`) are for reward functions that want them; rule rewards read
+        the text alone."""
         if len(completions) != len(problems):
             raise ValueError(f"{self.name}.rewards: {len(completions)} completions but {len(problems)} problems")
         return [self.reward(completion, problem, weights) for completion, problem in zip(completions, problems)]
@@ -290,35 +303,18 @@ class JsonlTask(Task):
     def use_tokenizer(self, tokenizer) -> None:
         """Render every conversational prompt with `tokenizer`'s chat template (`apply_chat_template(messages,
         add_generation_prompt=True)`); text prompts stay as they are. The model's tokenizer, before sampling or
-        `check_prompts`; called again with another tokenizer, the prompts are rendered anew.
-
-        Prompts are encoded with the special tokens the tokenizer adds (`tokenizer.encode(prompt)`), so a
-        leading token that its post-processor adds and the template writes too (Llama 3's
-        `<|begin_of_text|>`) is left out of the text: the model sees it once, as in transformers'
-        `apply_chat_template(..., tokenize=True)`. InputError naming the file and line of the first
-        conversation when the tokenizer has no chat template, or when the template refuses a conversation."""
-        if not any(p.messages for split in SPLITS for p in self._problems[split]):
+        `check_prompts`; called again with another tokenizer, the prompts are rendered anew (`ChatTemplate`).
+        InputError naming the file and line of the first conversation when the tokenizer has no chat template,
+        or of the conversation that the template refuses."""
+        conversations = [p for split in SPLITS for p in self._problems[split] if p.messages]
+        if not conversations:
             return
-        if getattr(tokenizer, "chat_template", None) is None:
-            first = min((p for split in SPLITS for p in self._problems[split] if p.messages), key=self._file_order)
-            raise input_error(f"{first.meta['source']}: the prompt is a conversation (a list of role/content "
-                              f"messages), but the model's tokenizer has no chat_template to render it with; give a "
-                              f"chat model (its tokenizer_config.json or chat_template.jinja holds the template) or "
-                              f"write the prompt as text")
-        prefix = _added_prefix(tokenizer)
+        template = ChatTemplate(tokenizer, min(conversations, key=self._file_order).meta["source"])
+        suffix = "<think>" if self.think_prefix else ""
         for split in SPLITS:
-            self._problems[split] = [self._rendered(p, tokenizer, prefix) if p.messages else p
-                                     for p in self._problems[split]]
+            self._problems[split] = [replace(p, prompt=template.render(p.messages, p.meta["source"]) + suffix)
+                                     if p.messages else p for p in self._problems[split]]
         self._awaiting_template = False
-
-    def _rendered(self, problem: Problem, tokenizer, prefix: str) -> Problem:
-        try:
-            text = tokenizer.apply_chat_template(list(problem.messages), add_generation_prompt=True, tokenize=False)
-        except ValueError as error:  # the engine's InputError: no template, or the template refused the messages
-            raise input_error(f"{problem.meta['source']}: {error}") from None
-        if prefix and text.startswith(prefix):
-            text = text[len(prefix):]
-        return replace(problem, prompt=(text + "<think>") if self.think_prefix else text)
 
     def _check_rendered(self) -> None:
         if self._awaiting_template:
@@ -353,6 +349,34 @@ class JsonlTask(Task):
     def _sample_rng(self, rng: np.random.Generator, split: str) -> Problem:
         pool = self._pool(split)
         return pool[int(rng.integers(len(pool)))]
+
+
+class ChatTemplate:
+    """The model's chat template, for rendering conversational prompts (shared by every task that has them).
+
+    `ChatTemplate(tokenizer, first)` raises InputError naming `first` (where the first conversation is) when the
+    tokenizer has no chat template. `render(messages, where)` is `apply_chat_template(messages,
+    add_generation_prompt=True)`, with the assistant's turn opened; a template that refuses the conversation is
+    an InputError naming `where`. Prompts are encoded with the special tokens the tokenizer adds
+    (`tokenizer.encode(prompt)`), so a leading token that its post-processor adds and the template writes too
+    (Llama 3's `<|begin_of_text|>`) is left out of the text: the model sees it once, as in transformers'
+    `apply_chat_template(..., tokenize=True)`."""
+
+    def __init__(self, tokenizer, first: str):
+        if getattr(tokenizer, "chat_template", None) is None:
+            raise input_error(f"{first}: the prompt is a conversation (a list of role/content messages), but the "
+                              f"model's tokenizer has no chat_template to render it with; give a chat model (its "
+                              f"tokenizer_config.json or chat_template.jinja holds the template) or write the "
+                              f"prompt as text")
+        self.tokenizer = tokenizer
+        self.prefix = _added_prefix(tokenizer)
+
+    def render(self, messages: Sequence[Mapping[str, str]], where: str) -> str:
+        try:
+            text = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+        except ValueError as error:  # the engine's InputError: no template, or the template refused the messages
+            raise input_error(f"{where}: {error}") from None
+        return text[len(self.prefix):] if self.prefix and text.startswith(self.prefix) else text
 
 
 def _added_prefix(tokenizer) -> str:

@@ -74,7 +74,8 @@ class CodeTask(JsonlTask):
                          template=template)
 
     def rewards(self, completions: Sequence[str], problems: Sequence[Problem],
-                weights: Mapping[str, float] | None = None) -> list[tuple[float, dict[str, float]]]:
+                weights: Mapping[str, float] | None = None,
+                completion_ids: Sequence[Sequence[int]] | None = None) -> list[tuple[float, dict[str, float]]]:
         """`reward` of each pair, in order, scored by up to `workers` threads at once (each waits on its
         sandbox subprocess); the same values as scoring them one at a time."""
         if len(completions) != len(problems):

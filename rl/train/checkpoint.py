@@ -165,3 +165,37 @@ def recover_beside(checkpoint: str | Path, *, always: bool = False) -> None:
     checkpoint = Path(checkpoint).absolute()
     if always or not checkpoint.is_dir():
         recover(checkpoint.parent)
+
+
+def step_checkpoints(directory: str | Path) -> list[tuple[int, Path]]:
+    """(step, path) of the `checkpoint-N` training checkpoints in `directory` (those with their state file),
+    oldest first."""
+    found = []
+    for path in Path(directory).glob("checkpoint-*"):
+        number = path.name.rpartition("-")[2]
+        if number.isdigit() and path.is_dir() and (path / STATE_FILE).is_file():
+            found.append((int(number), path))
+    return sorted(found)
+
+
+def prune_checkpoints(directory: str | Path, limit: int, *, keep: str | Path) -> list[Path]:
+    """Delete the oldest `checkpoint-N` directories of `directory` beyond the newest `limit` (transformers'
+    save_total_limit), never `keep` (the one just written); returns what was deleted."""
+    import shutil
+
+    checkpoints = [path for _, path in step_checkpoints(directory)]
+    keep = Path(keep).resolve()
+    doomed = [path for path in checkpoints[:max(0, len(checkpoints) - limit)] if path.resolve() != keep]
+    for path in doomed:
+        shutil.rmtree(path)
+    return doomed
+
+
+def last_checkpoint(directory: str | Path) -> Path | None:
+    """The training checkpoint in `directory` with the most steps done (a `checkpoint-N`, or `final`), or None:
+    what `train(resume_from_checkpoint=True)` continues from, as transformers' get_last_checkpoint."""
+    candidates = list(step_checkpoints(directory))
+    final = Path(directory) / "final"
+    if (final / STATE_FILE).is_file():
+        candidates.append((int(read_state(final)["step"]), final))
+    return max(candidates, key=lambda item: item[0])[1] if candidates else None

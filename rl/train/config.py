@@ -25,17 +25,21 @@ from wgrpo.rl.train.fields import (  # check_field_types and checked_field_value
     Mismatch, check_field_types, checked_field_value, file_value, option_flag, options_text)
 
 SANDBOXES = ("auto", "bwrap", "unshare", "limits")
-PATH_FIELDS = ("model", "output_dir", "resume")
+PATH_FIELDS = ("model", "output_dir", "resume", "dataset", "eval_dataset")
 DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
+LR_SCHEDULES = ("cosine", "linear", "constant_with_warmup", "constant")
 PATH_OPTIONS = ("path", "eval_path")  # task options that name files
 # what a resumed run may change: when it stops, where it writes, how often it saves and evaluates, and what the
 # machine it resumes on can hold
 RESUME_MAY_CHANGE = ("steps", "output_dir", "save_every", "eval_every", "device_memory")
 # how the step's work is cut to fit the device, so a run resumed on a smaller device may change them: the same
 # update up to float rounding (and, with LoRA dropout, other masks: they are keyed by the micro-batch)
-MEMORY_OPTIONS = ("per_device_train_batch_size", "gradient_accumulation_steps", "generation_batch_size",
+MEMORY_OPTIONS = ("per_device_train_batch_size", "gradient_accumulation_steps", "generation_chunk_size",
                   "gradient_checkpointing")
 RESUME_MAY_CHANGE += MEMORY_OPTIONS
+# where the metrics go and how much is kept changes nothing of the training either
+RESUME_MAY_CHANGE += ("report_to", "run_name", "logging_steps", "log_completions", "num_completions_to_print",
+                      "save_total_limit")
 # The demo's problems, which a fresh model's warm-up and GRPO train on when --task-options is empty: two-digit
 # additions, in the plain template, whose questions do not spell out the answer format (the warm-up teaches it)
 DEMO_TASK_OPTIONS = "digits=2,ops=+,template=plain,instructions=false"
@@ -61,6 +65,17 @@ def _help(text: str, default, **extra):
     return field(default=default, metadata={"help": text, **extra})
 
 
+# trainer_config.json of earlier versions: options since renamed (old -> new), and options added since, which
+# take their defaults there (the behaviour those runs had)
+RENAMED_OPTIONS = {"warmup_examples": "sft_examples", "warmup_steps": "sft_steps",
+                   "warmup_error_rate": "sft_error_rate", "warmup_lr": "sft_lr",
+                   "generation_batch_size": "generation_chunk_size"}
+ADDED_OPTIONS = (*MEMORY_OPTIONS, "use_peft", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules",
+                 "use_rslora", "dataset", "eval_dataset", "reward_funcs", "max_prompt_length", "lr_scheduler_type",
+                 "adam_beta1", "adam_beta2", "adam_epsilon", "save_total_limit", "report_to", "run_name",
+                 "logging_steps", "log_completions", "num_completions_to_print")
+
+
 @dataclass
 class TrainConfig:
     # what to train
@@ -69,6 +84,14 @@ class TrainConfig:
                               "'path=train.jsonl' (a table in a TOML file); empty: the task's own defaults, but "
                               f"the demo (arithmetic, no --model) trains on {DEMO_TASK_OPTIONS}", "",
                               key_value=True)
+    dataset: str = _help("a JSONL file of prompts in TRL's format (`prompt` as text or a list of role/content "
+                         "messages; every other field reaches the reward functions as a keyword argument); it "
+                         "replaces --task and needs --reward-funcs", "")
+    eval_dataset: str = _help("with --dataset: a JSONL file of held-out prompts, evaluated greedily with the same "
+                              "reward functions; empty: no evaluation", "")
+    reward_funcs: str = _help("with --dataset: the reward functions, TRL's `fn(prompts, completions, "
+                              "completion_ids, **columns)`, as a comma list of built-ins (accuracy, format, "
+                              "countdown, code), file.py:name[,name...] or package.module:name", "")
     sandbox: str = _help("how the code task runs tests: auto, bwrap or unshare; code rewards run only under "
                          "bwrap/unshare isolation unless limits (resource limits alone, no isolation) is chosen "
                          "explicitly", "auto", choices=SANDBOXES)
@@ -82,14 +105,15 @@ class TrainConfig:
                                "for a CPU adapter, else unchecked (wgpu reports no memory size)", "")
     output_dir: str = _help("checkpoints, metrics.jsonl and curves.png go here", "runs/grpo")
     resume: str = _help("training checkpoint to continue from, exactly where it stopped, with its saved options "
-                        "(only --steps, --output-dir, --save-every, --eval-every and --device-memory may change)", "")
+                        "(only --steps, --output-dir, --save-every, --eval-every, --device-memory, the memory options "
+                        "and the logging options may change)", "")
     seed: int = _help("seed of everything random: problems, sampling, a fresh model's weights", 0)
     # the warm-up of a fresh model (used when --model is empty)
-    warmup_examples: int = _help("warm-up: reasoning traces to train on", 4000)
-    warmup_steps: int = _help("warm-up: supervised steps", 600)
-    warmup_error_rate: float = _help("warm-up: fraction of traces that forget their carries (above 0.5 the "
+    sft_examples: int = _help("warm-up: reasoning traces to train on", 4000)
+    sft_steps: int = _help("warm-up: supervised steps", 600)
+    sft_error_rate: float = _help("warm-up: fraction of traces that forget their carries (above 0.5 the "
                                      "base model's greedy answer is wrong whenever a carry occurs)", 0.6)
-    warmup_lr: float = _help("warm-up: peak learning rate", 3e-3)
+    sft_lr: float = _help("warm-up: peak learning rate", 3e-3)
     vocab_size: int = _help("fresh model: tokenizer vocabulary", 512)
     hidden_size: int = _help("fresh model: width", 128)
     num_layers: int = _help("fresh model: decoder blocks", 4)
@@ -101,19 +125,28 @@ class TrainConfig:
     prompts_per_step: int = _help("problems per step (B)", 8)
     group_size: int = _help("completions per problem (G), at least 2", 8)
     max_new_tokens: int = _help("completion length limit in tokens", 48)
+    max_prompt_length: int = _help("longest prompt in tokens: a longer one is refused before training, naming it; "
+                                   "0: what the model's context leaves after --max-new-tokens", 0)
     temperature: float = _help("sampling temperature (log-probs use the same)", 1.0)
     top_k: int = _help("sample among the k most likely tokens; 0: all", 0)
     top_p: float = _help("nucleus sampling mass in (0, 1]", 1.0)
     reward_weights: str = _help("reward parts and weights, e.g. 'accuracy=1,format=0.1' (a table in a TOML "
-                                "file); empty: the task's", "", key_value=True)
+                                "file), or one weight per reward function in order, e.g. '1,0.1'; empty: the task's "
+                                "(1 for each reward function)", "", key_value=True)
     dynamic_sampling: bool = _help("drop groups whose rewards are all equal and sample more (DAPO)", False)
     max_sampling_rounds: int = _help("dynamic sampling: rollouts per step at most", 3)
     mask_truncated: bool = _help("train on no completion that hit max_new_tokens (DAPO overlong filtering)", False)
     # update
     lr: float = _help("peak learning rate (AdamW)", 1e-4)
+    lr_scheduler_type: str = _help("learning rate after the warm-up: cosine or linear decay to lr * "
+                                   "--min-lr-ratio, constant_with_warmup, or constant (no warm-up either)",
+                                   "cosine", choices=LR_SCHEDULES)
     warmup_lr_steps: int = _help("linear learning-rate warm-up steps", 5)
-    min_lr_ratio: float = _help("cosine decay ends at lr * this, in [0, 1]", 0.5)
+    min_lr_ratio: float = _help("cosine or linear decay ends at lr * this, in [0, 1]", 0.5)
     weight_decay: float = _help("AdamW weight decay", 0.0)
+    adam_beta1: float = _help("AdamW beta1", 0.9)
+    adam_beta2: float = _help("AdamW beta2", 0.999)
+    adam_epsilon: float = _help("AdamW epsilon", 1e-8)
     grad_clip: float = _help("global gradient-norm clip; 0 disables", 1.0)
     mu: int = _help("policy updates per rollout batch (ratios leave 1 after the first)", 1)
     eps_low: float = _help("clip range below: rho >= 1 - eps_low", 0.2)
@@ -130,7 +163,7 @@ class TrainConfig:
     gradient_accumulation_steps: int = _help("micro-batches per optimizer step; 0: as many as "
                                              "--per-device-train-batch-size needs. Given both, their product must "
                                              "be --prompts-per-step x --group-size", 0)
-    generation_batch_size: int = _help("completions sampled at once, whole groups (a multiple of --group-size), "
+    generation_chunk_size: int = _help("completions sampled at once, whole groups (a multiple of --group-size), "
                                        "so the KV cache fits; 0: the whole rollout at once", 0)
     gradient_checkpointing: bool = _help("keep only each decoder layer's input during the update's forward and "
                                          "recompute the layer in the backward: the same gradients for far fewer "
@@ -150,28 +183,39 @@ class TrainConfig:
                             10)
     eval_problems: int = _help("held-out problems per evaluation", 200)
     save_every: int = _help("checkpoint every N steps into output_dir/checkpoint-N; 0: only the final one", 0)
+    save_total_limit: int = _help("keep at most this many checkpoint-N directories, deleting the oldest once a "
+                                  "newer one is written (output_dir/final is never deleted); 0: keep all", 0)
+    # logging (TRL's names)
+    report_to: str = _help("where metrics go besides metrics.jsonl (always written): jsonl, tensorboard, wandb, "
+                           "all (every one installed) or none; a comma list", "jsonl")
+    run_name: str = _help("the run's name in wandb; empty: wandb's own", "")
+    logging_steps: int = _help("every N steps the metrics averaged since the last report go to --report-to and "
+                               "the callbacks' on_log (metrics.jsonl has every step)", 1)
+    log_completions: bool = _help("at each logging step, write the step's prompts, completions, rewards and "
+                                  "advantages to output_dir/completions.jsonl and print a sample", False)
+    num_completions_to_print: int = _help("with --log-completions: rows printed per logging step; 0: all", 4)
 
     def __post_init__(self):
         check_field_types(self)
         for name in ("steps", "prompts_per_step", "max_new_tokens", "mu", "eval_problems", "max_sampling_rounds",
-                     "warmup_examples", "warmup_steps", "vocab_size", "hidden_size", "num_layers", "num_heads",
+                     "sft_examples", "sft_steps", "vocab_size", "hidden_size", "num_layers", "num_heads",
                      "num_kv_heads", "intermediate_size"):
             _require(self, name, getattr(self, name) >= 1, "must be at least 1")
         _require(self, "group_size", self.group_size >= 2, "must be at least 2: GRPO's advantages compare the "
                  "completions of a group, so a group of one carries no signal")
         for name in ("seed", "top_k", "warmup_lr_steps", "save_every", "eval_every", "per_device_train_batch_size",
-                     "gradient_accumulation_steps", "generation_batch_size"):
+                     "gradient_accumulation_steps", "generation_chunk_size"):
             _require(self, name, getattr(self, name) >= 0, "must be at least 0")
         _require(self, "grad_clip", self.grad_clip >= 0, "must be >= 0 (0 disables clipping)")
         for name in ("weight_decay", "beta", "eps_high"):
             _require(self, name, getattr(self, name) >= 0, "must be >= 0")
-        for name in ("lr", "warmup_lr"):
+        for name in ("lr", "sft_lr"):
             _require(self, name, getattr(self, name) > 0, "must be > 0")
         _require(self, "temperature", self.temperature > 0, "must be > 0 for training (sampling and log-probs "
                  "divide by it)")
         _require(self, "top_p", 0 < self.top_p <= 1, "must be in (0, 1]")
         _require(self, "eps_low", 0 <= self.eps_low < 1, "must be in [0, 1)")
-        for name in ("min_lr_ratio", "warmup_error_rate"):
+        for name in ("min_lr_ratio", "sft_error_rate"):
             _require(self, name, 0 <= getattr(self, name) <= 1, "must be in [0, 1]")
         for name, parse in (("task_options", _options), ("reward_weights", _weights)):
             try:
@@ -179,6 +223,13 @@ class TrainConfig:
             except Mismatch as mismatch:
                 raise OptionError(name, getattr(self, name), str(mismatch)) from None
         self._check_batching()
+        self._check_dataset()
+        _require(self, "logging_steps", self.logging_steps >= 1, "must be at least 1")
+        for name in ("save_total_limit", "num_completions_to_print", "max_prompt_length"):
+            _require(self, name, getattr(self, name) >= 0, "must be at least 0")
+        for name in ("adam_beta1", "adam_beta2"):
+            _require(self, name, 0 <= getattr(self, name) < 1, "must be in [0, 1)")
+        _require(self, "adam_epsilon", self.adam_epsilon > 0, "must be > 0")
         _require(self, "lora_r", self.lora_r >= 1, "must be at least 1")
         _require(self, "lora_alpha", self.lora_alpha > 0, "must be > 0")
         _require(self, "lora_dropout", 0 <= self.lora_dropout < 1, "must be in [0, 1)")
@@ -199,8 +250,23 @@ class TrainConfig:
                              f"--prompts-per-step x --group-size = {completions} (or give one of the two)")
         _require(self, "gradient_accumulation_steps", accumulation <= completions,
                  f"must be at most the completions of a step ({completions})")
-        _require(self, "generation_batch_size", self.generation_batch_size % self.group_size == 0,
+        _require(self, "generation_chunk_size", self.generation_chunk_size % self.group_size == 0,
                  f"must be a multiple of --group-size {self.group_size}: groups are sampled whole")
+
+    def _check_dataset(self) -> None:
+        if self.dataset:
+            if self.task not in ("dataset", "arithmetic") or self.task_options.strip():
+                raise InputError(f"--dataset {self.dataset}: replaces --task and --task-options (the prompts come "
+                                 f"from the file, the rewards from --reward-funcs); give one or the other")
+            if not self.reward_funcs.strip():
+                raise InputError(f"--dataset {self.dataset}: needs --reward-funcs, the functions that score its "
+                                 f"completions (e.g. --reward-funcs accuracy,format or my_rewards.py:f,g)")
+        elif self.reward_funcs.strip():
+            raise InputError(f"--reward-funcs {self.reward_funcs}: applies to --dataset; the built-in tasks score "
+                             f"with their own rules (weigh them with --reward-weights)")
+        elif self.eval_dataset:
+            raise InputError(f"--eval-dataset {self.eval_dataset}: applies to --dataset (a built-in task holds out "
+                             f"its own problems; a JSONL task takes eval_path=... in --task-options)")
 
     def micro_batches(self, completions: int) -> list[tuple[int, int]]:
         """(start, stop) of each micro-batch of an update over `completions` rows, in order."""
@@ -225,22 +291,29 @@ class TrainConfig:
         return task_kwargs(self.task, self.task_options, self.sandbox)
 
     def weights(self, task) -> dict[str, float]:
-        """Reward weights by part name: --reward-weights, else the task's own. InputError naming a part that
-        `task` does not give (a typo would otherwise weigh nothing, silently)."""
+        """Reward weights by part name: --reward-weights (by name, or one per reward in `task.reward_names`'
+        order), else the task's own. InputError naming a part that `task` does not give (a typo would otherwise
+        weigh nothing, silently), or a list of the wrong length."""
         if not self.reward_weights:
             return dict(task.default_weights)
-        weights = parse_weights(self.reward_weights)
-        parts = set(task.reward_parts("", task.sample(0, "train")))
-        unknown = sorted(set(weights) - parts)
+        weights, names = parse_weights(self.reward_weights), list(task.reward_names)
+        if isinstance(weights, list):
+            if len(weights) != len(names):
+                raise InputError(f"--reward-weights {self.reward_weights}: {len(weights)} weights for the "
+                                 f"{len(names)} rewards of task {task.name!r}, {', '.join(names)}")
+            return dict(zip(names, weights))
+        unknown = sorted(set(weights) - set(names))
         if unknown:
             raise InputError(f"--reward-weights {self.reward_weights}: {unknown} name no reward of task "
-                             f"{task.name!r}; it gives {sorted(parts)}")
+                             f"{task.name!r}; it gives {sorted(names)}")
         return weights
 
     def with_demo_task_options(self) -> TrainConfig:
         """This config with DEMO_TASK_OPTIONS as its task options when it runs the demo (a fresh model: no
         --model and no --resume; task arithmetic; no --task-options), else this config. `run_train` resolves
         it once, so the run's trainer_config.json records the options it trained on."""
+        if self.dataset:
+            return self if self.task == "dataset" else dataclasses.replace(self, task="dataset")
         if self.model or self.resume or self.task != "arithmetic" or self.task_options.strip():
             return self
         return dataclasses.replace(self, task_options=DEMO_TASK_OPTIONS)
@@ -270,9 +343,10 @@ def parse_options(text: str, name: str = "--task-options") -> dict:
         raise InputError(f"{name}: {mismatch} in {text!r}") from None
 
 
-def parse_weights(text: str, name: str = "--reward-weights") -> dict[str, float]:
-    """'accuracy=1,format=0.1' -> {'accuracy': 1.0, 'format': 0.1}. InputError `"{name}: ... in '{text}'"`
-    for an item that is no name=weight pair, a name given twice, or a weight that is not a finite number."""
+def parse_weights(text: str, name: str = "--reward-weights") -> dict[str, float] | list[float]:
+    """'accuracy=1,format=0.1' -> {'accuracy': 1.0, 'format': 0.1}; '1,0.1' (TRL's one weight per reward
+    function, in order) -> [1.0, 0.1]. InputError `"{name}: ... in '{text}'"` for an item that is no name=weight
+    pair in a list of pairs, a name given twice, or a weight that is not a finite number."""
     try:
         return _weights(text)
     except Mismatch as mismatch:
@@ -307,17 +381,29 @@ def _options(text: str) -> dict:
     return options
 
 
-def _weights(text: str) -> dict[str, float]:
-    weights = {}
-    for key, value in _pairs(text, "name=weight").items():
-        try:
-            weight = float(value)
-        except ValueError:
-            raise Mismatch(f"the weight of {key!r} is {value!r}, not a number") from None
-        if not math.isfinite(weight):
-            raise Mismatch(f"the weight of {key!r} is {value!r}, not a finite number")
-        weights[key] = weight
-    return weights
+def _weights(text: str) -> dict[str, float] | list[float]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if items and not any("=" in item for item in items) and all(_is_number(item) for item in items):
+        return [_weight(f"#{index + 1}", item) for index, item in enumerate(items)]  # one per reward, in order
+    return {key: _weight(repr(key), value) for key, value in _pairs(text, "name=weight").items()}
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _weight(label: str, value: str) -> float:
+    try:
+        weight = float(value)
+    except ValueError:
+        raise Mismatch(f"the weight of {label} is {value!r}, not a number") from None
+    if not math.isfinite(weight):
+        raise Mismatch(f"the weight of {label} is {value!r}, not a finite number")
+    return weight
 
 
 def _absolute_task_paths(text: str) -> str:
@@ -340,6 +426,22 @@ def task_kwargs(task: str, task_options: str, sandbox: str = "auto") -> dict:
             raise InputError(f"--task-options {task_options}: choose the sandbox with --sandbox, not a task option")
         options["sandbox"] = sandbox
     return options
+
+
+def task_of(config: TrainConfig):
+    """The task `config` trains on: its --dataset with its --reward-funcs (and --eval-dataset), else the built-in
+    task that --task, --task-options and --sandbox describe. Reward functions from a file are loaded (and named on
+    stderr) here."""
+    if not config.dataset:
+        return build_task(config.task, config.task_options, config.sandbox)
+    from wgrpo.rl.datasets import load_rows
+    from wgrpo.rl.reward_funcs import load_reward_funcs
+    from wgrpo.rl.reward_scoring import RewardFunctions
+    from wgrpo.rl.tasks.dataset import DatasetTask
+
+    functions = RewardFunctions(load_reward_funcs(config.reward_funcs))
+    held_out = load_rows(config.eval_dataset, "--eval-dataset") if config.eval_dataset else None
+    return DatasetTask(load_rows(config.dataset, "--dataset"), functions, held_out, source=config.dataset)
 
 
 def build_task(task: str, task_options: str, sandbox: str = "auto"):
@@ -383,6 +485,7 @@ def saved_config(config_cls: type, saved: Mapping[str, Any], source: str | Path)
     are unknown (another version of wgrpo) or missing, or the field and value of the wrong type or out of its
     range (`trainer_config.json: group_size = 1: must be at least 2 ...`)."""
     names = [f.name for f in dataclasses.fields(config_cls)]
+    saved = _current_names(config_cls, saved)
     unknown = sorted(set(saved) - set(names))
     if unknown:
         raise InputError(f"{source}: unknown options {unknown} (written by another version of wgrpo?)")
@@ -397,6 +500,16 @@ def saved_config(config_cls: type, saved: Mapping[str, Any], source: str | Path)
         raise error.in_file(source, saved.get(error.name, error.value)) from None
     except InputError as error:  # a check across fields, or one that names no single field
         raise InputError(f"{source}: {error}") from None
+
+
+def _current_names(config_cls: type, saved: Mapping[str, Any]) -> dict[str, Any]:
+    """A saved config in today's option names: renamed options under their new names, and options added since
+    it was written at their defaults (TrainConfig's RENAMED_OPTIONS and ADDED_OPTIONS)."""
+    if config_cls is not TrainConfig:
+        return dict(saved)
+    current = {RENAMED_OPTIONS.get(name, name): value for name, value in saved.items()}
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    return {**{name: defaults[name] for name in ADDED_OPTIONS if name not in current}, **current}
 
 
 def resume_config(checkpoint: str | Path, overrides: Mapping[str, Any] | None = None, *,

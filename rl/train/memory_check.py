@@ -49,7 +49,7 @@ def grpo_step_options(config, model_config, base_dtype, prompt_tokens: int, *, m
                 eval_batch=min(EVAL_BATCH, config.eval_problems) if eval_batch is None else eval_batch,
                 max_binding_bytes=max_binding_bytes,
                 micro_batch=[stop - start for start, stop in config.micro_batches(completions)],
-                generation_batch=config.generation_batch_size,
+                generation_batch=config.generation_chunk_size,
                 gradient_checkpointing=config.gradient_checkpointing, **lora)
 
 
@@ -82,10 +82,10 @@ def _smaller_micro_batches(config, options: dict):
 
 def _smaller_generation_batches(config, options: dict):
     group, prompts = config.group_size, config.prompts_per_step
-    chunk = (config.generation_batch_size // group) or prompts
+    chunk = (config.generation_chunk_size // group) or prompts
     while chunk > 1:
         chunk //= 2
-        yield f"--generation-batch-size {chunk * group}", dict(options, generation_batch=chunk * group)
+        yield f"--generation-chunk-size {chunk * group}", dict(options, generation_batch=chunk * group)
 
 
 def _alternatives(config, options: dict, reference):

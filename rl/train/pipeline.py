@@ -17,15 +17,15 @@ from typing import Sequence
 
 from wgrpo.engine import InputError
 from wgrpo.rl.train.checkpoint import CONFIG_FILE, STATE_FILE, read_state, recover_beside
-from wgrpo.rl.train.config import TrainConfig, build_task
+from wgrpo.rl.train.config import TrainConfig, task_of
 from wgrpo.rl.train.metrics_log import METRICS_FILE, read_rows
 from wgrpo.rl.train.sft import SFTConfig, train_sft
-from wgrpo.rl.train.trainer import GRPOTrainer
+from wgrpo.rl.train.trainer import GRPOLoop
 from wgrpo.rl.train.traces import warmup_records
 
 
 def warm_up(config: TrainConfig, task, device) -> Path:
-    """Train a tokenizer and a fresh model on `warmup_examples` traces; returns the checkpoint directory."""
+    """Train a tokenizer and a fresh model on `sft_examples` traces; returns the checkpoint directory."""
     if task.name != "arithmetic":
         raise InputError(f"--task {task.name}: the warm-up of a fresh model writes arithmetic reasoning traces; "
                          f"give --model DIR (a checkpoint that can sometimes solve the task)")
@@ -33,10 +33,10 @@ def warm_up(config: TrainConfig, task, device) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     data = folder / "traces.jsonl"
     with open(data, "w") as f:
-        for record in warmup_records(task, config.warmup_examples, config.warmup_error_rate, config.seed):
+        for record in warmup_records(task, config.sft_examples, config.sft_error_rate, config.seed):
             f.write(json.dumps(record) + "\n")
-    sft = SFTConfig(data=str(data), output_dir=str(folder), steps=config.warmup_steps, batch_size=32,
-                    max_length=256, lr=config.warmup_lr, warmup_steps=min(20, config.warmup_steps),
+    sft = SFTConfig(data=str(data), output_dir=str(folder), steps=config.sft_steps, batch_size=32,
+                    max_length=256, lr=config.sft_lr, warmup_steps=min(20, config.sft_steps),
                     seed=config.seed, vocab_size=config.vocab_size, hidden_size=config.hidden_size,
                     num_layers=config.num_layers, num_heads=config.num_heads, num_kv_heads=config.num_kv_heads,
                     intermediate_size=config.intermediate_size)
@@ -44,8 +44,8 @@ def warm_up(config: TrainConfig, task, device) -> Path:
     if done is not None:
         print(f"warm-up: {done} has these settings already; starting from it", file=sys.stderr)
         return done
-    print(f"warm-up: {config.warmup_examples} reasoning traces ({config.warmup_error_rate:.0%} with the bug: "
-          f"carries forgotten), {config.warmup_steps} supervised steps"
+    print(f"warm-up: {config.sft_examples} reasoning traces ({config.sft_error_rate:.0%} with the bug: "
+          f"carries forgotten), {config.sft_steps} supervised steps"
           f"{f', continuing from {resumable}' if resumable else ''}", file=sys.stderr)
     sft = dataclasses.replace(sft, resume=str(resumable or ""))
     summary = train_sft(sft, device, resume_hint="the same `wgrpo train` command: the warm-up continues from "
@@ -115,13 +115,13 @@ def run_train(config: TrainConfig, device=None, *, changes: Sequence[str] = ()) 
     from wgrpo.engine import is_hub_id, load_pretrained
 
     config = config.absolute_paths().with_demo_task_options()
-    task = build_task(config.task, config.task_options, config.sandbox)
+    task = task_of(config)
     config.weights(task)  # names a reward part the task does not give
     if config.resume:
-        start = _resume_start(config)  # the command line recovered the checkpoint before reading its config
+        start = resume_start(config)  # the command line recovered the checkpoint before reading its config
         # the frozen starting policy, loaded once the checkpoint's own files are known to be whole
         reference = start if config.beta > 0 and not config.use_peft else None  # LoRA: the base is the reference
-        trainer = GRPOTrainer.resume_from(config, config.resume, device, reference, task=task)
+        trainer = GRPOLoop.resume_from(config, config.resume, device, reference, task=task)
     else:
         start = config.model and model_directory(config.model)
         start = start or str(warm_up(config, task, device))
@@ -132,7 +132,7 @@ def run_train(config: TrainConfig, device=None, *, changes: Sequence[str] = ()) 
             raise InputError(f"--model {config.model or start}: no tokenizer.json next to the model")
         policy, reference = policy_and_reference(model, config)
         del model
-        trainer = GRPOTrainer(config, policy, tokenizer, task, reference, start_model=os.path.abspath(start))
+        trainer = GRPOLoop(config, policy, tokenizer, task, reference, start_model=os.path.abspath(start))
     for line in changes:
         print(line, file=sys.stderr)
     history = trainer.run()
@@ -153,7 +153,7 @@ def model_directory(model: str) -> str:
         raise InputError(f"--model {error}") from None
 
 
-def _resume_start(config: TrainConfig) -> str:
+def resume_start(config: TrainConfig) -> str:
     """The model a resumed run started from (its reference), after checking the checkpoint can continue."""
     state = read_state(config.resume)
     state_file = Path(config.resume) / STATE_FILE
@@ -171,23 +171,28 @@ def _resume_start(config: TrainConfig) -> str:
     return start
 
 
-def report(history: list[dict], trainer: GRPOTrainer) -> None:
+def report(history: list[dict], trainer: GRPOLoop) -> None:
     """The table the demo ends with: held-out accuracy and format rate before and after GRPO.
 
     A resumed run evaluates only at its end; the starting evaluation then comes from the run's metrics.jsonl
     when the run continues in the same output directory."""
     logged = read_rows(Path(trainer.config.output_dir) / METRICS_FILE)
-    records = [r for r in logged if r["step"] == 0 and "eval/accuracy" in r]
+    records = [r for r in logged if r["step"] == 0 and "eval/pass@1" in r]
     history = records[:1] + [r for r in history if r["step"] != 0] if records else history
     if not history:
         return
-    print(f"\nheld-out pass@1, greedy, {trainer.config.eval_problems} {trainer.task.name} problems:")
-    print(f"{'model':<18} {'accuracy':>9} {'format':>9}")
     first, last = history[0], history[-1]
+    names = [key[len("eval/rewards/"):-len("/mean")] for key in last if key.startswith("eval/rewards/")]
+    held_out = trainer.task.size("eval")
+    problems = trainer.config.eval_problems if held_out is None else min(held_out, trainer.config.eval_problems)
+    print(f"\nheld-out, greedy, {problems} {trainer.task.name} problems (pass@1: full marks on "
+          f"{trainer.task.primary_reward}):")
+    print(f"{'model':<18} {'pass@1':>9}" + "".join(f" {name:>9.9}" for name in names))
     rows = [("base (step 0)", first)] if first["step"] == 0 else []
     rows.append((f"GRPO (step {last['step']})", last))
-    for name, record in rows:
-        print(f"{name:<18} {record['eval/accuracy']:>9.1%} {record['eval/format']:>9.1%}")
+    for label, record in rows:
+        shown = [record.get(f"eval/rewards/{name}/mean", float("nan")) for name in names]
+        print(f"{label:<18} {record['eval/pass@1']:>9.1%}" + "".join(f" {value:>9.3f}" for value in shown))
     if len(rows) == 2:
-        gain = last["eval/accuracy"] - first["eval/accuracy"]
-        print(f"accuracy change: {gain * 100:+.1f} points; curves: {Path(trainer.config.output_dir) / 'curves.png'}")
+        gain = last["eval/pass@1"] - first["eval/pass@1"]
+        print(f"pass@1 change: {gain * 100:+.1f} points; curves: {Path(trainer.config.output_dir) / 'curves.png'}")

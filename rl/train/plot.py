@@ -39,23 +39,27 @@ class Panel:
     lines: tuple[tuple[str, str], ...]
     twin: tuple[tuple[str, str], ...] = ()
     twin_label: str = ""
-    # also a line for every "<parts_prefix><name>" metric not named above (the reward parts)
+    # also a line for every "<parts_prefix><name><parts_suffix>" metric not named above (the reward parts)
     parts_prefix: str = ""
+    parts_suffix: str = ""
     # (line key, spread key): a band of line +- spread around that line (the rewards' spread in a step)
     band: tuple[str, str] | None = None
 
 
-# The metric keys are those of GRPOTrainer.train_step, rl.grpo.METRIC_NAMES and EvalResult.as_metrics.
+# The metric keys are those of rl.train.step_metrics, the update's (rl.grpo.METRIC_NAMES) and EvalResult.as_metrics.
 PANELS = (
-    Panel("reward", "reward", (("mean", "reward/mean"),), parts_prefix="reward/",
-          band=("reward/mean", "reward/std")),
-    Panel("accuracy", "accuracy", (("train", "accuracy"), ("eval", "eval/accuracy"))),
-    Panel("format", "format rate", (("train", "format"), ("eval", "eval/format"))),
+    Panel("reward", "reward", (("mean", "reward"),), parts_prefix="rewards/", parts_suffix="/mean",
+          band=("reward", "reward_std")),
+    Panel("held-out (greedy)", "reward", (("reward", "eval/reward"), ("pass@1", "eval/pass@1")),
+          parts_prefix="eval/rewards/", parts_suffix="/mean"),
+    Panel("accuracy", "accuracy", (("train", "rewards/accuracy/mean"), ("eval", "eval/rewards/accuracy/mean"))),
+    Panel("format", "format rate", (("train", "rewards/format/mean"), ("eval", "eval/rewards/format/mean"))),
     Panel("KL to the reference", "KL per token", (("kl", "kl"),)),
     Panel("entropy", "nats per token", (("entropy", "entropy"),)),
-    Panel("completion length", "tokens", (("train mean", "completion_length/mean"), ("eval mean", "eval/length")),
-          twin=(("truncated", "completion_length/truncated_frac"),), twin_label="truncated fraction"),
-    Panel("clip fraction", "fraction of tokens", (("low", "clip_frac_low"), ("high", "clip_frac_high"))),
+    Panel("completion length", "tokens", (("train mean", "completions/mean_length"),
+                                          ("eval mean", "eval/completions/mean_length")),
+          twin=(("clipped", "completions/clipped_ratio"),), twin_label="clipped (truncated) fraction"),
+    Panel("clip ratio", "fraction of tokens", (("low", "clip_ratio/low_mean"), ("high", "clip_ratio/high_mean"))),
 )
 
 _COLUMNS = 2
@@ -97,8 +101,9 @@ def _series(records: Iterable[Mapping], key: str) -> tuple[list[float], list[flo
 def _panel_lines(panel: Panel, keys: Sequence[str]) -> tuple[tuple[str, str], ...]:
     """The panel's named lines, then one per `parts_prefix` metric in the order the log first shows them."""
     named = {key for _, key in panel.lines + panel.twin} | ({panel.band[1]} if panel.band else set())
-    parts = tuple((key[len(panel.parts_prefix):], key) for key in keys
-                  if panel.parts_prefix and key.startswith(panel.parts_prefix) and key not in named)
+    prefix, suffix = panel.parts_prefix, panel.parts_suffix
+    parts = tuple((key[len(prefix):len(key) - len(suffix)], key) for key in keys
+                  if prefix and key.startswith(prefix) and key.endswith(suffix) and key not in named)
     return panel.lines + parts
 
 

@@ -31,6 +31,24 @@ def cosine_lr(step: int, total: int, lr: float, warmup: int, min_ratio: float) -
     return lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
+def scheduled_lr(kind: str, step: int, total: int, lr: float, warmup: int, min_ratio: float) -> float:
+    """The learning rate of `step` under schedule `kind` (transformers' lr_scheduler_type names): `cosine`
+    (`cosine_lr`), `linear` (warm-up, then a straight line to lr * min_ratio at `total`), `constant_with_warmup`
+    (warm-up, then lr) or `constant` (lr from the first step; no warm-up, as in transformers)."""
+    if kind == "constant":
+        return lr
+    if kind == "cosine":
+        return cosine_lr(step, total, lr, warmup, min_ratio)
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    if kind == "constant_with_warmup":
+        return lr
+    if kind == "linear":
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return lr * (1 - (1 - min_ratio) * progress)
+    raise ValueError(f"unknown learning-rate schedule {kind!r}")
+
+
 @lru_cache(maxsize=4)  # a batch touches one epoch, two at an epoch boundary
 def _permutation(seed: int, epoch: int, n: int) -> np.ndarray:
     order = np.random.default_rng([seed, epoch]).permutation(n)

@@ -15,24 +15,17 @@ OUTPUT_DIR/checkpoint-N` (a resumed run takes its options from the checkpoint) a
 (SIGINT) or `SystemExit(143)` (SIGTERM); see `rl.train.stop`.
 
 metrics.jsonl: one row per step (`step` = the number of updates done; row 0 is the evaluation before training),
-with
-- `reward/mean`, `reward/std`, `reward/<part>` (each reward part's mean, unweighted), `accuracy` and `format`
-  (the parts of those names), `completion_length/mean`, `completion_length/truncated_frac` (hit
-  max_new_tokens), `entropy` (minus the mean log-prob of the sampled tokens): over every completion sampled
-  this step, in every sampling round;
-- `zero_signal_frac`: the share of the groups sampled this step (every round) whose rewards are all equal, so
-  that their advantages are 0 and they teach nothing; `sampling/rounds`, `sampling/groups` (sampled) and
-  `sampling/groups_kept` (trained on);
-- with dynamic sampling, `kept/reward/mean`, `kept/reward/std`, `kept/reward/<part>`, `kept/accuracy`,
-  `kept/format`, `kept/completion_length/mean`, `kept/completion_length/truncated_frac`: the same over the
-  groups trained on (those with signal, at most prompts_per_step; when no group of any round had signal, the
-  last round's, whose advantages are all 0);
-- the update's, over the groups trained on: `loss`, `kl` (with a reference), `clip_frac_low`,
-  `clip_frac_high`, `ratio_mean`, `tokens`, `grad_norm` (with clipping), `lr`, `micro_batches` (forward and
-  backward passes per optimizer step; see `rl.train.update`);
-- time: `time/rollout`, `time/reward`, `time/update` (seconds), `rollout_tokens_per_s`, `update_tokens_per_s`;
-- at evaluation steps: `eval/accuracy`, `eval/format`, `eval/length` (greedy, held-out problems).
-curves.png is redrawn at evaluation steps and at the end.
+with the sampling metrics of `rl.train.step_metrics` (TRL's names: `reward`, `reward_std`, `rewards/<name>/mean`,
+`completions/mean_length`, `completions/clipped_ratio`, `frac_reward_zero_std`, `entropy`, ...); the update's,
+over the groups trained on: `loss`, `kl` (with a reference), `clip_ratio/low_mean`, `clip_ratio/high_mean`,
+`ratio_mean`, `tokens`, `grad_norm` (with clipping), `learning_rate`, `micro_batches` (forward and backward
+passes per optimizer step; see `rl.train.update`); time: `time/update` and `update_tokens_per_s` beside the
+sampling's; at evaluation steps `eval/reward`, `eval/pass@1`, `eval/rewards/<name>/mean`,
+`eval/completions/mean_length` (greedy, held-out problems; a task without held-out problems is not evaluated).
+Every `logging_steps` steps the rows' means also go to `report_to`, the callbacks and the completions table
+(`rl.train.run_log`). Callbacks (transformers' protocol, `rl.train.callbacks`) hear on_train_begin,
+on_step_end, on_evaluate, on_log, on_save and on_train_end; one that sets `control.should_training_stop` ends the
+run after that step, with a checkpoint. curves.png is redrawn at evaluation steps and at the end.
 
 Talks to `engine` for the model, generation and the loss; never imports wgpu.
 """
@@ -41,8 +34,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -50,90 +41,43 @@ import numpy as np
 from wgrpo.engine import InputError, peak_metrics
 from wgrpo.rl.grpo import dynamic_sampling_filter
 from wgrpo.rl.rollout import Completion, Rollout, sample_and_score
-from wgrpo.rl.train.checkpoint import (load_optimizer_state, load_training_state, recover,
+from wgrpo.rl.train.callbacks import CallbackHandler, TrainerControl, TrainerState
+from wgrpo.rl.train.checkpoint import (load_optimizer_state, load_training_state, prune_checkpoints, recover,
                                        save_training_checkpoint)
-from wgrpo.rl.train.config import TrainConfig, build_task
+from wgrpo.rl.train.config import TrainConfig, task_of
 from wgrpo.rl.train.evaluate import check_prompts_fit, evaluate
 from wgrpo.rl.train.memory_check import check_grpo_memory
-from wgrpo.rl.train.metrics_log import METRICS_FILE, MetricsLog
+from wgrpo.rl.train.metrics_log import METRICS_FILE
 from wgrpo.rl.train.progress import Progress
-from wgrpo.rl.train.schedule import cosine_lr, epoch_order, resample_order
+from wgrpo.rl.train.reporting import check_report_to
+from wgrpo.rl.train.run_log import RunLog
+from wgrpo.rl.train.schedule import epoch_order, resample_order, scheduled_lr
+from wgrpo.rl.train.step_metrics import StepSample, completion_table, sampling_metrics, zero_signal_groups
 from wgrpo.rl.train.stop import StopNow, StopOnSignal, resume_command
 from wgrpo.rl.train.update import grpo_update
 
 RESUME_COMMAND = "wgrpo train"
 
 
-@dataclass
-class StepSample:
-    """One step's sampling: every round's problems and groups, and the groups the update trains on."""
-    problem_indices: list[list[int]]  # per round: the task's train indices, group by group
-    rounds: list[Rollout]  # per round: every group sampled
-    kept: Rollout  # the groups trained on
-
-    @property
-    def sampled(self) -> Rollout:
-        """Every group sampled this step, round after round."""
-        return Rollout([c for r in self.rounds for c in r.completions], self.kept.group_size,
-                       sum(r.seconds_generate for r in self.rounds), sum(r.seconds_reward for r in self.rounds))
-
-
-def completion_metrics(rollout: Rollout, prefix: str = "") -> dict[str, float]:
-    """Reward (mean, std, each part), accuracy, format and completion lengths of `rollout`'s completions."""
-    rewards, parts = rollout.rewards(), rollout.part_means()
-    completions = rollout.completions
-    return {
-        f"{prefix}reward/mean": float(rewards.mean()), f"{prefix}reward/std": float(rewards.std()),
-        **{f"{prefix}reward/{name}": value for name, value in parts.items()},
-        f"{prefix}accuracy": parts.get("accuracy", float("nan")),
-        f"{prefix}format": parts.get("format", float("nan")),
-        f"{prefix}completion_length/mean": float(np.mean([len(c.token_ids) for c in completions])),
-        f"{prefix}completion_length/truncated_frac": float(np.mean([c.finish_reason == "length"
-                                                                    for c in completions])),
-    }
-
-
-def zero_signal_groups(sample: StepSample) -> int:
-    """How many groups sampled this step (every round) have all-equal rewards, so no signal."""
-    return sum(int((~dynamic_sampling_filter(r.rewards())).sum()) for r in sample.rounds)
-
-
-def sampling_metrics(sample: StepSample, kept_too: bool) -> dict[str, float]:
-    """A step's sampling metrics (see the module docstring): over every group sampled, and with `kept_too`
-    the same over the groups trained on under `kept/`."""
-    sampled = sample.sampled
-    logps = np.concatenate([c.logprobs for c in sampled.completions if len(c.logprobs)] or [np.zeros(1)])
-    groups = len(sampled.completions) // sampled.group_size
-    return {
-        **completion_metrics(sampled),
-        "entropy": float(-logps.mean()),  # sampled-token estimate of the policy's entropy
-        "zero_signal_frac": zero_signal_groups(sample) / groups,
-        "sampling/rounds": len(sample.rounds), "sampling/groups": groups,
-        "sampling/groups_kept": len(sample.kept.completions) // sample.kept.group_size,
-        **(completion_metrics(sample.kept, "kept/") if kept_too else {}),
-        "time/rollout": sampled.seconds_generate, "time/reward": sampled.seconds_reward,
-        "rollout_tokens_per_s": sampled.new_tokens / max(sampled.seconds_generate, 1e-9),
-    }
-
-
-class GRPOTrainer:
+class GRPOLoop:
     """Holds the policy, the frozen reference, the optimizer and the task; `run()` trains."""
 
     def __init__(self, config: TrainConfig, model, tokenizer, task, reference=None, start_step: int = 0,
-                 start_model: str = ""):
+                 start_model: str = "", *, callbacks=(), args=None):
         from wgrpo.engine import AdamW
 
         if tokenizer is None:  # load_pretrained's answer for a checkpoint without tokenizer.json
-            raise ValueError("GRPOTrainer: tokenizer is None; pass the model's tokenizers.Tokenizer (a checkpoint "
+            raise ValueError("GRPOLoop: tokenizer is None; pass the model's tokenizers.Tokenizer (a checkpoint "
                              "without tokenizer.json cannot train: prompts and completions need it)")
         self.config, self.model, self.tokenizer, self.task = config, model, tokenizer, task
         self.reference = reference if config.beta > 0 else None
         if config.beta > 0 and reference is None and model.adapters is None:
             raise ValueError("beta > 0 needs a reference model (or LoRA adapters, whose base is the reference)")
         if config.use_peft != (model.adapters is not None):
-            raise ValueError(f"GRPOTrainer: use_peft={config.use_peft} but the model "
+            raise ValueError(f"GRPOLoop: use_peft={config.use_peft} but the model "
                              f"{'has' if model.adapters is not None else 'has no'} LoRA adapters")
         self.weights = config.weights(task)
+        check_report_to(config.report_to)  # a missing integration is named before any work
         task.use_tokenizer(tokenizer)  # conversational prompts are rendered with the model's chat template
         longest_prompt = self._check_task(model, tokenizer, task)
         self.memory_estimate = check_grpo_memory(config, model, self.reference, longest_prompt)
@@ -142,8 +86,19 @@ class GRPOTrainer:
         for p in model.trainable_parameters():  # with LoRA the adapters only: the base stays frozen in its dtype
             p.requires_grad_()
         model.gradient_checkpointing = config.gradient_checkpointing
-        self.optimizer = AdamW(model.trainable_parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = AdamW(model.trainable_parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                               betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon)
         self.step = start_step
+        # transformers' callback protocol: `args` is what the callbacks see as the run's arguments
+        self.args = config if args is None else args
+        self.callbacks = callbacks if isinstance(callbacks, CallbackHandler) else CallbackHandler(list(callbacks))
+        self.state = TrainerState(global_step=start_step, max_steps=config.steps,
+                                  logging_steps=config.logging_steps, eval_steps=config.eval_every,
+                                  save_steps=config.save_every,
+                                  train_batch_size=config.per_device_train_batch_size or
+                                  config.prompts_per_step * config.group_size)
+        self.control = TrainerControl()
+        task.trainer_state = self.state  # reward functions receive it, as in TRL
         self.start_model = start_model  # the checkpoint GRPO started from, also the reference model
         self.output = Path(config.output_dir)
         self.output.mkdir(parents=True, exist_ok=True)
@@ -152,11 +107,17 @@ class GRPOTrainer:
         self.pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else (eos[0] if eos else 0)
 
     def _check_task(self, model, tokenizer, task) -> int:
-        """Refuse, before any work, a task whose prompts cannot fit the model with max_new_tokens after them;
-        else the tokens of the longest prompt checked."""
+        """Refuse, before any work, a task whose prompts cannot fit the model with max_new_tokens after them
+        (or are longer than max_prompt_length); else the tokens of the longest prompt checked."""
         if task.size("train") == 0:
             raise InputError(f"task {task.name!r} has no training problems")
-        return check_prompts_fit(task, tokenizer, model.config, self.config.max_new_tokens)
+        return check_prompts_fit(task, tokenizer, model.config, self.config.max_new_tokens,
+                                 max_prompt_length=self.config.max_prompt_length)
+
+    @property
+    def evaluates(self) -> bool:
+        """Whether the task holds out problems to evaluate on (a dataset without eval_dataset does not)."""
+        return (self.task.size("eval") is None or self.task.size("eval") > 0) and self.config.eval_problems > 0
 
     # ------------------------------------------------------------------ one step
 
@@ -180,7 +141,7 @@ class GRPOTrainer:
             batch = sample_and_score(self.model, self.tokenizer, self.task, problems, size,
                                      max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                                      top_k=cfg.top_k, top_p=cfg.top_p, seed=hash_seed(cfg.seed, step, len(rounds)),
-                                     weights=self.weights, generation_batch_size=cfg.generation_batch_size)
+                                     weights=self.weights, generation_batch_size=cfg.generation_chunk_size)
             groups = [batch.completions[g * size : (g + 1) * size] for g in range(wanted)]
             keep = dynamic_sampling_filter(batch.rewards()) if cfg.dynamic_sampling else np.ones(wanted, bool)
             kept.extend(group for group, k in zip(groups, keep) if k)
@@ -210,11 +171,16 @@ class GRPOTrainer:
     def finish_step(self, sample: StepSample) -> dict[str, float]:
         """The update on `sample`'s kept groups; advances `step` and returns the step's metrics."""
         cfg = self.config
-        self.optimizer.lr = cosine_lr(self.step, cfg.steps, cfg.lr, cfg.warmup_lr_steps, cfg.min_lr_ratio)
+        self.optimizer.lr = scheduled_lr(cfg.lr_scheduler_type, self.step, cfg.steps, cfg.lr, cfg.warmup_lr_steps,
+                                         cfg.min_lr_ratio)
         update = self.update(sample.kept)
         self.step += 1
-        return {"step": self.step, "lr": self.optimizer.lr,
-                **sampling_metrics(sample, kept_too=cfg.dynamic_sampling), **update}
+        self.state.global_step = self.step
+        train_size = self.task.size("train")
+        epoch = {"epoch": self.step * cfg.prompts_per_step / train_size} if train_size else {}
+        self.state.epoch = epoch.get("epoch", 0.0)
+        return {"step": self.step, "learning_rate": self.optimizer.lr,
+                **sampling_metrics(sample, kept_too=cfg.dynamic_sampling), **update, **epoch}
 
     def train_step(self) -> dict[str, float]:
         """Sample, score and update once; returns the step's metrics."""
@@ -225,50 +191,65 @@ class GRPOTrainer:
     def evaluate(self) -> dict[str, float]:
         cfg = self.config
         result = evaluate(self.model, self.tokenizer, self.task, problems=cfg.eval_problems,
-                          max_new_tokens=cfg.max_new_tokens)
+                          max_new_tokens=cfg.max_new_tokens, weights=self.weights)
         return result.as_metrics()
 
     def save(self, path: Path) -> Path:
+        """Write the training checkpoint `path`; then, with save_total_limit, delete the oldest checkpoint-N
+        beyond it (only once the new one is whole); the callbacks hear on_save."""
         state = {"step": self.step, "task": self.task.name, "start_model": self.start_model}
-        return save_training_checkpoint(path, self.model, self.tokenizer, self.optimizer, state, self.config)
+        saved = save_training_checkpoint(path, self.model, self.tokenizer, self.optimizer, state, self.config)
+        if self.config.save_total_limit:
+            prune_checkpoints(self.output, self.config.save_total_limit, keep=saved)
+        self.control.should_save = False
+        self.control = self.callbacks.call("on_save", self.args, self.state, self.control, checkpoint=str(saved))
+        return saved
 
     def run(self) -> list[dict]:
         """Train from `self.step` to `config.steps`; returns the evaluation records (first and last included).
 
         Stopped by SIGINT or SIGTERM: saves `output_dir/checkpoint-N`, prints how to resume and raises
-        SystemExit(128 + the signal's number)."""
+        SystemExit(128 + the signal's number). Stopped by a callback (`control.should_training_stop`): saves
+        `output_dir/checkpoint-N` and returns."""
         history: list[dict] = []
         first_row = 0 if self.step == 0 else self.step + 1  # rows from there on are this run's to write
-        with MetricsLog(self.output / METRICS_FILE, first_row) as log, StopOnSignal() as stop:
-            if log.note:
-                print(f"wgrpo: {log.note}", file=sys.stderr)
+        run_log = RunLog(self.output, self.config, first_row=first_row, callbacks=self.callbacks, state=self.state,
+                         control=self.control, args=self.args, reported_config=_reported(self.args))
+        self.control = self.callbacks.call("on_train_begin", self.args, self.state, self.control)
+        with run_log, StopOnSignal() as stop:
             progress = Progress(self.config.steps, "grpo", start=self.step, every=1)
             try:
-                saved = self._loop(log, stop, progress, history)
+                saved = self._loop(run_log, stop, progress, history)
             finally:
                 progress.close()
-            if stop.requested and (saved is None or saved[0] != self.step):
+            stopped = stop.requested or self.control.should_training_stop
+            if stopped and (saved is None or saved[0] != self.step):
                 saved = (self.step, self.save(self.output / f"checkpoint-{self.step}"))
             self._plot()
             if stop.requested:
-                self._report_stop(stop, saved[1])
+                self._report_stop(stop.signal_name, saved[1])
+            elif self.control.should_training_stop and self.step < self.config.steps:
+                self._report_stop("a callback", saved[1])
+        self.control = self.callbacks.call("on_train_end", self.args, self.state, self.control)
         if stop.requested:
             raise SystemExit(stop.exit_code)
         return history
 
-    def _loop(self, log: MetricsLog, stop: StopOnSignal, progress: Progress,
+    def _loop(self, log: RunLog, stop: StopOnSignal, progress: Progress,
               history: list[dict]) -> tuple[int, Path] | None:
         """The steps until the last or a stop; returns (step, path) of the last checkpoint written, if any."""
         cfg = self.config
         saved = None
         if self.step == 0:
-            record = {"step": 0, **self._evaluate(stop), **self.memory_estimate.as_metrics()}
-            if len(record) > 1:
+            evaluation = self._evaluate(stop, log)
+            record = {"step": 0, **evaluation, **self.memory_estimate.as_metrics()}
+            if evaluation:
                 history.append(record)
-            log.append(record)
+            log.row_zero(record)
         memory = self.model.device.runtime.memory
-        while self.step < cfg.steps and not stop.requested:
+        while self.step < cfg.steps and not stop.requested and not self.control.should_training_stop:
             memory.reset_peak()
+            self.control = self.callbacks.call("on_step_begin", self.args, self.state, self.control)
             try:
                 with stop.abandonable():  # sampling changes no state: a second signal may drop it
                     sample = self.sample_step(self.step)
@@ -276,36 +257,50 @@ class GRPOTrainer:
                 break
             metrics = self.finish_step(sample)
             metrics.update(peak_metrics(memory))  # memory/peak/total and per kind, measured
+            self.control = self.callbacks.call("on_step_end", self.args, self.state, self.control)
             done = self.step == cfg.steps
-            evaluating = done or bool(cfg.eval_every and self.step % cfg.eval_every == 0)
+            due = done or bool(cfg.eval_every and self.step % cfg.eval_every == 0)
+            evaluating = self.evaluates and (due or self.control.should_evaluate)
+            self.control.should_evaluate = False
             if evaluating:
-                evaluation = self._evaluate(stop)
+                evaluation = self._evaluate(stop, log)
                 metrics.update(evaluation)
                 if evaluation:
                     history.append({k: v for k, v in metrics.items() if k == "step" or k.startswith("eval/")})
-            log.append(metrics)
-            progress.update(self.step, reward=metrics["reward/mean"], acc=metrics["accuracy"],
-                            len=metrics["completion_length/mean"], kl=metrics.get("kl", 0.0))
-            if done or (cfg.save_every and self.step % cfg.save_every == 0):
+            log.step(metrics, self._completions(sample), last=done)
+            progress.update(self.step, reward=metrics["reward"], len=metrics["completions/mean_length"],
+                            kl=metrics.get("kl", 0.0))
+            if done or (cfg.save_every and self.step % cfg.save_every == 0) or self.control.should_save:
                 saved = (self.step, self.save(self.output / ("final" if done else f"checkpoint-{self.step}")))
             if evaluating and not done:
                 self._plot()
         return saved
 
-    def _evaluate(self, stop: StopOnSignal) -> dict[str, float]:
-        """The evaluation's metrics; {} when a second signal abandons it."""
+    def _completions(self, sample: StepSample) -> list[dict]:
+        """The step's rows for --log-completions, only at the steps that report them."""
+        cfg = self.config
+        if not cfg.log_completions or (self.step % cfg.logging_steps and self.step != cfg.steps):
+            return []
+        return completion_table(self.step, sample.kept, self.tokenizer, cfg.scale_rewards)
+
+    def _evaluate(self, stop: StopOnSignal, log: RunLog) -> dict[str, float]:
+        """The evaluation's metrics, reported; {} when a second signal abandons it or there is nothing held out."""
+        if not self.evaluates:
+            return {}
         try:
             with stop.abandonable():
-                return self.evaluate()
+                metrics = self.evaluate()
         except StopNow:
             return {}
+        log.evaluation(self.step, metrics)
+        return metrics
 
-    def _report_stop(self, stop: StopOnSignal, checkpoint: Path) -> None:
+    def _report_stop(self, by: str, checkpoint: Path) -> None:
         if self.step >= self.config.steps:
-            print(f"wgrpo: stopped by {stop.signal_name} after the last step; the run is complete: {checkpoint}",
+            print(f"wgrpo: stopped by {by} after the last step; the run is complete: {checkpoint}",
                   file=sys.stderr)
         else:
-            print(f"wgrpo: stopped by {stop.signal_name} after step {self.step} of {self.config.steps}; "
+            print(f"wgrpo: stopped by {by} after step {self.step} of {self.config.steps}; "
                   f"saved {checkpoint}", file=sys.stderr)
             print(f"wgrpo: resume with: {resume_command(RESUME_COMMAND, checkpoint)}", file=sys.stderr)
 
@@ -316,7 +311,7 @@ class GRPOTrainer:
 
     @classmethod
     def resume_from(cls, config: TrainConfig, checkpoint: str, device=None, reference=None,
-                    task=None) -> "GRPOTrainer":
+                    task=None, **options) -> "GRPOLoop":
         """The trainer as it was when `checkpoint` was written (the task built from `config` unless given).
         `reference` is the frozen reference model, or the directory of the checkpoint to load it from.
 
@@ -331,11 +326,20 @@ class GRPOTrainer:
             reference = merge_and_unload(load_pretrained(reference, device, config.dtype)[0])
         # a LoRA checkpoint is a PEFT adapter directory: its base loads in the run's dtype, the adapter on it
         model, tokenizer = load_pretrained(checkpoint, device, config.dtype if config.use_peft else "auto")
-        task = task if task is not None else build_task(config.task, config.task_options, config.sandbox)
+        task = task if task is not None else task_of(config)
         trainer = cls(config, model, tokenizer, task, reference,
-                      start_step=state["step"], start_model=state.get("start_model", ""))
+                      start_step=state["step"], start_model=state.get("start_model", ""), **options)
         load_optimizer_state(trainer.optimizer, optimizer_state, checkpoint)
         return trainer
+
+
+def _reported(args) -> dict:
+    """The run's arguments as the reporters record them (wandb's config)."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(args):
+        return {f.name: getattr(args, f.name) for f in dataclasses.fields(args)}
+    return {}
 
 
 def hash_seed(*values: int) -> int:

@@ -76,8 +76,8 @@ def test_hand_computed_losses(device, loss_type, variant):
     expected_loss, expected_grad = HAND[loss_type]
     assert loss == pytest.approx(expected_loss, abs=1e-6)
     assert_close(grad, expected_grad)
-    assert metrics == pytest.approx({"kl": 0.0, "clip_frac_low": 0.2, "clip_frac_high": 0.2, "ratio_mean": 1.0,
-                                     "tokens": 5.0}, abs=1e-6)
+    assert metrics == pytest.approx({"kl": 0.0, "clip_ratio/low_mean": 0.2, "clip_ratio/high_mean": 0.2,
+                                     "ratio_mean": 1.0, "tokens": 5.0}, abs=1e-6)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -106,7 +106,8 @@ def test_on_policy_loss_is_zero_but_gradient_is_the_policy_gradient(device, loss
     w = 1.0 / 16 if loss_type == "dr_grpo" else 1.0 / 8
     assert loss == 0.0
     assert_close(grad, np.array([[-w * a] * 4, [w * a] * 4]))
-    assert metrics["ratio_mean"] == pytest.approx(1.0) and metrics["clip_frac_low"] == metrics["clip_frac_high"] == 0
+    assert metrics["ratio_mean"] == pytest.approx(1.0)
+    assert metrics["clip_ratio/low_mean"] == metrics["clip_ratio/high_mean"] == 0
 
 
 def test_clipped_tokens_get_no_policy_gradient(device):
@@ -123,7 +124,8 @@ def test_clipped_tokens_get_no_policy_gradient(device):
                               np.ones((4, 1)), beta=0.0, eps_low=0.2, eps_high=0.28, loss_type="dapo")
     assert loss == pytest.approx(-0.115, abs=1e-6)
     assert_close(grad, [[0.0], [-0.625], [0.0], [0.75]])
-    assert metrics["clip_frac_high"] == pytest.approx(0.25) and metrics["clip_frac_low"] == pytest.approx(0.25)
+    assert metrics["clip_ratio/high_mean"] == pytest.approx(0.25)
+    assert metrics["clip_ratio/low_mean"] == pytest.approx(0.25)
 
 
 def test_masked_tokens_cannot_poison_the_loss(device):

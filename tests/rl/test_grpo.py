@@ -94,8 +94,8 @@ def test_reference_loss_hand_case():
     loss, grad, metrics = reference_loss(logp, old, None, [1.0, -0.5], mask, beta=0.0)
     assert loss == pytest.approx(-0.35)
     np.testing.assert_allclose(grad, [[-1.1 / 4, 0, 0], [0, 0.5 / 6, 0.45 / 6]], atol=1e-12)
-    assert metrics == pytest.approx({"kl": 0.0, "clip_frac_low": 0.2, "clip_frac_high": 0.2, "ratio_mean": 1.0,
-                                     "tokens": 5.0})
+    assert metrics == pytest.approx({"kl": 0.0, "clip_ratio/low_mean": 0.2, "clip_ratio/high_mean": 0.2,
+                                     "ratio_mean": 1.0, "tokens": 5.0})
     with pytest.raises(ValueError, match="ref_logp"):
         reference_loss(logp, old, None, [1.0, -0.5], mask, beta=0.1)
 
@@ -216,7 +216,7 @@ def test_reference_loss_total_errors():
 
 
 def trl_loss(torch, logp, old, ref, adv, mask, *, eps_low, eps_high, beta, loss_type, max_completion_length):
-    """TRL's GRPOTrainer._compute_loss, single process (DAPO's num_items_in_batch = the mask's sum)."""
+    """TRL's GRPOLoop._compute_loss, single process (DAPO's num_items_in_batch = the mask's sum)."""
     logp = torch.tensor(logp, dtype=torch.float64, requires_grad=True)
     old, mask = torch.tensor(old, dtype=torch.float64), torch.tensor(mask, dtype=torch.float64)
     adv = torch.tensor(adv, dtype=torch.float64)
@@ -269,8 +269,8 @@ def test_reference_and_gpu_match_torch_trl(device, loss_type):
         assert float(gpu_loss.numpy()) == pytest.approx(expected, rel=1e-4, abs=1e-5)
         np.testing.assert_allclose(x.grad.numpy(), expected_grad, rtol=1e-4, atol=1e-6)
         values = metrics()
-        assert set(values) == ({"kl"} if beta else set()) | {"clip_frac_low", "clip_frac_high", "ratio_mean",
-                                                              "tokens"}
+        expected = {"clip_ratio/low_mean", "clip_ratio/high_mean", "ratio_mean", "tokens"}
+        assert set(values) == ({"kl"} if beta else set()) | expected
         assert values["tokens"] == mask.sum()
 
 

@@ -1,12 +1,16 @@
-"""Rollout on a tiny random model: the whole batch is scored by one `task.rewards` call, completions in order, and
-generating in chunks of whole groups (generation_batch_size) gives the completions of one call."""
+"""Rollout on a tiny random model: a batch is scored by one `task.rewards` call, completions in order, and
+generating in chunks of whole groups (generation_batch_size) gives the completions and rewards of one call, each
+chunk scored while the next generates."""
 
 from __future__ import annotations
+
+import threading
+import time
 
 import numpy as np
 import pytest
 
-from wgrpo.rl.rollout import sample_and_score
+from wgrpo.rl.rollout import Completion, Rollout, sample_and_score
 from wgrpo.rl.tasks.base import GeneratedTask
 
 WEIGHTS = {"accuracy": 1.0, "format": 0.1}
@@ -21,6 +25,7 @@ class Distinct(GeneratedTask):
     def __init__(self):
         super().__init__(template="plain")
         self.batches = []
+        self.calls = []  # (thread, start time, completion_ids) of each rewards call
 
     def _generate(self, rng):
         n = int(rng.integers(0, 1000))
@@ -29,9 +34,10 @@ class Distinct(GeneratedTask):
     def _accuracy(self, text, problem):
         return len(set(text)) / (1 + len(text))
 
-    def rewards(self, completions, problems, weights=None):
+    def rewards(self, completions, problems, weights=None, completion_ids=None):
+        self.calls.append((threading.current_thread(), time.perf_counter(), completion_ids))
         self.batches.append((list(completions), list(problems)))
-        return super().rewards(completions, problems, weights)
+        return super().rewards(completions, problems, weights, completion_ids)
 
 
 class Ragged(Distinct):
@@ -63,6 +69,10 @@ def test_one_batch_scoring_call_in_completion_order(device):
     rollout = sample_and_score(model, tokenizer, task, problems, 4, max_new_tokens=6, temperature=1.0, top_k=0,
                                top_p=1.0, seed=0, weights=WEIGHTS)
     [(texts, scored)] = task.batches
+    [(thread, _, completion_ids)] = task.calls
+    assert thread is threading.current_thread()  # one chunk: scored where it was generated
+    assert completion_ids == [c.token_ids for c in rollout.completions]
+    assert all(type(t) is int for ids in completion_ids for t in ids)
     assert texts == [c.text for c in rollout.completions]
     assert scored == [problems[i // 4] for i in range(12)]
     assert [c.problem_index for c in rollout.completions] == [i // 4 for i in range(12)]
@@ -78,7 +88,8 @@ def test_chunked_generation_gives_the_completions_of_one_call(device, temperatur
     # keep their global indices (the RNG's key). Each chunk's prompts are left-padded to its own width, so logits
     # may differ by float rounding: log-probs agree to a tolerance. Tokens agree exactly, also when sampling at
     # temperature 1 (checked: a flip would need two Gumbel-perturbed logits within rounding of each other, which
-    # these few draws of a tiny model never come near). Rewards are still scored in one call over all 15.
+    # these few draws of a tiny model never come near). Each chunk is scored by a call of its own, in a background
+    # thread while the next chunk generates, and the rewards are those of one call over all 15.
     task = Ragged()
     problems = [task.sample(i) for i in (0, 5, 8, 7, 1)]  # prompts of 9, 9, 13, 15 and 11 tokens
     model, tokenizer = tiny_model(device, problems)
@@ -86,16 +97,86 @@ def test_chunked_generation_gives_the_completions_of_one_call(device, temperatur
     assert len(set(widths)) >= 3 and max(widths[:2]) < max(widths)  # the chunks' paddings differ
     kwargs = dict(max_new_tokens=8, temperature=temperature, top_k=0, top_p=1.0, seed=3, weights=WEIGHTS)
     whole = sample_and_score(model, tokenizer, task, problems, 3, **kwargs)
-    for size in (6, 3):
+    for size, chunks in ((6, [6, 6, 3]), (3, [3] * 5)):
+        task.batches, task.calls = [], []
+        started = time.perf_counter()
         chunked = sample_and_score(model, tokenizer, task, problems, 3, generation_batch_size=size, **kwargs)
-        assert [len(texts) for texts, _ in task.batches[-2:]] == [15, 15]  # one scoring call per rollout
+        assert [len(texts) for texts, _ in task.batches] == chunks  # one scoring call per chunk, in order
+        assert [p for _, scored in task.batches for p in scored] == [problems[i // 3] for i in range(15)]
+        assert all(thread is not threading.current_thread() for thread, _, _ in task.calls)
+        # the first chunk's scoring began while later chunks were still generating
+        assert task.calls[0][1] < started + chunked.seconds_generate
         for x, y in zip(whole.completions, chunked.completions, strict=True):
-            assert (x.problem_index, x.prompt_ids, x.token_ids, x.text, x.finish_reason, x.reward) == \
-                (y.problem_index, y.prompt_ids, y.token_ids, y.text, y.finish_reason, y.reward)
+            assert (x.problem_index, x.prompt_ids, x.token_ids, x.text, x.finish_reason, x.reward, x.parts) == \
+                (y.problem_index, y.prompt_ids, y.token_ids, y.text, y.finish_reason, y.reward, y.parts)
             np.testing.assert_allclose(x.logprobs, y.logprobs, rtol=1e-4, atol=1e-5)
-        assert chunked.seconds_generate > 0
+        assert chunked.seconds_generate > 0 and chunked.seconds_reward >= 0
     if temperature:
         assert len({tuple(c.token_ids) for c in whole.completions[:3]}) > 1  # a group's samples differ
+
+
+class Failing(Distinct):
+    """Rewards that fail on the first chunk."""
+
+    name = "failing"
+
+    def rewards(self, completions, problems, weights=None, completion_ids=None):
+        super().rewards(completions, problems, weights, completion_ids)
+        raise ZeroDivisionError("a reward function failed")
+
+
+def test_a_failing_reward_of_a_chunk_stops_the_rollout(device):
+    task = Failing()
+    problems = [task.sample(i) for i in range(4)]
+    model, tokenizer = tiny_model(device, problems)
+    with pytest.raises(ZeroDivisionError, match="a reward function failed"):
+        sample_and_score(model, tokenizer, task, problems, 2, max_new_tokens=2, temperature=1.0, top_k=0, top_p=1.0,
+                         seed=0, weights=WEIGHTS, generation_batch_size=2)
+    assert 1 <= len(task.batches) <= 4
+
+
+class StopsAtA(Distinct):
+    """A task whose completions end at the first "a"."""
+
+    name = "stops-at-a"
+    stop_strings = ("a",)
+
+
+class Unstopped(Distinct):
+    """Generation stops at the end-of-text token only, as a dataset task's."""
+
+    name = "unstopped"
+    stop_strings = ()
+
+
+def test_the_stop_strings_are_the_tasks_unless_given(device):
+    stops, unstopped = StopsAtA(), Unstopped()
+    problems = [stops.sample(i) for i in range(2)]
+    model, tokenizer = tiny_model(device, problems)
+    kwargs = dict(max_new_tokens=40, temperature=1.0, top_k=0, top_p=1.0, seed=1, weights=WEIGHTS)
+    stopped = sample_and_score(model, tokenizer, stops, problems, 8, **kwargs)
+    assert any(c.finish_reason == "stop" for c in stopped.completions)
+    assert all(c.text.endswith("a") and "a" not in c.text[:-1]
+               for c in stopped.completions if c.finish_reason == "stop")
+    for rollout in (sample_and_score(model, tokenizer, unstopped, [unstopped.sample(i) for i in range(2)], 8,
+                                     **kwargs),
+                    sample_and_score(model, tokenizer, stops, problems, 8, stop=[], **kwargs)):
+        assert all(c.finish_reason != "stop" for c in rollout.completions)
+        assert any("a" in c.text for c in rollout.completions)
+    assert Distinct.stop_strings == ("</answer>",)
+
+
+def test_part_means_and_stds_leave_out_the_parts_that_do_not_apply():
+    def completion(parts):
+        return Completion(0, [1], [2], np.zeros(1, np.float32), "x", "eos", parts, 0.0)
+
+    rollout = Rollout([completion({"a": 1.0, "b": np.nan, "c": np.nan}), completion({"a": 0.0, "b": 0.5,
+                                                                                     "c": np.nan}),
+                       completion({"a": 0.5, "b": np.nan})], 3, 0.0, 0.0)
+    means, stds = rollout.part_means(), rollout.part_stds()
+    assert list(means) == ["a", "b", "c"] and means["a"] == pytest.approx(0.5) and means["b"] == 0.5
+    assert np.isnan(means["c"]) and np.isnan(stds["c"])  # NaN everywhere (or missing): NaN, with no warning
+    assert stds["a"] == pytest.approx(np.std([1.0, 0.0, 0.5])) and stds["b"] == 0.0
 
 
 def test_generation_batch_size_must_hold_whole_groups(device):

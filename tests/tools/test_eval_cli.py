@@ -44,6 +44,12 @@ def test_eval_of_a_tiny_checkpoint(checkpoint, capsys):
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     assert result["problems"] == 5 and 0.0 <= result["accuracy"] <= 1.0 and np.isfinite(result["mean_length"])
+    assert result["rewards"] == {"format": result["format"], "accuracy": result["accuracy"]}
+    assert result["reward"] == pytest.approx(result["accuracy"] + 0.1 * result["format"])
+    assert 0.0 <= result["pass@1"] <= result["accuracy"]
+    assert main(["eval", "--model", str(checkpoint), "--task-options", TASK_OPTIONS, "--problems", "5",
+                 "--max-new-tokens", "6"]) == 0
+    assert capsys.readouterr().out.startswith("arithmetic: pass@1 (greedy) ")
 
 
 @pytest.mark.parametrize("args,message", [

@@ -17,7 +17,7 @@ from wgrpo.tools.options import apply_config_file
 
 TASK_OPTIONS = "digits=1,ops=+,template=plain,instructions=false"
 # a fresh model's warm-up at its smallest, should a check below regress and let the run reach it
-TINY_WARMUP = ["--warmup-steps", "1", "--warmup-examples", "8", "--vocab-size", "300", "--hidden-size", "16",
+TINY_WARMUP = ["--sft-steps", "1", "--sft-examples", "8", "--vocab-size", "300", "--hidden-size", "16",
                "--num-layers", "1", "--num-heads", "2", "--num-kv-heads", "1", "--intermediate-size", "16"]
 
 
@@ -261,9 +261,9 @@ def test_resume_with_only_more_steps_equals_the_straight_run(start_model, tmp_pa
     assert main(["train", *run_options(start_model), "--steps", "6", "--output-dir", str(straight)]) == 0
     resumed, whole = rows(first), rows(straight)
     assert sorted(resumed) == sorted(whole) == [1, 2, 3, 4, 5, 6]
-    assert any(whole[s]["reward/std"] > 0 for s in whole), "no group carried signal: the test would prove nothing"
+    assert any(whole[s]["reward_std"] > 0 for s in whole), "no group carried signal: the test would prove nothing"
     for step in whole:
-        for key in ("lr", "reward/mean", "reward/std", "loss", "kl"):
+        for key in ("learning_rate", "reward", "reward_std", "loss", "kl"):
             np.testing.assert_allclose(resumed[step][key], whole[step][key], rtol=1e-5, atol=1e-7,
                                        err_msg=f"step {step} {key}")
     saved = json.loads((first / "final" / "trainer_config.json").read_text())
@@ -288,7 +288,7 @@ def test_resume_with_more_steps_decays_the_rest_to_the_new_horizon(start_model, 
     expected = {step: cosine_lr(step - 1, 3 if step <= 3 else 6, 3e-3, 2, 0.5) for step in logged}
     assert expected[4] != cosine_lr(3, 3, 3e-3, 2, 0.5)  # the horizon changes what the remaining steps get
     for step, row in logged.items():
-        assert row["lr"] == pytest.approx(expected[step], rel=1e-12), step
+        assert row["learning_rate"] == pytest.approx(expected[step], rel=1e-12), step
 
 
 def test_resume_from_another_directory(start_model, tmp_path, monkeypatch, capsys):

@@ -334,8 +334,8 @@ def test_memory_options_are_checked_by_name():
     with pytest.raises(InputError, match=r"--per-device-train-batch-size 3 x --gradient-accumulation-steps 5 = 15: "
                                          r"must be the completions of a step, .* = 64"):
         TrainConfig(per_device_train_batch_size=3, gradient_accumulation_steps=5)
-    with pytest.raises(OptionError, match="--generation-batch-size 12: must be a multiple of --group-size 8"):
-        TrainConfig(generation_batch_size=12)
+    with pytest.raises(OptionError, match="--generation-chunk-size 12: must be a multiple of --group-size 8"):
+        TrainConfig(generation_chunk_size=12)
     with pytest.raises(OptionError, match="--gradient-accumulation-steps 65: must be at most"):
         TrainConfig(gradient_accumulation_steps=65)
     with pytest.raises(OptionError, match="--lora-target-modules q_proj,foo: unknown module 'foo'"):

@@ -21,7 +21,7 @@ PROMPTS, GROUP, PROMPT_TOKENS, NEW_TOKENS, EVAL = 2, 3, 7, 10, 4
 
 def _models(device, config: TrainConfig):
     """The policy and reference as `pipeline.policy_and_reference` makes them (a bf16 reference), set up as
-    `GRPOTrainer` sets them up."""
+    `GRPOLoop` sets them up."""
     with memory_kind("weights"):
         if config.use_peft:
             from wgrpo.engine import attach_lora
@@ -45,7 +45,7 @@ def _step(model, reference, optimizer, config: TrainConfig, seed: int) -> None:
 
     rng = np.random.default_rng(seed)
     prompt_ids = rng.integers(0, MODEL.vocab_size, (PROMPTS, PROMPT_TOKENS)).tolist()
-    chunk = config.generation_batch_size // GROUP or PROMPTS
+    chunk = config.generation_chunk_size // GROUP or PROMPTS
     completions = []
     for start in range(0, PROMPTS, chunk):
         result = generate(model, prompt_ids[start:start + chunk], max_new_tokens=NEW_TOKENS, num_samples=GROUP,
@@ -61,7 +61,7 @@ OPTIONS = {
     "whole batch": {},
     "micro-batches of 2, checkpointing": dict(per_device_train_batch_size=2, gradient_checkpointing=True),
     "4 near-equal micro-batches, mu 2": dict(gradient_accumulation_steps=4, mu=2),
-    "one group sampled at a time, no KL": dict(generation_batch_size=GROUP, beta=0.0, grad_clip=0.0),
+    "one group sampled at a time, no KL": dict(generation_chunk_size=GROUP, beta=0.0, grad_clip=0.0),
     "LoRA, checkpointed micro-batches": dict(use_peft=True, lora_r=4, lora_target_modules="q_proj,v_proj,down_proj",
                                              per_device_train_batch_size=3, gradient_checkpointing=True),
     "LoRA on all linear layers, no dropout": dict(use_peft=True, lora_r=2, lora_dropout=0.0),

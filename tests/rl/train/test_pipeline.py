@@ -13,37 +13,42 @@ from wgrpo.rl.train.pipeline import recover_beside, report
 
 def trainer_in(path):
     return SimpleNamespace(config=SimpleNamespace(output_dir=str(path), eval_problems=200),
-                           task=SimpleNamespace(name="arithmetic"))
+                           task=SimpleNamespace(name="arithmetic", primary_reward="accuracy", size=lambda split: None))
+
+
+def evaluation(step: int, accuracy: float, format_rate: float) -> dict:
+    return {"step": step, "eval/pass@1": accuracy, "eval/rewards/accuracy/mean": accuracy,
+            "eval/rewards/format/mean": format_rate}
 
 
 def test_whole_run_shows_base_gain_and_curves(tmp_path, capsys):
-    history = [{"step": 0, "eval/accuracy": 0.355, "eval/format": 1.0},
-               {"step": 50, "eval/accuracy": 1.0, "eval/format": 1.0}]
+    history = [evaluation(0, 0.355, 1.0), evaluation(50, 1.0, 1.0)]
     report(history, trainer_in(tmp_path))
     out = capsys.readouterr().out
-    assert "base (step 0)          35.5%    100.0%" in out and "GRPO (step 50)        100.0%" in out
-    assert "accuracy change: +64.5 points" in out
+    assert "model                 pass@1  accuracy    format" in out
+    assert "base (step 0)          35.5%     0.355     1.000" in out and "GRPO (step 50)        100.0%" in out
+    assert "(pass@1: full marks on accuracy)" in out and "pass@1 change: +64.5 points" in out
 
 
 def test_resumed_run_takes_the_base_from_its_metrics(tmp_path, capsys):
-    (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 0, "eval/accuracy": 0.25, "eval/format": 0.5}) + "\n"
-                                            + json.dumps({"step": 1, "reward/mean": 0.1}) + "\n")
-    report([{"step": 9, "eval/accuracy": 0.75, "eval/format": 1.0}], trainer_in(tmp_path))
+    (tmp_path / "metrics.jsonl").write_text(json.dumps(evaluation(0, 0.25, 0.5)) + "\n"
+                                            + json.dumps({"step": 1, "reward": 0.1}) + "\n")
+    report([evaluation(9, 0.75, 1.0)], trainer_in(tmp_path))
     out = capsys.readouterr().out
-    assert "base (step 0)          25.0%     50.0%" in out and "accuracy change: +50.0 points" in out
+    assert "base (step 0)          25.0%     0.250     0.500" in out and "pass@1 change: +50.0 points" in out
 
 
 def test_resumed_elsewhere_shows_the_final_row_only(tmp_path, capsys):
-    report([{"step": 9, "eval/accuracy": 0.75, "eval/format": 1.0}], trainer_in(tmp_path))
+    report([evaluation(9, 0.75, 1.0)], trainer_in(tmp_path))
     out = capsys.readouterr().out
-    assert "GRPO (step 9)" in out and "base" not in out and "accuracy change" not in out
+    assert "GRPO (step 9)" in out and "base" not in out and "pass@1 change" not in out
 
 
 def test_a_torn_last_line_in_the_metrics_is_left_out(tmp_path, capsys):
-    (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 0, "eval/accuracy": 0.25, "eval/format": 0.5}) + "\n"
-                                            + '{"step": 1, "reward/me')  # a row a kill cut short
-    report([{"step": 9, "eval/accuracy": 0.75, "eval/format": 1.0}], trainer_in(tmp_path))
-    assert "base (step 0)          25.0%     50.0%" in capsys.readouterr().out
+    (tmp_path / "metrics.jsonl").write_text(json.dumps(evaluation(0, 0.25, 0.5)) + "\n"
+                                            + '{"step": 1, "rewa')  # a row a kill cut short
+    report([evaluation(9, 0.75, 1.0)], trainer_in(tmp_path))
+    assert "base (step 0)          25.0%     0.250     0.500" in capsys.readouterr().out
 
 
 def test_recovery_beside_a_checkpoint(tmp_path, capsys):

@@ -18,19 +18,26 @@ STEPS = range(1, 7)
 
 
 def grpo_record(step: int) -> dict:
-    """One row as GRPOTrainer.train_step logs it (with a reference model, so with a KL)."""
-    return {"step": step, "lr": 1e-5, "reward/mean": 0.1 * step, "reward/std": 0.05, "reward/accuracy": 0.08 * step,
-            "reward/format": 0.02 * step, "accuracy": 0.08 * step, "format": 0.02 * step,
-            "completion_length/mean": 60.0 - step, "completion_length/truncated_frac": 0.5 / step,
-            "entropy": 2.0 - 0.1 * step, "zero_signal_frac": 0.25, "loss": 0.01, "kl": 0.001 * step,
-            "clip_frac_low": 0.01, "clip_frac_high": 0.02, "ratio_mean": 1.0, "tokens": 512}
+    """One row as GRPOLoop.train_step logs it (with a reference model, so with a KL)."""
+    return {"step": step, "learning_rate": 1e-5, "reward": 0.1 * step, "reward_std": 0.05,
+            "rewards/accuracy/mean": 0.08 * step, "rewards/accuracy/std": 0.3,
+            "rewards/format/mean": 0.02 * step, "rewards/format/std": 0.1,
+            "completions/mean_length": 60.0 - step, "completions/clipped_ratio": 0.5 / step,
+            "entropy": 2.0 - 0.1 * step, "frac_reward_zero_std": 0.25, "loss": 0.01, "kl": 0.001 * step,
+            "clip_ratio/low_mean": 0.01, "clip_ratio/high_mean": 0.02, "ratio_mean": 1.0, "tokens": 512}
+
+
+def evaluation(step: int, accuracy: float, format_rate: float, length: float) -> dict:
+    return {"step": step, "eval/reward": accuracy + 0.1 * format_rate, "eval/pass@1": accuracy,
+            "eval/rewards/accuracy/mean": accuracy, "eval/rewards/format/mean": format_rate,
+            "eval/completions/mean_length": length}
 
 
 def grpo_run() -> list[dict]:
-    """Evaluation at step 0 and at the end, training rows between, as GRPOTrainer.run writes metrics.jsonl."""
-    records = [{"step": 0, "eval/accuracy": 0.05, "eval/format": 0.0, "eval/length": 64.0}]
+    """Evaluation at step 0 and at the end, training rows between, as GRPOLoop.run writes metrics.jsonl."""
+    records = [evaluation(0, 0.05, 0.0, 64.0)]
     records += [grpo_record(s) for s in STEPS]
-    records[-1].update({"eval/accuracy": 0.5, "eval/format": 0.75, "eval/length": 40.0})
+    records[-1].update(evaluation(6, 0.5, 0.75, 40.0))
     return records
 
 
@@ -61,12 +68,12 @@ def test_every_panel_of_a_grpo_run_with_its_line_data():
     figure = build_figure(records, title="Training curves: demo")
     assert figure.get_suptitle() == "Training curves: demo"
     found = panels(figure)
-    assert list(found) == ["reward", "accuracy", "format", "KL to the reference", "entropy", "completion length",
-                           "clip fraction"]
+    assert list(found) == ["reward", "held-out (greedy)", "accuracy", "format", "KL to the reference", "entropy",
+                           "completion length", "clip ratio"]
     steps = list(map(float, STEPS))
 
     reward = lines(found["reward"])
-    assert list(reward) == ["mean", "accuracy", "format"]  # the mean, then each reward/<part>; std is the band
+    assert list(reward) == ["mean", "accuracy", "format"]  # the mean, then each rewards/<f>/mean; std is the band
     assert reward["mean"] == (steps, [0.1 * s for s in STEPS])
     assert reward["format"] == (steps, [0.02 * s for s in STEPS])
     assert len(found["reward"].collections) == 1  # the mean +- std band
@@ -75,27 +82,30 @@ def test_every_panel_of_a_grpo_run_with_its_line_data():
     assert accuracy["train"] == (steps, [0.08 * s for s in STEPS])
     assert accuracy["eval"] == ([0.0, 6.0], [0.05, 0.5])
     assert found["accuracy"].get_legend() is not None
+    held_out = lines(found["held-out (greedy)"])
+    assert list(held_out) == ["reward", "pass@1", "accuracy", "format"]
+    assert held_out["pass@1"] == ([0.0, 6.0], [0.05, 0.5]) and held_out["format"] == ([0.0, 6.0], [0.0, 0.75])
     assert lines(found["KL to the reference"]) == {"kl": (steps, [0.001 * s for s in STEPS])}
     assert lines(found["entropy"])["entropy"][1] == [2.0 - 0.1 * s for s in STEPS]
-    assert set(lines(found["clip fraction"])) == {"low", "high"}
+    assert set(lines(found["clip ratio"])) == {"low", "high"}
 
     length = found["completion length"]
     assert lines(length)["train mean"] == (steps, [60.0 - s for s in STEPS])
     assert lines(length)["eval mean"] == ([0.0, 6.0], [64.0, 40.0])
     twin = twin_of(figure, length)
-    assert twin.get_ylabel() == "truncated fraction"
-    assert lines(twin) == {"truncated": (steps, [0.5 / s for s in STEPS])}
-    assert {text.get_text() for text in length.get_legend().get_texts()} == {"train mean", "eval mean", "truncated"}
+    assert twin.get_ylabel() == "clipped (truncated) fraction"
+    assert lines(twin) == {"clipped": (steps, [0.5 / s for s in STEPS])}
+    assert {text.get_text() for text in length.get_legend().get_texts()} == {"train mean", "eval mean", "clipped"}
 
 
 def test_panels_whose_metrics_are_absent_are_skipped():
     # no reference model (no kl), no clipping metrics, no length: reward and accuracy only
-    records = [{"step": s, "reward/mean": 0.5, "accuracy": float("nan")} for s in (1, 2)]
-    records.append({"step": 2, "eval/accuracy": 0.25})
+    records = [{"step": s, "reward": 0.5, "rewards/accuracy/mean": float("nan")} for s in (1, 2)]
+    records.append({"step": 2, "eval/rewards/accuracy/mean": 0.25})
     figure = build_figure(records)
-    assert list(panels(figure)) == ["reward", "accuracy"]
+    assert list(panels(figure)) == ["reward", "held-out (greedy)", "accuracy"]
     assert lines(panels(figure)["accuracy"]) == {"eval": ([2.0], [0.25])}  # all-NaN train accuracy: no line
-    assert tuple(figure.get_size_inches() * figure.dpi) == (1100, 320)  # one row of two panels
+    assert tuple(figure.get_size_inches() * figure.dpi) == (1100, 640)  # two rows of two panels
 
 
 def test_nan_points_are_dropped_and_repeated_steps_keep_the_last_value():

@@ -79,10 +79,10 @@ def run_to_end(argv, log_path) -> str:
 def assert_same_run(rows, reference):
     assert [r["step"] for r in rows] == [r["step"] for r in reference] == list(range(STEPS + 1))
     for got, want in zip(rows[1:], reference[1:]):
-        assert got["reward/mean"] == want["reward/mean"], got["step"]
-        assert got["completion_length/mean"] == want["completion_length/mean"], got["step"]
+        assert got["reward"] == want["reward"], got["step"]
+        assert got["completions/mean_length"] == want["completions/mean_length"], got["step"]
         np.testing.assert_allclose(got["loss"], want["loss"], rtol=1e-5, atol=1e-7)
-    assert rows[-1]["eval/accuracy"] == reference[-1]["eval/accuracy"]
+    assert rows[-1]["eval/pass@1"] == reference[-1]["eval/pass@1"]
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +166,7 @@ def test_sft_stopped_by_sigint_prints_a_resume_command_that_finishes_the_run(tmp
 
 def test_train_stopped_in_its_warm_up_continues_it_when_run_again(tmp_path):
     out = tmp_path / "run"
-    warm_up = ["--warmup-steps", "150", "--warmup-examples", "64", "--vocab-size", "300", "--hidden-size", "32",
+    warm_up = ["--sft-steps", "150", "--sft-examples", "64", "--vocab-size", "300", "--hidden-size", "32",
                "--num-layers", "1", "--num-heads", "2", "--num-kv-heads", "1", "--intermediate-size", "48"]
     argv = ["train", "--output-dir", str(out), *TASK, *warm_up, *TRAIN[2:], "--steps", "1"]
     process = start(argv, tmp_path / "stopped.log")
@@ -185,5 +185,5 @@ def test_train_stopped_in_its_warm_up_continues_it_when_run_again(tmp_path):
 
     third = run_to_end(argv, tmp_path / "third.log")
     assert f"{out / 'warmup' / 'final'} has these settings already" in third
-    changed = run_to_end([*argv, "--warmup-lr", "1e-3"], tmp_path / "changed.log")  # other settings: warm up anew
+    changed = run_to_end([*argv, "--sft-lr", "1e-3"], tmp_path / "changed.log")  # other settings: warm up anew
     assert "has these settings already" not in changed and "continuing from" not in changed

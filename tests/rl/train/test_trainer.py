@@ -11,7 +11,7 @@ from wgrpo.engine import InputError
 from wgrpo.rl.batch import build_update_batch
 from wgrpo.rl.tasks.base import GeneratedTask
 from wgrpo.rl.train.config import TrainConfig, parse_options
-from wgrpo.rl.train.trainer import GRPOTrainer
+from wgrpo.rl.train.trainer import GRPOLoop
 
 
 class CountSevens(GeneratedTask):
@@ -56,29 +56,29 @@ def reference_of(model):
 
 
 def test_a_few_steps_change_every_parameter(device, tmp_path, monkeypatch):
-    monkeypatch.setattr("wgrpo.rl.train.trainer.GRPOTrainer._plot", lambda self: None)
+    monkeypatch.setattr("wgrpo.rl.train.trainer.GRPOLoop._plot", lambda self: None)
     model, tokenizer, task = tiny_setup(device)
     before = model.state_dict()
-    trainer = GRPOTrainer(config(tmp_path), model, tokenizer, task, reference_of(model))
+    trainer = GRPOLoop(config(tmp_path), model, tokenizer, task, reference_of(model))
     records = [trainer.train_step() for _ in range(2)]
     for record in records:
-        for key in ("reward/mean", "loss", "kl", "grad_norm", "entropy", "completion_length/mean"):
+        for key in ("reward", "loss", "kl", "grad_norm", "entropy", "completions/mean_length"):
             assert np.isfinite(record[key]), key
-    assert records[0]["reward/std"] > 0, "the toy task must give the groups some signal"
+    assert records[0]["reward_std"] > 0, "the toy task must give the groups some signal"
     after = model.state_dict()
     unchanged = [name for name in before if np.array_equal(before[name], after[name])]
     assert not unchanged, f"parameters that did not change: {unchanged}"
 
 
 def test_resume_continues_exactly(device, tmp_path, monkeypatch):
-    monkeypatch.setattr("wgrpo.rl.train.trainer.GRPOTrainer._plot", lambda self: None)
+    monkeypatch.setattr("wgrpo.rl.train.trainer.GRPOLoop._plot", lambda self: None)
     model, tokenizer, task = tiny_setup(device)
     reference = reference_of(model)  # the starting policy, before training moves `model`
-    straight = GRPOTrainer(config(tmp_path / "a", steps=4, save_every=2, eval_every=0), model, tokenizer, task,
+    straight = GRPOLoop(config(tmp_path / "a", steps=4, save_every=2, eval_every=0), model, tokenizer, task,
                            reference)
     straight.evaluate = lambda: {}
     straight.run()
-    resumed = GRPOTrainer.resume_from(config(tmp_path / "b", steps=4), str(tmp_path / "a" / "checkpoint-2"),
+    resumed = GRPOLoop.resume_from(config(tmp_path / "b", steps=4), str(tmp_path / "a" / "checkpoint-2"),
                                       device, reference, task=task)
     resumed.evaluate = lambda: {}
     resumed.run()
@@ -88,7 +88,7 @@ def test_resume_continues_exactly(device, tmp_path, monkeypatch):
     b = [r for r in b if "loss" in r]
     assert [r["step"] for r in b] == [3, 4]
     for x, y in zip(a, b):
-        assert x["reward/mean"] == y["reward/mean"] and x["completion_length/mean"] == y["completion_length/mean"]
+        assert x["reward"] == y["reward"] and x["completions/mean_length"] == y["completions/mean_length"]
         np.testing.assert_allclose(x["loss"], y["loss"], rtol=1e-5, atol=1e-7)
 
 
@@ -109,7 +109,7 @@ def test_options_and_errors_are_named(device, tmp_path):
         parse_options("digits", "task_options")
     model, tokenizer, task = tiny_setup(device)
     with pytest.raises(InputError, match=r"reward-weights.*\['length'\] name no reward of task 'sevens'"):
-        GRPOTrainer(config(tmp_path, reward_weights="accuracy=1,length=0.5"), model, tokenizer, task,
+        GRPOLoop(config(tmp_path, reward_weights="accuracy=1,length=0.5"), model, tokenizer, task,
                     reference_of(model))
     with pytest.raises(InputError, match="top-p"):
         config(tmp_path, top_p=1.5)
@@ -122,7 +122,7 @@ def test_options_and_errors_are_named(device, tmp_path):
 def test_prompts_that_leave_no_room_are_refused_before_any_work(device, tmp_path):
     model, tokenizer, task = tiny_setup(device)  # max_position_embeddings = 64
     with pytest.raises(InputError, match=r"--max-new-tokens 64: leaves no room for a prompt"):
-        GRPOTrainer(config(tmp_path / "a", max_new_tokens=64), model, tokenizer, task, reference_of(model))
+        GRPOLoop(config(tmp_path / "a", max_new_tokens=64), model, tokenizer, task, reference_of(model))
     with pytest.raises(InputError, match=r"sevens train problem 0: prompt .* over the limit of 4 tokens"):
-        GRPOTrainer(config(tmp_path / "b", max_new_tokens=60), model, tokenizer, task, reference_of(model))
+        GRPOLoop(config(tmp_path / "b", max_new_tokens=60), model, tokenizer, task, reference_of(model))
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

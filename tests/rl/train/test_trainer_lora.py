@@ -11,7 +11,7 @@ import pytest
 from wgrpo.engine import load_pretrained
 from wgrpo.rl.train.metrics_log import read_rows
 from wgrpo.rl.train.pipeline import policy_and_reference
-from wgrpo.rl.train.trainer import GRPOTrainer
+from wgrpo.rl.train.trainer import GRPOLoop
 from tests.rl.train.test_trainer import config, tiny_setup
 
 
@@ -32,13 +32,13 @@ def lora_config(tmp_path, base_dir, **overrides):
 def lora_trainer(cfg, device, task):
     model, tokenizer = load_pretrained(cfg.model, device, cfg.dtype)
     policy, reference = policy_and_reference(model, cfg)
-    trainer = GRPOTrainer(cfg, policy, tokenizer, task, reference, start_model=cfg.model)
+    trainer = GRPOLoop(cfg, policy, tokenizer, task, reference, start_model=cfg.model)
     trainer.evaluate = lambda: {}
     return trainer
 
 
 def test_lora_trains_the_adapters_only_against_the_base(device, tmp_path, base_dir, monkeypatch):
-    monkeypatch.setattr(GRPOTrainer, "_plot", lambda self: None)
+    monkeypatch.setattr(GRPOLoop, "_plot", lambda self: None)
     _, _, task = tiny_setup(device)
     cfg = lora_config(tmp_path / "run", base_dir, steps=2, per_device_train_batch_size=3,
                       gradient_checkpointing=True)
@@ -52,7 +52,7 @@ def test_lora_trains_the_adapters_only_against_the_base(device, tmp_path, base_d
         assert record["micro_batches"] == 3
         # dropout makes the update's network another than the sampler's: at mu = 1 the ratio is its own, 1
         assert record["ratio_mean"] == pytest.approx(1.0, abs=1e-6)
-        assert record["clip_frac_low"] == record["clip_frac_high"] == 0.0
+        assert record["clip_ratio/low_mean"] == record["clip_ratio/high_mean"] == 0.0
     assert records[1]["kl"] > 0  # the adapters moved the policy away from the base it is measured against
     for name, array in model.state_dict().items():
         assert np.array_equal(array.view(np.uint16), base_before[name].view(np.uint16)) if array.dtype.itemsize == 2 \
@@ -63,7 +63,7 @@ def test_lora_trains_the_adapters_only_against_the_base(device, tmp_path, base_d
 
 
 def test_lora_checkpoints_are_peft_adapters_and_resume_exactly(device, tmp_path, base_dir, monkeypatch):
-    monkeypatch.setattr(GRPOTrainer, "_plot", lambda self: None)
+    monkeypatch.setattr(GRPOLoop, "_plot", lambda self: None)
     _, _, task = tiny_setup(device)
     straight = lora_trainer(lora_config(tmp_path / "a", base_dir, steps=4, save_every=2), device, task)
     straight.run()
@@ -74,7 +74,7 @@ def test_lora_checkpoints_are_peft_adapters_and_resume_exactly(device, tmp_path,
     assert adapter_config["r"] == 4 and adapter_config["base_model_name_or_path"] == str(base_dir)
 
     resumed_cfg = lora_config(tmp_path / "a", base_dir, steps=4, save_every=2, resume=str(checkpoint))
-    resumed = GRPOTrainer.resume_from(resumed_cfg, str(checkpoint), device, None, task=task)
+    resumed = GRPOLoop.resume_from(resumed_cfg, str(checkpoint), device, None, task=task)
     assert resumed.step == 2 and resumed.model.adapters is not None
     assert resumed.optimizer.state[0] is not None  # the adapters' moments came back
     resumed.evaluate = lambda: {}
@@ -87,7 +87,7 @@ def test_lora_checkpoints_are_peft_adapters_and_resume_exactly(device, tmp_path,
 
 
 def test_a_lora_run_starts_from_an_existing_adapter(device, tmp_path, base_dir, monkeypatch, capsys):
-    monkeypatch.setattr(GRPOTrainer, "_plot", lambda self: None)
+    monkeypatch.setattr(GRPOLoop, "_plot", lambda self: None)
     _, _, task = tiny_setup(device)
     first = lora_trainer(lora_config(tmp_path / "a", base_dir, steps=1), device, task)
     first.run()

@@ -9,7 +9,8 @@ import pytest
 from wgrpo.engine import InputError
 from wgrpo.rl.rollout import Completion, Rollout
 from wgrpo.rl.tasks.base import Problem, render_prompt
-from wgrpo.rl.train.trainer import GRPOTrainer, StepSample, sampling_metrics
+from wgrpo.rl.train.step_metrics import StepSample, sampling_metrics
+from wgrpo.rl.train.trainer import GRPOLoop
 from tests.rl.train.test_trainer import CountSevens, config, tiny_setup
 
 
@@ -46,7 +47,7 @@ class FiniteSevens(CountSevens):
 def test_an_epoch_of_steps_visits_every_problem_once(device, tmp_path, dynamic):
     n, batch = 12, 4
     model, tokenizer, _ = tiny_setup(device)
-    trainer = GRPOTrainer(config(tmp_path, prompts_per_step=batch, group_size=2, max_new_tokens=4, beta=0.0,
+    trainer = GRPOLoop(config(tmp_path, prompts_per_step=batch, group_size=2, max_new_tokens=4, beta=0.0,
                                  dynamic_sampling=dynamic, max_sampling_rounds=3), model, tokenizer,
                           FiniteSevens(n))
     samples = [trainer.sample_step(step) for step in range(n // batch)]
@@ -65,7 +66,7 @@ def test_an_epoch_of_steps_visits_every_problem_once(device, tmp_path, dynamic):
 def test_a_task_without_training_problems_is_refused(device, tmp_path):
     model, tokenizer, _ = tiny_setup(device)
     with pytest.raises(InputError, match="task 'sevens' has no training problems"):
-        GRPOTrainer(config(tmp_path, beta=0.0), model, tokenizer, FiniteSevens(0))
+        GRPOLoop(config(tmp_path, beta=0.0), model, tokenizer, FiniteSevens(0))
 
 
 def test_a_task_without_held_out_problems_cannot_be_evaluated(device):
@@ -95,18 +96,23 @@ def test_metrics_cover_every_group_sampled_and_the_kept_ones_apart():
                                                                   Rollout(c + d, 2, 3.0, 0.5)],
                         kept=Rollout(b + d, 2, 0.0, 0.0))
     metrics = sampling_metrics(sample, kept_too=True)
-    # all 8 rewards: 1 1 0 .5 0 0 1 .5 -> mean 0.5, population std sqrt(6 * 0.25 / 8)
-    assert metrics["reward/mean"] == pytest.approx(0.5) and metrics["accuracy"] == pytest.approx(0.5)
-    assert metrics["reward/std"] == pytest.approx(np.sqrt(1.5 / 8))
-    assert metrics["completion_length/mean"] == pytest.approx(30 / 8)
-    assert metrics["completion_length/truncated_frac"] == pytest.approx(2 / 8)
-    # kept: 0 .5 1 .5 -> mean 0.5, std sqrt(0.5 / 4); lengths 6 2 4 8
-    assert metrics["kept/reward/mean"] == pytest.approx(0.5) and metrics["kept/accuracy"] == pytest.approx(0.5)
-    assert metrics["kept/reward/std"] == pytest.approx(np.sqrt(0.5 / 4))
-    assert metrics["kept/completion_length/mean"] == pytest.approx(5.0)
-    assert metrics["kept/completion_length/truncated_frac"] == pytest.approx(0.5)
-    assert metrics["reward/format"] == metrics["kept/reward/format"] == 1.0
-    assert metrics["zero_signal_frac"] == pytest.approx(2 / 4)  # A and C, of the 4 groups sampled
+    # all 8 rewards: 1 1 0 .5 0 0 1 .5 -> mean 0.5, population std sqrt(6 * 0.25 / 8); within the groups A B C D
+    # the spreads are 0 .25 0 .25, so TRL's reward_std (their mean) is 0.125
+    assert metrics["reward"] == pytest.approx(0.5) and metrics["rewards/accuracy/mean"] == pytest.approx(0.5)
+    assert metrics["reward_std"] == pytest.approx(0.125)
+    assert metrics["rewards/accuracy/std"] == pytest.approx(np.sqrt(1.5 / 8))
+    assert metrics["completions/mean_length"] == pytest.approx(30 / 8)
+    assert (metrics["completions/min_length"], metrics["completions/max_length"]) == (2, 8)
+    assert metrics["completions/clipped_ratio"] == pytest.approx(2 / 8)
+    assert metrics["completions/mean_terminated_length"] == pytest.approx(16 / 6)
+    # kept: 0 .5 1 .5 -> mean 0.5, within-group spreads .25 .25; lengths 6 2 4 8
+    assert metrics["kept/reward"] == pytest.approx(0.5) and metrics["kept/rewards/accuracy/mean"] == pytest.approx(0.5)
+    assert metrics["kept/reward_std"] == pytest.approx(0.25)
+    assert metrics["kept/completions/mean_length"] == pytest.approx(5.0)
+    assert metrics["kept/completions/clipped_ratio"] == pytest.approx(0.5)
+    assert metrics["rewards/format/mean"] == metrics["kept/rewards/format/mean"] == 1.0
+    assert metrics["rewards/format/std"] == 0.0
+    assert metrics["frac_reward_zero_std"] == pytest.approx(2 / 4)  # A and C, of the 4 groups sampled
     assert (metrics["sampling/rounds"], metrics["sampling/groups"], metrics["sampling/groups_kept"]) == (2, 4, 2)
     assert metrics["time/rollout"] == 4.0 and metrics["rollout_tokens_per_s"] == pytest.approx(30 / 4.0)
     assert metrics["entropy"] == pytest.approx(0.5)

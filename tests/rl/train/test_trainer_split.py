@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from wgrpo.engine import InputError
-from wgrpo.rl.train.trainer import GRPOTrainer
+from wgrpo.rl.train.trainer import GRPOLoop
 from tests.rl.train.test_trainer import CountSevens, config
 
 # the (300, 80) embedding is 96,000 bytes; a 64-row block of logits 76,800: the weight splits, the activations fit
@@ -32,18 +32,18 @@ def wide_setup(device):
 def one_step(device, tmp_path, limit, monkeypatch):
     monkeypatch.setattr(device, "_binding_bytes", limit)
     model, tokenizer, task = wide_setup(device)
-    trainer = GRPOTrainer(config(tmp_path, steps=1), model, tokenizer, task, model.to("bfloat16"))
+    trainer = GRPOLoop(config(tmp_path, steps=1), model, tokenizer, task, model.to("bfloat16"))
     record = trainer.train_step()
     embedding = model.params["model.embed_tokens.weight"]
     return record, embedding.is_split, {name: p.numpy() for name, p in model.params.items()}
 
 
 def test_split_weights_train_like_whole_ones(device, tmp_path, monkeypatch):
-    monkeypatch.setattr("wgrpo.rl.train.trainer.GRPOTrainer._plot", lambda self: None)
+    monkeypatch.setattr("wgrpo.rl.train.trainer.GRPOLoop._plot", lambda self: None)
     whole, whole_split, whole_weights = one_step(device, tmp_path / "whole", 1 << 30, monkeypatch)
     split, split_split, split_weights = one_step(device, tmp_path / "split", LIMIT, monkeypatch)
     assert split_split and not whole_split
-    for key in ("reward/mean", "completion_length/mean", "loss", "kl", "grad_norm", "entropy"):
+    for key in ("reward", "completions/mean_length", "loss", "kl", "grad_norm", "entropy"):
         assert split[key] == pytest.approx(whole[key], rel=1e-4, abs=1e-6), key
     for name, value in whole_weights.items():  # AdamW's first step is ~lr * sign(g): tiny gradients move freely
         np.testing.assert_allclose(split_weights[name], value, rtol=1e-4, atol=2e-5, err_msg=name)
@@ -55,7 +55,7 @@ def test_activations_over_the_binding_limit_are_refused_before_the_first_step(de
     monkeypatch.setattr(device, "_binding_bytes", 20_000)  # a 64-row block of logits (76,800 bytes) cannot bind
     model, tokenizer, task = wide_setup(device)
     with pytest.raises(InputError) as error:
-        GRPOTrainer(config(tmp_path), model, tokenizer, task, model.to("bfloat16"))
+        GRPOLoop(config(tmp_path), model, tokenizer, task, model.to("bfloat16"))
     message = str(error.value)
     assert "\n" not in message and message.startswith("a GRPO step: an activation of shape (")
     assert "max_storage_buffer_binding_size of 19.5 KiB" in message and "--prompts-per-step" in message

@@ -1,0 +1,153 @@
+"""A task over a TRL-style prompt dataset scored by reward functions (TRL's `reward_funcs=`, `train_dataset=`).
+
+`DatasetTask(rows, reward_functions, eval_rows=None)`: its problems are the rows (`rl.datasets.load_rows`), in
+order; `sample(i, split)` is row i (mod size) of the split. There is no hash split: eval is `eval_rows`, and
+without them `size("eval")` is 0. As in TRL, a text prompt is the model's input exactly as written (no template,
+no `<think>` added) and a conversational prompt is rendered with the model's chat template (`use_tokenizer`,
+`rl.tasks.base.ChatTemplate`), ending with the assistant's turn opened. Generation stops at the end-of-text
+token only (`stop_strings` is empty).
+
+`rewards` calls every reward function once per batch in TRL's convention (`rl.reward_scoring`): prompts and
+completions as text, or for a conversation the prompt's messages and `[{"role": "assistant", "content": text}]`;
+the rows' other columns by name; `trainer_state=` the attribute `trainer_state` (None until a trainer sets it).
+Its reward parts are the functions' names, with NaN where a function returned None. Pure Python + numpy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from wgrpo.rl.datasets import PROMPT, Row, columns
+from wgrpo.rl.errors import input_error
+from wgrpo.rl.reward_scoring import RewardFunctions
+from wgrpo.rl.tasks.base import SPLITS, ChatTemplate, Problem, Task, _check_split
+
+__all__ = ["DatasetTask"]
+
+
+class DatasetTask(Task):
+    """Rows with prompts, scored by reward functions; see the module docstring. `reward_functions` is a
+    `RewardFunctions` (or a list of callables, weighted 1.0 each). The functions' signatures are checked
+    against the rows' columns here, before any work (`RewardFunctions.check_columns`); `source` names the
+    dataset in that check's messages (default: taken from the first row's name)."""
+
+    name = "dataset"
+    stop_strings: tuple[str, ...] = ()
+
+    def __init__(self, rows: Sequence[Row], reward_functions: RewardFunctions | Sequence,
+                 eval_rows: Sequence[Row] | None = None, *, source: str | None = None):
+        super().__init__(think_prefix=False, eval_fraction=0.0, template="plain")
+        rows, eval_rows = list(rows), list(eval_rows or ())
+        if not rows:
+            raise input_error("dataset: no training rows; the train dataset needs at least one row with a 'prompt'")
+        for row in rows + eval_rows:
+            if not isinstance(row, Row):
+                raise TypeError(f"DatasetTask: rows must be rl.datasets.Row (see load_rows), got {type(row).__name__}")
+        if not isinstance(reward_functions, RewardFunctions):
+            reward_functions = RewardFunctions(reward_functions)
+        self.reward_functions = reward_functions
+        self.reward_names = reward_functions.names
+        self.primary_reward = reward_functions.names[0]
+        self.default_weights = dict(reward_functions.weights)
+        self.columns = columns(rows + eval_rows)
+        self.source = source or _dataset_of(rows[0].where)
+        reward_functions.check_columns(self.columns, self.source)
+        self.trainer_state: Any = None  # what reward functions get as trainer_state=; the trainer sets it
+        self._problems = {"train": [self._problem(row, "train") for row in rows],
+                          "eval": [self._problem(row, "eval") for row in eval_rows]}
+        self._awaiting_template = any(p.messages for split in SPLITS for p in self._problems[split])
+
+    def _problem(self, row: Row, split: str) -> Problem:
+        prompt = row.data[PROMPT]
+        row_columns = {column: row.data.get(column) for column in self.columns}
+        answer = row_columns.get("answer")
+        answer = str(answer) if isinstance(answer, (str, int, float)) and not isinstance(answer, bool) else ""
+        if isinstance(prompt, str):
+            return Problem(task=self.name, id=row.where, split=split, question=prompt, prompt=prompt, answer=answer,
+                           think_in_prompt=prompt.rstrip().endswith("<think>"),
+                           meta={"source": row.where, "columns": row_columns})
+        messages = tuple(dict(message) for message in prompt)
+        question = "\n".join(f"{m['role']}: {m['content'].strip()}" for m in messages)
+        return Problem(task=self.name, id=row.where, split=split, question=question, prompt="", answer=answer,
+                       think_in_prompt=False, meta={"source": row.where, "columns": row_columns}, messages=messages)
+
+    # the model's tokenizer ------------------------------------------------------------------------------
+    def use_tokenizer(self, tokenizer) -> None:
+        """Render every conversational prompt with `tokenizer`'s chat template, the assistant's turn opened and
+        nothing added; text prompts stay as written. InputError naming the first conversation's row when the
+        tokenizer has no template, or the row whose conversation the template refuses."""
+        conversations = [p for split in SPLITS for p in self._problems[split] if p.messages]
+        if not conversations:
+            return
+        template = ChatTemplate(tokenizer, conversations[0].meta["source"])
+        for split in SPLITS:
+            self._problems[split] = [replace(p, prompt=template.render(p.messages, p.meta["source"]))
+                                     if p.messages else p for p in self._problems[split]]
+        self._awaiting_template = False
+
+    def _check_rendered(self) -> None:
+        if self._awaiting_template:
+            raise RuntimeError(f"dataset: {self.source} has conversational prompts; call task.use_tokenizer(tokenizer) "
+                               f"with the model's tokenizer before sampling")
+
+    # sampling ------------------------------------------------------------------------------------------
+    def size(self, split: str = "train") -> int:
+        _check_split(split)
+        return len(self._problems[split])
+
+    def _pool(self, split: str) -> list[Problem]:
+        self._check_rendered()
+        pool = self._problems[split]
+        if not pool:
+            raise input_error(f"dataset: {self.source} has no {split} rows (give an eval dataset to evaluate)")
+        return pool
+
+    def _sample_index(self, index: int, split: str) -> Problem:
+        pool = self._pool(split)
+        return pool[index % len(pool)]
+
+    def _sample_rng(self, rng: np.random.Generator, split: str) -> Problem:
+        pool = self._pool(split)
+        return pool[int(rng.integers(len(pool)))]
+
+    def _prompts_to_check(self) -> list[tuple[str, str]]:
+        self._check_rendered()
+        return [(p.meta["source"], p.prompt) for split in SPLITS for p in self._problems[split]]
+
+    # rewards -------------------------------------------------------------------------------------------
+    def rewards(self, completions: Sequence[str], problems: Sequence[Problem],
+                weights: Mapping[str, float] | None = None,
+                completion_ids: Sequence[Sequence[int]] | None = None) -> list[tuple[float, dict[str, float]]]:
+        """(combined reward, {function name: value, NaN for None}) of each pair, in order: each reward function
+        is called once for the whole batch. `weights` by function name (default: `default_weights`)."""
+        if len(completions) != len(problems):
+            raise ValueError(f"dataset.rewards: {len(completions)} completions but {len(problems)} problems")
+        for problem in problems:
+            if problem.task != self.name:
+                raise ValueError(f"dataset.rewards: problem comes from task {problem.task!r}")
+        prompts = [[dict(m) for m in p.messages] if p.messages else p.prompt for p in problems]
+        texts = [[{"role": "assistant", "content": text}] if p.messages else text
+                 for text, p in zip(completions, problems)]
+        values = {column: [p.meta["columns"].get(column) for p in problems] for column in self.columns}
+        scores = self.reward_functions.score(prompts, texts, completion_ids, values, trainer_state=self.trainer_state,
+                                             weights=weights)
+        return [(float(total), dict(zip(self.reward_names, map(float, row))))
+                for total, row in zip(scores.total, scores.per_function)]
+
+    def reward_parts(self, completion: str, problem: Problem) -> dict[str, float]:
+        return self.rewards([completion], [problem])[0][1]
+
+    def reward(self, completion: str, problem: Problem,
+               weights: Mapping[str, float] | None = None) -> tuple[float, dict[str, float]]:
+        return self.rewards([completion], [problem], weights)[0]
+
+
+def _dataset_of(where: str) -> str:
+    """The dataset a row's name points into: "train_dataset[3]" -> "train_dataset", "data.jsonl:4" -> "data.jsonl"."""
+    if where.endswith("]") and "[" in where:
+        return where[:where.rindex("[")]
+    head, _, line = where.rpartition(":")
+    return head if head and line.isdigit() else where
