@@ -77,7 +77,7 @@ def run_eval(config: EvalConfig, device_spec: str | None = None) -> int:
     """Evaluate as configured (see the module docstring) and print the result; returns the exit code."""
     from wgrpo.engine import load_pretrained
     from wgrpo.engine.device import get_device
-    from wgrpo.rl.train.config import build_task
+    from wgrpo.rl.train.task_options import build_task
     from wgrpo.rl.train.evaluate import check_prompts_fit, evaluate
     from wgrpo.rl.train.pipeline import model_directory
 

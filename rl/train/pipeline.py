@@ -17,9 +17,10 @@ from typing import Sequence
 
 from wgrpo.engine import InputError
 from wgrpo.rl.train.checkpoint import CONFIG_FILE, STATE_FILE, read_state, recover_beside
-from wgrpo.rl.train.config import TrainConfig, task_of
+from wgrpo.rl.train.config import TrainConfig
 from wgrpo.rl.train.metrics_log import METRICS_FILE, read_rows
 from wgrpo.rl.train.sft import SFTConfig, train_sft
+from wgrpo.rl.train.task_options import task_of
 from wgrpo.rl.train.trainer import GRPOLoop
 from wgrpo.rl.train.traces import warmup_records
 

@@ -44,7 +44,7 @@ from wgrpo.rl.rollout import Completion, Rollout, sample_and_score
 from wgrpo.rl.train.callbacks import CallbackHandler, TrainerControl, TrainerState
 from wgrpo.rl.train.checkpoint import (load_optimizer_state, load_training_state, prune_checkpoints, recover,
                                        save_training_checkpoint)
-from wgrpo.rl.train.config import TrainConfig, task_of
+from wgrpo.rl.train.config import TrainConfig
 from wgrpo.rl.train.evaluate import check_prompts_fit, evaluate
 from wgrpo.rl.train.memory_check import check_grpo_memory
 from wgrpo.rl.train.metrics_log import METRICS_FILE
@@ -54,6 +54,7 @@ from wgrpo.rl.train.run_log import RunLog
 from wgrpo.rl.train.schedule import epoch_order, resample_order, scheduled_lr
 from wgrpo.rl.train.step_metrics import StepSample, completion_table, sampling_metrics, zero_signal_groups
 from wgrpo.rl.train.stop import StopNow, StopOnSignal, resume_command
+from wgrpo.rl.train.task_options import task_of
 from wgrpo.rl.train.update import grpo_update
 
 RESUME_COMMAND = "wgrpo train"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -13,9 +14,9 @@ import pytest
 
 from wgrpo.engine import InputError
 from wgrpo.rl.grpo import GRPOLossConfig
-from wgrpo.rl.train.config import (DEMO_TASK_OPTIONS, OptionError, TrainConfig, build_task, check_field_types,
-                                   checked_field_value, parse_options, parse_weights, read_saved_config,
-                                   resume_config, saved_config)
+from wgrpo.rl.train.config import (DEMO_TASK_OPTIONS, OptionError, TrainConfig, check_field_types,
+                                   checked_field_value, read_saved_config, resume_config, saved_config)
+from wgrpo.rl.train.task_options import build_task, parse_options, parse_weights
 from wgrpo.rl.train.fields import field_default, file_value, option_flag
 
 # ---------------------------------------------------------------------------------------------- types
@@ -354,3 +355,50 @@ def test_memory_options_are_checked_by_name():
 def test_micro_batches_cover_the_rollout_in_order(options, ranges):
     config = TrainConfig(prompts_per_step=3, group_size=4, **options)
     assert config.micro_batches(12) == ranges
+
+
+def test_a_config_saved_before_options_were_renamed_or_added_resumes_as_it_trained(tmp_path):
+    """Earlier versions' trainer_config.json: renamed options under their new names, options added since at the
+    defaults that reproduce what those runs did."""
+    from wgrpo.rl.train.config import ADDED_OPTIONS, RENAMED_OPTIONS
+
+    older = saved_run(tmp_path)
+    for old, new in RENAMED_OPTIONS.items():
+        older[old] = older.pop(new)
+    older["warmup_steps"] = 77  # the warm-up's supervised steps, today's sft_steps
+    for name in set(ADDED_OPTIONS) - set(RENAMED_OPTIONS.values()):
+        older.pop(name)
+    config = saved_config(TrainConfig, older, "old.json")
+    assert config.sft_steps == 77 and config.generation_chunk_size == 0
+    assert (config.lr_scheduler_type, config.report_to, config.logging_steps, config.dataset) == \
+        ("cosine", "jsonl", 1, "")
+    assert config.warmup_lr_steps == older["warmup_lr_steps"]
+
+
+def test_reward_weights_by_position_follow_the_tasks_reward_names():
+    task = build_task("arithmetic", "digits=1")
+    assert tuple(task.reward_names) == ("format", "accuracy")
+    assert TrainConfig(reward_weights="0.2,1").weights(task) == {"format": 0.2, "accuracy": 1.0}
+    assert parse_weights("1, 0.5") == [1.0, 0.5]
+    with pytest.raises(InputError, match=r"--reward-weights 1,2,3: 3 weights for the 2 rewards of task "
+                                         r"'arithmetic', format, accuracy"):
+        TrainConfig(reward_weights="1,2,3").weights(task)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"reward_funcs": "accuracy"}, "--reward-funcs accuracy: applies to --dataset"),
+    ({"dataset": "d.jsonl"}, "--dataset d.jsonl: needs --reward-funcs"),
+    ({"dataset": "d.jsonl", "reward_funcs": "accuracy", "task": "gsm8k"}, "--dataset d.jsonl: replaces --task"),
+    ({"eval_dataset": "e.jsonl"}, "--eval-dataset e.jsonl: applies to --dataset"),
+    ({"logging_steps": 0}, "--logging-steps 0: must be at least 1"),
+    ({"adam_beta2": 1.0}, "--adam-beta2 1.0: must be in [0, 1)"),
+    ({"lr_scheduler_type": "polynomial"}, "lr_scheduler_type"),
+])
+def test_dataset_and_logging_options_are_checked_by_name(options, message):
+    with pytest.raises(InputError, match=re.escape(message)):
+        TrainConfig(**options)
+
+
+def test_a_dataset_run_records_its_task_as_the_dataset(tmp_path):
+    config = TrainConfig(dataset=str(tmp_path / "d.jsonl"), reward_funcs="accuracy").with_demo_task_options()
+    assert config.task == "dataset" and config.task_options == ""

@@ -42,3 +42,22 @@ def test_resampling_stream_is_its_own_and_a_function_of_step_and_round():
     assert all(i >= RESAMPLE_FIRST_INDEX for i in endless) and len(set(endless)) == batch
     with pytest.raises(ValueError, match="round 0"):
         resample_order(0, 0, batch, n, seed=0)
+
+
+@pytest.mark.parametrize("kind", ["cosine", "linear", "constant_with_warmup", "constant"])
+def test_learning_rate_schedules_by_transformers_name(kind):
+    from wgrpo.rl.train.schedule import cosine_lr, scheduled_lr
+
+    rates = [scheduled_lr(kind, step, 10, 1.0, 2, 0.2) for step in range(10)]
+    if kind == "constant":  # transformers' constant has no warm-up
+        assert rates == [1.0] * 10
+        return
+    assert rates[:2] == [0.5, 1.0]  # the linear warm-up, then the peak
+    if kind == "cosine":
+        assert rates == [cosine_lr(step, 10, 1.0, 2, 0.2) for step in range(10)]
+    elif kind == "linear":
+        assert rates[2:] == pytest.approx([1.0 - 0.8 * k / 8 for k in range(8)])
+    else:
+        assert rates[2:] == [1.0] * 8
+    with pytest.raises(ValueError, match="unknown learning-rate schedule 'cyclic'"):
+        scheduled_lr("cyclic", 3, 10, 1.0, 2, 0.2)

@@ -10,7 +10,8 @@ import pytest
 from wgrpo.engine import InputError
 from wgrpo.rl.batch import build_update_batch
 from wgrpo.rl.tasks.base import GeneratedTask
-from wgrpo.rl.train.config import TrainConfig, parse_options
+from wgrpo.rl.train.config import TrainConfig
+from wgrpo.rl.train.task_options import parse_options
 from wgrpo.rl.train.trainer import GRPOLoop
 
 

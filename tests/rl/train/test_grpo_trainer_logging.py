@@ -1,0 +1,101 @@
+"""GRPOTrainer's logging and wiring: callbacks at the steps transformers calls them (a stop request ends the run
+with a checkpoint), `logging_steps` windows, TensorBoard scalars under TRL's names, held-out evaluation on
+`eval_dataset`, and LoRA through `peft_config` with the base as the reference."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.rl.train.test_grpo_trainer import DATASET, brevity, correct, script_args
+
+
+@pytest.fixture(autouse=True)
+def no_curves(monkeypatch):
+    monkeypatch.setattr("wgrpo.rl.train.trainer.GRPOLoop._plot", lambda self: None)
+
+
+@pytest.fixture
+def model_dir(tmp_path, device):
+    from tests.tiny_checkpoint import save_tiny_checkpoint
+
+    return save_tiny_checkpoint(tmp_path / "model", device)
+
+
+def trainer(model_dir, args, **kwargs):
+    from wgrpo import GRPOTrainer
+
+    return GRPOTrainer(model=str(model_dir), reward_funcs=[correct, brevity], args=args, train_dataset=DATASET,
+                       **kwargs)
+
+
+def test_callbacks_hear_the_run_and_can_stop_it(model_dir, tmp_path):
+    from wgrpo import TrainerCallback
+
+    heard = []
+
+    class Recorder(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            heard.append(("begin", state.global_step))
+
+        def on_step_end(self, args, state, control, **kwargs):
+            heard.append(("step", state.global_step))
+            if state.global_step == 2:
+                control.should_training_stop = True  # the run ends after this step, with a checkpoint
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            heard.append(("log", state.global_step, round(logs["learning_rate"], 6), "rewards/correct/mean" in logs))
+
+        def on_save(self, args, state, control, **kwargs):
+            heard.append(("save", state.global_step))
+
+        def on_train_end(self, args, state, control, **kwargs):
+            heard.append(("end", state.global_step))
+
+    args = script_args(tmp_path / "out", 4)
+    args.logging_steps, args.save_steps = 2, 500
+    run = trainer(model_dir, args, callbacks=[Recorder])  # a class is instantiated, as transformers does
+    run.train()
+    assert heard == [("begin", 0), ("step", 1), ("step", 2), ("log", 2, 5e-3, True), ("save", 2), ("end", 2)]
+    assert (tmp_path / "out" / "checkpoint-2").is_dir() and not (tmp_path / "out" / "final").exists()
+    assert run.state.log_history[-1]["step"] == 2  # the window of steps 1-2, averaged
+
+
+def test_tensorboard_gets_the_logged_means_under_trls_names(model_dir, tmp_path):
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    args = script_args(tmp_path / "out", 2)
+    args.report_to = ["tensorboard"]
+    trainer(model_dir, args).train()
+    rows = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    events = accumulator.EventAccumulator(str(tmp_path / "out" / "runs"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"reward", "reward_std", "rewards/correct/mean", "rewards/brevity/mean", "kl", "learning_rate"} <= tags
+    assert [(e.step, e.value) for e in events.Scalars("reward")] == \
+        [(row["step"], pytest.approx(row["reward"], rel=1e-6)) for row in rows[1:]]
+
+
+def test_eval_dataset_is_evaluated_every_eval_steps(model_dir, tmp_path):
+    args = script_args(tmp_path / "out", 2)
+    args.eval_strategy, args.eval_steps = "steps", 1
+    run = trainer(model_dir, args, eval_dataset=DATASET[:3])
+    run.train()
+    rows = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    for row in rows:  # the start, then every step
+        assert {"eval/pass@1", "eval/reward", "eval/rewards/correct/mean", "eval/rewards/brevity/mean"} <= set(row)
+    again = run.evaluate()
+    assert again["eval/reward"] == pytest.approx(rows[-1]["eval/reward"])  # greedy: the same decoding
+
+
+def test_lora_through_peft_config_has_no_reference_copy_and_saves_an_adapter(model_dir, tmp_path):
+    from wgrpo import LoraConfig, load_pretrained
+
+    run = trainer(model_dir, script_args(tmp_path / "out", 1), peft_config=LoraConfig(r=4, lora_alpha=8,
+                                                                                      target_modules="all-linear"))
+    assert run.loop.reference is None and run.model.adapters is not None  # beta 0.04: the base is the reference
+    run.train()
+    final = tmp_path / "out" / "final"
+    assert (final / "adapter_config.json").is_file() and (final / "adapter_model.safetensors").is_file()
+    model, _ = load_pretrained(final)  # base + adapter
+    assert model.adapters is not None and model.adapters.config.r == 4
