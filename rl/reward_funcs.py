@@ -178,9 +178,25 @@ def load_reward_funcs(spec: str, *, log: Callable[[str], None] = print_to_stderr
     return funcs
 
 
+def _is_file(where: str) -> bool:
+    return where.endswith(".py") or os.sep in where or "/" in where
+
+
+def absolute_reward_spec(spec: str) -> str:
+    """`spec` with every file item's path absolute (relative to the current directory), built-ins and modules as
+    they are: what a run records, so that its checkpoint loads the same functions from any directory."""
+    items = []
+    for item in (part.strip() for part in spec.split(",") if part.strip()):
+        where, colon, name = item.rpartition(":")
+        if colon and _is_file(where):
+            item = f"{os.path.abspath(os.path.expanduser(where))}:{name}"
+        items.append(item)
+    return ",".join(items)
+
+
 def _source(where: str) -> str:
     """A file's absolute path (an item ending in .py or holding a path separator), else a module name."""
-    if where.endswith(".py") or os.sep in where or "/" in where:
+    if _is_file(where):
         path = os.path.abspath(os.path.expanduser(where))
         if not os.path.isfile(path):
             raise input_error(f"reward functions file {where} does not exist" if not os.path.exists(path)

@@ -1,15 +1,22 @@
-"""Scoring a batch with TRL-style reward functions: checked before training, run concurrently, combined as TRL.
+"""Scoring a batch with TRL-style reward functions: checked before training, run where TRL runs them, combined as TRL.
 
-Owns `RewardFunctions` (the functions, their names and weights; `check_columns` before any work; `score` a batch)
-and `RewardScores`. Each function is called once per batch with keywords, as TRL's GRPOTrainer calls it:
-`fn(prompts=, completions=, completion_ids=, **columns, trainer_state=)`, and returns one value per completion:
-a number, or None (not applicable), which becomes NaN. A completion's reward is the weighted sum over functions,
-NaN parts left out (nansum: all None gives 0, with a warning); per-function means are nanmeans.
+Owns `RewardFunctions` (the functions, their names and weights; `check_columns` before any work; `submit` and
+`score` a batch; `close`), `PendingScores` and `RewardScores`. Each function is called once per batch with
+keywords, as TRL's GRPOTrainer calls it: `fn(prompts=, completions=, completion_ids=, **columns, trainer_state=)`,
+and returns one value per completion: a number, or None (not applicable), which becomes NaN. A completion's reward
+is the weighted sum over functions, NaN parts left out (nansum: all None gives 0, with a warning); per-function
+means are nanmeans.
 
-The functions run at once in a thread pool (one in the calling thread), so slow ones (a sandbox, a judge model,
-an HTTP call) overlap; `async def` functions are awaited together in one event loop in a worker thread. What a
-function returns is checked (a list, tuple or 1-D array of len n of None or finite numbers), else an InputError
-naming the function and the problem; an exception raised inside a function propagates as it was raised.
+Threading, as TRL: the synchronous functions run in the calling thread, one after another, in their order (libraries
+such as math_verify, or anything using `signal`, refuse other threads). The `async def` functions run on ONE
+long-lived event loop per `RewardFunctions`, in a daemon worker thread started on first use and reused for every
+batch (so an async client bound to its loop, created on the first call, still works on the next batch); a batch's
+async functions are awaited together (gather). `submit` starts them on the loop, then runs the synchronous ones,
+and returns at once with the async ones maybe still running: a caller generates the next chunk meanwhile and takes
+`PendingScores.result()` later; `score` is `submit(...).result()`. `close()` stops the loop (also done when the
+object is collected, and at interpreter exit); a later batch starts a new one.
+What a function returns is checked (a list, tuple or 1-D array of len n of None or finite numbers), else an
+InputError naming the function and the problem; an exception raised inside a function propagates as it was raised.
 Pure Python + numpy; imports the engine only to raise its InputError.
 """
 
@@ -19,8 +26,10 @@ import asyncio
 import functools
 import inspect
 import math
+import threading
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+import weakref
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -29,7 +38,7 @@ import numpy as np
 from wgrpo.rl.errors import input_error
 from wgrpo.rl.reward_funcs import reward_func_name
 
-__all__ = ["RewardFunctions", "RewardScores", "ARGUMENTS"]
+__all__ = ["RewardFunctions", "RewardScores", "PendingScores", "ARGUMENTS"]
 
 ARGUMENTS = ("prompts", "completions", "completion_ids", "trainer_state")  # given besides the columns
 _NUMBERS = (bool, int, float, np.bool_, np.integer, np.floating)
@@ -79,6 +88,9 @@ class RewardFunctions:
         self.names = tuple(names)
         self.weights = {name: float(weight) for name, weight in zip(names, weights)}
         self._async = [_is_async(fn) for fn in funcs]
+        self._loop: asyncio.AbstractEventLoop | None = None  # the async functions' loop, started on first use
+        self._loop_finalizer: weakref.finalize | None = None
+        self._loop_lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self.funcs)
@@ -125,7 +137,15 @@ class RewardFunctions:
               columns: Mapping[str, Sequence], trainer_state: Any = None,
               weights: Mapping[str, float] | None = None) -> RewardScores:
         """Every function's values for the n completions (one entry of each argument per completion), and their
-        weighted nansum (`combine`) with `weights` by name (default `self.weights`)."""
+        weighted nansum (`combine`) with `weights` by name (default `self.weights`): `submit(...).result()`."""
+        return self.submit(prompts, completions, completion_ids, columns, trainer_state, weights).result()
+
+    def submit(self, prompts: Sequence, completions: Sequence, completion_ids: Sequence | None,
+               columns: Mapping[str, Sequence], trainer_state: Any = None,
+               weights: Mapping[str, float] | None = None) -> PendingScores:
+        """`score`, started: the async functions are handed to the event loop, then the synchronous ones run
+        here, one after another; it returns with the async ones maybe still running. A synchronous function's
+        exception, or a bad output of one, raises here (the batch's async functions are cancelled)."""
         n = len(completions)
         lengths = {"prompts": len(prompts), **{f"column {k!r}": len(v) for k, v in columns.items()}}
         if completion_ids is not None:
@@ -139,11 +159,54 @@ class RewardFunctions:
         arguments = {"prompts": list(prompts), "completions": list(completions),
                      "completion_ids": None if completion_ids is None else list(completion_ids),
                      **{k: list(v) for k, v in columns.items()}, "trainer_state": trainer_state}
+        pending = PendingScores(self, n, weights)
         if n == 0:
-            return RewardScores(self.names, np.zeros((0, len(self.funcs))), np.zeros(0))
-        outputs = self._run(arguments)
-        per_function = np.stack([_values(name, output, n) for name, output in zip(self.names, outputs)], axis=1)
-        return RewardScores(self.names, per_function, self.combine(per_function, weights))
+            return pending
+        awaited = [i for i, is_async in enumerate(self._async) if is_async]
+        if awaited:  # first, so they run while the synchronous ones do
+            calls = [(self.funcs[i], _copied(arguments)) for i in awaited]
+            pending._await(awaited, self._run_on_loop(_gather(calls)))
+        try:
+            outputs = {}
+            for index, is_async in enumerate(self._async):
+                if is_async:
+                    continue
+                output = self.funcs[index](**_copied(arguments))
+                if inspect.isawaitable(output):  # a plain function that returned a coroutine: awaited on the loop
+                    pending._await([index], self._run_on_loop(_gather([(_awaited, {"awaitable": output})])))
+                else:
+                    outputs[index] = output
+            for index, output in outputs.items():
+                pending._collected[index] = _values(self.names[index], output, n)
+        except BaseException:
+            pending.cancel()
+            raise
+        return pending
+
+    def close(self) -> None:
+        """Stop the async functions' event loop and its thread (nothing to do when none runs); a later batch
+        starts a new loop. Safe to call twice, and at interpreter exit."""
+        if self._loop_finalizer is not None:
+            self._loop_finalizer()
+
+    def _run_on_loop(self, coroutine) -> Future:
+        with self._loop_lock:
+            if self._loop_finalizer is None or not self._loop_finalizer.alive:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=_serve, args=(loop,), name="reward-functions-loop", daemon=True)
+                thread.start()
+                # holds the loop and thread, not self: stops them when self is collected or the interpreter exits
+                self._loop_finalizer = weakref.finalize(self, _stop, loop, thread)
+                self._loop = loop
+            return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+
+    def __getstate__(self) -> dict:  # the loop stays with its process
+        state = dict(self.__dict__)
+        state.update(_loop=None, _loop_finalizer=None, _loop_lock=None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _loop_lock=threading.Lock())
 
     def combine(self, per_function: np.ndarray, weights: Mapping[str, float] | None = None) -> np.ndarray:
         """The weighted nansum of each row of `per_function` ((n, F), in the order of `names`) with `weights` by
@@ -162,35 +225,81 @@ class RewardFunctions:
                           f"sure at least one function scores each completion", RuntimeWarning, stacklevel=3)
         return np.nansum(per_function * vector, axis=1)
 
-    def _run(self, arguments: dict) -> list:
-        """Every function's output: the synchronous ones each in a thread of their own (the first in the calling
-        thread), the async ones together in one event loop in a worker thread."""
-        def call(index: int):  # a fresh copy of each list: one function's edits never reach another
-            output = self.funcs[index](**{k: list(v) if isinstance(v, list) else v for k, v in arguments.items()})
-            return asyncio.run(_awaited(output)) if inspect.isawaitable(output) else output
 
-        async def gather(indices: list[int]) -> list:
-            copies = [{k: list(v) if isinstance(v, list) else v for k, v in arguments.items()} for _ in indices]
-            return await asyncio.gather(*(self.funcs[i](**copy) for i, copy in zip(indices, copies)))
+class PendingScores:
+    """A submitted batch's scores (`RewardFunctions.submit`): the synchronous functions' values are in, the async
+    ones' may still be running on the event loop. `result()` waits for them and returns the `RewardScores`
+    (`score`'s; an async function's exception, or a bad output of one, raises there); `done()` says whether it
+    would return at once; `cancel()` cancels what still runs."""
 
-        sync = [i for i, is_async in enumerate(self._async) if not is_async]
-        awaited = [i for i, is_async in enumerate(self._async) if is_async]
-        outputs: list = [None] * len(self.funcs)
-        if not awaited and len(sync) == 1:
-            outputs[sync[0]] = call(sync[0])
-            return outputs
-        with ThreadPoolExecutor(max_workers=max(1, len(sync) - 1 + bool(awaited)),
-                                thread_name_prefix="reward-function") as pool:
-            futures = {i: pool.submit(call, i) for i in sync[1:]}
-            batch = pool.submit(asyncio.run, gather(awaited)) if awaited else None
-            if sync:
-                outputs[sync[0]] = call(sync[0])
-            for i, future in futures.items():
-                outputs[i] = future.result()
-            if batch is not None:
-                for i, output in zip(awaited, batch.result()):
-                    outputs[i] = output
-        return outputs
+    def __init__(self, functions: RewardFunctions, n: int, weights: Mapping[str, float] | None):
+        self._functions, self._n, self._weights = functions, n, weights
+        self._collected: dict[int, np.ndarray] = {}  # each function's n values, by index, as they come in
+        self._futures: list[tuple[list[int], Future]] = []  # (the functions' indices, their outputs' future)
+        self._scores: RewardScores | None = None
+
+    def _await(self, indices: list[int], future: Future) -> None:
+        self._futures.append((indices, future))
+
+    def done(self) -> bool:
+        return all(future.done() for _, future in self._futures)
+
+    def cancel(self) -> None:
+        for _, future in self._futures:
+            future.cancel()
+
+    def result(self) -> RewardScores:
+        if self._scores is None:
+            functions, n = self._functions, self._n
+            if n == 0:
+                self._scores = RewardScores(functions.names, np.zeros((0, len(functions))), np.zeros(0))
+                return self._scores
+            try:
+                for indices, future in self._futures:
+                    for index, output in zip(indices, future.result(), strict=True):
+                        self._collected[index] = _values(functions.names[index], output, n)
+            except BaseException:  # an error, or an interrupt while waiting: nothing of the batch runs on
+                self.cancel()
+                raise
+            per_function = np.stack([self._collected[i] for i in range(len(functions))], axis=1)
+            self._scores = RewardScores(functions.names, per_function, functions.combine(per_function, self._weights))
+        return self._scores
+
+
+def _copied(arguments: dict) -> dict:
+    """A fresh copy of each list: one function's edits never reach another."""
+    return {k: list(v) if isinstance(v, list) else v for k, v in arguments.items()}
+
+
+async def _gather(calls: list[tuple[Callable, dict]]) -> list:
+    """Every call's awaited output, the calls run together on the loop."""
+    return list(await asyncio.gather(*(fn(**arguments) for fn, arguments in calls)))
+
+
+def _serve(loop: asyncio.AbstractEventLoop) -> None:
+    """The loop thread: run until stopped, then cancel what still runs and close the loop."""
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_forever()
+    finally:
+        try:
+            tasks = asyncio.all_tasks(loop)
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
+
+
+def _stop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
+    try:
+        loop.call_soon_threadsafe(loop.stop)
+    except RuntimeError:  # closed already
+        return
+    if thread is not threading.current_thread():
+        thread.join(timeout=10)  # an async function that blocks the loop must not hang the interpreter's exit
 
 
 async def _awaited(awaitable):

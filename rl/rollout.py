@@ -3,19 +3,20 @@
 Owns: calling `engine.generate` (one shared prefill per prompt, old-policy log-probs returned alongside the
 tokens), in chunks of whole groups when `generation_batch_size` bounds how many completions are sampled at once
 (each chunk keyed by its sequences' global indices, so chunking changes memory, not the completions), and
-turning texts into reward parts with one `task.rewards` call per chunk (so a task can score a batch in
-parallel). A chunk is scored in a background thread while the next one generates, one chunk at a time and in
-order, so slow rewards (a sandbox, a judge) overlap generation. Talks to `engine` only through `generate`;
-never imports wgpu.
+turning texts into reward parts with one scoring call per chunk (so a task can score a batch in parallel); and
+`nan_stat`, a statistic over the values that apply. Scoring runs in the calling thread, as TRL's: after each chunk
+generates, a task with `rewards_pending` (a dataset task) starts it, its synchronous reward functions running
+here, its async ones on their event loop while the next chunk generates; the results are taken at the end. Other
+tasks' `rewards` run here between chunks. Talks to `engine` only through `generate`; never imports wgpu.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -52,23 +53,28 @@ class Rollout:
 
     def part_means(self) -> dict[str, float]:
         """Each part's mean over the completions it applies to (nanmean; NaN when it applies to none)."""
-        return {name: _nan_stat(np.nanmean, values) for name, values in self.parts().items()}
+        return {name: nan_stat(values, np.mean) for name, values in self.parts().items()}
 
-    def part_stds(self) -> dict[str, float]:
-        """Each part's population std over the completions it applies to (nanstd; NaN when none)."""
-        return {name: _nan_stat(np.nanstd, values) for name, values in self.parts().items()}
+    def part_stds(self, ddof: int = 0) -> dict[str, float]:
+        """Each part's std over the completions it applies to (nanstd; NaN when none): the population std, or
+        with `ddof=1` Bessel's correction, as TRL's nanstd (NaN for a part that applies to one completion)."""
+        return {name: nan_stat(values, functools.partial(np.std, ddof=ddof)) for name, values in self.parts().items()}
 
     @property
     def new_tokens(self) -> int:
         return sum(len(c.token_ids) for c in self.completions)
 
 
-def _nan_stat(stat, values: np.ndarray) -> float:
-    if np.isnan(values).all():
+def nan_stat(values: np.ndarray, stat: Callable[[np.ndarray], Any]) -> float:
+    """`stat` of the values that are not NaN (a part that applies); NaN, with no warning, when none are (or when
+    `stat` has too few, as a std with ddof=1 of one value)."""
+    values = np.asarray(values, np.float64)
+    applies = values[~np.isnan(values)]
+    if not applies.size:
         return float("nan")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return float(stat(values))
+        return float(stat(applies))
 
 
 def sample_groups(model, prompts: Sequence, group_size: int, generation_batch_size: int = 0, **generate_options):
@@ -115,10 +121,13 @@ def sample_and_score(model, tokenizer, task, problems: Sequence, group_size: int
     stop: strings that end a completion besides the end-of-text token (default: the task's `stop_strings`).
     generation_batch_size: completions sampled per `generate` call, a positive multiple of group_size (whole
     groups), or 0 for all at once. The chunks draw the tokens one call would (the sampler's RNG is keyed by each
-    sequence's global index); only float rounding of a chunk's different left padding can tell them apart. Each
-    finished chunk is scored (`task.rewards(texts, problems, weights, completion_ids=)`) in a background thread
-    while the next generates; `seconds_reward` is the time spent waiting for rewards after the last chunk. One
-    chunk (the default) is scored in the calling thread."""
+    sequence's global index); only float rounding of a chunk's different left padding can tell them apart.
+    Each finished chunk is scored with one call in this thread, before the next generates:
+    `task.rewards_pending(texts, problems, weights, completion_ids=)` where the task has it (its `result()`, the
+    chunk's (reward, parts), is taken once every chunk has generated, so its async rewards overlap generation;
+    one that has failed by then stops the rollout before the next chunk), else `task.rewards(...)`. The scores
+    are those of one call over all completions. `seconds_reward` is the time spent scoring in this thread plus
+    the wait for rewards after the last chunk; `seconds_generate` the rest."""
     if not problems:
         raise ValueError("sample_and_score: problems is empty")
     stop = task.stop_strings if stop is None else stop
@@ -126,38 +135,65 @@ def sample_and_score(model, tokenizer, task, problems: Sequence, group_size: int
     chunks = generate_chunks(model, [problem.prompt for problem in problems], group_size, generation_batch_size,
                              max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                              seed=seed, stop=list(stop), tokenizer=tokenizer)
+    pending_rewards = getattr(task, "rewards_pending", None)
+    scoring = 0.0  # seconds spent scoring in this thread, between chunks
 
-    def score(batch: list[Completion]) -> None:
-        scores = task.rewards([c.text for c in batch], [problems[c.problem_index] for c in batch], weights,
-                              completion_ids=[[int(t) for t in c.token_ids] for c in batch])
-        for completion, (reward, parts) in zip(batch, scores, strict=True):
-            completion.reward, completion.parts = reward, parts
+    def submit(batch: list[Completion]):
+        nonlocal scoring
+        began = time.perf_counter()
+        arguments = ([c.text for c in batch], [problems[c.problem_index] for c in batch], weights)
+        completion_ids = [[int(t) for t in c.token_ids] for c in batch]
+        if pending_rewards is None:
+            pending = _Scored(task.rewards(*arguments, completion_ids=completion_ids))
+        else:
+            pending = pending_rewards(*arguments, completion_ids=completion_ids)
+        scoring += time.perf_counter() - began
+        return pending
 
-    per_call = int(generation_batch_size) // group_size or len(problems)
-    if per_call >= len(problems):  # one chunk: nothing to overlap its scoring with
-        completions = _completions(next(chunks), 0, group_size)
+    completions: list[Completion] = []
+    waiting: list[tuple[list[Completion], Any]] = []  # (a chunk's completions, its pending scores)
+    try:
+        for sequences in chunks:
+            batch = _completions(sequences, len(completions), group_size)
+            completions.extend(batch)
+            waiting.append((batch, submit(batch)))
+            _take_scores(waiting, finished_only=True)  # a reward that failed stops the rollout before more generation
         generated = time.perf_counter()
-        score(completions)
-        return Rollout(completions, group_size, generated - started, time.perf_counter() - generated)
-    completions, pending = [], []
-    # one scoring thread: chunks are scored one at a time, in order, so task.rewards never runs twice at once
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollout-rewards") as scorer:
-        try:
-            for sequences in chunks:
-                for future in pending:
-                    if future.done():
-                        future.result()  # a reward that failed stops the rollout before more generation
-                batch = _completions(sequences, len(completions), group_size)
-                completions.extend(batch)
-                pending.append(scorer.submit(score, batch))
-            generated = time.perf_counter()
-            for future in pending:
-                future.result()
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            raise
-    return Rollout(completions, group_size, generated - started, time.perf_counter() - generated)
+        _take_scores(waiting)
+    except BaseException:
+        for _, pending in waiting:
+            cancel = getattr(pending, "cancel", None)
+            if cancel is not None:
+                cancel()
+        raise
+    return Rollout(completions, group_size, generated - started - scoring, time.perf_counter() - generated + scoring)
+
+
+class _Scored:
+    """A chunk's scores that are in already: `task.rewards`'s."""
+
+    def __init__(self, scores):
+        self._scores = scores
+
+    def done(self) -> bool:
+        return True
+
+    def result(self):
+        return self._scores
+
+
+def _take_scores(waiting: list, finished_only: bool = False) -> None:
+    """Give each waiting chunk's completions their (reward, parts), waiting for them (or, `finished_only`,
+    taking only those whose scores are in) and leaving in `waiting` the chunks not taken."""
+    left = []
+    for batch, pending in waiting:
+        done = getattr(pending, "done", None)
+        if finished_only and not (done is not None and done()):
+            left.append((batch, pending))
+            continue
+        for completion, (reward, parts) in zip(batch, pending.result(), strict=True):
+            completion.reward, completion.parts = reward, parts
+    waiting[:] = left
 
 
 def _completions(sequences, first: int, group_size: int) -> list[Completion]:

@@ -4,7 +4,9 @@ Owns: `TRAIN_ALIASES` (TrainConfig field -> its TRL option names, from `GRPOConf
 `--learning-rate` is `--lr`, `--num-generations` is `--group-size`, ...), and the TRL options that are a
 computation on wgrpo's (`add_trl_arguments`, `apply_trl_arguments`): `--generation-batch-size N` (TRL's
 completions per generation batch: --prompts-per-step N / --group-size), `--warmup-ratio R` (--warmup-lr-steps
-ceil(R x --steps)) and `--bf16` (--dtype bfloat16).
+ceil(R x --steps)) and `--bf16` (--dtype bfloat16); and, as in TRL, `--per-device-train-batch-size N
+--gradient-accumulation-steps K` without --prompts-per-step make a step N x K completions. The defaults stay
+wgrpo's (`wgrpo train --help`); `GRPOConfig` has TRL's.
 """
 
 from __future__ import annotations
@@ -60,6 +62,17 @@ def apply_trl_arguments(args: argparse.Namespace) -> None:
                 parser.error(f"--generation-batch-size {completions}: must be a multiple of --group-size {group} "
                              f"(whole groups; it is --prompts-per-step x --group-size)")
             _set(args, "prompts_per_step", completions // group, f"--generation-batch-size {completions}")
+        given = given_options(args)
+        if {"per_device_train_batch_size", "gradient_accumulation_steps"} <= given and \
+                "prompts_per_step" not in given and args.per_device_train_batch_size:
+            # TRL's batch: per-device x accumulation completions per optimizer step, num_generations per prompt
+            completions, group = args.per_device_train_batch_size * args.gradient_accumulation_steps, args.group_size
+            if completions % group:
+                parser.error(f"--per-device-train-batch-size {args.per_device_train_batch_size} x "
+                             f"--gradient-accumulation-steps {args.gradient_accumulation_steps} = {completions}: must "
+                             f"be a multiple of --group-size {group} (whole groups)")
+            _set(args, "prompts_per_step", completions // group, "--per-device-train-batch-size x "
+                                                                 "--gradient-accumulation-steps")
         if args.trl_warmup_ratio is not None:
             ratio = args.trl_warmup_ratio
             if not 0 <= ratio <= 1:

@@ -10,7 +10,10 @@ token only (`stop_strings` is empty).
 `rewards` calls every reward function once per batch in TRL's convention (`rl.reward_scoring`): prompts and
 completions as text, or for a conversation the prompt's messages and `[{"role": "assistant", "content": text}]`;
 the rows' other columns by name; `trainer_state=` the attribute `trainer_state` (None until a trainer sets it).
-Its reward parts are the functions' names, with NaN where a function returned None. Pure Python + numpy.
+Its reward parts are the functions' names, with NaN where a function returned None. The synchronous functions run
+in the calling thread, the async ones on the functions' event loop; `rewards_pending` returns once the
+synchronous ones have run (`PendingRewards`), so a rollout generates its next chunk while the async ones run.
+Pure Python + numpy.
 """
 
 from __future__ import annotations
@@ -22,10 +25,10 @@ import numpy as np
 
 from wgrpo.rl.datasets import PROMPT, Row, columns
 from wgrpo.rl.errors import input_error
-from wgrpo.rl.reward_scoring import RewardFunctions
+from wgrpo.rl.reward_scoring import PendingScores, RewardFunctions
 from wgrpo.rl.tasks.base import SPLITS, ChatTemplate, Problem, Task, _check_split
 
-__all__ = ["DatasetTask"]
+__all__ = ["DatasetTask", "PendingRewards"]
 
 
 class DatasetTask(Task):
@@ -123,6 +126,13 @@ class DatasetTask(Task):
                 completion_ids: Sequence[Sequence[int]] | None = None) -> list[tuple[float, dict[str, float]]]:
         """(combined reward, {function name: value, NaN for None}) of each pair, in order: each reward function
         is called once for the whole batch. `weights` by function name (default: `default_weights`)."""
+        return self.rewards_pending(completions, problems, weights, completion_ids).result()
+
+    def rewards_pending(self, completions: Sequence[str], problems: Sequence[Problem],
+                        weights: Mapping[str, float] | None = None,
+                        completion_ids: Sequence[Sequence[int]] | None = None) -> PendingRewards:
+        """`rewards`, started (`RewardFunctions.submit`): the synchronous functions have run, in this thread,
+        when it returns; the async ones may still be running. Its `result()` is what `rewards` returns."""
         if len(completions) != len(problems):
             raise ValueError(f"dataset.rewards: {len(completions)} completions but {len(problems)} problems")
         for problem in problems:
@@ -132,10 +142,9 @@ class DatasetTask(Task):
         texts = [[{"role": "assistant", "content": text}] if p.messages else text
                  for text, p in zip(completions, problems)]
         values = {column: [p.meta["columns"].get(column) for p in problems] for column in self.columns}
-        scores = self.reward_functions.score(prompts, texts, completion_ids, values, trainer_state=self.trainer_state,
-                                             weights=weights)
-        return [(float(total), dict(zip(self.reward_names, map(float, row))))
-                for total, row in zip(scores.total, scores.per_function)]
+        scores = self.reward_functions.submit(prompts, texts, completion_ids, values,
+                                              trainer_state=self.trainer_state, weights=weights)
+        return PendingRewards(scores, self.reward_names)
 
     def reward_parts(self, completion: str, problem: Problem) -> dict[str, float]:
         return self.rewards([completion], [problem])[0][1]
@@ -143,6 +152,25 @@ class DatasetTask(Task):
     def reward(self, completion: str, problem: Problem,
                weights: Mapping[str, float] | None = None) -> tuple[float, dict[str, float]]:
         return self.rewards([completion], [problem], weights)[0]
+
+
+class PendingRewards:
+    """A batch's rewards being scored (`DatasetTask.rewards_pending`): `result()` waits for the async reward
+    functions and returns each completion's (combined reward, {function name: value}); `done()`, `cancel()`."""
+
+    def __init__(self, scores: PendingScores, names: Sequence[str]):
+        self._scores, self._names = scores, tuple(names)
+
+    def done(self) -> bool:
+        return self._scores.done()
+
+    def cancel(self) -> None:
+        self._scores.cancel()
+
+    def result(self) -> list[tuple[float, dict[str, float]]]:
+        scores = self._scores.result()
+        return [(float(total), dict(zip(self._names, map(float, row))))
+                for total, row in zip(scores.total, scores.per_function)]
 
 
 def _dataset_of(where: str) -> str:

@@ -39,7 +39,7 @@ MEMORY_OPTIONS = ("per_device_train_batch_size", "gradient_accumulation_steps", 
 RESUME_MAY_CHANGE += MEMORY_OPTIONS
 # where the metrics go and how much is kept changes nothing of the training either
 RESUME_MAY_CHANGE += ("report_to", "run_name", "logging_steps", "log_completions", "num_completions_to_print",
-                      "save_total_limit")
+                      "save_total_limit", "per_device_eval_batch_size")
 # The demo's problems, which a fresh model's warm-up and GRPO train on when --task-options is empty: two-digit
 # additions, in the plain template, whose questions do not spell out the answer format (the warm-up teaches it)
 DEMO_TASK_OPTIONS = "digits=2,ops=+,template=plain,instructions=false"
@@ -73,7 +73,8 @@ RENAMED_OPTIONS = {"warmup_examples": "sft_examples", "warmup_steps": "sft_steps
 ADDED_OPTIONS = (*MEMORY_OPTIONS, "use_peft", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules",
                  "use_rslora", "dataset", "eval_dataset", "reward_funcs", "max_prompt_length", "lr_scheduler_type",
                  "adam_beta1", "adam_beta2", "adam_epsilon", "save_total_limit", "report_to", "run_name",
-                 "logging_steps", "log_completions", "num_completions_to_print")
+                 "logging_steps", "log_completions", "num_completions_to_print", "advantage_std", "eval_on_start",
+                 "per_device_eval_batch_size")
 
 
 @dataclass
@@ -156,6 +157,9 @@ class TrainConfig:
                            choices=("grpo", "bnpo", "dapo", "dr_grpo"))
     scale_rewards: str = _help("advantages: std ((r - mean) / (std + eps)) or none (Dr. GRPO)", "std",
                                choices=("std", "none"))
+    advantage_std: str = _help("the group's std that --scale-rewards std divides by: population (over G) or bessel "
+                               "(over G - 1: torch.std's default, TRL's); also the logged reward_std's",
+                               "population", choices=("population", "bessel"))
     # memory: the same step in smaller pieces
     per_device_train_batch_size: int = _help("completions per forward/backward of the update (a micro-batch; "
                                              "gradients accumulate over the micro-batches and the loss keeps the "
@@ -182,6 +186,8 @@ class TrainConfig:
     eval_every: int = _help("evaluate pass@1 (greedy) on held-out problems every N steps; 0: start and end only",
                             10)
     eval_problems: int = _help("held-out problems per evaluation", 200)
+    eval_on_start: bool = _help("evaluate before the first step too (the base model's row of the final table)", True)
+    per_device_eval_batch_size: int = _help("held-out problems decoded at once", 64)
     save_every: int = _help("checkpoint every N steps into output_dir/checkpoint-N; 0: only the final one", 0)
     save_total_limit: int = _help("keep at most this many checkpoint-N directories, deleting the oldest once a "
                                   "newer one is written (output_dir/final is never deleted); 0: keep all", 0)
@@ -225,6 +231,7 @@ class TrainConfig:
         self._check_batching()
         self._check_dataset()
         _require(self, "logging_steps", self.logging_steps >= 1, "must be at least 1")
+        _require(self, "per_device_eval_batch_size", self.per_device_eval_batch_size >= 1, "must be at least 1")
         for name in ("save_total_limit", "num_completions_to_print", "max_prompt_length"):
             _require(self, name, getattr(self, name) >= 0, "must be at least 0")
         for name in ("adam_beta1", "adam_beta2"):
@@ -319,11 +326,15 @@ class TrainConfig:
         return dataclasses.replace(self, task_options=DEMO_TASK_OPTIONS)
 
     def absolute_paths(self) -> TrainConfig:
-        """This config with `model`, `output_dir`, `resume` and the task's `path`/`eval_path` absolute (relative
-        to the current directory): what a run records, so that its checkpoint means the same from anywhere."""
+        """This config with `model`, `output_dir`, `resume`, the datasets, the task's `path`/`eval_path` and the
+        reward-function files absolute (relative to the current directory): what a run records, so that its
+        checkpoint means the same from anywhere."""
         paths = {name: os.path.abspath(getattr(self, name)) for name in PATH_FIELDS  # a Hub id stays one
                  if getattr(self, name) and not (name == "model" and is_hub_id(self.model))}
-        return dataclasses.replace(self, **paths, task_options=absolute_task_paths(self.task_options))
+        from wgrpo.rl.reward_funcs import absolute_reward_spec
+
+        return dataclasses.replace(self, **paths, task_options=absolute_task_paths(self.task_options),
+                                   reward_funcs=absolute_reward_spec(self.reward_funcs))
 
 
 def _require(config, name: str, ok: bool, expected: str) -> None:

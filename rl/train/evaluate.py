@@ -30,8 +30,8 @@ class EvalResult:
     rewards: dict[str, float] = field(default_factory=dict)  # each reward part's mean (nanmean), by name
     pass_at_1: float = float("nan")  # share of problems scoring >= 1 on the task's primary reward
 
-    def as_metrics(self, prefix: str = "eval/") -> dict[str, float]:
-        """TRL's names: `eval/reward`, `eval/pass@1`, `eval/completions/mean_length`, `eval/rewards/<name>/mean`."""
+    def as_metrics(self, prefix: str = "eval_") -> dict[str, float]:
+        """TRL's names: `eval_reward`, `eval_pass@1`, `eval_completions/mean_length`, `eval_rewards/<name>/mean`."""
         return {f"{prefix}reward": self.reward, f"{prefix}pass@1": self.pass_at_1,
                 f"{prefix}completions/mean_length": self.mean_length,
                 **{f"{prefix}rewards/{name}/mean": value for name, value in self.rewards.items()}}

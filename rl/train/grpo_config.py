@@ -1,30 +1,33 @@
 """`GRPOConfig`: TRL's configuration class for GRPO (its argument names, meanings and defaults) and its
 translation into wgrpo's `TrainConfig` (`to_train_config`), so that a TRL script runs with only its import changed.
 
-Owns: the options of TRL's GRPOConfig and transformers' TrainingArguments, of three kinds: those wgrpo models
-(mapped onto TrainConfig fields; `CLI_ALIASES` names the 1:1 renames); those that do not apply (`NOT_APPLICABLE`:
-TRL's default is accepted, another value refused with the reason); those with no effect here (`NO_EFFECT`: any
-value, as TRL ignores a vLLM option without use_vllm). Any other name is refused before dataclass's TypeError,
-with the nearest known one. Every error is one InputError in TRL's names, TrainConfig's range checks included.
-wgrpo-only extras: `WGRPO_ONLY`; names of earlier TRL or transformers releases, still accepted: `FORMER_NAMES`.
+Owns: the options of TRL's GRPOConfig and transformers' TrainingArguments that wgrpo models (mapped onto
+TrainConfig fields; `CLI_ALIASES` names the 1:1 renames; `WGRPO_ONLY` the wgrpo-only extras), and PEFT's
+LoraConfig as TrainConfig's LoRA options (`peft_lora_options`). The options that do not apply or have no effect,
+and the refusal of unknown names, are `rl.train.trl_options`' (its tables are re-exported here). Every error is
+one InputError in TRL's names, TrainConfig's range checks included.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import json
 import math
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from wgrpo.engine import InputError
 from wgrpo.rl.train.config import DTYPE_CHOICES, OptionError, TrainConfig
 from wgrpo.rl.train.fields import checked_field_value
+from wgrpo.rl.train.trl_options import (DATA_ORDER, FORMER_NAMES, NO_EFFECT, NOT_APPLICABLE, PEFT_LORA_KEYS,
+                                        TRLOptions, check_not_applicable, peft_values, reject_unknown_options,
+                                        unsupported_peft_fields)
+from wgrpo.rl.train.trl_options import plain as _plain
 
-__all__ = ["CLI_ALIASES", "FORMER_NAMES", "GRPOConfig", "NOT_APPLICABLE", "NO_EFFECT", "WGRPO_ONLY"]
+__all__ = ["CLI_ALIASES", "FORMER_NAMES", "GRPOConfig", "NOT_APPLICABLE", "NO_EFFECT", "WGRPO_ONLY",
+           "peft_lora_options"]
 
 # TRL option -> TrainConfig field, for the options that are the same setting under another name
 CLI_ALIASES = {"learning_rate": "lr", "max_steps": "steps", "num_generations": "group_size",
@@ -32,89 +35,7 @@ CLI_ALIASES = {"learning_rate": "lr", "max_steps": "steps", "num_generations": "
                "num_iterations": "mu", "max_grad_norm": "grad_clip", "mask_truncated_completions": "mask_truncated",
                "save_steps": "save_every", "eval_steps": "eval_every", "warmup_steps": "warmup_lr_steps"}
 WGRPO_ONLY = ("generation_chunk_size", "device_memory")
-# fields of earlier releases (TRL before 0.29, transformers before 5), kept for the scripts written for them
-FORMER_NAMES = ("max_prompt_length", "warmup_ratio", "logging_dir", "use_liger_loss", "overwrite_output_dir",
-                "save_safetensors", "wandb_log_unique_prompts", "vllm_device", "vllm_dtype",
-                "vllm_enable_prefix_caching", "vllm_guided_decoding_regex")
-# options of earlier transformers releases that GRPOConfig does not model at all
-_ELSEWHERE = set("""evaluation_strategy no_cuda use_mps_device use_ipex jit_mode_eval fp16_opt_level
-    half_precision_backend fp16_backend push_to_hub_model_id push_to_hub_organization push_to_hub_token mp_parameters
-    ray_scope tpu_num_cores tpu_metrics_debug past_index torchdynamo use_legacy_prediction_loop group_by_length
-    dispatch_batches split_batches include_inputs_for_metrics include_tokens_per_second fsdp_min_num_params
-    fsdp_transformer_layer_cls_to_wrap xpu_backend sharded_ddp adafactor""".split())
-
-_DATA = "the data order is a permutation per epoch seeded by seed, and a resumed run continues where it stopped"
-
-
-def _kind(why: str, **accepted) -> dict[str, tuple[tuple, str]]:
-    return {name: (values if isinstance(values, tuple) else (values,), why) for name, values in accepted.items()}
-
-
-# option -> (TRL's default first, then any value that means the same; why another value does not apply)
-NOT_APPLICABLE: dict[str, tuple[tuple, str]] = {
-    **_kind("wgrpo samples with its own engine, not vLLM", use_vllm=False),
-    **_kind("wgrpo samples with its own engine, not transformers' generate", cache_implementation=None,
-            use_transformers_paged=False, use_transformers_continuous_batching=False,
-            transformers_continuous_batching_config=None, generation_kwargs=(None, {}),
-            chat_template_kwargs=(None, {}), min_p=(None, 0.0), repetition_penalty=1.0),
-    **_kind("wgrpo evaluates pass@1, one greedy completion per prompt", num_generations_eval=None),
-    **_kind("wgrpo does not call tools", max_tool_calling_iterations=None),
-    **_kind("wgrpo's GRPO loss does not have it (loss_type names the variants it has)", delta=None,
-            importance_sampling_level="token", top_entropy_quantile=1.0, entropy_coef=0.0, use_adaptive_entropy=False,
-            multi_objective_aggregation="sum_then_normalize", sync_ref_model=False, off_policy_mask_threshold=None,
-            neftune_noise_alpha=None, cast_lm_head_to_fp32=False),
-    **_kind("wgrpo's kernels are WGSL, not torch", use_liger_kernel=False, use_liger_loss=(False, None),
-            torch_compile=False, bf16_full_eval=False, fp16_full_eval=False, auto_find_batch_size=False),
-    **_kind("wgrpo chooses its wgpu adapter itself (--device or $WGRPO_DEVICE)", use_cpu=False),
-    **_kind("wgrpo's optimizer is AdamW, set by learning_rate, adam_* and weight_decay",
-            optim=("adamw_torch_fused", "adamw_torch"), optim_args=None, optim_target_modules=None),
-    **_kind("wgrpo trains on one device, in one process", deepspeed=None, fsdp=(None, "", []), fsdp_config=None,
-            accelerator_config=None, parallelism_config=None, ds3_gather_for_generation=True),
-    **_kind("wgrpo does not upload to the Hugging Face Hub (upload output_dir yourself)", push_to_hub=False,
-            log_completions_hub_repo=None),
-    **_kind(_DATA, data_seed=None, train_sampling_strategy="random", ignore_data_skip=False),
-    **_kind("wgrpo keeps no best-metric checkpoint", load_best_model_at_end=False, metric_for_best_model=None),
-    **_kind("wgrpo evaluates from the first step on (eval_steps sets how often)", eval_delay=0),
-    **_kind("wgrpo runs no model code from the Hub", trust_remote_code=False),
-}
-# option -> TRL's default: any value is accepted, as it changes nothing here
-NO_EFFECT: dict[str, Any] = {
-    # without use_vllm, a loss type or an option that turns them on, TRL ignores these too
-    **dict.fromkeys("""vllm_structured_outputs_regex vllm_server_base_url vllm_max_model_length
-        vllm_importance_sampling_clip_min vllm_importance_sampling_cap vllm_guided_decoding_regex hub_token
-        hub_private_repo hub_model_id hub_revision torch_compile_backend torch_compile_mode
-        liger_kernel_config""".split()),
-    **dict(vllm_mode="colocate", vllm_model_impl="vllm", vllm_enable_sleep_mode=False, vllm_server_host="0.0.0.0",
-           vllm_server_port=8000, vllm_server_timeout=240.0, vllm_group_port=51216, vllm_gpu_memory_utilization=0.3,
-           vllm_tensor_parallel_size=1, vllm_importance_sampling_correction=True,
-           vllm_importance_sampling_mode="sequence_mask", vllm_importance_sampling_clip_max=3.0, vllm_device="auto",
-           vllm_dtype="auto", vllm_enable_prefix_caching=True, sapo_temperature_neg=1.05, sapo_temperature_pos=1.0,
-           vespo_k_pos=2.0, vespo_lambda_pos=3.0, vespo_k_neg=3.0, vespo_lambda_neg=2.0, entropy_coef_min=0.0,
-           entropy_coef_max=1.0, entropy_coef_delta=0.005, entropy_target=0.2, ref_model_mixup_alpha=0.6,
-           ref_model_sync_steps=512, hub_strategy="every_save", hub_always_push=False),
-    # machinery wgrpo has no counterpart of (data loaders, processes, torch settings, console and log details)
-    **dict.fromkeys("""gradient_checkpointing_kwargs activation_checkpointing_kwargs tf32 torch_empty_cache_steps
-        router_aux_loss_coef disable_tqdm trackio_space_id trackio_bucket_id trackio_static_space_id
-        eval_accumulation_steps greater_is_better dataloader_prefetch_factor dataloader_multiprocessing_context
-        label_names ddp_find_unused_parameters ddp_bucket_cap_mb ddp_broadcast_buffers ddp_static_graph ddp_backend
-        resume_from_checkpoint""".split()),
-    **dict(use_cache=False, average_tokens_across_devices=True, label_smoothing_factor=0.0, pad_to_multiple_of="auto",
-           logging_first_step=False, log_on_each_node=True, logging_nan_inf_filter=True,
-           include_num_input_tokens_seen="no", log_level="passive", log_level_replica="warning",
-           project="huggingface", log_multimodal=True, log_unique_prompts=False, wandb_log_unique_prompts=False,
-           prediction_loss_only=False, eval_on_start=False, eval_do_concat_batches=True, eval_use_gather_object=False,
-           include_for_metrics=[], batch_eval_metrics=False, save_only_model=False, save_on_each_node=False,
-           save_safetensors=True, enable_jit_checkpoint=False, restore_callback_states_from_checkpoint=False,
-           full_determinism=False, dataloader_drop_last=False, dataloader_num_workers=0, dataloader_pin_memory=True,
-           dataloader_persistent_workers=False, dataloader_in_order=True, length_column_name="length",
-           ddp_timeout=1800, debug="", skip_memory_metrics=True, do_train=False, do_eval=False, do_predict=False,
-           local_rank=-1, overwrite_output_dir=False)}
-
-
-_TRLOptions = dataclasses.make_dataclass(  # keyword-only: GRPOConfig's own fields keep TRL's positional order
-    "_TRLOptions", [(name, Any, field(default_factory=list, repr=False, kw_only=True) if default == [] else
-                     field(default=default, repr=False, kw_only=True))
-                    for name, default in {**{n: v[0][0] for n, v in NOT_APPLICABLE.items()}, **NO_EFFECT}.items()])
+_PEFT_DEFAULT_TARGETS = "q_proj,v_proj"  # PEFT's own default for Llama/Qwen2 when target_modules is None
 
 _SCHEDULES = {"linear": "linear", "cosine": "cosine", "cosine_with_min_lr": "cosine", "constant": "constant",
               "constant_with_warmup": "constant_with_warmup"}
@@ -123,42 +44,18 @@ _CHOICES = {"logging_strategy": ("steps", "epoch"), "save_strategy": ("no", "ste
             "eval_strategy": ("no", "steps", "epoch"), "loss_type": ("grpo", "bnpo", "dapo", "dr_grpo"),
             "lr_scheduler_type": tuple(_SCHEDULES)}
 _MODEL_KWARGS_NO_EFFECT = ("attn_implementation", "use_cache", "low_cpu_mem_usage", "device_map")
-_LORA_KEYS = {"r": "lora_r", "lora_alpha": "lora_alpha", "lora_dropout": "lora_dropout",
-              "target_modules": "lora_target_modules", "use_rslora": "use_rslora"}
 # TrainConfig field -> the option a TRL user gave, for TrainConfig's errors on fields with no 1:1 counterpart
 _TRL_NAME = {**{train: trl for trl, train in CLI_ALIASES.items()}, "dtype": "bf16/fp16/model_init_kwargs",
              "min_lr_ratio": "lr_scheduler_kwargs min_lr_rate",
-             **{train: f"peft_config {peft}" for peft, train in _LORA_KEYS.items()}}
-
-
-def _plain(value):
-    """An enum (transformers' SchedulerType, IntervalStrategy, OptimizerNames) as its value; else `value`."""
-    return getattr(value, "value", value)
+             **{train: f"peft_config {peft}" for peft, train in PEFT_LORA_KEYS.items()}}
 
 
 def _fail(message: str):
     raise InputError(f"GRPOConfig: {message}")
 
 
-def _reject_unknown_options(init):
-    """Wrap the dataclass __init__ so that a name GRPOConfig does not have is one InputError naming it and the
-    nearest known option, instead of dataclass's TypeError."""
-    @functools.wraps(init)
-    def checked_init(self, *args, **kwargs):
-        known = [f.name for f in dataclasses.fields(type(self))]
-        for name in kwargs:
-            if name not in known:
-                near = difflib.get_close_matches(name, known, n=1)
-                hint = f" (did you mean {near[0]}?)" if near else ""
-                if name in _ELSEWHERE:
-                    _fail(f"option {name!r} of earlier transformers releases does not apply to wgrpo{hint}")
-                _fail(f"unknown option {name!r}{hint}")
-        init(self, *args, **kwargs)
-    return checked_init
-
-
 @dataclass
-class GRPOConfig(_TRLOptions):
+class GRPOConfig(TRLOptions):
     """TRL's `GRPOConfig` for wgrpo's trainer: the same names, meanings and defaults (TRL 1.16); see
     `to_train_config` for what each becomes. wgrpo-only extras: `generation_chunk_size` (completions sampled at
     once, whole groups, so the KV cache fits; 0: the whole generation batch) and `device_memory` (bytes the
@@ -191,7 +88,8 @@ class GRPOConfig(_TRLOptions):
     logging_dir: str | None = None  # the tensorboard reporter's directory
     eval_strategy: str = "no"
     eval_steps: float | None = None  # None: logging_steps
-    per_device_eval_batch_size: int = 8
+    per_device_eval_batch_size: int = 8  # held-out prompts decoded at once
+    eval_on_start: bool = False  # evaluate before the first step too
     save_strategy: str = "steps"
     save_steps: float = 500
     save_total_limit: int | None = None
@@ -224,9 +122,13 @@ class GRPOConfig(_TRLOptions):
     def __post_init__(self):
         for name in _simply_typed(type(self)):
             checked_field_value(type(self), name, getattr(self, name))
-        for name, (accepted, why) in NOT_APPLICABLE.items():
-            if _plain(getattr(self, name)) not in accepted:
-                _fail(f"{name} {getattr(self, name)!r} does not apply: {why}")
+        check_not_applicable(self)
+        if self.num_iterations > 1:
+            _fail(f"num_iterations {self.num_iterations}: not supported: wgrpo's step is one generation batch "
+                  f"followed by its num_iterations updates, while TRL's global_step counts every optimizer step, so "
+                  f"max_steps, logging/save/eval steps and the learning-rate schedule would silently count "
+                  f"differently; keep num_iterations=1, or train with `wgrpo train --mu N`, whose steps count "
+                  f"generation batches")
         if self.use_bias_correction_kl and self.beta > 0:
             _fail("use_bias_correction_kl True does not apply: wgrpo's KL penalty is the plain k3 estimate, "
                   "without the importance-ratio correction; set it to False to train with beta > 0")
@@ -234,7 +136,7 @@ class GRPOConfig(_TRLOptions):
             _fail("remove_unused_columns True does not apply: the reward functions receive every column of the "
                   "dataset as keyword arguments; leave it False")
         if not self.shuffle_dataset:
-            _fail(f"shuffle_dataset {self.shuffle_dataset!r} does not apply: {_DATA}")
+            _fail(f"shuffle_dataset {self.shuffle_dataset!r} does not apply: {DATA_ORDER}")
         for name, choices in _CHOICES.items():
             if _plain(getattr(self, name)) not in choices:
                 _fail(f"{name} {_plain(getattr(self, name))!r}: wgrpo has {', '.join(choices)}")
@@ -292,13 +194,15 @@ class GRPOConfig(_TRLOptions):
                         lora: dict | None = None) -> TrainConfig:
         """The TrainConfig of these options, training `model` on `train_size` rows that the trainer holds in
         memory with its reward functions (task "dataset"; a whole eval dataset is evaluated). `train_size` counts
-        num_train_epochs in steps (max_steps <= 0) and an 'epoch' strategy. `lora`: PEFT LoraConfig values (r,
-        lora_alpha, lora_dropout, target_modules, use_rslora) for `use_peft`. InputError in TRL's names."""
+        num_train_epochs in steps (max_steps <= 0) and an 'epoch' strategy: an epoch is its whole generation
+        batches, floor(train_size / prompts_per_step), as TRL's sampler drops the last incomplete one. `lora`:
+        PEFT LoraConfig values for `use_peft` (`peft_lora_options`'). InputError in TRL's names."""
         if train_size is not None and (isinstance(train_size, bool) or not isinstance(train_size, int)
                                        or train_size < 1):
             raise InputError(f"GRPOConfig.to_train_config: train_size {train_size!r}: expected the train "
                              f"dataset's row count, at least 1")
-        per_epoch = None if train_size is None else max(1, math.ceil(train_size / self.prompts_per_step))
+        # TRL's sampler drops an epoch's last incomplete generation batch
+        per_epoch = None if train_size is None else max(1, train_size // self.prompts_per_step)
         if self.max_steps > 0:
             steps = self.max_steps
         elif train_size is None:
@@ -308,7 +212,7 @@ class GRPOConfig(_TRLOptions):
         elif self.num_train_epochs <= 0:
             _fail(f"num_train_epochs {self.num_train_epochs}: must be > 0 (or give max_steps)")
         else:
-            steps = max(1, math.ceil(self.num_train_epochs * train_size / self.prompts_per_step))
+            steps = max(1, math.ceil(self.num_train_epochs * per_epoch))
         return self._translate(steps=steps, per_epoch=per_epoch, model=model, use_peft=use_peft, lora=lora)
 
     # ------------------------------------------------------------------------------------------ translation
@@ -326,12 +230,14 @@ class GRPOConfig(_TRLOptions):
             grad_clip=self.max_grad_norm or 0.0, mu=self.num_iterations, eps_low=self.epsilon,
             eps_high=self.epsilon if self.epsilon_high is None else self.epsilon_high, beta=self.beta,
             loss_type=self.loss_type, scale_rewards={"group": "std", "none": "none"}[self.scale_rewards],
+            advantage_std="bessel",  # TRL divides by torch.std, over G - 1
             per_device_train_batch_size=self.per_device_train_batch_size,
             gradient_accumulation_steps=self.gradient_accumulation_steps,
             generation_chunk_size=self.generation_chunk_size,
             gradient_checkpointing=(self.gradient_checkpointing if self.activation_checkpointing is None
                                     else self.activation_checkpointing),
-            use_peft=use_peft, **_lora_fields(lora), eval_problems=1_000_000,
+            use_peft=use_peft, **_lora_fields(lora), eval_problems=1_000_000, eval_on_start=self.eval_on_start,
+            per_device_eval_batch_size=self.per_device_eval_batch_size,
             eval_every=self._every("eval_strategy", self.logging_steps if self.eval_steps is None
                                    else self.eval_steps, steps, per_epoch),
             save_every=self._every("save_strategy", self.save_steps, steps, per_epoch),
@@ -435,7 +341,7 @@ class GRPOConfig(_TRLOptions):
         return ",".join(repr(float(w)) for w in weights or ())
 
 
-GRPOConfig.__init__ = _reject_unknown_options(GRPOConfig.__init__)
+GRPOConfig.__init__ = reject_unknown_options(GRPOConfig.__init__)
 
 
 @functools.cache
@@ -467,10 +373,40 @@ def _json_dict(name: str, value):
 def _lora_fields(lora: dict | None) -> dict[str, Any]:
     """TrainConfig's LoRA fields of PEFT LoraConfig values; a list of target modules as a comma string."""
     values = dict(lora or {})
-    unknown = sorted(set(values) - set(_LORA_KEYS))
+    unknown = sorted(set(values) - set(PEFT_LORA_KEYS))
     if unknown:
-        raise InputError(f"peft_config: {unknown} not supported; wgrpo's LoRA takes {', '.join(_LORA_KEYS)}")
+        raise InputError(f"peft_config: {unknown} not supported; wgrpo's LoRA takes {', '.join(PEFT_LORA_KEYS)}")
     modules = values.get("target_modules")
     if isinstance(modules, (list, tuple, set, frozenset)):  # PEFT keeps a list as a set
         values["target_modules"] = ",".join(sorted(modules) if isinstance(modules, (set, frozenset)) else modules)
-    return {_LORA_KEYS[key]: value for key, value in values.items()}
+    return {PEFT_LORA_KEYS[key]: value for key, value in values.items()}
+
+
+def peft_lora_options(peft_config) -> dict[str, Any]:
+    """`to_train_config`'s `lora` (PEFT's names: r, lora_alpha, lora_dropout, target_modules, use_rslora) of
+    PEFT's or wgrpo's LoraConfig: target_modules None as PEFT's default for Llama/Qwen2 (q_proj,v_proj), a list
+    or set as a sorted comma string. One InputError naming every other field away from PEFT's default (compared
+    with `type(peft_config)()` where it builds, so later PEFT fields count too): wgrpo's adapters are plain LoRA."""
+    values = peft_values(peft_config)
+    kind = _plain(values.get("peft_type", "LORA"))
+    if kind != "LORA" or not {"r", "lora_alpha"} <= set(values):
+        raise InputError(f"peft_config {type(peft_config).__name__} ({kind}): wgrpo trains LoRA adapters; give "
+                         f"peft.LoraConfig or wgrpo.engine.LoraConfig")
+    refused = unsupported_peft_fields(peft_config)
+    if refused:
+        given = ", ".join(f"{name}={_short(value)}" for name, (value, _) in refused.items())
+        plain_lora = ", ".join(f"{name}={_short(default)}" for name, (_, default) in refused.items())
+        raise InputError(f"peft_config: {given}: not supported; wgrpo's LoRA implements "
+                         f"{', '.join(PEFT_LORA_KEYS)}: leave the others at PEFT's defaults ({plain_lora})")
+    targets = values.get("target_modules")
+    if targets is None:
+        targets = _PEFT_DEFAULT_TARGETS
+    elif not isinstance(targets, str):
+        targets = ",".join(sorted(targets))
+    return {"r": values["r"], "lora_alpha": values["lora_alpha"], "lora_dropout": values.get("lora_dropout", 0.0),
+            "target_modules": targets, "use_rslora": values.get("use_rslora", False)}
+
+
+def _short(value) -> str:
+    text = repr(_plain(value))
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -19,9 +19,11 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from wgrpo.engine import InputError
+from wgrpo.rl.train.grpo_config import peft_lora_options
+from wgrpo.rl.train.reporting import check_report_to
 
 
 class TrainOutput(NamedTuple):
@@ -29,28 +31,6 @@ class TrainOutput(NamedTuple):
     global_step: int
     training_loss: float
     metrics: dict[str, float]
-
-
-_PEFT_DEFAULT_TARGETS = "q_proj,v_proj"  # PEFT's own default for Llama/Qwen2 when target_modules is None
-
-
-def lora_options(peft_config) -> dict[str, Any]:
-    """The LoRA options (PEFT's names) of wgrpo's or PEFT's LoraConfig; InputError naming a PEFT option that wgrpo's
-    adapters do not have (bias, DoRA, modules_to_save, another init)."""
-    refused = {"bias": "none", "use_dora": False, "modules_to_save": None, "init_lora_weights": True}
-    for name, plain in refused.items():
-        value = getattr(peft_config, name, plain)
-        if value != plain and not (name == "modules_to_save" and not value):
-            raise InputError(f"peft_config: {name}={value!r} is not supported; wgrpo's LoRA adapters are PEFT's "
-                             f"default kind ({name}={plain!r})")
-    targets = getattr(peft_config, "target_modules", None)
-    if targets is None:
-        targets = _PEFT_DEFAULT_TARGETS
-    elif not isinstance(targets, str):
-        targets = ",".join(sorted(targets))
-    return {"r": int(peft_config.r), "lora_alpha": float(peft_config.lora_alpha),
-            "lora_dropout": float(getattr(peft_config, "lora_dropout", 0.0)), "target_modules": targets,
-            "use_rslora": bool(getattr(peft_config, "use_rslora", False))}
 
 
 def _reward_functions(reward_funcs, weights):
@@ -68,6 +48,10 @@ def _reward_functions(reward_funcs, weights):
             raise InputError(f"reward_funcs: {item!r} is neither a function nor a name; pass functions "
                              f"fn(prompts, completions, completion_ids, **columns) (reward models are not supported)")
     return RewardFunctions(functions, weights)
+
+
+def _resume_hint(checkpoint) -> str:
+    return f"the same script with trainer.train(resume_from_checkpoint={str(checkpoint)!r}) (or True: the newest)"
 
 
 def _model_path(model) -> str:
@@ -101,20 +85,26 @@ class GRPOTrainer:
         self.model_id = model
         self.args = args if args is not None else GRPOConfig(output_dir=f"{Path(str(self.model_id)).name}-GRPO")
         self.train_dataset, self.eval_dataset = train_dataset, eval_dataset
+        # reward_weights checked against the functions here, in TRL's words; the run takes them from the TrainConfig
         self.reward_funcs = _reward_functions(reward_funcs, self.args.reward_weights)
+        if self.args.evaluates_during_training and eval_dataset is None:
+            raise InputError(f"GRPOConfig: eval_strategy {self.args.eval_strategy!r} needs an eval_dataset; give "
+                             f"GRPOTrainer(eval_dataset=...) or eval_strategy='no'")
         self.peft_config = peft_config
         rows = load_rows(train_dataset, "train_dataset")
         self._eval_rows = load_rows(eval_dataset, "eval_dataset") if eval_dataset is not None else None
         self.config = self._train_config(len(rows))
+        check_report_to(self.config.report_to)  # a missing integration is named before the model loads
         self.task = self._task(rows)
         self._callbacks = list(callbacks or [])
         self._processing_class = processing_class
         self.loop = self._start()
+        self.loop.event("on_init_end")
 
     # ------------------------------------------------------------------ building the run
 
     def _train_config(self, train_size: int):
-        lora = lora_options(self.peft_config) if self.peft_config is not None else None
+        lora = peft_lora_options(self.peft_config) if self.peft_config is not None else None
         config = self.args.to_train_config(model=os.fspath(self.model_id), train_size=train_size,
                                            use_peft=lora is not None, lora=lora)
         if self._eval_rows is not None and self.args.evaluates_during_training:
@@ -156,7 +146,7 @@ class GRPOTrainer:
         policy, reference = policy_and_reference(model, config)
         del model
         return GRPOLoop(config, policy, tokenizer, self.task, reference, start_model=os.path.abspath(start),
-                        callbacks=self._callbacks, args=self.args)
+                        callbacks=self._callbacks, args=self.args, resume_hint=_resume_hint)
 
     # ------------------------------------------------------------------ TRL's methods
 
@@ -217,7 +207,7 @@ class GRPOTrainer:
         reference = start if config.beta > 0 and not config.use_peft else None
         self.loop = None  # the fresh run's models go before the checkpoint's load
         loop = GRPOLoop.resume_from(config, str(checkpoint), None, reference, task=self.task,
-                                    callbacks=self._callbacks, args=self.args)
+                                    callbacks=self._callbacks, args=self.args, resume_hint=_resume_hint)
         for line in changes:
             print(f"wgrpo: {line}", file=sys.stderr)
         self.config = config
@@ -235,7 +225,7 @@ class GRPOTrainer:
 
     def evaluate(self, eval_dataset=None) -> dict[str, float]:
         """Greedy pass@1 and mean rewards on `eval_dataset` (default: the trainer's), with the reward
-        functions; the metrics as the run logs them (`eval/reward`, `eval/pass@1`, `eval/rewards/<f>/mean`)."""
+        functions; the metrics as the run logs them (`eval_reward`, `eval_pass@1`, `eval_rewards/<f>/mean`)."""
         from wgrpo.rl.datasets import load_rows
         from wgrpo.rl.tasks.dataset import DatasetTask
         from wgrpo.rl.train.evaluate import evaluate

@@ -178,12 +178,13 @@ def report(history: list[dict], trainer: GRPOLoop) -> None:
     A resumed run evaluates only at its end; the starting evaluation then comes from the run's metrics.jsonl
     when the run continues in the same output directory."""
     logged = read_rows(Path(trainer.config.output_dir) / METRICS_FILE)
-    records = [r for r in logged if r["step"] == 0 and "eval/pass@1" in r]
+    records = [r for r in logged if r["step"] == 0 and "eval_pass@1" in r]
     history = records[:1] + [r for r in history if r["step"] != 0] if records else history
     if not history:
         return
     first, last = history[0], history[-1]
-    names = [key[len("eval/rewards/"):-len("/mean")] for key in last if key.startswith("eval/rewards/")]
+    names = [key[len("eval_rewards/"):-len("/mean")] for key in last if key.startswith("eval_rewards/")]
+    names.sort(key=lambda name: name != trainer.task.primary_reward)  # the correctness reward first
     held_out = trainer.task.size("eval")
     problems = trainer.config.eval_problems if held_out is None else min(held_out, trainer.config.eval_problems)
     print(f"\nheld-out, greedy, {problems} {trainer.task.name} problems (pass@1: full marks on "
@@ -192,8 +193,8 @@ def report(history: list[dict], trainer: GRPOLoop) -> None:
     rows = [("base (step 0)", first)] if first["step"] == 0 else []
     rows.append((f"GRPO (step {last['step']})", last))
     for label, record in rows:
-        shown = [record.get(f"eval/rewards/{name}/mean", float("nan")) for name in names]
-        print(f"{label:<18} {record['eval/pass@1']:>9.1%}" + "".join(f" {value:>9.3f}" for value in shown))
+        shown = [record.get(f"eval_rewards/{name}/mean", float("nan")) for name in names]
+        print(f"{label:<18} {record['eval_pass@1']:>9.1%}" + "".join(f" {value:>9.3f}" for value in shown))
     if len(rows) == 2:
-        gain = last["eval/pass@1"] - first["eval/pass@1"]
+        gain = last["eval_pass@1"] - first["eval_pass@1"]
         print(f"pass@1 change: {gain * 100:+.1f} points; curves: {Path(trainer.config.output_dir) / 'curves.png'}")

@@ -50,14 +50,14 @@ class Panel:
 PANELS = (
     Panel("reward", "reward", (("mean", "reward"),), parts_prefix="rewards/", parts_suffix="/mean",
           band=("reward", "reward_std")),
-    Panel("held-out (greedy)", "reward", (("reward", "eval/reward"), ("pass@1", "eval/pass@1")),
-          parts_prefix="eval/rewards/", parts_suffix="/mean"),
-    Panel("accuracy", "accuracy", (("train", "rewards/accuracy/mean"), ("eval", "eval/rewards/accuracy/mean"))),
-    Panel("format", "format rate", (("train", "rewards/format/mean"), ("eval", "eval/rewards/format/mean"))),
+    Panel("held-out (greedy)", "reward", (("reward", "eval_reward"), ("pass@1", "eval_pass@1")),
+          parts_prefix="eval_rewards/", parts_suffix="/mean"),
+    Panel("accuracy", "accuracy", (("train", "rewards/accuracy/mean"), ("eval", "eval_rewards/accuracy/mean"))),
+    Panel("format", "format rate", (("train", "rewards/format/mean"), ("eval", "eval_rewards/format/mean"))),
     Panel("KL to the reference", "KL per token", (("kl", "kl"),)),
     Panel("entropy", "nats per token", (("entropy", "entropy"),)),
     Panel("completion length", "tokens", (("train mean", "completions/mean_length"),
-                                          ("eval mean", "eval/completions/mean_length")),
+                                          ("eval mean", "eval_completions/mean_length")),
           twin=(("clipped", "completions/clipped_ratio"),), twin_label="clipped (truncated) fraction"),
     Panel("clip ratio", "fraction of tokens", (("low", "clip_ratio/low_mean"), ("high", "clip_ratio/high_mean"))),
 )
@@ -115,7 +115,7 @@ def _draw(ax: Axes, records: Sequence[Mapping], lines: Sequence[tuple[str, str]]
         steps, values = _series(records, key)
         if not steps:
             continue
-        marker = "o" if key.startswith("eval/") or len(steps) <= _MARKERS_UP_TO else None
+        marker = "o" if key.startswith("eval_") or len(steps) <= _MARKERS_UP_TO else None
         (line,) = ax.plot(steps, values, label=label, color=color, marker=marker, markersize=3.5, linewidth=1.5)
         handles.append(line)
         if band is not None and key == band[0]:

@@ -85,6 +85,13 @@ class Reporter(Protocol):
     def close(self) -> None: ...
 
 
+def chart_names(metrics: Mapping[str, float]) -> dict[str, float]:
+    """The metrics under the names transformers' integrations chart them by: `eval_x` as `eval/x`, every other
+    as `train/x` ("step" left out: it is the x axis)."""
+    return {(f"eval/{key[len('eval_'):]}" if key.startswith("eval_") else f"train/{key}"): value
+            for key, value in metrics.items() if key != "step"}
+
+
 def _scalar(value) -> float | None:
     """`value` as a float for a scalar chart, or None when it is not a finite number."""
     if not isinstance(value, numbers.Real):
@@ -110,7 +117,7 @@ class TensorBoardReporter:
             self._writer, self._events = SummaryWriter(str(self.logging_dir), purge_step=first_step), None
 
     def log(self, metrics: Mapping[str, float], step: int) -> None:
-        scalars = {tag: _scalar(value) for tag, value in metrics.items() if tag != "step"}
+        scalars = {tag: _scalar(value) for tag, value in chart_names(metrics).items()}
         scalars = {tag: value for tag, value in scalars.items() if value is not None}  # finite numbers only
         if self._writer is not None:
             for tag, value in scalars.items():
@@ -169,7 +176,7 @@ class WandbReporter:
                                resume="allow")
 
     def log(self, metrics: Mapping[str, float], step: int) -> None:
-        self._run.log({key: value for key, value in metrics.items() if key != "step"}, step=step)
+        self._run.log(chart_names(metrics), step=step)
 
     def log_completions(self, rows: list[dict], step: int) -> None:
         if rows:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from wgrpo.rl.grpo import dynamic_sampling_filter, group_advantages
-from wgrpo.rl.rollout import Rollout
+from wgrpo.rl.rollout import Rollout, nan_stat
 
 
 @dataclass
@@ -38,23 +38,21 @@ class StepSample:
                        sum(r.seconds_generate for r in self.rounds), sum(r.seconds_reward for r in self.rounds))
 
 
-def _nan_stat(values: np.ndarray, stat) -> float:
-    finite = values[~np.isnan(values)]
-    return float(stat(finite)) if finite.size else float("nan")
-
-
-def completion_metrics(rollout: Rollout, prefix: str = "") -> dict[str, float]:
-    """Rewards and completion lengths of `rollout`'s completions (see the module docstring)."""
+def completion_metrics(rollout: Rollout, prefix: str = "", ddof: int = 0) -> dict[str, float]:
+    """Rewards and completion lengths of `rollout`'s completions (see the module docstring); the spreads with
+    `ddof` (1: Bessel's correction, as TRL's torch.std and nanstd)."""
     rewards = rollout.rewards()
     completions = rollout.completions
     names = sorted({name for c in completions for name in c.parts})
     lengths = np.array([len(c.token_ids) for c in completions])
     clipped = np.array([c.finish_reason == "length" for c in completions])
-    metrics = {f"{prefix}reward": float(rewards.mean()), f"{prefix}reward_std": float(rewards.std(axis=1).mean())}
+    group_std = rewards.std(axis=1, ddof=ddof) if rewards.shape[1] > ddof else np.zeros(len(rewards))
+    metrics = {f"{prefix}reward": float(rewards.mean()), f"{prefix}reward_std": float(group_std.mean())}
     for name in names:
         values = np.array([c.parts.get(name, np.nan) for c in completions], np.float64)
-        metrics[f"{prefix}rewards/{name}/mean"] = _nan_stat(values, np.mean)
-        metrics[f"{prefix}rewards/{name}/std"] = _nan_stat(values, np.std)
+        metrics[f"{prefix}rewards/{name}/mean"] = nan_stat(values, np.mean)
+        metrics[f"{prefix}rewards/{name}/std"] = nan_stat(values, lambda v: np.std(v, ddof=ddof) if v.size > ddof
+                                                          else 0.0)
     metrics.update({
         f"{prefix}completions/mean_length": float(lengths.mean()),
         f"{prefix}completions/min_length": float(lengths.min()),
@@ -70,29 +68,30 @@ def zero_signal_groups(sample: StepSample) -> int:
     return sum(int((~dynamic_sampling_filter(r.rewards())).sum()) for r in sample.rounds)
 
 
-def sampling_metrics(sample: StepSample, kept_too: bool) -> dict[str, float]:
+def sampling_metrics(sample: StepSample, kept_too: bool, ddof: int = 0) -> dict[str, float]:
     """A step's sampling metrics (see the module docstring): over every group sampled, and with `kept_too`
-    the same over the groups trained on under `kept/`."""
+    the same over the groups trained on under `kept/`; spreads with `ddof`."""
     sampled = sample.sampled
     logps = np.concatenate([c.logprobs for c in sampled.completions if len(c.logprobs)] or [np.zeros(1)])
     groups = len(sampled.completions) // sampled.group_size
     return {
-        **completion_metrics(sampled),
+        **completion_metrics(sampled, ddof=ddof),
         "entropy": float(-logps.mean()),  # sampled-token estimate of the policy's entropy
         "frac_reward_zero_std": zero_signal_groups(sample) / groups,
         "sampling/rounds": len(sample.rounds), "sampling/groups": groups,
         "sampling/groups_kept": len(sample.kept.completions) // sample.kept.group_size,
-        **(completion_metrics(sample.kept, "kept/") if kept_too else {}),
+        **(completion_metrics(sample.kept, "kept/", ddof) if kept_too else {}),
         "time/rollout": sampled.seconds_generate, "time/reward": sampled.seconds_reward,
         "rollout_tokens_per_s": sampled.new_tokens / max(sampled.seconds_generate, 1e-9),
     }
 
 
-def completion_table(step: int, kept: Rollout, tokenizer, scale_rewards: str) -> list[dict]:
-    """The rows of `--log-completions` for the groups trained on: prompt, completion, rewards, advantage."""
+def completion_table(step: int, kept: Rollout, tokenizer, scale_rewards: str, std: str = "population") -> list[dict]:
+    """The rows of `--log-completions` for the groups trained on: prompt, completion, rewards, advantage (as the
+    update computes it: `scale_rewards` and `std` as `group_advantages` takes them)."""
     from wgrpo.rl.train.reporting import completion_rows
 
-    advantages, _ = group_advantages(kept.rewards(), scale=scale_rewards)
+    advantages, _ = group_advantages(kept.rewards(), scale=scale_rewards, std=std)
     completions = kept.completions
     names = sorted({name for c in completions for name in c.parts})
     prompts = [tokenizer.decode(c.prompt_ids, skip_special_tokens=False) for c in completions]

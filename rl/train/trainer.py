@@ -20,8 +20,8 @@ with the sampling metrics of `rl.train.step_metrics` (TRL's names: `reward`, `re
 over the groups trained on: `loss`, `kl` (with a reference), `clip_ratio/low_mean`, `clip_ratio/high_mean`,
 `ratio_mean`, `tokens`, `grad_norm` (with clipping), `learning_rate`, `micro_batches` (forward and backward
 passes per optimizer step; see `rl.train.update`); time: `time/update` and `update_tokens_per_s` beside the
-sampling's; at evaluation steps `eval/reward`, `eval/pass@1`, `eval/rewards/<name>/mean`,
-`eval/completions/mean_length` (greedy, held-out problems; a task without held-out problems is not evaluated).
+sampling's; at evaluation steps `eval_reward`, `eval_pass@1`, `eval_rewards/<name>/mean`,
+`eval_completions/mean_length` (greedy, held-out problems; a task without held-out problems is not evaluated).
 Every `logging_steps` steps the rows' means also go to `report_to`, the callbacks and the completions table
 (`rl.train.run_log`). Callbacks (transformers' protocol, `rl.train.callbacks`) hear on_train_begin,
 on_step_end, on_evaluate, on_log, on_save and on_train_end; one that sets `control.should_training_stop` ends the
@@ -35,6 +35,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -64,7 +65,8 @@ class GRPOLoop:
     """Holds the policy, the frozen reference, the optimizer and the task; `run()` trains."""
 
     def __init__(self, config: TrainConfig, model, tokenizer, task, reference=None, start_step: int = 0,
-                 start_model: str = "", *, callbacks=(), args=None):
+                 start_model: str = "", *, callbacks=(), args=None, log_history: Sequence[dict] = (),
+                 resume_hint: Callable[[Path], str] | None = None):
         from wgrpo.engine import AdamW
 
         if tokenizer is None:  # load_pretrained's answer for a checkpoint without tokenizer.json
@@ -93,12 +95,15 @@ class GRPOLoop:
         # transformers' callback protocol: `args` is what the callbacks see as the run's arguments
         self.args = config if args is None else args
         self.callbacks = callbacks if isinstance(callbacks, CallbackHandler) else CallbackHandler(list(callbacks))
-        self.state = TrainerState(global_step=start_step, max_steps=config.steps,
-                                  logging_steps=config.logging_steps, eval_steps=config.eval_every,
-                                  save_steps=config.save_every,
+        train_size = task.size("train")
+        epochs = config.prompts_per_step / train_size if train_size else 0.0  # per step
+        self.state = TrainerState(global_step=start_step, max_steps=config.steps, epoch=start_step * epochs,
+                                  num_train_epochs=config.steps * epochs, logging_steps=config.logging_steps,
+                                  eval_steps=config.eval_every, save_steps=config.save_every,
                                   train_batch_size=config.per_device_train_batch_size or
-                                  config.prompts_per_step * config.group_size)
+                                  config.prompts_per_step * config.group_size, log_history=list(log_history))
         self.control = TrainerControl()
+        self.resume_hint = resume_hint or (lambda checkpoint: resume_command(RESUME_COMMAND, checkpoint))
         task.trainer_state = self.state  # reward functions receive it, as in TRL
         self.start_model = start_model  # the checkpoint GRPO started from, also the reference model
         self.output = Path(config.output_dir)
@@ -181,7 +186,8 @@ class GRPOLoop:
         epoch = {"epoch": self.step * cfg.prompts_per_step / train_size} if train_size else {}
         self.state.epoch = epoch.get("epoch", 0.0)
         return {"step": self.step, "learning_rate": self.optimizer.lr,
-                **sampling_metrics(sample, kept_too=cfg.dynamic_sampling), **update, **epoch}
+                **sampling_metrics(sample, kept_too=cfg.dynamic_sampling, ddof=int(cfg.advantage_std == "bessel")),
+                **update, **epoch}
 
     def train_step(self) -> dict[str, float]:
         """Sample, score and update once; returns the step's metrics."""
@@ -192,19 +198,33 @@ class GRPOLoop:
     def evaluate(self) -> dict[str, float]:
         cfg = self.config
         result = evaluate(self.model, self.tokenizer, self.task, problems=cfg.eval_problems,
-                          max_new_tokens=cfg.max_new_tokens, weights=self.weights)
+                          max_new_tokens=cfg.max_new_tokens, batch_size=cfg.per_device_eval_batch_size,
+                          weights=self.weights)
         return result.as_metrics()
 
     def save(self, path: Path) -> Path:
         """Write the training checkpoint `path`; then, with save_total_limit, delete the oldest checkpoint-N
         beyond it (only once the new one is whole); the callbacks hear on_save."""
-        state = {"step": self.step, "task": self.task.name, "start_model": self.start_model}
+        state = {"step": self.step, "task": self.task.name, "start_model": self.start_model,
+                 "log_history": self.state.log_history}
         saved = save_training_checkpoint(path, self.model, self.tokenizer, self.optimizer, state, self.config)
         if self.config.save_total_limit:
             prune_checkpoints(self.output, self.config.save_total_limit, keep=saved)
         self.control.should_save = False
-        self.control = self.callbacks.call("on_save", self.args, self.state, self.control, checkpoint=str(saved))
+        self.event("on_save", checkpoint=str(saved))
         return saved
+
+    def event(self, name: str, **kwargs) -> None:
+        """Tell the callbacks `name` with what transformers' Trainer passes (model, processing_class, optimizer,
+        ...); a callback may replace the control."""
+        self.control = self.callbacks.call(name, self.args, self.state, self.control, model=self.model,
+                                           processing_class=self.tokenizer, optimizer=self.optimizer,
+                                           lr_scheduler=None, train_dataloader=None, eval_dataloader=None, **kwargs)
+
+    def _epochs_done(self, steps: int) -> int | None:
+        """Whole passes over the training problems after `steps` steps; None for an endless generated task."""
+        size = self.task.size("train")
+        return steps * self.config.prompts_per_step // size if size else None
 
     def run(self) -> list[dict]:
         """Train from `self.step` to `config.steps`; returns the evaluation records (first and last included).
@@ -214,9 +234,9 @@ class GRPOLoop:
         `output_dir/checkpoint-N` and returns."""
         history: list[dict] = []
         first_row = 0 if self.step == 0 else self.step + 1  # rows from there on are this run's to write
-        run_log = RunLog(self.output, self.config, first_row=first_row, callbacks=self.callbacks, state=self.state,
-                         control=self.control, args=self.args, reported_config=_reported(self.args))
-        self.control = self.callbacks.call("on_train_begin", self.args, self.state, self.control)
+        run_log = RunLog(self.output, self.config, first_row=first_row, state=self.state, event=self.event,
+                         reported_config=_reported(self.args), logging_dir=getattr(self.args, "logging_dir", "") or "")
+        self.event("on_train_begin")
         with run_log, StopOnSignal() as stop:
             progress = Progress(self.config.steps, "grpo", start=self.step, every=1)
             try:
@@ -230,27 +250,32 @@ class GRPOLoop:
             if stop.requested:
                 self._report_stop(stop.signal_name, saved[1])
             elif self.control.should_training_stop and self.step < self.config.steps:
-                self._report_stop("a callback", saved[1])
-        self.control = self.callbacks.call("on_train_end", self.args, self.state, self.control)
+                print(f"wgrpo: a callback stopped the run after step {self.step} of {self.config.steps}; saved "
+                      f"{saved[1]}", file=sys.stderr)
+        self.event("on_train_end")
         if stop.requested:
             raise SystemExit(stop.exit_code)
         return history
 
     def _loop(self, log: RunLog, stop: StopOnSignal, progress: Progress,
               history: list[dict]) -> tuple[int, Path] | None:
-        """The steps until the last or a stop; returns (step, path) of the last checkpoint written, if any."""
+        """The steps until the last or a stop; returns (step, path) of the last checkpoint written, if any. Per
+        step, in transformers' order: on_step_end, the training logs, the evaluation, the checkpoint."""
         cfg = self.config
         saved = None
         if self.step == 0:
-            evaluation = self._evaluate(stop, log)
+            evaluation = self._evaluate(stop, log) if cfg.eval_on_start else {}
             record = {"step": 0, **evaluation, **self.memory_estimate.as_metrics()}
             if evaluation:
                 history.append(record)
-            log.row_zero(record)
+            log.write(record)
         memory = self.model.device.runtime.memory
+        first = self.step
         while self.step < cfg.steps and not stop.requested and not self.control.should_training_stop:
             memory.reset_peak()
-            self.control = self.callbacks.call("on_step_begin", self.args, self.state, self.control)
+            if self.step == first or self._epochs_done(self.step) != self._epochs_done(self.step - 1):
+                self.event("on_epoch_begin")
+            self.event("on_step_begin")
             try:
                 with stop.abandonable():  # sampling changes no state: a second signal may drop it
                     sample = self.sample_step(self.step)
@@ -258,8 +283,12 @@ class GRPOLoop:
                 break
             metrics = self.finish_step(sample)
             metrics.update(peak_metrics(memory))  # memory/peak/total and per kind, measured
-            self.control = self.callbacks.call("on_step_end", self.args, self.state, self.control)
+            self.event("on_step_end")
             done = self.step == cfg.steps
+            report = (done or self.step % cfg.logging_steps == 0 or self.control.should_log
+                      or self.control.should_training_stop)
+            self.control.should_log = False
+            log.train(metrics, self._completions(sample) if report else [], report=report)
             due = done or bool(cfg.eval_every and self.step % cfg.eval_every == 0)
             evaluating = self.evaluates and (due or self.control.should_evaluate)
             self.control.should_evaluate = False
@@ -267,22 +296,24 @@ class GRPOLoop:
                 evaluation = self._evaluate(stop, log)
                 metrics.update(evaluation)
                 if evaluation:
-                    history.append({k: v for k, v in metrics.items() if k == "step" or k.startswith("eval/")})
-            log.step(metrics, self._completions(sample), last=done)
+                    history.append({k: v for k, v in metrics.items() if k == "step" or k.startswith("eval_")})
+            log.write(metrics)
             progress.update(self.step, reward=metrics["reward"], len=metrics["completions/mean_length"],
                             kl=metrics.get("kl", 0.0))
             if done or (cfg.save_every and self.step % cfg.save_every == 0) or self.control.should_save:
                 saved = (self.step, self.save(self.output / ("final" if done else f"checkpoint-{self.step}")))
+            if self._epochs_done(self.step) != self._epochs_done(self.step - 1):
+                self.event("on_epoch_end")
             if evaluating and not done:
                 self._plot()
         return saved
 
     def _completions(self, sample: StepSample) -> list[dict]:
-        """The step's rows for --log-completions, only at the steps that report them."""
+        """The step's rows for --log-completions."""
         cfg = self.config
-        if not cfg.log_completions or (self.step % cfg.logging_steps and self.step != cfg.steps):
+        if not cfg.log_completions:
             return []
-        return completion_table(self.step, sample.kept, self.tokenizer, cfg.scale_rewards)
+        return completion_table(self.step, sample.kept, self.tokenizer, cfg.scale_rewards, cfg.advantage_std)
 
     def _evaluate(self, stop: StopOnSignal, log: RunLog) -> dict[str, float]:
         """The evaluation's metrics, reported; {} when a second signal abandons it or there is nothing held out."""
@@ -303,7 +334,7 @@ class GRPOLoop:
         else:
             print(f"wgrpo: stopped by {by} after step {self.step} of {self.config.steps}; "
                   f"saved {checkpoint}", file=sys.stderr)
-            print(f"wgrpo: resume with: {resume_command(RESUME_COMMAND, checkpoint)}", file=sys.stderr)
+            print(f"wgrpo: resume with: {self.resume_hint(checkpoint)}", file=sys.stderr)
 
     def _plot(self) -> None:
         from wgrpo.rl.train.plot import plot_training
@@ -328,8 +359,8 @@ class GRPOLoop:
         # a LoRA checkpoint is a PEFT adapter directory: its base loads in the run's dtype, the adapter on it
         model, tokenizer = load_pretrained(checkpoint, device, config.dtype if config.use_peft else "auto")
         task = task if task is not None else task_of(config)
-        trainer = cls(config, model, tokenizer, task, reference,
-                      start_step=state["step"], start_model=state.get("start_model", ""), **options)
+        trainer = cls(config, model, tokenizer, task, reference, start_step=state["step"],
+                      start_model=state.get("start_model", ""), log_history=state.get("log_history", ()), **options)
         load_optimizer_state(trainer.optimizer, optimizer_state, checkpoint)
         return trainer
 

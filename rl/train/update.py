@@ -28,7 +28,7 @@ class MicroBatch:
 
 def micro_batches(rollout, config, pad_id: int) -> list[MicroBatch]:
     """The rollout's rows cut as `config.micro_batches` says, each with its advantages, padded to its own width."""
-    advantages, _ = group_advantages(rollout.rewards(), scale=config.scale_rewards)
+    advantages, _ = group_advantages(rollout.rewards(), scale=config.scale_rewards, std=config.advantage_std)
     per_completion = advantages.reshape(-1).astype(np.float32)
     completions = rollout.completions
     trained = [not (config.mask_truncated and c.finish_reason == "length") for c in completions]

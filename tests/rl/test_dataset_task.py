@@ -1,7 +1,11 @@
-"""DatasetTask: rows as problems, TRL's prompt handling, reward functions called in TRL's convention; through a
-rollout and the evaluation on a tiny model."""
+"""DatasetTask: rows as problems, TRL's prompt handling, reward functions called in TRL's convention (the sync ones in
+the calling thread, `rewards_pending` returning before the async ones finish); through a rollout and the evaluation
+on a tiny model."""
 
 from __future__ import annotations
+
+import asyncio
+import threading
 
 import numpy as np
 import pytest
@@ -157,8 +161,8 @@ def test_a_rollout_and_an_evaluation_of_a_dataset_task(device):
                 if lv is not None]
     assert result.rewards["recorder"] == pytest.approx(np.mean(expected))  # the None is left out
     assert result.pass_at_1 == pytest.approx(sum(expected) / 3)  # a None is not full marks
-    assert set(result.as_metrics()) == {"eval/reward", "eval/pass@1", "eval/completions/mean_length",
-                                        "eval/rewards/recorder/mean", "eval/rewards/format/mean"}
+    assert set(result.as_metrics()) == {"eval_reward", "eval_pass@1", "eval_completions/mean_length",
+                                        "eval_rewards/recorder/mean", "eval_rewards/format/mean"}
     weighted = evaluate(model, tokenizer, task, problems=10, max_new_tokens=8, weights={"recorder": 2.0})
     assert weighted.reward == pytest.approx(2 * sum(expected) / 3)
 
@@ -173,10 +177,10 @@ def test_the_evaluation_of_a_rule_task(device):
     assert result.accuracy == result.rewards["accuracy"] and result.format == result.rewards["format"]
     assert 0.0 < result.accuracy < 1.0 and result.pass_at_1 == 0.0  # Distinct's accuracy never reaches 1
     assert result.reward == pytest.approx(result.accuracy + 0.1 * result.format)
-    assert result.as_metrics() == {"eval/reward": result.reward, "eval/pass@1": 0.0,
-                                   "eval/completions/mean_length": result.mean_length,
-                                   "eval/rewards/format/mean": result.format,
-                                   "eval/rewards/accuracy/mean": result.accuracy}
+    assert result.as_metrics() == {"eval_reward": result.reward, "eval_pass@1": 0.0,
+                                   "eval_completions/mean_length": result.mean_length,
+                                   "eval_rewards/format/mean": result.format,
+                                   "eval_rewards/accuracy/mean": result.accuracy}
 
 
 def test_prompts_must_fit_the_model_and_max_prompt_length():
@@ -196,3 +200,30 @@ def test_prompts_must_fit_the_model_and_max_prompt_length():
         check_prompts_fit(task, tokenizer, config, 64, max_prompt_length=longest - 1)
     with pytest.raises(InputError, match=r"\(the model's max_position_embeddings=512 minus --max-new-tokens 500\)"):
         check_prompts_fit(task, tokenizer, config, 500, max_prompt_length=100)
+
+
+def test_rewards_pending_returns_once_the_synchronous_functions_ran():
+    released, ran = threading.Event(), []
+
+    async def judge(prompts, completions, answer, **kwargs):
+        if not await asyncio.to_thread(released.wait, 10):
+            raise TimeoutError("rewards_pending waited for the async function")
+        return [None if a is None else 0.5 for a in answer]
+
+    def main_thread_only(prompts, completions, **kwargs):
+        ran.append(threading.current_thread() is threading.main_thread())
+        return [1.0] * len(completions)
+
+    task = DatasetTask(load_rows(TEXT_ROWS, "train_dataset"), RewardFunctions([judge, main_thread_only], [2.0, 1.0]))
+    problems = [task.sample(i) for i in range(3)]
+    pending = task.rewards_pending(["a", "b", "c"], problems, {"judge": 4.0, "main_thread_only": 1.0})
+    assert ran == [True] and not pending.done()
+    released.set()
+    scores = pending.result()
+    assert pending.done() and [total for total, _ in scores] == [3.0, 3.0, 1.0]
+    assert scores[0][1] == {"judge": 0.5, "main_thread_only": 1.0} and np.isnan(scores[2][1]["judge"])
+    again = task.rewards(["a", "b", "c"], problems)  # the same event loop serves the next batch
+    assert [total for total, _ in again] == [2.0, 2.0, 1.0] and ran == [True, True]
+    with pytest.raises(ValueError, match="dataset.rewards: 2 completions but 3 problems"):
+        task.rewards_pending(["a", "b"], problems)
+    task.reward_functions.close()

@@ -1,10 +1,15 @@
-"""RewardFunctions: TRL's calling convention, None as NaN, weights, concurrency, output and signature checks."""
+"""RewardFunctions: TRL's calling convention, None as NaN, weights, threads (the sync functions in the caller's, the
+async ones on one long-lived loop), output and signature checks."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
+import sys
 import threading
 import traceback
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -93,20 +98,47 @@ def test_functions_are_callable_and_named_once():
     assert RewardFunctions(constant(1.0)).names == ("fn",)  # one function alone, as TRL accepts
 
 
-def test_slow_functions_run_at_once_in_different_threads():
-    barrier = threading.Barrier(3, timeout=10)  # a function that runs alone waits here in vain
-    threads = []
+def test_synchronous_functions_run_in_the_calling_thread_one_after_another_in_order():
+    seen = []  # (name, in the main thread, in the calling thread, functions running at once)
+    running = []
 
-    def waiting(prompts, completions, **kwargs):
-        threads.append(threading.current_thread())
-        barrier.wait()
-        return [1.0] * len(completions)
+    def make(name):
+        def fn(prompts, completions, **kwargs):
+            running.append(name)
+            seen.append((name, threading.current_thread() is threading.main_thread(),
+                         threading.current_thread() is caller, len(running)))
+            running.remove(name)
+            return [1.0] * len(completions)
+        return named(name, fn)
 
-    funcs = [named(name, (lambda fn: lambda prompts, completions, **kw: fn(prompts, completions, **kw))(waiting))
-             for name in "abc"]
-    scores = score(RewardFunctions(funcs))
-    np.testing.assert_array_equal(scores.total, [3.0, 3.0])
-    assert len(set(threads)) == 3 and threading.current_thread() in threads  # one ran in the calling thread
+    async def judge(prompts, completions, **kwargs):
+        return [0.5] * len(completions)
+
+    caller = threading.current_thread()
+    assert caller is threading.main_thread()  # pytest runs tests in the main thread, as a training script is
+    for funcs in ([make("c"), make("a"), make("b")], [make("c"), judge, make("a"), make("b")]):
+        seen.clear()
+        scores = score(RewardFunctions(funcs))
+        assert seen == [(name, True, True, 1) for name in "cab"]  # in order, never two at once
+        np.testing.assert_array_equal(scores.total, [3.0 + 0.5 * (len(funcs) == 4)] * 2)
+
+
+def test_a_function_may_set_a_signal_handler():
+    # signal.signal raises "signal only works in main thread" anywhere else, as math_verify's timeouts would
+    heard = []
+
+    def guarded(prompts, completions, **kwargs):
+        previous = signal.signal(signal.SIGUSR1, lambda signum, frame: heard.append(signum))
+        try:
+            signal.raise_signal(signal.SIGUSR1)
+        finally:
+            signal.signal(signal.SIGUSR1, previous)
+        return [float(len(heard))] * len(completions)
+
+    before = signal.getsignal(signal.SIGUSR1)
+    scores = score(RewardFunctions([constant(0.0), guarded]))
+    np.testing.assert_array_equal(scores.per_function[:, 1], [1.0, 1.0])
+    assert heard == [signal.SIGUSR1] and signal.getsignal(signal.SIGUSR1) is before
 
 
 def test_async_functions_are_awaited_together_in_one_loop_off_the_calling_thread():
@@ -133,6 +165,72 @@ def test_async_functions_are_awaited_together_in_one_loop_off_the_calling_thread
     assert threading.current_thread() not in threads and len(set(threads)) == 1
 
 
+def test_one_event_loop_serves_every_batch_until_closed():
+    bound = {}  # what an async client (httpx, openai) binds on its first call: the running loop
+
+    async def client(prompts, completions, **kwargs):
+        loop = asyncio.get_running_loop()
+        first = bound.setdefault("loop", loop)
+        bound.setdefault("thread", threading.current_thread())
+        if first is not loop or first.is_closed():
+            raise RuntimeError("the client's loop is gone")
+        await asyncio.sleep(0)
+        return [1.0] * len(completions)
+
+    functions = RewardFunctions([client])
+    for _ in range(3):
+        np.testing.assert_array_equal(score(functions).total, [1.0, 1.0])
+    loop, thread = bound["loop"], bound["thread"]
+    assert thread.daemon and thread is not threading.current_thread()
+    functions.close()
+    thread.join(5)
+    assert loop.is_closed() and not thread.is_alive()
+    functions.close()  # twice is fine
+    bound.clear()
+    np.testing.assert_array_equal(score(functions).total, [1.0, 1.0])  # a later batch starts a new loop
+    assert bound["loop"] is not loop and not bound["loop"].is_closed()
+    functions.close()
+
+
+def test_a_plain_function_that_returns_a_coroutine_is_awaited_on_the_loop():
+    threads = []
+
+    async def judge(completions):
+        threads.append(threading.current_thread())
+        return [0.75] * len(completions)
+
+    wrapped = named("wrapped", lambda prompts, completions, **kwargs: judge(completions))
+    functions = RewardFunctions([wrapped, constant(1.0)])
+    np.testing.assert_array_equal(score(functions).total, [1.75, 1.75])
+    assert threads[0] is not threading.current_thread() and threads[0].name == "reward-functions-loop"
+    functions.close()
+
+
+def test_submit_returns_while_the_async_functions_run():
+    released, ran = threading.Event(), []
+
+    async def slow(prompts, completions, **kwargs):
+        if not await asyncio.to_thread(released.wait, 10):
+            raise TimeoutError("submit waited for the async function")
+        return [0.5] * len(completions)
+
+    def quick(prompts, completions, **kwargs):
+        ran.append(threading.current_thread() is threading.main_thread())
+        return [1.0] * len(completions)
+
+    functions = RewardFunctions([slow, quick], weights=[2.0, 1.0])
+    pending = functions.submit(["p", "q"], ["a", "b"], None, {})
+    assert ran == [True] and not pending.done()  # the sync function has run; the async one waits on us
+    released.set()
+    scores = pending.result()
+    assert pending.done() and pending.result() is scores
+    np.testing.assert_array_equal(scores.per_function, [[0.5, 1.0], [0.5, 1.0]])
+    np.testing.assert_array_equal(scores.total, [2.0, 2.0])
+    empty = functions.submit([], [], [], {})
+    assert empty.done() and empty.result().per_function.shape == (0, 2)
+    functions.close()
+
+
 def test_an_exception_in_a_function_propagates_with_its_traceback():
     class Broken(Exception):
         pass
@@ -140,10 +238,49 @@ def test_an_exception_in_a_function_propagates_with_its_traceback():
     def judge(prompts, completions, **kwargs):
         raise Broken("the judge is down")
 
-    for funcs in ([judge], [constant(1.0), judge]):  # in the calling thread, and in a worker
+    async def remote_judge(prompts, completions, **kwargs):
+        await asyncio.sleep(0)
+        raise Broken("the judge is down")
+
+    for funcs in ([judge], [constant(1.0), judge], [remote_judge, constant(1.0)]):
         with pytest.raises(Broken, match="the judge is down") as error:
             score(RewardFunctions(funcs))
-        assert traceback.extract_tb(error.value.__traceback__)[-1].name == "judge"
+        assert traceback.extract_tb(error.value.__traceback__)[-1].name in ("judge", "remote_judge")
+
+
+def test_a_failing_synchronous_function_cancels_the_batchs_async_ones():
+    started, cancelled = threading.Event(), threading.Event()
+
+    async def waits(prompts, completions, **kwargs):
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return [0.0] * len(completions)
+
+    def fails(prompts, completions, **kwargs):
+        assert started.wait(10)  # the async function runs meanwhile
+        raise ZeroDivisionError("sync failed")
+
+    functions = RewardFunctions([waits, fails])
+    with pytest.raises(ZeroDivisionError, match="sync failed"):
+        functions.submit(["p"], ["c"], None, {})
+    assert cancelled.wait(10)
+    functions.close()
+
+
+def test_the_loop_thread_does_not_hold_up_the_interpreters_exit():
+    code = ("import asyncio\nfrom wgrpo.rl.reward_scoring import RewardFunctions\n"
+            "async def judge(prompts, completions, **kwargs):\n"
+            "    await asyncio.sleep(0)\n"
+            "    return [1.0] * len(completions)\n"
+            "functions = RewardFunctions([judge])\n"
+            "print(functions.score(['p'], ['c'], None, {}).total.tolist())\n")  # never closed: exit closes it
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          cwd=str(Path(__file__).parents[2]))
+    assert (done.returncode, done.stdout, done.stderr) == (0, "[1.0]\n", "")
 
 
 @pytest.mark.parametrize("output,message", [
@@ -156,9 +293,12 @@ def test_an_exception_in_a_function_propagates_with_its_traceback():
     (np.ones((2, 1)), r"reward function bad returned an array of shape \(2, 1\)"),
 ])
 def test_what_a_function_returns_is_checked(output, message):
-    bad = named("bad", lambda prompts, completions, **kw: output)
-    with pytest.raises(InputError, match=f"^{message}"):
-        score(RewardFunctions([bad]))
+    async def returns(prompts, completions, **kwargs):
+        return output
+
+    for bad in (named("bad", lambda prompts, completions, **kw: output), named("bad", returns)):
+        with pytest.raises(InputError, match=f"^{message}"):
+            score(RewardFunctions([bad]))
 
 
 def test_numbers_of_every_kind_are_rewards():

@@ -1,16 +1,22 @@
 """Rollout on a tiny random model: a batch is scored by one `task.rewards` call, completions in order, and
 generating in chunks of whole groups (generation_batch_size) gives the completions and rewards of one call, each
-chunk scored while the next generates."""
+chunk scored in the calling thread, its async reward functions still running while the next chunk generates."""
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import threading
 import time
+import warnings
 
 import numpy as np
 import pytest
 
-from wgrpo.rl.rollout import Completion, Rollout, sample_and_score
+from wgrpo.rl.datasets import load_rows
+from wgrpo.rl.reward_scoring import RewardFunctions
+from wgrpo.rl.rollout import Completion, Rollout, nan_stat, sample_and_score
+from wgrpo.rl.tasks import DatasetTask
 from wgrpo.rl.tasks.base import GeneratedTask
 
 WEIGHTS = {"accuracy": 1.0, "format": 0.1}
@@ -88,8 +94,8 @@ def test_chunked_generation_gives_the_completions_of_one_call(device, temperatur
     # keep their global indices (the RNG's key). Each chunk's prompts are left-padded to its own width, so logits
     # may differ by float rounding: log-probs agree to a tolerance. Tokens agree exactly, also when sampling at
     # temperature 1 (checked: a flip would need two Gumbel-perturbed logits within rounding of each other, which
-    # these few draws of a tiny model never come near). Each chunk is scored by a call of its own, in a background
-    # thread while the next chunk generates, and the rewards are those of one call over all 15.
+    # these few draws of a tiny model never come near). Each chunk is scored by a call of its own, in this thread
+    # before the next chunk generates, and the rewards are those of one call over all 15.
     task = Ragged()
     problems = [task.sample(i) for i in (0, 5, 8, 7, 1)]  # prompts of 9, 9, 13, 15 and 11 tokens
     model, tokenizer = tiny_model(device, problems)
@@ -103,8 +109,8 @@ def test_chunked_generation_gives_the_completions_of_one_call(device, temperatur
         chunked = sample_and_score(model, tokenizer, task, problems, 3, generation_batch_size=size, **kwargs)
         assert [len(texts) for texts, _ in task.batches] == chunks  # one scoring call per chunk, in order
         assert [p for _, scored in task.batches for p in scored] == [problems[i // 3] for i in range(15)]
-        assert all(thread is not threading.current_thread() for thread, _, _ in task.calls)
-        # the first chunk's scoring began while later chunks were still generating
+        assert all(thread is threading.current_thread() for thread, _, _ in task.calls)
+        # the first chunk was scored before the later chunks generated
         assert task.calls[0][1] < started + chunked.seconds_generate
         for x, y in zip(whole.completions, chunked.completions, strict=True):
             assert (x.problem_index, x.prompt_ids, x.token_ids, x.text, x.finish_reason, x.reward, x.parts) == \
@@ -132,7 +138,17 @@ def test_a_failing_reward_of_a_chunk_stops_the_rollout(device):
     with pytest.raises(ZeroDivisionError, match="a reward function failed"):
         sample_and_score(model, tokenizer, task, problems, 2, max_new_tokens=2, temperature=1.0, top_k=0, top_p=1.0,
                          seed=0, weights=WEIGHTS, generation_batch_size=2)
-    assert 1 <= len(task.batches) <= 4
+    assert len(task.batches) == 1  # scored in this thread: nothing generated after the failure
+
+    async def remote(prompts, completions, **kwargs):
+        raise ZeroDivisionError("an async reward function failed")
+
+    dataset = text_task([remote])
+    problems = [dataset.sample(i) for i in range(4)]
+    with pytest.raises(ZeroDivisionError, match="an async reward function failed"):
+        sample_and_score(model, tokenizer, dataset, problems, 2, max_new_tokens=2, temperature=1.0, top_k=0,
+                         top_p=1.0, seed=0, weights=dataset.default_weights, generation_batch_size=2)
+    dataset.reward_functions.close()
 
 
 class StopsAtA(Distinct):
@@ -173,10 +189,15 @@ def test_part_means_and_stds_leave_out_the_parts_that_do_not_apply():
     rollout = Rollout([completion({"a": 1.0, "b": np.nan, "c": np.nan}), completion({"a": 0.0, "b": 0.5,
                                                                                      "c": np.nan}),
                        completion({"a": 0.5, "b": np.nan})], 3, 0.0, 0.0)
-    means, stds = rollout.part_means(), rollout.part_stds()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        means, stds, bessel = rollout.part_means(), rollout.part_stds(), rollout.part_stds(ddof=1)
     assert list(means) == ["a", "b", "c"] and means["a"] == pytest.approx(0.5) and means["b"] == 0.5
     assert np.isnan(means["c"]) and np.isnan(stds["c"])  # NaN everywhere (or missing): NaN, with no warning
     assert stds["a"] == pytest.approx(np.std([1.0, 0.0, 0.5])) and stds["b"] == 0.0
+    assert bessel["a"] == pytest.approx(np.std([1.0, 0.0, 0.5], ddof=1)) and bessel["a"] > stds["a"]
+    assert np.isnan(bessel["b"]) and np.isnan(bessel["c"])  # ddof=1, TRL's nanstd: one value has no sample std
+    assert nan_stat(np.array([np.nan, 2.0, 4.0]), np.mean) == 3.0 and np.isnan(nan_stat(np.array([np.nan]), np.max))
 
 
 def test_generation_batch_size_must_hold_whole_groups(device):
@@ -188,3 +209,91 @@ def test_generation_batch_size_must_hold_whole_groups(device):
         with pytest.raises(ValueError, match="generation_batch_size must be 0 .* multiple of group_size 3"):
             sample_and_score(model, tokenizer, task, problems, 3, generation_batch_size=bad, **kwargs)
     assert task.batches == []  # refused before any generation
+
+
+# ----------------------------------------------------------------------------------------------- reward functions
+
+ROWS = [{"prompt": f"Count past {n}.", "answer": str(n), "k": k} for k, n in enumerate((3, 17, 256, 41))]
+
+
+def text_task(funcs) -> DatasetTask:
+    return DatasetTask(load_rows(ROWS, "train_dataset"), RewardFunctions(funcs))
+
+
+def distinct(completions) -> list[float]:
+    return [len(set(c)) / (1 + len(c)) for c in completions]
+
+
+class SetsSignals(Distinct):
+    """A rule task whose rewards set a signal handler (which only the main thread may), recording their thread."""
+
+    name = "sets-signals"
+
+    def rewards(self, completions, problems, weights=None, completion_ids=None):
+        previous = signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        signal.signal(signal.SIGUSR1, previous)
+        return super().rewards(completions, problems, weights, completion_ids)
+
+
+def test_rewards_that_set_signal_handlers_score_a_chunked_rollout(device):
+    threads = []
+
+    def guarded(prompts, completions, **kwargs):  # as math_verify's parse() and signal-based timeouts do
+        threads.append(threading.current_thread())
+        previous = signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        signal.signal(signal.SIGUSR1, previous)
+        return distinct(completions)
+
+    rule = SetsSignals()
+    for task in (text_task([guarded]), rule):
+        problems = [task.sample(i) for i in range(4)]
+        model, tokenizer = tiny_model(device, problems)
+        kwargs = dict(max_new_tokens=6, temperature=1.0, top_k=0, top_p=1.0, seed=2, weights=task.default_weights)
+        whole = sample_and_score(model, tokenizer, task, problems, 2, **kwargs)
+        chunked = sample_and_score(model, tokenizer, task, problems, 2, generation_batch_size=2, **kwargs)
+        assert [(c.reward, c.parts) for c in chunked.completions] == [(c.reward, c.parts) for c in whole.completions]
+        assert len({c.reward for c in whole.completions}) > 1
+    assert len(threads) == 1 + 4 and all(thread is threading.main_thread() for thread in threads)
+    assert [len(texts) for texts, _ in rule.batches] == [8, 2, 2, 2, 2]
+    assert all(thread is threading.main_thread() for thread, _, _ in rule.calls)
+
+
+def test_a_chunks_async_rewards_run_while_the_next_chunk_generates(device):
+    # one problem per chunk (G = 2, 2 at a time). The sync function of chunk k sets scored[k]; the async function
+    # of chunk k waits for scored[k + 1]: it can only finish if the rollout went on generating and scoring chunk
+    # k + 1 without waiting for it. Unchunked, there is no next chunk to wait for.
+    scored = [threading.Event() for _ in ROWS]
+    sync_threads, loops = [], []
+
+    def counted(prompts, completions, k, **kwargs):
+        sync_threads.append(threading.current_thread())
+        time.sleep(0.05)  # scoring time in this thread: counted in seconds_reward
+        for index in k:
+            scored[index].set()
+        return distinct(completions)
+
+    async def judge(prompts, completions, k, **kwargs):
+        loops.append(asyncio.get_running_loop())
+        following = max(k) + 1
+        if following < len(ROWS) and not await asyncio.to_thread(scored[following].wait, 10):
+            raise TimeoutError(f"chunk {following} was not scored while chunk {following - 1}'s judge ran")
+        return [len(c) / 10 for c in completions]
+
+    task = text_task([judge, counted])
+    problems = [task.sample(i) for i in range(4)]
+    model, tokenizer = tiny_model(device, problems)
+    kwargs = dict(max_new_tokens=6, temperature=1.0, top_k=0, top_p=1.0, seed=4, weights=task.default_weights)
+    whole = sample_and_score(model, tokenizer, task, problems, 2, **kwargs)
+    for event in scored:
+        event.clear()
+    began = time.perf_counter()
+    chunked = sample_and_score(model, tokenizer, task, problems, 2, generation_batch_size=2, **kwargs)
+    wall = time.perf_counter() - began
+    assert [(c.reward, c.parts) for c in chunked.completions] == [(c.reward, c.parts) for c in whole.completions]
+    assert [c.text for c in chunked.completions] == [c.text for c in whole.completions]
+    assert len({c.parts["judge"] for c in whole.completions}) > 1
+    assert len(sync_threads) == 5 and all(thread is threading.main_thread() for thread in sync_threads)
+    assert len(loops) == 5 and all(loop is loops[0] for loop in loops) and not loops[0].is_closed()
+    assert chunked.seconds_reward >= 4 * 0.05 and chunked.seconds_generate > 0
+    assert chunked.seconds_generate + chunked.seconds_reward <= wall
+    task.reward_functions.close()

@@ -42,7 +42,7 @@ def files(tmp_path, device):
 
 def argv(files, output, steps: int) -> list[str]:
     return ["train", "--model", str(files["model"]), "--dataset", str(files["data"]), "--eval-dataset",
-            str(files["eval"]), "--reward-funcs", f"{files['rewards']}:correct,short", "--reward-weights", "1,0.5",
+            str(files["eval"]), "--reward-funcs", "my_rewards.py:correct,short", "--reward-weights", "1,0.5",
             "--output-dir", str(output), "--max-steps", str(steps), "--num-generations", "4",
             "--generation-batch-size", "8", "--max-completion-length", "8", "--learning-rate", "5e-3",
             "--warmup-steps", "0", "--eval-steps", "0", "--save-steps", "1"]
@@ -51,19 +51,32 @@ def argv(files, output, steps: int) -> list[str]:
 def test_a_dataset_and_reward_functions_from_the_shell_train_and_resume(files, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("wgrpo.rl.train.trainer.GRPOLoop._plot", lambda self: None)
     output = tmp_path / "run"
+    monkeypatch.chdir(tmp_path)  # the reward file named relative to here
     assert exit_code(argv(files, output, 1)) == 0
     err = capsys.readouterr().err
     assert f"reward functions correct, short from {files['rewards']}" in err  # user code is named as it loads
     rows = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows] == [0, 1]
     assert {"rewards/correct/mean", "rewards/short/mean", "reward", "reward_std"} <= set(rows[1])
-    assert {"eval/pass@1", "eval/rewards/correct/mean", "eval/rewards/short/mean"} <= set(rows[0]) & set(rows[1])
+    assert {"eval_pass@1", "eval_rewards/correct/mean", "eval_rewards/short/mean"} <= set(rows[0]) & set(rows[1])
     saved = json.loads((output / "final" / "trainer_config.json").read_text())
     assert (saved["task"], saved["group_size"], saved["prompts_per_step"], saved["lr"]) == ("dataset", 4, 2, 5e-3)
 
+    assert saved["reward_funcs"] == f"{files['rewards']}:correct,short"  # recorded absolute
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
     assert exit_code(["train", "--resume", str(output / "final"), "--steps", "2"]) == 0
     rows = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows] == [0, 1, 2] and "rewards/short/mean" in rows[2]
+
+
+def test_trls_batch_options_make_the_step():
+    from wgrpo.tools.train_options import apply_trl_arguments
+
+    args = build_parser().parse_args(["train", "--per-device-train-batch-size", "4", "--gradient-accumulation-steps",
+                                      "2", "--num-generations", "4"])
+    apply_trl_arguments(args)
+    assert (args.prompts_per_step, args.group_size) == (2, 4)  # 4 x 2 completions per optimizer step, 4 per prompt
 
 
 def test_trl_aliases_set_wgrpo_options():

@@ -22,7 +22,7 @@ TRL_DEFAULTS = dict(
     epsilon_high=None, num_iterations=1, loss_type="dapo", scale_rewards="group", mask_truncated_completions=False,
     reward_weights=None, logging_strategy="steps", logging_steps=10, save_strategy="steps", save_steps=500,
     save_total_limit=None, eval_strategy="no", eval_steps=None, per_device_eval_batch_size=8, run_name=None,
-    log_completions=False, num_completions_to_print=None, gradient_checkpointing=True, fp16=False,
+    log_completions=False, num_completions_to_print=None, gradient_checkpointing=True, fp16=False, eval_on_start=False,
     model_init_kwargs=None, remove_unused_columns=False, shuffle_dataset=True, disable_dropout=False,
     use_vllm=False, optim="adamw_torch_fused", importance_sampling_level="token", top_entropy_quantile=1.0,
     repetition_penalty=1.0, min_p=None, delta=None, sync_ref_model=False, push_to_hub=False, deepspeed=None,
@@ -60,6 +60,7 @@ def test_the_defaults_translate_into_a_dataset_run():
     assert (t.report_to, t.run_name, t.log_completions, t.num_completions_to_print) == ("jsonl", "", False, 0)
     assert (t.dtype, t.gradient_checkpointing, t.mask_truncated, t.reward_weights, t.use_peft) == (
         "bfloat16", True, False, "", False)
+    assert (t.advantage_std, t.eval_on_start, t.per_device_eval_batch_size) == ("bessel", False, 8)  # torch.std's
 
 
 def test_the_aliases_are_renames_of_real_fields():
@@ -68,6 +69,7 @@ def test_the_aliases_are_renames_of_real_fields():
     assert CLI_ALIASES["num_generations"] == "group_size" and CLI_ALIASES["learning_rate"] == "lr"
     assert set(WGRPO_ONLY) <= grpo and set(FORMER_NAMES) <= grpo
     assert set(NOT_APPLICABLE) <= grpo and set(NO_EFFECT) <= grpo
+    assert "eval_on_start" not in NO_EFFECT  # it maps onto TrainConfig's eval_on_start
 
 
 def test_every_field_is_one_of_trls():
@@ -85,7 +87,7 @@ def test_every_field_is_one_of_trls():
     (dict(max_grad_norm=None), dict(grad_clip=0.0)),
     (dict(max_grad_norm=0.5), dict(grad_clip=0.5)),
     (dict(max_steps=7), dict(steps=7)),
-    (dict(num_train_epochs=1.5), dict(steps=96)),  # ceil(1.5 x 64 / 1)
+    (dict(num_train_epochs=1.5), dict(steps=96)),  # ceil(1.5 x 64 // 1)
     (dict(per_device_train_batch_size=4, gradient_accumulation_steps=4, num_generations=8, num_train_epochs=1),
      dict(prompts_per_step=2, group_size=8, per_device_train_batch_size=4, gradient_accumulation_steps=4, steps=32)),
     (dict(per_device_train_batch_size=6, num_generations=3, num_train_epochs=1),
@@ -96,7 +98,8 @@ def test_every_field_is_one_of_trls():
     (dict(top_k=50), dict(top_k=50)),
     (dict(beta=0.04, epsilon=0.1), dict(beta=0.04, eps_low=0.1, eps_high=0.1)),
     (dict(epsilon_high=0.28), dict(eps_low=0.2, eps_high=0.28)),
-    (dict(num_iterations=2), dict(mu=2)),
+    (dict(num_iterations=1), dict(mu=1)),
+    (dict(eval_on_start=True, per_device_eval_batch_size=3), dict(eval_on_start=True, per_device_eval_batch_size=3)),
     (dict(loss_type="grpo"), dict(loss_type="grpo")),
     (dict(loss_type="dr_grpo", scale_rewards=False), dict(loss_type="dr_grpo", scale_rewards="none")),
     (dict(scale_rewards="none"), dict(scale_rewards="none")),
@@ -166,6 +169,22 @@ def test_warmup_steps_win_over_the_ratio(options, warmup):
 ])
 def test_logging_saving_and_evaluation_intervals(options, expected):
     t = train(**{"max_steps": 50, **options})
+    assert {name: getattr(t, name) for name in expected} == expected
+
+
+@pytest.mark.parametrize("train_size,options,expected", [
+    # TRL's sampler drops an epoch's last incomplete generation batch: 65 prompts, 2 a step, are 32 steps
+    (65, dict(num_train_epochs=1), dict(steps=32)),
+    (65, dict(num_train_epochs=1.5), dict(steps=48)),  # ceil(1.5 x 32), not ceil(1.5 x 65 / 2) = 49
+    (65, dict(num_train_epochs=3, save_strategy="epoch", eval_strategy="epoch", logging_strategy="epoch"),
+     dict(steps=96, save_every=32, eval_every=32, logging_steps=32)),
+    (65, dict(max_steps=10, save_strategy="epoch"), dict(steps=10, save_every=32)),
+    (64, dict(num_train_epochs=1, save_strategy="epoch"), dict(steps=32, save_every=32)),
+    (1, dict(num_train_epochs=2, save_strategy="epoch"), dict(steps=2, save_every=1)),  # at least one step an epoch
+])
+def test_an_epoch_is_its_whole_generation_batches(train_size, options, expected):
+    t = train(train_size=train_size, per_device_train_batch_size=16, **options)
+    assert t.prompts_per_step == 2
     assert {name: getattr(t, name) for name in expected} == expected
 
 
@@ -274,6 +293,8 @@ def test_unknown_options_are_named_with_a_suggestion(options, message):
     (dict(learning_rate="1e-5"), "GRPOConfig: learning_rate = '1e-5': expected a number"),
     (dict(num_generations=2.0), "GRPOConfig: num_generations = 2.0: expected an integer"),
     (dict(bf16="yes"), "GRPOConfig: bf16 = 'yes': expected true or false"),
+    (dict(eval_on_start=1), "GRPOConfig: eval_on_start = 1: expected true or false"),
+    (dict(per_device_eval_batch_size=0), "GRPOConfig: per_device_eval_batch_size 0: must be at least 1"),
 ])
 def test_errors_name_the_option(options, message):
     with pytest.raises(InputError) as error:
@@ -321,6 +342,7 @@ def test_dtype_conflicts(options, message):
     (dict(epsilon_high=-0.1), "GRPOConfig: epsilon_high -0.1: must be >= 0"),
     (dict(learning_rate=0), "GRPOConfig: learning_rate 0.0: must be > 0"),
     (dict(num_iterations=0), "GRPOConfig: num_iterations 0: must be at least 1"),
+    (dict(num_iterations=1.0), "GRPOConfig: num_iterations = 1.0: expected an integer"),
     (dict(max_completion_length=0), "GRPOConfig: max_completion_length 0: must be at least 1"),
     (dict(max_grad_norm=-1.0), "GRPOConfig: max_grad_norm -1.0: must be >= 0"),
     (dict(temperature=0.0), "GRPOConfig: temperature 0.0: must be > 0"),
@@ -334,6 +356,18 @@ def test_train_config_errors_are_reported_in_trl_names(options, message):
     with pytest.raises(InputError) as error:
         GRPOConfig(**options)
     assert message in str(error.value), str(error.value)
+
+
+@pytest.mark.parametrize("iterations", [2, 4])
+def test_more_than_one_iteration_is_refused_as_its_steps_would_count_differently(iterations):
+    with pytest.raises(InputError) as error:
+        GRPOConfig(num_iterations=iterations, max_steps=10)
+    message = str(error.value)
+    assert message.startswith(f"GRPOConfig: num_iterations {iterations}: not supported: wgrpo's step is one "
+                              f"generation batch followed by its num_iterations updates, while TRL's global_step "
+                              f"counts every optimizer step"), message
+    assert "max_steps, logging/save/eval steps and the learning-rate schedule" in message
+    assert "`wgrpo train --mu N`, whose steps count generation batches" in message and "\n" not in message
 
 
 def test_to_train_config_errors():

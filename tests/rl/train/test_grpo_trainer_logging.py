@@ -71,21 +71,22 @@ def test_tensorboard_gets_the_logged_means_under_trls_names(model_dir, tmp_path)
     events = accumulator.EventAccumulator(str(tmp_path / "out" / "runs"))
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    assert {"reward", "reward_std", "rewards/correct/mean", "rewards/brevity/mean", "kl", "learning_rate"} <= tags
-    assert [(e.step, e.value) for e in events.Scalars("reward")] == \
+    assert {f"train/{name}" for name in ("reward", "reward_std", "rewards/correct/mean", "rewards/brevity/mean", "kl",
+                                         "learning_rate")} <= tags  # transformers' chart names
+    assert [(e.step, e.value) for e in events.Scalars("train/reward")] == \
         [(row["step"], pytest.approx(row["reward"], rel=1e-6)) for row in rows[1:]]
 
 
 def test_eval_dataset_is_evaluated_every_eval_steps(model_dir, tmp_path):
     args = script_args(tmp_path / "out", 2)
-    args.eval_strategy, args.eval_steps = "steps", 1
+    args.eval_strategy, args.eval_steps, args.eval_on_start = "steps", 1, True
     run = trainer(model_dir, args, eval_dataset=DATASET[:3])
     run.train()
     rows = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
-    for row in rows:  # the start, then every step
-        assert {"eval/pass@1", "eval/reward", "eval/rewards/correct/mean", "eval/rewards/brevity/mean"} <= set(row)
+    for row in rows:  # the start (eval_on_start), then every step
+        assert {"eval_pass@1", "eval_reward", "eval_rewards/correct/mean", "eval_rewards/brevity/mean"} <= set(row)
     again = run.evaluate()
-    assert again["eval/reward"] == pytest.approx(rows[-1]["eval/reward"])  # greedy: the same decoding
+    assert again["eval_reward"] == pytest.approx(rows[-1]["eval_reward"])  # greedy: the same decoding
 
 
 def test_lora_through_peft_config_has_no_reference_copy_and_saves_an_adapter(model_dir, tmp_path):
@@ -99,3 +100,43 @@ def test_lora_through_peft_config_has_no_reference_copy_and_saves_an_adapter(mod
     assert (final / "adapter_config.json").is_file() and (final / "adapter_model.safetensors").is_file()
     model, _ = load_pretrained(final)  # base + adapter
     assert model.adapters is not None and model.adapters.config.r == 4
+
+
+def test_events_carry_the_model_and_epochs_follow_the_data(model_dir, tmp_path):
+    from wgrpo import TrainerCallback
+
+    heard = []
+
+    class Recorder(TrainerCallback):
+        def on_init_end(self, args, state, control, **kwargs):
+            heard.append("init_end")
+
+        def on_epoch_begin(self, args, state, control, **kwargs):
+            heard.append(("epoch_begin", state.global_step))
+
+        def on_epoch_end(self, args, state, control, **kwargs):
+            heard.append(("epoch_end", state.global_step, state.epoch))
+
+        def on_step_end(self, args, state, control, model=None, processing_class=None, optimizer=None, **kwargs):
+            assert model is not None and processing_class is not None and optimizer is not None
+            assert args.learning_rate == 5e-3  # the GRPOConfig given
+
+    args = script_args(tmp_path / "out", 4)  # 6 problems, 2 per step: an epoch every 3 steps
+    trainer(model_dir, args, callbacks=[Recorder()]).train()
+    assert heard == ["init_end", ("epoch_begin", 0), ("epoch_end", 3, 1.0), ("epoch_begin", 3)]
+
+
+def test_the_logged_window_keeps_the_last_learning_rate_and_resume_keeps_the_history(model_dir, tmp_path):
+    args = script_args(tmp_path / "out", 2)
+    args.lr_scheduler_type, args.logging_steps, args.save_steps = "linear", 2, 1
+    first = trainer(model_dir, args)
+    first.train()
+    rows = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    (logged,) = first.state.log_history
+    assert logged["step"] == 2 and logged["learning_rate"] == rows[2]["learning_rate"] != rows[1]["learning_rate"]
+    assert logged["reward"] == pytest.approx((rows[1]["reward"] + rows[2]["reward"]) / 2)  # a mean over the window
+
+    args.max_steps = 3
+    resumed = trainer(model_dir, args)
+    resumed.train(resume_from_checkpoint=True)
+    assert [entry["step"] for entry in resumed.state.log_history] == [2, 3]  # the checkpoint's, then this run's

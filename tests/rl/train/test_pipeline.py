@@ -17,8 +17,8 @@ def trainer_in(path):
 
 
 def evaluation(step: int, accuracy: float, format_rate: float) -> dict:
-    return {"step": step, "eval/pass@1": accuracy, "eval/rewards/accuracy/mean": accuracy,
-            "eval/rewards/format/mean": format_rate}
+    return {"step": step, "eval_pass@1": accuracy, "eval_rewards/accuracy/mean": accuracy,
+            "eval_rewards/format/mean": format_rate}
 
 
 def test_whole_run_shows_base_gain_and_curves(tmp_path, capsys):

@@ -28,9 +28,9 @@ def grpo_record(step: int) -> dict:
 
 
 def evaluation(step: int, accuracy: float, format_rate: float, length: float) -> dict:
-    return {"step": step, "eval/reward": accuracy + 0.1 * format_rate, "eval/pass@1": accuracy,
-            "eval/rewards/accuracy/mean": accuracy, "eval/rewards/format/mean": format_rate,
-            "eval/completions/mean_length": length}
+    return {"step": step, "eval_reward": accuracy + 0.1 * format_rate, "eval_pass@1": accuracy,
+            "eval_rewards/accuracy/mean": accuracy, "eval_rewards/format/mean": format_rate,
+            "eval_completions/mean_length": length}
 
 
 def grpo_run() -> list[dict]:
@@ -101,7 +101,7 @@ def test_every_panel_of_a_grpo_run_with_its_line_data():
 def test_panels_whose_metrics_are_absent_are_skipped():
     # no reference model (no kl), no clipping metrics, no length: reward and accuracy only
     records = [{"step": s, "reward": 0.5, "rewards/accuracy/mean": float("nan")} for s in (1, 2)]
-    records.append({"step": 2, "eval/rewards/accuracy/mean": 0.25})
+    records.append({"step": 2, "eval_rewards/accuracy/mean": 0.25})
     figure = build_figure(records)
     assert list(panels(figure)) == ["reward", "held-out (greedy)", "accuracy"]
     assert lines(panels(figure)["accuracy"]) == {"eval": ([2.0], [0.25])}  # all-NaN train accuracy: no line

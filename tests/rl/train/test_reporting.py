@@ -99,22 +99,25 @@ def test_tensorboard_gets_finite_scalars_in_output_dir_runs(tmp_path, writer):
     (reporter,) = open_reporters("tensorboard", tmp_path, run_name="r", config={"lr": 1e-4})
     for step in (1, 2, 3):
         reporter.log({"step": step, "loss": 1.0 / step, "reward/mean": np.float32(step / 4), "tokens": 10 * step,
-                      "kl": math.nan if step == 2 else 0.5, "task": "arithmetic", "grad": math.inf}, step)
+                      "kl": math.nan if step == 2 else 0.5, "task": "arithmetic", "grad": math.inf,
+                      "eval_reward": 0.5}, step)
     reporter.log_completions([{"step": 3, "prompt": "p", "completion": "c"}], 3)  # no scalars: nothing
     reporter.close()
     scalars = read_scalars(tmp_path / "runs")
-    assert set(scalars) == {"loss", "reward/mean", "tokens", "kl"}  # not "step", text or non-finite values
-    assert scalars["loss"] == [(1, 1.0), (2, 0.5), (3, pytest.approx(1 / 3))]
-    assert scalars["reward/mean"] == [(1, 0.25), (2, 0.5), (3, 0.75)]
-    assert scalars["tokens"] == [(1, 10.0), (2, 20.0), (3, 30.0)]
-    assert scalars["kl"] == [(1, 0.5), (3, 0.5)]
+    # not "step", text or non-finite values; transformers' chart names (train/x, and eval_x as eval/x)
+    assert set(scalars) == {"train/loss", "train/reward/mean", "train/tokens", "train/kl", "eval/reward"}
+    assert scalars["train/loss"] == [(1, 1.0), (2, 0.5), (3, pytest.approx(1 / 3))]
+    assert scalars["train/reward/mean"] == [(1, 0.25), (2, 0.5), (3, 0.75)]
+    assert scalars["train/tokens"] == [(1, 10.0), (2, 20.0), (3, 30.0)]
+    assert scalars["train/kl"] == [(1, 0.5), (3, 0.5)]
+    assert scalars["eval/reward"] == [(1, 0.5), (2, 0.5), (3, 0.5)]
 
 
 def test_tensorboard_honours_logging_dir(tmp_path, writer):
     (reporter,) = open_reporters(["tensorboard"], tmp_path / "out", logging_dir=tmp_path / "tb")
     reporter.log({"loss": 2.0}, 7)
     reporter.close()
-    assert read_scalars(tmp_path / "tb") == {"loss": [(7, 2.0)]}
+    assert read_scalars(tmp_path / "tb") == {"train/loss": [(7, 2.0)]}
     assert not (tmp_path / "out" / "runs").exists()
 
 
@@ -134,11 +137,11 @@ def test_a_resumed_run_replaces_the_steps_after_its_checkpoint_and_a_fresh_run_a
     _run(tmp_path, range(0, 6), 100.0)  # killed after step 5; its last checkpoint was step 3
     _next_second()
     _run(tmp_path, range(4, 7), 200.0, resume_step=3)
-    assert read_scalars(tmp_path / "runs")["loss"] == [(0, 100.0), (1, 101.0), (2, 102.0), (3, 103.0),
-                                                       (4, 204.0), (5, 205.0), (6, 206.0)]
+    assert read_scalars(tmp_path / "runs")["train/loss"] == [(0, 100.0), (1, 101.0), (2, 102.0), (3, 103.0),
+                                                             (4, 204.0), (5, 205.0), (6, 206.0)]
     _next_second()
     _run(tmp_path, range(0, 2), 300.0)  # started afresh in the same directory, as metrics.jsonl is
-    assert read_scalars(tmp_path / "runs")["loss"] == [(0, 300.0), (1, 301.0)]
+    assert read_scalars(tmp_path / "runs")["train/loss"] == [(0, 300.0), (1, 301.0)]
 
 
 # --- wandb ------------------------------------------------------------------------------------------------------
@@ -204,8 +207,8 @@ def test_wandb_offline_run_holds_the_metrics_config_and_completions(tmp_path, of
             history[items.pop("_step")] = {k: v for k, v in items.items() if not k.startswith("_")}
         elif kind == "run":
             run = record.run
-    assert history[1] == {"loss": 0.5, "reward/mean": 0.25}  # "step" is wandb's x axis, not a metric
-    assert {k: v for k, v in history[2].items() if k != "completions"} == {"loss": 0.25, "reward/mean": 0.75}
+    assert history[1] == {"train/loss": 0.5, "train/reward/mean": 0.25}  # "step" is wandb's x axis, not a metric
+    assert {k: v for k, v in history[2].items() if k != "completions"} == {"train/loss": 0.25, "train/reward/mean": 0.75}
     assert history[2]["completions"]["_type"] == "table-file"
     assert (run.project, run.display_name) == ("grpo-test", "countdown-1")
     config = {item.key: json.loads(item.value_json) for item in run.config.update}

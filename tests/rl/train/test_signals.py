@@ -82,7 +82,7 @@ def assert_same_run(rows, reference):
         assert got["reward"] == want["reward"], got["step"]
         assert got["completions/mean_length"] == want["completions/mean_length"], got["step"]
         np.testing.assert_allclose(got["loss"], want["loss"], rtol=1e-5, atol=1e-7)
-    assert rows[-1]["eval/pass@1"] == reference[-1]["eval/pass@1"]
+    assert rows[-1]["eval_pass@1"] == reference[-1]["eval_pass@1"]
 
 
 @pytest.fixture(scope="module")

@@ -64,8 +64,8 @@ def test_curves_are_drawn_at_evaluations_and_at_the_end(device, tmp_path, monkey
     monkeypatch.setattr(GRPOLoop, "_plot", lambda self: drawn.append(self.step))
     model, tokenizer, task = tiny_setup(device)
     trainer = GRPOLoop(config(tmp_path, steps=3, eval_every=2, beta=0.0), model, tokenizer, task)
-    trainer.evaluate = lambda: {"eval/pass@1": 0.0, "eval/rewards/format/mean": 0.0,
-                                "eval/completions/mean_length": 1.0}
+    trainer.evaluate = lambda: {"eval_pass@1": 0.0, "eval_rewards/format/mean": 0.0,
+                                "eval_completions/mean_length": 1.0}
     history = trainer.run()
     assert drawn == [2, 3]
     assert [r["step"] for r in history] == [0, 2, 3]
