@@ -238,7 +238,76 @@ class GeneratedTask(Task):
                           f"for eval_fraction={self.eval_fraction}")
 
 
-class JsonlTask(Task):
+class StoredTask(Task):
+    """Problems held in memory, split into train and eval (`_store`): `sample(i, split)` is problem i (mod size) of
+    the split. A conversational problem's prompt is rendered by `use_tokenizer` with the model's chat template,
+    the assistant's turn opened, then `_prompt_suffix`; sampling or checking prompts before that is a
+    RuntimeError. Subclasses say where the problems come from (`_source_name`), which conversation comes first
+    in the data (`_order`) and what an empty split means (`_empty_split`)."""
+
+    _prompt_suffix = ""
+
+    def _store(self, train: list[Problem], held: list[Problem]) -> None:
+        self._problems = {"train": [replace(p, split="train") for p in train],
+                          "eval": [replace(p, split="eval") for p in held]}
+        self._awaiting_template = any(p.messages for split in SPLITS for p in self._problems[split])
+
+    def _source_name(self) -> str:
+        raise NotImplementedError
+
+    def _order(self, problem: Problem):
+        """A sort key putting the problems in the order of the data they were read from."""
+        raise NotImplementedError
+
+    def _empty_split(self, split: str) -> str:
+        raise NotImplementedError
+
+    def use_tokenizer(self, tokenizer) -> None:
+        """Render every conversational prompt with `tokenizer`'s chat template (`ChatTemplate`); text prompts stay
+        as they are. The model's tokenizer, before sampling or `check_prompts`; called again with another
+        tokenizer, the prompts are rendered anew. InputError naming the first conversation in the data when the
+        tokenizer has no chat template, or the conversation that the template refuses."""
+        conversations = [p for split in SPLITS for p in self._problems[split] if p.messages]
+        if not conversations:
+            return
+        template = ChatTemplate(tokenizer, min(conversations, key=self._order).meta["source"])
+        for split in SPLITS:
+            self._problems[split] = [
+                replace(p, prompt=template.render(p.messages, p.meta["source"]) + self._prompt_suffix)
+                if p.messages else p for p in self._problems[split]]
+        self._awaiting_template = False
+
+    def _check_rendered(self) -> None:
+        if self._awaiting_template:
+            raise RuntimeError(f"{self.name}: {self._source_name()} has conversational prompts; call "
+                               f"task.use_tokenizer(tokenizer) with the model's tokenizer before sampling")
+
+    def size(self, split: str = "train") -> int:
+        _check_split(split)
+        return len(self._problems[split])
+
+    def _prompts_to_check(self) -> list[tuple[str, str]]:
+        self._check_rendered()
+        problems = sorted(self._problems["train"] + self._problems["eval"], key=self._order)
+        return [(problem.meta["source"], problem.prompt) for problem in problems]
+
+    def _pool(self, split: str) -> list[Problem]:
+        self._check_rendered()
+        pool = self._problems[split]
+        if not pool:
+            raise input_error(self._empty_split(split))
+        return pool
+
+    def _sample_index(self, index: int, split: str) -> Problem:
+        pool = self._pool(split)
+        return pool[index % len(pool)]
+
+    def _sample_rng(self, rng: np.random.Generator, split: str) -> Problem:
+        pool = self._pool(split)
+        return pool[int(rng.integers(len(pool)))]
+
+
+class JsonlTask(StoredTask):
     """Problems read from JSONL. Subclasses implement `_parse(record) -> (question, answer, meta)`, where the
     question is text or, for a conversational prompt, the record's messages (`conversation(record, name)`).
 
@@ -271,9 +340,8 @@ class JsonlTask(Task):
         else:
             held = [p for p in train if in_eval_split(self.name, p.id, self.eval_fraction)]
             train = [p for p in train if not in_eval_split(self.name, p.id, self.eval_fraction)]
-        self._problems = {"train": [replace(p, split="train") for p in train],
-                          "eval": [replace(p, split="eval") for p in held]}
-        self._awaiting_template = any(p.messages for split in SPLITS for p in self._problems[split])
+        self._prompt_suffix = "<think>" if self.think_prefix else ""
+        self._store(train, held)
 
     def _parse(self, record: Record) -> tuple[str | tuple[dict, ...], str, dict]:
         raise NotImplementedError
@@ -300,55 +368,16 @@ class JsonlTask(Task):
                        prompt="" if messages else self._prompt(question), answer=answer,
                        think_in_prompt=self.think_prefix, meta={"source": record.where(), **meta}, messages=messages)
 
-    def use_tokenizer(self, tokenizer) -> None:
-        """Render every conversational prompt with `tokenizer`'s chat template (`apply_chat_template(messages,
-        add_generation_prompt=True)`); text prompts stay as they are. The model's tokenizer, before sampling or
-        `check_prompts`; called again with another tokenizer, the prompts are rendered anew (`ChatTemplate`).
-        InputError naming the file and line of the first conversation when the tokenizer has no chat template,
-        or of the conversation that the template refuses."""
-        conversations = [p for split in SPLITS for p in self._problems[split] if p.messages]
-        if not conversations:
-            return
-        template = ChatTemplate(tokenizer, min(conversations, key=self._file_order).meta["source"])
-        suffix = "<think>" if self.think_prefix else ""
-        for split in SPLITS:
-            self._problems[split] = [replace(p, prompt=template.render(p.messages, p.meta["source"]) + suffix)
-                                     if p.messages else p for p in self._problems[split]]
-        self._awaiting_template = False
+    def _source_name(self) -> str:
+        return self.path
 
-    def _check_rendered(self) -> None:
-        if self._awaiting_template:
-            raise RuntimeError(f"{self.name}: {self.path} has conversational prompts; call "
-                               f"task.use_tokenizer(tokenizer) with the model's tokenizer before sampling")
-
-    def size(self, split: str = "train") -> int:
-        _check_split(split)
-        return len(self._problems[split])
-
-    def _file_order(self, problem: Problem) -> tuple[bool, int]:
+    def _order(self, problem: Problem) -> tuple[bool, int]:
         path, _, line = problem.meta["source"].rpartition(":")
         return path != self.path, int(line)
 
-    def _prompts_to_check(self) -> list[tuple[str, str]]:
-        self._check_rendered()
-        problems = sorted(self._problems["train"] + self._problems["eval"], key=self._file_order)
-        return [(problem.meta["source"], problem.prompt) for problem in problems]
-
-    def _pool(self, split: str) -> list[Problem]:
-        self._check_rendered()
-        pool = self._problems[split]
-        if not pool:
-            raise input_error(f"{self.name}: the {split} split of {self.path!r} is empty "
-                             f"(eval_fraction={self.eval_fraction}, eval_path={self.eval_path!r})")
-        return pool
-
-    def _sample_index(self, index: int, split: str) -> Problem:
-        pool = self._pool(split)
-        return pool[index % len(pool)]
-
-    def _sample_rng(self, rng: np.random.Generator, split: str) -> Problem:
-        pool = self._pool(split)
-        return pool[int(rng.integers(len(pool)))]
+    def _empty_split(self, split: str) -> str:
+        return (f"{self.name}: the {split} split of {self.path!r} is empty (eval_fraction={self.eval_fraction}, "
+                f"eval_path={self.eval_path!r})")
 
 
 class ChatTemplate:

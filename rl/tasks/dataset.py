@@ -18,20 +18,17 @@ Pure Python + numpy.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any, Mapping, Sequence
-
-import numpy as np
 
 from wgrpo.rl.datasets import PROMPT, Row, columns
 from wgrpo.rl.errors import input_error
 from wgrpo.rl.reward_scoring import PendingScores, RewardFunctions
-from wgrpo.rl.tasks.base import SPLITS, ChatTemplate, Problem, Task, _check_split
+from wgrpo.rl.tasks.base import Problem, StoredTask
 
 __all__ = ["DatasetTask", "PendingRewards"]
 
 
-class DatasetTask(Task):
+class DatasetTask(StoredTask):
     """Rows with prompts, scored by reward functions; see the module docstring. `reward_functions` is a
     `RewardFunctions` (or a list of callables, weighted 1.0 each). The functions' signatures are checked
     against the rows' columns here, before any work (`RewardFunctions.check_columns`); `source` names the
@@ -59,9 +56,8 @@ class DatasetTask(Task):
         self.source = source or _dataset_of(rows[0].where)
         reward_functions.check_columns(self.columns, self.source)
         self.trainer_state: Any = None  # what reward functions get as trainer_state=; the trainer sets it
-        self._problems = {"train": [self._problem(row, "train") for row in rows],
-                          "eval": [self._problem(row, "eval") for row in eval_rows]}
-        self._awaiting_template = any(p.messages for split in SPLITS for p in self._problems[split])
+        self._rows_order = {row.where: index for index, row in enumerate(rows + eval_rows)}
+        self._store([self._problem(row, "train") for row in rows], [self._problem(row, "eval") for row in eval_rows])
 
     def _problem(self, row: Row, split: str) -> Problem:
         prompt = row.data[PROMPT]
@@ -77,48 +73,15 @@ class DatasetTask(Task):
         return Problem(task=self.name, id=row.where, split=split, question=question, prompt="", answer=answer,
                        think_in_prompt=False, meta={"source": row.where, "columns": row_columns}, messages=messages)
 
-    # the model's tokenizer ------------------------------------------------------------------------------
-    def use_tokenizer(self, tokenizer) -> None:
-        """Render every conversational prompt with `tokenizer`'s chat template, the assistant's turn opened and
-        nothing added; text prompts stay as written. InputError naming the first conversation's row when the
-        tokenizer has no template, or the row whose conversation the template refuses."""
-        conversations = [p for split in SPLITS for p in self._problems[split] if p.messages]
-        if not conversations:
-            return
-        template = ChatTemplate(tokenizer, conversations[0].meta["source"])
-        for split in SPLITS:
-            self._problems[split] = [replace(p, prompt=template.render(p.messages, p.meta["source"]))
-                                     if p.messages else p for p in self._problems[split]]
-        self._awaiting_template = False
+    # StoredTask's hooks --------------------------------------------------------------------------------
+    def _source_name(self) -> str:
+        return self.source
 
-    def _check_rendered(self) -> None:
-        if self._awaiting_template:
-            raise RuntimeError(f"dataset: {self.source} has conversational prompts; call task.use_tokenizer(tokenizer) "
-                               f"with the model's tokenizer before sampling")
+    def _order(self, problem: Problem) -> int:
+        return self._rows_order[problem.meta["source"]]
 
-    # sampling ------------------------------------------------------------------------------------------
-    def size(self, split: str = "train") -> int:
-        _check_split(split)
-        return len(self._problems[split])
-
-    def _pool(self, split: str) -> list[Problem]:
-        self._check_rendered()
-        pool = self._problems[split]
-        if not pool:
-            raise input_error(f"dataset: {self.source} has no {split} rows (give an eval dataset to evaluate)")
-        return pool
-
-    def _sample_index(self, index: int, split: str) -> Problem:
-        pool = self._pool(split)
-        return pool[index % len(pool)]
-
-    def _sample_rng(self, rng: np.random.Generator, split: str) -> Problem:
-        pool = self._pool(split)
-        return pool[int(rng.integers(len(pool)))]
-
-    def _prompts_to_check(self) -> list[tuple[str, str]]:
-        self._check_rendered()
-        return [(p.meta["source"], p.prompt) for split in SPLITS for p in self._problems[split]]
+    def _empty_split(self, split: str) -> str:
+        return f"dataset: {self.source} has no {split} rows (give an eval dataset to evaluate)"
 
     # rewards -------------------------------------------------------------------------------------------
     def rewards(self, completions: Sequence[str], problems: Sequence[Problem],

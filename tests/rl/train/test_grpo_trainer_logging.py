@@ -8,19 +8,7 @@ import json
 
 import pytest
 
-from tests.rl.train.test_grpo_trainer import DATASET, brevity, correct, script_args
-
-
-@pytest.fixture(autouse=True)
-def no_curves(monkeypatch):
-    monkeypatch.setattr("wgrpo.rl.train.trainer.GRPOLoop._plot", lambda self: None)
-
-
-@pytest.fixture
-def model_dir(tmp_path, device):
-    from tests.tiny_checkpoint import save_tiny_checkpoint
-
-    return save_tiny_checkpoint(tmp_path / "model", device)
+from tests.rl.train.test_grpo_trainer import DATASET, brevity, correct, model_dir, no_curves, script_args  # noqa: F401
 
 
 def trainer(model_dir, args, **kwargs):
