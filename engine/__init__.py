@@ -11,7 +11,7 @@ from wgrpo.engine.config import ModelConfig
 from wgrpo.engine.device import NoAdapterError, choose_adapter, get_device, list_adapters
 from wgrpo.engine.errors import CheckpointWriteError, InputError
 from wgrpo.engine.generate import GenerationResult, generate
-from wgrpo.engine.hf import write_checkpoint
+from wgrpo.engine.hf import CHECKPOINT_ENTRIES, foreign_entries, write_checkpoint
 from wgrpo.engine.hub import is_hub_id, resolve_model_path
 from wgrpo.engine.lora import LoraAdapters, LoraConfig, attach_lora, merge_and_unload, merged_state_dict
 from wgrpo.engine.memory_budget import check_fits, device_memory_budget
@@ -23,7 +23,7 @@ from wgrpo.engine.runtime import KernelError
 from wgrpo.engine.tensor import Tensor
 from wgrpo.engine.tokenizer import END_OF_TEXT, PretrainedTokenizer, train_tokenizer
 
-__all__ = ["AdamW", "CheckpointWriteError", "END_OF_TEXT", "GenerationResult", "InputError", "KernelError",
+__all__ = ["AdamW", "CHECKPOINT_ENTRIES", "foreign_entries", "CheckpointWriteError", "END_OF_TEXT", "GenerationResult", "InputError", "KernelError",
            "LoraAdapters", "LoraConfig", "MemoryEstimate", "Model", "ModelConfig", "NoAdapterError",
            "PretrainedTokenizer", "Tensor", "attach_lora", "check_fits", "choose_adapter",
            "clip_grad_norm_", "device_memory_budget", "estimate_generation", "estimate_grpo_step",

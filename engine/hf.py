@@ -150,16 +150,35 @@ def write_checkpoint(directory: str | os.PathLike, config: ModelConfig, state_di
     if tokenizer is not None:
         check_tokenizer_fits(tokenizer, config, "write_checkpoint: tokenizer", "write_checkpoint: config")
         files.append((TOKENIZER_FILE, lambda path: write_tokenizer_files(tokenizer, config, path.parent)))
-    return write_directory(target, files + list(extra_files.items()))
+    return write_directory(target, files + list(extra_files.items()), checkpoint=True)
+
+
+# What a checkpoint directory holds: a directory holding anything else is not replaced by one (that would delete it)
+CHECKPOINT_ENTRIES = frozenset({
+    CONFIG_FILE, GENERATION_CONFIG_FILE, WEIGHTS_FILE, INDEX_FILE, "tokenizer.json", "tokenizer_config.json",
+    "special_tokens_map.json", "chat_template.jinja", "chat_template.json", "vocab.json", "merges.txt",
+    "added_tokens.json", "adapter_config.json", "adapter_model.safetensors", "trainer_config.json",
+    "trainer_state", "README.md", ".gitattributes"})
+_SHARD = re.compile(r"model-\d+-of-\d+\.safetensors")
+
+
+def foreign_entries(directory: str | os.PathLike, written: Iterable[str] = ()) -> list[str]:
+    """The entries of `directory` that no checkpoint holds (`CHECKPOINT_ENTRIES`, weight shards, and the top-level
+    names in `written`), sorted: what replacing the directory with a checkpoint would delete."""
+    allowed = CHECKPOINT_ENTRIES | {Path(name).parts[0] for name in written}
+    return sorted(entry.name for entry in Path(directory).iterdir()
+                  if entry.name not in allowed and not _SHARD.fullmatch(entry.name))
 
 
 def write_directory(directory: str | os.PathLike,
                     files: Mapping[str, FileContent] | Iterable[tuple[str, FileContent]],
-                    *, what: str = "checkpoint") -> Path:
+                    *, what: str = "checkpoint", checkpoint: bool = False) -> Path:
     """Write `files` (relative path -> content: bytes, text, a JSON dict/list, or a callable writing the given
     path) as the directory `directory`, atomically, and return its path. They are written in order, so a later
     one replaces what an earlier callable wrote beside its own file. Whatever `directory` held before is replaced
-    whole: files not named here are gone afterwards.
+    whole: files not named here are gone afterwards. With `checkpoint` (a model or adapter directory), a directory
+    that holds anything a checkpoint does not (`foreign_entries`: a run's metrics, other checkpoints, ...) is
+    refused with an InputError naming it, before anything is written.
 
     Everything is written into a hidden temporary directory beside `directory`, flushed to disk, and swapped into
     place (`engine.atomic_dir.commit_dir`): a killed writer leaves `directory` as it was or as written, never
@@ -178,6 +197,11 @@ def write_directory(directory: str | os.PathLike,
     if target.exists() and not target.is_dir():
         raise InputError(f"{target}: exists and is not a directory; cannot write the {what} there")
     existed = target.is_dir()
+    foreign = foreign_entries(target, [name for name, _ in files]) if existed and checkpoint else []
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise InputError(f"{target}: holds {shown}, which writing the {what} there would delete (a {what} "
+                         f"replaces its directory whole); write it into a directory of its own")
     with _reporting_write_errors(f"creating a temporary directory in {target.parent}", target.parent, existed, what):
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = make_temp_dir(target)

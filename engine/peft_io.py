@@ -111,7 +111,7 @@ def save_adapter(directory: str | os.PathLike, model, tokenizer=None, base_model
         (ADAPTER_WEIGHTS_FILE, lambda path: write_safetensors(path, model.adapters.state_dict()))]
     if tokenizer is not None:
         files.append((TOKENIZER_FILE, lambda path: write_tokenizer_files(tokenizer, model.config, path.parent)))
-    return write_directory(directory, files + list(extra_files.items()), what="adapter")
+    return write_directory(directory, files + list(extra_files.items()), what="adapter", checkpoint=True)
 
 
 def _check_extra_name(name) -> None:

@@ -403,14 +403,17 @@ def _current_names(config_cls: type, saved: Mapping[str, Any]) -> dict[str, Any]
 
 
 def resume_config(checkpoint: str | Path, overrides: Mapping[str, Any] | None = None, *,
-                  saved: Mapping[str, Any] | None = None) -> tuple[TrainConfig, list[str]]:
+                  saved: Mapping[str, Any] | None = None, shown: Callable[[str, Any], str] | None = None,
+                  advice: str | None = None) -> tuple[TrainConfig, list[str]]:
     """The config that continues the run saved in `checkpoint`, and one `changed: ...` line per option changed.
 
     The checkpoint's trainer_config.json (or `saved`), every option checked and none missing (`saved_config`),
     is the run's configuration; `resume` becomes `checkpoint`.
     `overrides` are the options given for this run, by field name: those in RESUME_MAY_CHANGE replace the saved
     values; any other must equal its saved value (paths compare absolute), else InputError naming the option,
-    before any work: a resumed run that silently trained differently would not continue the run.
+    before any work: a resumed run that silently trained differently would not continue the run. The error
+    shows an option as `shown(name, value)` does (default: as the command line gives it) and ends with
+    `advice` (default: how the command line starts a new run).
     """
     checkpoint = os.path.abspath(checkpoint)
     names = [f.name for f in dataclasses.fields(TrainConfig)]
@@ -421,21 +424,24 @@ def resume_config(checkpoint: str | Path, overrides: Mapping[str, Any] | None = 
     base = saved_config(TrainConfig, saved, Path(checkpoint) / CONFIG_FILE).absolute_paths()
     given = {name: value for name, value in (overrides or {}).items() if name != "resume"}
     wanted = dataclasses.replace(base, **given).absolute_paths()
+    advice = advice or f"start a new run from {checkpoint} with --model to change it"
     return continue_saved_run(base, {name: getattr(wanted, name) for name in names if name in given},
-                              RESUME_MAY_CHANGE, checkpoint, f"start a new run from {checkpoint} with --model to "
-                              f"change it", same=_same)
+                              RESUME_MAY_CHANGE, checkpoint, advice, same=_same, shown=shown)
 
 
 def continue_saved_run(saved, wanted: Mapping[str, Any], may_change: Sequence[str], checkpoint: str, advice: str,
-                       same: Callable[[str, Any, Any], bool] = lambda name, old, new: old == new):
+                       same: Callable[[str, Any, Any], bool] = lambda name, old, new: old == new,
+                       shown: Callable[[str, Any], str] | None = None):
     """(the config that continues the run saved in `checkpoint`, one `changed: ...` line per option changed):
     the saved config `saved` with the `wanted` values (field name -> value) that differ from it, when all of
     those are in `may_change`; any other that differs is refused by name, with `advice` on what to do instead.
-    `same(name, saved value, wanted value)` says when two values mean the same option."""
+    `same(name, saved value, wanted value)` says when two values mean the same option; `shown(name, value)` how
+    the error shows a wanted option (default `shown_option`)."""
+    shown = shown or shown_option
     differing = [name for name, value in wanted.items() if not same(name, getattr(saved, name), value)]
     refused = [name for name in differing if name not in may_change]
     if refused:
-        clash = "; ".join(f"{shown_option(name, wanted[name])}: the run in {checkpoint} was trained with "
+        clash = "; ".join(f"{shown(name, wanted[name])}: the run in {checkpoint} was trained with "
                           f"{shown_saved(name, getattr(saved, name))}" for name in refused)
         raise InputError(f"{clash}; a resumed run keeps its configuration ({advice})")
     changes = [change_line(name, getattr(saved, name), wanted[name]) for name in differing]

@@ -14,6 +14,7 @@ batch, ...) is refused by name: here, or by `GRPOConfig`.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import sys
@@ -48,6 +49,38 @@ def _reward_functions(reward_funcs, weights):
             raise InputError(f"reward_funcs: {item!r} is neither a function nor a name; pass functions "
                              f"fn(prompts, completions, completion_ids, **columns) (reward models are not supported)")
     return RewardFunctions(functions, weights)
+
+
+def _save_into(model, tokenizer, directory: Path) -> Path:
+    """The model's files written into `directory` beside what it holds (a run's checkpoints and metrics), as
+    transformers' save_model does: each file replaced on its own, and model files of the other kind (an adapter's
+    beside a full model's) removed, so that the directory loads as what was saved."""
+    import shutil
+    import tempfile
+
+    from wgrpo.engine import CHECKPOINT_ENTRIES
+
+    scratch = Path(tempfile.mkdtemp(prefix=".save-model-", dir=directory))
+    try:
+        written = scratch / "model"
+        model.save_pretrained(written, tokenizer)
+        names = {entry.name for entry in written.iterdir()}
+        for stale in CHECKPOINT_ENTRIES - names:
+            if (directory / stale).is_file():
+                (directory / stale).unlink()
+        for name in sorted(names):
+            os.replace(written / name, directory / name)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return directory
+
+
+def _trl_option(name: str, value) -> str:
+    """A TrainConfig option as GRPOConfig spells it (`learning_rate=0.001`)."""
+    from wgrpo.rl.train.grpo_config import CLI_ALIASES
+
+    trl_names = {field_name: trl_name for trl_name, field_name in CLI_ALIASES.items()}
+    return f"{trl_names.get(name, name)}={value!r}"
 
 
 def _resume_hint(checkpoint) -> str:
@@ -202,7 +235,9 @@ class GRPOTrainer:
             checkpoint = Path(os.fspath(resume_from_checkpoint))
         wanted = {f.name: getattr(self.config, f.name) for f in dataclasses.fields(self.config)}
         wanted.pop("resume")
-        config, changes = resume_config(checkpoint, wanted)
+        config, changes = resume_config(checkpoint, wanted, shown=_trl_option,
+                                        advice="start a new run (another output_dir, or no resume_from_checkpoint) "
+                                               "to change it")
         start = resume_start(config)
         reference = start if config.beta > 0 and not config.use_peft else None
         self.loop = None  # the fresh run's models go before the checkpoint's load
@@ -241,10 +276,45 @@ class GRPOTrainer:
                           weights=self.loop.weights)
         return result.as_metrics()
 
+    def log_metrics(self, split: str, metrics: dict) -> None:
+        """transformers' summary print: `***** train metrics *****` then one `name = value` line each."""
+        print(f"***** {split} metrics *****")
+        width = max((len(key) for key in metrics), default=0)
+        for key in sorted(metrics):
+            value = metrics[key]
+            print(f"  {key:<{width}} = {value:.4g}" if isinstance(value, float) else f"  {key:<{width}} = {value}")
+
+    def save_metrics(self, split: str, metrics: dict, combined: bool = True) -> Path:
+        """`output_dir/{split}_results.json`, and with `combined` merged into `output_dir/all_results.json`, as
+        transformers writes them."""
+        output = Path(self.config.output_dir)
+        output.mkdir(parents=True, exist_ok=True)
+        path = output / f"{split}_results.json"
+        path.write_text(json.dumps(metrics, indent=4, sort_keys=True) + "\n")
+        if combined:
+            everything = output / "all_results.json"
+            merged = json.loads(everything.read_text()) if everything.is_file() else {}
+            everything.write_text(json.dumps({**merged, **metrics}, indent=4, sort_keys=True) + "\n")
+        return path
+
+    def save_state(self) -> Path:
+        """The TrainerState (global step, log_history, ...) as `output_dir/trainer_state.json`."""
+        path = Path(self.config.output_dir) / "trainer_state.json"
+        self.state.save_to_json(path)
+        return path
+
+    def push_to_hub(self, *args, **kwargs):
+        raise InputError("GRPOTrainer.push_to_hub: wgrpo does not upload; the model is in output_dir/final (upload "
+                         "it with `huggingface-cli upload <repo> <dir>`)")
+
     def save_model(self, output_dir: str | os.PathLike | None = None) -> Path:
         """The model and its tokenizer in Hugging Face format in `output_dir` (default: args.output_dir); with
         LoRA a PEFT adapter directory."""
+        from wgrpo.engine import foreign_entries
+
         path = Path(output_dir if output_dir is not None else self.config.output_dir)
+        if path.is_dir() and foreign_entries(path):  # the run's output_dir, as TRL scripts save: write beside
+            return _save_into(self.model, self.processing_class, path)
         self.model.save_pretrained(path, self.processing_class)
         return path
 

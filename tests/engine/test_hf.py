@@ -456,3 +456,23 @@ def test_file_errors_are_input_errors(tmp_path):
             read_state_dict(tmp_path)
     with pytest.raises(InputError, match="does not match the config"):
         check_state_dict({}, ModelConfig(**LLAMA))
+
+
+def test_a_checkpoint_does_not_replace_a_directory_holding_other_things(tmp_path):
+    """A checkpoint replaces its directory whole: one holding a run (metrics, other checkpoints) is refused by
+    name before anything is written; a previous checkpoint's own files are replaced as before."""
+    from wgrpo.engine.hf import foreign_entries
+
+    run = tmp_path / "run"
+    (run / "checkpoint-5").mkdir(parents=True)
+    (run / "metrics.jsonl").write_text("{}\n")
+    (run / "config.json").write_text("{}")
+    assert foreign_entries(run) == ["checkpoint-5", "metrics.jsonl"]
+    with pytest.raises(InputError, match=r"run: holds checkpoint-5, metrics.jsonl, which writing the checkpoint "
+                                         r"there would delete"):
+        write_directory(run, {"config.json": {}}, checkpoint=True)
+    assert sorted(os.listdir(run)) == ["checkpoint-5", "config.json", "metrics.jsonl"]
+    own = tmp_path / "model"
+    write_directory(own, {"config.json": {}, "model-00001-of-00002.safetensors": b""}, checkpoint=True)
+    write_directory(own, {"config.json": {"v": 2}, "trainer_state/state.json": {}}, checkpoint=True)
+    assert sorted(os.listdir(own)) == ["config.json", "trainer_state"]

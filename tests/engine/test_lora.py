@@ -476,10 +476,10 @@ def test_save_adapter_refusals(model, tmp_path):
 
 def test_saving_over_an_adapter_replaces_it_whole(model, tmp_path):
     adapters = attach_lora(model, LoraConfig(r=2, target_modules="q_proj"))
-    save_adapter(tmp_path / "a", model, extra_files={"old.txt": "x"})
+    save_adapter(tmp_path / "a", model, extra_files={"trainer_state/state.json": {"step": 1}})  # a checkpoint's
     randomize(adapters)
     save_adapter(tmp_path / "a", model)
-    assert not (tmp_path / "a" / "old.txt").exists()
+    assert not (tmp_path / "a" / "trainer_state").exists()
     _, arrays = read_adapter(tmp_path / "a", CONFIG)
     np.testing.assert_array_equal(arrays["model.layers.0.self_attn.q_proj"][1],
                                   adapters.weights("model.layers.0.self_attn.q_proj")[1].numpy())

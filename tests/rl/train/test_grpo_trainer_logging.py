@@ -128,3 +128,33 @@ def test_the_logged_window_keeps_the_last_learning_rate_and_resume_keeps_the_his
     resumed = trainer(model_dir, args)
     resumed.train(resume_from_checkpoint=True)
     assert [entry["step"] for entry in resumed.state.log_history] == [2, 3]  # the checkpoint's, then this run's
+
+
+def test_the_end_of_an_open_r1_style_script(model_dir, tmp_path, capsys):
+    from wgrpo import TrainerState
+
+    run = trainer(model_dir, script_args(tmp_path / "out", 1))
+    metrics = run.train().metrics
+    metrics["train_samples"] = len(DATASET)
+    run.log_metrics("train", metrics)
+    run.save_metrics("train", metrics)
+    run.save_state()
+    run.save_model(tmp_path / "out")
+    assert "***** train metrics *****" in capsys.readouterr().out
+    assert json.loads((tmp_path / "out" / "train_results.json").read_text())["train_samples"] == 6
+    assert json.loads((tmp_path / "out" / "all_results.json").read_text())["train_samples"] == 6
+    assert TrainerState.load_from_json(tmp_path / "out" / "trainer_state.json").global_step == 1
+    assert (tmp_path / "out" / "model.safetensors").is_file() and (tmp_path / "out" / "tokenizer.json").is_file()
+
+
+def test_a_resume_that_changes_the_run_names_the_option_as_grpoconfig_does(model_dir, tmp_path):
+    from wgrpo import InputError
+
+    trainer(model_dir, script_args(tmp_path / "out", 1)).train()
+    args = script_args(tmp_path / "out", 2)
+    args.learning_rate = 1e-3
+    with pytest.raises(InputError) as error:
+        trainer(model_dir, args).train(resume_from_checkpoint=True)
+    message = str(error.value)
+    assert message.startswith("learning_rate=0.001: the run in ") and "--" not in message
+    assert message.endswith("start a new run (another output_dir, or no resume_from_checkpoint) to change it)")
