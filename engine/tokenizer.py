@@ -245,6 +245,14 @@ class PretrainedTokenizer:
     def special_tokens(self) -> dict[str, str]:
         return dict(self._special_tokens)
 
+    def with_chat_template(self, template: str) -> PretrainedTokenizer:
+        """This tokenizer with `template` as its chat template (in its tokenizer_config.json, so checkpoints keep
+        it; the .jinja template files it had are left out, as they would win over it)."""
+        files = {name: text for name, text in self._files.items()
+                 if name != CHAT_TEMPLATE_FILE and not name.startswith(CHAT_TEMPLATE_DIR + "/")}
+        return PretrainedTokenizer(Tokenizer.from_str(self._tokenizer.to_str()),
+                                   {**self._init_config, "chat_template": template}, files, self._source)
+
     def _read_chat_template(self) -> tuple[str | dict[str, str] | None, str]:
         """(the template(s), the file they come from): the .jinja files win over tokenizer_config.json's entry."""
         templates = {}

@@ -444,7 +444,8 @@ def continue_saved_run(saved, wanted: Mapping[str, Any], may_change: Sequence[st
         clash = "; ".join(f"{shown(name, wanted[name])}: the run in {checkpoint} was trained with "
                           f"{shown_saved(name, getattr(saved, name))}" for name in refused)
         raise InputError(f"{clash}; a resumed run keeps its configuration ({advice})")
-    changes = [change_line(name, getattr(saved, name), wanted[name]) for name in differing]
+    schedule = getattr(saved, "lr_scheduler_type", "cosine")
+    changes = [change_line(name, getattr(saved, name), wanted[name], schedule) for name in differing]
     return dataclasses.replace(saved, resume=checkpoint, **{name: wanted[name] for name in differing}), changes
 
 
@@ -472,10 +473,11 @@ def shown_saved(name: str, value) -> str:
     return shown_option(name, value) if isinstance(value, bool) else _shown(value)
 
 
-def change_line(name: str, old, new) -> str:
-    """The `changed: ...` line of an option a resumed run changes (the steps: what that does to the decay)."""
+def change_line(name: str, old, new, schedule: str = "cosine") -> str:
+    """The `changed: ...` line of an option a resumed run changes (the steps: what that does to a decaying
+    learning-rate `schedule`)."""
     line = f"changed: {name} {_shown(old)} -> {_shown(new)}"
-    if name == "steps":
-        line += (f" (the cosine learning-rate decay of the remaining steps now ends at step {new} instead of "
+    if name == "steps" and schedule in ("cosine", "linear"):
+        line += (f" (the {schedule} learning-rate decay of the remaining steps now ends at step {new} instead of "
                  f"{old})")
     return line

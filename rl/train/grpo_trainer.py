@@ -51,6 +51,10 @@ def _reward_functions(reward_funcs, weights):
     return RewardFunctions(functions, weights)
 
 
+_MODEL_FILES = frozenset({"config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json",
+                          "adapter_config.json", "adapter_model.safetensors"})
+
+
 def _save_into(model, tokenizer, directory: Path) -> Path:
     """The model's files written into `directory` beside what it holds (a run's checkpoints and metrics), as
     transformers' save_model does: each file replaced on its own, and model files of the other kind (an adapter's
@@ -58,16 +62,17 @@ def _save_into(model, tokenizer, directory: Path) -> Path:
     import shutil
     import tempfile
 
-    from wgrpo.engine import CHECKPOINT_ENTRIES
-
     scratch = Path(tempfile.mkdtemp(prefix=".save-model-", dir=directory))
     try:
         written = scratch / "model"
         model.save_pretrained(written, tokenizer)
         names = {entry.name for entry in written.iterdir()}
-        for stale in CHECKPOINT_ENTRIES - names:
+        for stale in _MODEL_FILES - names:  # a model file of the other kind; a README or .gitattributes stays
             if (directory / stale).is_file():
                 (directory / stale).unlink()
+        for shard in directory.glob("model-*-of-*.safetensors"):
+            if shard.name not in names:
+                shard.unlink()
         for name in sorted(names):
             os.replace(written / name, directory / name)
     finally:
@@ -152,15 +157,18 @@ class GRPOTrainer:
 
     def _tokenizer(self, loaded):
         """The tokenizer: the one beside the model; a transformers tokenizer given as processing_class must be
-        the model's own (its chat template, when set, is used)."""
+        the model's own, and its chat template, when set and different, is used (and saved with checkpoints)."""
         given = self._processing_class
         if given is None or given is loaded:
             return loaded
         if hasattr(given, "encode") and hasattr(given, "token_to_id"):  # wgrpo's own tokenizer
             return given
         template = getattr(given, "chat_template", None)
-        if isinstance(template, str) and loaded is not None:
-            loaded.chat_template = template
+        if isinstance(template, str) and loaded is not None and template != getattr(loaded, "chat_template", None):
+            if not hasattr(loaded, "with_chat_template"):
+                raise InputError(f"processing_class: its chat template cannot be given to the tokenizer of "
+                                 f"{self.model_id} (no tokenizer_config.json); write the template there")
+            loaded = loaded.with_chat_template(template)
         return loaded
 
     def _start(self, checkpoint: str | None = None):

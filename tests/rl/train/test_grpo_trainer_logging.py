@@ -158,3 +158,37 @@ def test_a_resume_that_changes_the_run_names_the_option_as_grpoconfig_does(model
     message = str(error.value)
     assert message.startswith("learning_rate=0.001: the run in ") and "--" not in message
     assert message.endswith("start a new run (another output_dir, or no resume_from_checkpoint) to change it)")
+
+
+def test_a_transformers_tokenizer_as_processing_class_brings_its_chat_template(model_dir, tmp_path):
+    """TRL scripts pass `processing_class=AutoTokenizer.from_pretrained(model)`: its chat template renders the
+    conversational prompts and is saved with the checkpoints."""
+    transformers = pytest.importorskip("transformers")
+    from wgrpo import GRPOTrainer, load_pretrained
+
+    given = transformers.AutoTokenizer.from_pretrained(str(model_dir))
+    given.chat_template = "{% for m in messages %}{{ m['content'] }}\n{% endfor %}"
+    seen = []
+
+    def chat(prompts, completions, completion_ids, **kwargs):
+        seen.extend((prompt[0]["role"], completion[0]["role"]) for prompt, completion in zip(prompts, completions))
+        return [1.0 if completion[0]["content"].strip() else 0.0 for completion in completions]
+
+    rows = [{"prompt": [{"role": "user", "content": row["prompt"]}]} for row in DATASET]
+    args = script_args(tmp_path / "out", 1)
+    args.reward_weights = None
+    run = GRPOTrainer(model=str(model_dir), reward_funcs=[chat], args=args, train_dataset=rows,
+                      processing_class=given)
+    run.train()
+    assert seen and set(seen) == {("user", "assistant")}
+    _, saved = load_pretrained(tmp_path / "out" / "final")
+    assert saved.chat_template == given.chat_template
+
+
+def test_save_model_keeps_what_the_output_dir_holds_beside_the_model(model_dir, tmp_path):
+    run = trainer(model_dir, script_args(tmp_path / "out", 1))
+    run.train()
+    (tmp_path / "out" / "README.md").write_text("# my model card\n")
+    run.save_model()
+    names = set(p.name for p in (tmp_path / "out").iterdir())
+    assert {"README.md", "metrics.jsonl", "final", "model.safetensors", "config.json", "tokenizer.json"} <= names
