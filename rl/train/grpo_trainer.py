@@ -149,11 +149,12 @@ class GRPOTrainer:
             config = dataclasses.replace(config, eval_problems=len(self._eval_rows))
         return config.absolute_paths()
 
-    def _task(self, rows, evaluating: bool | None = None):
+    def _task(self, rows):
+        """The rows as a DatasetTask; its held-out rows only when GRPOConfig evaluates during training."""
         from wgrpo.rl.tasks.dataset import DatasetTask
 
-        evaluating = self.args.evaluates_during_training if evaluating is None else evaluating
-        return DatasetTask(rows, self.reward_funcs, self._eval_rows if evaluating else None, source="train_dataset")
+        held_out = self._eval_rows if self.args.evaluates_during_training else None
+        return DatasetTask(rows, self.reward_funcs, held_out, source="train_dataset")
 
     def _tokenizer(self, loaded):
         """The tokenizer: the one beside the model; a transformers tokenizer given as processing_class must be

@@ -10,7 +10,7 @@ import pytest
 from wgrpo.engine import InputError
 from wgrpo.rl.reward_funcs import (BUILTIN_REWARDS, accuracy, code, countdown, format, load_reward_funcs,
                                    reward_func_name)
-from wgrpo.rl.sandbox import SandboxConfig, check_sandbox
+from tests.rl.test_code_rewards import _isolation_problem
 
 
 def answered(text: str, answer: str) -> str:
@@ -47,14 +47,6 @@ def test_countdown_uses_the_numbers_and_target_columns():
     completions = ["<answer>(3 + 7) * 25</answer>", "<answer>3 * 7 + 25</answer>", "<answer>1</answer>"]
     scores = countdown(["q"] * 3, completions, numbers=[[3, 7, 25], [3, 7, 25], [1]], target=[250, 250, None])
     assert scores == [1.0, 0.0, None]
-
-
-def _isolation_problem() -> str | None:
-    try:
-        check_sandbox(SandboxConfig())
-    except InputError as error:
-        return str(error)
-    return None
 
 
 @pytest.mark.skipif(_isolation_problem() is not None, reason=f"{_isolation_problem()}")
