@@ -19,6 +19,7 @@ from wgrpo.engine.memory_estimate import MemoryEstimate, estimate_generation, es
 from wgrpo.engine.model import Model, load_pretrained
 from wgrpo.engine.optim import AdamW, clip_grad_norm_
 from wgrpo.engine.peft_io import is_adapter_dir, load_adapter, load_peft_model, save_adapter
+from wgrpo.engine.readback import read_together
 from wgrpo.engine.runtime import KernelError
 from wgrpo.engine.tensor import Tensor
 from wgrpo.engine.tokenizer import END_OF_TEXT, PretrainedTokenizer, train_tokenizer
@@ -29,5 +30,5 @@ __all__ = ["AdamW", "CHECKPOINT_ENTRIES", "foreign_entries", "CheckpointWriteErr
            "clip_grad_norm_", "device_memory_budget", "estimate_generation", "estimate_grpo_step",
            "generate", "get_device", "is_adapter_dir", "is_hub_id", "list_adapters", "load_adapter",
            "load_peft_model", "load_pretrained", "merge_and_unload", "merged_state_dict", "no_grad", "ops",
-           "peak_metrics", "recover_checkpoints", "resolve_model_path", "save_adapter", "train_tokenizer",
+           "peak_metrics", "read_together", "recover_checkpoints", "resolve_model_path", "save_adapter", "train_tokenizer",
            "write_checkpoint"]

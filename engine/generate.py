@@ -19,16 +19,17 @@ index. Kernels: `engine.sampling`, `engine.kv_cache`. Must not import `rl`.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
 
-from wgrpo.engine import ops
 from wgrpo.engine.autograd import no_grad
 from wgrpo.engine.errors import InputError
 from wgrpo.engine.kv_cache import KVCache, gather_rows
+from wgrpo.engine.replay import StepReplay
 from wgrpo.engine.sampling import SamplingParams, sample_into
 from wgrpo.engine.tensor import Tensor
 
@@ -184,7 +185,7 @@ def generate(model, prompts, max_new_tokens: int = 256, temperature: float = 1.0
              top_p: float = 1.0, seed: int = 0, stop=None, *, num_samples: int = 1, tokenizer=None,
              eos_token_ids=None, pad_token_id: int | None = None, steps_per_submit: int | None = None,
              share_prefill: bool = True, on_text: Callable[[int, str], None] | None = None,
-             first_sequence: int = 0) -> GenerationResult:
+             first_sequence: int = 0, replay_steps: bool = True) -> GenerationResult:
     """Sample `num_samples` completions of each prompt; see the module docstring.
 
     prompts: a string, a list of strings (needs `tokenizer`), or a list of token-id lists. temperature 0 is greedy
@@ -196,6 +197,8 @@ def generate(model, prompts, max_new_tokens: int = 256, temperature: float = 1.0
     first_sequence: the global index of this call's first sequence (prompt-major, as `sequences`), which keys the
     RNG: generating prompts [a, b) with first_sequence = a * num_samples draws what one call over all prompts
     draws for them. on_text and the result stay indexed from 0 within the call.
+    replay_steps: after a few decode steps, replay their recorded commands instead of building each step through
+    the ops (`engine.replay`; the same tokens, less host time); False builds every step (tests, benchmarks).
     """
     start_time = time.perf_counter()
     cfg, device = model.config, model.device
@@ -267,40 +270,51 @@ def generate(model, prompts, max_new_tokens: int = 256, temperature: float = 1.0
         sample_into(logits, sampling, 0, seq_ids, eos_gpu, len(eos), pad, finished, next_ids, out_tokens, out_logprobs,
                     seq_offset=first)
 
-        batch_sizes = []
+        batch_sizes, replay_stats = [], []
         step, read_from = 1, 0
-        while True:
-            chunk_end = min(steps, read_from + k_steps)
-            while step < chunk_end:
-                batch = len(rows)
-                positions = (cache.length - cache.starts).astype(np.int32).reshape(batch, 1)
-                hidden = model.hidden_states(next_ids.view((batch, 1)), positions, cache)  # (B, 1, C)
-                logits = model.logits(hidden.view((batch, cfg.hidden_size)))  # (B, V)
-                sample_into(logits, sampling, step, seq_ids, eos_gpu, len(eos), pad, finished, next_ids, out_tokens,
-                            out_logprobs, seq_offset=first)
-                step += 1
-            batch_sizes.append(len(rows))
-            # read back the chunk's tokens (one read-back per K steps) and settle each live sequence
-            chunk = np.frombuffer(runtime.read(*_rows_binding(out_tokens, read_from, chunk_end)), np.int32)
-            chunk = chunk.reshape(chunk_end - read_from, n_seq)
-            for s in rows.tolist():
-                track = tracks[s]
-                if not track.done:
-                    _absorb(track, chunk[:, s], eos_set, stops, tokenizer)
-                    if on_text is not None and tokenizer is not None:
-                        _stream(on_text, s, track, tokenizer, eos_set)
-            read_from = chunk_end
-            live = np.array([s for s in rows.tolist() if not tracks[s].done], np.int64)
-            if live.size == 0 or step >= steps:
-                break
-            if len(rows) - live.size >= max(1, COMPACT_FRACTION * len(rows)):
-                where = {s: r for r, s in enumerate(rows.tolist())}
-                keep = np.array([where[s] for s in live.tolist()], np.int64)
-                cache = cache.gather(keep)
-                rows = live
-                seq_ids = Tensor.from_numpy(rows.astype(np.uint32), device)
-                finished = Tensor.from_numpy(np.zeros(rows.size, np.uint32), device)
-                next_ids = Tensor.from_numpy(np.array([tracks[s].tokens[-1] for s in rows], np.int32), device)
+        replay = StepReplay(runtime) if replay_steps else None
+        try:
+            while True:
+                chunk_end = min(steps, read_from + k_steps)
+                while step < chunk_end:
+                    if replay is not None and replay.ready:
+                        replay.run(step)
+                        cache.length += 1  # what the model's last layer does on the host when the step is built
+                    else:
+                        with replay.record(step) if replay is not None else contextlib.nullcontext():
+                            _decode_step(model, cache, sampling, step, seq_ids, eos_gpu, len(eos), pad, finished,
+                                         next_ids, out_tokens, out_logprobs, first)
+                    step += 1
+                batch_sizes.append(len(rows))
+                # read back the chunk's tokens (one read-back per K steps) and settle each live sequence
+                chunk = np.frombuffer(runtime.read(*_rows_binding(out_tokens, read_from, chunk_end)), np.int32)
+                chunk = chunk.reshape(chunk_end - read_from, n_seq)
+                for s in rows.tolist():
+                    track = tracks[s]
+                    if not track.done:
+                        _absorb(track, chunk[:, s], eos_set, stops, tokenizer)
+                        if on_text is not None and tokenizer is not None:
+                            _stream(on_text, s, track, tokenizer, eos_set)
+                read_from = chunk_end
+                live = np.array([s for s in rows.tolist() if not tracks[s].done], np.int64)
+                if live.size == 0 or step >= steps:
+                    break
+                if len(rows) - live.size >= max(1, COMPACT_FRACTION * len(rows)):
+                    where = {s: r for r, s in enumerate(rows.tolist())}
+                    keep = np.array([where[s] for s in live.tolist()], np.int64)
+                    if replay is not None:  # new shapes and buffers from here on: record again
+                        replay_stats.append((len(rows), replay.replayed, replay.dispatches, replay.failed))
+                        replay.close()
+                    cache = cache.gather(keep)
+                    rows = live
+                    seq_ids = Tensor.from_numpy(rows.astype(np.uint32), device)
+                    finished = Tensor.from_numpy(np.zeros(rows.size, np.uint32), device)
+                    next_ids = Tensor.from_numpy(np.array([tracks[s].tokens[-1] for s in rows], np.int32), device)
+            if replay is not None:
+                replay_stats.append((len(rows), replay.replayed, replay.dispatches, replay.failed))
+        finally:
+            if replay is not None:  # its pinned buffers go back to the pool, whatever happened
+                replay.close()
         logprobs = out_logprobs.numpy()  # (steps, S)
 
     sequences = []
@@ -315,8 +329,22 @@ def generate(model, prompts, max_new_tokens: int = 256, temperature: float = 1.0
             text=text, finish_reason=track.reason))
     stats = {"submits": runtime.stats.submits - before[0], "readbacks": runtime.stats.readbacks - before[1],
              "dispatches": runtime.stats.dispatches - before[2], "steps_per_submit": k_steps,
-             "batch_per_chunk": batch_sizes, "prefill_rows": len(uniq), "prompt_width": width}
+             "batch_per_chunk": batch_sizes, "prefill_rows": len(uniq), "prompt_width": width,
+             "replayed_steps": sum(r[1] for r in replay_stats),
+             "replay": [{"batch": b, "replayed_steps": n, "dispatches_per_step": d, "not_replayed": why}
+                        for b, n, d, why in replay_stats]}
     return GenerationResult(sequences, step, time.perf_counter() - start_time, stats)
+
+
+def _decode_step(model, cache, sampling, step, seq_ids, eos_gpu, n_eos, pad, finished, next_ids, out_tokens,
+                 out_logprobs, first) -> None:
+    """Record decode step `step`: the last sampled ids through the model with the cache, then the sampler.
+    Its tensors die with it, so every step draws the same buffers from the pool (what replaying needs)."""
+    batch = cache.batch
+    hidden = model.hidden_states(next_ids.view((batch, 1)), cache.decode_positions(), cache)  # (B, 1, C)
+    logits = model.logits(hidden.view((batch, model.config.hidden_size)))  # (B, V)
+    sample_into(logits, sampling, step, seq_ids, eos_gpu, n_eos, pad, finished, next_ids, out_tokens, out_logprobs,
+                seq_offset=first)
 
 
 def _rows_binding(t: Tensor, start: int, end: int):

@@ -70,6 +70,15 @@ class KVCache:
         """32-bit words per cache position of one row (H_kv * D)."""
         return self.kv_heads * self.head_dim
 
+    def decode_positions(self) -> Tensor:
+        """(B, 1) int32 on the device: each row's position for the token going into column `length` (its
+        column minus its left padding), computed by a kernel so that a decode step uploads nothing."""
+        positions = Tensor.empty((self.batch, 1), np.int32, self.device)
+        self.device.runtime.dispatch("kvcache", "decode_positions", [self.starts_gpu, positions],
+                                     flat_grid("kvcache", "decode_positions", self.batch),
+                                     {"batch": self.batch, "length": self.length}, shapes=f"{self.batch} rows")
+        return positions
+
     def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         """Store k, v (B, T, H_kv, D) at columns length .. length + T - 1, then attend q (B, T, H, D) over every
         cached key of its row; the last layer's call advances `length` by T."""

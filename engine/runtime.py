@@ -36,10 +36,11 @@ class KernelError(RuntimeError):
 class Block:
     """One pooled GPU buffer. `epoch` is the last submit that may still touch it."""
 
-    __slots__ = ("buffer", "nbytes", "epoch")
+    __slots__ = ("buffer", "nbytes", "epoch", "pinned")
 
     def __init__(self, buffer: wgpu.GPUBuffer, nbytes: int):
         self.buffer, self.nbytes, self.epoch = buffer, nbytes, -1
+        self.pinned = 0  # replayable recordings that bind it: kept out of the free lists while any does
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ class BufferPool:
         # collector would run the wgpu buffer's finalizer (releasing it) even as the tensor's own finalizer
         # hands the block back to the free list.
         self._blocks: list[Block] = []
+        self._parked: list[Block] = []  # pinned blocks no tensor holds any more: free once unpinned
         self.bytes_held = 0
 
     def acquire(self, nbytes: int, *, writable_before: int | None = None) -> Block:
@@ -109,7 +111,28 @@ class BufferPool:
         return block
 
     def release(self, block: Block) -> None:
+        if block.pinned:
+            self._parked.append(block)
+            return
         self._free.setdefault(block.nbytes, []).append(block)
+
+    def pin(self, blocks) -> None:
+        """Keep `blocks` from being handed out again (a recorded step replays into them), free ones included."""
+        for block in set(blocks):
+            block.pinned += 1
+        for size, free in self._free.items():
+            kept = [block for block in free if not block.pinned]
+            if len(kept) != len(free):
+                self._parked.extend(block for block in free if block.pinned)
+                self._free[size] = kept
+
+    def unpin(self, blocks) -> None:
+        """Undo `pin`: the blocks no tensor holds go back to the free lists."""
+        for block in set(blocks):
+            block.pinned -= 1
+        parked, self._parked = self._parked, []
+        for block in parked:
+            self.release(block)
 
     def trim(self) -> int:
         """Destroy every free buffer, giving its memory back; returns the bytes freed. Only safe once no
@@ -145,6 +168,7 @@ class Runtime:
         self._pass: wgpu.GPUComputePassEncoder | None = None
         self._recorded: list[str] = []  # what this submit holds, for error messages
         self._timed_pass: wgpu.GPUComputePassEncoder | None = None
+        self.recorder = None  # engine.replay's recorder of the step being recorded for replay, if any
 
     # ---------------------------------------------------------------- pipelines
 
@@ -227,7 +251,7 @@ class Runtime:
             raise InputError(f"{what}: grid {grid} exceeds the adapter's {max_groups} workgroups per dimension")
         if min(grid) == 0:
             return  # an empty tensor: nothing to compute
-        slices = []
+        slices, blocks = [], []
         for binding, item in zip(storage, buffers):
             try:
                 block, offset, nbytes = item.binding()
@@ -240,6 +264,7 @@ class Runtime:
                     f"max_storage_buffer_binding_size of {self.device.max_binding_bytes} bytes"
                 )
             block.epoch = self.epoch
+            blocks.append(block)
             slices.append((binding.binding, block.buffer, offset, min(nbytes, block.nbytes - offset)))
         if len(data) > _PARAMS_SLOT_BYTES:
             raise KernelError(f"{what}: params of {len(data)} bytes exceed the {_PARAMS_SLOT_BYTES}-byte slot")
@@ -250,6 +275,9 @@ class Runtime:
 
         uniform = compiled.uniform
         bind_group = self._bind_group(compiled.group_layout, uniform, slices)
+        if self.recorder is not None:
+            self.recorder.dispatch(compiled.pipeline, bind_group, id(compiled.group_layout), slices,
+                                   [b.kind for b in storage], bool(uniform), data, grid, blocks)
         compute_pass = self._compute_pass()
         try:
             compute_pass.set_pipeline(compiled.pipeline)
@@ -259,6 +287,36 @@ class Runtime:
             raise KernelError(f"recording {what} with grid {grid} failed: {error}") from error
         self.stats.dispatches += 1
         self._recorded.append(what)
+
+    def replay(self, commands: Sequence[tuple], params: bytes, blocks: Sequence[Block], what: str) -> None:
+        """Record `commands` again: (pipeline, bind group, binds a uniform, grid) each, the i-th with Params
+        `params[i * slot : (i + 1) * slot]` (engine.replay builds them). `blocks` are the buffers they bind."""
+        n = len(commands)
+        if n * _PARAMS_SLOT_BYTES > _PARAMS_ARENA_BYTES:
+            raise KernelError(f"replaying {what}: {n} dispatches do not fit one submit's Params arena")
+        if len(params) != n * _PARAMS_SLOT_BYTES:
+            raise KernelError(f"replaying {what}: {len(params)} bytes of Params for {n} dispatches")
+        if len(self._params) + len(params) > _PARAMS_ARENA_BYTES:
+            self.flush()
+        base = len(self._params)
+        self._params += params
+        compute_pass = self._compute_pass()
+        try:
+            for i, (pipeline, bind_group, has_uniform, grid) in enumerate(commands):
+                compute_pass.set_pipeline(pipeline)
+                compute_pass.set_bind_group(0, bind_group, [base + i * _PARAMS_SLOT_BYTES] if has_uniform else [])
+                compute_pass.dispatch_workgroups(*grid)
+        except Exception as error:
+            raise KernelError(f"replaying {what} failed: {error}") from error
+        for block in blocks:
+            block.epoch = self.epoch
+        self.stats.dispatches += n
+        self._recorded.append(what)
+
+    @staticmethod
+    def params_slot_bytes() -> int:
+        """Bytes of each dispatch's Params slot in the uniform arena."""
+        return _PARAMS_SLOT_BYTES
 
     def _bind_group(self, group_layout, uniform, slices) -> wgpu.GPUBindGroup:
         key = (id(group_layout), tuple((n, id(buf), off, size) for n, buf, off, size in slices))
@@ -325,6 +383,8 @@ class Runtime:
         if dst_bytes < nbytes:
             raise ValueError(f"copy of {nbytes} bytes into a destination of {dst_bytes} bytes")
         src.epoch = dst.epoch = self.epoch
+        if self.recorder is not None:
+            self.recorder.refuse("a buffer copy")
         self.encoder().copy_buffer_to_buffer(src.buffer, src_offset, dst.buffer, dst_offset, (nbytes + 3) & ~3)
 
     # ---------------------------------------------------------------- submit and host transfers
@@ -351,6 +411,8 @@ class Runtime:
     def upload(self, data: bytes) -> Block:
         """A block holding `data`, written by the queue before the next submit's commands."""
         nbytes = len(data)
+        if self.recorder is not None:
+            self.recorder.refuse("a host upload")
         block = self.pool.acquire(nbytes, writable_before=self.epoch)
         if nbytes:
             if nbytes % 4:  # writes are whole 32-bit words; pad only then, so large uploads are not copied
@@ -361,6 +423,8 @@ class Runtime:
     def read(self, block: Block, offset: int, nbytes: int) -> memoryview:
         """Flush, then copy `nbytes` at `offset` of `block` back to the host."""
         self.flush()
+        if self.recorder is not None:
+            self.recorder.refuse("a read-back")
         self.stats.readbacks += 1
         if nbytes == 0:
             return memoryview(b"")

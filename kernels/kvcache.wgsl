@@ -1,5 +1,6 @@
-// KV-cache bookkeeping for generation: writing new keys/values into the cache, and gathering whole rows (sharing
-// one prompt's cache among the samples of a group, dropping finished sequences).
+// KV-cache bookkeeping for generation: writing new keys/values into the cache, gathering whole rows (sharing
+// one prompt's cache among the samples of a group, dropping finished sequences), and each row's position in
+// a decode step (computed here so that a recorded decode step needs no host upload).
 // Layouts: the cache is (B, T_cap, R) with R = H_kv * D elements per position; new keys/values are (B, T, R).
 
 // use prelude
@@ -23,6 +24,11 @@ struct GatherParams {
     dst_stride: u32,  // words between consecutive destination rows
 }
 
+struct PositionParams {
+    batch: u32,   // B rows
+    length: u32,  // cache positions written before this step: the new token's column
+}
+
 @group(0) @binding(0) var<uniform> write_params: WriteParams;
 @group(0) @binding(0) var<uniform> gather_params: GatherParams;
 @group(0) @binding(1) var<storage, read> k_new: array<elem>;
@@ -32,6 +38,9 @@ struct GatherParams {
 @group(0) @binding(5) var<storage, read> src: array<u32>;
 @group(0) @binding(6) var<storage, read> index: array<u32>;
 @group(0) @binding(7) var<storage, read_write> dst: array<u32>;
+@group(0) @binding(0) var<uniform> position_params: PositionParams;
+@group(0) @binding(8) var<storage, read> starts: array<u32>;
+@group(0) @binding(9) var<storage, read_write> positions: array<i32>;
 
 // kv_write: k_cache[b, column + t, r] = k_new[b, t, r] and the same for v, for t < T (column + T <= T_cap).
 // Bindings: 0 write_params (uniform), 1 k_new, 2 v_new (read, elem, (B, T, R)), 3 k_cache, 4 v_cache
@@ -65,4 +74,16 @@ fn gather_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
     let c = i % gather_params.words;
     let r = i / gather_params.words;
     dst[r * gather_params.dst_stride + c] = src[index[r] * gather_params.src_stride + c];
+}
+
+// decode_positions: positions[b] = length - starts[b], the position (after its left padding) of row b's token
+// at cache column `length`. Bindings: 0 position_params (uniform), 8 starts (read, u32, (B,)),
+// 9 positions (read_write, i32, (B,)).
+// Dispatch: as kv_write over n = B; invocation i is row b = i.
+@compute @workgroup_size(WG)
+fn decode_positions(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let b = flat_index(wg, nwg, lid, WG);
+    if (b >= position_params.batch) { return; }
+    positions[b] = i32(position_params.length) - i32(starts[b]);
 }

@@ -21,7 +21,7 @@ expected, not a bug; watch reward and KL instead.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -198,13 +198,13 @@ def reference_loss(logp, old_logp, ref_logp, advantages, mask, *, eps_low: float
 
 def policy_loss(logp, old_logp, ref_logp, advantages, mask, config: GRPOLossConfig, *,
                 total_rows: int | None = None,
-                total_tokens: float | None = None) -> tuple["Tensor", Callable[[], dict[str, float]]]:
+                total_tokens: float | None = None) -> tuple["Tensor", "LossMetrics"]:
     """(loss Tensor of shape (), metrics) on the GPU: `engine.ops.grpo_loss` with `config`'s hyperparameters.
 
     logp: (B, T) Tensor from the policy's token_logprobs (requires grad). old_logp, ref_logp (None when
     config.beta = 0), mask: (B, T) Tensors or numpy arrays; advantages: (B,) or (n_groups, G) with
-    n_groups * G = B. `metrics()` reads the metrics back (one small read-back: call it only on logging steps)
-    and returns {kl, clip_ratio/low_mean, clip_ratio/high_mean, ratio_mean, tokens}; kl is left out without a reference.
+    n_groups * G = B. `metrics()` reads the metrics back (one small read-back; `metrics.tensor` can instead be
+    read with other results in one, see `LossMetrics`) and returns {kl, clip_ratio/low_mean, clip_ratio/high_mean, ratio_mean, tokens}; kl is left out without a reference.
     total_rows, total_tokens: the whole batch's completion and masked-token counts when these rows are one
     micro-batch of it (see the module docstring); the metrics stay this micro-batch's (see `combine_metrics`).
     """
@@ -225,13 +225,25 @@ def policy_loss(logp, old_logp, ref_logp, advantages, mask, config: GRPOLossConf
                                   max_completion_length=max_len, return_metrics=True, total_rows=total_rows,
                                   total_tokens=total_tokens)
 
-    def read_metrics() -> dict[str, float]:
-        values = dict(zip(METRIC_NAMES, (float(v) for v in metrics.numpy())))
-        if ref is None:
+    return loss, LossMetrics(metrics, with_kl=ref is not None)
+
+
+class LossMetrics:
+    """The metrics of one `policy_loss` while they are still on the device: call it to read them back, or read
+    `tensor` together with other results (`engine.readback.read_together`) and pass the values to `values`."""
+
+    def __init__(self, tensor, with_kl: bool):
+        self.tensor, self.with_kl = tensor, with_kl
+
+    def values(self, read) -> dict[str, float]:
+        """{kl, clip_ratio/low_mean, clip_ratio/high_mean, ratio_mean, tokens} from the read-back `tensor`."""
+        values = dict(zip(METRIC_NAMES, (float(v) for v in read)))
+        if not self.with_kl:
             values.pop("kl")
         return values
 
-    return loss, read_metrics
+    def __call__(self) -> dict[str, float]:
+        return self.values(self.tensor.numpy())
 
 
 def combine_metrics(parts: list[dict[str, float]]) -> dict[str, float]:

@@ -10,7 +10,8 @@ A case is (batch B, new tokens n): B random prompts of `--gen-prompt-len` tokens
 tokens (no end-of-text), one `generate` call. decode tokens/s = B (n - 1) / (t(n) - t(1)), where t(1) is a call
 that only prefills and samples the first token, so prefill is not counted; each t is the median over the trials.
 transformers runs `model.generate(do_sample=False, min_new_tokens=n)` with its KV cache on our weights, timed the
-same way right after ours. Before timing, our greedy tokens of the first prompt are checked to be the argmax of
+same way right after ours. The dispatches of one decode step are counted and split into those of each decoder
+layer and the rest (embedding, positions, head, sampler) with random 1- and 2-layer twins of the model's config. Before timing, our greedy tokens of the first prompt are checked to be the argmax of
 transformers' logits on that sequence (within 1e-4, so near-ties pass), and the ratio is reported only then.
 """
 
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
 
@@ -104,6 +104,28 @@ class _Torch:
         return ""
 
 
+def _step_dispatches(model) -> int:
+    """Dispatches of one decode step (batch 2): a call of 3 new tokens minus one of 2 (the prefill cancels)."""
+    from wgrpo.engine.generate import generate
+
+    prompts = [[1, 2, 3], [4, 5, 6]]
+    counts = [generate(model, prompts, max_new_tokens=n, temperature=0, eos_token_ids=()).stats["dispatches"]
+              for n in (2, 3)]
+    return counts[1] - counts[0]
+
+
+def decode_dispatches(model) -> dict:
+    """{per_step, per_layer, outside_layers}: the dispatches of one decode step of `model`, and how they split,
+    from random twins of its config with 1 and 2 layers (the count does not depend on the weights)."""
+    from dataclasses import replace
+
+    from wgrpo.engine.model import Model
+
+    twins = [Model.random(replace(model.config, num_layers=n), device=model.device, dtype=model.dtype) for n in (1, 2)]
+    one, two = (_step_dispatches(twin) for twin in twins)
+    return {"per_step": _step_dispatches(model), "per_layer": two - one, "outside_layers": 2 * one - two}
+
+
 def _median(times: list[float]) -> float:
     return statistics.median(times)
 
@@ -150,6 +172,7 @@ def run_generate_bench(options: GenerateBenchConfig, model_options: ModelBenchCo
         check = torch_side.check_greedy(prompts[0].tolist(), first.sequences[0].token_ids.tolist())
         torch_side.generate(prompts[:2], 3)
 
+    dispatches = decode_dispatches(model)
     rows = []
     for batch in batches:
         ids = prompts[:batch]
@@ -174,6 +197,7 @@ def run_generate_bench(options: GenerateBenchConfig, model_options: ModelBenchCo
                 "batch": batch, "new_tokens": n, "call_s": ours_t[n], "prefill_s": ours_t[1],
                 "decode_tokens_per_s": ours_rate, "submits": stats[n]["submits"],
                 "readbacks": stats[n]["readbacks"], "dispatches_per_step": stats[n]["dispatches"] / n,
+                "replayed_steps": stats[n].get("replayed_steps", 0),
                 "torch_call_s": torch_t.get(n), "torch_decode_tokens_per_s": torch_rate,
                 "x_torch": (ours_rate / torch_rate) if (ours_rate and torch_rate and not check) else None})
     _progress_done()
@@ -182,6 +206,7 @@ def run_generate_bench(options: GenerateBenchConfig, model_options: ModelBenchCo
               "num_kv_heads": cfg.num_kv_heads, "intermediate_size": cfg.intermediate_size,
               "path": model_options.model_path},
               "prompt_len": options.gen_prompt_len, "trials": trials, "steps_per_submit": default_steps_per_submit(device),
+              "decode_dispatches": dispatches,
               "torch": {"used": torch_side is not None, "why_not": why_not,
                         "greedy_check": "ok" if torch_side is not None and not check else check},
               "cases": rows}
@@ -197,12 +222,14 @@ def _fmt(value, spec: str) -> str:
 
 
 def format_generate_report(report: dict) -> str:
-    m = report["model"]
+    m, d = report["model"], report["decode_dispatches"]
     lines = [f"generation on {report['adapter']['name']} ({report['adapter']['type']}), K = "
              f"{report['steps_per_submit']} decode steps per submit",
              f"model {m['path'] or 'random'} {m['architecture']}: V {m['vocab_size']}, C {m['hidden_size']}, "
              f"{m['num_layers']} layers, {m['num_heads']}/{m['num_kv_heads']} heads; prompts of "
              f"{report['prompt_len']} tokens, greedy, median of {report['trials']}",
+             f"dispatches per decode step: {d['per_step']} = {d['per_layer']} per layer x {m['num_layers']} + "
+             f"{d['outside_layers']} outside the layers; steps after the first few replay their recorded commands",
              f"{'batch':>5} {'tokens':>6} {'call s':>8} {'decode tok/s':>13} {'submits':>7} {'torch tok/s':>12} "
              f"{'x torch':>8}"]
     for r in report["cases"]:

@@ -267,6 +267,7 @@ def _train_step(model, optimizer, examples: list[Example], step: int, config: SF
                 pad: int) -> tuple[float, float | None, int]:
     """One optimizer step on `step`'s batch: (loss, gradient norm before clipping or None, completion tokens)."""
     from wgrpo.engine import Tensor, clip_grad_norm_, ops
+    from wgrpo.engine import read_together
 
     batch = [examples[i] for i in epoch_order(step, config.batch_size, len(examples), config.seed)]
     inputs, targets, mask = make_batch(batch, pad)
@@ -279,8 +280,9 @@ def _train_step(model, optimizer, examples: list[Example], step: int, config: SF
     grad_norm = clip_grad_norm_(model.parameters(), config.grad_clip) if config.grad_clip > 0 else None
     optimizer.step()
     optimizer.zero_grad()
-    value = float(loss.numpy())  # the step's one submit happens here
-    return value, (float(grad_norm.numpy()) if grad_norm is not None else None), int(mask.sum())
+    # the step's one submit and one read-back
+    values = read_together([loss.detach()] + ([grad_norm] if grad_norm is not None else []))
+    return float(values[0]), (float(values[1]) if grad_norm is not None else None), int(mask.sum())
 
 
 def _report_stop(stop: StopOnSignal, step: int, config: SFTConfig, checkpoint: Path, command: str,

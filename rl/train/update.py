@@ -57,10 +57,39 @@ def _dropout_on(model) -> bool:
     return adapters is not None and model.training and adapters.config.lora_dropout > 0
 
 
+@dataclass
+class PendingResults:
+    """What an update computed, still on the device: every micro-batch's loss and metrics, and the gradient norm
+    (None without clipping). `read` brings them all back in one read-back."""
+
+    losses: list
+    metrics: list  # rl.grpo.LossMetrics, one per micro-batch
+    grad_norm: object = None
+
+    def read(self) -> tuple[float, dict[str, float], float | None]:
+        """(the whole batch's loss, its metrics, the gradient norm or None)."""
+        from wgrpo.engine import read_together
+
+        tensors = [*self.losses, *(m.tensor for m in self.metrics)]
+        if self.grad_norm is not None:
+            tensors.append(self.grad_norm)
+        values = read_together(tensors)
+        n = len(self.losses)
+        loss = float(sum(float(v) for v in values[:n]))
+        metrics = combine_metrics([m.values(v) for m, v in zip(self.metrics, values[n:2 * n])])
+        return loss, metrics, float(values[2 * n]) if self.grad_norm is not None else None
+
+
 def accumulate_gradients(model, reference, parts: list[MicroBatch], config, seed: int = 0) -> tuple[float, dict]:
     """Forward and backward every micro-batch of `parts`, gradients accumulating in the trainable parameters'
     `.grad`; returns (the whole batch's loss, its metrics). Each micro-batch's loss is normalised by the whole
     batch's counts, so the accumulated gradient is the whole batch's, however the rows are cut."""
+    loss, metrics, _ = record_gradients(model, reference, parts, config, seed).read()
+    return loss, metrics
+
+
+def record_gradients(model, reference, parts: list[MicroBatch], config, seed: int = 0) -> PendingResults:
+    """`accumulate_gradients` without reading anything back: the losses and metrics stay on the device."""
     from wgrpo.engine import Tensor
 
     device = model.device
@@ -85,11 +114,12 @@ def accumulate_gradients(model, reference, parts: list[MicroBatch], config, seed
         losses.append(loss.detach())
         readers.append(read_metrics)
         del logp, loss
-    return float(sum(float(loss.numpy()) for loss in losses)), combine_metrics([read() for read in readers])
+    return PendingResults(losses, readers)
 
 
 def grpo_update(model, reference, optimizer, rollout, config, pad_id: int, seed: int = 0) -> dict[str, float]:
-    """mu optimizer steps of `model` on `rollout`; returns the update's metrics (those of the last step).
+    """mu optimizer steps of `model` on `rollout`; returns the update's metrics (those of the last step, read
+    back once, after it).
 
     `reference` is the frozen reference model, or None: no KL term (beta = 0), or a LoRA policy whose base,
     adapters off, is the reference. `seed` keys LoRA's dropout masks (one per micro-batch and iteration)."""
@@ -102,13 +132,16 @@ def grpo_update(model, reference, optimizer, rollout, config, pad_id: int, seed:
     model.train()
     try:
         for iteration in range(config.mu):
-            loss, metrics = accumulate_gradients(model, reference, parts, config, seed=seed + 7919 * iteration)
-            norm = clip_grad_norm_(params, config.grad_clip) if config.grad_clip > 0 else None
+            pending = record_gradients(model, reference, parts, config, seed=seed + 7919 * iteration)
+            if config.grad_clip > 0:
+                pending.grad_norm = clip_grad_norm_(params, config.grad_clip)
             optimizer.step()
             optimizer.zero_grad()
-            metrics = {"loss": loss, **metrics}
-            if norm is not None:
-                metrics["grad_norm"] = float(norm.numpy())
+        # the last iteration's loss, metrics and norm, in one read-back after the last optimizer step
+        loss, metrics, norm = pending.read()
+        metrics = {"loss": loss, **metrics}
+        if norm is not None:
+            metrics["grad_norm"] = norm
     finally:
         model.eval()
     seconds = time.perf_counter() - started

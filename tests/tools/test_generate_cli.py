@@ -85,6 +85,10 @@ def test_bench_generate_quick_reports_decode_rates(tmp_path, capsys, device):
     assert {(c["batch"], c["new_tokens"]) for c in report["cases"]} == {(1, 8), (1, 32), (8, 8), (8, 32)}
     assert all(c["decode_tokens_per_s"] is None or c["decode_tokens_per_s"] > 0 for c in report["cases"])
     assert report["torch"]["used"] is False
+    d = report["decode_dispatches"]  # one layer: the step is that layer plus what lies outside the layers
+    assert d["per_layer"] > 0 and d["outside_layers"] > 0 and d["per_step"] == d["per_layer"] + d["outside_layers"]
+    assert f"dispatches per decode step: {d['per_step']} = {d['per_layer']} per layer x 1" in out
+    assert any(c["replayed_steps"] > 0 for c in report["cases"] if c["new_tokens"] == 32)
 
 
 def test_the_config_checks_its_field_types():

@@ -79,3 +79,33 @@ def test_each_micro_batch_is_padded_to_its_own_rows(models):
     for index, part in enumerate(parts):
         rows = rollout.completions[4 * index : 4 * index + 4]
         assert part.batch.inputs.shape[1] == max(len(c.prompt_ids) + len(c.token_ids) for c in rows) - 1
+
+
+@pytest.mark.parametrize("micro_batch", [0, 5])
+def test_an_update_reads_back_once(device, micro_batch):
+    """Loss, metrics and gradient norm of every micro-batch come back in one read-back, after the optimizer step,
+    and equal what separate reads give."""
+    from wgrpo.engine import AdamW
+    from wgrpo.rl.train.update import grpo_update
+
+    policy = Model.random(MODEL, seed=1, device=device).requires_grad_()
+    reference = Model.random(MODEL, seed=2, device=device)
+    rollout = _rollout(seed=5)
+    cut = {"per_device_train_batch_size": micro_batch} if micro_batch else {}
+    config = TrainConfig(prompts_per_step=PROMPTS, group_size=GROUP, beta=0.04, max_new_tokens=12, grad_clip=1.0,
+                         **cut)
+    before = [p.numpy() for p in policy.trainable_parameters()]
+    expected_loss, expected_metrics = _gradients(policy, reference, config, rollout)[:2]
+    for p in policy.trainable_parameters():
+        p.grad = None
+    optimizer = AdamW(policy.trainable_parameters(), lr=1e-3)
+    runtime = policy.device.runtime
+    reads = runtime.stats.readbacks
+    metrics = grpo_update(policy, reference, optimizer, rollout, config, PAD)
+    assert runtime.stats.readbacks - reads == 1
+    assert metrics["loss"] == pytest.approx(expected_loss, rel=1e-5, abs=1e-6)
+    for name, value in expected_metrics.items():
+        assert metrics[name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
+    assert metrics["grad_norm"] > 0
+    for p, old in zip(policy.trainable_parameters(), before):  # the optimizer step ran
+        assert not np.array_equal(p.numpy(), old)
