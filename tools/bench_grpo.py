@@ -32,11 +32,14 @@ layer, causal. Rollout = the prefill of the distinct prompts (padded width) + (n
 B x G rows, each attending over its prompt and the tokens so far, + the head on every row at each step. Update =
 reference forward + policy forward + backward (2 x forward) = 4 forwards over the padded (B x G, T) batch.
 Sampling, softmax, norms, the loss and AdamW are left out (a few FLOPs per element, not per weight).
+
+`--trl` (`tools.bench_trl`) then runs the same steps, from the same weights, through TRL's GRPOTrainer on torch.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -72,6 +75,10 @@ class GRPOBenchConfig:
         "help": "mask the end-of-text id and stop-string tokens out of the random model's head so every "
                 "completion runs the full --grpo-new-tokens (fixed work per step); off: the random model stops "
                 "where it happens to sample them"})
+    trl: bool = field(default=False, metadata={
+        "help": "also run the same GRPO steps through TRL's GRPOTrainer on torch (float32, CPU, --torch-threads; "
+                "same weights, tokenizer, prompts and rewards) and report TRL's seconds per step / ours (needs the "
+                "bench extra: pip install 'wgrpo[bench]')"})
 
     def __post_init__(self):
         for name in ("grpo_prompts", "grpo_group_size", "grpo_new_tokens", "grpo_tokenizer_texts"):
@@ -253,7 +260,9 @@ def time_step(trainer, step: int) -> dict:
     config = trainer.model.config
     return {"rollout_s": rollout.seconds_generate, "reward_s": rollout.seconds_reward, "update_s": t2 - t1,
             "total_s": t2 - t0, "rollout_call_s": t1 - t0,
-            "new_tokens": rollout.new_tokens, "update_rows": rows, "update_width": width,
+            "new_tokens": rollout.new_tokens, "completions": len(lengths),
+            "prompt_tokens": sum(len(c.prompt_ids) for c in rollout.completions), "update_rows": rows,
+            "update_width": width,
             "full_length_fraction": float(np.mean([n == cfg.max_new_tokens for n in lengths])),
             "finish_reasons": {r: sum(c.finish_reason == r for c in rollout.completions)
                                for r in ("stop", "eos", "length")},
@@ -311,6 +320,10 @@ def run_grpo_bench(options: GRPOBenchConfig, model_options: ModelBenchConfig, be
     """Build the fixed setup, run the warm-up and timed steps; table to stdout, progress to stderr."""
     from wgrpo.engine.device import get_device
 
+    if options.trl:
+        from wgrpo.tools import bench_trl
+
+        bench_trl.require_trl()  # a missing extra is named before any work
     device = get_device(device_spec)
     shape = options.resolved(bench.quick, bench.trials)
     with tempfile.TemporaryDirectory(prefix="wgrpo-bench-grpo-") as output_dir:
@@ -318,6 +331,8 @@ def run_grpo_bench(options: GRPOBenchConfig, model_options: ModelBenchConfig, be
         trainer, setup = build_trainer(options, model_options, shape, bench.seed, device, output_dir)
         steps = []
         total = options.grpo_warmup + shape["steps"]
+        if options.trl:  # TRL starts where wgrpo does: these weights, before any update
+            start = bench_trl.capture_start(trainer, total, output_dir)
         for step in range(total):
             timed = step >= options.grpo_warmup
             what = f"{step - options.grpo_warmup + 1}/{shape['steps']}" if timed else \
@@ -326,6 +341,12 @@ def run_grpo_bench(options: GRPOBenchConfig, model_options: ModelBenchConfig, be
             record = time_step(trainer, step)
             if timed:
                 steps.append(record)
+        trl = None
+        if options.trl:  # right after ours, in its own steady state, as `bench --model` times torch
+            _progress("TRL: the same model, tokenizer, prompts and rewards ...")
+            trl = bench_trl.run_trl_steps(start, trainer.config, shape, options.grpo_warmup,
+                                          model_options.torch_threads or os.cpu_count() or 1,
+                                          os.path.join(output_dir, "trl"))
     _progress_done()
     config = trainer.model.config
     report = {"adapter": _adapter(device),
@@ -333,6 +354,9 @@ def run_grpo_bench(options: GRPOBenchConfig, model_options: ModelBenchConfig, be
               "model": {**asdict(config), "num_parameters": config.num_parameters()},
               "setup": setup, **summarize(steps), "steps": steps, "notes": []}
     report["verdict"] = verdict(report)
+    if trl is not None:
+        report["trl"] = trl
+        report["comparison"] = bench_trl.compare(report)
     full = min(s["full_length_fraction"] for s in steps)
     if options.grpo_full_length and full < 1:
         report["notes"].append(f"only {full:.0%} of the completions ran the full length in some step: the masked "
@@ -341,6 +365,8 @@ def run_grpo_bench(options: GRPOBenchConfig, model_options: ModelBenchConfig, be
         report["notes"].append("--no-grpo-full-length: completions stop where the random model samples end-of-text "
                                "or a stop string, so the work per step varies")
     print(format_grpo_report(report))
+    if trl is not None:
+        print(bench_trl.format_comparison(report))
     if bench.json:
         with open(bench.json, "w") as f:
             json.dump(report, f, indent=2)

@@ -86,6 +86,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from wgrpo.tools.bench import BenchConfig, run_bench
 
     config = config_from_args(BenchConfig, args)
+    if getattr(args, "trl", False) and not config.grpo:
+        from wgrpo.rl.errors import input_error
+
+        raise input_error("--trl times TRL's GRPOTrainer beside wgrpo's GRPO steps: add --grpo")
     if config.checkpoints:
         from wgrpo.tools.bench_checkpoints import CheckpointBenchConfig, run_checkpoint_bench
 

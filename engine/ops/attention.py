@@ -1,13 +1,19 @@
 """Fused scaled-dot-product attention with grouped-query heads (GQA), causal or not, and its backward.
 
-Kernels in `kernels/attention.wgsl` (one invocation per query row, or per key row for dk/dv, streaming over the
-other axis with an online softmax; no T x T matrix in memory):
+Two variants of the training kernels (`VARIANTS`), with the same layouts and results; `attention(variant=...)`
+and the helpers `attention_forward` / `attention_backward` force one (tests, an autotuner), `choose_variant`
+picks one otherwise ("serial" for now). "tiled" (`kernels/attention_tiled.wgsl`, FlashAttention-2's schedule:
+K/V or Q/dO tiles in workgroup memory, shared by a workgroup's block of rows) is meant for GPUs and long
+sequences; its tile sizes (`Tiles`) are chosen to fit the adapter's workgroup memory (`choose_tiles`), and its
+grid is (ceil(rows / BQ or BK), heads, B). The "serial" kernels, in `kernels/attention.wgsl` (one invocation per
+query row, or per key row for dk/dv, streaming over the other axis with an online softmax; no T x T matrix in
+memory):
 - `attention_serial`: out (B, T_q, H, D) and the per-row log-sum-exp lse (B, H, T_q, f32) the backward reuses;
 - `attention_backward_delta_serial`: delta = rowsum(dO * O) (B, H, T_q, f32);
 - `attention_backward_dq_serial`: dq, recomputing probabilities from q, k and lse;
 - `attention_backward_dkv_serial`: dk and dv for each kv head, looping over the query heads of its group (no
   atomics, so results are deterministic).
-Every entry runs on a 3-D grid (ceil(rows / WG), heads, B): rows = T_q and heads = H, or for dkv T_k and H_kv.
+Every serial entry runs on a 3-D grid (ceil(rows / WG), heads, B): rows = T_q and heads = H, or for dkv T_k and H_kv.
 
 `attention_cached` (inference only, no gradient) attends new queries over a KV cache (B, T_cap, H_kv, D) whose
 first `length` rows are valid and whose batch row b begins at `starts[b]` (left-padded prompts):
@@ -18,25 +24,142 @@ per (b, h) over a flat grid, so decoding fills every lane).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from wgrpo import kernels
 from wgrpo.engine.autograd import Function
+from wgrpo.engine.errors import InputError
 from wgrpo.engine.ops._common import MAX_WORKGROUPS, check_float, flat_grid
 from wgrpo.engine.tensor import Tensor
+
 
 def max_head_dim() -> int:
     """The largest head dimension D the kernels hold in private arrays (MAX_D in the WGSL)."""
     return kernels.load("attention").constants["MAX_D"]
 
 
-def _grid(entry: str, rows: int, heads: int, batch: int, what: str) -> tuple[int, int, int]:
-    """(ceil(rows / workgroup size), heads, batch): one workgroup per block of rows of one (b, head)."""
-    grid = (math.ceil(rows / kernels.load("attention").invocations(entry)), heads, batch)
+# Kernel families of the training entries, by variant: "serial" gives each query (or key) row one invocation that
+# streams over the other axis (suits CPU adapters); "tiled" loads K/V (or Q/dO) tiles into workgroup memory once
+# per block of rows (FlashAttention-2's schedule, for GPUs and long sequences). Same layouts and results.
+VARIANTS = ("serial", "tiled")
+_FAMILIES = {"serial": "attention", "tiled": "attention_tiled"}
+_OPS = ("forward", "delta", "dq", "dkv")
+# (BQ, BK) of the tiled entries, most preferred first; the first whose workgroup memory fits the adapter is used.
+TILE_CANDIDATES = ((32, 32), (32, 16), (16, 16), (16, 8), (8, 8), (8, 4), (4, 4))
+MIN_WORKGROUP_STORAGE = 16384  # WebGPU's guaranteed max-compute-workgroup-storage-size
+
+
+def _block_grid(per_workgroup: int, rows: int, heads: int, batch: int, what: str) -> tuple[int, int, int]:
+    """(ceil(rows / per_workgroup), heads, batch): one workgroup per block of rows of one (b, head)."""
+    grid = (math.ceil(rows / per_workgroup), heads, batch)
     if max(grid) > MAX_WORKGROUPS:
         raise ValueError(f"attention: {what} needs a grid of {grid} workgroups, over {MAX_WORKGROUPS} per dimension")
     return grid
+
+
+def _grid(entry: str, rows: int, heads: int, batch: int, what: str) -> tuple[int, int, int]:
+    """The grid of an entry of attention.wgsl, whose workgroups give each row one invocation."""
+    return _block_grid(kernels.load("attention").invocations(entry), rows, heads, batch, what)
+
+
+def _entry(op: str, variant: str) -> str:
+    return f"attention_{variant}" if op == "forward" else f"attention_backward_{op}_{variant}"
+
+
+@dataclass(frozen=True)
+class Tiles:
+    """Tile sizes of the tiled entries (the overrides of kernels/attention_tiled.wgsl): `bq` query rows and `bk`
+    key rows, per workgroup or per tile (the forward and dq own BQ queries and step over tiles of BK keys; dk/dv
+    own BK keys and step over tiles of BQ queries), and `lanes` invocations per row."""
+
+    bq: int
+    bk: int
+    lanes: int = 4
+
+    def constants(self, d: int) -> dict[str, int]:
+        """The pipeline's override values for head dimension d (ROW: the odd row stride of the tiles)."""
+        return {"BQ": self.bq, "BK": self.bk, "LANES": self.lanes, "ROW": d | 1}
+
+    def workgroup_bytes(self, op: str, d: int) -> int:
+        """Workgroup memory of `op`'s entry ("forward", "delta", "dq" or "dkv"), as its header sums it."""
+        bq, bk, row = self.bq, self.bk, d | 1
+        words = {"forward": bq * row + 2 * bk * row + bq * bk, "delta": bq * self.lanes,
+                 "dq": 2 * bq * row + 2 * bk * row + bq * bk,
+                 "dkv": 2 * bq * row + 2 * bk * row + 2 * bq * bk + 2 * bq}[op]
+        return 4 * words
+
+    def rows_per_workgroup(self, op: str) -> int:
+        return self.bk if op == "dkv" else self.bq
+
+
+def _min_lanes(d: int) -> int:
+    """Invocations a row needs so that none accumulates more than COLS head-dimension columns."""
+    return max(1, math.ceil(d / kernels.load("attention_tiled").constants["COLS"]))
+
+
+def choose_tiles(op: str, d: int, storage_limit: int = MIN_WORKGROUP_STORAGE) -> Tiles:
+    """The first of TILE_CANDIDATES whose workgroup memory for `op` at head dimension d fits `storage_limit` bytes
+    (the adapter's max-compute-workgroup-storage-size)."""
+    lanes = max(4, _min_lanes(d))
+    for bq, bk in TILE_CANDIDATES:
+        tiles = Tiles(bq, bk, lanes)
+        if tiles.workgroup_bytes(op, d) <= storage_limit:
+            return tiles
+    raise ValueError(f"attention: no tile size fits {storage_limit} bytes of workgroup memory for {op} at D={d}")
+
+
+def _storage_limit(device) -> int:
+    return device.limits.get("max-compute-workgroup-storage-size", MIN_WORKGROUP_STORAGE)
+
+
+def _tiles_for(op: str, q: Tensor, tiles: Tiles | None) -> Tiles:
+    """The tiles `op` runs with: `tiles` if given (checked against the adapter), else `choose_tiles`."""
+    d, limit = q.shape[-1], _storage_limit(q.device)
+    if tiles is None:
+        return choose_tiles(op, d, limit)
+    if not isinstance(tiles, Tiles) or min(tiles.bq, tiles.bk, tiles.lanes) < 1:
+        raise InputError(f"attention: tiles must be a Tiles with positive bq, bk and lanes, got {tiles!r}")
+    if tiles.lanes < _min_lanes(d):
+        raise InputError(f"attention: {tiles!r} has {tiles.lanes} lanes; D={d} needs at least {_min_lanes(d)}")
+    invocations = tiles.rows_per_workgroup(op) * tiles.lanes
+    max_invocations = q.device.limits.get("max-compute-invocations-per-workgroup", 256)
+    if invocations > max_invocations:
+        raise InputError(f"attention: {tiles!r} gives {op} {invocations} invocations per workgroup, over the "
+                         f"adapter's {max_invocations}; use smaller bq, bk or lanes")
+    if tiles.workgroup_bytes(op, d) > limit:
+        raise InputError(f"attention: {tiles!r} needs {tiles.workgroup_bytes(op, d)} bytes of workgroup memory for "
+                         f"{op} at D={d}, over the adapter's {limit}; use smaller bq or bk")
+    return tiles
+
+
+def choose_variant(device, q_shape: tuple[int, ...], k_shape: tuple[int, ...]) -> str:
+    """The variant `attention` runs when none is given: "serial" on every adapter until an autotuner measures
+    where "tiled" wins (an autotuner calls `attention_forward` / `attention_backward` with each of VARIANTS)."""
+    return "serial"
+
+
+def _variant(variant: str | None, q: Tensor, k: Tensor) -> str:
+    if variant is None:
+        return choose_variant(q.device, q.shape, k.shape)
+    if variant not in VARIANTS:
+        raise InputError(f"attention: variant must be one of {VARIANTS} or None, got {variant!r}")
+    return variant
+
+
+def _dispatch(op: str, variant: str, tiles: Tiles | None, buffers: list, rows: int, heads: int, q: Tensor,
+              params: dict, shapes: str) -> None:
+    """Record `op`'s entry of `variant` over a grid of (blocks of `rows`, `heads`, B)."""
+    entry, family, constants = _entry(op, variant), _FAMILIES[variant], None
+    if variant == "tiled":
+        chosen = _tiles_for(op, q, tiles)
+        constants = chosen.constants(q.shape[-1])
+        shapes = f"{shapes}, {chosen}"
+        grid = _block_grid(chosen.rows_per_workgroup(op), rows, heads, q.shape[0], op)
+    else:
+        grid = _grid(entry, rows, heads, q.shape[0], op)
+    q.runtime.dispatch(family, entry, buffers, grid, params, elem=q.elem, constants=constants, shapes=shapes)
 
 
 def _params(q: Tensor, k: Tensor, causal: bool, scale: float) -> dict:
@@ -51,61 +174,60 @@ def _shapes(q: Tensor, k: Tensor, causal: bool) -> str:
     return f"q {q.shape}, k/v {k.shape}, causal={causal}"
 
 
-def attention_forward(q: Tensor, k: Tensor, v: Tensor, causal: bool, scale: float) -> tuple[Tensor, Tensor]:
-    """(out (B, T_q, H, D), lse (B, H, T_q) float32) for checked operands."""
+def attention_forward(q: Tensor, k: Tensor, v: Tensor, causal: bool, scale: float, variant: str | None = None,
+                      tiles: Tiles | None = None) -> tuple[Tensor, Tensor]:
+    """(out (B, T_q, H, D), lse (B, H, T_q) float32) for checked operands, with `variant` (one of VARIANTS; None:
+    `choose_variant`) and, for "tiled", `tiles` (None: `choose_tiles` for the adapter)."""
+    variant = _variant(variant, q, k)
     b, t_q, heads, _ = q.shape
     out = Tensor.empty(q.shape, q.dtype, q.device)
     lse = Tensor.empty((b, heads, t_q), "float32", q.device)
     if out.size == 0:
         return out, lse
-    q.runtime.dispatch("attention", "attention_serial", [q, k, v, out, lse],
-                       _grid("attention_serial", t_q, heads, b, "forward"), _params(q, k, causal, scale),
-                       elem=q.elem, shapes=_shapes(q, k, causal))
+    _dispatch("forward", variant, tiles, [q, k, v, out, lse], t_q, heads, q, _params(q, k, causal, scale),
+              _shapes(q, k, causal))
     return out, lse
 
 
 def attention_backward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, d_out: Tensor, causal: bool,
-                       scale: float, need_dq: bool = True, need_dkv: bool = True):
-    """(dq, dk, dv) of attention (None for those not asked for), from the forward's out and lse."""
+                       scale: float, need_dq: bool = True, need_dkv: bool = True, variant: str | None = None,
+                       tiles: Tiles | None = None):
+    """(dq, dk, dv) of attention (None for those not asked for), from the forward's out and lse (of either
+    variant: both write the same layouts), with `variant` and `tiles` as `attention_forward`."""
+    variant = _variant(variant, q, k)
     b, t_q, heads, _ = q.shape
     _, t_k, kv_heads, _ = k.shape
     params, shapes = _params(q, k, causal, scale), _shapes(q, k, causal)
-    runtime = q.runtime
     delta = Tensor.empty((b, heads, t_q), "float32", q.device)  # (B, H, T_q)
     dq = Tensor.empty(q.shape, q.dtype, q.device) if need_dq else None
     dk = Tensor.empty(k.shape, k.dtype, k.device) if need_dkv else None
     dv = Tensor.empty(v.shape, v.dtype, v.device) if need_dkv else None
     if q.size == 0 or k.size == 0:
         return dq, dk, dv
-    entry = "attention_backward_delta_serial"
-    runtime.dispatch("attention", entry, [out, d_out, delta], _grid(entry, t_q, heads, b, "backward"), params,
-                     elem=q.elem, shapes=shapes)
+    _dispatch("delta", variant, tiles, [out, d_out, delta], t_q, heads, q, params, shapes)
     if need_dq:
-        entry = "attention_backward_dq_serial"
-        runtime.dispatch("attention", entry, [q, k, v, d_out, lse, delta, dq], _grid(entry, t_q, heads, b, "backward"),
-                         params, elem=q.elem, shapes=shapes)
+        _dispatch("dq", variant, tiles, [q, k, v, d_out, lse, delta, dq], t_q, heads, q, params, shapes)
     if need_dkv:
-        entry = "attention_backward_dkv_serial"
-        runtime.dispatch("attention", entry, [q, k, v, d_out, lse, delta, dk, dv],
-                         _grid(entry, t_k, kv_heads, b, "backward"), params, elem=q.elem, shapes=shapes)
+        _dispatch("dkv", variant, tiles, [q, k, v, d_out, lse, delta, dk, dv], t_k, kv_heads, q, params, shapes)
     return dq, dk, dv
 
 
 class _Attention(Function):
     @staticmethod
-    def forward(ctx, q, k, v, causal, scale):
-        out, lse = attention_forward(q, k, v, causal, scale)
-        ctx.save_for_backward(q, k, v, out.detach(), lse, causal, scale)
+    def forward(ctx, q, k, v, causal, scale, variant, tiles):
+        out, lse = attention_forward(q, k, v, causal, scale, variant, tiles)
+        ctx.save_for_backward(q, k, v, out.detach(), lse, causal, scale, variant, tiles)
         return out
 
     @staticmethod
     def backward(ctx, d_out):
-        q, k, v, out, lse, causal, scale = ctx.saved
+        q, k, v, out, lse, causal, scale, variant, tiles = ctx.saved
         if d_out.dtype != q.dtype:
             raise TypeError(f"attention backward: the output gradient is {d_out.dtype} but q is {q.dtype}")
         need_dkv = ctx.needs_grad[1] or ctx.needs_grad[2]
-        dq, dk, dv = attention_backward(q, k, v, out, lse, d_out, causal, scale, ctx.needs_grad[0], need_dkv)
-        return dq, dk if ctx.needs_grad[1] else None, dv if ctx.needs_grad[2] else None, None, None
+        dq, dk, dv = attention_backward(q, k, v, out, lse, d_out, causal, scale, ctx.needs_grad[0], need_dkv,
+                                        variant, tiles)
+        return dq, dk if ctx.needs_grad[1] else None, dv if ctx.needs_grad[2] else None, None, None, None, None
 
 
 def _check(q, k, v, causal: bool) -> None:
@@ -139,17 +261,24 @@ def _check(q, k, v, causal: bool) -> None:
         raise ValueError(f"attention: k {k.shape} has no keys for the queries of q {q.shape}")
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = True, scale: float | None = None) -> Tensor:
+def attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = True, scale: float | None = None, *,
+              variant: str | None = None, tiles: Tiles | None = None) -> Tensor:
     """softmax(q k^T * scale + mask) v per head, with grouped-query heads.
 
     q is (B, T_q, H, D); k and v are (B, T_k, H_kv, D) with H a multiple of H_kv: query head h uses kv head
     h // (H / H_kv). Returns (B, T_q, H, D). `scale` defaults to 1 / sqrt(D). With `causal=True` (T_q <= T_k)
     the queries are the last T_q positions: query i sees keys j <= i + (T_k - T_q), as in KV-cached decoding.
-    D is at most `max_head_dim()` (128). Differentiable in q, k and v.
+    D is at most `max_head_dim()` (128). Differentiable in q, k and v. `variant` forces the kernels of forward
+    and backward (one of VARIANTS; None: `choose_variant`), `tiles` the tile sizes of "tiled" (None: chosen for
+    the adapter); for tests and autotuning.
     """
     _check(q, k, v, causal)
+    variant = _variant(variant, q, k)
+    if variant == "tiled":
+        for op in _OPS:
+            _tiles_for(op, q, tiles)  # refuse bad tiles before the forward runs
     scale = 1.0 / math.sqrt(max(q.shape[-1], 1)) if scale is None else float(scale)
-    return _Attention.apply(q, k, v, bool(causal), scale)
+    return _Attention.apply(q, k, v, bool(causal), scale, variant, tiles)
 
 
 def attention_cached(q: Tensor, k_cache: Tensor, v_cache: Tensor, starts: Tensor, length: int,

@@ -1,0 +1,104 @@
+"""engine.autotune: candidates checked against the spec and timed, the fastest correct one kept per adapter in the
+cache file and reused, the shipped table's coarse classes, tuning switched off, and a damaged cache ignored."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from wgrpo.engine import Tensor, ops
+from wgrpo.engine.autotune import (AUTOTUNE_VAR, CACHE_DIR_VAR, CACHE_FILE, Autotuner, Candidate, Problem,
+                                   adapter_key, cache_dir, fallbacks, size_bucket)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv(CACHE_DIR_VAR, str(tmp_path))
+    return tmp_path / CACHE_FILE
+
+
+def _problem(device, rng, shape_class="NN|f32/f32|m32|n64|k16"):
+    a = rng.standard_normal((29, 16)).astype(np.float32)
+    b = rng.standard_normal((16, 61)).astype(np.float32)
+    ta, tb = Tensor.from_numpy(a, device), Tensor.from_numpy(b, device)
+    wrong = Tensor.from_numpy(b[::-1].copy(), device)
+    candidates = [Candidate("naive", lambda: ops.matmul(ta, tb, variant="naive")),
+                  Candidate("reg8x4", lambda: ops.matmul(ta, tb, variant="reg8x4")),
+                  Candidate("wrong", lambda: ops.matmul(ta, wrong, variant="reg8x4"))]  # a real kernel, wrong result
+    return Problem("matmul", shape_class, candidates, lambda: a.astype(np.float64) @ b, default="naive")
+
+
+def test_classes_round_up_and_fall_back_to_coarser_ones():
+    assert [size_bucket(n) for n in (1, 2, 3, 8, 9, 1000)] == [1, 2, 4, 8, 16, 1024]
+    assert fallbacks("NT|f32/f32|m8|n512") == ["NT|f32/f32|m8|n512", "NT|f32/f32|m8", "NT|f32/f32", "NT", "*"]
+
+
+def test_the_cache_lives_in_the_user_cache_directory(monkeypatch, tmp_path):
+    monkeypatch.delenv(CACHE_DIR_VAR, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert cache_dir() == tmp_path / "wgrpo"
+
+
+def test_the_fastest_correct_candidate_is_kept_and_reused(device, rng, cache):
+    tuner = Autotuner(device, shipped={})
+    result = tuner.tune(_problem(device, rng))
+    by_name = {t.name: t for t in result.trials}
+    assert by_name["wrong"].seconds is None and "differs from the reference" in by_name["wrong"].problem
+    timed = [t for t in result.trials if t.seconds is not None]
+    assert {t.name for t in timed} == {"naive", "reg8x4"} and all(t.seconds > 0 for t in timed)
+    assert result.winner == min(timed, key=lambda t: t.seconds).name
+    saved = json.loads(cache.read_text())
+    assert saved["adapters"][adapter_key(device)]["matmul"]["NN|f32/f32|m32|n64|k16"] == result.winner
+    again = Autotuner(device, shipped={})  # a later run reads the cache and tunes nothing
+    built = []
+    chosen = again.choose(lambda: built.append(1) or _problem(device, rng), "matmul", "NN|f32/f32|m32|n64|k16", "x")
+    assert chosen == result.winner and again.tunings == 0 and not built
+
+
+def test_an_unseen_class_is_tuned_at_first_use_once(device, rng, cache):
+    tuner = Autotuner(device, shipped={})
+    first = tuner.choose(lambda: _problem(device, rng), "matmul", "NN|f32/f32|m32|n64|k16", "naive")
+    assert first in ("naive", "reg8x4") and tuner.tunings == 1
+    assert tuner.choose(lambda: pytest.fail("tuned twice"), "matmul", "NN|f32/f32|m32|n64|k16", "naive") == first
+
+
+def test_other_adapters_entries_are_kept_and_not_used(device, rng, cache):
+    cache.write_text(json.dumps({"format": 1, "adapters": {"Other GPU | Vulkan | 1.0 | wgpu 0": {
+        "matmul": {"NN|f32/f32|m32|n64|k16": "naive"}}}}))
+    tuner = Autotuner(device, shipped={})
+    assert tuner.lookup("matmul", "NN|f32/f32|m32|n64|k16") is None
+    tuner.tune(_problem(device, rng))
+    adapters = json.loads(cache.read_text())["adapters"]
+    assert set(adapters) == {"Other GPU | Vulkan | 1.0 | wgpu 0", adapter_key(device)}
+
+
+def test_the_shipped_table_answers_coarse_classes_and_measurements_win(device, rng, cache):
+    tuner = Autotuner(device, shipped={"matmul": {"*": "naive", "NT|f32/f32|m8": "reg8x4"}})
+    assert tuner.lookup("matmul", "NT|f32/f32|m8|n512|k64") == "reg8x4"
+    assert tuner.lookup("matmul", "NN|f32/f32|m64|n512|k64") == "naive"
+    tuner.measured["matmul"] = {"NT|f32/f32|m8|n512|k64": "naive"}
+    assert tuner.lookup("matmul", "NT|f32/f32|m8|n512|k64") == "naive"
+
+
+def test_tuning_off_uses_the_default(device, rng, cache, monkeypatch):
+    monkeypatch.setenv(AUTOTUNE_VAR, "0")
+    tuner = Autotuner(device, shipped={})
+    assert tuner.choose(lambda: pytest.fail("tuned"), "matmul", "NN|f32/f32|m32|n64|k16", "naive") == "naive"
+    assert not cache.exists()
+
+
+def test_a_damaged_cache_is_ignored_with_a_warning_and_rewritten(device, rng, cache, capsys):
+    cache.write_text("{not json")
+    tuner = Autotuner(device, shipped={})
+    assert "ignoring the autotuning cache" in capsys.readouterr().err
+    tuner.tune(_problem(device, rng))
+    assert json.loads(cache.read_text())["format"] == 1
+
+
+def test_no_correct_candidate_is_an_error_naming_them(device, rng, cache):
+    problem = _problem(device, rng)
+    problem.candidates = [c for c in problem.candidates if c.name == "wrong"]
+    with pytest.raises(RuntimeError, match="no candidate passed its check .*wrong: ValueError"):
+        Autotuner(device, shipped={}).tune(problem)
