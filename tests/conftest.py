@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import numpy as np
 import pytest
 
 # No test may reach the Hugging Face Hub: a model id is only ever resolved from a cache the test builds.
 os.environ["HF_HUB_OFFLINE"] = "1"
+# Kernel choices tuned while the tests run (on an adapter the shipped table does not cover) stay out of the
+# user's cache directory.
+os.environ["WGRPO_CACHE_DIR"] = tempfile.mkdtemp(prefix="wgrpo-test-cache-")
+atexit.register(shutil.rmtree, os.environ["WGRPO_CACHE_DIR"], ignore_errors=True)
 
 @pytest.fixture(scope="session")
 def device():

@@ -134,15 +134,18 @@ def _tiles_for(op: str, q: Tensor, tiles: Tiles | None) -> Tiles:
     return tiles
 
 
-def choose_variant(device, q_shape: tuple[int, ...], k_shape: tuple[int, ...]) -> str:
-    """The variant `attention` runs when none is given: "serial" on every adapter until an autotuner measures
-    where "tiled" wins (an autotuner calls `attention_forward` / `attention_backward` with each of VARIANTS)."""
-    return "serial"
+def choose_variant(device, q_shape: tuple[int, ...], k_shape: tuple[int, ...], elem: str = "f32",
+                   causal: bool = True) -> str:
+    """The variant `attention` runs when none is given: the per-adapter autotuner's for the shape class
+    (`engine.ops.attention_tuning`; lavapipe's shipped table says "serial"), "serial" while tuning is off."""
+    from wgrpo.engine.ops.attention_tuning import tuned_variant
+
+    return tuned_variant(device, q_shape, k_shape, elem, causal)
 
 
-def _variant(variant: str | None, q: Tensor, k: Tensor) -> str:
+def _variant(variant: str | None, q: Tensor, k: Tensor, causal: bool = True) -> str:
     if variant is None:
-        return choose_variant(q.device, q.shape, k.shape)
+        return choose_variant(q.device, q.shape, k.shape, q.elem, causal)
     if variant not in VARIANTS:
         raise InputError(f"attention: variant must be one of {VARIANTS} or None, got {variant!r}")
     return variant
@@ -178,7 +181,7 @@ def attention_forward(q: Tensor, k: Tensor, v: Tensor, causal: bool, scale: floa
                       tiles: Tiles | None = None) -> tuple[Tensor, Tensor]:
     """(out (B, T_q, H, D), lse (B, H, T_q) float32) for checked operands, with `variant` (one of VARIANTS; None:
     `choose_variant`) and, for "tiled", `tiles` (None: `choose_tiles` for the adapter)."""
-    variant = _variant(variant, q, k)
+    variant = _variant(variant, q, k, causal)
     b, t_q, heads, _ = q.shape
     out = Tensor.empty(q.shape, q.dtype, q.device)
     lse = Tensor.empty((b, heads, t_q), "float32", q.device)
@@ -194,7 +197,7 @@ def attention_backward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor
                        tiles: Tiles | None = None):
     """(dq, dk, dv) of attention (None for those not asked for), from the forward's out and lse (of either
     variant: both write the same layouts), with `variant` and `tiles` as `attention_forward`."""
-    variant = _variant(variant, q, k)
+    variant = _variant(variant, q, k, causal)
     b, t_q, heads, _ = q.shape
     _, t_k, kv_heads, _ = k.shape
     params, shapes = _params(q, k, causal, scale), _shapes(q, k, causal)
@@ -273,7 +276,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = True, scale: float
     the adapter); for tests and autotuning.
     """
     _check(q, k, v, causal)
-    variant = _variant(variant, q, k)
+    variant = _variant(variant, q, k, causal)
     if variant == "tiled":
         for op in _OPS:
             _tiles_for(op, q, tiles)  # refuse bad tiles before the forward runs

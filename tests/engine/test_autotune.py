@@ -102,3 +102,26 @@ def test_no_correct_candidate_is_an_error_naming_them(device, rng, cache):
     problem.candidates = [c for c in problem.candidates if c.name == "wrong"]
     with pytest.raises(RuntimeError, match="no candidate passed its check .*wrong: ValueError"):
         Autotuner(device, shipped={}).tune(problem)
+
+
+def test_attention_is_tuned_per_class_with_both_variants_checked(device, cache):
+    from wgrpo.engine.ops.attention_tuning import shape_class, tuning_problem
+
+    q_shape, k_shape = (2, 37, 4, 16), (2, 37, 2, 16)
+    assert shape_class(q_shape, k_shape, "f32", True) == "f32|q64|k64|d16|g2|c1"
+    result = Autotuner(device, shipped={}).tune(tuning_problem(device, q_shape, k_shape, "f32", True, "serial"))
+    assert {t.name for t in result.trials} == {"serial", "tiled"}
+    assert all(t.seconds is not None for t in result.trials), [t.problem for t in result.trials]
+    assert result.winner in ("serial", "tiled")
+
+
+def test_on_lavapipe_the_shipped_table_answers_without_tuning(device, cache):
+    from wgrpo.engine.autotune_tables import is_lavapipe
+    from wgrpo.engine.ops.attention import choose_variant
+
+    if not is_lavapipe(device):
+        pytest.skip("the shipped table covers lavapipe")
+    tuner = Autotuner(device)
+    assert tuner.lookup("attention", "f32|q4096|k4096|d128|g8|c1") == "serial"
+    assert choose_variant(device, (1, 300, 4, 32), (1, 300, 2, 32)) == "serial"
+    assert not cache.exists()

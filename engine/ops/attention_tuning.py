@@ -1,0 +1,73 @@
+"""Which attention variant runs a given problem: the per-adapter autotuner's answer for its shape class.
+
+A class is the storage type, the query and key lengths and the head dimension rounded up to powers of two, the
+group size (query heads per kv head) and causality: "f32|q512|k512|d64|g2|c1". At first use of a class on an
+adapter (unless the shipped table or the cache knows it) each variant runs forward and backward on random
+inputs of that shape (one batch row; lengths over `TUNE_CAP` tuned at the cap), its forward is checked against
+numpy and the pair is timed (`engine.autotune`). Must not import `rl`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from wgrpo.engine.autotune import Candidate, Problem, autotuner, size_bucket
+
+TUNE_CAP = 1024  # the longest sequence a tuning runs
+_TOLERANCE = {"f32": (1e-4, 1e-5), "f16": (2e-2, 2e-2)}
+
+
+def shape_class(q_shape, k_shape, elem: str, causal: bool) -> str:
+    (_, t_q, heads, d), (_, t_k, kv_heads, _) = q_shape, k_shape
+    return (f"{elem}|q{size_bucket(t_q)}|k{size_bucket(t_k)}|d{size_bucket(d)}|g{heads // max(kv_heads, 1)}|"
+            f"c{int(bool(causal))}")
+
+
+def _reference(q, k, v, causal: bool, scale: float) -> np.ndarray:
+    """softmax(q k^T scale + mask) v in float64 for (1, T_q, H, D) q and (1, T_k, H_kv, D) k, v."""
+    q, k, v = (np.asarray(x, np.float64)[0] for x in (q, k, v))
+    t_q, heads, _ = q.shape
+    t_k, kv_heads, _ = k.shape
+    group = heads // kv_heads
+    out = np.empty_like(q)
+    visible = np.arange(t_k)[None, :] <= np.arange(t_q)[:, None] + (t_k - t_q) if causal else None
+    for h in range(heads):
+        scores = q[:, h] @ k[:, h // group].T * scale
+        if visible is not None:
+            scores = np.where(visible, scores, -np.inf)
+        p = np.exp(scores - scores.max(axis=1, keepdims=True))
+        out[:, h] = (p / p.sum(axis=1, keepdims=True)) @ v[:, h // group]
+    return out[None]
+
+
+def tuning_problem(device, q_shape, k_shape, elem: str, causal: bool, default: str) -> Problem:
+    from wgrpo.engine.ops.attention import VARIANTS, attention_backward, attention_forward
+    from wgrpo.engine.tensor import Tensor
+
+    (_, t_q, heads, d), (_, t_k, kv_heads, _) = q_shape, k_shape
+    t_k = min(t_k, TUNE_CAP)
+    t_q = min(t_q, t_k)
+    dtype = {"f32": np.float32, "f16": np.float16}[elem]
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal(shape).astype(dtype) for shape in
+              ((1, t_q, heads, d), (1, t_k, kv_heads, d), (1, t_k, kv_heads, d), (1, t_q, heads, d))]
+    q, k, v, d_out = (Tensor.from_numpy(a, device) for a in arrays)
+    scale = 1.0 / math.sqrt(max(d, 1))
+
+    def run(variant: str):
+        out, lse = attention_forward(q, k, v, causal, scale, variant)
+        attention_backward(q, k, v, out, lse, d_out, causal, scale, variant=variant)
+        return out
+
+    rtol, atol = _TOLERANCE[elem]
+    expected = _reference(*arrays[:3], causal, scale)
+    return Problem("attention", shape_class(q_shape, k_shape, elem, causal),
+                   [Candidate(name, lambda name=name: run(name)) for name in VARIANTS], lambda: expected,
+                   rtol * 10, atol * 10, default)
+
+
+def tuned_variant(device, q_shape, k_shape, elem: str, causal: bool, default: str = "serial") -> str:
+    return autotuner(device).choose(lambda: tuning_problem(device, q_shape, k_shape, elem, causal, default),
+                                    "attention", shape_class(q_shape, k_shape, elem, causal), default)
