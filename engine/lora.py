@@ -2,7 +2,8 @@
 
 Owns: `LoraConfig` (PEFT's fields and defaults that matter here, checked), which modules a config targets,
 `LoraAdapters` (the A and B matrices of each targeted module, the forward delta
-y + scaling * B(A(dropout(x))) that `Model._project` asks for, on/off switching, PEFT's tensor names) and
+y + scaling * B(A(dropout(x))) that `Model._project` asks for, or added into its columns of a fused projection's
+output, on/off switching, PEFT's tensor names) and
 `attach_lora` (PEFT's initialization), and merging an adapter into the base weights (`merge_lora_weights` on
 the host, `merged_state_dict` of a model). PEFT's directory format is `engine.peft_io`'s. Must not import `rl`.
 """
@@ -178,6 +179,22 @@ class LoraAdapters:
         # scaling on the (.., r) intermediate: r columns scaled rather than out
         low = ops.scale(ops.linear(x, a), self.scaling)
         return ops.add(y, ops.linear(low, b))
+
+    def adapt_columns(self, name: str, x, y, start: int, training: bool = False):
+        """`adapt` for a module whose base output is columns start .. start + out of y (..., width), the output of
+        one matmul on several modules' weights (`ops.fused_linear`): its update is accumulated into those columns
+        in place (`ops.add_linear_columns`, no add), and the result returned; y itself for other modules or while
+        disabled."""
+        from wgrpo.engine import ops
+
+        weights = self._weights.get(name) if self.enabled else None
+        if weights is None:
+            return y
+        a, b = weights
+        if training and self.config.lora_dropout > 0:
+            x = ops.dropout(x, self.config.lora_dropout, self.module_seed(name))
+        low = ops.scale(ops.linear(x, a), self.scaling)
+        return ops.add_linear_columns(y, low, b, start)
 
     def module_seed(self, name: str) -> int:
         """The dropout seed of module `name` for the current `dropout_seed`: distinct for every (seed, module)."""

@@ -1,6 +1,7 @@
 """The Llama/Qwen2/Qwen3-family decoder on engine ops.
 
-Owns: the parameters (named exactly as Hugging Face names them, so checkpoints map one to one), the forward pass
+Owns: the parameters (named exactly as Hugging Face names them, so checkpoints map one to one; a layer's q/k/v and
+gate/up held in one buffer each, so that one matmul computes each group: `engine.fused`), the forward pass
 `model(ids) -> logits`, and `token_logprobs`. Reading and writing checkpoints is `engine.hf`'s job; sampling is
 `engine.generate`'s. Must not import `rl`.
 """
@@ -19,7 +20,7 @@ from wgrpo.engine.checkpointing import checkpoint
 from wgrpo.engine.config import ModelConfig
 from wgrpo.engine.device import Device, get_device
 from wgrpo.engine.dtypes import FLOAT32, convert, dtype_name, float_dtype
-from wgrpo.engine.errors import InputError
+from wgrpo.engine.fused import one_binding, projection_groups
 from wgrpo.engine.memory import memory_kind
 from wgrpo.engine.tensor import Tensor
 
@@ -60,7 +61,10 @@ class Model:
         The matrices (embedding, projections, head) are held in `dtype` ("float32", "bfloat16" or "float16";
         None: the dtype of the state dict's embedding), read by the kernels in that dtype and widened to f32;
         norm weights and biases (a thousandth of the parameters) are held in float32. A matrix over the
-        adapter's binding limit is held in row blocks. Counted as `weights` in the device's memory."""
+        adapter's binding limit is held in row blocks. Each layer's q/k/v weights (and biases) share one buffer,
+        and so do its gate/up weights, each tensor a view of it (`engine.fused`), so that one matmul computes
+        them. Counted as `weights` in the device's memory."""
+        from wgrpo.engine.fused import upload_parameters
         from wgrpo.engine.hf import check_state_dict, checkpoint_dtype
 
         state = check_state_dict(state, config, source)
@@ -68,15 +72,8 @@ class Model:
         if dtype == np.float64:
             dtype = FLOAT32
         device = get_device(device)
-        params = {}
         with memory_kind("weights"):
-            for name in parameter_shapes(config):
-                array = state[name]
-                try:
-                    params[name] = Tensor.from_numpy(convert(array, dtype if np.ndim(array) == 2 else FLOAT32),
-                                                     device)
-                except ValueError as error:  # a row over the binding limit: say which tensor of which file
-                    raise InputError(f"{source}: tensor {name!r}: {error}") from None
+            params = upload_parameters(config, state, dtype, device, source)
         return cls(config, params)
 
     def to(self, dtype) -> "Model":
@@ -229,31 +226,79 @@ class Model:
         """Decoder layer i on the residual stream h (B, T, C) and its normed input x: (h', the next normed input)."""
         cfg, p, eps = self.config, self.params, self.config.rms_norm_eps
         batch, steps, _ = h.shape
+        pre = f"model.layers.{i}."
+        q, k, v = self._attention_inputs(i, x, positions)  # (B, T, H, D), (B, T, H_kv, D) x 2, q and k rotated
+        a = cache.attend(i, q, k, v) if cache is not None else ops.attention(q, k, v, causal=True)
+        a = self._project(pre + "self_attn.o_proj", a.reshape(batch, steps, cfg.num_heads * cfg.head_dim))
+        # each residual add is fused with the RMSNorm that follows it: (h + a, rmsnorm(h + a))
+        h, x = ops.add_rmsnorm(h, a, p[pre + "post_attention_layernorm.weight"], eps)
+        m = self._mlp(i, x)
+        last = i + 1 == cfg.num_layers
+        next_norm = "model.norm.weight" if last else f"model.layers.{i + 1}.input_layernorm.weight"
+        return ops.add_rmsnorm(h, m, p[next_norm], eps)
+
+    def _attention_inputs(self, i: int, x: Tensor, positions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """q, k and v of layer i for its normed input x (B, T, C), q and k normed per head (Qwen3) and rotated.
+        With the q/k/v weights fused: one matmul, then one dispatch splitting it and rotating q and k (Qwen3:
+        split, norm, then rotate)."""
+        cfg, p, eps = self.config, self.params, self.config.rms_norm_eps
+        batch, steps, _ = x.shape
         heads, kv_heads, head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         pre = f"model.layers.{i}."
-        q = self._project(pre + "self_attn.q_proj", x).reshape(batch, steps, heads, head_dim)  # (B, T, H, D)
-        k = self._project(pre + "self_attn.k_proj", x).reshape(batch, steps, kv_heads, head_dim)  # (B, T, H_kv, D)
-        v = self._project(pre + "self_attn.v_proj", x).reshape(batch, steps, kv_heads, head_dim)
+        qkv = self._fused_projection(projection_groups(i)[0], x)  # (B, T, (H + 2 H_kv) D)
+        if qkv is not None and not cfg.qk_norm:
+            return ops.qkv_split(qkv, heads, kv_heads, positions, inv_freq=self.inv_freq)
+        if qkv is not None:
+            q, k, v = ops.qkv_split(qkv, heads, kv_heads)
+        else:
+            q = self._project(pre + "self_attn.q_proj", x).reshape(batch, steps, heads, head_dim)  # (B, T, H, D)
+            k = self._project(pre + "self_attn.k_proj", x).reshape(batch, steps, kv_heads, head_dim)
+            v = self._project(pre + "self_attn.v_proj", x).reshape(batch, steps, kv_heads, head_dim)
         if cfg.qk_norm:  # Qwen3: RMSNorm over each head's D, before RoPE
             q = ops.rmsnorm(q, p[pre + "self_attn.q_norm.weight"], eps)
             k = ops.rmsnorm(k, p[pre + "self_attn.k_norm.weight"], eps)
         q, k = ops.rope_qk(q, k, positions, inv_freq=self.inv_freq)
-        a = cache.attend(i, q, k, v) if cache is not None else ops.attention(q, k, v, causal=True)
-        a = self._project(pre + "self_attn.o_proj", a.reshape(batch, steps, heads * head_dim))
-        # each residual add is fused with the RMSNorm that follows it: (h + a, rmsnorm(h + a))
-        h, x = ops.add_rmsnorm(h, a, p[pre + "post_attention_layernorm.weight"], eps)
+        return q, k, v
+
+    def _mlp(self, i: int, x: Tensor) -> Tensor:
+        """down(silu(gate(x)) * up(x)) of layer i; with gate/up fused, one matmul and a SwiGLU reading its halves."""
+        pre = f"model.layers.{i}."
+        gate_up = self._fused_projection(projection_groups(i)[1], x)  # (B, T, 2I)
+        if gate_up is not None:
+            return self._project(pre + "mlp.down_proj", ops.swiglu_fused(gate_up))
         gate = self._project(pre + "mlp.gate_proj", x)
         up = self._project(pre + "mlp.up_proj", x)
-        m = self._project(pre + "mlp.down_proj", ops.swiglu(gate, up))
-        last = i + 1 == cfg.num_layers
-        next_norm = "model.norm.weight" if last else f"model.layers.{i + 1}.input_layernorm.weight"
-        return ops.add_rmsnorm(h, m, p[next_norm], eps)
+        return self._project(pre + "mlp.down_proj", ops.swiglu(gate, up))
 
     def _project(self, name: str, x: Tensor) -> Tensor:
         """The linear layer `name` (a Hugging Face module path) on x, with its LoRA adapter when one is attached."""
         y = ops.linear(x, self.params[name + ".weight"], self.params.get(name + ".bias"))
         if self.adapters is not None:
             y = self.adapters.adapt(name, x, y, training=self.training)
+        return y
+
+    def _fused_projection(self, modules: tuple[str, ...], x: Tensor) -> Tensor | None:
+        """The linear layers `modules` on x in one matmul, side by side (B, T, sum of out_i), each LoRA update
+        added into its columns; None when they cannot run fused: their weights (or biases) are not adjacent views
+        of one buffer (held apart, or replaced), or the joined output would be over the binding limit."""
+        p = self.params
+        weights = [p[m + ".weight"] for m in modules]
+        biases = [p.get(m + ".bias") for m in modules]
+        if any(b is None for b in biases):
+            if any(b is not None for b in biases):
+                return None
+            biases = None
+        joined = Tensor.join_rows(weights)
+        if joined is None or (biases is not None and Tensor.join_rows(biases) is None):
+            return None
+        if not one_binding((x.size // x.shape[-1], joined.shape[0]), x.dtype, self.device.max_binding_bytes):
+            return None  # activations are never held in row blocks: the projections one at a time are smaller
+        y = ops.fused_linear(x, weights, biases)
+        if self.adapters is not None:
+            start = 0
+            for module, weight in zip(modules, weights):
+                y = self.adapters.adapt_columns(module, x, y, start, training=self.training)
+                start += weight.shape[0]
         return y
 
     def _layer_trainables(self, i: int) -> list[Tensor]:

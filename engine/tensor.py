@@ -251,6 +251,24 @@ class Tensor:
                              f"adapter's min_storage_buffer_offset_alignment ({alignment})")
         return Tensor(self._storage, (stop - start, *self.shape[1:]), self.dtype, self.device, offset)
 
+    @classmethod
+    def join_rows(cls, tensors: Sequence["Tensor"]) -> "Tensor | None":
+        """One tensor whose rows are those of `tensors` in order, when they are adjacent row blocks of one buffer
+        (as `rows` cuts them: one storage, dtype and row shape, each beginning where the one before ends), without
+        a copy, outside autograd; None otherwise (separate buffers, a gap, a split tensor)."""
+        tensors = tuple(tensors)
+        if not tensors:
+            return None
+        first = tensors[0]
+        offset = first._offset
+        for t in tensors:
+            if (t._parts is not None or t._storage is not first._storage or t.ndim < 1 or t.dtype != first.dtype
+                    or t.shape[1:] != first.shape[1:] or t._offset != offset):
+                return None
+            offset += t.nbytes
+        rows = sum(t.shape[0] for t in tensors)
+        return Tensor(first._storage, (rows, *first.shape[1:]), first.dtype, first.device, first._offset)
+
     def view(self, shape: tuple[int, ...]) -> "Tensor":
         """The same data with another shape of equal size, outside autograd; `reshape` checks and records. A split
         tensor keeps its rows: only the shape of a row may change."""

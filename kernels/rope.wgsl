@@ -20,6 +20,11 @@
 // rope_qk_forward / rope_qk_backward rotate q (B, T, H, D) and k (B, T, H_kv, D) in one dispatch (decoding is bound
 // by dispatch count): pairs [0, n_q_pairs) are q's, [n_q_pairs, n_pairs) k's, each with the same formula and the
 // same positions and inv_freq; they add bindings 7 xk, 8 yk (forward) and 9 dyk, 10 dxk (backward) for k.
+// qkv_split_forward / qkv_split_backward take an attention layer's fused projection qkv (N, (H + 2 H_kv) D),
+// N = B*T, each row the q heads, then the k heads, then the v heads (x @ cat(Wq, Wk, Wv).T), apart into q
+// (B, T, H, D), k and v (B, T, H_kv, D), rotating q and k by the formula above when rotate = 1 (copying them when
+// 0: Qwen3 normalizes them first) and copying v: one dispatch for the split and the RoPE. Bindings 11 qkv,
+// 12 q_out, 13 k_out, 14 v_out (forward) and 15 dq, 16 dk, 17 dv, 18 dqkv (backward).
 
 // use prelude
 
@@ -43,6 +48,8 @@ struct Params {
     // rope_qk_* only (zero for rope_forward / rope_backward):
     heads_k: u32,     // H_kv, the head count of k
     n_q_pairs: u32,   // B * T * H * D / 2; n_pairs is then B * T * (H + H_kv) * D / 2
+    // qkv_split_* only (zero elsewhere); heads and heads_k are H and H_kv, n_pairs is B * T * (H + 2 H_kv) * D / 2
+    rotate: u32,      // 1: q and k are rotated; 0: copied
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -56,6 +63,14 @@ struct Params {
 @group(0) @binding(8) var<storage, read_write> yk: array<elem>;
 @group(0) @binding(9) var<storage, read> dyk: array<elem>;
 @group(0) @binding(10) var<storage, read_write> dxk: array<elem>;
+@group(0) @binding(11) var<storage, read> qkv: array<elem>;
+@group(0) @binding(12) var<storage, read_write> q_out: array<elem>;
+@group(0) @binding(13) var<storage, read_write> k_out: array<elem>;
+@group(0) @binding(14) var<storage, read_write> v_out: array<elem>;
+@group(0) @binding(15) var<storage, read> dq: array<elem>;
+@group(0) @binding(16) var<storage, read> dk: array<elem>;
+@group(0) @binding(17) var<storage, read> dv: array<elem>;
+@group(0) @binding(18) var<storage, read_write> dqkv: array<elem>;
 
 // (cos a, sin a) for pair i, and the element offset of its first half: i = ((b * T + t) * H + h) * D/2 + j.
 struct Rotation {
@@ -72,7 +87,12 @@ fn rotation(i: u32) -> Rotation {
 fn rotation_of(i: u32, heads: u32) -> Rotation {
     let j = i % params.half;
     let row = i / params.half;   // (b * T + t) * heads + h
-    let bt = row / heads;        // b * T + t
+    let cs = cos_sin(row / heads, j);
+    return Rotation(cs.x, cs.y, row * 2u * params.half + j);
+}
+
+// (cos a, sin a) of head-dim index j < D/2 at token bt = b * T + t.
+fn cos_sin(bt: u32, j: u32) -> vec2<f32> {
     var p: i32;
     if (params.pos_batched == 1u) {
         p = positions[bt];
@@ -83,7 +103,36 @@ fn rotation_of(i: u32, heads: u32) -> Rotation {
     // Cody-Waite reduction of a to r in about [-pi, pi].
     let k = round(a * INV_TWO_PI);
     let r = ((a - k * TWO_PI_A) - k * TWO_PI_B) - k * TWO_PI_C;
-    return Rotation(cos(r), sin(r), row * 2u * params.half + j);
+    return vec2<f32>(cos(r), sin(r));
+}
+
+// Where pair i of qkv_split_* lies: the element of its first half in the fused row (`fused`, its partner is
+// fused + D/2) and in its own tensor (`own`), which tensor (0 q, 1 k, 2 v) and its token bt = b * T + t.
+struct SplitPair {
+    fused: u32,
+    own: u32,
+    part: u32,
+    bt: u32,
+    j: u32,
+}
+
+fn split_pair(i: u32) -> SplitPair {
+    let half = params.half;
+    let j = i % half;
+    let head_row = i / half;                          // bt * (H + 2 H_kv) + fused head
+    let width = params.heads + 2u * params.heads_k;
+    let bt = head_row / width;
+    let head = head_row % width;
+    var part = 0u;
+    var own_row = bt * params.heads + head;           // q: (bt, head)
+    if (head >= params.heads + params.heads_k) {
+        part = 2u;
+        own_row = bt * params.heads_k + head - params.heads - params.heads_k;
+    } else if (head >= params.heads) {
+        part = 1u;
+        own_row = bt * params.heads_k + head - params.heads;
+    }
+    return SplitPair(head_row * 2u * half + j, own_row * 2u * half + j, part, bt, j);
 }
 
 // rope_forward: y = x cos a + rotate_half(x) sin a, one invocation per pair (j, j + D/2) of one (b, t, h).
@@ -167,4 +216,74 @@ fn rope_qk_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroup
         dxk[rot.offset] = elem(g1 * rot.c + g2 * rot.s);
         dxk[rot.offset + params.half] = elem(g2 * rot.c - g1 * rot.s);
     }
+}
+
+// qkv_split_forward: q_out, k_out, v_out = the q, k and v heads of each fused row qkv[bt] (its (H + 2 H_kv) heads
+// of D in that order), q and k rotated as rope_forward rotates them when rotate = 1, copied when 0; v copied.
+// Bindings: 0 params (uniform), 1 positions (read, i32, B*T or T), 2 inv_freq (read, f32, D/2),
+// 11 qkv (read, elem, B*T*(H + 2 H_kv)*D), 12 q_out (read_write, elem, B*T*H*D),
+// 13 k_out (read_write, elem, B*T*H_kv*D), 14 v_out (read_write, elem, B*T*H_kv*D).
+// Dispatch: 2-D grid of 256-wide workgroups over n_pairs = B*T*(H + 2 H_kv)*D/2 (see the file header); pair i is
+// head-dim index i % (D/2) of fused head (i / (D/2)) % (H + 2 H_kv) of row i / ((D/2)(H + 2 H_kv)).
+@compute @workgroup_size(WG)
+fn qkv_split_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    let i = flat_index(wg, nwg, lid, WG);
+    if (i >= params.n_pairs) { return; }
+    let at = split_pair(i);
+    var x1 = f32(qkv[at.fused]);
+    var x2 = f32(qkv[at.fused + params.half]);
+    if (at.part == 2u) {
+        v_out[at.own] = elem(x1);
+        v_out[at.own + params.half] = elem(x2);
+        return;
+    }
+    if (params.rotate == 1u) {
+        let cs = cos_sin(at.bt, at.j);
+        let r1 = x1 * cs.x - x2 * cs.y;
+        x2 = x2 * cs.x + x1 * cs.y;
+        x1 = r1;
+    }
+    if (at.part == 0u) {
+        q_out[at.own] = elem(x1);
+        q_out[at.own + params.half] = elem(x2);
+    } else {
+        k_out[at.own] = elem(x1);
+        k_out[at.own + params.half] = elem(x2);
+    }
+}
+
+// qkv_split_backward: dqkv, the gradient of qkv, from those of q_out, k_out and v_out: each pair of dq and dk
+// rotated back (rope_backward's rotation by -a) when rotate = 1, copied when 0; dv copied; all into their columns
+// of the fused rows.
+// Bindings: 0 params (uniform), 1 positions (read, i32, B*T or T), 2 inv_freq (read, f32, D/2),
+// 15 dq (read, elem, B*T*H*D), 16 dk (read, elem, B*T*H_kv*D), 17 dv (read, elem, B*T*H_kv*D),
+// 18 dqkv (read_write, elem, B*T*(H + 2 H_kv)*D).
+// Dispatch: as qkv_split_forward.
+@compute @workgroup_size(WG)
+fn qkv_split_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    let i = flat_index(wg, nwg, lid, WG);
+    if (i >= params.n_pairs) { return; }
+    let at = split_pair(i);
+    var g1: f32;
+    var g2: f32;
+    if (at.part == 0u) {
+        g1 = f32(dq[at.own]);
+        g2 = f32(dq[at.own + params.half]);
+    } else if (at.part == 1u) {
+        g1 = f32(dk[at.own]);
+        g2 = f32(dk[at.own + params.half]);
+    } else {
+        g1 = f32(dv[at.own]);
+        g2 = f32(dv[at.own + params.half]);
+    }
+    if (at.part != 2u && params.rotate == 1u) {
+        let cs = cos_sin(at.bt, at.j);
+        let r1 = g1 * cs.x + g2 * cs.y;
+        g2 = g2 * cs.x - g1 * cs.y;
+        g1 = r1;
+    }
+    dqkv[at.fused] = elem(g1);
+    dqkv[at.fused + params.half] = elem(g2);
 }

@@ -6,7 +6,9 @@ HF's rotary embedding, inv_freq is computed in f32 on the host (`default_inv_fre
 kernel forms the f32 angle and its cos and sin. The scaled types keep HF's attention factor of 1 (cos and sin are
 not rescaled). positions is (B, T), or (T,) shared by the batch, so KV-cached decoding passes the absolute positions of
 the new tokens. The backward rotates dy back. Kernels in `kernels/rope.wgsl`: `rope_forward`, `rope_backward`, and
-`rope_qk_forward`, `rope_qk_backward`, which rotate an attention layer's q and k in one dispatch (`rope_qk`).
+`rope_qk_forward`, `rope_qk_backward`, which rotate an attention layer's q and k in one dispatch (`rope_qk`), and
+`qkv_split_forward`, `qkv_split_backward`, which split a fused q/k/v projection and rotate q and k in the same
+dispatch (`engine.ops.qkv.qkv_split`).
 Note: HF rounds cos and sin to the model dtype before multiplying; here they stay f32, so f16 results may differ
 from HF's by an f16 rounding.
 """
@@ -119,7 +121,7 @@ def _dispatch(entry: str, x: Tensor, positions: Tensor, inv_freq: Tensor) -> Ten
     n_pairs = b * t * h * (d // 2)
     out = Tensor.empty(x.shape, x.dtype, x.device)
     params = {"n_pairs": n_pairs, "half": d // 2, "heads": h, "seq": t, "pos_batched": positions.ndim == 2,
-              "heads_k": 0, "n_q_pairs": 0}  # the last two are rope_qk_*'s
+              "heads_k": 0, "n_q_pairs": 0, "rotate": 0}  # the last three are rope_qk_*'s and qkv_split_*'s
     x.runtime.dispatch("rope", entry, [positions, inv_freq, x, out], flat_grid("rope", entry, n_pairs), params,
                        elem=x.elem, shapes=f"x {x.shape}, positions {positions.shape}")
     return out
@@ -185,7 +187,7 @@ def _dispatch_qk(entry: str, q: Tensor, k: Tensor, positions: Tensor, inv_freq: 
     q_out = Tensor.empty(q.shape, q.dtype, q.device)
     k_out = Tensor.empty(k.shape, k.dtype, k.device)
     params = {"n_pairs": n_pairs, "half": d // 2, "heads": h, "seq": t, "pos_batched": positions.ndim == 2,
-              "heads_k": h_kv, "n_q_pairs": n_q_pairs}
+              "heads_k": h_kv, "n_q_pairs": n_q_pairs, "rotate": 0}
     q.runtime.dispatch("rope", entry, [positions, inv_freq, q, q_out, k, k_out], flat_grid("rope", entry, n_pairs),
                        params,
                        elem=q.elem, shapes=f"q {q.shape}, k {k.shape}, positions {positions.shape}")

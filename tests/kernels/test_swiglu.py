@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from wgrpo.engine import Tensor, ops
-from wgrpo.engine.ops.swiglu import swiglu_backward
+from wgrpo.engine.ops.swiglu import swiglu_backward, swiglu_fused_backward
 from tests.gradcheck import check_gradients
 from tests.tolerances import assert_close
 
@@ -98,3 +98,50 @@ def test_errors_name_the_problem(device):
     if device.has_f16:
         with pytest.raises(TypeError, match="gate is float32 but up is float16"):
             ops.swiglu(a, Tensor.from_numpy(np.ones((2, 3), np.float16), device))
+
+
+# ---- swiglu_fused: gate and up side by side in one tensor (swiglu_fused_forward, swiglu_fused_backward)
+
+# (..., 2I): I = 1, primes, a row of 257, rows over several workgroups.
+FUSED_SHAPES = [(2,), (1, 2), (7, 6), (13, 34), (3, 5, 514), (1000, 6)]
+
+
+@pytest.mark.parametrize("shape", FUSED_SHAPES)
+def test_fused_forward_is_swiglu_of_the_halves(device, rng, shape):
+    width = shape[-1] // 2
+    for elem in elems(device):
+        gate_up = (3 * rng.standard_normal(shape)).astype(dtype_of(elem))
+        gate, up = np.ascontiguousarray(gate_up[..., :width]), np.ascontiguousarray(gate_up[..., width:])
+        out = ops.swiglu_fused(Tensor.from_numpy(gate_up, device))
+        assert out.shape == (*shape[:-1], width) and out.dtype == gate_up.dtype
+        assert_close(out.numpy(), reference(gate, up), elem)
+        # the same formula per element as swiglu: bit for bit
+        plain = ops.swiglu(Tensor.from_numpy(gate, device), Tensor.from_numpy(up, device))
+        np.testing.assert_array_equal(out.numpy(), plain.numpy())
+
+
+@pytest.mark.parametrize("shape", FUSED_SHAPES)
+def test_fused_backward_kernel_writes_both_halves(device, rng, shape):
+    width = shape[-1] // 2
+    for elem in elems(device):
+        gate_up = (3 * rng.standard_normal(shape)).astype(dtype_of(elem))
+        dy = (3 * rng.standard_normal((*shape[:-1], width))).astype(dtype_of(elem))
+        d_gate_up = swiglu_fused_backward(Tensor.from_numpy(gate_up, device), Tensor.from_numpy(dy, device))
+        assert d_gate_up.shape == shape
+        expected_dgate, expected_dup = backward_reference(gate_up[..., :width], gate_up[..., width:], dy)
+        got = d_gate_up.numpy()
+        assert_close(got[..., :width], expected_dgate, elem, scale=4 if elem == "f16" else 1)
+        assert_close(got[..., width:], expected_dup, elem, scale=4 if elem == "f16" else 1)
+
+
+@pytest.mark.parametrize("shape", [(3, 8), (2, 5, 14)])
+def test_fused_gradients_by_finite_differences(device, rng, shape):
+    check_gradients(ops.swiglu_fused, [rng.standard_normal(shape).astype(np.float32)], device)
+
+
+def test_fused_errors_name_the_problem(device):
+    with pytest.raises(ValueError, match=r"swiglu_fused: gate_up must have an even last axis .* got shape \(2, 5\)"):
+        ops.swiglu_fused(Tensor.from_numpy(np.zeros((2, 5), np.float32), device))
+    gate_up = Tensor.from_numpy(np.zeros((2, 6), np.float32), device)
+    with pytest.raises(ValueError, match=r"swiglu_fused_backward: dy is \(2, 6\) float32, expected \(2, 3\) float32"):
+        swiglu_fused_backward(gate_up, gate_up)
