@@ -43,12 +43,21 @@ _SUBGROUP_BLOCK = re.compile(r"^// BEGIN subgroup$.*?^// END subgroup$", re.MULT
 # A family whose weights may be stored packed declares the weight binding and its reader between these lines:
 #   @group(0) @binding(2) var<storage, read> b: array<elem>;
 #   fn b_at(i: u32) -> f32 { return f32(b[i]); }
+# and optionally a reader of 4 elements from i, a multiple of 4 (over its own vec4 view of the binding):
+#   fn b_at4(i: u32) -> vec4<f32> { return vec4<f32>(b4[i >> 2u]); }
 _WEIGHTS_BLOCK = re.compile(r"^// BEGIN weights$(.*?)^// END weights$", re.MULTILINE | re.DOTALL)
 _WEIGHTS_READER = re.compile(r"\bfn\s+(\w+)\s*\(\s*i\s*:\s*u32\s*\)\s*->\s*f32")
+_WEIGHTS_READER4 = re.compile(r"\bfn\s+(\w+)\s*\(\s*i\s*:\s*u32\s*\)\s*->\s*vec4\s*<\s*f32\s*>")
 # How element i of a packed weight array `w` (two 16-bit values per u32 word, the first in the low half) widens.
 _PACKED_READS = {
     "bf16": "let word = {w}[i >> 1u];\n    return bitcast<f32>(select(word << 16u, word & 0xffff0000u, (i & 1u) == 1u));",
     "f16": "return unpack2x16float({w}[i >> 1u])[i & 1u];",
+}
+# Elements i .. i+3 (i a multiple of 4): the two words i/2 and i/2 + 1.
+_PACKED_READS4 = {
+    "bf16": "let lo = {w}[i >> 1u];\n    let hi = {w}[(i >> 1u) + 1u];\n"
+            "    return bitcast<vec4<f32>>(vec4<u32>(lo << 16u, lo & 0xffff0000u, hi << 16u, hi & 0xffff0000u));",
+    "f16": "return vec4<f32>(unpack2x16float({w}[i >> 1u]), unpack2x16float({w}[(i >> 1u) + 1u]));",
 }
 WEIGHT_STORAGE = ("elem", *_PACKED_READS)
 
@@ -161,7 +170,8 @@ def load(family: str, elem: str = "f32", subgroups: bool = True, weights: str = 
 
 
 def _pack_weights(code: str, name: str, weights: str) -> str:
-    """`code` with its weights block declaring a u32 array of packed `weights` values and a reader widening them."""
+    """`code` with its weights block declaring a u32 array of packed `weights` values and a reader widening them
+    (and a 4-element reader, when the block has one). Other bindings in the block (a vec4 view) are dropped."""
     block = _WEIGHTS_BLOCK.search(code)
     if block is None:
         raise ValueError(f"{name} has no `// BEGIN weights` block, so its weights cannot be stored as {weights}")
@@ -172,6 +182,9 @@ def _pack_weights(code: str, name: str, weights: str) -> str:
     group, number, array = binding.group(1), binding.group(2), binding.group(5)
     packed = (f"@group({group}) @binding({number}) var<storage, read> {array}: array<u32>;\n"
               f"fn {reader.group(1)}(i: u32) -> f32 {{\n    {_PACKED_READS[weights].format(w=array)}\n}}\n")
+    reader4 = _WEIGHTS_READER4.search(block.group(1))
+    if reader4 is not None:
+        packed += f"fn {reader4.group(1)}(i: u32) -> vec4<f32> {{\n    {_PACKED_READS4[weights].format(w=array)}\n}}\n"
     return code[:block.start()] + packed + code[block.end():]
 
 

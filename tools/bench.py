@@ -9,6 +9,7 @@ Must not import `rl`.
 `--grpo` hands over to `tools.bench_grpo` (seconds per GRPO step: rollout, reward, update, and their FLOPs).
 `--checkpoints` hands over to `tools.bench_checkpoints` (real model shapes, random weights, against transformers).
 `--memory` hands over to `tools.bench_memory` (device bytes of a GRPO step at real shapes, by configuration).
+`--autotune` hands over to `tools.bench_autotune` (this adapter's kernel variants tuned on a model's shape classes).
 
 Figures: time per call is the median over trials of (one submit holding `repeat` calls) / repeat, timed by GPU
 timestamp queries around the compute pass when the adapter has them, else by the wall clock over the submit and
@@ -73,6 +74,11 @@ class BenchConfig:
         "help": "instead of the kernels, check the CheckpointBenchConfig shapes (Qwen2.5-0.5B, Qwen3-0.6B, Llama "
                 "3.2 1B, SmolLM2-135M; random weights) in float32 and bfloat16 against transformers: load time, "
                 "logits, greedy tokens, save round trip, device bytes (--quick, --json and --seed apply)"})
+    autotune: bool = field(default=False, metadata={
+        "help": "instead of the kernels, tune this adapter's matmul and attention variants on the shape classes "
+                "of the model the ModelBenchConfig options describe (training step at B x T rows, decoding at B), "
+                "print the winners and keep them in the user cache directory for every later run (--quick and "
+                "--json apply)"})
     memory: bool = field(default=False, metadata={
         "help": "instead of the kernels, the device bytes of one GRPO step at Qwen2.5-0.5B and -1.5B shapes by "
                 "configuration (MemoryBenchConfig options): full fine-tuning with and without micro-batches and "

@@ -90,6 +90,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from wgrpo.rl.errors import input_error
 
         raise input_error("--trl times TRL's GRPOTrainer beside wgrpo's GRPO steps: add --grpo")
+    if config.autotune:
+        from wgrpo.tools.bench_autotune import run_autotune_bench
+        from wgrpo.tools.bench_model import ModelBenchConfig
+
+        return run_autotune_bench(config_from_args(ModelBenchConfig, args), config, device_spec=args.device)
     if config.checkpoints:
         from wgrpo.tools.bench_checkpoints import CheckpointBenchConfig, run_checkpoint_bench
 

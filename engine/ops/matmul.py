@@ -1,7 +1,9 @@
 """Matrix multiply, plain and batched, with all transposes, and its gradient; `linear` on top of it.
 
-`kernels/matmul.wgsl` has a readable `matmul_naive` and faster variants; `choose_variant` picks one per adapter
-from what was measured (see the table in `VARIANTS`), and `variant=` forces one (tests, `wgrpo bench`).
+The kernels and what each can run are in `engine.ops.matmul_variants` (re-exported here). Which one runs a call
+is the per-adapter autotuner's choice for the call's shape class (`engine.ops.matmul_tuning`), else the adapter's
+default (`choose_variant`); `variant=` forces one (tests, `wgrpo bench`), and a forced variant that cannot run
+the call raises.
 """
 
 from __future__ import annotations
@@ -9,51 +11,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from wgrpo import kernels
 from wgrpo.engine.autograd import Function
-from wgrpo.engine.device import Device
 from wgrpo.engine.dtypes import dtype_name
-from wgrpo.engine.errors import SplitTensorError
+from wgrpo.engine.errors import InputError, SplitTensorError
 from wgrpo.engine.ops._common import as_tensor, check_float, check_weight
+from wgrpo.engine.ops.matmul_tuning import tuned_variant
+from wgrpo.engine.ops.matmul_variants import (VARIANTS, Problem, Tiling, Variant,  # noqa: F401 (re-exported)
+                                              choose_variant, eligible_variants)
 from wgrpo.engine.tensor import Tensor
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One entry of matmul.wgsl. A workgroup of (X, Y, 1) invocations (its @workgroup_size) covers
-    `tile_m` * Y rows and `tile_n` * X columns of C (see each entry's header)."""
-
-    entry: str
-    tile_m: int
-    tile_n: int
-    needs_subgroups: bool = False
-
-    def workgroup_tile(self) -> tuple[int, int]:
-        """(rows, columns) of C one workgroup computes."""
-        x, y, _ = kernels.workgroup_size("matmul", self.entry)
-        return self.tile_m * y, self.tile_n * x
-
-
-VARIANTS = {
-    "naive": Variant("matmul_naive", tile_m=1, tile_n=1),
-    "reg8x4": Variant("matmul_reg8x4", tile_m=8, tile_n=4),
-    "sg16x4": Variant("matmul_sg16x4", tile_m=16, tile_n=4, needs_subgroups=True),
-    "sg32x4": Variant("matmul_sg32x4", tile_m=32, tile_n=4, needs_subgroups=True),
-}
-
-
-def choose_variant(device: Device, m: int) -> str:
-    """The fastest variant measured for this kind of adapter.
-
-    On lavapipe (a CPU adapter, subgroups of 8) sharing rows of A through subgroup broadcasts is 3-4x faster
-    than plain register blocking: sg32x4 reaches ~45 GFLOP/s at 512^3 on 2 cores, reg8x4 ~13, naive ~2.3.
-    The subgroup variants are verified only where subgroups are 8 wide, so hardware adapters get reg8x4 until
-    measured there.
-    """
-    if device.is_software and device.has_subgroups:
-        return "sg32x4" if m >= 32 else "sg16x4"
-    return "reg8x4"
-
 
 @dataclass(frozen=True)
 class Window:
@@ -192,12 +157,24 @@ def _dispatch(a, b: Tensor, ta: bool, tb: bool, variant, out, accumulate: bool, 
     a_tensor, a_shape, lda, offset_a = _stored(a)
     out_tensor, _, ldc, offset_c = _stored(out)
     shape = _layout(a_shape, b.shape, ta, tb)
-    name = variant or choose_variant(a_tensor.device, shape.m)
-    if name not in VARIANTS:
-        raise ValueError(f"matmul: variant must be one of {sorted(VARIANTS)}, got {name!r}")
+    device = a_tensor.device
+    if variant is not None and variant not in VARIANTS:
+        raise ValueError(f"matmul: variant must be one of {sorted(VARIANTS)}, got {variant!r}")
+    weights = weight_storage(a_tensor, b)
+    shapes = f"{a_shape}{'^T' if ta else ''} @ {b.shape}{'^T' if tb else ''}"
+    problem = Problem(shape.m, shape.n, shape.k, ta, tb, a_tensor.elem, weights, shape.batch, lda, b.shape[-1],
+                      offset_a, 0, shape.stride_a, shape.stride_b,
+                      aligned_bindings=_bound_at_16(a_tensor) and _bound_at_16(b))
+    if variant is None:
+        name = tuned_variant(device, problem, choose_variant(device, shape.m))
+    else:
+        name = variant
+        refusal = VARIANTS[name].refusal(device, problem)
+        if refusal is not None:
+            others = [other for other, s in VARIANTS.items() if s.refusal(device, problem) is None]
+            raise InputError(f"matmul: variant {name!r} cannot compute {shapes}: {refusal}; variants that can: "
+                             f"{others}")
     spec = VARIANTS[name]
-    if spec.needs_subgroups and not a_tensor.device.has_subgroups:
-        raise ValueError(f"matmul: variant {name!r} needs subgroups, which {a_tensor.device.name} lacks")
     rows, cols = spec.workgroup_tile()
     grid = (math.ceil(shape.n / cols), math.ceil(shape.m / rows), shape.batch)
     params = {"M": shape.m, "N": shape.n, "K": shape.k, "batch": shape.batch, "trans_a": ta, "trans_b": tb,
@@ -205,9 +182,14 @@ def _dispatch(a, b: Tensor, ta: bool, tb: bool, variant, out, accumulate: bool, 
               "stride_b": shape.stride_b, "stride_c": shape.m * shape.n, "lda": lda, "ldb": b.shape[-1], "ldc": ldc,
               "offset_a": offset_a, "offset_b": 0, "offset_c": offset_c, "offset_bias": bias_offset}
     # without a bias the binding is unused; `a` fills it (two read-only bindings of one buffer are allowed)
-    a_tensor.runtime.dispatch("matmul", spec.entry, [a_tensor, b, out_tensor, bias if bias is not None else a_tensor],
-                              grid, params, elem=a_tensor.elem, weights=weight_storage(a_tensor, b),
-                              shapes=f"{a_shape}{'^T' if ta else ''} @ {b.shape}{'^T' if tb else ''}")
+    a_tensor.runtime.dispatch(spec.family, spec.entry, [a_tensor, b, out_tensor, bias if bias is not None else a_tensor],
+                              grid, params, elem=a_tensor.elem, weights=weights, constants=spec.constants,
+                              shapes=shapes)
+
+
+def _bound_at_16(tensor: Tensor) -> bool:
+    """Whether the tensor's binding starts on a 16-byte boundary (a split tensor is left to the runtime's error)."""
+    return tensor.is_split or tensor.binding()[1] % 16 == 0
 
 
 def _sum_batch(grad: Tensor, operand: Tensor) -> Tensor:

@@ -25,7 +25,9 @@ def small_limit(device, monkeypatch):
 
 
 def variants(device):
-    return [v for v, spec in VARIANTS.items() if device.has_subgroups or not spec.needs_subgroups]
+    """The variants run here; the workgroup-tiled ones have their own file (tests/kernels/test_matmul_tiled.py)."""
+    return [v for v, spec in VARIANTS.items()
+            if (device.has_subgroups or not spec.needs_subgroups) and spec.family != "matmul_tiled"]
 
 
 def test_the_partition_depends_on_the_shape_alone():
