@@ -6,9 +6,13 @@ that step through the ops costs host time per dispatch (shape checks, tensors fr
 bind-group lookups) that dominates small models. `StepReplay` records the dispatches of a few consecutive steps
 as the ops issue them, checks that they are the same commands on the same buffers and that every Params word
 moves by a constant per step, then replays later steps straight into the compute pass: pipeline, bind group,
-Params extrapolated from the recordings, grid. Anything a recording cannot reproduce (a host upload, a copy, a
-read-back, commands or buffers that differ between steps, a Params word that is not linear in the step) makes
-it give up; the caller then goes on building steps normally. CUDA graphs do the same for the same reason.
+Params extrapolated from the recordings, grid. Only integer fields may move (a float's bits can move by a
+constant while its value does not). A step holding what a recording cannot reproduce (a host upload, a copy, a
+read-back) or differing from the one before is recorded again, up to MAX_ATTEMPTS steps; a Params value that is
+not linear in the step makes it give up. The caller then goes on building steps normally. CUDA graphs do the
+same for the same reason. Linearity is judged from RECORDINGS steps: a step whose Params bend later (a
+`min(length, window)`) must not be replayed, nor one whose written buffers (its outputs) change without
+`close()`.
 
 The buffers a replayed step binds are pinned in the pool (`BufferPool.pin`) so nothing else is handed them until
 `close`. What the step changes on the host (a KV cache's `length`) the caller keeps up itself. Must not import
@@ -40,11 +44,13 @@ class _Recorder:
         self.params: list[bytes] = []
         self.blocks: list = []
         self.refused = ""
+        self.integer_words: list[frozenset[int]] = []  # per dispatch: the Params words holding integers
         self._names: dict[int, tuple] = {}
 
     def dispatch(self, pipeline, bind_group, layout_id: int, slices, kinds, has_uniform: bool, data: bytes, grid,
-                 blocks) -> None:
+                 blocks, layout=None) -> None:
         self.commands.append((pipeline, bind_group, has_uniform, grid))
+        self.integer_words.append(_integer_words(layout))
         bindings = []
         for (number, buffer, offset, size), kind in zip(slices, kinds):
             name = self._names.get(id(buffer))
@@ -58,6 +64,15 @@ class _Recorder:
 
     def refuse(self, reason: str) -> None:
         self.refused = self.refused or reason
+
+
+def _integer_words(layout) -> frozenset[int]:
+    """The 32-bit words of a Params struct that hold u32/i32 fields (only those may move from step to step: a
+    float's bits can move by a constant while its value does not)."""
+    if layout is None:
+        return frozenset()
+    return frozenset(word for f in layout.fields if f.scalar in ("u32", "i32")
+                     for word in range(f.offset // 4, (f.offset + f.size) // 4))
 
 
 class StepReplay:
@@ -104,19 +119,20 @@ class StepReplay:
 
     def _add(self, step: int, recorder: _Recorder) -> None:
         self._attempts += 1
-        if recorder.refused:
-            self.failed = f"the step holds {recorder.refused}"
-            return
         if not recorder.commands or len(recorder.commands) * self.slot > (1 << 20):
             self.failed = f"the step has {len(recorder.commands)} dispatches"
             return
-        if self._takes and (self._takes[-1][0] + 1 != step or self._takes[-1][1].keys != recorder.keys):
-            self._takes = []  # not the same commands as the step before (the first steps may differ): start over
-        self._takes.append((step, recorder))
+        if recorder.refused:  # maybe once only (a first call that tunes or uploads a constant): record again
+            self._takes, why = [], f"its steps held {recorder.refused}"
+        elif self._takes and (self._takes[-1][0] + 1 != step or self._takes[-1][1].keys != recorder.keys):
+            self._takes, why = [], "its commands differed from step to step"  # the first steps may: start over
+        else:
+            self._takes.append((step, recorder))
+            why = "its commands differed from step to step"
         if len(self._takes) == RECORDINGS:
             self._build()
         elif self._attempts >= MAX_ATTEMPTS:
-            self.failed = f"its commands differed over {self._attempts} steps"
+            self.failed = f"{why} over {self._attempts} steps"
 
     def _build(self) -> None:
         words = self.slot // 4
@@ -125,8 +141,11 @@ class StepReplay:
             padded = b"".join(data + bytes(self.slot - len(data)) for data in recorder.params)
             takes.append(np.frombuffer(padded, np.uint32).reshape(-1, words).astype(np.int64))
         deltas = [(later - earlier) & 0xFFFFFFFF for earlier, later in zip(takes, takes[1:])]
-        if any(not np.array_equal(deltas[0], d) for d in deltas[1:]):
-            self.failed = "a Params value does not move by a constant per step"
+        movable = np.zeros_like(takes[0], dtype=bool)
+        for row, words in enumerate(self._takes[0][1].integer_words):
+            movable[row, list(words)] = True
+        if any(not np.array_equal(deltas[0], d) for d in deltas[1:]) or np.any(deltas[0][~movable]):
+            self.failed = "a Params value does not move by a constant per step (or a float moves)"
             self._takes = []
             return
         # the last recording's commands and buffers: its intermediates are the ones free in the pool now

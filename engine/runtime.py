@@ -277,7 +277,7 @@ class Runtime:
         bind_group = self._bind_group(compiled.group_layout, uniform, slices)
         if self.recorder is not None:
             self.recorder.dispatch(compiled.pipeline, bind_group, id(compiled.group_layout), slices,
-                                   [b.kind for b in storage], bool(uniform), data, grid, blocks)
+                                   [b.kind for b in storage], bool(uniform), data, grid, blocks, compiled.params)
         compute_pass = self._compute_pass()
         try:
             compute_pass.set_pipeline(compiled.pipeline)
@@ -442,4 +442,6 @@ class Runtime:
     def synchronize(self) -> None:
         """Wait until the GPU has finished all submitted work (a 4-byte read-back: see DESIGN.md)."""
         self.flush()
+        if self.recorder is not None:
+            self.recorder.refuse("a wait for the GPU")
         self._wgpu.queue.read_buffer(self._params_buffer, 0, 4)
