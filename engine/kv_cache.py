@@ -101,6 +101,24 @@ class KVCache:
             self.length += steps
         return out
 
+    def attend_qkv(self, layer: int, qkv: Tensor, heads: int, positions: Tensor, inv_freq: Tensor) -> Tensor:
+        """`attend` for a fused projection qkv (B, T, (H + 2 H_kv) D): q, k rotated, k and v written into the
+        cache in one dispatch (`ops.qkv_split_into_cache`), then attention over the cache; advances `length` as
+        `attend` does."""
+        batch, steps = qkv.shape[:2]
+        if batch != self.batch or qkv.shape[-1] != (heads + 2 * self.kv_heads) * self.head_dim:
+            raise ValueError(f"KVCache.attend_qkv: qkv must be ({self.batch}, T, ({heads} + 2 x {self.kv_heads}) x "
+                             f"{self.head_dim}), got {qkv.shape}")
+        if self.length + steps > self.capacity:
+            raise ValueError(f"KVCache.attend_qkv: {self.length} cached + {steps} new positions exceed the "
+                             f"capacity {self.capacity}")
+        q = ops.qkv_split_into_cache(qkv, heads, self.kv_heads, positions, inv_freq, self.k[layer], self.v[layer],
+                                     self.length)
+        out = ops.attention_cached(q, self.k[layer], self.v[layer], self.starts_gpu, self.length + steps)
+        if layer == self.num_layers - 1:
+            self.length += steps
+        return out
+
     def gather(self, index, capacity: int | None = None) -> "KVCache":
         """A new cache whose row r holds this cache's row index[r] (its `length` columns and its start): the
         samples of a group sharing one prefill, or the live rows after some sequences finished."""

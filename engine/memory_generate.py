@@ -33,6 +33,12 @@ class ReplayCache:
     def attend(self, layer: int, q: Sym, k: Sym, v: Sym) -> Sym:
         return ops.attention_cached(q)
 
+    def attend_qkv(self, qkv: Sym, heads: int) -> Sym:
+        """`KVCache.attend_qkv`: q split out of qkv (k and v go straight into the cache), then attention."""
+        batch, steps = qkv.shape[:2]
+        q = self.ledger.empty((batch, steps, heads, self.config.head_dim), qkv.dtype)
+        return ops.attention_cached(q)
+
     def gather(self, rows: int) -> "ReplayCache":
         new = ReplayCache(self.ledger, self.config, rows, self.capacity)
         for layer in range(self.config.num_layers):

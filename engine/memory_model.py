@@ -230,8 +230,7 @@ class ReplayModel:
         cfg, p = self.config, self.params
         batch, steps, _ = h.shape
         pre = f"model.layers.{i}."
-        q, k, v = self._attention_inputs(i, x, positions)
-        a = cache.attend(i, q, k, v) if cache is not None else ops.attention(q, k, v)
+        a = self._attention(i, x, positions, cache)
         a = self._project(pre + "self_attn.o_proj", a.reshape(batch, steps, cfg.num_heads * cfg.head_dim))
         h, x = ops.add_rmsnorm(h, a, p[pre + "post_attention_layernorm.weight"])
         m = self._mlp(i, x)
@@ -239,12 +238,18 @@ class ReplayModel:
         next_norm = "model.norm.weight" if last else f"model.layers.{i + 1}.input_layernorm.weight"
         return ops.add_rmsnorm(h, m, p[next_norm])
 
-    def _attention_inputs(self, i: int, x: Sym, positions: Sym) -> tuple[Sym, Sym, Sym]:
+    def _attention(self, i: int, x: Sym, positions: Sym, cache=None) -> Sym:
+        qkv = self._fused_projection(projection_groups(i)[0], x)
+        if cache is not None and qkv is not None and not self.config.qk_norm:
+            return cache.attend_qkv(qkv, self.config.num_heads)
+        q, k, v = self._attention_inputs(i, x, positions, qkv)
+        return cache.attend(i, q, k, v) if cache is not None else ops.attention(q, k, v)
+
+    def _attention_inputs(self, i: int, x: Sym, positions: Sym, qkv: Sym | None) -> tuple[Sym, Sym, Sym]:
         cfg, p = self.config, self.params
         batch, steps, _ = x.shape
         heads, kv_heads, head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         pre = f"model.layers.{i}."
-        qkv = self._fused_projection(projection_groups(i)[0], x)
         if qkv is not None and not cfg.qk_norm:
             return qkv_split(qkv, heads, kv_heads, positions, self.inv_freq)
         if qkv is not None:

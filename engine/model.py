@@ -227,8 +227,7 @@ class Model:
         cfg, p, eps = self.config, self.params, self.config.rms_norm_eps
         batch, steps, _ = h.shape
         pre = f"model.layers.{i}."
-        q, k, v = self._attention_inputs(i, x, positions)  # (B, T, H, D), (B, T, H_kv, D) x 2, q and k rotated
-        a = cache.attend(i, q, k, v) if cache is not None else ops.attention(q, k, v, causal=True)
+        a = self._attention(i, x, positions, cache)  # (B, T, H, D)
         a = self._project(pre + "self_attn.o_proj", a.reshape(batch, steps, cfg.num_heads * cfg.head_dim))
         # each residual add is fused with the RMSNorm that follows it: (h + a, rmsnorm(h + a))
         h, x = ops.add_rmsnorm(h, a, p[pre + "post_attention_layernorm.weight"], eps)
@@ -237,15 +236,23 @@ class Model:
         next_norm = "model.norm.weight" if last else f"model.layers.{i + 1}.input_layernorm.weight"
         return ops.add_rmsnorm(h, m, p[next_norm], eps)
 
-    def _attention_inputs(self, i: int, x: Tensor, positions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _attention(self, i: int, x: Tensor, positions: Tensor, cache=None) -> Tensor:
+        """Layer i's attention output (B, T, H, D) for its normed input x, over the KV cache when decoding."""
+        qkv = self._fused_projection(projection_groups(i)[0], x)  # (B, T, (H + 2 H_kv) D)
+        if cache is not None and qkv is not None and not self.config.qk_norm:
+            # the split, RoPE and the cache write in one dispatch
+            return cache.attend_qkv(i, qkv, self.config.num_heads, positions, self.inv_freq)
+        q, k, v = self._attention_inputs(i, x, positions, qkv)  # (B, T, H, D), (B, T, H_kv, D) x 2, rotated
+        return cache.attend(i, q, k, v) if cache is not None else ops.attention(q, k, v, causal=True)
+
+    def _attention_inputs(self, i: int, x: Tensor, positions: Tensor, qkv: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """q, k and v of layer i for its normed input x (B, T, C), q and k normed per head (Qwen3) and rotated.
-        With the q/k/v weights fused: one matmul, then one dispatch splitting it and rotating q and k (Qwen3:
-        split, norm, then rotate)."""
+        With the q/k/v weights fused (qkv, their one matmul's output): one dispatch splitting it and rotating q
+        and k (Qwen3: split, norm, then rotate)."""
         cfg, p, eps = self.config, self.params, self.config.rms_norm_eps
         batch, steps, _ = x.shape
         heads, kv_heads, head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         pre = f"model.layers.{i}."
-        qkv = self._fused_projection(projection_groups(i)[0], x)  # (B, T, (H + 2 H_kv) D)
         if qkv is not None and not cfg.qk_norm:
             return ops.qkv_split(qkv, heads, kv_heads, positions, inv_freq=self.inv_freq)
         if qkv is not None:

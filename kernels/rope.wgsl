@@ -24,7 +24,8 @@
 // N = B*T, each row the q heads, then the k heads, then the v heads (x @ cat(Wq, Wk, Wv).T), apart into q
 // (B, T, H, D), k and v (B, T, H_kv, D), rotating q and k by the formula above when rotate = 1 (copying them when
 // 0: Qwen3 normalizes them first) and copying v: one dispatch for the split and the RoPE. Bindings 11 qkv,
-// 12 q_out, 13 k_out, 14 v_out (forward) and 15 dq, 16 dk, 17 dv, 18 dqkv (backward).
+// 12 q_out, 13 k_out, 14 v_out (forward) and 15 dq, 16 dk, 17 dv, 18 dqkv (backward). When decoding, the
+// forward writes k and v straight into their KV cache (kv_t_cap, kv_column), which saves the cache write.
 
 // use prelude
 
@@ -50,6 +51,10 @@ struct Params {
     n_q_pairs: u32,   // B * T * H * D / 2; n_pairs is then B * T * (H + H_kv) * D / 2
     // qkv_split_* only (zero elsewhere); heads and heads_k are H and H_kv, n_pairs is B * T * (H + 2 H_kv) * D / 2
     rotate: u32,      // 1: q and k are rotated; 0: copied
+    // qkv_split_forward only: k_out and v_out are (B, kv_t_cap, H_kv, D) and token t of row b goes to position
+    // kv_column + t (a KV cache); kv_t_cap = T, kv_column = 0 make them (B, T, H_kv, D)
+    kv_t_cap: u32,
+    kv_column: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -234,8 +239,9 @@ fn qkv_split_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
     var x1 = f32(qkv[at.fused]);
     var x2 = f32(qkv[at.fused + params.half]);
     if (at.part == 2u) {
-        v_out[at.own] = elem(x1);
-        v_out[at.own + params.half] = elem(x2);
+        let own = kv_position(at);
+        v_out[own] = elem(x1);
+        v_out[own + params.half] = elem(x2);
         return;
     }
     if (params.rotate == 1u) {
@@ -248,9 +254,18 @@ fn qkv_split_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
         q_out[at.own] = elem(x1);
         q_out[at.own + params.half] = elem(x2);
     } else {
-        k_out[at.own] = elem(x1);
-        k_out[at.own + params.half] = elem(x2);
+        let own = kv_position(at);
+        k_out[own] = elem(x1);
+        k_out[own + params.half] = elem(x2);
     }
+}
+
+// The element of pair `at` (a k or v pair) in a (B, kv_t_cap, H_kv, D) k_out / v_out, at position kv_column + t.
+fn kv_position(at: SplitPair) -> u32 {
+    let b = at.bt / params.seq;
+    let t = at.bt % params.seq;
+    let head = (at.own / (2u * params.half)) % params.heads_k;
+    return ((b * params.kv_t_cap + params.kv_column + t) * params.heads_k + head) * 2u * params.half + at.j;
 }
 
 // qkv_split_backward: dqkv, the gradient of qkv, from those of q_out, k_out and v_out: each pair of dq and dk

@@ -13,7 +13,7 @@ from wgrpo.engine.ops.lm_head import linear_token_logprobs
 from wgrpo.engine.ops.logprob import cross_entropy, log_softmax, nll_loss, token_logprobs
 from wgrpo.engine.ops.matmul import linear, matmul
 from wgrpo.engine.ops.norm import add_rmsnorm, rmsnorm
-from wgrpo.engine.ops.qkv import add_linear_columns, fused_linear, qkv_split
+from wgrpo.engine.ops.qkv import add_linear_columns, fused_linear, qkv_split, qkv_split_into_cache
 from wgrpo.engine.ops.reduce import max, mean_sq, sum
 from wgrpo.engine.ops.rope import rope, rope_qk
 from wgrpo.engine.ops.softmax import softmax, softmax_backward
@@ -23,6 +23,6 @@ __all__ = ["attention", "attention_cached", "add", "affine", "broadcast_to", "ex
            "linear", "linear_token_logprobs", "matmul", "max", "mean_sq", "softmax", "softmax_backward", "sum",
            "transpose",
            "embedding", "add_rmsnorm", "rmsnorm", "rope", "rope_qk", "swiglu", "swiglu_fused",
-           "add_linear_columns", "fused_linear", "qkv_split",
+           "add_linear_columns", "fused_linear", "qkv_split", "qkv_split_into_cache",
            "cross_entropy", "log_softmax", "nll_loss", "token_logprobs",
            "dropout", "grpo_loss"]

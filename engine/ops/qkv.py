@@ -143,15 +143,18 @@ def add_linear_columns(y: Tensor, x: Tensor, weight: Tensor, start: int) -> Tens
 
 
 def _split(entry: str, tensors: list[Tensor], shape: tuple[int, ...], heads: int, kv_heads: int, head_dim: int,
-           positions: Tensor | None, inv_freq: Tensor | None, shapes: str) -> None:
-    """Dispatch a qkv_split_* entry on `tensors` (its storage bindings after the angles'), qkv of `shape`."""
+           positions: Tensor | None, inv_freq: Tensor | None, shapes: str, kv_t_cap: int = 0,
+           kv_column: int = 0) -> None:
+    """Dispatch a qkv_split_* entry on `tensors` (its storage bindings after the angles'), qkv of `shape`; k and v
+    land at positions kv_column.. of (B, kv_t_cap, H_kv, D) outputs (0: (B, T, H_kv, D))."""
     batch, steps = shape[:2]
     n_pairs = batch * steps * (heads + 2 * kv_heads) * (head_dim // 2)
     rotate = positions is not None
     # without RoPE the angle bindings are never read: any buffer fills them
     angles = [positions, inv_freq] if rotate else [tensors[0], tensors[0]]
     params = {"n_pairs": n_pairs, "half": head_dim // 2, "heads": heads, "seq": max(1, steps),
-              "pos_batched": rotate and positions.ndim == 2, "heads_k": kv_heads, "n_q_pairs": 0, "rotate": rotate}
+              "pos_batched": rotate and positions.ndim == 2, "heads_k": kv_heads, "n_q_pairs": 0, "rotate": rotate,
+              "kv_t_cap": kv_t_cap or max(1, steps), "kv_column": kv_column}
     tensors[0].runtime.dispatch("rope", entry, angles + tensors, flat_grid("rope", entry, n_pairs), params,
                                 elem=tensors[0].elem, shapes=shapes)
 
@@ -213,3 +216,24 @@ def qkv_split(qkv: Tensor, heads: int, kv_heads: int, positions=None, theta: flo
     elif inv_freq is not None:
         raise ValueError(f"{op}: inv_freq without positions; pass positions to rotate q and k")
     return _QKVSplit.apply(qkv, int(heads), int(kv_heads), head_dim, positions, inv_freq)
+
+
+def qkv_split_into_cache(qkv: Tensor, heads: int, kv_heads: int, positions: Tensor, inv_freq: Tensor,
+                         k_cache: Tensor, v_cache: Tensor, column: int) -> Tensor:
+    """`qkv_split` for decoding (no gradient): q (B, T, H, D) rotated, returned; k rotated and v written straight
+    into the KV cache's (B, T_cap, H_kv, D) k_cache and v_cache at positions column .. column + T - 1. One
+    dispatch for the split, the RoPE and the cache write."""
+    batch, steps = qkv.shape[:2]
+    width = heads + 2 * kv_heads
+    head_dim = qkv.shape[-1] // width
+    if k_cache.shape != v_cache.shape or k_cache.shape[0] != batch or k_cache.shape[2:] != (kv_heads, head_dim) \
+            or not 0 <= column <= k_cache.shape[1] - steps:
+        raise ValueError(f"qkv_split_into_cache: caches {k_cache.shape} / {v_cache.shape} cannot take {steps} "
+                         f"positions of ({batch}, ., {kv_heads}, {head_dim}) at column {column}")
+    heads_view = qkv.view((batch, steps, width, head_dim))
+    positions = _positions(positions, heads_view, "qkv_split_into_cache")
+    q = Tensor.empty((batch, steps, heads, head_dim), qkv.dtype, qkv.device)
+    _split("qkv_split_forward", [qkv, q, k_cache, v_cache], qkv.shape, heads, kv_heads, head_dim, positions,
+           inv_freq, f"qkv {qkv.shape} into q {q.shape} and the cache {k_cache.shape} at {column}",
+           kv_t_cap=k_cache.shape[1], kv_column=column)
+    return q

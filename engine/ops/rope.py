@@ -121,7 +121,7 @@ def _dispatch(entry: str, x: Tensor, positions: Tensor, inv_freq: Tensor) -> Ten
     n_pairs = b * t * h * (d // 2)
     out = Tensor.empty(x.shape, x.dtype, x.device)
     params = {"n_pairs": n_pairs, "half": d // 2, "heads": h, "seq": t, "pos_batched": positions.ndim == 2,
-              "heads_k": 0, "n_q_pairs": 0, "rotate": 0}  # the last three are rope_qk_*'s and qkv_split_*'s
+              "heads_k": 0, "n_q_pairs": 0, "rotate": 0, "kv_t_cap": 0, "kv_column": 0}  # rope_qk_*'s, qkv_split_*'s
     x.runtime.dispatch("rope", entry, [positions, inv_freq, x, out], flat_grid("rope", entry, n_pairs), params,
                        elem=x.elem, shapes=f"x {x.shape}, positions {positions.shape}")
     return out
@@ -187,7 +187,7 @@ def _dispatch_qk(entry: str, q: Tensor, k: Tensor, positions: Tensor, inv_freq: 
     q_out = Tensor.empty(q.shape, q.dtype, q.device)
     k_out = Tensor.empty(k.shape, k.dtype, k.device)
     params = {"n_pairs": n_pairs, "half": d // 2, "heads": h, "seq": t, "pos_batched": positions.ndim == 2,
-              "heads_k": h_kv, "n_q_pairs": n_q_pairs, "rotate": 0}
+              "heads_k": h_kv, "n_q_pairs": n_q_pairs, "rotate": 0, "kv_t_cap": 0, "kv_column": 0}
     q.runtime.dispatch("rope", entry, [positions, inv_freq, q, q_out, k, k_out], flat_grid("rope", entry, n_pairs),
                        params,
                        elem=q.elem, shapes=f"q {q.shape}, k {k.shape}, positions {positions.shape}")

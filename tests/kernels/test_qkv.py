@@ -46,6 +46,27 @@ def test_split_with_rope_is_rope_qk_of_the_split(device, rng, shape, kind):
 
 
 @pytest.mark.parametrize("shape", SHAPES)
+def test_split_into_a_cache_writes_k_and_v_at_its_column_only(device, rng, shape):
+    b, t, h, h_kv, d = shape
+    capacity, column = t + 5, 3
+    qkv_host = rng.standard_normal((b, t, (h + 2 * h_kv) * d)).astype(np.float32)
+    positions = qk_positions(rng, b, t, "batched")
+    qkv, pos = Tensor.from_numpy(qkv_host, device), Tensor.from_numpy(positions, device)
+    inv_freq = Tensor.from_numpy(1.0 / 10000.0 ** (np.arange(0, d, 2, dtype=np.float64) / d), device)
+    before = rng.standard_normal((2, b, capacity, h_kv, d)).astype(np.float32)
+    k_cache, v_cache = (Tensor.from_numpy(c, device) for c in before)
+    q = ops.qkv_split_into_cache(qkv, h, h_kv, pos, inv_freq, k_cache, v_cache, column)
+    q_ref, k_ref, v_ref = ops.qkv_split(qkv, h, h_kv, pos, inv_freq=inv_freq)
+    np.testing.assert_array_equal(q.numpy(), q_ref.numpy())
+    for cache, new, old in ((k_cache, k_ref, before[0]), (v_cache, v_ref, before[1])):
+        expected = old.copy()
+        expected[:, column:column + t] = new.numpy()
+        np.testing.assert_array_equal(cache.numpy(), expected)  # the other positions untouched
+    with pytest.raises(ValueError, match="cannot take"):
+        ops.qkv_split_into_cache(qkv, h, h_kv, pos, inv_freq, k_cache, v_cache, capacity - t + 1)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
 def test_split_without_rope_copies(device, rng, shape):
     b, t, h, h_kv, d = shape
     qkv = rng.standard_normal((b, t, (h + 2 * h_kv) * d)).astype(np.float32)
