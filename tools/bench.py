@@ -241,6 +241,10 @@ def run_bench(config: BenchConfig, device_spec: str | None = None) -> int:
         _progress(f"[{i}/{len(cases)}] {case.name} ...")
         entry = {"kernel": case.kernel, "name": case.name, "label": case.label, "shape": case.shape,
                  "dtype": case.dtype, "flops": case.flops or None, "bytes": case.nbytes or None, "checked": False}
+        if case.kernel == "matmul" and case.shape.get("variant") == "auto":
+            from wgrpo.tools.bench_cases import auto_variant
+
+            case.note = f"variant {auto_variant(device, case.shape, case.dtype)} (auto)"
         if case.note:
             entry["note"] = case.note
         try:

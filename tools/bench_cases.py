@@ -128,6 +128,18 @@ def _matmul_variants(device) -> tuple[list[str], Callable | None]:
     return usable, getattr(module, "choose_variant", None)
 
 
+def auto_variant(device, shape: dict, dtype: str) -> str:
+    """The variant `ops.matmul` runs for a matmul case: the autotuner's for its class (tuned now if unknown)."""
+    from wgrpo.engine.ops.matmul import Problem, choose_variant
+    from wgrpo.engine.ops.matmul_tuning import tuned_variant
+
+    layout = shape["layout"]
+    problem = Problem(shape["M"], shape["N"], shape["K"], layout[0] == "T", layout[1] == "T", dtype,
+                      batch=shape["batch"], stride_a=shape["M"] * shape["K"] if shape["batch"] > 1 else 0,
+                      stride_b=shape["K"] * shape["N"] if shape["batch"] > 1 else 0)
+    return tuned_variant(device, problem, choose_variant(device, shape["M"]))
+
+
 def build_catalog(quick: bool, device) -> Catalog:
     """Every case whose op exists in `engine.ops`, at full or `--quick` shapes, for `device`'s features."""
     catalog = Catalog()
@@ -147,12 +159,14 @@ def build_catalog(quick: bool, device) -> Catalog:
             shapes = [(1, 512, 512, 512, "NN"), (1, 512, 512, 512, "NT"), (1, 512, 512, 512, "TN"),
                       (1, 256, 1024, 384, "NT"), (1, 256, 1024, 384, "TN"), (8, 128, 128, 64, "NN")]
             f16_shapes = [(1, 512, 512, 512, "NN"), (1, 256, 1024, 384, "NT")]
+        per_variant = shapes[0]
+        if not quick and not device.is_software:  # a GPU's figure of merit: the big square, f32 and f16
+            shapes = [(1, 4096, 4096, 4096, "NN"), (1, 4096, 4096, 4096, "NT"), *shapes]
+            f16_shapes = [(1, 4096, 4096, 4096, "NN"), *f16_shapes]
+            per_variant = shapes[0]
         catalog.cases += [matmul_case(*s, "f32") for s in shapes]
-        variants, choose = _matmul_variants(device)
-        if choose is not None:
-            for case in catalog.cases:
-                case.note = f"variant {choose(device, case.shape['M'])} (auto)"
-        catalog.cases += [matmul_case(*shapes[0], "f32", variant=v) for v in variants]
+        variants, _ = _matmul_variants(device)
+        catalog.cases += [matmul_case(*per_variant, "f32", variant=v) for v in variants]
         if has_f16:
             catalog.cases += [matmul_case(*s, "f16") for s in f16_shapes]
         else:
