@@ -3,16 +3,18 @@ transformers' `generate` on the same machine.
 
 Owns: `GenerateBenchConfig`, the timed calls, the greedy check against transformers' logits, the table and the
 JSON report. The model comes from `tools.bench_model.ModelBenchConfig` (a checkpoint or random sizes, `--torch`,
-`--torch-threads`); `--quick`, `--trials`, `--json` and `--seed` from `tools.bench.BenchConfig`. Must not import
-`rl`; imports torch and transformers lazily, only when importable.
+`--torch-device`, `--torch-threads`); `--quick`, `--trials`, `--json` and `--seed` from `tools.bench.BenchConfig`.
+Must not import `rl`; imports torch and transformers lazily, only when importable.
 
 A case is (batch B, new tokens n): B random prompts of `--gen-prompt-len` tokens, greedy decoding of exactly n
 tokens (no end-of-text), one `generate` call. decode tokens/s = B (n - 1) / (t(n) - t(1)), where t(1) is a call
 that only prefills and samples the first token, so prefill is not counted; each t is the median over the trials.
-transformers runs `model.generate(do_sample=False, min_new_tokens=n)` with its KV cache on our weights, timed the
-same way right after ours. The dispatches of one decode step are counted and split into those of each decoder
-layer and the rest (embedding, positions, head, sampler) with random 1- and 2-layer twins of the model's config. Before timing, our greedy tokens of the first prompt are checked to be the argmax of
-transformers' logits on that sequence (within 1e-4, so near-ties pass), and the ratio is reported only then.
+transformers runs `model.generate(do_sample=False, min_new_tokens=n)` with its KV cache on our weights, on
+`--torch-device` (prompts and attention mask created there; on CUDA each call ends in `torch.cuda.synchronize`),
+timed the same way right after ours. The dispatches of one decode step are counted and split into those of each
+decoder layer and the rest (embedding, positions, head, sampler) with random 1- and 2-layer twins of the model's
+config. Before timing, our greedy tokens of the first prompt are checked to be the argmax of transformers' logits
+on that sequence (within 1e-4, so near-ties pass), and the ratio is reported only then.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from wgrpo.rl.errors import input_error
 from wgrpo.rl.train.fields import option_flag
 from wgrpo.tools.bench import BenchConfig, _progress, _progress_done
 from wgrpo.tools.bench_model import ModelBenchConfig, _adapter, _load_model, torch_available
+from wgrpo.tools.torch_twin import synchronize, torch_device_label, torch_device_report
 
 CHECK_TOKENS = 16
 TIE_TOLERANCE = 1e-4
@@ -77,26 +80,30 @@ def _ours(model, prompts: np.ndarray, n: int) -> tuple[float, dict]:
 
 
 class _Torch:
-    def __init__(self, config, state: dict, threads: int):
+    def __init__(self, config, state: dict, threads: int, device: str):
         from wgrpo.tools.torch_twin import torch_twin
 
-        self.torch, self.model = torch_twin(config, state, threads)
+        self.torch, self.model = torch_twin(config, state, threads, device)
+        self.device = device
 
     def generate(self, prompts: np.ndarray, n: int) -> float:
         torch = self.torch
-        ids = torch.from_numpy(prompts.astype(np.int64))
+        ids = torch.from_numpy(prompts.astype(np.int64)).to(self.device)
+        mask = torch.ones_like(ids)
+        synchronize(torch, self.device)  # the copies are not the call's time
         start = time.perf_counter()
         with torch.no_grad():
-            self.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
+            self.model.generate(ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n,
                                 do_sample=False, eos_token_id=None, pad_token_id=0)
+        synchronize(torch, self.device)
         return time.perf_counter() - start
 
     def check_greedy(self, prompt: list[int], tokens: list[int]) -> str:
         """'' when each of our tokens is the argmax of transformers' logits (within TIE_TOLERANCE), else why not."""
         torch = self.torch
-        sequence = torch.tensor([prompt + tokens])
+        sequence = torch.tensor([prompt + tokens], device=self.device)
         with torch.no_grad():
-            logits = self.model(sequence).logits[0, len(prompt) - 1:-1].numpy()  # (n, V)
+            logits = self.model(sequence).logits[0, len(prompt) - 1:-1].cpu().numpy()  # (n, V)
         for i, (row, token) in enumerate(zip(logits, tokens)):
             if row[token] < row.max() - TIE_TOLERANCE * max(1.0, abs(row.max())):
                 return f"token {i}: ours {token} (logit {row[token]:.5f}), transformers' argmax {row.argmax()} " \
@@ -145,6 +152,10 @@ def run_generate_bench(options: GenerateBenchConfig, model_options: ModelBenchCo
     from wgrpo.engine.generate import default_steps_per_submit
 
     device = get_device(device_spec)
+    use_torch, why_not = model_options.torch, ""
+    if use_torch:
+        use_torch, why_not = torch_available()
+    torch_device = model_options.resolved_torch_device(device) if use_torch else None  # a bad one stops here
     model = _load_model(model_options, bench.seed, device)
     cfg = model.config
     batches, lengths = options.cases(bench.quick)
@@ -155,14 +166,10 @@ def run_generate_bench(options: GenerateBenchConfig, model_options: ModelBenchCo
         raise input_error(f"--gen-prompt-len {options.gen_prompt_len} + {max(lengths)} new tokens exceed the model's "
                          f"max_position_embeddings={cfg.max_position_embeddings}")
 
-    use_torch, why_not = model_options.torch, ""
+    torch_side, torch_info = None, {}
     if use_torch:
-        use_torch, why_not = torch_available()
-    torch_side = None
-    if use_torch:
-        import os
-
-        torch_side = _Torch(cfg, model.state_dict(), model_options.torch_threads or os.cpu_count() or 1)
+        torch_side = _Torch(cfg, model.state_dict(), model_options.resolved_threads(), torch_device)
+        torch_info = torch_device_report(torch_device, model_options.resolved_threads())
 
     _progress("warm-up (pipelines compile) ...")
     _ours(model, prompts[:2], 3)
@@ -208,7 +215,8 @@ def run_generate_bench(options: GenerateBenchConfig, model_options: ModelBenchCo
               "prompt_len": options.gen_prompt_len, "trials": trials, "steps_per_submit": default_steps_per_submit(device),
               "decode_dispatches": dispatches,
               "torch": {"used": torch_side is not None, "why_not": why_not,
-                        "greedy_check": "ok" if torch_side is not None and not check else check},
+                        "greedy_check": "ok" if torch_side is not None and not check else check,
+                        **torch_info},
               "cases": rows}
     print(format_generate_report(report))
     if bench.json:
@@ -239,9 +247,9 @@ def format_generate_report(report: dict) -> str:
     if not t["used"]:
         lines.append(f"transformers: not run ({t['why_not'] or '--no-torch'})")
     elif t["greedy_check"] != "ok":
-        lines.append(f"transformers: greedy check FAILED, no ratio: {t['greedy_check']}")
+        lines.append(f"transformers on {torch_device_label(t)}: greedy check FAILED, no ratio: {t['greedy_check']}")
     else:
-        lines.append("transformers: greedy tokens checked against its logits: ok")
+        lines.append(f"transformers on {torch_device_label(t)}: greedy tokens checked against its logits: ok")
     by = {(r["batch"], r["new_tokens"]): r["decode_tokens_per_s"] for r in report["cases"]}
     batches = sorted({b for b, _ in by})
     for n in sorted({n for _, n in by}):

@@ -76,7 +76,7 @@ class GRPOBenchConfig:
                 "completion runs the full --grpo-new-tokens (fixed work per step); off: the random model stops "
                 "where it happens to sample them"})
     trl: bool = field(default=False, metadata={
-        "help": "also run the same GRPO steps through TRL's GRPOTrainer on torch (float32, CPU, --torch-threads; "
+        "help": "also run the same GRPO steps through TRL's GRPOTrainer on torch (float32 on --torch-device; "
                 "same weights, tokenizer, prompts and rewards) and report TRL's seconds per step / ours (needs the "
                 "bench extra: pip install 'wgrpo[bench]')"})
 
@@ -320,11 +320,13 @@ def run_grpo_bench(options: GRPOBenchConfig, model_options: ModelBenchConfig, be
     """Build the fixed setup, run the warm-up and timed steps; table to stdout, progress to stderr."""
     from wgrpo.engine.device import get_device
 
-    if options.trl:
+    device = get_device(device_spec)
+    if options.trl:  # a missing extra or an unusable --torch-device is named before any work
         from wgrpo.tools import bench_trl
 
-        bench_trl.require_trl()  # a missing extra is named before any work
-    device = get_device(device_spec)
+        spec = bench_trl.pin_one_card(model_options.torch_device, device.is_software)  # before CUDA starts
+        bench_trl.require_trl()
+        torch_device = bench_trl.resolve_trl_device(spec, device.is_software, model_options.torch_device)
     shape = options.resolved(bench.quick, bench.trials)
     with tempfile.TemporaryDirectory(prefix="wgrpo-bench-grpo-") as output_dir:
         _progress("setup: tokenizer, random model, reference, trainer ...")
@@ -345,8 +347,8 @@ def run_grpo_bench(options: GRPOBenchConfig, model_options: ModelBenchConfig, be
         if options.trl:  # right after ours, in its own steady state, as `bench --model` times torch
             _progress("TRL: the same model, tokenizer, prompts and rewards ...")
             trl = bench_trl.run_trl_steps(start, trainer.config, shape, options.grpo_warmup,
-                                          model_options.torch_threads or os.cpu_count() or 1,
-                                          os.path.join(output_dir, "trl"))
+                                          model_options.resolved_threads(), os.path.join(output_dir, "trl"),
+                                          torch_device)
     _progress_done()
     config = trainer.model.config
     report = {"adapter": _adapter(device),

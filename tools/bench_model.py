@@ -9,8 +9,9 @@ A step is what training does: upload ids and targets, record the forward (and th
 `--optimizer` an AdamW step), read the loss back. On our side that is one submit and one read-back per step,
 counted from `runtime.stats` and reported. Each figure is the median wall time over `trials` steps after
 `warmup` steps, tokens/s = batch x seq_len / that time. PyTorch runs the same architecture built by
-`AutoModelForCausalLM.from_config`, holding our weights, in float32 on all host threads, timed the same way
-right after ours (its own warm-up first: steps that alternate with ours would find caches holding our data).
+`AutoModelForCausalLM.from_config`, holding our weights, in float32 on `--torch-device` (all host threads on the
+CPU; on CUDA with TF32 off, each timed step ending in `torch.cuda.synchronize`), timed the same way right after
+ours (its own warm-up first: steps that alternate with ours would find caches holding our data).
 `x torch` = our tokens/s / torch's, reported only when both losses
 agree to 1e-4 relative.
 """
@@ -31,6 +32,8 @@ import numpy as np
 from wgrpo.rl.errors import input_error
 from wgrpo.rl.train.fields import option_flag
 from wgrpo.tools.bench import BenchConfig, _progress, _progress_done
+from wgrpo.tools.torch_twin import TORCH_DEVICE_HELP, parse_torch_device, synchronize, torch_device_label, \
+    torch_device_report
 
 LOSS_RTOL = 1e-4  # relative agreement of our loss and torch's before a ratio is reported
 PHASES = ("forward", "forward_backward")
@@ -64,8 +67,9 @@ class ModelBenchConfig:
     torch: bool = field(default=True, metadata={
         "help": "also time the same step in PyTorch (needs the oracle extra: torch and transformers) and report "
                 "the ratio"})
-    torch_threads: int = field(default=0, metadata={"help": "torch.set_num_threads for the comparison; 0 means "
-                                                            "os.cpu_count()"})
+    torch_threads: int = field(default=0, metadata={"help": "torch.set_num_threads for the comparison on the CPU; "
+                                                            "0 means os.cpu_count()"})
+    torch_device: str = field(default="auto", metadata={"help": TORCH_DEVICE_HELP, "metavar": "DEVICE"})
 
     def __post_init__(self):
         for name in ("batch_size", "seq_len"):
@@ -74,6 +78,7 @@ class ModelBenchConfig:
         for name in ("warmup", "torch_threads"):
             if getattr(self, name) < 0:
                 raise input_error(f"{option_flag(name)} must be at least 0, got {getattr(self, name)}")
+        parse_torch_device(self.torch_device)
         if self.model_path is None:
             self.model_config()  # a bad size is a usage error now, not a crash later
 
@@ -92,6 +97,15 @@ class ModelBenchConfig:
 
     def resolved_warmup(self, quick: bool) -> int:
         return self.warmup or (1 if quick else 2)
+
+    def resolved_torch_device(self, device) -> str:
+        """"cpu" or "cuda:N" for --torch-device on wgrpo's adapter `device` (InputError for CUDA torch cannot use)."""
+        from wgrpo.tools.torch_twin import resolve_torch_device
+
+        return resolve_torch_device(self.torch_device, device.is_software)
+
+    def resolved_threads(self) -> int:
+        return self.torch_threads or os.cpu_count() or 1
 
 
 # ---------------------------------------------------------------------------------------------- our step
@@ -157,17 +171,17 @@ def torch_available() -> tuple[bool, str]:
 
 
 class TorchStep:
-    """The same architecture in transformers, float32 on the host, holding our weights."""
+    """The same architecture in transformers, float32 on `device` ("cpu" or "cuda:N"), holding our weights."""
 
     def __init__(self, config, state: dict[str, np.ndarray], ids: np.ndarray, targets: np.ndarray,
-                 optimizer: bool, threads: int):
+                 optimizer: bool, threads: int, device: str = "cpu"):
         from wgrpo.tools.torch_twin import torch_twin
 
-        torch, self.model = torch_twin(config, state, threads)
-        self.torch = torch
+        torch, self.model = torch_twin(config, state, threads, device)
+        self.torch, self.device = torch, device
         self.attention = getattr(self.model.config, "_attn_implementation", None)
-        self.ids = torch.from_numpy(ids.astype(np.int64))
-        self.targets = torch.from_numpy(targets.astype(np.int64)).reshape(-1)
+        self.ids = torch.from_numpy(ids.astype(np.int64)).to(device)
+        self.targets = torch.from_numpy(targets.astype(np.int64)).reshape(-1).to(device)
         self.vocab = config.vocab_size
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4) if optimizer else None
 
@@ -186,6 +200,7 @@ class TorchStep:
         else:
             with self.torch.no_grad():
                 loss = self._loss()
+        synchronize(self.torch, self.device)  # the optimizer's kernels too, not only the loss's
         value = loss.item()
         return {"loss": value, "seconds": time.perf_counter() - start}
 
@@ -240,6 +255,10 @@ def run_model_bench(options: ModelBenchConfig, bench: BenchConfig, device_spec: 
 
     device = get_device(device_spec)
     trials, warmup = bench.resolved_trials(), options.resolved_warmup(bench.quick)
+    use_torch, why_not = options.torch, "--no-torch"
+    if use_torch:
+        use_torch, why_not = torch_available()
+    torch_device = options.resolved_torch_device(device) if use_torch else None  # a bad one stops here
     _progress("model: building ...")
     model = _load_model(options, bench.seed, device)
     config = model.config
@@ -262,21 +281,18 @@ def run_model_bench(options: ModelBenchConfig, bench: BenchConfig, device_spec: 
 
     ours = OurStep(model, ids, targets, options.optimizer)
     theirs = None
-    if options.torch:
-        ok, why = torch_available()
-        if ok:
-            _progress("torch: building the same model ...")
-            threads = options.torch_threads or os.cpu_count() or 1
-            theirs = TorchStep(config, model.state_dict(), ids, targets, options.optimizer, threads)
-            report["torch"] = {"threads": threads, "attention": theirs.attention, "dtype": "float32", "phases": {}}
-            import torch
-            import transformers
+    if use_torch:
+        _progress(f"torch: building the same model on {torch_device} ...")
+        threads = options.resolved_threads()
+        theirs = TorchStep(config, model.state_dict(), ids, targets, options.optimizer, threads, torch_device)
+        report["torch"] = {**torch_device_report(torch_device, threads), "attention": theirs.attention,
+                           "dtype": "float32", "phases": {}}
+        import torch
+        import transformers
 
-            report["torch"]["versions"] = {"torch": torch.__version__, "transformers": transformers.__version__}
-        else:
-            report["notes"].append(f"torch comparison skipped: {why}")
+        report["torch"]["versions"] = {"torch": torch.__version__, "transformers": transformers.__version__}
     else:
-        report["notes"].append("torch comparison skipped: --no-torch")
+        report["notes"].append(f"torch comparison skipped: {why_not}")
 
     # The check: both sides' forward loss on the same weights, before any optimizer step moves them.
     if theirs is not None:
@@ -352,7 +368,7 @@ def format_model_report(report: dict) -> str:
                      + ("; each step is one submit with one read-back (the loss)" if one_submit else ""))
     if t:
         v = t["versions"]
-        lines.append(f"torch: {v['torch']}, transformers {v['transformers']}, float32, {t['threads']} threads, "
+        lines.append(f"torch: {v['torch']}, transformers {v['transformers']}, float32 on {torch_device_label(t)}, "
                      f"attention {t['attention']}")
     c = report["check"]
     if c:

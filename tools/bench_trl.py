@@ -1,35 +1,43 @@
 """`wgrpo bench --grpo --trl`: the same GRPO steps through TRL's GRPOTrainer on torch, timed the same way, and
 the ratio to wgrpo's.
 
-Owns: the check that TRL is importable (`require_trl`, before any work), the start of the run TRL gets
-(`capture_start`: wgrpo's random model before its first update, saved with `save_pretrained`, its tokenizer and
-the problems wgrpo's steps draw, in order), the GRPOConfig that matches wgrpo's `TrainConfig`
-(`trl_config_kwargs`), the timed TRL steps (`run_trl_steps`), the comparison (`compare`) and its table. Imports
-torch, transformers, datasets and trl lazily: the `bench` extra.
+Owns: the check that TRL is importable (`require_trl`, before any work), the card TRL trains on (`pin_one_card`,
+`resolve_trl_device`), the start of the run TRL gets (`capture_start`: wgrpo's random model before its first
+update, saved with `save_pretrained`, its tokenizer and the problems wgrpo's steps draw, in order), the
+GRPOConfig that matches wgrpo's `TrainConfig` (`trl_config_kwargs`), the timed TRL steps (`run_trl_steps`), the
+comparison (`compare`) and its table. Imports torch, transformers, datasets and trl lazily: the `bench` extra.
 
 TRL's side: `AutoModelForCausalLM.from_pretrained` of the saved weights in float32 (TRL builds its reference
 model from the same directory), the saved tokenizer.json as a `PreTrainedTokenizerFast` (end-of-text as eos and
 pad, left padding), the same prompts in the same order (`shuffle_dataset=False`), and the arithmetic task's
 reward functions (`rl.reward_funcs`' accuracy and format, TRL's signature) with wgrpo's weights. One generation
 per optimizer step: `per_device_train_batch_size = generation_batch_size = B x G`, no gradient accumulation,
-`num_iterations = mu`; float32 on the CPU (`use_cpu`, no bf16), no gradient checkpointing (wgrpo's update
-keeps every activation), no logging, saving, reporting or evaluation. The learning rate follows wgrpo's cosine
-with its warm-up and floor as transformers' `cosine_with_min_lr` (whose warm-up starts at 0, wgrpo's at lr /
-warm-up steps). The edited head (see `tools.bench_grpo`) never samples end-of-text nor '>', so TRL's
-completions run the full length too (checked each step).
+`num_iterations = mu`; float32 (no bf16 nor fp16, TF32 off) on `--torch-device` (`use_cpu` only for the CPU),
+no gradient checkpointing (wgrpo's update keeps every activation), no logging, saving, reporting or evaluation.
+The learning rate follows wgrpo's cosine with its warm-up and floor as transformers' `cosine_with_min_lr` (whose
+warm-up starts at 0, wgrpo's at lr / warm-up steps). The edited head (see `tools.bench_grpo`) never samples
+end-of-text nor '>', so TRL's completions run the full length too (checked each step).
 
 A step is timed from the trainer's `on_step_begin` to its `on_step_end` (a `TrainerCallback`): generation,
 rewards, the reference forward, policy forward and backward, clipping, AdamW and the scheduler. Phases, by
 wrapping the trainer's own methods: rollout = `_generate` (tokenizing the prompts, transformers' `generate`,
 decoding), reward = `_calculate_rewards`, and `_generate_and_score_completions` (both, plus the reference
 forward and the advantages); update = the step less rollout and reward, as wgrpo's update holds the reference
-forward. Figures are medians over the timed steps, after the same warm-up steps as wgrpo's.
+forward. Figures are medians over the timed steps, after the same warm-up steps as wgrpo's. On CUDA each timed
+region ends in `torch.cuda.synchronize`.
+
+The card: transformers' Trainer trains on cuda:0 and, with several cards visible, wraps the model in
+`nn.DataParallel` over all of them (multiplying the batch by their number). So before anything in the process
+starts CUDA, `pin_one_card` leaves only the chosen card visible (`CUDA_VISIBLE_DEVICES`: cuda:N of those visible
+before, the first for cuda and auto); the Trainer's cuda:0 is then that card, and `resolve_trl_device` refuses
+to go on when torch still sees more than one (CUDA had started before the pin).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import statistics
 import time
 import warnings
@@ -37,6 +45,8 @@ from pathlib import Path
 
 from wgrpo.rl.errors import input_error
 from wgrpo.tools.bench import _progress
+from wgrpo.tools.torch_twin import parse_torch_device, resolve_torch_device, synchronize, torch_device_label, \
+    torch_device_report
 
 TRL_HINT = "pip install 'wgrpo[bench]'"
 PHASES = ("rollout", "reward", "update", "total")
@@ -58,6 +68,43 @@ def require_trl() -> dict[str, str]:
         raise input_error(f"--trl runs TRL's GRPOTrainer, which is not importable here ({error}); install it "
                           f"with {TRL_HINT}") from None
     return {"trl": trl.__version__, "transformers": transformers.__version__, "torch": torch.__version__}
+
+
+def pin_one_card(spec: str, adapter_is_cpu: bool) -> str:
+    """Leave only the CUDA card `--torch-device spec` names visible (CUDA_VISIBLE_DEVICES) and return the spec
+    naming it afterwards ("cuda:0"; "auto" stays "auto"); "cpu", and "auto" on a CPU adapter, touch nothing.
+    Effective only before CUDA starts in this process (see the module doc)."""
+    spec = parse_torch_device(spec)
+    if spec == "cpu" or (spec == "auto" and adapter_is_cpu):
+        return spec
+    index = int(spec.split(":")[1]) if ":" in spec else 0
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:  # every card visible: cuda:N is card N
+        card = str(index)
+    else:  # cuda:N is the N-th of those listed
+        cards = [card.strip() for card in visible.split(",")]
+        if index >= len(cards):
+            raise input_error(f"--torch-device {spec}: CUDA_VISIBLE_DEVICES={visible} makes {len(cards)} card(s) "
+                              f"visible, cuda:0 to cuda:{len(cards) - 1}")
+        card = cards[index]
+    os.environ["CUDA_VISIBLE_DEVICES"] = card
+    return spec if spec == "auto" else "cuda:0"
+
+
+def resolve_trl_device(spec: str, adapter_is_cpu: bool, asked: str) -> str:
+    """"cpu" or "cuda:0" (the pinned card) for TRL's side, from `pin_one_card`'s `spec` for `--torch-device asked`;
+    InputError when CUDA is asked for and cannot be used, or when torch sees several cards (the Trainer would
+    spread over them)."""
+    device = resolve_torch_device(spec, adapter_is_cpu, asked)
+    if device != "cpu":
+        import torch
+
+        count = torch.cuda.device_count()
+        if count != 1 or device != "cuda:0":
+            raise input_error(f"--torch-device {asked} with --trl: torch sees {count} CUDA cards (CUDA started before "
+                              f"one could be pinned) and TRL's Trainer would spread over them; choose the card with "
+                              f"CUDA_VISIBLE_DEVICES=N and --torch-device cuda")
+    return device
 
 
 def problem_rows(trainer, steps: int) -> list[dict]:
@@ -83,8 +130,10 @@ def capture_start(trainer, steps: int, directory: str | Path) -> dict:
             "reward_weights": [float(trainer.weights.get(name, 0.0)) for name in names]}
 
 
-def trl_config_kwargs(train, shape: dict, max_steps: int, output_dir: str, reward_weights: list[float]) -> dict:
-    """GRPOConfig's arguments for wgrpo's TrainConfig `train` and the bench's B x G x N shape."""
+def trl_config_kwargs(train, shape: dict, max_steps: int, output_dir: str, reward_weights: list[float],
+                      torch_device: str = "cpu") -> dict:
+    """GRPOConfig's arguments for wgrpo's TrainConfig `train`, the bench's B x G x N shape and the resolved torch
+    device ("cpu", or "cuda:0": the one visible card, where the Trainer puts the model when use_cpu is False)."""
     rows = shape["prompts"] * shape["group_size"]
     scheduler = SCHEDULERS[train.lr_scheduler_type]
     return dict(
@@ -101,8 +150,8 @@ def trl_config_kwargs(train, shape: dict, max_steps: int, output_dir: str, rewar
         lr_scheduler_kwargs={"min_lr_rate": train.min_lr_ratio} if scheduler == "cosine_with_min_lr" else None,
         weight_decay=train.weight_decay, adam_beta1=train.adam_beta1, adam_beta2=train.adam_beta2,
         adam_epsilon=train.adam_epsilon, max_grad_norm=train.grad_clip,
-        # float32 on the host, every activation kept (wgrpo's bench does not checkpoint)
-        use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False,
+        # float32 (TF32 off on CUDA), every activation kept (wgrpo's bench does not checkpoint)
+        use_cpu=torch_device == "cpu", bf16=False, fp16=False, tf32=False, gradient_checkpointing=False,
         # nothing besides the steps
         report_to="none", logging_strategy="no", save_strategy="no", eval_strategy="no", disable_tqdm=True,
         log_completions=False, dataloader_num_workers=0)
@@ -111,8 +160,8 @@ def trl_config_kwargs(train, shape: dict, max_steps: int, output_dir: str, rewar
 class _StepClock:
     """Per-step seconds of the whole step and of the wrapped trainer methods, and the step's work."""
 
-    def __init__(self, warmup: int, steps: int, new_tokens: int):
-        self.warmup, self.steps, self.new_tokens = warmup, steps, new_tokens
+    def __init__(self, warmup: int, steps: int, new_tokens: int, sync=lambda: None):
+        self.warmup, self.steps, self.new_tokens, self.sync = warmup, steps, new_tokens, sync
         self.records: list[dict] = []
         self.current: dict = {}
         self.started = 0.0
@@ -124,8 +173,10 @@ class _StepClock:
             return False
 
         def timed(*args, **kwargs):
+            self.sync()
             start = time.perf_counter()
             result = method(*args, **kwargs)
+            self.sync()
             self.current[key] = self.current.get(key, 0.0) + time.perf_counter() - start
             if name == "_generate":  # (prompt_ids, completion_ids, ...): the work TRL did
                 prompt_ids, completion_ids = result[0], result[1]
@@ -150,18 +201,21 @@ class _StepClock:
                     f"warm-up {step + 1}/{clock.warmup}"
                 _progress(f"TRL GRPO step {what} ...")
                 clock.current = {}
+                clock.sync()
                 clock.started = time.perf_counter()
 
             def on_step_end(self, args, state, control, **kwargs):
+                clock.sync()
                 clock.current["total_s"] = time.perf_counter() - clock.started
                 clock.records.append(clock.current)
 
         return StepTimer()
 
 
-def run_trl_steps(start: dict, train, shape: dict, warmup: int, threads: int, output_dir: str) -> dict:
-    """Run `warmup` + `shape['steps']` TRL GRPO steps from `start` (`capture_start`); the timed steps' records,
-    their medians and the configuration TRL ran."""
+def run_trl_steps(start: dict, train, shape: dict, warmup: int, threads: int, output_dir: str,
+                  torch_device: str = "cpu") -> dict:
+    """Run `warmup` + `shape['steps']` TRL GRPO steps from `start` (`capture_start`) on `torch_device`
+    (`resolve_trl_device`'s); the timed steps' records, their medians and the configuration TRL ran."""
     import torch
     import transformers
     import trl
@@ -176,11 +230,11 @@ def run_trl_steps(start: dict, train, shape: dict, warmup: int, threads: int, ou
             tokenizer_file=str(Path(start["checkpoint"]) / "tokenizer.json"), padding_side="left")
         tokenizer.eos_token = tokenizer.pad_token = END_OF_TEXT
         total = warmup + shape["steps"]
-        kwargs = trl_config_kwargs(train, shape, total, output_dir, start["reward_weights"])
+        kwargs = trl_config_kwargs(train, shape, total, output_dir, start["reward_weights"], torch_device)
         if "activation_checkpointing" in {f.name for f in dataclasses.fields(trl.GRPOConfig)}:
             kwargs["activation_checkpointing"] = kwargs.pop("gradient_checkpointing")  # transformers 5's name
         args = trl.GRPOConfig(**kwargs)
-        clock = _StepClock(warmup, shape["steps"], shape["new_tokens"])
+        clock = _StepClock(warmup, shape["steps"], shape["new_tokens"], lambda: synchronize(torch, torch_device))
         trainer = trl.GRPOTrainer(model=model, reward_funcs=start["reward_funcs"], args=args,
                                   train_dataset=Dataset.from_list(start["rows"]), processing_class=tokenizer,
                                   callbacks=[clock.callback()])
@@ -195,7 +249,9 @@ def run_trl_steps(start: dict, train, shape: dict, warmup: int, threads: int, ou
             record["update_s"] = record["total_s"] - record["rollout_s"] - record["reward_s"]
     return {"versions": {"trl": trl.__version__, "transformers": transformers.__version__,
                          "torch": torch.__version__},
-            "threads": threads, "dtype": "float32", "attention": getattr(model.config, "_attn_implementation", None),
+            **torch_device_report(torch_device, threads), "n_gpu": args.n_gpu,
+            "model_device": str(next(trainer.model.parameters()).device), "dtype": "float32",
+            "attention": getattr(model.config, "_attn_implementation", None),
             "optim": str(getattr(args.optim, "value", args.optim)), "lr_scheduler_type": kwargs["lr_scheduler_type"],
             "config": {k: v for k, v in kwargs.items() if k != "output_dir"},
             "reward_funcs": start["reward_names"], "timed_phases": [name for name, ok in phases.items() if ok],
@@ -278,7 +334,7 @@ def format_comparison(report: dict) -> str:
     t, c = report["trl"], report["comparison"]
     v = t["versions"]
     lines = [f"against TRL {v['trl']} GRPOTrainer (transformers {v['transformers']}, torch {v['torch']}, float32 on "
-             f"the CPU, {t['threads']} threads, attention {t['attention']}, {t['optim']}), the same weights, "
+             f"{torch_device_label(t)}, attention {t['attention']}, {t['optim']}), the same weights, "
              f"tokenizer, prompts and rewards:"]
     rows = [("phase", "wgrpo s/step", "TRL s/step", "TRL / wgrpo")]
     for phase, e in c["phases"].items():

@@ -1,5 +1,6 @@
 """`wgrpo bench --model --quick` on a tiny model: well-formed JSON, one submit per step, torch's ratio when
-torch is importable."""
+torch is importable; `--torch-device`'s spelling, its resolution, and CUDA refused in one line where torch has
+none."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import pytest
 
 from wgrpo.engine.hf import expected_shapes
 from wgrpo.tools import cli
+from wgrpo.engine import InputError
 from wgrpo.tools.bench_model import ModelBenchConfig
+from wgrpo.tools.torch_twin import resolve_torch_device, torch_device_label
 
 TINY = ["--vocab-size", "61", "--hidden-size", "32", "--num-layers", "2", "--num-heads", "4", "--num-kv-heads", "2",
         "--intermediate-size", "40", "--batch-size", "2", "--seq-len", "7"]
@@ -69,6 +72,9 @@ def test_tiny_model_against_torch(device, tmp_path, capsys):
     assert check["ok"] is True and check["relative_difference"] <= 1e-4
     torch_report = report["torch"]
     assert torch_report["dtype"] == "float32" and torch_report["threads"] >= 1
+    assert report["config"]["torch_device"] == "auto"
+    assert torch_report["device"] == "cpu" and torch_report["tf32"] is None  # auto on a CPU adapter
+    assert f"float32 on cpu, {torch_report['threads']} thread" in captured.out
     for phase, entry in report["phases"].items():
         theirs = torch_report["phases"][phase]
         assert theirs["tokens_per_s"] > 0
@@ -109,3 +115,74 @@ def test_help_lists_the_model_options(capsys):
     assert "--model," in text
     for f in fields(ModelBenchConfig):
         assert "--" + f.name.replace("_", "-") in text
+
+
+def _no_cuda():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    if torch.cuda.is_available():
+        pytest.skip("torch sees a CUDA device here")
+    return torch
+
+
+@pytest.mark.parametrize("value", ["gpu", "cuda:", "cuda:x", "cuda:-1", "CUDA", "cuda0"])
+def test_torch_device_spelling_is_a_usage_error(capsys, value):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["bench", "--model", "--torch-device", value])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err == f"wgrpo bench: error: --torch-device must be auto, cpu, cuda or cuda:N (N a card index), " \
+                  f"got {value!r}\n"
+
+
+@pytest.mark.parametrize("bench", ["--model", "--generate"])
+@pytest.mark.parametrize("value", ["cuda", "cuda:1"])
+def test_cuda_without_cuda_is_one_line_before_any_model(device, capsys, bench, value):
+    torch = _no_cuda()
+    code = cli.main(["bench", bench, "--quick", *TINY, "--torch-device", value])
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err  # no progress line: nothing was built
+    build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+    assert lines[0] == f"wgrpo bench: error: --torch-device {value}: torch {torch.__version__} ({build}) reports " \
+                       f"torch.cuda.is_available() False; use --torch-device cpu or auto"
+
+
+def test_no_torch_ignores_the_torch_device(device, tmp_path, capsys):
+    _no_cuda()
+    code, report, captured = _run(tmp_path, capsys, *TINY, "--no-torch", "--torch-device", "cuda")
+    assert code == 0, captured.err
+    assert report["torch"] is None
+
+
+def test_auto_and_cpu_resolve_to_the_cpu_here(device):
+    _no_cuda()
+    assert device.is_software  # lavapipe: auto keeps torch on the CPU beside a CPU adapter
+    assert ModelBenchConfig().resolved_torch_device(device) == "cpu"
+    assert resolve_torch_device("auto", adapter_is_cpu=False) == "cpu"  # a GPU adapter, but torch has no CUDA
+    assert resolve_torch_device("cpu", adapter_is_cpu=False) == "cpu"
+    with pytest.raises(InputError, match=r"^--torch-device cuda:0: torch .* reports torch.cuda.is_available\(\) "
+                                         r"False; use --torch-device cpu or auto$"):
+        resolve_torch_device("cuda:0", adapter_is_cpu=False)
+
+
+def test_device_labels():
+    assert torch_device_label({"device": "cpu", "threads": 1}) == "cpu, 1 thread"
+    assert torch_device_label({"device": "cpu", "threads": 16}) == "cpu, 16 threads"
+    assert torch_device_label({"device": "cuda:1", "device_name": "NVIDIA H200", "threads": 16}) == \
+        "cuda:1 (NVIDIA H200, TF32 off)"
+
+
+def test_tiny_model_against_torch_on_cuda(device, tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    if not torch.cuda.is_available():
+        pytest.skip("torch sees no CUDA device here")
+    code, report, captured = _run(tmp_path, capsys, *TINY, "--architecture", "llama", "--torch-device", "cuda")
+    assert code == 0, captured.err
+    t = report["torch"]
+    assert t["device"] == f"cuda:{torch.cuda.current_device()}" and t["tf32"] is False
+    assert t["device_name"] == torch.cuda.get_device_name(t["device"])
+    assert report["check"]["ok"] is True
+    assert f"float32 on {t['device']} ({t['device_name']}, TF32 off)" in captured.out
