@@ -15,7 +15,7 @@ import math
 from wgrpo import kernels
 from wgrpo.engine import memory_ops as ops
 from wgrpo.engine.memory_graph import grad_mode
-from wgrpo.engine.memory_ledger import I32, Host, Sym
+from wgrpo.engine.memory_ledger import I32, U32, Host, Sym
 from wgrpo.engine.memory_model import ReplayModel
 
 
@@ -35,7 +35,8 @@ def _reference_logprobs(model: ReplayModel, reference: ReplayModel | None, input
 
 
 def _accumulate_gradients(model: ReplayModel, reference: ReplayModel | None, parts: list[_MicroBatch],
-                          kl: bool) -> None:
+                          kl: bool) -> tuple[list[Sym], list]:
+    """`record_gradients`: the losses and metrics stay held, for the one read-back after the optimizer step."""
     ledger = model.ledger
     losses, readers = [], []
     for part in parts:
@@ -48,6 +49,7 @@ def _accumulate_gradients(model: ReplayModel, reference: ReplayModel | None, par
         losses.append(loss.detach())
         readers.append(metrics)  # policy_loss's metrics reader holds them
         del logp, loss, metrics
+    return losses, readers
 
 
 def replay_clip(params: list[Sym]) -> Sym:
@@ -79,11 +81,15 @@ def replay_update(model: ReplayModel, reference: ReplayModel | None, micro_batch
     parts = [_MicroBatch(rows, steps) for rows in micro_batches]
     params = model.trainable_parameters()
     model.training = True
-    norm = None
+    pending = norm = None
     for _ in range(mu):
-        _accumulate_gradients(model, reference, parts, kl)
+        pending = norm = None  # an earlier iteration's results are dropped before the next (only the last is read)
+        pending = _accumulate_gradients(model, reference, parts, kl)
         norm = replay_clip(params) if grad_clip else None
         for p in params:  # AdamW's step creates nothing once its moments exist; zero_grad drops the gradients
             p.grad = None
+    # `read_together`: the results side by side in one buffer, read back once
+    read = [*pending[0], *pending[1], *([norm] if norm is not None else [])]
+    staging = model.ledger.empty((sum(-(-math.prod(t.shape) * t.dtype.itemsize // 4) for t in read),), U32)
     model.training = False
-    del norm, parts
+    del norm, pending, read, staging, parts

@@ -132,6 +132,8 @@ def grpo_update(model, reference, optimizer, rollout, config, pad_id: int, seed:
     model.train()
     try:
         for iteration in range(config.mu):
+            if iteration:  # only the last iteration's results are read back: an earlier one's go first
+                del pending
             pending = record_gradients(model, reference, parts, config, seed=seed + 7919 * iteration)
             if config.grad_clip > 0:
                 pending.grad_norm = clip_grad_norm_(params, config.grad_clip)

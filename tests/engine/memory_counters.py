@@ -8,7 +8,7 @@ import gc
 
 import numpy as np
 
-from wgrpo.engine import Model, Tensor, clip_grad_norm_, generate, no_grad, ops
+from wgrpo.engine import Model, Tensor, clip_grad_norm_, generate, no_grad, ops, read_together
 from wgrpo.engine.memory import KINDS, memory_kind
 
 
@@ -59,7 +59,8 @@ def _reference_logprobs(model, reference, inputs, targets):
             return model.token_logprobs(inputs, targets)
 
 
-def _accumulate_gradients(model, reference, parts, beta: float) -> float:
+def _accumulate_gradients(model, reference, parts, beta: float) -> tuple[list, list]:
+    """The losses and metrics stay on the device, for the one read-back after the optimizer step."""
     losses, readers = [], []
     for part in parts:
         targets = Tensor.from_numpy(part.targets, model.device)
@@ -72,7 +73,7 @@ def _accumulate_gradients(model, reference, parts, beta: float) -> float:
         losses.append(loss.detach())
         readers.append(metrics)
         del logp, loss
-    return float(sum(float(loss.numpy()) for loss in losses))
+    return losses, readers
 
 
 def update(model, reference, optimizer, tokens, prompt_tokens: int, ranges, mu: int, clip: bool, beta: float):
@@ -80,13 +81,14 @@ def update(model, reference, optimizer, tokens, prompt_tokens: int, ranges, mu: 
     parts = [MicroBatch(tokens, prompt_tokens, start, stop) for start, stop in ranges]
     params = model.trainable_parameters()
     model.train()
+    pending = norm = None
     for _ in range(mu):
-        _accumulate_gradients(model, reference, parts, beta)
+        pending = norm = None  # only the last iteration's results are read back
+        pending = _accumulate_gradients(model, reference, parts, beta)
         norm = clip_grad_norm_(params, 1.0) if clip else None
         optimizer.step()
         optimizer.zero_grad()
-        if norm is not None:
-            float(norm.numpy())
+    read_together([*pending[0], *pending[1], *([norm] if norm is not None else [])])
     model.eval()
 
 
