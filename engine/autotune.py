@@ -7,7 +7,7 @@ the op's readable spec (its naive variant) and timed; the fastest correct one wi
 (name, backend, driver, wgpu version) in `autotune.json` in the user cache directory ($WGRPO_CACHE_DIR, else
 $XDG_CACHE_HOME/wgrpo or ~/.cache/wgrpo; %LOCALAPPDATA%\\wgrpo on Windows, ~/Library/Caches/wgrpo on macOS) and
 reused by every later run. A table shipped with wgrpo (`engine.autotune_tables`) covers Mesa's lavapipe, so CI and
-CPU-only users never tune; classes it lacks fall back to coarser ones there ("NT|f32|m8" for any n and k).
+CPU-only users never tune; classes it lacks fall back to coarser ones there ("NT|f32/f32|a4|m8": any N and K).
 `WGRPO_AUTOTUNE=0` turns tuning at first use off (the shipped table, else each op's default); `wgrpo bench
 --autotune` tunes a standard set of classes explicitly and prints the table.
 
@@ -43,7 +43,7 @@ def size_bucket(n: int) -> int:
 
 
 def fallbacks(shape_class: str) -> list[str]:
-    """`shape_class` and its coarser forms, finest first: "NT|f32|m8|n512|k128" -> ..., "NT|f32", "NT", "*"."""
+    """`shape_class` and its coarser forms, finest first: "NT|f32/f32|a4|m8|n512" -> ..., "NT|f32/f32", "NT", "*"."""
     parts = shape_class.split("|")
     return ["|".join(parts[:n]) for n in range(len(parts), 0, -1)] + ["*"]
 

@@ -257,7 +257,6 @@ class Runtime:
                 block, offset, nbytes = item.binding()
             except SplitTensorError as error:
                 raise SplitTensorError(f"{what}: binding {binding.name!r}: {error}") from None
-            nbytes = max(4, (nbytes + 3) & ~3)  # bindings are sized in whole 32-bit words
             if nbytes > self.device.max_binding_bytes:
                 raise InputError(
                     f"{what}: binding {binding.name!r} needs {nbytes} bytes, over this adapter's "
@@ -265,7 +264,12 @@ class Runtime:
                 )
             block.epoch = self.epoch
             blocks.append(block)
-            slices.append((binding.binding, block.buffer, offset, min(nbytes, block.nbytes - offset)))
+            # sized in whole 16-byte units, within the block: a kernel may read a binding as vec4s, whose last
+            # partial one must lie inside it (offsets are 256-byte aligned and blocks 256-byte sized, so it fits)
+            size = min(max(16, (nbytes + 15) & ~15), block.nbytes - offset)
+            if size > self.device.max_binding_bytes:  # a limit that is no multiple of 16 (wgpu's 2 GiB - 1)
+                size = max(4, (nbytes + 3) & ~3)
+            slices.append((binding.binding, block.buffer, offset, size))
         if len(data) > _PARAMS_SLOT_BYTES:
             raise KernelError(f"{what}: params of {len(data)} bytes exceed the {_PARAMS_SLOT_BYTES}-byte slot")
         if len(self._params) + _PARAMS_SLOT_BYTES > _PARAMS_ARENA_BYTES:

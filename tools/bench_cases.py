@@ -120,9 +120,13 @@ def _dims(shape) -> str:
     return "x".join(str(s) for s in shape)
 
 
+def _matmul_module():
+    return importlib.import_module("wgrpo.engine.ops.matmul")  # `engine.ops.matmul` the attribute is the function
+
+
 def _matmul_variants(device) -> tuple[list[str], Callable | None]:
     """The kernel variants `engine.ops.matmul(variant=...)` offers on `device`, and its chooser, if it has them."""
-    module = importlib.import_module("wgrpo.engine.ops.matmul")  # `engine.ops.matmul` the attribute is the function
+    module = _matmul_module()
     variants = getattr(module, "VARIANTS", {})
     usable = [name for name, v in variants.items() if device.has_subgroups or not getattr(v, "needs_subgroups", False)]
     return usable, getattr(module, "choose_variant", None)
@@ -166,7 +170,10 @@ def build_catalog(quick: bool, device) -> Catalog:
             per_variant = shapes[0]
         catalog.cases += [matmul_case(*s, "f32") for s in shapes]
         variants, _ = _matmul_variants(device)
-        catalog.cases += [matmul_case(*per_variant, "f32", variant=v) for v in variants]
+        layout = per_variant[4]  # entries made for one layout only are timed at their own
+        for v in variants:
+            own = getattr(_matmul_module().VARIANTS[v], "layout", None)
+            catalog.cases.append(matmul_case(*per_variant[:4], own or layout, "f32", variant=v))
         if has_f16:
             catalog.cases += [matmul_case(*s, "f16") for s in f16_shapes]
         else:

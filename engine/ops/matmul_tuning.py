@@ -1,7 +1,8 @@
 """Which matmul variant runs a given problem: the per-adapter autotuner's answer for its shape class.
 
-A shape class is the layout (NN, NT, TN, TT), A's element type and B's storage, M, N and K rounded up to powers of
-two, and whether every row length and offset is a multiple of 4 (what vec4 loads need): "NT|f32/bf16|m8|n1024|k512|a4".
+A shape class is the layout (NN, NT, TN, TT), A's element type and B's storage, whether every row length and
+offset is a multiple of 4 (what vec4 loads need), then M, N and K rounded up to powers of two:
+"NT|f32/bf16|a4|m8|n1024|k512". A table may answer a coarser class ("NT|f32/bf16|a4|m8": any N and K).
 At first use of a class on an adapter (unless the shipped table or the cache knows it) every eligible variant
 runs the problem's shape on random inputs, is checked against numpy and timed (`engine.autotune`); sizes over
 `TUNE_CAP` are tuned at the cap, which keeps a tuning to a fraction of a second. The chosen variant must also
@@ -30,8 +31,8 @@ def shape_class(problem) -> str:
     """The tuning class of an `engine.ops.matmul.Problem`."""
     layout = ("T" if problem.transpose_a else "N") + ("T" if problem.transpose_b else "N")
     b = problem.elem if problem.weights == "elem" else problem.weights
-    return (f"{layout}|{problem.elem}/{b}|m{size_bucket(problem.m)}|n{size_bucket(problem.n)}|"
-            f"k{size_bucket(problem.k)}|{'a4' if _aligned(problem) else 'a1'}")
+    return (f"{layout}|{problem.elem}/{b}|{'a4' if _aligned(problem) else 'a1'}|m{size_bucket(problem.m)}|"
+            f"n{size_bucket(problem.n)}|k{size_bucket(problem.k)}")
 
 
 def tuning_problem(device, problem, default: str) -> TuningProblem:

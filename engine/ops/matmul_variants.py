@@ -1,8 +1,9 @@
 """The matmul kernels and what each can run: `Variant`, the `VARIANTS` table, `Problem`, `eligible_variants`.
 
-Two kernel families compute the same thing with the same Params and bindings: `kernels/matmul.wgsl` (a readable
-`matmul_naive`, register-blocked and subgroup variants, fastest on CPU adapters) and `kernels/matmul_tiled.wgsl`
-(workgroup-memory tiles with a 2-D register block per invocation, and a form with vec4 loads, written for GPUs).
+Three kernel families compute the same thing with the same Params and bindings: `kernels/matmul.wgsl` (a readable
+`matmul_naive`, register-blocked and subgroup variants), `kernels/matmul_cpu.wgsl` (subgroup variants with vec4
+loads, one entry per layout, fastest on CPU adapters) and `kernels/matmul_tiled.wgsl` (workgroup-memory tiles
+with a 2-D register block per invocation, and a form with vec4 loads, written for GPUs).
 `VARIANTS` names each entry with its tile constants; a variant can refuse a problem (`Variant.refusal`: missing
 features, tiles over the adapter's workgroup memory, a layout unaligned for vec4 loads) and `eligible_variants`
 lists those that can run one, for the autotuner (`engine.ops.matmul_tuning`) to time. `choose_variant` is each
@@ -98,7 +99,8 @@ class Problem:
 class Variant:
     """One matmul entry point. A workgroup of (X, Y, 1) invocations (its @workgroup_size) covers `tile_m` * Y rows
     and `tile_n` * X columns of C (see each entry's header). `family` is its WGSL file, `tiling` the override
-    constants of a matmul_tiled entry, `vec4` marks an entry that loads 4 consecutive elements at once."""
+    constants of a matmul_tiled entry, `vec4` marks an entry that loads 4 consecutive elements at once, `layout`
+    the only transposes an entry computes (matmul_cpu's are one per layout)."""
 
     entry: str
     tile_m: int
@@ -107,6 +109,7 @@ class Variant:
     family: str = "matmul"
     tiling: Tiling | None = None
     vec4: bool = False
+    layout: str | None = None  # "NN", "NT", "TN" or "TT": the one layout an entry computes (None: any)
 
     @property
     def constants(self) -> dict[str, int] | None:
@@ -122,6 +125,11 @@ class Variant:
         """Why this variant cannot run `problem` on `device`, in words, or None when it can."""
         if self.needs_subgroups and not device.has_subgroups:
             return f"it needs subgroups, which {device.name} lacks"
+        layout = ("T" if problem.transpose_a else "N") + ("T" if problem.transpose_b else "N")
+        if self.layout is not None and layout != self.layout:
+            return f"it computes {self.layout} products only, this one is {layout}"
+        if self.family == "matmul_cpu" and (problem.m * problem.k < 4 or problem.k * problem.n < 4):
+            return "it binds A and B as vec4 arrays, which need at least 4 elements each"
         if problem.elem == "f16" and not device.has_f16:
             return f"f16 needs the shader-f16 feature, which {device.name} lacks"
         tiling, limits = self.tiling, device.limits
@@ -162,11 +170,21 @@ _TILINGS = {
     "tiled128x128k16": Tiling(128, 128, 16, tm=8, tn=8, stages=1),  # 256 invocations, 17 KiB, two barriers a step
 }
 
+def _cpu(layout: str, rows: int, cols: int) -> Variant:
+    """An entry of kernels/matmul_cpu.wgsl: one layout, vec4 loads, rows x cols per invocation (CPU adapters)."""
+    return Variant(f"matmul_cpu_{layout.lower()}{rows}x{cols}", tile_m=rows, tile_n=cols, needs_subgroups=True,
+                   family="matmul_cpu", layout=layout)
+
+
 VARIANTS = {
     "naive": Variant("matmul_naive", tile_m=1, tile_n=1),
     "reg8x4": Variant("matmul_reg8x4", tile_m=8, tile_n=4),
     "sg16x4": Variant("matmul_sg16x4", tile_m=16, tile_n=4, needs_subgroups=True),
     "sg32x4": Variant("matmul_sg32x4", tile_m=32, tile_n=4, needs_subgroups=True),
+    # on lavapipe 0.48-0.56 of the FMA probe where sg32x4 gets 0.36-0.39 (rows and offsets multiples of 4)
+    **{f"cpu_{layout.lower()}{rows}x{cols}": _cpu(layout, rows, cols)
+       for layout, rows, cols in (("NN", 32, 4), ("NT", 32, 4), ("TN", 32, 4), ("TT", 32, 4), ("NN", 16, 4),
+                                  ("NT", 16, 4), ("NN", 8, 8), ("NT", 8, 8))},
     **{name: _tiled(tiling) for name, tiling in _TILINGS.items()},
     **{f"{name}_vec4": _tiled(tiling, vec4=True) for name, tiling in _TILINGS.items()},
 }

@@ -19,7 +19,7 @@ def cache(tmp_path, monkeypatch):
     return tmp_path / CACHE_FILE
 
 
-def _problem(device, rng, shape_class="NN|f32/f32|m32|n64|k16"):
+def _problem(device, rng, shape_class="NN|f32/f32|a4|m32|n64|k16"):
     a = rng.standard_normal((29, 16)).astype(np.float32)
     b = rng.standard_normal((16, 61)).astype(np.float32)
     ta, tb = Tensor.from_numpy(a, device), Tensor.from_numpy(b, device)
@@ -50,25 +50,25 @@ def test_the_fastest_correct_candidate_is_kept_and_reused(device, rng, cache):
     assert {t.name for t in timed} == {"naive", "reg8x4"} and all(t.seconds > 0 for t in timed)
     assert result.winner == min(timed, key=lambda t: t.seconds).name
     saved = json.loads(cache.read_text())
-    assert saved["adapters"][adapter_key(device)]["matmul"]["NN|f32/f32|m32|n64|k16"] == result.winner
+    assert saved["adapters"][adapter_key(device)]["matmul"]["NN|f32/f32|a4|m32|n64|k16"] == result.winner
     again = Autotuner(device, shipped={})  # a later run reads the cache and tunes nothing
     built = []
-    chosen = again.choose(lambda: built.append(1) or _problem(device, rng), "matmul", "NN|f32/f32|m32|n64|k16", "x")
+    chosen = again.choose(lambda: built.append(1) or _problem(device, rng), "matmul", "NN|f32/f32|a4|m32|n64|k16", "x")
     assert chosen == result.winner and again.tunings == 0 and not built
 
 
 def test_an_unseen_class_is_tuned_at_first_use_once(device, rng, cache):
     tuner = Autotuner(device, shipped={})
-    first = tuner.choose(lambda: _problem(device, rng), "matmul", "NN|f32/f32|m32|n64|k16", "naive")
+    first = tuner.choose(lambda: _problem(device, rng), "matmul", "NN|f32/f32|a4|m32|n64|k16", "naive")
     assert first in ("naive", "reg8x4") and tuner.tunings == 1
-    assert tuner.choose(lambda: pytest.fail("tuned twice"), "matmul", "NN|f32/f32|m32|n64|k16", "naive") == first
+    assert tuner.choose(lambda: pytest.fail("tuned twice"), "matmul", "NN|f32/f32|a4|m32|n64|k16", "naive") == first
 
 
 def test_other_adapters_entries_are_kept_and_not_used(device, rng, cache):
     cache.write_text(json.dumps({"format": 1, "adapters": {"Other GPU | Vulkan | 1.0 | wgpu 0": {
-        "matmul": {"NN|f32/f32|m32|n64|k16": "naive"}}}}))
+        "matmul": {"NN|f32/f32|a4|m32|n64|k16": "naive"}}}}))
     tuner = Autotuner(device, shipped={})
-    assert tuner.lookup("matmul", "NN|f32/f32|m32|n64|k16") is None
+    assert tuner.lookup("matmul", "NN|f32/f32|a4|m32|n64|k16") is None
     tuner.tune(_problem(device, rng))
     adapters = json.loads(cache.read_text())["adapters"]
     assert set(adapters) == {"Other GPU | Vulkan | 1.0 | wgpu 0", adapter_key(device)}
@@ -85,7 +85,7 @@ def test_the_shipped_table_answers_coarse_classes_and_measurements_win(device, r
 def test_tuning_off_uses_the_default(device, rng, cache, monkeypatch):
     monkeypatch.setenv(AUTOTUNE_VAR, "0")
     tuner = Autotuner(device, shipped={})
-    assert tuner.choose(lambda: pytest.fail("tuned"), "matmul", "NN|f32/f32|m32|n64|k16", "naive") == "naive"
+    assert tuner.choose(lambda: pytest.fail("tuned"), "matmul", "NN|f32/f32|a4|m32|n64|k16", "naive") == "naive"
     assert not cache.exists()
 
 
@@ -123,5 +123,8 @@ def test_on_lavapipe_the_shipped_table_answers_without_tuning(device, cache):
         pytest.skip("the shipped table covers lavapipe")
     tuner = Autotuner(device)
     assert tuner.lookup("attention", "f32|q4096|k4096|d128|g8|c1") == "serial"
+    assert tuner.lookup("matmul", "NT|f32/f32|a4|m8|n512|k128") == "cpu_nt8x8"
+    assert tuner.lookup("matmul", "TN|f32/bf16|a4|m512|n512|k1024") == "cpu_tn32x4"
+    assert tuner.lookup("matmul", "NN|f32/f32|a1|m512|n512|k1024") == "sg32x4"
     assert choose_variant(device, (1, 300, 4, 32), (1, 300, 2, 32)) == "serial"
     assert not cache.exists()

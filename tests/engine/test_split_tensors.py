@@ -11,7 +11,7 @@ import pytest
 from wgrpo.engine import AdamW, Tensor, clip_grad_norm_, ops
 from wgrpo.engine.dtypes import BFLOAT16, to_bfloat16, widen
 from wgrpo.engine.errors import InputError, SplitTensorError
-from wgrpo.engine.ops.matmul import VARIANTS
+from wgrpo.engine.ops.matmul import VARIANTS, eligible_variants
 from wgrpo.engine.tensor import row_partition
 from tests.tolerances import assert_close
 
@@ -24,10 +24,10 @@ def small_limit(device, monkeypatch):
     return device
 
 
-def variants(device):
-    """The variants run here; the workgroup-tiled ones have their own file (tests/kernels/test_matmul_tiled.py)."""
-    return [v for v, spec in VARIANTS.items()
-            if (device.has_subgroups or not spec.needs_subgroups) and spec.family != "matmul_tiled"]
+def variants(device, m, n, k, ta=False, tb=False, weights="elem"):
+    """The variants that can run the problem, but the workgroup-tiled ones (tests/kernels/test_matmul_tiled.py)."""
+    return [v for v in eligible_variants(device, m, n, k, ta, tb, weights=weights)
+            if VARIANTS[v].family != "matmul_tiled"]
 
 
 def test_the_partition_depends_on_the_shape_alone():
@@ -79,7 +79,7 @@ def test_linear_against_a_split_weight_and_its_gradients(small_limit, rng, m, n,
     x = rng.standard_normal((m, k)).astype(np.float32)
     w = rng.standard_normal((n, k)).astype(np.float32)
     dy = rng.standard_normal((m, n)).astype(np.float32)
-    for variant in variants(small_limit):
+    for variant in variants(small_limit, m, n, k, tb=True):
         weight = Tensor.from_numpy(w, small_limit).requires_grad_()
         assert weight.is_split
         xt = Tensor.from_numpy(x, small_limit).requires_grad_()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from wgrpo.engine import Tensor, ops
-from wgrpo.engine.ops.matmul import VARIANTS, choose_variant
+from wgrpo.engine.ops.matmul import VARIANTS, choose_variant, eligible_variants
 from tests.gradcheck import check_gradients
 from tests.tolerances import assert_close
 
@@ -15,9 +15,10 @@ from tests.tolerances import assert_close
 SHAPES = [(1, 1, 1), (1, 7, 3), (5, 1, 9), (7, 13, 5), (33, 65, 17), (31, 257, 2), (64, 64, 64), (97, 300, 41)]
 
 
-def variants(device):
-    return [v for v, spec in VARIANTS.items()
-            if spec.family != "matmul_tiled" and (device.has_subgroups or not spec.needs_subgroups)]
+def variants(device, m, n, k, ta=False, tb=False, dtype="float32"):
+    """The variants that can run the problem, but the workgroup-tiled ones (tests/kernels/test_matmul_tiled.py);
+    matmul_cpu's, one layout each, run only where they are eligible."""
+    return [v for v in eligible_variants(device, m, n, k, ta, tb, dtype) if VARIANTS[v].family != "matmul_tiled"]
 
 
 def operands(rng, m, n, k, ta, tb, batch=None, dtype=np.float32):
@@ -37,7 +38,7 @@ def reference(a, b, ta, tb):
 def test_every_variant_matches_numpy(device, rng, m, n, k, ta, tb):
     a, b = operands(rng, m, n, k, ta, tb)
     ta_, tb_ = Tensor.from_numpy(a, device), Tensor.from_numpy(b, device)
-    for variant in variants(device):
+    for variant in variants(device, m, n, k, ta, tb):
         out = ops.matmul(ta_, tb_, transpose_a=ta, transpose_b=tb, variant=variant)
         assert out.shape == (m, n)
         assert_close(out.numpy(), reference(a, b, ta, tb), scale=np.sqrt(k))
@@ -48,7 +49,7 @@ def test_batched_and_broadcast(device, rng, ta, tb):
     m, n, k, batch = 19, 37, 11, 3
     a, b = operands(rng, m, n, k, ta, tb, batch=batch)
     b2 = b[0]
-    for variant in variants(device):
+    for variant in variants(device, m, n, k, ta, tb):
         out = ops.matmul(Tensor.from_numpy(a, device), Tensor.from_numpy(b, device), ta, tb, variant=variant)
         assert_close(out.numpy(), reference(a, b, ta, tb), scale=np.sqrt(k))
         out = ops.matmul(Tensor.from_numpy(a, device), Tensor.from_numpy(b2, device), ta, tb, variant=variant)
@@ -60,7 +61,7 @@ def test_f16_storage_with_f32_accumulation(device, rng):
     if not device.has_f16:
         pytest.skip("adapter lacks shader-f16")
     a, b = operands(rng, 45, 70, 130, False, True, dtype=np.float16)
-    for variant in variants(device):
+    for variant in variants(device, 45, 70, 130, False, True, "float16"):
         out = ops.matmul(Tensor.from_numpy(a, device), Tensor.from_numpy(b, device), transpose_b=True,
                          variant=variant)
         assert out.dtype == np.float16

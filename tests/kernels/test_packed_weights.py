@@ -10,17 +10,17 @@ import pytest
 from wgrpo import kernels
 from wgrpo.engine import Tensor, ops
 from wgrpo.engine.dtypes import BFLOAT16, to_bfloat16, widen
-from wgrpo.engine.ops.matmul import VARIANTS, Window, matmul_kernel
+from wgrpo.engine.ops.matmul import VARIANTS, Window, eligible_variants, matmul_kernel
 from tests.tolerances import assert_close
 
 SHAPES = [(1, 1, 1), (5, 1, 9), (7, 13, 5), (33, 65, 17), (31, 257, 2)]
 DTYPES = {"bf16": BFLOAT16, "f16": np.float16}
 
 
-def variants(device):
-    """The variants run here; the workgroup-tiled ones have their own file (tests/kernels/test_matmul_tiled.py)."""
-    return [v for v, spec in VARIANTS.items()
-            if (device.has_subgroups or not spec.needs_subgroups) and spec.family != "matmul_tiled"]
+def variants(device, m, n, k, ta=False, tb=False, weights="elem"):
+    """The variants that can run the problem, but the workgroup-tiled ones (tests/kernels/test_matmul_tiled.py)."""
+    return [v for v in eligible_variants(device, m, n, k, ta, tb, weights=weights)
+            if VARIANTS[v].family != "matmul_tiled"]
 
 
 def weights(rng, shape, kind):
@@ -45,7 +45,7 @@ def test_matmul_with_16_bit_weights_matches_numpy(device, rng, kind, m, n, k, ta
     packed, wide = weights(rng, (n, k) if tb else (k, n), kind)
     at, bt = Tensor.from_numpy(a, device), Tensor.from_numpy(packed, device)
     expected = (a.T if ta else a).astype(np.float64) @ (wide.T if tb else wide).astype(np.float64)
-    for variant in variants(device):
+    for variant in variants(device, m, n, k, ta, tb, kind):
         out = ops.matmul(at, bt, transpose_a=ta, transpose_b=tb, variant=variant)
         assert out.dtype == np.float32
         assert_close(out.numpy(), expected, scale=np.sqrt(k))
@@ -64,7 +64,7 @@ def test_windows_read_and_write_columns_of_wider_matrices(device, rng):
     a = rng.standard_normal((9, 40)).astype(np.float32)
     packed, wide = weights(rng, (13, 17), "bf16")  # (K, N) = (13, 17) against a's columns 20..33
     out = Tensor.from_numpy(np.full((9, 50), 7.0, np.float32), device)
-    for variant in variants(device):
+    for variant in variants(device, 9, 17, 13, weights="bf16"):
         matmul_kernel(Window(Tensor.from_numpy(a, device), cols=(20, 33)), Tensor.from_numpy(packed, device),
                       variant=variant, out=Window(out, cols=(30, 47)))
         result = out.numpy()
