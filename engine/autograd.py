@@ -2,8 +2,10 @@
 
 Owns: `Function` (an op's forward and backward side by side, in the style of torch.autograd.Function), the graph
 each differentiable op result carries, `backward()` over that graph, and `no_grad()`. A leaf's `.grad` is summed
-in place once it is a buffer the accumulation allocated for that leaf. Gradients are Tensors
-computed by kernels, so a backward pass records into the same submit as the forward. Must not import `rl`.
+in place once it is a buffer the accumulation allocated for that leaf. A backward may hand over a `SparseGrad`
+(an embedding's rows) instead of a dense Tensor: it is added into the leaf's gradient where there is one.
+Gradients are Tensors computed by kernels, so a backward pass records into the same submit as the forward.
+Must not import `rl`.
 """
 
 from __future__ import annotations
@@ -114,6 +116,21 @@ class Function:
         return outputs
 
 
+class SparseGrad:
+    """A gradient a backward may return in place of a dense Tensor (an embedding's weight: a few rows of a large
+    table), of `shape` and `dtype`. `dense()` makes the Tensor; `add_into(acc)` adds it into `acc` (of that
+    shape and dtype) in place, computing to the bit what `add(acc, dense())` computes. A leaf's first gradient
+    is made dense, a later one added into the gradient already there; a non-leaf's is made dense."""
+
+    __slots__ = ("shape", "dtype")
+
+    def dense(self) -> Tensor:
+        raise NotImplementedError
+
+    def add_into(self, acc: Tensor) -> None:
+        raise NotImplementedError
+
+
 class Reshape(Function):
     @staticmethod
     def forward(ctx, x, shape):
@@ -172,6 +189,8 @@ def backward_many(roots, grads) -> None:
             if value._grad_fn is None:
                 _accumulate_leaf(value, g)
             else:
+                if isinstance(g, SparseGrad):
+                    g = g.dense()
                 key = (id(value._grad_fn[0]), value._grad_fn[1])
                 pending[key] = g if key not in pending else _add(pending[key], g)
         node.ctx.saved = ()  # free what the forward kept: this graph is single-use, as in torch
@@ -190,7 +209,19 @@ class _AccumulatedGrad(Tensor):
         self.owned = True
 
 
-def _accumulate_leaf(leaf: Tensor, grad: Tensor) -> None:
+def _accumulate_leaf(leaf: Tensor, grad: Tensor | SparseGrad) -> None:
+    if isinstance(grad, SparseGrad):
+        if leaf.grad is None:
+            leaf.grad = _AccumulatedGrad(grad.dense())  # made here for this leaf alone: owned
+            leaf.grad.count_as("gradients")
+            return
+        if leaf.grad.dtype == grad.dtype and (_owned(leaf.grad) or _copyable(leaf.grad)):
+            if not _owned(leaf.grad):  # never written: a copy the leaf owns takes the rows
+                leaf.grad = _AccumulatedGrad(_copy(leaf.grad))
+                leaf.grad.count_as("gradients")
+            grad.add_into(leaf.grad)
+            return
+        grad = grad.dense()
     if leaf.grad is None:
         if isinstance(grad, _AccumulatedGrad):
             grad.owned = False  # another leaf's sum handed on (a checkpointed block's input gradient): shared now
@@ -203,6 +234,26 @@ def _accumulate_leaf(leaf: Tensor, grad: Tensor) -> None:
     else:
         leaf.grad = _AccumulatedGrad(_add(leaf.grad, grad))
     leaf.grad.count_as("gradients")
+
+
+def _owned(grad: Tensor) -> bool:
+    return isinstance(grad, _AccumulatedGrad) and grad.owned
+
+
+def _copyable(grad: Tensor) -> bool:
+    """A fresh tensor of its shape is held in the same row blocks (so each block copies as one buffer)."""
+    from wgrpo.engine.tensor import row_partition
+
+    blocks = row_partition(grad.shape, grad.dtype, grad.device.max_binding_bytes)
+    return grad.row_ranges == (blocks or [(0, grad.shape[0])])
+
+
+def _copy(grad: Tensor) -> Tensor:
+    """A new tensor holding grad's values: a buffer copy per row block, no kernel."""
+    out = Tensor.empty(grad.shape, grad.dtype, grad.device)
+    for src, dst in zip(grad.parts, out.parts, strict=True):
+        grad.runtime.copy(src, dst)
+    return out
 
 
 def _add(a: Tensor, b: Tensor) -> Tensor:

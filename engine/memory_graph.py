@@ -86,6 +86,13 @@ class Function:
         return outputs
 
 
+class SparseGrad:
+    """`autograd.SparseGrad`: a gradient of `shape` and `dtype` that `dense()` makes a Sym of and `add_into(acc)`
+    adds into one in place (creating only what the op's row add uploads)."""
+
+    __slots__ = ("shape", "dtype")
+
+
 class Reshape(Function):
     @staticmethod
     def forward(ctx, x, shape):
@@ -129,6 +136,8 @@ def backward_many(roots, grads) -> None:
             if value.grad_fn is None:
                 _accumulate_leaf(value, g)
             else:
+                if isinstance(g, SparseGrad):
+                    g = g.dense()
                 key = (id(value.grad_fn[0]), value.grad_fn[1])
                 pending[key] = g if key not in pending else _add(pending[key], g)
         node.ctx.saved = ()
@@ -136,7 +145,22 @@ def backward_many(roots, grads) -> None:
 
 def _accumulate_leaf(leaf: Sym, grad: Sym) -> None:
     """A leaf's first gradient is kept as handed over; the second is summed into a fresh buffer the leaf owns,
-    and every later one is added into that in place (nothing created)."""
+    and every later one is added into that in place (nothing created). A `SparseGrad` is made dense when it is
+    the first (then owned); later it is added into the leaf's sum, or into a copy the leaf then owns."""
+    if isinstance(grad, SparseGrad):
+        if leaf.grad is None:
+            leaf.grad = grad.dense()
+            leaf.grad.owned_grad = True
+            leaf.grad.count_as("gradients")
+            return
+        if leaf.grad.dtype == grad.dtype:
+            if not leaf.grad.owned_grad:
+                leaf.grad = leaf.ledger.empty(leaf.grad.shape, leaf.grad.dtype)  # the buffer copy
+                leaf.grad.owned_grad = True
+                leaf.grad.count_as("gradients")
+            grad.add_into(leaf.grad)
+            return
+        grad = grad.dense()
     if leaf.grad is None:
         grad.owned_grad = False
         leaf.grad = grad

@@ -15,7 +15,7 @@ import numpy as np
 
 from wgrpo import kernels
 from wgrpo.engine.dtypes import FLOAT32
-from wgrpo.engine.memory_graph import Function
+from wgrpo.engine.memory_graph import Function, SparseGrad
 from wgrpo.engine.memory_ledger import U32, Host, Sym
 from wgrpo.engine.ops.grpo import METRIC_NAMES
 from wgrpo.engine.ops.lm_head import BLOCK_BYTES, block_rows
@@ -49,11 +49,28 @@ class _Embedding(Function):
     @staticmethod
     def backward(ctx, dy):
         ids, vocab = ctx.saved
-        dweight = _empty(dy, (vocab, dy.shape[-1]))
+        return _EmbeddingRowGrad(dy, math.prod(ids.shape), vocab), None, None, None
+
+
+class _EmbeddingRowGrad(SparseGrad):
+    """`ops.embedding.EmbeddingRowGrad`: dy held until autograd makes the table of it or adds its rows."""
+
+    __slots__ = ("dy", "positions")
+
+    def __init__(self, dy: Sym, positions: int, vocab: int):
+        self.dy, self.positions = dy, positions
+        self.shape, self.dtype = (vocab, dy.shape[-1]), dy.dtype
+
+    def dense(self) -> Sym:
+        dweight = _empty(self.dy, self.shape)
         # the ids sorted on the host: their order and each id's offset, uploaded for the one dispatch
-        order, offsets = dy.ledger.empty((math.prod(ids.shape),), U32), dy.ledger.empty((vocab + 1,), U32)
+        order, offsets = self.dy.ledger.empty((self.positions,), U32), self.dy.ledger.empty((self.shape[0] + 1,), U32)
         del order, offsets
-        return dweight, None, None, None
+        return dweight
+
+    def add_into(self, acc: Sym) -> None:
+        # the positions grouped by id (offsets, rows, positions), uploaded for the row add
+        self.dy.ledger.empty((3 * self.positions + 1,), U32)
 
 
 def embedding(ids, weight: Sym, dtype=FLOAT32) -> Sym:

@@ -6,6 +6,10 @@
 //   dweight[v, c] = sum_{k in offsets[v] .. offsets[v+1]} dy[order[k], c]
 // in increasing position order; ids that occur nowhere get rows of exact zeros. Each (v, c) is one invocation,
 // so the result is the same on every run.
+// Row add (an existing gradient, e.g. a tied LM head's, plus the rows of the ids that occur): the host groups
+// the positions by id into one u32 array `csr` of 3N + 1 words: offsets (N + 1: the positions of the u-th
+// unique id are positions[offsets[u] .. offsets[u + 1]]), rows (N: the unique ids, increasing) and positions
+// (N); entries past the U unique ids are padding. Then dweight[rows[u], c] += elem(sum of those dy[t, c]).
 // Math runs in f32 whatever the storage type `elem`; results are stored as elem. The forward's weight may be
 // stored as packed bf16/f16 pairs in u32 words (the pipeline's weights = bf16/f16), read through weight_at.
 // A weight held in row blocks (over the binding limit) is one dispatch per block: the block holds rows
@@ -13,7 +17,7 @@
 // skip them, fill_others = 0), and the backward's offsets stay those of the whole vocabulary.
 // Bindings: 0 params (uniform); forward 1 ids (read, i32, N), 2 weight (read, elem, V * C),
 // 3 out (read_write, elem, N * C); backward 4 dy (read, elem, N * C), 5 order (read, u32, N),
-// 6 offsets (read, u32, V + 1), 7 dweight (read_write, elem, V * C).
+// 6 offsets (read, u32, V + 1), 7 dweight (read_write, elem, V * C); row add 8 csr (read, u32, 3N + 1).
 
 // use prelude
 
@@ -29,7 +33,18 @@ struct Params {
     fill_others: u32, // forward: 1 writes zeros for ids outside the block, 0 leaves their rows alone
 }
 
+struct RowsParams {
+    n: u32,            // invocations that do work: unique ids inside this block * C
+    channels: u32,     // C
+    vocab: u32,        // rows of the dweight block bound
+    first_row: u32,    // the first vocabulary row of that block
+    first_unique: u32, // the first unique id (index into rows) inside that block
+    positions: u32,    // N, the number of token positions (where csr's rows and positions start)
+    half: u32,         // 1 when elem is f16: the sum is rounded to f16 before the add (quantizeToF16)
+}
+
 @group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(0) var<uniform> rows_params: RowsParams;
 @group(0) @binding(1) var<storage, read> ids: array<i32>;
 // BEGIN weights
 @group(0) @binding(2) var<storage, read> weight: array<elem>;
@@ -40,6 +55,7 @@ fn weight_at(i: u32) -> f32 { return f32(weight[i]); }
 @group(0) @binding(5) var<storage, read> order: array<u32>;
 @group(0) @binding(6) var<storage, read> offsets: array<u32>;
 @group(0) @binding(7) var<storage, read_write> dweight: array<elem>;
+@group(0) @binding(8) var<storage, read> csr: array<u32>;
 
 // embedding_forward: out[t, c] = weight[ids[t], c] (zeros for an id outside [0, V)), invocation i = t * C + c.
 // Bindings: 0 params (uniform; n = N * C, channels, vocab), 1 ids (read, i32, N), 2 weight (read, elem, V * C),
@@ -78,4 +94,33 @@ fn embedding_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgro
         acc += f32(dy[order[k] * params.channels + c]);
     }
     dweight[i] = elem(acc);
+}
+
+// embedding_add_rows: dweight[rows[u] - first_row, c] += elem(sum over k in offsets[u] .. offsets[u + 1] of
+// dy[positions[k], c]) for the unique ids u = first_unique .. of this block, invocation i = (u - first_unique) * C + c.
+// The sum runs from zero in position order and is rounded to elem before the add, as embedding_backward followed
+// by add_naive computes it. Each element is read and written by one invocation; rows outside the block are skipped.
+// Bindings: 0 rows_params (uniform), 4 dy (read, elem, N * C), 7 dweight (read_write, elem, V * C of this block),
+// 8 csr (read, u32, 3N + 1).
+// Dispatch: workgroups of 256 over U_block * C, 2-D grid as embedding_forward.
+@compute @workgroup_size(WG)
+fn embedding_add_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    let i = flat_index(wg, nwg, lid, WG);
+    if (i >= rows_params.n) { return; }
+    let channels = rows_params.channels;
+    let u = rows_params.first_unique + i / channels;
+    let c = i % channels;
+    let n_pos = rows_params.positions;
+    if (u >= n_pos) { return; }
+    let row = csr[n_pos + 1u + u] - rows_params.first_row;  // wraps to a huge value below first_row
+    if (row >= rows_params.vocab) { return; }
+    var acc = 0.0;
+    for (var k = csr[u]; k < csr[u + 1u]; k++) {
+        acc += f32(dy[csr[2u * n_pos + 1u + k] * channels + c]);
+    }
+    // rounded as a stored elem would be: f32(elem(acc)) alone may be folded to acc by the shader compiler
+    let sum = select(acc, quantizeToF16(acc), rows_params.half != 0u);
+    let j = row * channels + c;
+    dweight[j] = elem(f32(dweight[j]) + sum);
 }

@@ -1,9 +1,12 @@
 """Token embedding: out[..., :] = weight[ids[...], :], and its deterministic backward.
 
-Kernels in `kernels/embedding.wgsl`: `embedding_forward` (one invocation per output element) and
+Kernels in `kernels/embedding.wgsl`: `embedding_forward` (one invocation per output element),
 `embedding_backward` (one invocation per (vocab row, channel), summing that id's dy rows in position order, so
-there are no float atomics and every run gives the same bits). The backward needs the ids on the host: it sorts
-the positions by id (stable) and uploads the permutation and CSR offsets per vocab row. Pass ids as a numpy array
+there are no float atomics and every run gives the same bits) and `embedding_add_rows` (the same sums for the ids
+that occur only, added into an existing gradient). The backward needs the ids on the host: it sorts the positions
+by id (stable) and uploads the permutation and CSR offsets. The autograd backward hands the weight's gradient
+over as an `EmbeddingRowGrad` (dy and the ids): autograd makes the dense table of it only for a leaf with no
+`.grad` yet, and otherwise adds the rows into the gradient already there (a tied LM head's). Pass ids as a numpy array
 (the trainer has them on the host anyway: no read-back, and out-of-range ids are refused up front); an int32
 Tensor works too, at the cost of one read-back of the ids in the backward (its forward maps out-of-range ids to
 rows of zeros, and the backward refuses them).
@@ -13,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from wgrpo.engine.autograd import Function
+from wgrpo.engine.autograd import Function, SparseGrad
 from wgrpo.engine.dtypes import dtype_name
 from wgrpo.engine.ops._common import check_float, check_weight, flat_grid
 from wgrpo.engine.tensor import Tensor
@@ -76,12 +79,8 @@ def embedding_forward(ids: Tensor, weight: Tensor, dtype=None) -> Tensor:
     return out
 
 
-def embedding_backward(dy: Tensor, ids, vocab: int) -> Tensor:
-    """The backward kernel alone: dweight (V, C) with dweight[v] = sum of dy[t] over the positions t with ids[t] = v.
-
-    ids: the forward's ids on the host (any integer array) or an int32 Tensor (read back); dy: (*ids.shape, C).
-    """
-    op = "embedding_backward"
+def _checked_ids(dy, ids, vocab: int, op: str) -> np.ndarray:
+    """The ids as a host int32 array (read back from a Tensor), checked against dy (*ids.shape, C) and vocab."""
     if isinstance(ids, Tensor):
         ids = ids.numpy()
     ids = _host_ids(ids, vocab, op)
@@ -90,8 +89,17 @@ def embedding_backward(dy: Tensor, ids, vocab: int) -> Tensor:
     check_float(dy, "dy", op)
     if dy.shape[:-1] != ids.shape or dy.ndim != ids.ndim + 1:
         raise ValueError(f"{op}: dy must have shape {ids.shape} + (C,) for ids of shape {ids.shape}, got {dy.shape}")
+    return ids
+
+
+def embedding_backward(dy: Tensor, ids, vocab: int) -> Tensor:
+    """The backward kernel alone: dweight (V, C) with dweight[v] = sum of dy[t] over the positions t with ids[t] = v.
+
+    ids: the forward's ids on the host (any integer array) or an int32 Tensor (read back); dy: (*ids.shape, C).
+    """
+    op = "embedding_backward"
+    flat = _checked_ids(dy, ids, vocab, op).reshape(-1)
     channels = dy.shape[-1]
-    flat = ids.reshape(-1)
     order = np.argsort(flat, kind="stable").astype(np.uint32)  # positions grouped by id, in position order
     offsets = np.zeros(vocab + 1, np.uint32)
     np.cumsum(np.bincount(flat, minlength=vocab), out=offsets[1:])
@@ -107,6 +115,72 @@ def embedding_backward(dy: Tensor, ids, vocab: int) -> Tensor:
     return dweight
 
 
+def rows_csr(flat_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The positions of `flat_ids` grouped by id, as `embedding_add_rows` reads them: (the ids that occur, sorted;
+    one u32 array of N + 1 offsets, then N rows, then N positions). Unique id u's positions, in increasing order,
+    are positions[offsets[u] .. offsets[u + 1]]; entries past the U unique ids are padding (zeros), so the upload's
+    size depends on N only."""
+    n = flat_ids.size
+    order = np.argsort(flat_ids, kind="stable")
+    rows, counts = np.unique(flat_ids, return_counts=True)
+    csr = np.zeros(3 * n + 1, np.uint32)
+    np.cumsum(counts, out=csr[1 : rows.size + 1])
+    csr[rows.size + 1 : n + 1] = n
+    csr[n + 1 : n + 1 + rows.size] = rows
+    csr[2 * n + 1 :] = order
+    return rows, csr
+
+
+def embedding_add_rows(dweight: Tensor, dy: Tensor, ids) -> Tensor:
+    """dweight[v] += sum of dy[t] over the positions t with ids[t] = v, in place, for the ids that occur only;
+    returns dweight. Each sum runs from zero in position order and is rounded to dweight's dtype before the add,
+    so the result is `add(dweight, embedding_backward(dy, ids, V))` to the bit. dweight (V, C) may be held in
+    row blocks; dy (*ids.shape, C) of dweight's dtype; ids as for `embedding_backward`."""
+    op = "embedding_add_rows"
+    if not isinstance(dweight, Tensor) or dweight.ndim != 2:
+        raise ValueError(f"{op}: dweight must be a (V, C) engine.Tensor, got "
+                         f"{getattr(dweight, 'shape', type(dweight).__name__)}")
+    check_float(dweight, "dweight", op)
+    vocab, channels = dweight.shape
+    flat = _checked_ids(dy, ids, vocab, op).reshape(-1)
+    if dy.shape[-1] != channels or dy.dtype != dweight.dtype:
+        raise ValueError(f"{op}: dy {dy.shape} {dtype_name(dy.dtype)} must have dweight's {channels} channels "
+                         f"and dtype {dtype_name(dweight.dtype)}")
+    if dy.device is not dweight.device:
+        raise ValueError(f"{op}: dy is on {dy.device.name} but dweight is on {dweight.device.name}")
+    rows, csr = rows_csr(flat)
+    csr = Tensor.from_numpy(csr, dy.device)
+    for (first, stop), block in zip(dweight.row_ranges, dweight.parts):
+        lo, hi = (int(i) for i in np.searchsorted(rows, [first, stop]))  # the unique ids in this block
+        n = (hi - lo) * channels
+        if n == 0:
+            continue
+        dy.runtime.dispatch("embedding", "embedding_add_rows", [dy, block, csr],
+                            flat_grid("embedding", "embedding_add_rows", n),
+                            {"n": n, "channels": channels, "vocab": stop - first, "first_row": first,
+                             "first_unique": lo, "positions": flat.size, "half": dy.elem == "f16"},
+                            elem=dy.elem, shapes=f"dy {dy.shape}, {hi - lo} rows of {first}:{stop}")
+    return dweight
+
+
+class EmbeddingRowGrad(SparseGrad):
+    """The gradient of an embedding's weight (V, C) as its rows: dy (*ids.shape, C) and the ids on the host.
+    `dense()` is `embedding_backward`; `add_into(acc)` is `embedding_add_rows` (only the rows that occur)."""
+
+    __slots__ = ("dy", "ids")
+
+    def __init__(self, dy: Tensor, ids, vocab: int):
+        self.ids = _checked_ids(dy, ids, vocab, "embedding backward")
+        self.dy = dy
+        self.shape, self.dtype = (vocab, dy.shape[-1]), dy.dtype
+
+    def dense(self) -> Tensor:
+        return embedding_backward(self.dy, self.ids, self.shape[0])
+
+    def add_into(self, acc: Tensor) -> None:
+        embedding_add_rows(acc, self.dy, self.ids)
+
+
 class _Embedding(Function):
     @staticmethod
     def forward(ctx, weight, ids, host_ids, dtype):
@@ -116,7 +190,7 @@ class _Embedding(Function):
     @staticmethod
     def backward(ctx, dy):
         ids, vocab = ctx.saved
-        return embedding_backward(dy, ids, vocab), None, None, None
+        return EmbeddingRowGrad(dy, ids, vocab), None, None, None
 
 
 def embedding(ids, weight: Tensor, dtype=None) -> Tensor:

@@ -130,3 +130,74 @@ def test_an_intermediate_no_backward_needs_is_freed_before_backward(device):
     assert memory.current["activations"] - before == 2 * held  # y (saved by exp) and w; z and 2y are gone
     w.backward(Tensor.from_numpy(np.ones(4096, np.float32), device))
     np.testing.assert_allclose(x.grad.numpy(), np.full(4096, 6 * np.exp(0.5)), rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------- an embedding's rows
+
+
+def embedding_rows_case(device, rng, vocab=29, channels=7):
+    ids = rng.integers(0, vocab, (2, 6))
+    ids[0, :3] = ids[1, 5]  # a repeated id
+    dy = rng.standard_normal((2, 6, channels)).astype(np.float32)
+    return ids, dy, backward_rows_reference(ids, dy, vocab)
+
+
+def backward_rows_reference(ids, dy, vocab):
+    rows = np.zeros((vocab, dy.shape[-1]), np.float32)  # f32 sums in position order, as the kernel
+    for t, v in enumerate(ids.reshape(-1)):
+        rows[v] += dy.reshape(-1, dy.shape[-1])[t]
+    return rows
+
+
+@pytest.mark.parametrize("limit", [None, 512])  # one buffer, and the table in two row blocks
+def test_embedding_rows_go_into_a_copy_of_a_handed_over_gradient(device, monkeypatch, rng, limit):
+    if limit is not None:
+        monkeypatch.setattr(device, "_binding_bytes", limit)
+    ids, dy, rows = embedding_rows_case(device, rng)
+    first = rng.standard_normal((29, 7)).astype(np.float32)
+    w = Tensor.from_numpy(np.zeros((29, 7), np.float32), device).requires_grad_()
+    given = Tensor.from_numpy(first, device)
+    w.backward(given)
+    assert w.grad is given and w.is_split == (limit is not None)
+    ops.embedding(ids, w).backward(Tensor.from_numpy(dy, device))
+    assert w.grad is not given and w.grad.owned
+    np.testing.assert_array_equal(given.numpy(), first)  # a gradient handed over is never written
+    np.testing.assert_array_equal(w.grad.numpy(), first + rows)
+
+
+def test_embedding_rows_go_into_an_owned_sum_in_place(device, rng):
+    ids, dy, rows = embedding_rows_case(device, rng, vocab=3001, channels=16)
+    w = Tensor.from_numpy(np.zeros((3001, 16), np.float32), device).requires_grad_()
+    dyt = Tensor.from_numpy(dy, device)
+    ops.embedding(ids, w).backward(dyt)  # the first: the dense table, made for this leaf and so owned
+    summed = w.grad
+    assert summed.owned
+    np.testing.assert_array_equal(summed.numpy(), rows)
+    memory = device.runtime.memory
+    out = ops.embedding(ids, w)
+    held = memory.total
+    memory.reset_peak()
+    out.backward(dyt)
+    assert w.grad is summed
+    assert memory.peak_total - held < w.nbytes // 4  # only the positions grouped by id: no table
+    np.testing.assert_array_equal(w.grad.numpy(), rows + rows)
+
+
+def test_embedding_rows_never_go_into_a_gradient_another_leaf_holds(device, rng):
+    # add's backward hands one dy to both leaves; the embedding's rows then reach one of them
+    ids, dy, rows = embedding_rows_case(device, rng)
+    a = Tensor.from_numpy(np.zeros((29, 7), np.float32), device).requires_grad_()
+    b = Tensor.from_numpy(np.zeros((29, 7), np.float32), device).requires_grad_()
+    ones = np.ones((29, 7), np.float32)
+    ops.add(a, b).backward(Tensor.from_numpy(ones, device))
+    assert a.grad is b.grad
+    ops.embedding(ids, a).backward(Tensor.from_numpy(dy, device))
+    np.testing.assert_array_equal(a.grad.numpy(), ones + rows)
+    np.testing.assert_array_equal(b.grad.numpy(), ones)
+
+
+def test_an_embedding_of_a_non_leaf_weight_gets_the_dense_table(device, rng):
+    ids, dy, rows = embedding_rows_case(device, rng)
+    w = Tensor.from_numpy(rng.standard_normal((29, 7)).astype(np.float32), device).requires_grad_()
+    ops.embedding(ids, ops.scale(w, 3.0)).backward(Tensor.from_numpy(dy, device))
+    np.testing.assert_allclose(w.grad.numpy(), 3.0 * rows, rtol=1e-6)
