@@ -170,14 +170,10 @@ class LoraAdapters:
         unchanged for other modules or while disabled. Dropout only while `training`."""
         from wgrpo.engine import ops
 
-        weights = self._weights.get(name) if self.enabled else None
-        if weights is None:
+        update = self._low_rank(name, x, training)
+        if update is None:
             return y
-        a, b = weights
-        if training and self.config.lora_dropout > 0:
-            x = ops.dropout(x, self.config.lora_dropout, self.module_seed(name))
-        # scaling on the (.., r) intermediate: r columns scaled rather than out
-        low = ops.scale(ops.linear(x, a), self.scaling)
+        low, b = update
         return ops.add(y, ops.linear(low, b))
 
     def adapt_columns(self, name: str, x, y, start: int, training: bool = False):
@@ -187,14 +183,24 @@ class LoraAdapters:
         disabled."""
         from wgrpo.engine import ops
 
+        update = self._low_rank(name, x, training)
+        if update is None:
+            return y
+        low, b = update
+        return ops.add_linear_columns(y, low, b, start)
+
+    def _low_rank(self, name: str, x, training: bool):
+        """(scaling * (dropout(x) @ A.T), B) of module `name`'s update, or None when it has none (or adapters are
+        off); the scaling goes on the (.., r) intermediate: r columns scaled rather than out."""
+        from wgrpo.engine import ops
+
         weights = self._weights.get(name) if self.enabled else None
         if weights is None:
-            return y
+            return None
         a, b = weights
         if training and self.config.lora_dropout > 0:
             x = ops.dropout(x, self.config.lora_dropout, self.module_seed(name))
-        low = ops.scale(ops.linear(x, a), self.scaling)
-        return ops.add_linear_columns(y, low, b, start)
+        return ops.scale(ops.linear(x, a), self.scaling), b
 
     def module_seed(self, name: str) -> int:
         """The dropout seed of module `name` for the current `dropout_seed`: distinct for every (seed, module)."""

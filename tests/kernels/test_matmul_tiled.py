@@ -14,6 +14,7 @@ from wgrpo import kernels
 from wgrpo.engine import InputError, Tensor, ops
 from wgrpo.engine.dtypes import to_bfloat16, widen
 from wgrpo.engine.ops.matmul import VARIANTS, Problem, Tiling, Window, choose_variant, eligible_variants, matmul_kernel
+from tests.kernels.test_matmul import operands, reference
 from tests.tolerances import assert_close
 
 TILED = [name for name, spec in VARIANTS.items() if spec.family == "matmul_tiled"]
@@ -29,18 +30,6 @@ VEC4_SHAPES = [(4, 4, 4), (12, 20, 8), (132, 260, 44)]
 
 def shapes(variant):
     return VEC4_SHAPES if VARIANTS[variant].vec4 else SHAPES
-
-
-def operands(rng, m, n, k, ta, tb, batch=None, dtype=np.float32):
-    lead = (batch,) if batch else ()
-    a = rng.standard_normal(lead + ((k, m) if ta else (m, k))).astype(dtype)
-    b = rng.standard_normal(lead + ((n, k) if tb else (k, n))).astype(dtype)
-    return a, b
-
-
-def reference(a, b, ta, tb):
-    a, b = a.astype(np.float64), b.astype(np.float64)
-    return (np.swapaxes(a, -1, -2) if ta else a) @ (np.swapaxes(b, -1, -2) if tb else b)
 
 
 @pytest.mark.parametrize("ta, tb", TRANSPOSES)
