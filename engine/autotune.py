@@ -1,7 +1,7 @@
 """Per-adapter autotuning: which variant of an op is fastest on this adapter, measured once and remembered.
 
 An op with several kernels (matmul's register-blocked, subgroup and workgroup-tiled variants; attention's serial
-and tiled ones) asks `choose` for a shape class (layout, dtypes and sizes rounded up to powers of two). The
+tiled and subgroup ones) asks `choose` for a shape class (layout, dtypes and sizes rounded up to powers of two). The
 first time a class is seen on an adapter, every eligible variant runs on the actual shape, is checked against
 the op's readable spec (its naive variant) and timed; the fastest correct one wins. Winners are kept per adapter
 (name, backend, driver, wgpu version) in `autotune.json` in the user cache directory ($WGRPO_CACHE_DIR, else

@@ -27,7 +27,9 @@ for _d in _DTYPES:
         _MATMUL[f"{_layout}|{_d}|a4"] = f"cpu_{_layout.lower()}32x4"
         _MATMUL.update({f"{_layout}|{_d}|a4|m{m}": "sg16x4" for m in (*_SMALL, 16)})
 
-LAVAPIPE: dict[str, dict[str, str]] = {"matmul": _MATMUL, "attention": {"*": "serial"}}
+# attention: the subgroup kernels beat serial in every class measured (T 1 to 512, D 8 to 128, groups 1 to 4, f32
+# and f16, causal or not): about 2x at T <= 8 (dispatch costs), 4-8x from T = 42 on; tiled was slower than serial.
+LAVAPIPE: dict[str, dict[str, str]] = {"matmul": _MATMUL, "attention": {"*": "subgroup"}}
 
 
 def is_lavapipe(device) -> bool:

@@ -1,13 +1,16 @@
 """Fused scaled-dot-product attention with grouped-query heads (GQA), causal or not, and its backward.
 
-Two variants of the training kernels (`VARIANTS`), with the same layouts and results; `attention(variant=...)`
+Three variants of the training kernels (`VARIANTS`), with the same layouts and results; `attention(variant=...)`
 and the helpers `attention_forward` / `attention_backward` force one (tests, an autotuner), `choose_variant`
-picks one otherwise ("serial" for now). "tiled" (`kernels/attention_tiled.wgsl`, FlashAttention-2's schedule:
-K/V or Q/dO tiles in workgroup memory, shared by a workgroup's block of rows) is meant for GPUs and long
+picks one otherwise (the per-adapter autotuner's). "tiled" (`kernels/attention_tiled.wgsl`, FlashAttention-2's
+schedule: K/V or Q/dO tiles in workgroup memory, shared by a workgroup's block of rows) is meant for GPUs and long
 sequences; its tile sizes (`Tiles`) are chosen to fit the adapter's workgroup memory (`choose_tiles`), and its
-grid is (ceil(rows / BQ or BK), heads, B). The "serial" kernels, in `kernels/attention.wgsl` (one invocation per
-query row, or per key row for dk/dv, streaming over the other axis with an online softmax; no T x T matrix in
-memory):
+grid is (ceil(rows / BQ or BK), heads, B). "subgroup" (`kernels/attention_sg.wgsl`, for CPU adapters such as
+lavapipe; it needs the subgroup feature, `refusal`) gives each subgroup of 8 invocations G groups of 8 rows
+(`subgroup_groups`), a lane holding one row of each group in registers, and streams the other axis past once per
+workgroup, each streamed row spread over the lanes and broadcast. The "serial" kernels, in kernels/attention.wgsl
+(one invocation per query row, or per key row for dk/dv, streaming over the other axis with an online softmax; no
+T x T matrix in memory):
 - `attention_serial`: out (B, T_q, H, D) and the per-row log-sum-exp lse (B, H, T_q, f32) the backward reuses;
 - `attention_backward_delta_serial`: delta = rowsum(dO * O) (B, H, T_q, f32);
 - `attention_backward_dq_serial`: dq, recomputing probabilities from q, k and lse;
@@ -41,10 +44,11 @@ def max_head_dim() -> int:
 
 
 # Kernel families of the training entries, by variant: "serial" gives each query (or key) row one invocation that
-# streams over the other axis (suits CPU adapters); "tiled" loads K/V (or Q/dO) tiles into workgroup memory once
-# per block of rows (FlashAttention-2's schedule, for GPUs and long sequences). Same layouts and results.
-VARIANTS = ("serial", "tiled")
-_FAMILIES = {"serial": "attention", "tiled": "attention_tiled"}
+# streams over the other axis; "tiled" loads K/V (or Q/dO) tiles into workgroup memory once per block of rows
+# (FlashAttention-2's schedule, for GPUs and long sequences); "subgroup" streams each K/V (or Q/dO) row once per
+# subgroup of 8 * G rows, spread over the lanes and broadcast (CPU adapters). Same layouts and results.
+VARIANTS = ("serial", "tiled", "subgroup")
+_FAMILIES = {"serial": "attention", "tiled": "attention_tiled", "subgroup": "attention_sg"}
 _OPS = ("forward", "delta", "dq", "dkv")
 # (BQ, BK) of the tiled entries, most preferred first; the first whose workgroup memory fits the adapter is used.
 TILE_CANDIDATES = ((32, 32), (32, 16), (16, 16), (16, 8), (8, 8), (8, 4), (4, 4))
@@ -134,10 +138,76 @@ def _tiles_for(op: str, q: Tensor, tiles: Tiles | None) -> Tiles:
     return tiles
 
 
+SUBGROUP_LANES = 8  # invocations per workgroup of the subgroup entries (one subgroup; rows per row group)
+SUBGROUP_CHUNK = 32  # head-dimension elements per register chunk of a lane's row
+SUBGROUP_MAX_SLOTS = 8  # chunks a lane holds per row array (G * ceil(D / 32) <= 8)
+
+
+_SUBGROUP_LANES_OK: dict[int, bool] = {}  # id(device) -> whether its subgroups serve the subgroup entries
+
+
+def _subgroup_lanes_ok(device) -> bool:
+    """Whether a workgroup of 8 invocations is the first 8 lanes of one subgroup on `device`, as the subgroup entries
+    require (not where subgroups are narrower, e.g. lavapipe on a CPU without AVX): one probe dispatch per device."""
+    ok = _SUBGROUP_LANES_OK.get(id(device))
+    if ok is None:
+        flags = Tensor.empty((SUBGROUP_LANES,), "float32", device)
+        params = {"t_q": 0, "t_k": 0, "heads": 1, "kv_heads": 1, "d": 0, "causal": 0, "scale": 1.0, "t_cap": 0,
+                  "batch": 0}
+        device.runtime.dispatch("attention_sg", "attention_subgroup_lanes", [flags], (1, 1, 1), params)
+        ok = _SUBGROUP_LANES_OK[id(device)] = bool(np.all(flags.numpy() == 1.0))
+    return ok
+
+
+def refusal(variant: str, device) -> str | None:
+    """Why `variant` cannot run on `device`, in words, or None when it can."""
+    if variant == "subgroup":
+        if not device.has_subgroups:
+            return f"it needs the subgroup feature, which {device.name} lacks"
+        if not _subgroup_lanes_ok(device):
+            return f"its workgroups of 8 invocations are not 8 lanes of one subgroup on {device.name}"
+    return None
+
+
+def eligible_variants(device) -> tuple[str, ...]:
+    """The VARIANTS `device` can run: what an autotuner times."""
+    return tuple(name for name in VARIANTS if refusal(name, device) is None)
+
+
+def subgroup_groups(op: str, d: int, t_q: int, t_k: int, per_kv: int = 1) -> int:
+    """Row groups G (of 8 rows) per workgroup of the subgroup entry of `op` ("forward", "delta", "dq", "dkv") at head
+    dimension d, for T_q = t_q, T_k = t_k and per_kv query heads per kv head. More rows per workgroup read each
+    streamed row fewer times; on short sequences the extra rows mostly wait on keys they do not see (causal) and
+    leave fewer workgroups for the cores. On lavapipe (2 cores; T = 42 to 512, D = 32 to 128) G * ceil(D / 32) = 2
+    up to 64 positions and 4 beyond was the fastest G or close to it."""
+    chunks = math.ceil(d / SUBGROUP_CHUNK)
+    slots = 2 if max(t_q, t_k) <= 64 else 4
+    rows = math.ceil(t_k / SUBGROUP_LANES) if op == "dkv" else per_kv * math.ceil(t_q / SUBGROUP_LANES)
+    return max(1, min(slots // chunks, rows, SUBGROUP_MAX_SLOTS // chunks))
+
+
+def _subgroup_launch(op: str, params: dict, batch: int) -> tuple[dict[str, int], tuple[int, int, int]]:
+    """(override constants, grid) of the subgroup entry of `op` for the problem in `params`."""
+    t_q, t_k, heads, kv_heads, d = (params[name] for name in ("t_q", "t_k", "heads", "kv_heads", "d"))
+    if op == "delta":  # one row per lane, holding nothing: no override applies
+        return {}, (math.ceil(t_q / SUBGROUP_LANES), heads, batch)
+    per_kv = heads // kv_heads
+    groups = subgroup_groups(op, d, t_q, t_k, per_kv)
+    constants = {"CHUNKS": math.ceil(d / SUBGROUP_CHUNK), "GROUPS": groups}
+    if op == "dkv":
+        grid = (math.ceil(math.ceil(t_k / SUBGROUP_LANES) / groups), kv_heads, batch)
+    else:
+        grid = (math.ceil(per_kv * math.ceil(t_q / SUBGROUP_LANES) / groups), kv_heads, batch)
+    if max(grid) > MAX_WORKGROUPS:
+        raise ValueError(f"attention: {op} needs a grid of {grid} workgroups, over {MAX_WORKGROUPS} per dimension")
+    return constants, grid
+
+
 def choose_variant(device, q_shape: tuple[int, ...], k_shape: tuple[int, ...], elem: str = "f32",
                    causal: bool = True) -> str:
     """The variant `attention` runs when none is given: the per-adapter autotuner's for the shape class
-    (`engine.ops.attention_tuning`; lavapipe's shipped table says "serial"), "serial" while tuning is off."""
+    (`engine.ops.attention_tuning`; lavapipe's shipped table has the measured winners), "serial" while tuning is
+    off."""
     from wgrpo.engine.ops.attention_tuning import tuned_variant
 
     return tuned_variant(device, q_shape, k_shape, elem, causal)
@@ -148,6 +218,9 @@ def _variant(variant: str | None, q: Tensor, k: Tensor, causal: bool = True) -> 
         return choose_variant(q.device, q.shape, k.shape, q.elem, causal)
     if variant not in VARIANTS:
         raise InputError(f"attention: variant must be one of {VARIANTS} or None, got {variant!r}")
+    why = refusal(variant, q.device)
+    if why is not None:
+        raise InputError(f"attention: variant {variant!r} cannot run here: {why}; use variant='serial' or None")
     return variant
 
 
@@ -160,6 +233,9 @@ def _dispatch(op: str, variant: str, tiles: Tiles | None, buffers: list, rows: i
         constants = chosen.constants(q.shape[-1])
         shapes = f"{shapes}, {chosen}"
         grid = _block_grid(chosen.rows_per_workgroup(op), rows, heads, q.shape[0], op)
+    elif variant == "subgroup":
+        constants, grid = _subgroup_launch(op, params, q.shape[0])
+        shapes = f"{shapes}, G={constants.get('GROUPS', 1)}"
     else:
         grid = _grid(entry, rows, heads, q.shape[0], op)
     q.runtime.dispatch(family, entry, buffers, grid, params, elem=q.elem, constants=constants, shapes=shapes)
@@ -272,8 +348,8 @@ def attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = True, scale: float
     h // (H / H_kv). Returns (B, T_q, H, D). `scale` defaults to 1 / sqrt(D). With `causal=True` (T_q <= T_k)
     the queries are the last T_q positions: query i sees keys j <= i + (T_k - T_q), as in KV-cached decoding.
     D is at most `max_head_dim()` (128). Differentiable in q, k and v. `variant` forces the kernels of forward
-    and backward (one of VARIANTS; None: `choose_variant`), `tiles` the tile sizes of "tiled" (None: chosen for
-    the adapter); for tests and autotuning.
+    and backward (one of VARIANTS, "subgroup" only where the adapter has subgroups; None: `choose_variant`),
+    `tiles` the tile sizes of "tiled" (None: chosen for the adapter); for tests and autotuning.
     """
     _check(q, k, v, causal)
     variant = _variant(variant, q, k, causal)

@@ -2,9 +2,11 @@
 
 A class is the storage type, the query and key lengths and the head dimension rounded up to powers of two, the
 group size (query heads per kv head) and causality: "f32|q512|k512|d64|g2|c1". At first use of a class on an
-adapter (unless the shipped table or the cache knows it) each variant runs forward and backward on random
-inputs of that shape (one batch row; lengths over `TUNE_CAP` tuned at the cap), its forward is checked against
-numpy and the pair is timed (`engine.autotune`). Must not import `rl`.
+adapter (unless the shipped table or the cache knows it) each variant the adapter can run (`eligible_variants`:
+"subgroup" needs subgroups) runs forward and backward on random inputs of that shape (one batch row; lengths
+over `TUNE_CAP` tuned at the cap), its forward is checked against numpy and the pair is timed
+(`engine.autotune`). A remembered choice the adapter cannot run (a cache written with other features) gives the
+default. Must not import `rl`.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def _reference(q, k, v, causal: bool, scale: float) -> np.ndarray:
 
 
 def tuning_problem(device, q_shape, k_shape, elem: str, causal: bool, default: str) -> Problem:
-    from wgrpo.engine.ops.attention import VARIANTS, attention_backward, attention_forward
+    from wgrpo.engine.ops.attention import attention_backward, attention_forward, eligible_variants
     from wgrpo.engine.tensor import Tensor
 
     (_, t_q, heads, d), (_, t_k, kv_heads, _) = q_shape, k_shape
@@ -64,10 +66,14 @@ def tuning_problem(device, q_shape, k_shape, elem: str, causal: bool, default: s
     rtol, atol = _TOLERANCE[elem]
     expected = _reference(*arrays[:3], causal, scale)
     return Problem("attention", shape_class(q_shape, k_shape, elem, causal),
-                   [Candidate(name, lambda name=name: run(name)) for name in VARIANTS], lambda: expected,
+                   [Candidate(name, lambda name=name: run(name)) for name in eligible_variants(device)],
+                   lambda: expected,
                    rtol * 10, atol * 10, default)
 
 
 def tuned_variant(device, q_shape, k_shape, elem: str, causal: bool, default: str = "serial") -> str:
-    return autotuner(device).choose(lambda: tuning_problem(device, q_shape, k_shape, elem, causal, default),
+    from wgrpo.engine.ops.attention import eligible_variants
+
+    name = autotuner(device).choose(lambda: tuning_problem(device, q_shape, k_shape, elem, causal, default),
                                     "attention", shape_class(q_shape, k_shape, elem, causal), default)
+    return name if name in eligible_variants(device) else default

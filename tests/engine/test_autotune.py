@@ -105,14 +105,15 @@ def test_no_correct_candidate_is_an_error_naming_them(device, rng, cache):
 
 
 def test_attention_is_tuned_per_class_with_both_variants_checked(device, cache):
+    from wgrpo.engine.ops.attention import eligible_variants
     from wgrpo.engine.ops.attention_tuning import shape_class, tuning_problem
 
     q_shape, k_shape = (2, 37, 4, 16), (2, 37, 2, 16)
     assert shape_class(q_shape, k_shape, "f32", True) == "f32|q64|k64|d16|g2|c1"
     result = Autotuner(device, shipped={}).tune(tuning_problem(device, q_shape, k_shape, "f32", True, "serial"))
-    assert {t.name for t in result.trials} == {"serial", "tiled"}
+    assert {t.name for t in result.trials} == set(eligible_variants(device)) >= {"serial", "tiled"}
     assert all(t.seconds is not None for t in result.trials), [t.problem for t in result.trials]
-    assert result.winner in ("serial", "tiled")
+    assert result.winner in eligible_variants(device)
 
 
 def test_on_lavapipe_the_shipped_table_answers_without_tuning(device, cache):
@@ -122,9 +123,9 @@ def test_on_lavapipe_the_shipped_table_answers_without_tuning(device, cache):
     if not is_lavapipe(device):
         pytest.skip("the shipped table covers lavapipe")
     tuner = Autotuner(device)
-    assert tuner.lookup("attention", "f32|q4096|k4096|d128|g8|c1") == "serial"
+    assert tuner.lookup("attention", "f32|q4096|k4096|d128|g8|c1") == "subgroup"
     assert tuner.lookup("matmul", "NT|f32/f32|a4|m8|n512|k128") == "cpu_nt8x8"
     assert tuner.lookup("matmul", "TN|f32/bf16|a4|m512|n512|k1024") == "cpu_tn32x4"
     assert tuner.lookup("matmul", "NN|f32/f32|a1|m512|n512|k1024") == "sg32x4"
-    assert choose_variant(device, (1, 300, 4, 32), (1, 300, 2, 32)) == "serial"
+    assert choose_variant(device, (1, 300, 4, 32), (1, 300, 2, 32)) == "subgroup"
     assert not cache.exists()

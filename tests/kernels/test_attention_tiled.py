@@ -202,19 +202,20 @@ def test_tiles_fit_the_guaranteed_workgroup_memory(device, d):
         choose_tiles("forward", 16, 16384).bq * choose_tiles("forward", 16, 16384).bk  # smaller tiles for large D
 
 
-def test_default_is_serial_and_variants_are_listed(device):
+def test_the_default_is_the_chosen_variant_and_variants_are_listed(device):
     shape = (1, 6, 6, 2, 1, 8, True)
-    assert VARIANTS == ("serial", "tiled")
-    assert choose_variant(device, (1, 6, 2, 8), (1, 6, 1, 8)) == "serial"
+    assert VARIANTS == ("serial", "tiled", "subgroup")
+    chosen = choose_variant(device, (1, 6, 2, 8), (1, 6, 1, 8))
+    assert chosen in VARIANTS
     q, k, v = (gpu(x, device) for x in random_qkv(shape, seed=13))
     default = ops.attention(q, k, v).numpy()
-    serial, _ = attention_forward(q, k, v, True, 1 / np.sqrt(8), "serial")
-    assert np.array_equal(default, serial.numpy())
+    expected, _ = attention_forward(q, k, v, True, 1 / np.sqrt(8), chosen)
+    assert np.array_equal(default, expected.numpy())
 
 
 def test_errors_name_the_variant_and_tiles(device):
     q, k, v = (gpu(x, device) for x in random_qkv((1, 4, 4, 2, 1, max_head_dim(), True)))
-    with pytest.raises(InputError, match=r"variant must be one of \('serial', 'tiled'\) or None, got 'flash'"):
+    with pytest.raises(InputError, match=r"variant must be one of \('serial', 'tiled', 'subgroup'\) or None, got 'flash'"):
         ops.attention(q, k, v, variant="flash")
     with pytest.raises(InputError, match=r"variant must be one of"):
         attention_forward(q, k, v, True, 1.0, "flash")
