@@ -30,5 +30,5 @@ __all__ = ["AdamW", "CHECKPOINT_ENTRIES", "foreign_entries", "CheckpointWriteErr
            "clip_grad_norm_", "device_memory_budget", "estimate_generation", "estimate_grpo_step",
            "generate", "get_device", "is_adapter_dir", "is_hub_id", "list_adapters", "load_adapter",
            "load_peft_model", "load_pretrained", "merge_and_unload", "merged_state_dict", "no_grad", "ops",
-           "peak_metrics", "read_together", "recover_checkpoints", "resolve_model_path", "save_adapter", "train_tokenizer",
-           "write_checkpoint"]
+           "peak_metrics", "read_together", "recover_checkpoints", "resolve_model_path", "save_adapter",
+           "train_tokenizer", "write_checkpoint"]

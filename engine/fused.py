@@ -4,9 +4,10 @@ view of it under its Hugging Face name.
 
 Owns `fused_groups` (the parameter names each such buffer holds, for a config, a weight dtype and a binding limit),
 `upload_parameters` (a state dict onto the device, those groups in one buffer each), `projection_groups` (the
-modules one matmul serves) and `one_binding` (whether a tensor, a fused output say, fits one binding). Everything keyed by name (state dicts, checkpoints, LoRA, optimizers) sees separate
-tensors; `Model` runs one matmul per group while its views are still adjacent (`Tensor.join_rows`), and
-`memory_model` holds the same buffers. Must not import `rl`.
+modules one matmul serves) and `one_binding` (whether a tensor, a fused output say, fits one binding).
+Everything keyed by name (state dicts, checkpoints, LoRA, optimizers) sees separate tensors; `Model` runs one
+matmul per group while its views are still adjacent (`Tensor.join_rows`), and `memory_model` holds the same
+buffers. Must not import `rl`.
 """
 
 from __future__ import annotations

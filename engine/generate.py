@@ -19,7 +19,6 @@ index. Kernels: `engine.sampling`, `engine.kv_cache`. Must not import `rl`.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -272,16 +271,16 @@ def generate(model, prompts, max_new_tokens: int = 256, temperature: float = 1.0
 
         batch_sizes, replay_stats = [], []
         step, read_from = 1, 0
-        replay = StepReplay(runtime) if replay_steps else None
+        replay = StepReplay(runtime, enabled=replay_steps)
         try:
             while True:
                 chunk_end = min(steps, read_from + k_steps)
                 while step < chunk_end:
-                    if replay is not None and replay.ready:
+                    if replay.ready:
                         replay.run(step)
                         cache.length += 1  # what the model's last layer does on the host when the step is built
                     else:
-                        with replay.record(step) if replay is not None else contextlib.nullcontext():
+                        with replay.record(step):
                             _decode_step(model, cache, sampling, step, seq_ids, eos_gpu, len(eos), pad, finished,
                                          next_ids, out_tokens, out_logprobs, first)
                     step += 1
@@ -302,19 +301,18 @@ def generate(model, prompts, max_new_tokens: int = 256, temperature: float = 1.0
                 if len(rows) - live.size >= max(1, COMPACT_FRACTION * len(rows)):
                     where = {s: r for r, s in enumerate(rows.tolist())}
                     keep = np.array([where[s] for s in live.tolist()], np.int64)
-                    if replay is not None:  # new shapes and buffers from here on: record again
-                        replay_stats.append((len(rows), replay.replayed, replay.dispatches, replay.failed))
-                        replay.close()
+                    if replay.enabled:
+                        replay_stats.append(replay.summary(len(rows)))
+                    replay.close()  # new shapes and buffers from here on: record again
                     cache = cache.gather(keep)
                     rows = live
                     seq_ids = Tensor.from_numpy(rows.astype(np.uint32), device)
                     finished = Tensor.from_numpy(np.zeros(rows.size, np.uint32), device)
                     next_ids = Tensor.from_numpy(np.array([tracks[s].tokens[-1] for s in rows], np.int32), device)
-            if replay is not None:
-                replay_stats.append((len(rows), replay.replayed, replay.dispatches, replay.failed))
+            if replay.enabled:
+                replay_stats.append(replay.summary(len(rows)))
         finally:
-            if replay is not None:  # its pinned buffers go back to the pool, whatever happened
-                replay.close()
+            replay.close()  # its pinned buffers go back to the pool, whatever happened
         logprobs = out_logprobs.numpy()  # (steps, S)
 
     sequences = []
@@ -330,9 +328,7 @@ def generate(model, prompts, max_new_tokens: int = 256, temperature: float = 1.0
     stats = {"submits": runtime.stats.submits - before[0], "readbacks": runtime.stats.readbacks - before[1],
              "dispatches": runtime.stats.dispatches - before[2], "steps_per_submit": k_steps,
              "batch_per_chunk": batch_sizes, "prefill_rows": len(uniq), "prompt_width": width,
-             "replayed_steps": sum(r[1] for r in replay_stats),
-             "replay": [{"batch": b, "replayed_steps": n, "dispatches_per_step": d, "not_replayed": why}
-                        for b, n, d, why in replay_stats]}
+             "replayed_steps": sum(r["replayed_steps"] for r in replay_stats), "replay": replay_stats}
     return GenerationResult(sequences, step, time.perf_counter() - start_time, stats)
 
 

@@ -245,7 +245,8 @@ class Model:
         q, k, v = self._attention_inputs(i, x, positions, qkv)  # (B, T, H, D), (B, T, H_kv, D) x 2, rotated
         return cache.attend(i, q, k, v) if cache is not None else ops.attention(q, k, v, causal=True)
 
-    def _attention_inputs(self, i: int, x: Tensor, positions: Tensor, qkv: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    def _attention_inputs(self, i: int, x: Tensor, positions: Tensor,
+                          qkv: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """q, k and v of layer i for its normed input x (B, T, C), q and k normed per head (Qwen3) and rotated.
         With the q/k/v weights fused (qkv, their one matmul's output): one dispatch splitting it and rotating q
         and k (Qwen3: split, norm, then rotate)."""

@@ -81,8 +81,8 @@ class StepReplay:
     Use: `if replay.ready: replay.run(step)` else `with replay.record(step): <build the step through the ops>`;
     `close()` when the step's shapes or buffers change (or at the end) to free its buffers."""
 
-    def __init__(self, runtime, what: str = "a decode step"):
-        self.runtime, self.what = runtime, what
+    def __init__(self, runtime, what: str = "a decode step", enabled: bool = True):
+        self.runtime, self.what, self.enabled = runtime, what, enabled  # disabled: records nothing, never ready
         self.slot = runtime.params_slot_bytes()
         self._takes: list[tuple[int, _Recorder]] = []
         self._attempts = 0
@@ -105,7 +105,7 @@ class StepReplay:
         """Record the step built inside (it runs normally as well)."""
         if self.ready:
             raise RuntimeError("StepReplay.record: already replaying; call run()")
-        recording = not self.failed and self.runtime.recorder is None
+        recording = self.enabled and not self.failed and self.runtime.recorder is None
         recorder = _Recorder()
         if recording:
             self.runtime.recorder = recorder
@@ -142,8 +142,8 @@ class StepReplay:
             takes.append(np.frombuffer(padded, np.uint32).reshape(-1, words).astype(np.int64))
         deltas = [(later - earlier) & 0xFFFFFFFF for earlier, later in zip(takes, takes[1:])]
         movable = np.zeros_like(takes[0], dtype=bool)
-        for row, words in enumerate(self._takes[0][1].integer_words):
-            movable[row, list(words)] = True
+        for row, integers in enumerate(self._takes[0][1].integer_words):
+            movable[row, list(integers)] = True
         if any(not np.array_equal(deltas[0], d) for d in deltas[1:]) or np.any(deltas[0][~movable]):
             self.failed = "a Params value does not move by a constant per step (or a float moves)"
             self._takes = []
@@ -164,6 +164,11 @@ class StepReplay:
         params = ((self._base + self._delta * (step - self._first)) & 0xFFFFFFFF).astype(np.uint32)
         self.runtime.replay(self._commands, params.tobytes(), self._blocks, f"{self.what} {step} (replayed)")
         self.replayed += 1
+
+    def summary(self, batch: int) -> dict:
+        """What this batch composition's replay did, for generation's stats."""
+        return {"batch": batch, "replayed_steps": self.replayed, "dispatches_per_step": self.dispatches,
+                "not_replayed": self.failed}
 
     def close(self) -> None:
         """Release the pinned buffers; the object records afresh afterwards."""

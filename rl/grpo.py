@@ -204,7 +204,8 @@ def policy_loss(logp, old_logp, ref_logp, advantages, mask, config: GRPOLossConf
     logp: (B, T) Tensor from the policy's token_logprobs (requires grad). old_logp, ref_logp (None when
     config.beta = 0), mask: (B, T) Tensors or numpy arrays; advantages: (B,) or (n_groups, G) with
     n_groups * G = B. `metrics()` reads the metrics back (one small read-back; `metrics.tensor` can instead be
-    read with other results in one, see `LossMetrics`) and returns {kl, clip_ratio/low_mean, clip_ratio/high_mean, ratio_mean, tokens}; kl is left out without a reference.
+    read with other results in one, see `LossMetrics`) and returns {kl, clip_ratio/low_mean, clip_ratio/high_mean,
+    ratio_mean, tokens}; kl is left out without a reference.
     total_rows, total_tokens: the whole batch's completion and masked-token counts when these rows are one
     micro-batch of it (see the module docstring); the metrics stay this micro-batch's (see `combine_metrics`).
     """

@@ -190,17 +190,12 @@ def _subgroup_launch(op: str, params: dict, batch: int) -> tuple[dict[str, int],
     """(override constants, grid) of the subgroup entry of `op` for the problem in `params`."""
     t_q, t_k, heads, kv_heads, d = (params[name] for name in ("t_q", "t_k", "heads", "kv_heads", "d"))
     if op == "delta":  # one row per lane, holding nothing: no override applies
-        return {}, (math.ceil(t_q / SUBGROUP_LANES), heads, batch)
+        return {}, _block_grid(SUBGROUP_LANES, t_q, heads, batch, op)
     per_kv = heads // kv_heads
     groups = subgroup_groups(op, d, t_q, t_k, per_kv)
     constants = {"CHUNKS": math.ceil(d / SUBGROUP_CHUNK), "GROUPS": groups}
-    if op == "dkv":
-        grid = (math.ceil(math.ceil(t_k / SUBGROUP_LANES) / groups), kv_heads, batch)
-    else:
-        grid = (math.ceil(per_kv * math.ceil(t_q / SUBGROUP_LANES) / groups), kv_heads, batch)
-    if max(grid) > MAX_WORKGROUPS:
-        raise ValueError(f"attention: {op} needs a grid of {grid} workgroups, over {MAX_WORKGROUPS} per dimension")
-    return constants, grid
+    row_groups = math.ceil(t_k / SUBGROUP_LANES) if op == "dkv" else per_kv * math.ceil(t_q / SUBGROUP_LANES)
+    return constants, _block_grid(groups, row_groups, kv_heads, batch, op)
 
 
 def choose_variant(device, q_shape: tuple[int, ...], k_shape: tuple[int, ...], elem: str = "f32",
