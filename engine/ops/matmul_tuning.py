@@ -22,9 +22,7 @@ _TOLERANCE = {"f32": (1e-4, 1e-5), "f16": (2e-2, 2e-2)}
 
 
 def _aligned(problem) -> bool:
-    lda, ldb = problem.row_lengths
-    return problem.aligned_bindings and all(x % 4 == 0 for x in (lda, ldb, problem.offset_a, problem.offset_b,
-                                                                   problem.stride_a, problem.stride_b))
+    return problem.aligned_bindings and problem.unaligned_operand() is None
 
 
 def shape_class(problem) -> str:

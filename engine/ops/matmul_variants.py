@@ -94,6 +94,15 @@ class Problem:
         ldb = self.ldb if self.ldb is not None else (self.k if self.transpose_b else self.n)
         return lda, ldb
 
+    def unaligned_operand(self) -> tuple[str, tuple[int, int, int]] | None:
+        """("a" or "b", its (row length, element offset, batch stride)) for the first operand with one of those
+        not a multiple of 4 (what vec4 loads of whole quads need), or None."""
+        lda, ldb = self.row_lengths
+        for name, layout in (("a", (lda, self.offset_a, self.stride_a)), ("b", (ldb, self.offset_b, self.stride_b))):
+            if any(value % 4 for value in layout):
+                return name, layout
+        return None
+
 
 @dataclass(frozen=True)
 class Variant:
@@ -146,12 +155,11 @@ class Variant:
         if self.vec4:
             if problem.k == 0:
                 return "vec4 loads need K >= 1 (an empty operand binds less than one vec4)"
-            lda, ldb = problem.row_lengths
-            for name, layout in (("a", (lda, problem.offset_a, problem.stride_a)),
-                                 ("b", (ldb, problem.offset_b, problem.stride_b))):
-                if any(value % 4 for value in layout):
-                    return (f"vec4 loads need {name}'s stored row length, element offset and batch stride to be "
-                            f"multiples of 4, got {', '.join(map(str, layout))}")
+            unaligned = problem.unaligned_operand()
+            if unaligned is not None:
+                name, layout = unaligned
+                return (f"vec4 loads need {name}'s stored row length, element offset and batch stride to be "
+                        f"multiples of 4, got {', '.join(map(str, layout))}")
             if not problem.aligned_bindings:
                 return "vec4 loads need both operands bound at 16-byte boundaries (a view of a tensor is not)"
         return None
