@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from wgrpo.rl.errors import input_error
-from wgrpo.tools.bench import BenchConfig, _progress, _progress_done
+from wgrpo.tools.bench import BenchConfig, _fmt, _progress, _progress_done
 from wgrpo.tools.bench_model import _adapter
 
 PROMPT_TOKENS = 16
@@ -380,10 +380,6 @@ def _bytes(n) -> str:
 
 def _millions(n) -> str:
     return "-" if n is None else f"{n / 1e6:.1f}M"
-
-
-def _fmt(value, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
 
 
 def format_checkpoint_report(report: dict) -> str:

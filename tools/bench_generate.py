@@ -28,7 +28,7 @@ import numpy as np
 
 from wgrpo.rl.errors import input_error
 from wgrpo.rl.train.fields import option_flag
-from wgrpo.tools.bench import BenchConfig, _progress, _progress_done
+from wgrpo.tools.bench import BenchConfig, _fmt, _progress, _progress_done
 from wgrpo.tools.bench_model import ModelBenchConfig, _adapter, _load_model, torch_available
 from wgrpo.tools.torch_twin import synchronize, torch_device_label, torch_device_report
 
@@ -223,10 +223,6 @@ def run_generate_bench(options: GenerateBenchConfig, model_options: ModelBenchCo
         with open(bench.json, "w") as f:
             json.dump(report, f, indent=2)
     return 0
-
-
-def _fmt(value, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
 
 
 def format_generate_report(report: dict) -> str:

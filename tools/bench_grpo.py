@@ -49,7 +49,7 @@ import numpy as np
 
 from wgrpo.rl.errors import input_error
 from wgrpo.rl.train.fields import option_flag
-from wgrpo.tools.bench import BenchConfig, _progress, _progress_done
+from wgrpo.tools.bench import BenchConfig, _fmt, _progress, _progress_done
 from wgrpo.tools.bench_model import ModelBenchConfig, _adapter
 
 PHASES = ("rollout", "reward", "update")
@@ -374,10 +374,6 @@ def run_grpo_bench(options: GRPOBenchConfig, model_options: ModelBenchConfig, be
             json.dump(report, f, indent=2)
             f.write("\n")
     return 0
-
-
-def _fmt(value, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
 
 
 def format_grpo_report(report: dict) -> str:

@@ -44,7 +44,7 @@ import warnings
 from pathlib import Path
 
 from wgrpo.rl.errors import input_error
-from wgrpo.tools.bench import _progress
+from wgrpo.tools.bench import _fmt, _progress
 from wgrpo.tools.torch_twin import parse_torch_device, resolve_torch_device, synchronize, torch_device_label, \
     torch_device_report
 
@@ -324,10 +324,6 @@ def compare(report: dict) -> dict:
             "work_per_step": {"wgrpo": ours_work, "trl": theirs_work},
             "rollout_share": {"wgrpo": report["phases"]["rollout"]["time_share"],
                               "trl": trl_summary["rollout_share"]}}
-
-
-def _fmt(value, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
 
 
 def format_comparison(report: dict) -> str:
