@@ -169,6 +169,7 @@ class Runtime:
         self._recorded: list[str] = []  # what this submit holds, for error messages
         self._timed_pass: wgpu.GPUComputePassEncoder | None = None
         self.recorder = None  # engine.replay's recorder of the step being recorded for replay, if any
+        self.profiler = None  # engine.profiler's KernelProfile while one is on: every dispatch in a timed pass
 
     # ---------------------------------------------------------------- pipelines
 
@@ -272,7 +273,7 @@ class Runtime:
             slices.append((binding.binding, block.buffer, offset, size))
         if len(data) > _PARAMS_SLOT_BYTES:
             raise KernelError(f"{what}: params of {len(data)} bytes exceed the {_PARAMS_SLOT_BYTES}-byte slot")
-        if len(self._params) + _PARAMS_SLOT_BYTES > _PARAMS_ARENA_BYTES:
+        if len(self._params) + _PARAMS_SLOT_BYTES > _PARAMS_ARENA_BYTES or self._profile_room() < 1:
             self.flush()
         params_offset = len(self._params)
         self._params += data + bytes(_PARAMS_SLOT_BYTES - len(data))
@@ -282,13 +283,18 @@ class Runtime:
         if self.recorder is not None:
             self.recorder.dispatch(compiled.pipeline, bind_group, id(compiled.group_layout), slices,
                                    [b.kind for b in storage], bool(uniform), data, grid, blocks, compiled.params)
-        compute_pass = self._compute_pass()
+        if self.profiler is None:
+            compute_pass = self._compute_pass()
+        else:
+            compute_pass = self._profiled_pass(f"{kernel}.{entry}", shapes)
         try:
             compute_pass.set_pipeline(compiled.pipeline)
             compute_pass.set_bind_group(0, bind_group, [params_offset] if uniform else [])
             compute_pass.dispatch_workgroups(*grid)
         except Exception as error:
             raise KernelError(f"recording {what} with grid {grid} failed: {error}") from error
+        if self.profiler is not None:
+            self._end_pass()
         self.stats.dispatches += 1
         self._recorded.append(what)
 
@@ -300,16 +306,22 @@ class Runtime:
             raise KernelError(f"replaying {what}: {n} dispatches do not fit one submit's Params arena")
         if len(params) != n * _PARAMS_SLOT_BYTES:
             raise KernelError(f"replaying {what}: {len(params)} bytes of Params for {n} dispatches")
-        if len(self._params) + len(params) > _PARAMS_ARENA_BYTES:
+        if len(self._params) + len(params) > _PARAMS_ARENA_BYTES or self._profile_room() < n:
             self.flush()
+        if self._profile_room() < n:
+            raise KernelError(f"profiling {what}: {n} dispatches do not fit one submit's timestamp queries")
         base = len(self._params)
         self._params += params
         compute_pass = self._compute_pass()
         try:
             for i, (pipeline, bind_group, has_uniform, grid) in enumerate(commands):
+                if self.profiler is not None:
+                    compute_pass = self._profiled_pass(pipeline.label, "replayed")
                 compute_pass.set_pipeline(pipeline)
                 compute_pass.set_bind_group(0, bind_group, [base + i * _PARAMS_SLOT_BYTES] if has_uniform else [])
                 compute_pass.dispatch_workgroups(*grid)
+                if self.profiler is not None:
+                    self._end_pass()
         except Exception as error:
             raise KernelError(f"replaying {what} failed: {error}") from error
         for block in blocks:
@@ -351,6 +363,17 @@ class Runtime:
             kwargs = {"timestamp_writes": timestamp_writes} if timestamp_writes else {}
             self._pass = self._command_encoder().begin_compute_pass(**kwargs)
         return self._pass
+
+    def _profiled_pass(self, entry: str, shapes: str) -> wgpu.GPUComputePassEncoder:
+        """A compute pass of its own for the next dispatch, its start and end timestamped for the profile."""
+        self._end_pass()
+        self._pass = self._command_encoder().begin_compute_pass(
+            timestamp_writes=self.profiler.timestamp_writes(entry, shapes))
+        return self._pass
+
+    def _profile_room(self) -> int | float:
+        """Dispatches the profile can still time in this submit (unbounded while none is on)."""
+        return float("inf") if self.profiler is None else self.profiler.room
 
     def _end_pass(self) -> None:
         if self._timed_pass is not None and self._pass is self._timed_pass:
@@ -399,10 +422,13 @@ class Runtime:
             return
         self._end_pass()
         recorded, self._recorded = self._recorded, []
+        profiled = self.profiler.resolve(self._encoder) if self.profiler is not None else 0
         try:
             if self._params:
                 self._wgpu.queue.write_buffer(self._params_buffer, 0, bytes(self._params))
             self._wgpu.queue.submit([self._encoder.finish()])
+            if profiled:
+                self.profiler.collect(self._wgpu.queue)
         except Exception as error:
             tail = ", ".join(recorded[-5:])
             raise KernelError(f"submitting {len(recorded)} dispatches failed (the last: {tail}): {error}") from error

@@ -65,6 +65,9 @@ class BenchConfig:
         "help": "instead of the kernels, time generation: decode tokens/s at the GenerateBenchConfig batch sizes "
                 "and lengths on the model the ModelBenchConfig options describe, and transformers' generate when "
                 "installed (--quick, --json, --seed, --torch and --torch-threads apply)"})
+    profile: bool = field(default=False, metadata={
+        "help": "with --model, --generate or --grpo: after the timed runs, run one more with every dispatch timed "
+                "by GPU timestamps and print GPU time per kernel (the profiled run is slower: read the shares)"})
     grpo: bool = field(default=False, metadata={
         "help": "instead of the kernels, time GRPO steps (GRPOBenchConfig options): seconds per step split into "
                 "rollout, reward and update, with each phase's FLOPs and GFLOP/s, on a random model of the "

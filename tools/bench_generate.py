@@ -28,6 +28,7 @@ import numpy as np
 
 from wgrpo.rl.errors import input_error
 from wgrpo.rl.train.fields import option_flag
+from wgrpo.tools import bench_profile
 from wgrpo.tools.bench import BenchConfig, _fmt, _progress, _progress_done
 from wgrpo.tools.bench_model import ModelBenchConfig, _adapter, _load_model, torch_available
 from wgrpo.tools.torch_twin import synchronize, torch_device_label, torch_device_report
@@ -152,6 +153,8 @@ def run_generate_bench(options: GenerateBenchConfig, model_options: ModelBenchCo
     from wgrpo.engine.generate import default_steps_per_submit
 
     device = get_device(device_spec)
+    if bench.profile:
+        bench_profile.require_timestamps(device)
     use_torch, why_not = model_options.torch, ""
     if use_torch:
         use_torch, why_not = torch_available()
@@ -207,6 +210,10 @@ def run_generate_bench(options: GenerateBenchConfig, model_options: ModelBenchCo
                 "replayed_steps": stats[n].get("replayed_steps", 0),
                 "torch_call_s": torch_t.get(n), "torch_decode_tokens_per_s": torch_rate,
                 "x_torch": (ours_rate / torch_rate) if (ours_rate and torch_rate and not check) else None})
+    profile = None
+    if bench.profile:
+        _progress(f"profile: batch {max(batches)}, {max(lengths)} tokens, every dispatch timed ...")
+        profile = bench_profile.profiled(device, lambda: _ours(model, prompts[:max(batches)], max(lengths)))[1]
     _progress_done()
     report = {"adapter": _adapter(device), "model": {"architecture": cfg.architecture, "vocab_size": cfg.vocab_size,
               "hidden_size": cfg.hidden_size, "num_layers": cfg.num_layers, "num_heads": cfg.num_heads,
@@ -218,7 +225,11 @@ def run_generate_bench(options: GenerateBenchConfig, model_options: ModelBenchCo
                         "greedy_check": "ok" if torch_side is not None and not check else check,
                         **torch_info},
               "cases": rows}
+    if profile is not None:
+        report["profile"] = profile
     print(format_generate_report(report))
+    if profile is not None:
+        print(bench_profile.format_profile(f"generate, batch {max(batches)} x {max(lengths)} tokens", profile))
     if bench.json:
         with open(bench.json, "w") as f:
             json.dump(report, f, indent=2)

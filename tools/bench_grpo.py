@@ -49,6 +49,7 @@ import numpy as np
 
 from wgrpo.rl.errors import input_error
 from wgrpo.rl.train.fields import option_flag
+from wgrpo.tools import bench_profile
 from wgrpo.tools.bench import BenchConfig, _fmt, _progress, _progress_done
 from wgrpo.tools.bench_model import ModelBenchConfig, _adapter
 
@@ -272,6 +273,14 @@ def time_step(trainer, step: int) -> dict:
             "loss": metrics.get("loss"), "reward_mean": float(rollout.rewards().mean())}
 
 
+def profile_step(trainer, step: int) -> dict:
+    """One more step after the timed ones, rollout and update each profiled (`tools.bench_profile`)."""
+    device = trainer.model.device
+    _progress("profile: one more step, every dispatch timed ...")
+    rollout, rollout_profile = bench_profile.profiled(device, lambda: trainer.rollout(step)[0])
+    return {"rollout": rollout_profile, "update": bench_profile.profiled(device, lambda: trainer.update(rollout))[1]}
+
+
 def summarize(steps: list[dict]) -> dict:
     """Median seconds per phase; tokens, FLOPs, GFLOP/s, shares and the runtime counters per phase."""
     med = lambda key: statistics.median(s[key] for s in steps)  # noqa: E731
@@ -321,6 +330,8 @@ def run_grpo_bench(options: GRPOBenchConfig, model_options: ModelBenchConfig, be
     from wgrpo.engine.device import get_device
 
     device = get_device(device_spec)
+    if bench.profile:
+        bench_profile.require_timestamps(device)
     if options.trl:  # a missing extra or an unusable --torch-device is named before any work
         from wgrpo.tools import bench_trl
 
@@ -343,6 +354,7 @@ def run_grpo_bench(options: GRPOBenchConfig, model_options: ModelBenchConfig, be
             record = time_step(trainer, step)
             if timed:
                 steps.append(record)
+        profile = profile_step(trainer, total) if bench.profile else None
         trl = None
         if options.trl:  # right after ours, in its own steady state, as `bench --model` times torch
             _progress("TRL: the same model, tokenizer, prompts and rewards ...")
@@ -356,6 +368,8 @@ def run_grpo_bench(options: GRPOBenchConfig, model_options: ModelBenchConfig, be
               "model": {**asdict(config), "num_parameters": config.num_parameters()},
               "setup": setup, **summarize(steps), "steps": steps, "notes": []}
     report["verdict"] = verdict(report)
+    if profile is not None:
+        report["profile"] = profile
     if trl is not None:
         report["trl"] = trl
         report["comparison"] = bench_trl.compare(report)
@@ -369,6 +383,8 @@ def run_grpo_bench(options: GRPOBenchConfig, model_options: ModelBenchConfig, be
     print(format_grpo_report(report))
     if trl is not None:
         print(bench_trl.format_comparison(report))
+    for phase, phase_profile in (profile or {}).items():
+        print(bench_profile.format_profile(f"{phase} (profiled step)", phase_profile))
     if bench.json:
         with open(bench.json, "w") as f:
             json.dump(report, f, indent=2)

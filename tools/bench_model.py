@@ -31,6 +31,7 @@ import numpy as np
 
 from wgrpo.rl.errors import input_error
 from wgrpo.rl.train.fields import option_flag
+from wgrpo.tools import bench_profile
 from wgrpo.tools.bench import BenchConfig, _progress, _progress_done
 from wgrpo.tools.torch_twin import TORCH_DEVICE_HELP, parse_torch_device, synchronize, torch_device_label, \
     torch_device_report
@@ -254,6 +255,8 @@ def run_model_bench(options: ModelBenchConfig, bench: BenchConfig, device_spec: 
     from wgrpo.engine.device import get_device
 
     device = get_device(device_spec)
+    if bench.profile:
+        bench_profile.require_timestamps(device)
     trials, warmup = bench.resolved_trials(), options.resolved_warmup(bench.quick)
     use_torch, why_not = options.torch, "--no-torch"
     if use_torch:
@@ -315,8 +318,14 @@ def run_model_bench(options: ModelBenchConfig, bench: BenchConfig, device_spec: 
         if entry["submits_per_step"] != 1:
             report["notes"].append(f"{PHASE_LABEL[phase]}: {entry['submits_per_step']} submits per step, not 1 "
                                    f"(the runtime flushes when a step records over 4096 dispatches)")
+    if bench.profile:
+        _progress("profile: one more forward + backward, every dispatch timed ...")
+        report["profile"] = bench_profile.profiled(device, lambda: ours.run(backward=True))[1]
     _progress_done()
     print(format_model_report(report))
+    if bench.profile:
+        print(bench_profile.format_profile("forward + backward" + (" + AdamW" if options.optimizer else ""),
+                                           report["profile"]))
     if bench.json:
         with open(bench.json, "w") as f:
             json.dump(report, f, indent=2)

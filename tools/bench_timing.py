@@ -14,29 +14,13 @@ from typing import Callable
 
 import wgpu
 
+from wgrpo.engine.profiler import timestamp_period_ns
 from wgrpo.engine.runtime import KernelError
 
 # The runtime flushes when its uniform arena (4096 dispatch slots) fills, which would end a timed pass early.
 MAX_DISPATCHES_PER_TRIAL = 3000
 # The timer named when an op flushes while it is recorded (a read-back inside the op): host recording included.
 INCLUSIVE_TIMER = "wall-clock-with-recording"
-
-
-def timestamp_period_ns(device) -> tuple[float, str]:
-    """Nanoseconds per timestamp tick, and where that number came from.
-
-    wgpu-py 0.32 does not wrap `wgpuQueueGetTimestampPeriod`; it is called through wgpu-native's FFI when
-    present. WebGPU defines resolved timestamps in nanoseconds, so 1.0 is the fallback.
-    """
-    try:
-        from wgpu.backends.wgpu_native._ffi import lib
-
-        period = float(lib.wgpuQueueGetTimestampPeriod(device.wgpu.queue._internal))
-        if period > 0:
-            return period, "wgpuQueueGetTimestampPeriod (wgpu-native)"
-    except Exception:  # another backend, or a wgpu-py without the private FFI handle
-        pass
-    return 1.0, "assumed 1 ns per tick (no timestamp period exposed by wgpu-py)"
 
 
 @dataclass

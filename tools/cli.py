@@ -90,6 +90,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from wgrpo.rl.errors import input_error
 
         raise input_error("--trl times TRL's GRPOTrainer beside wgrpo's GRPO steps: add --grpo")
+    if config.profile and not (config.grpo or config.generate or config.model):
+        from wgrpo.rl.errors import input_error
+
+        raise input_error("--profile times the kernels of a model step, a generation or a GRPO step: add --model, "
+                          "--generate or --grpo")
     if config.autotune:
         from wgrpo.tools.bench_autotune import run_autotune_bench
         from wgrpo.tools.bench_model import ModelBenchConfig
