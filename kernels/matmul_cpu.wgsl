@@ -13,7 +13,8 @@
 //                              minimum binding size of a vec4 array)
 //   @binding(2) storage, read  b: array<vec4<elem>>  B through b_at (b_quad reads 4); >= 4 elements; or packed
 //                              bf16/f16 pairs in u32 words when the pipeline asks (weights = bf16/f16)
-//   @binding(3) storage, rw    c: array<elem>        C
+//   @binding(3) storage, rw    c: array<vec4<elem>>  C, written as quads where its rows start on quads, else
+//                              one component at a time; >= 4 elements
 //   @binding(4) storage, read  bias: array<elem>     N elements when has_bias = 1; any buffer otherwise
 // f16: the runtime replaces the `alias elem` line with `alias elem = f16;` and prepends `enable f16;`.
 //
@@ -74,7 +75,7 @@ struct Params {
 // merges the 4 reads of b_quad into one 4-wide read.
 fn b_at(i: u32) -> f32 { let v = b[(i | 3u) >> 2u]; return f32(v[i & 3u]); }
 // END weights
-@group(0) @binding(3) var<storage, read_write> c: array<elem>;
+@group(0) @binding(3) var<storage, read_write> c: array<vec4<elem>>;
 @group(0) @binding(4) var<storage, read> bias: array<elem>;
 
 override CPU_X: u32 = 8u;
@@ -113,25 +114,35 @@ fn bias_quad(n: u32) -> vec4<f32> {
                      f32(bias[o + min(n + 3u, l)]));
 }
 
-// C(row, n .. n+3) = v, skipping rows >= M and columns >= N.
+// C(row, n .. n+3) = v, skipping rows >= M and columns >= N.  n is a multiple of 4, so the quad is one
+// 4-wide store whenever C's rows start on quads (c_off and ldc multiples of 4) and it lies inside N: a store,
+// like a load, costs one per-lane loop on lavapipe whatever its width.
 fn store_quad(c_off: u32, row: u32, n: u32, v: vec4<f32>) {
     if (row >= params.M) { return; }
     let base = c_off + row * params.ldc + n;
     let N = params.N;
-    if (n < N) { c[base] = elem(v.x); }
-    if (n + 1u < N) { c[base + 1u] = elem(v.y); }
-    if (n + 2u < N) { c[base + 2u] = elem(v.z); }
-    if (n + 3u < N) { c[base + 3u] = elem(v.w); }
+    if (((c_off | params.ldc) & 3u) == 0u && n + 3u < N) {
+        c[base >> 2u] = vec4<elem>(v);
+        return;
+    }
+    if (n < N) { c[base >> 2u][base & 3u] = elem(v.x); }
+    if (n + 1u < N) { c[(base + 1u) >> 2u][(base + 1u) & 3u] = elem(v.y); }
+    if (n + 2u < N) { c[(base + 2u) >> 2u][(base + 2u) & 3u] = elem(v.z); }
+    if (n + 3u < N) { c[(base + 3u) >> 2u][(base + 3u) & 3u] = elem(v.w); }
 }
 
-// C(row, n .. n+3) += v, skipping columns >= N (row < M).
+// C(row, n .. n+3) += v, skipping columns >= N (row < M); one 4-wide read and store as in store_quad.
 fn add_quad(c_off: u32, row: u32, n: u32, v: vec4<f32>) {
     let base = c_off + row * params.ldc + n;
     let N = params.N;
-    if (n < N) { c[base] = elem(f32(c[base]) + v.x); }
-    if (n + 1u < N) { c[base + 1u] = elem(f32(c[base + 1u]) + v.y); }
-    if (n + 2u < N) { c[base + 2u] = elem(f32(c[base + 2u]) + v.z); }
-    if (n + 3u < N) { c[base + 3u] = elem(f32(c[base + 3u]) + v.w); }
+    if (((c_off | params.ldc) & 3u) == 0u && n + 3u < N) {
+        c[base >> 2u] = vec4<elem>(vec4<f32>(c[base >> 2u]) + v);
+        return;
+    }
+    for (var j = 0u; j < 4u; j++) {
+        let i = base + j;
+        if (n + j < N) { c[i >> 2u][i & 3u] = elem(f32(c[i >> 2u][i & 3u]) + v[j]); }
+    }
 }
 
 // BEGIN subgroup

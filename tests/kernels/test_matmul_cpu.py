@@ -136,11 +136,14 @@ def test_windows_accumulate_and_bias(device, rng, entry):
     a_cols, b_cols = (m if ta else k), (k if tb else n)
     bias = rng.standard_normal(n + 7).astype(np.float32)
     # aligned windows (offsets and row lengths multiples of 4: quads, then a k tail) added to C; unaligned ones
-    # (single-element reads) written over it
-    for accumulate, offsets, pad in ((True, (8, 12), ((-a_cols) % 4 + 4, (-b_cols) % 4 + 4)),
-                                     (False, (3, 5), (1, 2))):
+    # (single-element reads) written over it; C's window in quads (4-wide stores but for the last column
+    # group, N = 45) or not (one element at a time)
+    aligned = ((-a_cols) % 4 + 4, (-b_cols) % 4 + 4)
+    for accumulate, offsets, pad, (ldc, offset_c) in ((True, (8, 12), aligned, (n + 6, 5)),
+                                                      (False, (3, 5), (1, 2), (n + 6, 5)),
+                                                      (True, (8, 12), aligned, (n + 3, 8)),
+                                                      (False, (3, 5), (1, 2), (n + 3, 4))):
         a, b = operands(rng, entry, m, n, k, pad=pad, offsets=offsets)
-        ldc, offset_c = n + 6, 5
         start = rng.standard_normal(offset_c + m * ldc + 3).astype(np.float32)
         out = Tensor.from_numpy(start, device)
         result = dispatch(device, entry, a, b, out, m, n, k, ldc=ldc, offset_c=offset_c, accumulate=accumulate,
