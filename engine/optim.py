@@ -3,8 +3,10 @@
 Owns: `AdamW` (PyTorch's torch.optim.AdamW semantics: decoupled weight decay, bias correction, a step count per
 parameter starting at 1; one `kernels/adamw.wgsl` dispatch per parameter, updating the parameter and its f32
 moments in place) with `state_dict` / `load_state_dict` for checkpoints, and `clip_grad_norm_` (kernels in
-`kernels/norm_clip.wgsl`; the norm and the clip factor stay on the GPU, so clipping needs no read-back).
-Nothing here reads GPU data back except `state_dict`. Must not import `rl`.
+`kernels/norm_clip.wgsl`; the norm and the clip factor stay on the GPU, so clipping needs no read-back), and
+the choice between each kernel's scalar entry and its vec4 form (`vec4_entry`: a block whose bindings can all be
+read as quads of 4 elements takes the vec4 one). Nothing here reads GPU data back except `state_dict`. Must not
+import `rl`.
 """
 
 from __future__ import annotations
@@ -17,12 +19,58 @@ import numpy as np
 from wgrpo import kernels
 from wgrpo.engine.errors import InputError
 from wgrpo.engine.memory import memory_kind
-from wgrpo.engine.ops._common import flat_grid, grid_1d
+from wgrpo.engine.ops._common import flat_grid, grid_1d, invocations
 from wgrpo.engine.tensor import Tensor
 
 
+# The vec4 form of each scalar entry: the same formula and bindings, on quads of 4 elements.
+VEC4_ENTRIES = {
+    ("adamw", "adamw_step_naive"): "adamw_step4",
+    ("norm_clip", "sum_squares_workgroup"): "sum_squares4",
+    ("norm_clip", "clip_scale_naive"): "clip_scale4",
+    ("norm_clip", "clip_scale_inplace_naive"): "clip_scale_inplace4",
+}
+# Per adapter kind, the vec4 entries' overrides. QUADS, quads per invocation of the elementwise ones: lavapipe pays
+# per invocation as well as per load/store, so a short loop helps there (measured on the benchmark model's 51
+# tensors: AdamW 8.9 ms at 8 quads, 11.1 at 1); GPUs keep one quad per invocation, neighbours reading neighbouring
+# quads. SUM_WG, the workgroup of sum_squares4: barriers are dear on a CPU (see kernels/norm_clip.wgsl).
+SOFTWARE_CONSTANTS = {"QUADS": 8, "SUM_WG": 8}
+GPU_CONSTANTS = {"QUADS": 1, "SUM_WG": 256}
+
+
+def _quad_aligned(t: Tensor) -> bool:
+    """Whether `t` (one block) can be bound as an array of vec4s: whole quads at a 16-byte aligned offset."""
+    return t.size % 4 == 0 and t.binding()[1] % 16 == 0
+
+
+def vec4_entry(kernel: str, entry: str, quad_views: list[Tensor], vec4: bool = True) -> str:
+    """The entry to run for `kernel`.`entry`: its vec4 form where `vec4` is on and every buffer it reads as quads
+    (`quad_views`, one block each) is quad aligned, else `entry` itself."""
+    if vec4 and all(_quad_aligned(t) for t in quad_views):
+        return VEC4_ENTRIES[(kernel, entry)]
+    return entry
+
+
+def _overrides(device) -> dict[str, int]:
+    return SOFTWARE_CONSTANTS if device.is_software else GPU_CONSTANTS
+
+
+def elementwise_grid(kernel: str, entry: str, n: int, device) -> tuple[tuple[int, int], dict | None]:
+    """(grid, pipeline constants) of an elementwise entry over n elements on `device`: one element per invocation
+    for a scalar entry, QUADS quads per invocation for a vec4 one."""
+    if entry not in VEC4_ENTRIES.values():
+        return flat_grid(kernel, entry, n), None
+    quads = _overrides(device)["QUADS"]
+    return grid_1d(math.ceil((n // 4) / quads), invocations(kernel, entry)), {"QUADS": quads}
+
+
+def sum_squares_constants(entry: str, device) -> dict | None:
+    """The pipeline constants of a sum-of-squares entry: the vec4 one's workgroup size."""
+    return {"SUM_WG": _overrides(device)["SUM_WG"]} if entry == "sum_squares4" else None
+
+
 def clip_chunk() -> int:
-    """Gradient elements one workgroup of sum_squares_workgroup sums (CHUNK in kernels/norm_clip.wgsl)."""
+    """Gradient elements one workgroup of sum_squares_workgroup (or sum_squares4) sums (CHUNK in norm_clip.wgsl)."""
     return kernels.load("norm_clip").constants["CHUNK"]
 
 
@@ -58,11 +106,14 @@ class AdamW:
 
     `lr`, `betas`, `eps` and `weight_decay` are plain attributes: a schedule may set `opt.lr` between steps.
     Moments are float32 whatever the parameter dtype. Parameters without a `.grad` are skipped, as in torch.
+    A block whose size is a multiple of 4 takes the vec4 kernel (the same result to the bit); `vec4=False` runs
+    the scalar one everywhere.
     """
 
     def __init__(self, params: Iterable[Tensor], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.01):
+                 eps: float = 1e-8, weight_decay: float = 0.01, vec4: bool = True):
         self.params = _parameter_list(params, "AdamW")
+        self.vec4 = vec4
         if not self.params:
             raise ValueError("AdamW: params is empty")
         self.lr, self.betas, self.eps, self.weight_decay = lr, tuple(betas), eps, weight_decay
@@ -83,7 +134,8 @@ class AdamW:
             raise ValueError(f"AdamW: weight_decay must be a finite number >= 0, got {wd!r}")
 
     def step(self) -> None:
-        """Update every parameter that has a `.grad`: one dispatch each, recorded into the current submit."""
+        """Update every parameter that has a `.grad`: one dispatch each (per row block), recorded into the current
+        submit."""
         self._check_hyperparameters()
         beta1, beta2 = (float(b) for b in self.betas)
         self.step_count += 1
@@ -106,8 +158,10 @@ class AdamW:
                           "one_minus_beta1": 1.0 - beta1, "beta2": beta2, "one_minus_beta2": 1.0 - beta2,
                           "eps": self.eps, "step_size": self.lr / (1.0 - beta1**t), "bc2_sqrt": math.sqrt(1.0 - beta2**t)}
                 where = f" block {block}" if p.is_split else ""
-                p.runtime.dispatch("adamw", "adamw_step_naive", [p_block, g_block, m_block, v_block],
-                                   flat_grid("adamw", "adamw_step_naive", p_block.size), params, elem=p.elem,
+                buffers = [p_block, g_block, m_block, v_block]
+                entry = vec4_entry("adamw", "adamw_step_naive", buffers, self.vec4)
+                grid, constants = elementwise_grid("adamw", entry, p_block.size, p.device)
+                p.runtime.dispatch("adamw", entry, buffers, grid, params, elem=p.elem, constants=constants,
                                    shapes=f"params[{index}] {p.shape}{where}")
 
     def zero_grad(self) -> None:
@@ -168,14 +222,14 @@ def _shared_gradients(params: list[Tensor]) -> set[int]:
     return {p for owners in holders.values() if len(owners) > 1 for p in owners}
 
 
-def clip_grad_norm_(params: Iterable[Tensor] | Tensor, max_norm: float) -> Tensor:
+def clip_grad_norm_(params: Iterable[Tensor] | Tensor, max_norm: float, vec4: bool = True) -> Tensor:
     """Scale the gradients so that their global L2 norm is at most `max_norm`, as torch's clip_grad_norm_.
 
     The factor is min(1, max_norm / (total_norm + 1e-6)). Returns the total norm before clipping as a float32
     Tensor of shape () (reading it is a read-back; the clip itself needs none). Each `.grad` is scaled in place,
     except one whose buffers another parameter's `.grad` in `params` also views (autograd hands one gradient
     tensor to both operands of an add): that one is replaced by a scaled copy, so it is scaled once for each
-    parameter. Parameters without a `.grad` are skipped.
+    parameter. Parameters without a `.grad` are skipped. `vec4=False` runs the scalar kernels everywhere.
     """
     if isinstance(max_norm, bool) or not isinstance(max_norm, (int, float, np.floating, np.integer)):
         raise TypeError(f"clip_grad_norm_: max_norm must be a number, got {type(max_norm).__name__}")
@@ -199,8 +253,10 @@ def clip_grad_norm_(params: Iterable[Tensor] | Tensor, max_norm: float) -> Tenso
         if p.device is not device:
             raise ValueError(f"clip_grad_norm_: params[{index}] is on {p.device.name}, params[{with_grad[0][0]}] "
                              f"on {device.name}")
-        runtime.dispatch("norm_clip", "sum_squares_workgroup", [g, partials], grid_1d(g.size, chunk),
-                         {"n": g.size, "slot": slot}, elem=p.elem, shapes=f"params[{index}] {p.shape}")
+        entry = vec4_entry("norm_clip", "sum_squares_workgroup", [g], vec4)
+        runtime.dispatch("norm_clip", entry, [g, partials], grid_1d(g.size, chunk), {"n": g.size, "slot": slot},
+                         elem=p.elem, constants=sum_squares_constants(entry, device),
+                         shapes=f"params[{index}] {p.shape}")
         slot += math.ceil(g.size / chunk)
     total_norm = Tensor.empty((), np.float32, device)
     scale = Tensor.empty((1,), np.float32, device)
@@ -210,15 +266,17 @@ def clip_grad_norm_(params: Iterable[Tensor] | Tensor, max_norm: float) -> Tenso
     for index, p in with_grad:
         if id(p) not in shared:
             for g in p.grad.parts:
-                runtime.dispatch("norm_clip", "clip_scale_inplace_naive", [scale, g],
-                                 flat_grid("norm_clip", "clip_scale_inplace_naive", g.size), {"n": g.size},
-                                 elem=p.elem, shapes=f"params[{index}] {p.shape}")
+                entry = vec4_entry("norm_clip", "clip_scale_inplace_naive", [g], vec4)
+                grid, constants = elementwise_grid("norm_clip", entry, g.size, device)
+                runtime.dispatch("norm_clip", entry, [scale, g], grid, {"n": g.size}, elem=p.elem,
+                                 constants=constants, shapes=f"params[{index}] {p.shape}")
             continue
         with memory_kind("gradients"):
             out = Tensor.empty(p.shape, p.dtype, device)
         for g, o in zip(p.grad.parts, out.parts, strict=True):
-            runtime.dispatch("norm_clip", "clip_scale_naive", [g, scale, o],
-                             flat_grid("norm_clip", "clip_scale_naive", g.size), {"n": g.size}, elem=p.elem,
-                             shapes=f"params[{index}] {p.shape}")
+            entry = vec4_entry("norm_clip", "clip_scale_naive", [g, o], vec4)
+            grid, constants = elementwise_grid("norm_clip", entry, g.size, device)
+            runtime.dispatch("norm_clip", entry, [g, scale, o], grid, {"n": g.size}, elem=p.elem,
+                             constants=constants, shapes=f"params[{index}] {p.shape}")
         p.grad = out
     return total_norm

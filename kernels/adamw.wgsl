@@ -7,7 +7,8 @@
 //                                                             bc2_sqrt = sqrt(1 - beta2^t)
 // The host computes the per-step scalars (decay, step_size, bc2_sqrt) in float64. On a parameter's first step
 // (`fresh` = 1) the moments are read as 0, so they need no zero-filled upload. Math and moments are f32; the
-// parameter and its gradient are stored as `elem`.
+// parameter and its gradient are stored as `elem`. adamw_step_naive is the spec; adamw_step4 computes the same
+// formulas, in the same order, on quads of 4 elements (used when n is a multiple of 4).
 
 // use prelude
 
@@ -57,4 +58,46 @@ fn adamw_step_naive(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroup
     let p = f32(param[i]) * params.decay;
     let denom = sqrt(v) / params.bc2_sqrt + params.eps;
     param[i] = elem(p - params.step_size * (m / denom));
+}
+
+// ---- vec4 entry: the update above on aligned quads (array<vec4<...>> views at the binding numbers of the scalar
+// arrays, so both entries take the same buffers in the same order). lavapipe pays per load/store instruction and
+// a vec4 one costs about what a scalar one does; GPUs coalesce them too.
+
+override QUADS: u32 = 1u;  // quads per invocation of adamw_step4
+
+@group(0) @binding(1) var<storage, read_write> param4: array<vec4<elem>>;
+@group(0) @binding(2) var<storage, read> grad4: array<vec4<elem>>;
+@group(0) @binding(3) var<storage, read_write> exp_avg4: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> exp_avg_sq4: array<vec4<f32>>;
+
+// adamw_step4: adamw_step_naive on quads q < n / 4 (elements 4q .. 4q + 3). n % 4 == 0.
+// Bindings: 0 params (uniform), 1 param4 (read_write, vec4<elem>, n / 4), 2 grad4 (read, vec4<elem>, n / 4),
+// 3 exp_avg4 (read_write, vec4<f32>, n / 4), 4 exp_avg_sq4 (read_write, vec4<f32>, n / 4).
+// Dispatch: workgroups of 256 over ceil(n / (4 * QUADS)) invocations, 2-D grid (x = min(groups, 65535),
+// y = ceil(groups / x)); invocation lid of workgroup w = wg.y * nwg.x + wg.x handles quads
+// w * 256 * QUADS + k * 256 + lid for k < QUADS (strided: neighbouring invocations touch neighbouring quads).
+@compute @workgroup_size(WG)
+fn adamw_step4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let quads = params.n / 4u;
+    let first = workgroup_index(wg, nwg) * WG * QUADS + lid;
+    for (var k = 0u; k < QUADS; k++) {
+        let q = first + k * WG;
+        if (q >= quads) { return; }
+        let g = vec4<f32>(grad4[q]);
+        var m = vec4<f32>(0.0);
+        var v = vec4<f32>(0.0);
+        if (params.fresh == 0u) {
+            m = exp_avg4[q];
+            v = exp_avg_sq4[q];
+        }
+        m = m + params.one_minus_beta1 * (g - m);
+        v = v * params.beta2 + params.one_minus_beta2 * g * g;
+        exp_avg4[q] = m;
+        exp_avg_sq4[q] = v;
+        let p = vec4<f32>(param4[q]) * params.decay;
+        let denom = sqrt(v) / params.bc2_sqrt + params.eps;
+        param4[q] = vec4<elem>(p - params.step_size * (m / denom));
+    }
 }

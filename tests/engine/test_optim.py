@@ -1,5 +1,7 @@
 """wgrpo.engine.optim: AdamW against a numpy port of torch.optim.AdamW (and torch itself when installed), its state
-dict, and clip_grad_norm_ against numpy. Shapes include 1, primes and gradients spanning several clip chunks."""
+dict, and clip_grad_norm_ against numpy, each with the vec4 kernels (where a size is a multiple of 4) and with the
+scalar ones only (`vec4=False`), and the two bit for bit against each other. Shapes include 1, primes, multiples
+of 4, gradients spanning several clip chunks and parameters held in row blocks."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ from wgrpo.engine import Tensor, ops
 from wgrpo.engine.optim import AdamW, clip_chunk, clip_grad_norm_
 from tests.tolerances import assert_close
 
-SHAPES = [(1,), (7,), (13, 17), (5003,)]
+SHAPES = [(1,), (7,), (13, 17), (5003,), (4,), (16, 12), (3, 4100)]  # the last three take the vec4 kernels
+VEC4 = pytest.mark.parametrize("vec4", [True, False], ids=["vec4", "scalar"])
 
 
 class NumpyAdamW:
@@ -47,9 +50,9 @@ def make_run(device, seed=0, shapes=SHAPES, steps=5, dtype=np.float32):
     return init, grads
 
 
-def run_engine(device, init, grads, lrs, **hyper):
+def run_engine(device, init, grads, lrs, vec4=True, **hyper):
     params = [Tensor.from_numpy(p, device) for p in init]
-    opt = AdamW(params, lr=lrs[0], **hyper)
+    opt = AdamW(params, lr=lrs[0], vec4=vec4, **hyper)
     for lr, step_grads in zip(lrs, grads):
         opt.lr = lr
         for p, g in zip(params, step_grads):
@@ -62,16 +65,17 @@ HYPER = dict(betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
 LRS = [1e-2, 1e-2, 5e-3, 2e-2, 1e-3]  # a schedule changes lr between steps
 
 
-def test_adamw_matches_numpy_port(device):
+@VEC4
+def test_adamw_matches_numpy_port(device, vec4):
     init, grads = make_run(device)
-    params, opt = run_engine(device, init, grads, LRS, **HYPER)
+    params, opt = run_engine(device, init, grads, LRS, vec4, **HYPER)
     ref = NumpyAdamW(init, LRS[0], **HYPER)
     for lr, step_grads in zip(LRS, grads):
         ref.lr = lr
         ref.step([None if g is None else g.astype(np.float64) for g in step_grads])
     state = opt.state_dict()
     assert state["step"] == 5
-    assert [s["step"] for s in state["state"]] == [5, 4, 5, 5]
+    assert [s["step"] for s in state["state"]] == [5, 4, 5, 5, 5, 5, 5]
     for i, p in enumerate(params):
         assert_close(p.numpy(), ref.params[i])
         assert_close(state["state"][i]["exp_avg"], ref.state[i]["m"])
@@ -79,10 +83,11 @@ def test_adamw_matches_numpy_port(device):
         assert not np.allclose(p.numpy(), init[i])  # the test would notice an optimizer doing nothing
 
 
-def test_adamw_matches_torch(device):
+@VEC4
+def test_adamw_matches_torch(device, vec4):
     torch = pytest.importorskip("torch")
     init, grads = make_run(device, seed=1)
-    params, _ = run_engine(device, init, grads, LRS, **HYPER)
+    params, _ = run_engine(device, init, grads, LRS, vec4, **HYPER)
     tparams = [torch.tensor(p, requires_grad=True) for p in init]
     topt = torch.optim.AdamW(tparams, lr=LRS[0], **HYPER)
     for lr, step_grads in zip(LRS, grads):
@@ -124,11 +129,12 @@ def test_zero_grad_and_skipping(device):
     assert opt.state_dict()["state"] == [None]
 
 
-def test_adamw_f16_parameters(device):
+@VEC4
+def test_adamw_f16_parameters(device, vec4):
     if not device.has_f16:
         pytest.skip(f"{device.name} lacks shader-f16")
-    init, grads = make_run(device, seed=3, shapes=[(7,), (13, 17)], steps=3, dtype=np.float16)
-    params, opt = run_engine(device, init, grads, LRS[:3], **HYPER)
+    init, grads = make_run(device, seed=3, shapes=[(7,), (13, 17), (8,), (16, 12)], steps=3, dtype=np.float16)
+    params, opt = run_engine(device, init, grads, LRS[:3], vec4, **HYPER)
     ref = NumpyAdamW(init, LRS[0], **HYPER)
     for lr, step_grads in zip(LRS[:3], grads):
         ref.lr = lr
@@ -137,6 +143,50 @@ def test_adamw_f16_parameters(device):
         assert p.dtype == np.float16
         assert_close(p.numpy(), expected, "f16")
     assert opt.state_dict()["state"][0]["exp_avg"].dtype == np.float32
+
+
+def entries_run(device, monkeypatch) -> list[str]:
+    """The entry names of every dispatch from now on (a spy on the runtime)."""
+    seen, dispatch = [], device.runtime.dispatch
+    monkeypatch.setattr(device.runtime, "dispatch", lambda kernel, entry, *a, **k: (seen.append(entry),
+                                                                                    dispatch(kernel, entry, *a, **k)))
+    return seen
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_adamw_vec4_equals_scalar_to_the_bit(device, monkeypatch, dtype):
+    if dtype == np.float16 and not device.has_f16:
+        pytest.skip(f"{device.name} lacks shader-f16")
+    init, grads = make_run(device, seed=8, dtype=dtype)
+    updates = sum(g is not None for step in grads for g in step)
+    aligned = sum(g is not None and g.size % 4 == 0 for step in grads for g in step)
+    seen = entries_run(device, monkeypatch)
+    fast, fast_opt = run_engine(device, init, grads, LRS, True, **HYPER)
+    assert seen.count("adamw_step4") == aligned and seen.count("adamw_step_naive") == updates - aligned
+    slow, slow_opt = run_engine(device, init, grads, LRS, False, **HYPER)
+    assert seen[updates:] == ["adamw_step_naive"] * updates
+    for a, b in zip(fast, slow):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    for a, b in zip(fast_opt.state_dict()["state"], slow_opt.state_dict()["state"]):
+        np.testing.assert_array_equal(a["exp_avg"], b["exp_avg"])
+        np.testing.assert_array_equal(a["exp_avg_sq"], b["exp_avg_sq"])
+
+
+def test_adamw_on_row_blocks_equals_one_buffer(device, monkeypatch):
+    """Parameters over the binding limit are updated block by block, each block taking the vec4 kernel when its
+    size allows: (37, 61) in blocks of 16, 16 and 5 rows runs the scalar kernel on the last block only."""
+    shapes = [(40, 64), (37, 61)]
+    init, grads = make_run(device, seed=9, shapes=shapes, steps=3)
+    whole, _ = run_engine(device, init, grads, LRS[:3], **HYPER)
+    monkeypatch.setattr(device, "_binding_bytes", 4096)
+    seen = entries_run(device, monkeypatch)
+    split, _ = run_engine(device, init, grads, LRS[:3], **HYPER)
+    assert all(p.is_split for p in split)
+    assert [p.row_ranges for p in split] == [[(0, 16), (16, 32), (32, 40)], [(0, 16), (16, 32), (32, 37)]]
+    both = ["adamw_step4"] * 3 + ["adamw_step4", "adamw_step4", "adamw_step_naive"]
+    assert seen == both + both + ["adamw_step4"] * 3  # the second parameter has no gradient at the third step
+    for a, b in zip(split, whole):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
 def test_adamw_errors(device):
@@ -173,14 +223,16 @@ def clip_case(device, seed, shapes):
     return params, grads
 
 
+@VEC4
 @pytest.mark.parametrize("max_norm_ratio", [0.3, 2.0])  # clipping active, and a no-op
-def test_clip_grad_norm_matches_numpy(device, max_norm_ratio):
-    shapes = [(1,), (13, 17), (3, 5003), (clip_chunk(),), (clip_chunk() + 1,)]  # several chunks, chunk edges
+def test_clip_grad_norm_matches_numpy(device, max_norm_ratio, vec4):
+    # several chunks, chunk edges; the aligned ones take the vec4 kernels
+    shapes = [(1,), (13, 17), (3, 5003), (clip_chunk(),), (clip_chunk() + 1,), (16, 12), (3, 4100), (4,)]
     params, grads = clip_case(device, 4, shapes)
     norm = np.sqrt(sum((g.astype(np.float64) ** 2).sum() for g in grads))
     max_norm = max_norm_ratio * norm
     readbacks = device.runtime.stats.readbacks
-    total = clip_grad_norm_(params, max_norm)
+    total = clip_grad_norm_(params, max_norm, vec4=vec4)
     assert device.runtime.stats.readbacks == readbacks  # clipping itself never waits for the GPU
     assert total.shape == () and total.dtype == np.float32
     assert_close(total.numpy(), norm)
@@ -189,14 +241,15 @@ def test_clip_grad_norm_matches_numpy(device, max_norm_ratio):
         assert_close(p.grad.numpy(), g * factor)
 
 
-def test_clip_grad_norm_matches_torch(device):
+@VEC4
+def test_clip_grad_norm_matches_torch(device, vec4):
     torch = pytest.importorskip("torch")
-    params, grads = clip_case(device, 5, [(7,), (3, 5003)])
+    params, grads = clip_case(device, 5, [(7,), (3, 5003), (3, 4100)])
     tparams = [torch.zeros(g.shape, requires_grad=True) for g in grads]
     for tp, g in zip(tparams, grads):
         tp.grad = torch.tensor(g)
     expected = torch.nn.utils.clip_grad_norm_(tparams, 1.5)
-    assert_close(clip_grad_norm_(params, 1.5).numpy(), expected.item())
+    assert_close(clip_grad_norm_(params, 1.5, vec4=vec4).numpy(), expected.item())
     for p, tp in zip(params, tparams):
         assert_close(p.grad.numpy(), tp.grad.numpy())
 
@@ -218,15 +271,18 @@ def scaled_exactly(g: np.ndarray, scale: np.float32) -> np.ndarray:
     return (g.astype(np.float32) * scale).astype(g.dtype)
 
 
+@VEC4
 @pytest.mark.parametrize("limit", [None, 32 << 10])  # one buffer each, and gradients held in row blocks
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
-def test_clip_in_place_equals_the_scaled_copy(device, monkeypatch, limit, dtype):
+def test_clip_in_place_equals_the_scaled_copy(device, monkeypatch, limit, dtype, vec4):
     """Unshared gradients are scaled in place (the same tensors, no new gradient bytes), a gradient two
     parameters share into a copy: both are g * scale to the bit. A float32 gradient of one 1.0 reads the scale
     back."""
+    if dtype == np.float16 and not device.has_f16:
+        pytest.skip(f"{device.name} lacks shader-f16")
     if limit is not None:
         monkeypatch.setattr(device, "_binding_bytes", limit)
-    shapes = [(1,), (13, 17), (197, 61), (clip_chunk() + 1,), (1,)]
+    shapes = [(1,), (13, 17), (197, 61), (clip_chunk() + 1,), (197, 64), (8,), (1,)]
     rng = np.random.default_rng(7)
     grads = [rng.standard_normal(s).astype(dtype) for s in shapes[:-1]] + [np.ones(1, np.float32)]
     memory = device.runtime.memory
@@ -234,19 +290,53 @@ def test_clip_in_place_equals_the_scaled_copy(device, monkeypatch, limit, dtype)
         params = [Tensor.from_numpy(np.zeros_like(g), device) for g in grads]
         for p, g in zip(params, grads):
             p.grad = Tensor.from_numpy(g, device)
-        assert limit is None or params[2].grad.is_split
+        assert limit is None or (params[2].grad.is_split and params[4].grad.is_split)
         twins = [Tensor.from_numpy(np.zeros_like(g), device) for g in grads] if share else []
         for twin, p in zip(twins, params):
             twin.grad = p.grad
         before = [p.grad for p in params]
         held = memory.current["gradients"]
-        clip_grad_norm_(params + twins, 0.5)
+        clip_grad_norm_(params + twins, 0.5, vec4=vec4)
         assert all((p.grad is g) != share for p, g in zip(params, before))
         assert (memory.current["gradients"] > held) == share  # only the copies are new gradient bytes
         scale = np.float32(params[-1].grad.numpy()[0])
         assert 0 < scale < 1
         for p, g in zip(params + twins, grads + grads * share):
             np.testing.assert_array_equal(p.grad.numpy(), scaled_exactly(g, scale))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_clip_vec4_entries_run_where_sizes_allow(device, monkeypatch, dtype):
+    """Aligned gradients take the vec4 entries (sum of squares, in-place and copying scale), the others the scalar
+    ones; the norm agrees with the scalar kernels' and each path scales by its own factor."""
+    if dtype == np.float16 and not device.has_f16:
+        pytest.skip(f"{device.name} lacks shader-f16")
+    shapes = [(7,), (16, 12), (3, 4100), (clip_chunk() + 1,)]
+    rng = np.random.default_rng(10)
+    grads = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    results = {}
+    for vec4 in (True, False):
+        params = [Tensor.from_numpy(np.zeros_like(g), device) for g in grads]
+        for p, g in zip(params, grads):
+            p.grad = Tensor.from_numpy(g, device)
+        twin = Tensor.from_numpy(np.zeros_like(grads[1]), device)
+        twin.grad = params[1].grad  # shared: copied, not scaled in place
+        seen = entries_run(device, monkeypatch)
+        total = clip_grad_norm_(params + [twin], 1.0, vec4=vec4)
+        monkeypatch.undo()
+        results[vec4] = float(total.numpy()), [p.grad.numpy() for p in params]
+        scalar = ["sum_squares_workgroup", "clip_coef_workgroup", "clip_scale_naive", "clip_scale_inplace_naive"]
+        if vec4:
+            assert seen == ["sum_squares_workgroup", "sum_squares4", "sum_squares4", "sum_squares_workgroup",
+                            "sum_squares4", "clip_coef_workgroup", "clip_scale_inplace_naive", "clip_scale4",
+                            "clip_scale_inplace4", "clip_scale_inplace_naive", "clip_scale4"]
+        else:
+            assert set(seen) == set(scalar)
+    assert_close(results[True][0], results[False][0])
+    for vec4, (norm, scaled) in results.items():
+        factor = np.float32(1.0 / (np.float32(norm) + 1e-6))
+        for got, g in zip(scaled, grads):
+            assert_close(got, g.astype(np.float64) * factor, "f16" if dtype == np.float16 else "f32")
 
 
 def test_clip_copies_a_gradient_sharing_a_buffer_through_a_view(device, monkeypatch):
