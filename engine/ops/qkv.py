@@ -4,7 +4,8 @@ columns of its output, and the split of an attention layer's fused q/k/v output 
 Owns `fused_linear` (x @ cat(W_1..W_n).T + cat(b_1..b_n) for weights held as adjacent row blocks of one buffer,
 `Tensor.join_rows`; every weight and bias gets a gradient of its own), `add_linear_columns` (y[..., a:b] += x @ W.T
 in place: a LoRA update of one projection of a fused output, without an add) and `qkv_split`
-(`kernels/rope.wgsl`'s `qkv_split_forward` / `qkv_split_backward`). Must not import `rl`.
+(`kernels/rope.wgsl`'s `qkv_split_forward` / `qkv_split_backward`, or their `*_vec4` variants, chosen by
+`split_variant`). Must not import `rl`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 
 from wgrpo.engine.autograd import Function
 from wgrpo.engine.dtypes import dtype_name
+from wgrpo.engine.errors import InputError
 from wgrpo.engine.ops._common import check_float, check_weight, flat_grid
 from wgrpo.engine.ops.matmul import Window, matmul_kernel, weight_storage
 from wgrpo.engine.ops.rope import _inv_freq, _positions
@@ -142,11 +144,27 @@ def add_linear_columns(y: Tensor, x: Tensor, weight: Tensor, start: int) -> Tens
     return out.reshape(y.shape)
 
 
-def _split(entry: str, tensors: list[Tensor], shape: tuple[int, ...], heads: int, kv_heads: int, head_dim: int,
-           positions: Tensor | None, inv_freq: Tensor | None, shapes: str, kv_t_cap: int = 0,
+SPLIT_VARIANTS = ("scalar", "vec4")
+
+
+def split_variant(variant: str | None, head_dim: int, op: str) -> str:
+    """The qkv_split_* variant for head dim D: "vec4" (`*_vec4`, quads of D/2 with cos/sin shared by a token's
+    heads) when D/2 is a multiple of 4, else "scalar" (one invocation per rotated pair). A given `variant` (tests
+    force one) is checked instead."""
+    quads = (head_dim // 2) % 4 == 0
+    variant = variant or ("vec4" if quads else "scalar")
+    if variant not in SPLIT_VARIANTS:
+        raise InputError(f"{op}: variant must be one of {SPLIT_VARIANTS} or None, got {variant!r}")
+    if variant == "vec4" and not quads:
+        raise InputError(f"{op}: the vec4 variant needs D/2 to be a multiple of 4, got D = {head_dim}")
+    return variant
+
+
+def _split(entry: str, variant: str, tensors: list[Tensor], shape: tuple[int, ...], heads: int, kv_heads: int,
+           head_dim: int, positions: Tensor | None, inv_freq: Tensor | None, shapes: str, kv_t_cap: int = 0,
            kv_column: int = 0) -> None:
-    """Dispatch a qkv_split_* entry on `tensors` (its storage bindings after the angles'), qkv of `shape`; k and v
-    land at positions kv_column.. of (B, kv_t_cap, H_kv, D) outputs (0: (B, T, H_kv, D))."""
+    """Dispatch a qkv_split_* entry (its `variant`) on `tensors` (its storage bindings after the angles'), qkv of
+    `shape`; k and v land at positions kv_column.. of (B, kv_t_cap, H_kv, D) outputs (0: (B, T, H_kv, D))."""
     batch, steps = shape[:2]
     n_pairs = batch * steps * (heads + 2 * kv_heads) * (head_dim // 2)
     rotate = positions is not None
@@ -155,7 +173,11 @@ def _split(entry: str, tensors: list[Tensor], shape: tuple[int, ...], heads: int
     params = {"n_pairs": n_pairs, "half": head_dim // 2, "heads": heads, "seq": max(1, steps),
               "pos_batched": rotate and positions.ndim == 2, "heads_k": kv_heads, "n_q_pairs": 0, "rotate": rotate,
               "kv_t_cap": kv_t_cap or max(1, steps), "kv_column": kv_column}
-    tensors[0].runtime.dispatch("rope", entry, angles + tensors, flat_grid("rope", entry, n_pairs), params,
+    if variant == "vec4":  # one invocation per (token, quad of D/2)
+        entry, invocations = f"{entry}_vec4", batch * steps * (head_dim // 8)
+    else:  # one per rotated pair
+        invocations = n_pairs
+    tensors[0].runtime.dispatch("rope", entry, angles + tensors, flat_grid("rope", entry, invocations), params,
                                 elem=tensors[0].elem, shapes=shapes)
 
 
@@ -165,19 +187,19 @@ def _zeros_like(shape, like: Tensor) -> Tensor:
 
 class _QKVSplit(Function):
     @staticmethod
-    def forward(ctx, qkv, heads, kv_heads, head_dim, positions, inv_freq):
+    def forward(ctx, qkv, heads, kv_heads, head_dim, positions, inv_freq, variant):
         b, t = qkv.shape[:2]
-        ctx.save_for_backward(qkv.shape, heads, kv_heads, head_dim, positions, inv_freq)
+        ctx.save_for_backward(qkv.shape, heads, kv_heads, head_dim, positions, inv_freq, variant)
         q = Tensor.empty((b, t, heads, head_dim), qkv.dtype, qkv.device)
         k = Tensor.empty((b, t, kv_heads, head_dim), qkv.dtype, qkv.device)
         v = Tensor.empty((b, t, kv_heads, head_dim), qkv.dtype, qkv.device)
-        _split("qkv_split_forward", [qkv, q, k, v], qkv.shape, heads, kv_heads, head_dim, positions, inv_freq,
-               f"qkv {qkv.shape} into q {q.shape}, k/v {k.shape}")
+        _split("qkv_split_forward", variant, [qkv, q, k, v], qkv.shape, heads, kv_heads, head_dim, positions,
+               inv_freq, f"qkv {qkv.shape} into q {q.shape}, k/v {k.shape}")
         return q, k, v
 
     @staticmethod
     def backward(ctx, dq, dk, dv):
-        shape, heads, kv_heads, head_dim, positions, inv_freq = ctx.saved
+        shape, heads, kv_heads, head_dim, positions, inv_freq, variant = ctx.saved
         b, t = shape[:2]
         like = next(g for g in (dq, dk, dv) if g is not None)
         # an output no loss reached has no gradient: zeros stand in for it
@@ -185,18 +207,19 @@ class _QKVSplit(Function):
         dk = _zeros_like((b, t, kv_heads, head_dim), like) if dk is None else dk
         dv = _zeros_like((b, t, kv_heads, head_dim), like) if dv is None else dv
         dqkv = Tensor.empty(shape, like.dtype, like.device)
-        _split("qkv_split_backward", [dq, dk, dv, dqkv], shape, heads, kv_heads, head_dim, positions, inv_freq,
-               f"dq {dq.shape}, dk/dv {dk.shape} into dqkv {shape}")
-        return dqkv, None, None, None, None, None
+        _split("qkv_split_backward", variant, [dq, dk, dv, dqkv], shape, heads, kv_heads, head_dim, positions,
+               inv_freq, f"dq {dq.shape}, dk/dv {dk.shape} into dqkv {shape}")
+        return dqkv, None, None, None, None, None, None
 
 
 def qkv_split(qkv: Tensor, heads: int, kv_heads: int, positions=None, theta: float = 10000.0, *,
-              inv_freq=None) -> tuple[Tensor, Tensor, Tensor]:
+              inv_freq=None, variant: str | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """(q, k, v) of an attention layer's fused projection qkv (B, T, (H + 2 H_kv) D), each row q's H heads, k's
     H_kv, then v's (x @ cat(Wq, Wk, Wv).T): q (B, T, H, D), k and v (B, T, H_kv, D), in one dispatch. With
     `positions` ((B, T) or (T,), as in `ops.rope`; theta and inv_freq too) q and k come out rotated, equal to
     `rope_qk` of the split; without, q and k are split as they are (to be normalized first, as Qwen3 does).
-    Differentiable: the backward rotates the gradients back into one (B, T, (H + 2 H_kv) D) in one dispatch."""
+    Differentiable: the backward rotates the gradients back into one (B, T, (H + 2 H_kv) D) in one dispatch.
+    `variant` ("scalar" or "vec4", see `split_variant`) forces a kernel; None picks the fastest that fits."""
     op = "qkv_split"
     if not isinstance(qkv, Tensor):
         raise TypeError(f"{op}: qkv must be an engine.Tensor, got {type(qkv).__name__}")
@@ -215,14 +238,15 @@ def qkv_split(qkv: Tensor, heads: int, kv_heads: int, positions=None, theta: flo
         inv_freq = _inv_freq(heads_view, theta, inv_freq, op)
     elif inv_freq is not None:
         raise ValueError(f"{op}: inv_freq without positions; pass positions to rotate q and k")
-    return _QKVSplit.apply(qkv, int(heads), int(kv_heads), head_dim, positions, inv_freq)
+    variant = split_variant(variant, head_dim, op)
+    return _QKVSplit.apply(qkv, int(heads), int(kv_heads), head_dim, positions, inv_freq, variant)
 
 
 def qkv_split_into_cache(qkv: Tensor, heads: int, kv_heads: int, positions: Tensor, inv_freq: Tensor,
-                         k_cache: Tensor, v_cache: Tensor, column: int) -> Tensor:
+                         k_cache: Tensor, v_cache: Tensor, column: int, *, variant: str | None = None) -> Tensor:
     """`qkv_split` for decoding (no gradient): q (B, T, H, D) rotated, returned; k rotated and v written straight
     into the KV cache's (B, T_cap, H_kv, D) k_cache and v_cache at positions column .. column + T - 1. One
-    dispatch for the split, the RoPE and the cache write."""
+    dispatch for the split, the RoPE and the cache write. `variant` as in `qkv_split`."""
     batch, steps = qkv.shape[:2]
     width = heads + 2 * kv_heads
     head_dim = qkv.shape[-1] // width
@@ -232,8 +256,9 @@ def qkv_split_into_cache(qkv: Tensor, heads: int, kv_heads: int, positions: Tens
                          f"positions of ({batch}, ., {kv_heads}, {head_dim}) at column {column}")
     heads_view = qkv.view((batch, steps, width, head_dim))
     positions = _positions(positions, heads_view, "qkv_split_into_cache")
+    variant = split_variant(variant, head_dim, "qkv_split_into_cache")
     q = Tensor.empty((batch, steps, heads, head_dim), qkv.dtype, qkv.device)
-    _split("qkv_split_forward", [qkv, q, k_cache, v_cache], qkv.shape, heads, kv_heads, head_dim, positions,
-           inv_freq, f"qkv {qkv.shape} into q {q.shape} and the cache {k_cache.shape} at {column}",
+    _split("qkv_split_forward", variant, [qkv, q, k_cache, v_cache], qkv.shape, heads, kv_heads, head_dim,
+           positions, inv_freq, f"qkv {qkv.shape} into q {q.shape} and the cache {k_cache.shape} at {column}",
            kv_t_cap=k_cache.shape[1], kv_column=column)
     return q

@@ -8,7 +8,7 @@ not rescaled). positions is (B, T), or (T,) shared by the batch, so KV-cached de
 the new tokens. The backward rotates dy back. Kernels in `kernels/rope.wgsl`: `rope_forward`, `rope_backward`, and
 `rope_qk_forward`, `rope_qk_backward`, which rotate an attention layer's q and k in one dispatch (`rope_qk`), and
 `qkv_split_forward`, `qkv_split_backward`, which split a fused q/k/v projection and rotate q and k in the same
-dispatch (`engine.ops.qkv.qkv_split`).
+dispatch (`engine.ops.qkv.qkv_split`; their `*_vec4` variants work on quads when D/2 % 4 == 0).
 Note: HF rounds cos and sin to the model dtype before multiplying; here they stay f32, so f16 results may differ
 from HF's by an f16 rounding.
 """
