@@ -4,7 +4,8 @@ An op with several kernels (matmul's register-blocked, subgroup and workgroup-ti
 tiled and subgroup ones) asks `choose` for a shape class (layout, dtypes and sizes rounded up to powers of two). The
 first time a class is seen on an adapter, every eligible variant runs on the actual shape, is checked against
 the op's readable spec (its naive variant) and timed; the fastest correct one wins. Winners are kept per adapter
-(name, backend, driver, wgpu version) in `autotune.json` in the user cache directory ($WGRPO_CACHE_DIR, else
+(name, backend, driver, wgpu version) and kernel sources (a fingerprint of the WGSL files: results measured on
+other kernels are dropped) in `autotune.json` in the user cache directory ($WGRPO_CACHE_DIR, else
 $XDG_CACHE_HOME/wgrpo or ~/.cache/wgrpo; %LOCALAPPDATA%\\wgrpo on Windows, ~/Library/Caches/wgrpo on macOS) and
 reused by every later run. A table shipped with wgrpo (`engine.autotune_tables`) covers Mesa's lavapipe, so CI and
 CPU-only users never tune; classes it lacks fall back to coarser ones there ("NT|f32/f32|a4|m8": any N and K).
@@ -17,6 +18,8 @@ the op hands in its candidates as functions that record one call. Must not impor
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import sys
@@ -59,12 +62,29 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "wgrpo"
 
 
+@functools.lru_cache(maxsize=None)
+def kernels_fingerprint() -> str:
+    """A short hash of every WGSL source shipped in `kernels/`: a result measured on other kernels is stale."""
+    import wgrpo.kernels
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(wgrpo.kernels.__file__).parent.glob("*.wgsl")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
 def adapter_key(device) -> str:
-    """What a tuning result is valid for: the adapter, its backend and driver, and wgpu's version."""
+    """What a tuning result is valid for: the adapter, its backend and driver, wgpu's version and the kernels
+    (their fingerprint: after an upgrade that changes a kernel, every class is measured again)."""
     import wgpu
 
     s = device.summary
-    return f"{s.name} | {s.backend} | {s.driver} | wgpu {wgpu.__version__}"
+    return f"{s.name} | {s.backend} | {s.driver} | wgpu {wgpu.__version__} | kernels {kernels_fingerprint()}"
+
+
+def _same_adapter(key: str, other: str) -> bool:
+    """Whether two keys name the same adapter, driver and wgpu, whatever their kernels."""
+    return key.split(" | kernels ")[0] == other.split(" | kernels ")[0]
 
 
 @dataclass
@@ -149,6 +169,8 @@ class Autotuner:
         except (OSError, ValueError):
             data = {}
         adapters = data.get("adapters", {}) if isinstance(data.get("adapters"), dict) else {}
+        # this adapter's results for other kernels are stale: replaced, not kept beside the new ones
+        adapters = {key: table for key, table in adapters.items() if not _same_adapter(key, self.key)}
         adapters[self.key] = self.measured
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -129,3 +129,15 @@ def test_on_lavapipe_the_shipped_table_answers_without_tuning(device, cache):
     assert tuner.lookup("matmul", "NN|f32/f32|a1|m512|n512|k1024") == "sg32x4"
     assert choose_variant(device, (1, 300, 4, 32), (1, 300, 2, 32)) == "subgroup"
     assert not cache.exists()
+
+
+def test_results_measured_on_other_kernels_are_not_used_and_are_replaced(device, rng, cache):
+    here = adapter_key(device)
+    assert " | kernels " in here
+    stale = here.split(" | kernels ")[0] + " | kernels 000000000000"
+    cache.write_text(json.dumps({"format": 1, "adapters": {stale: {"matmul": {"NN|f32/f32|a4|m32|n64|k16": "naive"}},
+                                                           "Other GPU | Vulkan | 1.0 | wgpu 0 | kernels 1": {}}}))
+    tuner = Autotuner(device, shipped={})
+    assert tuner.lookup("matmul", "NN|f32/f32|a4|m32|n64|k16") is None
+    tuner.tune(_problem(device, rng))
+    assert set(json.loads(cache.read_text())["adapters"]) == {"Other GPU | Vulkan | 1.0 | wgpu 0 | kernels 1", here}
