@@ -2,7 +2,8 @@
 
 Owns: `KVCache` (layout, the write of each step's keys/values, attention over the cached prefix, and gathering
 rows into a new cache: one prompt's prefill shared by its samples, finished sequences dropped) and
-`gather_rows`. Kernels: `kernels/kvcache.wgsl` (kv_write, gather_rows) and `engine.ops.attention_cached`.
+`gather_rows`. Kernels: `kernels/kvcache.wgsl` (kv_write, gather_rows and its vec4 twin gather_rows4, picked when
+the row sizes and strides are multiples of 4 words) and `engine.ops.attention_cached`.
 Must not import `rl`.
 
 Layout: for each layer, k and v are (B, T_cap, H_kv, D). Prompts are left-padded to a common length, so every
@@ -12,16 +13,44 @@ GPU); row b's real tokens begin at `starts[b]`, and the keys before it are maske
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from wgrpo.engine import ops
-from wgrpo.engine.ops._common import flat_grid
+from wgrpo.engine.errors import InputError
+from wgrpo.engine.ops._common import flat_grid, grid_1d, invocations
 from wgrpo.engine.memory import memory_kind
 from wgrpo.engine.tensor import Tensor
 
 
-def gather_rows(src: Tensor, index: np.ndarray, words: int, src_stride: int, dst: Tensor, dst_stride: int) -> None:
-    """Record dst[r * dst_stride + c] = src[index[r] * src_stride + c] for c < words (32-bit words)."""
+GATHER_VARIANTS = ("scalar", "vec4")
+# Quads per invocation of gather_rows4: lavapipe pays per load/store instruction and per invocation, so a few
+# contiguous quads per invocation help; GPUs keep one, where neighbouring invocations copy neighbouring quads.
+SOFTWARE_QUADS = 8
+GPU_QUADS = 1
+
+
+def _gather_variant(variant: str | None, words: int, src_stride: int, dst_stride: int, src: Tensor,
+                    dst: Tensor) -> str:
+    """"vec4" when the sizes, the strides and both bindings' offsets are whole quads (16 bytes), else "scalar"; a
+    given `variant` (tests force one) is checked instead, and "vec4" where it cannot run is refused."""
+    aligned = (words % 4 == 0 and src_stride % 4 == 0 and dst_stride % 4 == 0
+               and src.binding()[1] % 16 == 0 and dst.binding()[1] % 16 == 0)
+    if variant is None:
+        return "vec4" if aligned else "scalar"
+    if variant not in GATHER_VARIANTS:
+        raise InputError(f"gather_rows: variant must be one of {GATHER_VARIANTS} or None, got {variant!r}")
+    if variant == "vec4" and not aligned:
+        raise InputError(f"gather_rows: the vec4 variant needs words and strides multiples of 4, got {words} words "
+                         f"and strides {src_stride}, {dst_stride}")
+    return variant
+
+
+def gather_rows(src: Tensor, index: np.ndarray, words: int, src_stride: int, dst: Tensor, dst_stride: int,
+                variant: str | None = None) -> None:
+    """Record dst[r * dst_stride + c] = src[index[r] * src_stride + c] for c < words (32-bit words). `variant`:
+    "scalar", "vec4" (words and strides multiples of 4) or None (vec4 where it applies)."""
     index = np.asarray(index, np.uint32)
     n = index.size * words
     if src.dtype.itemsize != 4 or dst.dtype.itemsize != 4:
@@ -32,9 +61,16 @@ def gather_rows(src: Tensor, index: np.ndarray, words: int, src_stride: int, dst
                          f"overrun src {src.shape} or dst {dst.shape}")
     if n == 0:
         return
-    src.runtime.dispatch("kvcache", "gather_rows", [src, Tensor.from_numpy(index, src.device), dst],
-                         flat_grid("kvcache", "gather_rows", n),
+    kind = _gather_variant(variant, words, src_stride, dst_stride, src, dst)
+    entry, constants, grid = "gather_rows", {}, flat_grid("kvcache", "gather_rows", n)
+    if kind == "vec4":
+        quads = SOFTWARE_QUADS if src.device.is_software else GPU_QUADS
+        entry, constants = "gather_rows4", {"QUADS": quads}
+        n = index.size * math.ceil(words // 4 / quads)
+        grid = grid_1d(n, invocations("kvcache", entry))
+    src.runtime.dispatch("kvcache", entry, [src, Tensor.from_numpy(index, src.device), dst], grid,
                          {"n": n, "words": words, "src_stride": src_stride, "dst_stride": dst_stride},
+                         constants=constants,
                          shapes=f"{index.size} rows of {words} words from {src.shape} into {dst.shape}")
 
 

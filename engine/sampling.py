@@ -5,6 +5,10 @@ dispatch (see `kernels/sampling.wgsl` for the formulas) writing the sampled ids,
 per-row finished flags into GPU buffers, so a decode loop can feed the ids to the next step without a host round
 trip. `sample` is the one-shot form (returns Tensors) for tests and simple callers. Must not import `rl`.
 
+Two kernels give the same bits: `sample_row` (one workgroup of 64 per row, the spec, for GPUs) and
+`sample_row_subgroup` (one subgroup of 8 lanes per row with no barriers, for CPU adapters such as lavapipe, where
+it needs the subgroup feature and workgroups of 8 that are one subgroup's first lanes); `sample_variant` picks.
+
 Log-probs are those of the sampled token under softmax(logits / temperature) over the whole vocabulary (what GRPO
 records as the old policy's log-probs; the top-k/top-p filter is not renormalized into them). With temperature 0
 (greedy) they are taken under softmax(logits), i.e. temperature 1.
@@ -17,10 +21,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from wgrpo.engine.errors import InputError
 from wgrpo.engine.ops._common import MAX_WORKGROUPS
 from wgrpo.engine.tensor import Tensor
 
 _U32 = (np.dtype(np.int32), np.dtype(np.uint32))
+VARIANTS = ("workgroup", "subgroup")
+_ENTRIES = {"workgroup": "sample_row", "subgroup": "sample_row_subgroup"}
+SUBGROUP_LANES = 8  # invocations per workgroup of sample_row_subgroup
+_SUBGROUP_LANES_OK: dict[int, bool] = {}  # id(device) -> whether its subgroups serve sample_row_subgroup
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,44 @@ class SamplingParams:
         return self.temperature == 0.0
 
 
+def _subgroup_lanes_ok(device) -> bool:
+    """Whether a workgroup of 8 invocations is the first 8 lanes of one subgroup on `device`, as
+    sample_row_subgroup requires (not where subgroups are narrower): one probe dispatch per device."""
+    ok = _SUBGROUP_LANES_OK.get(id(device))
+    if ok is None:
+        flags = Tensor.empty((SUBGROUP_LANES,), np.uint32, device)
+        fields = device.runtime.pipeline("sampling", "sample_subgroup_lanes").params.fields
+        params = {**{field.name: 0 for field in fields}, "rows": 1}
+        device.runtime.dispatch("sampling", "sample_subgroup_lanes", [flags], (1, 1, 1), params)
+        ok = _SUBGROUP_LANES_OK[id(device)] = bool(np.all(flags.numpy() == 1))
+    return ok
+
+
+def refusal(variant: str, device) -> str | None:
+    """Why `variant` (one of VARIANTS) cannot run on `device`, in words, or None when it can."""
+    if variant == "subgroup":
+        if not device.has_subgroups:
+            return f"it needs the subgroup feature, which {device.name} lacks"
+        if not _subgroup_lanes_ok(device):
+            return f"its workgroups of 8 invocations are not 8 lanes of one subgroup on {device.name}"
+    return None
+
+
+def sample_variant(device, variant: str | None = None) -> str:
+    """The sampling kernel for `device`: "subgroup" on a CPU adapter that can run it (a subgroup per row, no
+    barriers: lavapipe pays for every barrier, and 8 lanes per row are plenty for its 8-wide SIMD), else
+    "workgroup" (64 invocations per row, what a GPU wants for long vocabularies). A given `variant` (tests force
+    one) is checked instead. Both give the same bits."""
+    if variant is None:
+        return "subgroup" if device.is_software and refusal("subgroup", device) is None else "workgroup"
+    if variant not in VARIANTS:
+        raise InputError(f"sample: variant must be one of {VARIANTS} or None, got {variant!r}")
+    why = refusal(variant, device)
+    if why is not None:
+        raise InputError(f"sample: the {variant!r} variant cannot run: {why}")
+    return variant
+
+
 def _grid(rows: int) -> tuple[int, int]:
     x = max(1, min(rows, MAX_WORKGROUPS))
     return x, math.ceil(rows / x)
@@ -61,14 +108,15 @@ def _grid(rows: int) -> tuple[int, int]:
 
 def sample_into(logits: Tensor, params: SamplingParams, step: int, seq_ids: Tensor, eos_ids: Tensor, n_eos: int,
                 pad_id: int, finished: Tensor, next_ids: Tensor, tokens: Tensor, logprobs: Tensor,
-                out_row: int | None = None, seq_offset: int = 0) -> None:
+                out_row: int | None = None, seq_offset: int = 0, variant: str | None = None) -> None:
     """Record the sampling of token number `step` (the RNG counter) for each row of logits (B, V).
 
     seq_ids (B,) u32: the sequence each row holds (its output column; seq_ids[b] + seq_offset, mod 2**32, keys its
     RNG stream, so a batch sampled in parts draws as one call over the global indices while each part's outputs
     are as wide as the part); eos_ids (>= 1,) u32 of which the first n_eos count; finished (B,) u32 (read, and set
     when an eos id is drawn; finished rows emit pad_id); next_ids (B,) i32 (written: the sampled ids); tokens
-    (R, S) i32 and logprobs (R, S) f32, written at [out_row, seq_ids[b]] (out_row defaults to step).
+    (R, S) i32 and logprobs (R, S) f32, written at [out_row, seq_ids[b]] (out_row defaults to step). `variant`:
+    "workgroup", "subgroup" or None (`sample_variant` picks); the same bits either way.
     """
     if logits.ndim != 2:
         raise ValueError(f"sample: logits must have shape (B, V), got {logits.shape}")
@@ -87,15 +135,17 @@ def sample_into(logits: Tensor, params: SamplingParams, step: int, seq_ids: Tens
               "seed_hi": seed >> 32, "inv_temp": 1.0 if params.greedy else 1.0 / params.temperature,
               "greedy": params.greedy, "top_k": params.top_k, "top_p": params.top_p, "pad_id": pad_id,
               "n_eos": n_eos, "out_row": out_row, "seq_offset": int(seq_offset)}
-    logits.runtime.dispatch("sampling", "sample_row", [logits, seq_ids, eos_ids, finished, next_ids, tokens, logprobs],
+    entry = _ENTRIES[sample_variant(logits.device, variant)]
+    logits.runtime.dispatch("sampling", entry, [logits, seq_ids, eos_ids, finished, next_ids, tokens, logprobs],
                             _grid(rows), values, elem=logits.elem, shapes=f"logits {logits.shape}, step {step}")
 
 
 def sample(logits: Tensor, params: SamplingParams, step: int = 0, seq_ids=None,
-           seq_offset: int = 0) -> tuple[Tensor, Tensor]:
+           seq_offset: int = 0, variant: str | None = None) -> tuple[Tensor, Tensor]:
     """(tokens, logprobs) drawn from logits (B, V): row b draws token number `step` of sequence
     seq_ids[b] + seq_offset (seq_ids default to b), exactly as a decode loop would. Both results are indexed by
-    seq_ids (the offset not included): shape (max(seq_ids) + 1,), int32 and float32."""
+    seq_ids (the offset not included): shape (max(seq_ids) + 1,), int32 and float32. `variant` as in
+    `sample_into`."""
     if not isinstance(logits, Tensor) or logits.ndim != 2:
         raise ValueError(f"sample: logits must be an engine.Tensor of shape (B, V), got {logits!r}")
     rows = logits.shape[0]
@@ -109,5 +159,5 @@ def sample(logits: Tensor, params: SamplingParams, step: int = 0, seq_ids=None,
     sample_into(logits, params, step, Tensor.from_numpy(ids.astype(np.uint32), device),
                 Tensor.from_numpy(np.zeros(1, np.uint32), device), 0, 0,
                 Tensor.from_numpy(np.zeros(rows, np.uint32), device), Tensor.empty((rows,), np.int32, device),
-                tokens, logprobs, out_row=0, seq_offset=seq_offset)
+                tokens, logprobs, out_row=0, seq_offset=seq_offset, variant=variant)
     return tokens.view((width,)), logprobs.view((width,))

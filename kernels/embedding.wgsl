@@ -18,6 +18,8 @@
 // Bindings: 0 params (uniform); forward 1 ids (read, i32, N), 2 weight (read, elem, V * C),
 // 3 out (read_write, elem, N * C); backward 4 dy (read, elem, N * C), 5 order (read, u32, N),
 // 6 offsets (read, u32, V + 1), 7 dweight (read_write, elem, V * C); row add 8 csr (read, u32, 3N + 1).
+// Each entry has a vec4 twin named with a trailing 4 (embedding_forward4, ...; see "vec4 entries" below): the
+// same formula on quads of 4 channels through array<vec4<elem>> views of bindings 2, 3, 4 and 7, for C % 4 == 0.
 
 // use prelude
 
@@ -48,7 +50,10 @@ struct RowsParams {
 @group(0) @binding(1) var<storage, read> ids: array<i32>;
 // BEGIN weights
 @group(0) @binding(2) var<storage, read> weight: array<elem>;
+@group(0) @binding(2) var<storage, read> weight4: array<vec4<elem>>;
 fn weight_at(i: u32) -> f32 { return f32(weight[i]); }
+// Elements i .. i + 3 of weight, i a multiple of 4.
+fn weight_at4(i: u32) -> vec4<f32> { return vec4<f32>(weight4[i >> 2u]); }
 // END weights
 @group(0) @binding(3) var<storage, read_write> out: array<elem>;
 @group(0) @binding(4) var<storage, read> dy: array<elem>;
@@ -123,4 +128,113 @@ fn embedding_add_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgro
     let sum = select(acc, quantizeToF16(acc), rows_params.half != 0u);
     let j = row * channels + c;
     dweight[j] = elem(f32(dweight[j]) + sum);
+}
+
+// ---- vec4 entries: the same formulas on aligned quads of 4 channels (array<vec4<elem>> views of the bindings).
+// Used when C % 4 == 0 (and every binding starts on 16 bytes): lavapipe pays per load/store instruction, and a
+// vec4 one costs about what a scalar one does; GPUs coalesce them too. Results are bit for bit those of the
+// scalar entries: a copy, or the same f32 sums in the same order per element.
+// A row of C channels holds W = C / 4 quads, cut into ceil(W / QUADS) chunks of QUADS contiguous quads; each
+// invocation handles one chunk of one row, so it reads the row's id (or offsets) once and divides once.
+// Dispatch (every vec4 entry): workgroups of WG4 over n = rows * ceil(W / QUADS) invocations, the 2-D grid of the
+// scalar entries; invocation i (flattened as there) handles row i / chunks, quads (i % chunks) * QUADS + k,
+// k < QUADS, each checked against W. QUADS = 1 gives neighbouring invocations neighbouring quads (GPUs); a CPU
+// adapter runs faster with a few per invocation (engine/ops/embedding.py picks). WG4 is smaller than WG so that
+// a decode step's few rows still spread over several workgroups (a CPU adapter runs each on one core).
+
+override QUADS: u32 = 1u;  // quads per invocation in the vec4 entries
+const WG4: u32 = 64u;      // invocations per workgroup of the vec4 entries
+
+@group(0) @binding(3) var<storage, read_write> out4: array<vec4<elem>>;
+@group(0) @binding(4) var<storage, read> dy4: array<vec4<elem>>;
+@group(0) @binding(7) var<storage, read_write> dweight4: array<vec4<elem>>;
+
+// The row and the first quad of invocation i, for rows of `quads` quads cut into chunks of QUADS.
+fn chunk_start(i: u32, quads: u32) -> vec2<u32> {
+    let chunks = (quads + QUADS - 1u) / QUADS;
+    let row = i / chunks;
+    return vec2<u32>(row, (i - row * chunks) * QUADS);
+}
+
+// embedding_forward4: embedding_forward on quads of channels. C % 4 == 0.
+// Bindings: 0 params (uniform; n = N * ceil(C / (4 QUADS)), channels, vocab, first_row, fill_others), 1 ids (read,
+// i32, N), 2 weight4 (read, vec4<elem>, V * C / 4; or packed bf16/f16 words, read through weight_at4),
+// 3 out4 (read_write, vec4<elem>, N * C / 4).
+// Dispatch: the vec4 grid (see above).
+@compute @workgroup_size(WG4)
+fn embedding_forward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    let i = flat_index(wg, nwg, lid, WG4);
+    if (i >= params.n) { return; }
+    let quads = params.channels / 4u;
+    let start = chunk_start(i, quads);
+    let t = start.x;
+    let end = min(start.y + QUADS, quads);
+    let id = ids[t];
+    if (id < i32(params.first_row) || u32(id) - params.first_row >= params.vocab) {
+        if (params.fill_others != 0u) {
+            for (var q = start.y; q < end; q++) { out4[t * quads + q] = vec4<elem>(0.0); }
+        }
+        return;
+    }
+    let src = (u32(id) - params.first_row) * quads;
+    for (var q = start.y; q < end; q++) {
+        out4[t * quads + q] = vec4<elem>(weight_at4((src + q) * 4u));
+    }
+}
+
+// embedding_backward4: embedding_backward on quads of channels. C % 4 == 0.
+// Bindings: 0 params (uniform; n = rows of this block * ceil(C / (4 QUADS)), channels, vocab, first_row),
+// 4 dy4 (read, vec4<elem>, N * C / 4), 5 order (read, u32, N), 6 offsets (read, u32, V + 1),
+// 7 dweight4 (read_write, vec4<elem>, V * C / 4 of this block).
+// Dispatch: the vec4 grid (see above).
+@compute @workgroup_size(WG4)
+fn embedding_backward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_index) lid: u32) {
+    let i = flat_index(wg, nwg, lid, WG4);
+    if (i >= params.n) { return; }
+    let quads = params.channels / 4u;
+    let start = chunk_start(i, quads);
+    let v = start.x;
+    let end = min(start.y + QUADS, quads);
+    let first = offsets[params.first_row + v];
+    let stop = offsets[params.first_row + v + 1u];
+    for (var q = start.y; q < end; q++) {
+        var acc = vec4<f32>(0.0);
+        for (var k = first; k < stop; k++) {
+            acc += vec4<f32>(dy4[order[k] * quads + q]);
+        }
+        dweight4[v * quads + q] = vec4<elem>(acc);
+    }
+}
+
+// embedding_add_rows4: embedding_add_rows on quads of channels. C % 4 == 0.
+// Bindings: 0 rows_params (uniform; n = U_block * ceil(C / (4 QUADS)), the rest as embedding_add_rows),
+// 4 dy4 (read, vec4<elem>, N * C / 4), 7 dweight4 (read_write, vec4<elem>, V * C / 4 of this block),
+// 8 csr (read, u32, 3N + 1).
+// Dispatch: the vec4 grid (see above).
+@compute @workgroup_size(WG4)
+fn embedding_add_rows4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_index) lid: u32) {
+    let i = flat_index(wg, nwg, lid, WG4);
+    if (i >= rows_params.n) { return; }
+    let quads = rows_params.channels / 4u;
+    let start = chunk_start(i, quads);
+    let u = rows_params.first_unique + start.x;
+    let n_pos = rows_params.positions;
+    if (u >= n_pos) { return; }
+    let row = csr[n_pos + 1u + u] - rows_params.first_row;  // wraps to a huge value below first_row
+    if (row >= rows_params.vocab) { return; }
+    let end = min(start.y + QUADS, quads);
+    let first = csr[u];
+    let stop = csr[u + 1u];
+    for (var q = start.y; q < end; q++) {
+        var acc = vec4<f32>(0.0);
+        for (var k = first; k < stop; k++) {
+            acc += vec4<f32>(dy4[csr[2u * n_pos + 1u + k] * quads + q]);
+        }
+        let sum = select(acc, quantizeToF16(acc), rows_params.half != 0u);
+        let j = row * quads + q;
+        dweight4[j] = vec4<elem>(vec4<f32>(dweight4[j]) + sum);
+    }
 }

@@ -2,6 +2,7 @@
 // one prompt's cache among the samples of a group, dropping finished sequences), and each row's position in
 // a decode step (computed here so that a recorded decode step needs no host upload).
 // Layouts: the cache is (B, T_cap, R) with R = H_kv * D elements per position; new keys/values are (B, T, R).
+// gather_rows has a vec4 twin, gather_rows4 (quads of 4 words, for sizes and strides multiples of 4).
 
 // use prelude
 
@@ -86,4 +87,40 @@ fn decode_positions(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroup
     let b = flat_index(wg, nwg, lid, WG);
     if (b >= position_params.batch) { return; }
     positions[b] = i32(position_params.length) - i32(starts[b]);
+}
+
+// gather_rows4: gather_rows on quads of 4 words, through array<vec4<u32>> views of src and dst. words, src_stride
+// and dst_stride are multiples of 4 (and both bindings start on 16 bytes): lavapipe pays per load/store
+// instruction, and a vec4 one costs about what a scalar one does; GPUs coalesce them too. A row of W = words / 4
+// quads is cut into ceil(W / QUADS) chunks of QUADS contiguous quads, one chunk per invocation, so each
+// invocation reads its row's index once and divides once.
+// Bindings: 0 gather_params (uniform; n = rows * ceil(W / QUADS), words, src_stride, dst_stride in words),
+// 5 src4 (read, vec4<u32>), 6 index (read, u32, rows), 7 dst4 (read_write, vec4<u32>).
+// Dispatch: workgroups of WG4 over n, the 2-D grid of kv_write; invocation i handles destination row
+// r = i / chunks, quads (i % chunks) * QUADS + k for k < QUADS, each checked against W. QUADS = 1 gives
+// neighbouring invocations neighbouring quads (GPUs); a CPU adapter runs faster with a few per invocation
+// (engine/kv_cache.py picks). WG4 is smaller than WG so that short copies still spread over several workgroups
+// (a CPU adapter runs each on one core).
+
+override QUADS: u32 = 1u;  // quads per invocation of gather_rows4
+const WG4: u32 = 64u;      // invocations per workgroup of gather_rows4
+
+@group(0) @binding(5) var<storage, read> src4: array<vec4<u32>>;
+@group(0) @binding(7) var<storage, read_write> dst4: array<vec4<u32>>;
+
+@compute @workgroup_size(WG4)
+fn gather_rows4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let i = flat_index(wg, nwg, lid, WG4);
+    if (i >= gather_params.n) { return; }
+    let quads = gather_params.words / 4u;
+    let chunks = (quads + QUADS - 1u) / QUADS;
+    let r = i / chunks;
+    let first = (i - r * chunks) * QUADS;
+    let end = min(first + QUADS, quads);
+    let source = index[r] * (gather_params.src_stride / 4u);
+    let to = r * (gather_params.dst_stride / 4u);
+    for (var q = first; q < end; q++) {
+        dst4[to + q] = src4[source + q];
+    }
 }

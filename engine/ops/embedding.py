@@ -10,16 +10,58 @@ over as an `EmbeddingRowGrad` (dy and the ids): autograd makes the dense table o
 (the trainer has them on the host anyway: no read-back, and out-of-range ids are refused up front); an int32
 Tensor works too, at the cost of one read-back of the ids in the backward (its forward maps out-of-range ids to
 rows of zeros, and the backward refuses them).
+
+Each kernel has a vec4 twin (`*4`: quads of 4 channels, `QUADS` of them per invocation) that this module picks
+when C % 4 == 0 and every binding starts on 16 bytes (`variant`); the scalar entries stay the spec and the
+fallback, and both give the same bits.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
 from wgrpo.engine.autograd import Function, SparseGrad
 from wgrpo.engine.dtypes import dtype_name
-from wgrpo.engine.ops._common import check_float, check_weight, flat_grid
+from wgrpo.engine.errors import InputError
+from wgrpo.engine.ops._common import check_float, check_weight, flat_grid, grid_1d, invocations
 from wgrpo.engine.tensor import Tensor
+
+VARIANTS = ("scalar", "vec4")
+# Quads per invocation of the vec4 entries. Lavapipe pays per load/store instruction and per invocation, so a
+# few contiguous quads per invocation help; GPUs keep one quad per invocation, where neighbouring invocations
+# read neighbouring quads (coalesced).
+SOFTWARE_QUADS = 8
+GPU_QUADS = 1
+
+
+def _starts_on_16_bytes(tensors) -> bool:
+    return all(part.binding()[1] % 16 == 0 for t in tensors for part in t.parts)
+
+
+def _variant(variant: str | None, channels: int, tensors, op: str) -> str:
+    """The entry kind for this call: "vec4" when C % 4 == 0 and every binding of `tensors` starts on 16 bytes, else
+    "scalar"; a given `variant` (tests force one) is checked instead, and "vec4" where it cannot run is refused."""
+    aligned = channels % 4 == 0 and _starts_on_16_bytes(tensors)
+    if variant is None:
+        return "vec4" if aligned else "scalar"
+    if variant not in VARIANTS:
+        raise InputError(f"{op}: variant must be one of {VARIANTS} or None, got {variant!r}")
+    if variant == "vec4" and not aligned:
+        raise InputError(f"{op}: the vec4 variant needs C a multiple of 4 and bindings on 16 bytes, got C={channels}")
+    return variant
+
+
+def _launch(device, entry: str, kind: str, rows: int, channels: int) -> tuple[str, int, tuple[int, int], dict]:
+    """(entry name, Params n, grid, override constants) of `entry` in variant `kind` over rows of C channels."""
+    if kind == "scalar":
+        n = rows * channels
+        return entry, n, flat_grid("embedding", entry, n), {}
+    quads = SOFTWARE_QUADS if device.is_software else GPU_QUADS
+    n = rows * math.ceil(channels // 4 / quads)
+    entry += "4"
+    return entry, n, grid_1d(n, invocations("embedding", entry)), {"QUADS": quads}
 
 
 def _check_weight(weight, op: str) -> None:
@@ -54,12 +96,13 @@ def _device_ids(ids: Tensor, weight: Tensor, op: str) -> Tensor:
     return ids
 
 
-def embedding_forward(ids: Tensor, weight: Tensor, dtype=None) -> Tensor:
+def embedding_forward(ids: Tensor, weight: Tensor, dtype=None, variant: str | None = None) -> Tensor:
     """The forward kernel alone (no autograd, no range check): ids int32 Tensor (...), weight (V, C) -> (..., C).
 
     The rows come out in `dtype`: by default the weight's (float32 for bfloat16, which no kernel computes in);
     float32 rows of a float16 weight read it packed and widen it, with no need for shader-f16. A weight held in
-    row blocks is one dispatch per block."""
+    row blocks is one dispatch per block. `variant`: "scalar", "vec4" (C % 4 == 0) or None (vec4 where it
+    applies)."""
     channels = weight.shape[1]
     if dtype is None:
         dtype = np.float32 if weight.elem == "bf16" else weight.dtype
@@ -68,13 +111,13 @@ def embedding_forward(ids: Tensor, weight: Tensor, dtype=None) -> Tensor:
     if not packed and out.dtype != weight.dtype:
         raise TypeError(f"embedding: rows of a {dtype_name(weight.dtype)} weight come out as float32 or "
                         f"{dtype_name(weight.dtype)}, not {dtype_name(out.dtype)}")
-    n = ids.size * channels
+    kind = _variant(variant, channels, (weight, out), "embedding")
+    entry, n, grid, constants = _launch(weight.device, "embedding_forward", kind, ids.size, channels)
     for index, ((first, stop), block) in enumerate(zip(weight.row_ranges, weight.parts)):
-        weight.runtime.dispatch("embedding", "embedding_forward", [ids, block, out],
-                                flat_grid("embedding", "embedding_forward", n),
+        weight.runtime.dispatch("embedding", entry, [ids, block, out], grid,
                                 {"n": n, "channels": channels, "vocab": stop - first, "first_row": first,
                                  "fill_others": index == 0},
-                                elem=out.elem, weights=weight.elem if packed else "elem",
+                                elem=out.elem, weights=weight.elem if packed else "elem", constants=constants,
                                 shapes=f"ids {ids.shape}, weight {weight.shape} rows {first}:{stop}")
     return out
 
@@ -92,10 +135,11 @@ def _checked_ids(dy, ids, vocab: int, op: str) -> np.ndarray:
     return ids
 
 
-def embedding_backward(dy: Tensor, ids, vocab: int) -> Tensor:
+def embedding_backward(dy: Tensor, ids, vocab: int, variant: str | None = None) -> Tensor:
     """The backward kernel alone: dweight (V, C) with dweight[v] = sum of dy[t] over the positions t with ids[t] = v.
 
     ids: the forward's ids on the host (any integer array) or an int32 Tensor (read back); dy: (*ids.shape, C).
+    `variant` as in `embedding_forward`.
     """
     op = "embedding_backward"
     flat = _checked_ids(dy, ids, vocab, op).reshape(-1)
@@ -105,13 +149,13 @@ def embedding_backward(dy: Tensor, ids, vocab: int) -> Tensor:
     np.cumsum(np.bincount(flat, minlength=vocab), out=offsets[1:])
     dweight = Tensor.empty((vocab, channels), dy.dtype, dy.device)  # row blocks when over the binding limit
     order, offsets = Tensor.from_numpy(order, dy.device), Tensor.from_numpy(offsets, dy.device)
+    kind = _variant(variant, channels, (dy, dweight), op)
     for (first, stop), block in zip(dweight.row_ranges, dweight.parts):
-        n = (stop - first) * channels
-        dy.runtime.dispatch("embedding", "embedding_backward", [dy, order, offsets, block],
-                            flat_grid("embedding", "embedding_backward", n),
+        entry, n, grid, constants = _launch(dy.device, "embedding_backward", kind, stop - first, channels)
+        dy.runtime.dispatch("embedding", entry, [dy, order, offsets, block], grid,
                             {"n": n, "channels": channels, "vocab": stop - first, "first_row": first,
                              "fill_others": False},
-                            elem=dy.elem, shapes=f"dy {dy.shape}, vocab {vocab} rows {first}:{stop}")
+                            elem=dy.elem, constants=constants, shapes=f"dy {dy.shape}, vocab {vocab} rows {first}:{stop}")
     return dweight
 
 
@@ -131,11 +175,12 @@ def rows_csr(flat_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rows, csr
 
 
-def embedding_add_rows(dweight: Tensor, dy: Tensor, ids) -> Tensor:
+def embedding_add_rows(dweight: Tensor, dy: Tensor, ids, variant: str | None = None) -> Tensor:
     """dweight[v] += sum of dy[t] over the positions t with ids[t] = v, in place, for the ids that occur only;
     returns dweight. Each sum runs from zero in position order and is rounded to dweight's dtype before the add,
     so the result is `add(dweight, embedding_backward(dy, ids, V))` to the bit. dweight (V, C) may be held in
-    row blocks; dy (*ids.shape, C) of dweight's dtype; ids as for `embedding_backward`."""
+    row blocks; dy (*ids.shape, C) of dweight's dtype; ids as for `embedding_backward`; `variant` as in
+    `embedding_forward`."""
     op = "embedding_add_rows"
     if not isinstance(dweight, Tensor) or dweight.ndim != 2:
         raise ValueError(f"{op}: dweight must be a (V, C) engine.Tensor, got "
@@ -148,18 +193,18 @@ def embedding_add_rows(dweight: Tensor, dy: Tensor, ids) -> Tensor:
                          f"and dtype {dtype_name(dweight.dtype)}")
     if dy.device is not dweight.device:
         raise ValueError(f"{op}: dy is on {dy.device.name} but dweight is on {dweight.device.name}")
+    kind = _variant(variant, channels, (dy, dweight), op)
     rows, csr = rows_csr(flat)
     csr = Tensor.from_numpy(csr, dy.device)
     for (first, stop), block in zip(dweight.row_ranges, dweight.parts):
         lo, hi = (int(i) for i in np.searchsorted(rows, [first, stop]))  # the unique ids in this block
-        n = (hi - lo) * channels
-        if n == 0:
+        if hi == lo or channels == 0:
             continue
-        dy.runtime.dispatch("embedding", "embedding_add_rows", [dy, block, csr],
-                            flat_grid("embedding", "embedding_add_rows", n),
+        entry, n, grid, constants = _launch(dy.device, "embedding_add_rows", kind, hi - lo, channels)
+        dy.runtime.dispatch("embedding", entry, [dy, block, csr], grid,
                             {"n": n, "channels": channels, "vocab": stop - first, "first_row": first,
                              "first_unique": lo, "positions": flat.size, "half": dy.elem == "f16"},
-                            elem=dy.elem, shapes=f"dy {dy.shape}, {hi - lo} rows of {first}:{stop}")
+                            elem=dy.elem, constants=constants, shapes=f"dy {dy.shape}, {hi - lo} rows of {first}:{stop}")
     return dweight
 
 

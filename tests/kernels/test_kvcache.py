@@ -1,5 +1,5 @@
 """KV-cache kernels against numpy: attention_cached / attention_decode (per-row first key, keys beyond `length`
-never read), kv_write and gather_rows, on awkward shapes."""
+never read), kv_write and gather_rows, on awkward shapes; gather_rows4 (quads of words) bit for bit as gather_rows."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from wgrpo.engine import Tensor, ops
+from wgrpo.engine.errors import InputError
 from wgrpo.engine.kv_cache import KVCache, gather_rows
 
 
@@ -73,3 +74,79 @@ def test_kv_write_and_gather(device, rng):
     dst = Tensor.from_numpy(np.full(12, -1, np.int32), device)
     gather_rows(src, np.array([3, 0, 1]), 3, 5, dst, 4)
     np.testing.assert_array_equal(dst.numpy(), [15, 16, 17, -1, 0, 1, 2, -1, 5, 6, 7, -1])
+
+
+# ---------------------------------------------------------------------------------------------- gather_rows4
+
+# (rows of index, words, src_stride, dst_stride): one quad, rows of quads below, at and above a chunk, rows packed
+# end to end and with gaps, more rows than a workgroup of 64.
+GATHER_CASES = [(1, 4, 4, 4), (3, 12, 16, 12), (5, 36, 40, 44), (70, 8, 8, 8), (4, 132, 132, 256), (9, 64, 96, 64)]
+
+
+@pytest.fixture(params=[1, 3, 8])  # quads per invocation: the GPU choice, a partial chunk, the CPU choice
+def gather_quads(request, monkeypatch):
+    from wgrpo.engine import kv_cache
+
+    monkeypatch.setattr(kv_cache, "SOFTWARE_QUADS", request.param)
+    monkeypatch.setattr(kv_cache, "GPU_QUADS", request.param)
+    return request.param
+
+
+def gather_reference(src, index, words, src_stride, dst, dst_stride):
+    out = dst.copy()
+    for r, i in enumerate(index):
+        out[r * dst_stride : r * dst_stride + words] = src[i * src_stride : i * src_stride + words]
+    return out
+
+
+@pytest.mark.parametrize("rows,words,src_stride,dst_stride", GATHER_CASES)
+def test_gather_rows4_copies_words_as_the_scalar_entry(device, rng, gather_quads, rows, words, src_stride,
+                                                       dst_stride):
+    src_rows = rows + 3
+    src = rng.integers(-2**31, 2**31, src_rows * src_stride, dtype=np.int64).astype(np.int32)
+    src[:7] = np.array([np.nan, -0.0, np.inf, 1e-45, 0, 1, 2], np.float32).view(np.int32)  # any bits
+    index = rng.integers(0, src_rows, rows)
+    index[0] = src_rows - 1  # the last row of src
+    dst = np.full((rows - 1) * dst_stride + words, -1, np.int32)
+    results = []
+    for variant in ("vec4", "scalar"):
+        out = Tensor.from_numpy(dst, device)
+        gather_rows(Tensor.from_numpy(src, device), index, words, src_stride, out, dst_stride, variant=variant)
+        results.append(out.numpy())
+    np.testing.assert_array_equal(results[0], gather_reference(src, index, words, src_stride, dst, dst_stride))
+    np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_gather_rows_picks_vec4_where_every_size_is_whole_quads(device, monkeypatch, rng):
+    used = []
+    dispatch = device.runtime.dispatch
+    monkeypatch.setattr(device.runtime, "dispatch", lambda kernel, entry, *a, **k: (used.append(entry),
+                                                                                      dispatch(kernel, entry, *a, **k)))
+    src = Tensor.from_numpy(np.arange(64, dtype=np.float32), device)
+    dst = Tensor.empty((64,), np.float32, device)
+    for words, src_stride, dst_stride, entry in ((8, 16, 12, "gather_rows4"), (6, 16, 12, "gather_rows"),
+                                                 (8, 18, 12, "gather_rows"), (8, 16, 10, "gather_rows")):
+        del used[:]
+        gather_rows(src, np.array([2, 0, 1]), words, src_stride, dst, dst_stride)
+        assert used == [entry], (words, src_stride, dst_stride)
+        expected = gather_reference(np.arange(64, dtype=np.float32), [2, 0, 1], words, src_stride, dst.numpy(),
+                                    dst_stride)
+        np.testing.assert_array_equal(dst.numpy(), expected)
+    with pytest.raises(InputError, match="gather_rows: the vec4 variant needs words and strides multiples of 4"):
+        gather_rows(src, np.array([0]), 6, 16, dst, 12, variant="vec4")
+    with pytest.raises(InputError, match="gather_rows: variant must be one of"):
+        gather_rows(src, np.array([0]), 8, 16, dst, 12, variant="wide")
+
+
+def test_cache_gather_in_quads(device, rng, gather_quads):
+    cache = KVCache(num_layers=2, batch=5, capacity=11, kv_heads=2, head_dim=6, starts=[0, 1, 2, 3, 4], device=device)
+    k = rng.standard_normal((5, 7, 2, 6)).astype(np.float32)
+    v = rng.standard_normal((5, 7, 2, 6)).astype(np.float32)
+    q = Tensor.from_numpy(rng.standard_normal((5, 7, 2, 6)).astype(np.float32), device)
+    for layer in range(2):
+        cache.attend(layer, q, Tensor.from_numpy(k, device), Tensor.from_numpy(v, device))
+    keep = [4, 1, 1, 3]
+    moved = cache.gather(keep, capacity=13)  # rows of 7 * 12 words, strides 11 * 12 and 13 * 12: whole quads
+    for layer in range(2):
+        np.testing.assert_array_equal(moved.k[layer].numpy()[:, :7], k[keep])
+        np.testing.assert_array_equal(moved.v[layer].numpy()[:, :7], v[keep])

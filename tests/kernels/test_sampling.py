@@ -1,13 +1,15 @@
 """kernels/sampling.wgsl (through engine.sampling) against numpy: greedy, log-probs, the exact Gumbel-max draw
 of the counter-based RNG, the top-k / top-p kept sets, empirical frequencies, finished rows and EOS, and the
-sequence offset that keys the RNG apart from the output column."""
+sequence offset that keys the RNG apart from the output column; and the subgroup variant (CPU adapters) against
+the workgroup one (the spec), bit for bit."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from wgrpo.engine import Tensor
+from wgrpo.engine import Tensor, sampling
+from wgrpo.engine.errors import InputError
 from wgrpo.engine.sampling import SamplingParams, sample, sample_into
 
 M32 = np.uint64(0xFFFFFFFF)
@@ -197,3 +199,83 @@ def test_a_bad_seq_offset_is_refused(device, offset):
 def test_bad_sampling_params_name_the_argument(kwargs, match):
     with pytest.raises(ValueError, match=match):
         SamplingParams(**kwargs)
+
+
+# ------------------------------------------------------------------------------- sample_row_subgroup vs sample_row
+
+SETTINGS = [(0.0, 0, 1.0), (1.0, 0, 1.0), (0.7, 5, 1.0), (1.3, 0, 0.6), (0.9, 13, 0.8), (1.0, 1, 1.0), (2.0, 0, 1e-6)]
+
+
+def needs_subgroup_variant(device):
+    why = sampling.refusal("subgroup", device)
+    if why is not None:
+        pytest.skip(why)
+
+
+def both_variants(device, z, params, **kwargs):
+    """{variant: (tokens, logprobs as raw bits)} of `sample` on logits z."""
+    logits = Tensor.from_numpy(z, device)
+    results = {}
+    for variant in sampling.VARIANTS:
+        tokens, logprobs = sample(logits, params, variant=variant, **kwargs)
+        results[variant] = tokens.numpy(), logprobs.numpy().astype(np.float32).view(np.uint32)
+    return results
+
+
+# rows start on and off quads (V % 4), one chunk of 64 and partial ones, a vocabulary of 1, several lanes idle
+@pytest.mark.parametrize("rows,vocab", [(1, 1), (3, 7), (5, 64), (4, 279), (3, 65), (9, 128), (2, 1000), (2, 4099)])
+@pytest.mark.parametrize("temperature,top_k,top_p", SETTINGS)
+def test_subgroup_variant_draws_the_workgroup_variants_bits(device, rng, rows, vocab, temperature, top_k, top_p):
+    needs_subgroup_variant(device)
+    z = (rng.standard_normal((rows, vocab)) * 2).astype(np.float32)
+    z[0, vocab // 2] = z[0].max()  # a tie
+    params = SamplingParams(temperature, top_k, top_p, seed=2**40 + 77)
+    results = both_variants(device, z, params, step=11, seq_offset=5)
+    for got, expected in zip(results["subgroup"], results["workgroup"]):
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_subgroup_variant_on_ties_infinities_and_f16(device, rng):
+    needs_subgroup_variant(device)
+    z = np.zeros((4, 93), np.float32)  # all equal: the lowest index wins greedy, every index competes otherwise
+    z[1, ::3] = -np.inf  # masked-out tokens as a logits processor writes them
+    z[2] = np.where(np.arange(93) % 2, 4.0, -4.0)  # few distinct values: top-k/top-p thresholds on ties
+    z[3] = rng.standard_normal(93) * 50  # a sharp row
+    elems = [np.float32, np.float16] if device.has_f16 else [np.float32]
+    for dtype in elems:
+        for temperature, top_k, top_p in SETTINGS:
+            results = both_variants(device, z.astype(dtype), SamplingParams(temperature, top_k, top_p, seed=4))
+            for got, expected in zip(results["subgroup"], results["workgroup"]):
+                np.testing.assert_array_equal(got, expected)
+
+
+def test_subgroup_variant_finishes_rows_as_the_workgroup_variant(device):
+    needs_subgroup_variant(device)
+    z = np.full((4, 10), -5.0, np.float32)
+    z[0, 4] = z[1, 2] = z[2, 4] = z[3, 7] = 5.0
+    t = lambda a, dt: Tensor.from_numpy(np.asarray(a, dt), device)  # noqa: E731
+    outputs = {}
+    for variant in sampling.VARIANTS:
+        finished, next_ids = t([0, 0, 1, 0], np.uint32), Tensor.empty((4,), np.int32, device)
+        tokens, logprobs = Tensor.empty((2, 4), np.int32, device), Tensor.empty((2, 4), np.float32, device)
+        sample_into(Tensor.from_numpy(z, device), SamplingParams(0.0), 1, t([0, 1, 2, 3], np.uint32),
+                    t([4, 7], np.uint32), 2, 9, finished, next_ids, tokens, logprobs, variant=variant)
+        outputs[variant] = [finished.numpy(), next_ids.numpy(), tokens.numpy()[1], logprobs.numpy()[1]]  # row 1 only
+    np.testing.assert_array_equal(outputs["subgroup"][0], [1, 0, 1, 1])
+    np.testing.assert_array_equal(outputs["subgroup"][1], [4, 2, 9, 7])
+    for got, expected in zip(outputs["subgroup"], outputs["workgroup"]):
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_the_variant_follows_the_adapter(device, monkeypatch):
+    if sampling.refusal("subgroup", device) is None:
+        assert sampling.sample_variant(device) == ("subgroup" if device.is_software else "workgroup")
+    monkeypatch.setattr(type(device), "is_software", property(lambda self: False))
+    assert sampling.sample_variant(device) == "workgroup"  # GPUs: 64 invocations per row
+    monkeypatch.setattr(type(device), "is_software", property(lambda self: True))
+    monkeypatch.setattr(type(device), "has_subgroups", property(lambda self: False))
+    assert sampling.sample_variant(device) == "workgroup"  # no subgroups: the fallback
+    with pytest.raises(InputError, match="sample: the 'subgroup' variant cannot run: it needs the subgroup feature"):
+        sample(Tensor.from_numpy(np.zeros((2, 3), np.float32), device), SamplingParams(), variant="subgroup")
+    with pytest.raises(InputError, match="variant must be one of"):
+        sampling.sample_variant(device, "serial")
