@@ -9,7 +9,7 @@
 //     top-p (p < 1): among those, keep x_i >= t for the largest threshold t whose kept mass
 //       sum_{x_j >= t} exp(x_j - max) is >= p times the mass of the top-k set (the smallest top set holding p);
 //     token = argmax over kept i of x_i + g_i with Gumbel noise g_i = -log(-log(u_i)) (the Gumbel-max trick:
-//       an exact sample of softmax(x) restricted to the kept set), u_i = (hash(i, seq, step, seed) >> 8 + 0.5) / 2^24
+//       an exact sample of softmax(x) restricted to the kept set), u_i = (hash(i, seq, step, seed) >> 9 + 0.5) / 2^23
 //       from the counter-based hash pcg4d, so a (seed, sequence, step) triple always draws the same token however
 //       many steps a submit holds and whichever row the sequence occupies. seq = seq_ids[b] + seq_offset (mod
 //       2^32): outputs are written at column seq_ids[b], so a batch sampled in parts keys each sequence by its
@@ -63,7 +63,9 @@ var<workgroup> shared_f: f32;
 // Gumbel noise for vocabulary entry i of sequence seq (the global index) at step `step`.
 fn gumbel(i: u32, seq: u32, step: u32) -> f32 {
     let h = pcg4d(vec4<u32>(i, seq, step, params.seed_lo ^ (params.seed_hi * 0x9E3779B9u))).x;
-    let u = (f32(h >> 8u) + 0.5) * (1.0 / 16777216.0);
+    // 23 bits, so that k + 0.5 is exact in f32 and u stays inside (0, 1): with 24, the largest k rounded to
+    // u = 1, whose noise is +inf (that token won whatever its logit, once in 2^24 draws)
+    let u = (f32(h >> 9u) + 0.5) * (1.0 / 8388608.0);
     return -log(-log(u));
 }
 

@@ -38,7 +38,7 @@ def gumbel(vocab: int, seq: int, step: int, seed: int) -> np.ndarray:
     full = lambda value: np.full(vocab, value, np.uint64)  # noqa: E731
     seed_word = (seed & 0xFFFFFFFF) ^ (((seed >> 32) * 0x9E3779B9) & 0xFFFFFFFF)
     h = pcg4d([i, full(seq), full(step), full(seed_word)])
-    u = ((h >> np.uint64(8)).astype(np.float64) + 0.5) / 2**24
+    u = ((h >> np.uint64(9)).astype(np.float64) + 0.5) / 2**23
     return -np.log(-np.log(u))
 
 
@@ -120,6 +120,24 @@ def test_same_counter_same_token_and_other_steps_differ(device, rng):
     np.testing.assert_array_equal(a, moved)
     others = [sample(logits, params, step=s)[0].numpy() for s in range(4, 8)]
     assert any((o != a).any() for o in others)
+
+
+# sequence 95427208 at step 0 with seed 0 hashes vocabulary entry 0 to the largest 24-bit value: a uniform built
+# from 24 bits rounds to 1 in f32 there and its Gumbel noise is +inf
+EXTREME_SEQ = 95427208
+
+
+@pytest.mark.parametrize("variant", ["workgroup", "subgroup"])
+def test_the_largest_hash_draws_finite_noise(device, variant):
+    z = np.zeros(1, np.uint64)
+    assert int(pcg4d([z, z + EXTREME_SEQ, z, z])[0] >> np.uint64(8)) == (1 << 24) - 1
+    assert np.isfinite(gumbel(1, EXTREME_SEQ, 0, 0)).all()
+    if variant == "subgroup" and not device.has_subgroups:
+        pytest.skip("adapter lacks subgroups")
+    logits = np.array([[-60.0, 0.0]], np.float32)  # token 0 has probability e^-60: only infinite noise picks it
+    tokens, _ = sample(Tensor.from_numpy(logits, device), SamplingParams(1.0, seed=0), step=0,
+                       seq_offset=EXTREME_SEQ, variant=variant)
+    assert tokens.numpy()[0] == 1
 
 
 def test_finished_rows_emit_pad_and_eos_sets_finished(device):
