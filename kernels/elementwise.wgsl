@@ -1,9 +1,10 @@
 // Elementwise kernels: binary ops with numpy broadcasting, and unary maps.
 // Math runs in f32 whatever the storage type `elem` (f16 storage is the f16 build of this file).
-// Dispatch (all entries): workgroups of WG = 256 invocations over n = number of output elements, laid out
+// Dispatch (every scalar entry): workgroups of WG = 256 invocations over n = number of output elements, laid out
 // as a 2-D grid (x = min(ceil(n / 256), 65535), y = ceil(ceil(n / 256) / x)); invocation i handles element i.
 // The broadcasting entries (add, mul, broadcast) bind BroadcastParams, the maps (affine, silu, gelu, exp, the
-// *_backward ones and add_inplace) MapParams, both at binding 0.
+// *_backward ones and add_inplace) MapParams, both at binding 0. add, mul and add_inplace have vec4 twins for
+// same-shape operands (add_vec4, ...; see "vec4 entries" at the end), binding MapParams.
 
 // use prelude
 
@@ -162,4 +163,71 @@ fn gelu_backward_naive(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgr
     let t = sign(u) * (1.0 - e) / (1.0 + e);
     let du = 0.7978845608028654 * (1.0 + 0.134145 * v * v);
     out[i] = elem(f32(b[i]) * (0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * du));
+}
+
+// ---- vec4 entries: add, mul and add_inplace of same-shape operands on aligned quads of 4 elements, through
+// array<vec4<elem>> views at the scalar arrays' binding numbers (so each takes the buffers of its scalar twin in
+// the same order). For n % 4 == 0 with no broadcasting; bit for bit the scalar entries' results. lavapipe pays
+// per load/store instruction, and a vec4 one costs about what a scalar one does; GPUs coalesce them too.
+// Dispatch (every vec4 entry): workgroups of WG4 = 64 over ceil(n / (4 * QUADS)) invocations, 2-D grid
+// (x = min(groups, 65535), y = ceil(groups / x)); invocation t = (wg.y * nwg.x + wg.x) * 64 + lid handles the
+// contiguous quads t * QUADS + k, k < QUADS, each checked against n / 4. QUADS = 1 gives neighbouring invocations
+// neighbouring quads (GPUs); a CPU adapter runs faster with a few per invocation (engine/ops/elementwise.py picks;
+// on lavapipe contiguous quads measured ~10% faster than quads strided by the workgroup, and 64 invocations per
+// workgroup as fast as 256 while splitting small tensors over more cores).
+
+const WG4: u32 = 64u;      // invocations per workgroup of the vec4 entries
+override QUADS: u32 = 1u;  // quads per invocation of the vec4 entries
+
+@group(0) @binding(1) var<storage, read> a4: array<vec4<elem>>;
+@group(0) @binding(2) var<storage, read> b4: array<vec4<elem>>;
+@group(0) @binding(3) var<storage, read_write> out4: array<vec4<elem>>;
+
+// The first of the QUADS contiguous quads of invocation `lid` of workgroup (wg, nwg).
+fn first_quad(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return flat_index(wg, nwg, lid, WG4) * QUADS;
+}
+
+// add_vec4: out4[q] = a4[q] + b4[q] for q < n / 4 (add_naive on same shapes). n % 4 == 0.
+// Bindings: 0 map_params (n), 1 a4 (read, vec4<elem>, n / 4), 2 b4 (read, vec4<elem>, n / 4),
+// 3 out4 (read_write, vec4<elem>, n / 4). Dispatch: the vec4 grid (see above).
+@compute @workgroup_size(WG4)
+fn add_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    let quads = map_params.n / 4u;
+    let first = first_quad(wg, nwg, lid);
+    for (var k = 0u; k < QUADS; k++) {
+        let q = first + k;
+        if (q >= quads) { return; }
+        out4[q] = vec4<elem>(vec4<f32>(a4[q]) + vec4<f32>(b4[q]));
+    }
+}
+
+// mul_vec4: out4[q] = a4[q] * b4[q] for q < n / 4 (mul_naive on same shapes). n % 4 == 0.
+// Bindings and dispatch as add_vec4.
+@compute @workgroup_size(WG4)
+fn mul_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    let quads = map_params.n / 4u;
+    let first = first_quad(wg, nwg, lid);
+    for (var k = 0u; k < QUADS; k++) {
+        let q = first + k;
+        if (q >= quads) { return; }
+        out4[q] = vec4<elem>(vec4<f32>(a4[q]) * vec4<f32>(b4[q]));
+    }
+}
+
+// add_inplace_vec4: out4[q] = out4[q] + b4[q] for q < n / 4 (add_inplace_naive on quads). n % 4 == 0.
+// Bindings: 0 map_params (n), 2 b4 (read, vec4<elem>, n / 4), 3 out4 (read_write, vec4<elem>, n / 4).
+// Dispatch: the vec4 grid (see above).
+@compute @workgroup_size(WG4)
+fn add_inplace_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let quads = map_params.n / 4u;
+    let first = first_quad(wg, nwg, lid);
+    for (var k = 0u; k < QUADS; k++) {
+        let q = first + k;
+        if (q >= quads) { return; }
+        out4[q] = vec4<elem>(vec4<f32>(out4[q]) + vec4<f32>(b4[q]));
+    }
 }

@@ -6,6 +6,10 @@ rstd (f32, one per row) for the backward. Kernels in `kernels/rmsnorm.wgsl`: `rm
 per row), `rmsnorm_backward_dx` (one per row), `rmsnorm_backward_dw` (one per channel, summing the rows in order,
 so dw is deterministic). Note: HF rounds x * rstd to the input dtype before multiplying by w; here the product is
 rounded once, so f16 results may differ from HF's by one f16 rounding.
+
+Each kernel has a vec4 twin (`rmsnorm_forward4`, ...: quads of 4 channels, for a last axis that is a multiple of
+4) that runs where the sizes allow (`variant`); `rmsnorm_backward_dw4` also cuts the rows into strips summed by
+one workgroup, in a fixed order. The scalar entries stay the spec and the fallback.
 """
 
 from __future__ import annotations
@@ -14,9 +18,58 @@ import math
 
 import numpy as np
 
+from wgrpo import kernels
 from wgrpo.engine.autograd import Function
-from wgrpo.engine.ops._common import check_float, flat_grid
+from wgrpo.engine.errors import InputError
+from wgrpo.engine.ops._common import check_float, flat_grid, grid_1d
 from wgrpo.engine.tensor import Tensor
+
+VARIANTS = ("scalar", "vec4")
+# Rows per workgroup of the per-row vec4 entries (ROW_WG). A decode step normalizes a few dozen rows: on a CPU
+# adapter smaller workgroups share them among the cores (32 rows of 128 on lavapipe, 2 cores: 0.045 ms at 16,
+# 0.06 at 64, the same at 1344 rows); GPUs keep 64.
+SOFTWARE_ROW_WG = 16
+GPU_ROW_WG = 64
+
+
+def _variant(variant: str | None, tensors: list[Tensor], n: int, op: str) -> str:
+    """"vec4" where the last axis n is a multiple of 4 and every tensor binds as whole quads at a 16-byte aligned
+    offset, else "scalar"; a given `variant` (tests force one) is checked instead."""
+    # a tensor held in row blocks passes here; the dispatch refuses it, naming the binding
+    aligned = n > 0 and n % 4 == 0 and all(t.is_split or t.binding()[1] % 16 == 0 for t in tensors)
+    if variant is None:
+        return "vec4" if aligned else "scalar"
+    if variant not in VARIANTS:
+        raise InputError(f"{op}: variant must be one of {VARIANTS} or None, got {variant!r}")
+    if variant == "vec4" and not aligned:
+        raise InputError(f"{op}: the vec4 variant needs a last axis that is a multiple of 4 and tensors bound at "
+                         f"16-byte aligned offsets, got a last axis of {n}")
+    return variant
+
+
+def _row_entry(entry: str, kind: str) -> str:
+    return entry + "4" if kind == "vec4" else entry
+
+
+def _dispatch_rows(x: Tensor, entry: str, buffers: list[Tensor], rows: int, params: dict) -> None:
+    """Dispatch a per-row entry (one invocation per row): the scalar one in workgroups of its WGSL size, the vec4
+    one in workgroups of ROW_WG, chosen per adapter kind."""
+    shapes = f"x {x.shape}, w {buffers[1].shape}"
+    if not entry.endswith("4"):
+        x.runtime.dispatch("rmsnorm", entry, buffers, flat_grid("rmsnorm", entry, rows), params, elem=x.elem,
+                           shapes=shapes)
+        return
+    row_wg = SOFTWARE_ROW_WG if x.device.is_software else GPU_ROW_WG
+    x.runtime.dispatch("rmsnorm", entry, buffers, grid_1d(rows, row_wg), params, elem=x.elem,
+                       constants={"ROW_WG": row_wg}, shapes=shapes)
+
+
+def _dw_grid(entry: str, n: int) -> tuple[int, int]:
+    """rmsnorm_backward_dw: one invocation per channel; its vec4 twin one workgroup per COLUMN_QUADS quads."""
+    if entry.endswith("4"):
+        return grid_1d(math.ceil(n / 4 / kernels.load("rmsnorm").constants["COLUMN_QUADS"]), 1)
+    return flat_grid("rmsnorm", entry, n)
+
 
 def _check(x, w, op: str) -> None:
     for name, t in (("x", x), ("w", w)):
@@ -34,23 +87,39 @@ def _check(x, w, op: str) -> None:
         raise ValueError(f"{op}: x is on {x.device.name} but w is on {w.device.name}")
 
 
-def rmsnorm_forward(x: Tensor, w: Tensor, eps: float = 1e-6) -> tuple[Tensor, Tensor]:
-    """The forward kernel alone (no autograd): (y, rstd) with y like x and rstd float32 of shape x.shape[:-1]."""
+def rmsnorm_forward(x: Tensor, w: Tensor, eps: float = 1e-6, variant: str | None = None) -> tuple[Tensor, Tensor]:
+    """The forward kernel alone (no autograd): (y, rstd) with y like x and rstd float32 of shape x.shape[:-1].
+    `variant`: "scalar", "vec4" (a last axis that is a multiple of 4) or None (vec4 where it applies)."""
     _check(x, w, "rmsnorm")
     n = x.shape[-1]
     rows = math.prod(x.shape[:-1])
     if n == 0 and rows:
         raise ValueError(f"rmsnorm: the last axis of x with shape {x.shape} is empty")
+    entry = _row_entry("rmsnorm_forward", _variant(variant, [x, w], n, "rmsnorm"))
     y = Tensor.empty(x.shape, x.dtype, x.device)
     rstd = Tensor.empty(x.shape[:-1], np.float32, x.device)
-    x.runtime.dispatch("rmsnorm", "rmsnorm_forward", [x, w, y, rstd], flat_grid("rmsnorm", "rmsnorm_forward", rows),
-                       {"rows": rows, "n": n, "eps": eps}, elem=x.elem, shapes=f"x {x.shape}, w {w.shape}")
+    _dispatch_rows(x, entry, [x, w, y, rstd], rows, {"rows": rows, "n": n, "eps": eps})
     return y, rstd
 
 
+def add_rmsnorm_forward(x: Tensor, residual: Tensor, w: Tensor, eps: float = 1e-6,
+                        variant: str | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """The fused forward kernel alone (checked operands, no autograd): (x + residual, y, rstd) with y the RMSNorm
+    of the sum. `variant` as in `rmsnorm_forward`."""
+    n = x.shape[-1]
+    rows = math.prod(x.shape[:-1])
+    entry = _row_entry("add_rmsnorm_forward", _variant(variant, [x, w, residual], n, "add_rmsnorm"))
+    total = Tensor.empty(x.shape, x.dtype, x.device)
+    y = Tensor.empty(x.shape, x.dtype, x.device)
+    rstd = Tensor.empty(x.shape[:-1], np.float32, x.device)
+    _dispatch_rows(x, entry, [x, w, y, rstd, residual, total], rows, {"rows": rows, "n": n, "eps": eps})
+    return total, y, rstd
+
+
 def rmsnorm_backward(x: Tensor, w: Tensor, rstd: Tensor, dy: Tensor, *, need_dx: bool = True,
-                     need_dw: bool = True) -> tuple[Tensor | None, Tensor | None]:
-    """The backward kernels alone: (dx, dw) for the gradient dy of y = rmsnorm(x, w), given the forward's rstd."""
+                     need_dw: bool = True, variant: str | None = None) -> tuple[Tensor | None, Tensor | None]:
+    """The backward kernels alone: (dx, dw) for the gradient dy of y = rmsnorm(x, w), given the forward's rstd.
+    `variant` as in `rmsnorm_forward`."""
     _check(x, w, "rmsnorm_backward")
     if not isinstance(dy, Tensor) or dy.shape != x.shape or dy.dtype != x.dtype:
         raise ValueError(f"rmsnorm_backward: dy must be a {x.dtype} Tensor of shape {x.shape}, got "
@@ -60,17 +129,18 @@ def rmsnorm_backward(x: Tensor, w: Tensor, rstd: Tensor, dy: Tensor, *, need_dx:
                          f"{getattr(rstd, 'shape', type(rstd).__name__)} {getattr(rstd, 'dtype', '')}")
     n = x.shape[-1]
     rows = math.prod(x.shape[:-1])
+    kind = _variant(variant, [x, w, dy], n, "rmsnorm_backward")
     params = {"rows": rows, "n": n, "eps": 0.0}  # eps is the forward's, already in rstd
     shapes = f"x {x.shape}, w {w.shape}"
     dx = dw = None
     if need_dx:
         dx = Tensor.empty(x.shape, x.dtype, x.device)
-        x.runtime.dispatch("rmsnorm", "rmsnorm_backward_dx", [x, w, rstd, dy, dx],
-                           flat_grid("rmsnorm", "rmsnorm_backward_dx", rows), params, elem=x.elem, shapes=shapes)
+        _dispatch_rows(x, _row_entry("rmsnorm_backward_dx", kind), [x, w, rstd, dy, dx], rows, params)
     if need_dw:
         dw = Tensor.empty(w.shape, w.dtype, w.device)
-        x.runtime.dispatch("rmsnorm", "rmsnorm_backward_dw", [x, rstd, dy, dw],
-                           flat_grid("rmsnorm", "rmsnorm_backward_dw", n), params, elem=x.elem, shapes=shapes)
+        entry = _row_entry("rmsnorm_backward_dw", kind)
+        x.runtime.dispatch("rmsnorm", entry, [x, rstd, dy, dw], _dw_grid(entry, n), params, elem=x.elem,
+                           shapes=shapes)
     return dx, dw
 
 
@@ -102,14 +172,7 @@ class _AddRMSNorm(Function):
 
     @staticmethod
     def forward(ctx, x, residual, w, eps):
-        n = x.shape[-1]
-        rows = math.prod(x.shape[:-1])
-        total = Tensor.empty(x.shape, x.dtype, x.device)
-        y = Tensor.empty(x.shape, x.dtype, x.device)
-        rstd = Tensor.empty(x.shape[:-1], np.float32, x.device)
-        x.runtime.dispatch("rmsnorm", "add_rmsnorm_forward", [x, w, y, rstd, residual, total],
-                           flat_grid("rmsnorm", "add_rmsnorm_forward", rows), {"rows": rows, "n": n, "eps": eps},
-                           elem=x.elem, shapes=f"x {x.shape}, w {w.shape}")
+        total, y, rstd = add_rmsnorm_forward(x, residual, w, eps)
         ctx.save_for_backward(total, w, rstd)
         return total, y
 

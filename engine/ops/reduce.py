@@ -1,9 +1,11 @@
 """Reductions along one axis: sum, max and mean_sq (the mean of squares RMSNorm needs).
 
 x is viewed as (outer, n, inner) around the reduced axis and reduced in one dispatch of `kernels/reduce.wgsl`:
-`reduce_serial` (one invocation per output, folding the axis in order) for short axes, `reduce_workgroup` (one
-workgroup of 256 per output, strided partials and a tree) for axes of at least 1024 elements (`row_kernel`).
-Accumulation is in f32 whatever the storage dtype.
+`reduce_columns4` (quads of 4 neighbouring outputs, the axis cut into strips merged in order by one workgroup)
+where inner is a multiple of 4, such as a bias gradient's sum over the rows; otherwise `reduce_serial` (one
+invocation per output, folding the axis in order) for short axes, `reduce_workgroup` (one workgroup of 256 per
+output, strided partials and a tree) for axes of at least 1024 elements (`row_kernel`). Every kernel merges in a
+fixed order, so results are deterministic. Accumulation is in f32 whatever the storage dtype.
 """
 
 from __future__ import annotations
@@ -12,11 +14,15 @@ import math
 
 import numpy as np
 
+from wgrpo import kernels
 from wgrpo.engine.autograd import Function, is_grad_enabled
-from wgrpo.engine.ops._common import check_float, row_grid, row_kernel
+from wgrpo.engine.errors import InputError
+from wgrpo.engine.ops._common import ROW_KERNELS, check_float, grid_1d, row_grid, row_kernel
 from wgrpo.engine.tensor import Tensor
 
 OPS = {"sum": 0, "max": 1, "mean_sq": 2}
+COLUMNS = "columns4"  # the variant name of reduce_columns4
+VARIANTS = (*ROW_KERNELS, COLUMNS)
 
 
 def normalize_axis(axis, ndim: int, shape: tuple[int, ...], op: str, name: str = "axis") -> int:
@@ -50,11 +56,31 @@ def reduce(x: Tensor, op: str, axis: int = -1, keepdims: bool = False, *, varian
     outputs = outer * inner
     if outputs == 0:
         return out
-    entry = f"reduce_{row_kernel(variant, n, 'reduce')}"
-    x.runtime.dispatch("reduce", entry, [x, out], row_grid("reduce", entry, outputs),
+    entry = f"reduce_{_variant(variant, x, n, inner)}"
+    x.runtime.dispatch("reduce", entry, [x, out], _grid(entry, outputs),
                        {"outer": outer, "n": n, "inner": inner, "op": OPS[op]},
                        elem=x.elem, shapes=f"{op} of {x.shape} over axis {axis}")
     return out
+
+
+def _variant(variant: str | None, x: Tensor, n: int, inner: int) -> str:
+    """columns4 where inner is a multiple of 4 and x binds as whole quads at a 16-byte aligned offset, else the
+    per-row kernel `row_kernel` picks; a given `variant` (tests force one) is checked instead."""
+    columns = inner % 4 == 0 and (x.is_split or x.binding()[1] % 16 == 0)  # the dispatch refuses a split x
+    if variant is None:
+        return COLUMNS if columns else row_kernel(None, n, "reduce")
+    if variant not in VARIANTS:
+        raise InputError(f"reduce: variant must be one of {VARIANTS} or None, got {variant!r}")
+    if variant == COLUMNS and not columns:
+        raise InputError(f"reduce: the {COLUMNS} variant needs the axes after the reduced one to hold a multiple "
+                         f"of 4 elements and x bound at a 16-byte aligned offset, got {inner} elements")
+    return variant
+
+
+def _grid(entry: str, outputs: int) -> tuple[int, int]:
+    if entry == f"reduce_{COLUMNS}":  # one workgroup per COLUMN_QUADS output quads
+        return grid_1d(math.ceil(outputs / 4 / kernels.load("reduce").constants["COLUMN_QUADS"]), 1)
+    return row_grid("reduce", entry, outputs)
 
 
 class _Reduce(Function):

@@ -1,4 +1,5 @@
-"""The residual add fused with RMSNorm: both outputs against numpy, gradients through either or both."""
+"""The residual add fused with RMSNorm: both outputs against numpy, gradients through either or both; the vec4 entry
+also against the scalar one."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 
 from wgrpo.engine import Tensor, ops
+from wgrpo.engine.ops.norm import add_rmsnorm_forward
 from tests.gradcheck import check_gradients
 from tests.tolerances import assert_close
 
@@ -57,3 +59,48 @@ def test_errors_name_the_problem(device):
     w = Tensor.from_numpy(np.ones(4, np.float32), device)
     with pytest.raises(ValueError, match=r"residual must be a float32 Tensor of shape \(2, 4\)"):
         ops.add_rmsnorm(x, Tensor.from_numpy(np.ones((2, 3), np.float32), device), w)
+
+
+# ---- the vec4 entry: a last axis that is a multiple of 4 (one quad, primes, several workgroups, rows past the
+# 512 quads of w a workgroup holds, the benchmark's hidden 576)
+@pytest.mark.parametrize("shape", [(1, 4), (7, 12), (70, 8), (2, 2052), (1, 128, 576)])
+def test_vec4_matches_numpy_and_the_scalar_entry(device, rng, shape):
+    for elem in (["f32", "f16"] if device.has_f16 else ["f32"]):
+        dtype = {"f32": np.float32, "f16": np.float16}[elem]
+        x, r = (rng.standard_normal(shape).astype(dtype) for _ in range(2))
+        w = rng.standard_normal(shape[-1]).astype(dtype)
+        xt, rt, wt = (Tensor.from_numpy(a, device) for a in (x, r, w))
+        total, y, rstd = add_rmsnorm_forward(xt, rt, wt, 1e-5, variant="vec4")
+        expected_total, expected_y = reference(x.astype(np.float32), r.astype(np.float32), w.astype(np.float32), 1e-5)
+        assert_close(total.numpy(), expected_total, elem)
+        assert_close(y.numpy(), expected_y, elem, scale=4)
+        scalar_total, scalar_y, scalar_rstd = add_rmsnorm_forward(xt, rt, wt, 1e-5, variant="scalar")
+        np.testing.assert_array_equal(total.numpy(), scalar_total.numpy())  # one rounding of x + r either way
+        assert_close(y.numpy(), scalar_y.numpy(), elem, scale=4)
+        assert_close(rstd.numpy(), scalar_rstd.numpy())
+
+
+def test_vec4_is_the_default_where_sizes_allow(device, rng, monkeypatch):
+    seen = []
+    dispatch = device.runtime.dispatch
+
+    def recording(kernel, entry, *args, **kwargs):
+        seen.append(entry)
+        return dispatch(kernel, entry, *args, **kwargs)
+
+    monkeypatch.setattr(device.runtime, "dispatch", recording)
+    for n in (8, 6):
+        x, r, w = (Tensor.from_numpy(rng.standard_normal(s).astype(np.float32), device) for s in ((2, n), (2, n), (n,)))
+        ops.add_rmsnorm(x, r, w)
+    assert seen == ["add_rmsnorm_forward4", "add_rmsnorm_forward"]
+
+
+def test_vec4_gradients(device, rng):
+    x, r = (rng.standard_normal((3, 8)).astype(np.float32) for _ in range(2))
+    w = (1 + 0.3 * rng.standard_normal(8)).astype(np.float32)
+
+    def fn(a, b, c):
+        total, y = ops.add_rmsnorm(a, b, c)
+        return ops.add(ops.mul(total, 0.5), y)
+
+    check_gradients(fn, [x, r, w], device)

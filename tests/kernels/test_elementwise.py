@@ -1,4 +1,5 @@
-"""Elementwise kernels against numpy on awkward shapes, f32 and f16."""
+"""Elementwise kernels against numpy on awkward shapes, f32 and f16; the vec4 entries of add, mul and add_ also
+against their scalar twins, to the bit."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 
 from wgrpo.engine import Tensor, ops
+from wgrpo.engine.ops import elementwise
 from tests.gradcheck import check_gradients
 from tests.tolerances import assert_close
 
@@ -108,3 +110,76 @@ def test_unary_gradients(device, rng, name):
 def test_gradients_accumulate_over_reuse_and_reshape(device, rng):
     a = rng.standard_normal((4, 6)).astype(np.float32)
     check_gradients(lambda t: ops.mul(t, t).reshape(2, 12) + ops.exp(t).reshape(2, 12), [a], device)
+
+
+# ---- vec4 entries: add, mul and add_ of operands of the output's size, sizes multiples of 4
+
+# One quad, a prime number of quads, several workgroups of 64 invocations at 8 quads each, and a broadcast that
+# reads both operands in order ((1, 3, 8) against (3, 8)).
+VEC4_SHAPES = [((4,), (4,)), ((13, 68), (13, 68)), ((3, 5, 1028), (3, 5, 1028)), ((1, 3, 8), (3, 8))]
+# Quads per invocation: one (the GPU default), an odd count (ends that fall inside an invocation), the CPU default.
+QUADS = [1, 3, 8]
+
+
+@pytest.fixture(params=QUADS)
+def quads(request, monkeypatch):
+    monkeypatch.setattr(elementwise, "SOFTWARE_QUADS", request.param)
+    monkeypatch.setattr(elementwise, "GPU_QUADS", request.param)
+    return request.param
+
+
+def entries_dispatched(device, monkeypatch) -> list[str]:
+    """The entries dispatched from now on, in order."""
+    seen = []
+    dispatch = device.runtime.dispatch
+
+    def recording(kernel, entry, *args, **kwargs):
+        seen.append(entry)
+        return dispatch(kernel, entry, *args, **kwargs)
+
+    monkeypatch.setattr(device.runtime, "dispatch", recording)
+    return seen
+
+
+@pytest.mark.parametrize("shape_a, shape_b", VEC4_SHAPES)
+@pytest.mark.parametrize("op", ["add", "mul"])
+def test_vec4_binary_matches_numpy_and_the_scalar_entry(device, rng, shape_a, shape_b, op, quads):
+    for elem in elems(device):
+        a = rng.standard_normal(shape_a).astype(dtype_of(elem))
+        b = rng.standard_normal(shape_b).astype(dtype_of(elem))
+        ta, tb = Tensor.from_numpy(a, device), Tensor.from_numpy(b, device)
+        out = elementwise.binary_kernel(f"{op}_naive", ta, tb).numpy()
+        expected = a.astype(np.float32) + b if op == "add" else a.astype(np.float32) * b
+        assert out.shape == expected.shape
+        assert_close(out, expected, elem)
+        np.testing.assert_array_equal(out, elementwise.binary_kernel(f"{op}_naive", ta, tb, vec4=False).numpy())
+
+
+@pytest.mark.parametrize("shape", [(4,), (13, 68), (3, 5, 1028)])
+def test_vec4_add_inplace_is_add_to_the_bit(device, rng, shape, quads):
+    for elem in elems(device):
+        start, b = (rng.standard_normal(shape).astype(dtype_of(elem)) for _ in range(2))
+        tb = Tensor.from_numpy(b, device)
+        vec4_acc, scalar_acc = Tensor.from_numpy(start, device), Tensor.from_numpy(start, device)
+        added = ops.add(Tensor.from_numpy(start, device), tb).numpy()
+        assert elementwise.add_(vec4_acc, tb) is vec4_acc
+        elementwise.add_(scalar_acc, tb, vec4=False)
+        np.testing.assert_array_equal(vec4_acc.numpy(), added)
+        np.testing.assert_array_equal(scalar_acc.numpy(), added)
+        elementwise.add_(vec4_acc, tb)  # a second accumulation reads what the first wrote
+        assert_close(vec4_acc.numpy(), start.astype(np.float32) + 2 * b.astype(np.float32), elem, scale=2)
+
+
+def test_vec4_is_the_default_where_sizes_allow(device, rng, monkeypatch):
+    seen = entries_dispatched(device, monkeypatch)
+    t = {shape: Tensor.from_numpy(rng.standard_normal(shape).astype(np.float32), device)
+         for shape in [(2, 8), (2, 6), (8,), (1, 2, 8), (7,)]}
+    ops.add(t[(2, 8)], t[(2, 8)])      # same shapes, 16 elements: vec4
+    ops.mul(t[(1, 2, 8)], t[(2, 8)])   # nothing broadcast: vec4
+    ops.add(t[(2, 6)], t[(2, 6)])      # 12 elements, but rows of 6: still whole quads, vec4
+    ops.add(t[(2, 8)], t[(8,)])        # broadcast: scalar
+    elementwise.add_(Tensor.from_numpy(np.ones(8, np.float32), device), t[(8,)])
+    ops.mul(t[(7,)], t[(7,)])          # 7 elements: scalar
+    elementwise.add_(Tensor.from_numpy(np.ones(7, np.float32), device), t[(7,)])
+    assert seen == ["add_vec4", "mul_vec4", "add_vec4", "add_naive", "add_inplace_vec4", "mul_naive",
+                    "add_inplace_naive"]

@@ -1,7 +1,7 @@
-"""kernels/reduce.wgsl through engine.ops: sum, max, mean_sq over any axis, both kernel variants.
+"""kernels/reduce.wgsl through engine.ops: sum, max, mean_sq over any axis, every kernel variant.
 
-Error bound: both kernels accumulate in f32, sequentially (reduce_serial) or in 256 strided partials plus a tree
-(reduce_workgroup). The worst case of sequential f32 summation is (n - 1) * 2**-24 * sum|x|; for random data
+Error bound: the kernels accumulate in f32, sequentially (reduce_serial), in 256 strided partials plus a tree
+(reduce_workgroup) or in 8 sequential strips merged in order (reduce_columns4). The worst case of sequential f32 summation is (n - 1) * 2**-24 * sum|x|; for random data
 the error grows like a random walk, so sums are checked with the f32 tolerance widened by sqrt(n) (measured
 errors stay about 10x inside it). max is exact.
 """
@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from wgrpo.engine import ops
+from wgrpo.engine.errors import InputError
 from wgrpo.engine.ops.reduce import reduce
 from wgrpo.engine.tensor import Tensor
 from tests.tolerances import assert_close
@@ -132,3 +133,83 @@ def test_errors_name_the_argument(device):
         ops.sum(Tensor.empty((), np.float32, device))
     with pytest.raises(ValueError, match="variant"):
         reduce(x, "sum", variant="tiled")
+
+
+# ---- reduce_columns4: the axes after the reduced one hold a multiple of 4 elements
+
+# (shape, axis): one quad of outputs from one row; a prime number of rows; the bias gradient of the benchmark's
+# joined projection; a middle axis shorter than the 8 strips; primes around a quad axis; rows that do not split into
+# 8 strips evenly; output quads over several workgroups; an empty reduced axis.
+COLUMN_CASES = [
+    ((1, 4), 0),
+    ((7, 12), 0),
+    ((1344, 256), 0),
+    ((5, 3, 4), 1),
+    ((2, 1031, 12), 1),
+    ((1001, 8), 0),
+    ((65, 268), 0),
+    ((2, 3, 4, 5), 0),
+    ((3, 2, 8), -2),
+]
+
+
+@pytest.mark.parametrize("op", ["sum", "max", "mean_sq"])
+@pytest.mark.parametrize("shape,axis", COLUMN_CASES)
+def test_columns4_matches_numpy(device, shape, axis, op):
+    x = np.random.default_rng(7).standard_normal(shape).astype(np.float32)
+    out = reduce(Tensor.from_numpy(x, device), op, axis, variant="columns4")
+    check(out.numpy(), x, op, axis)
+
+
+@pytest.mark.parametrize("op", ["sum", "max", "mean_sq"])
+def test_columns4_f16(device, op):
+    if not device.has_f16:
+        pytest.skip(f"{device.name} lacks shader-f16")
+    x = np.random.default_rng(8).standard_normal((257, 12)).astype(np.float16)
+    out = reduce(Tensor.from_numpy(x, device), op, 0, variant="columns4")
+    assert out.dtype == np.float16
+    expected = reference(x, op, 0)
+    assert_close(out.numpy(), expected, "f16", scale=max(1.0, float(np.abs(expected).max()) / 8))
+
+
+def test_columns4_max_handles_infinities(device):
+    x = np.full((9, 8), -np.inf, np.float32)
+    x[3, 1], x[8, 2], x[0, 3] = -3e38, 1e30, 5.0
+    out = reduce(Tensor.from_numpy(x, device), "max", 0, variant="columns4").numpy()
+    np.testing.assert_array_equal(out, x.max(axis=0))
+
+
+def test_columns4_is_deterministic_and_the_default(device, monkeypatch):
+    x = Tensor.from_numpy(np.random.default_rng(9).standard_normal((1344, 256)).astype(np.float32), device)
+    seen = []
+    dispatch = device.runtime.dispatch
+
+    def recording(kernel, entry, *args, **kwargs):
+        seen.append(entry)
+        return dispatch(kernel, entry, *args, **kwargs)
+
+    monkeypatch.setattr(device.runtime, "dispatch", recording)
+    first = ops.sum(x, axis=0).numpy()
+    for _ in range(2):
+        np.testing.assert_array_equal(ops.sum(x, axis=0).numpy(), first)
+    ops.sum(Tensor.from_numpy(np.ones((3, 6), np.float32), device), axis=0)  # 6 columns: a per-row kernel
+    ops.sum(x, axis=1)  # the last axis: inner = 1
+    assert seen == ["reduce_columns4"] * 3 + ["reduce_serial", "reduce_serial"]
+
+
+def test_columns4_grid_beyond_65535_workgroups(device):
+    x = np.random.default_rng(10).standard_normal((1, 8 * 4 * 65536 + 12)).astype(np.float32)  # 2-D grid
+    out = reduce(Tensor.from_numpy(x, device), "sum", 0, variant="columns4")
+    np.testing.assert_array_equal(out.numpy(), x[0])
+
+
+def test_columns4_empty_axis_sums_to_zero(device):
+    x = Tensor.empty((3, 0, 4), np.float32, device)
+    np.testing.assert_array_equal(reduce(x, "sum", 1, variant="columns4").numpy(), np.zeros((3, 4), np.float32))
+
+
+def test_columns4_errors_name_the_problem(device):
+    x = Tensor.from_numpy(np.zeros((2, 3), np.float32), device)
+    with pytest.raises(InputError, match="the columns4 variant needs the axes after the reduced one to hold a "
+                                         "multiple of 4 elements .*, got 3 elements"):
+        reduce(x, "sum", 0, variant="columns4")
