@@ -356,13 +356,16 @@ def attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = True, scale: float
 
 
 def attention_cached(q: Tensor, k_cache: Tensor, v_cache: Tensor, starts: Tensor, length: int,
-                     scale: float | None = None) -> Tensor:
+                     scale: float | None = None, *, decode: str | None = None) -> Tensor:
     """Causal attention of the T_q newest positions over a KV cache, for generation (no gradient).
 
     q (B, T_q, H, D) holds the queries of cache positions length - T_q .. length - 1; k_cache and v_cache are
     (B, T_cap, H_kv, D) with rows 0 .. length - 1 valid; starts (B,) int32 or uint32 is each row's first key
     (rows before it are left padding). Query i of row b sees keys j with starts[b] <= j <= i + length - T_q; a
     query that sees none (a padding position) gets zeros. Returns (B, T_q, H, D).
+    `decode` forces the kernel of a one-query step (T_q = 1), one of DECODE_VARIANTS: "serial" (attention_decode,
+    runs everywhere) or "subgroup" (attention_decode_subgroup: the subgroup feature, D a multiple of 4); None picks
+    "subgroup" where it can run. For tests and benchmarks.
     """
     _check(q, k_cache, v_cache, causal=False)
     b, t_q, heads, d = q.shape
@@ -383,9 +386,47 @@ def attention_cached(q: Tensor, k_cache: Tensor, v_cache: Tensor, starts: Tensor
               "scale": scale, "t_cap": t_cap, "batch": b}
     shapes = f"q {q.shape}, cache {k_cache.shape}, length {length}"
     if t_q == 1:
-        q.runtime.dispatch("attention", "attention_decode", [q, k_cache, v_cache, out, starts],
-                           flat_grid("attention", "attention_decode", b * heads), params, elem=q.elem, shapes=shapes)
+        entry, grid, constants = _decode_launch(q, kv_heads, decode)
+        q.runtime.dispatch("attention", entry, [q, k_cache, v_cache, out, starts], grid, params, elem=q.elem,
+                           constants=constants, shapes=shapes)
+    elif decode is not None:
+        raise InputError(f"attention_cached: decode={decode!r} applies to one query per row, but q {q.shape} has "
+                         f"T_q={t_q}")
     else:
         q.runtime.dispatch("attention", "attention_cached", [q, k_cache, v_cache, out, starts],
                            _grid("attention_cached", t_q, heads, b, "cached"), params, elem=q.elem, shapes=shapes)
     return out
+
+
+DECODE_VARIANTS = ("serial", "subgroup")
+DECODE_MAX_HEADS = 4  # query heads one workgroup of attention_decode_subgroup holds (a vec4 of scores per key)
+
+
+def _decode_refusal(variant: str, q: Tensor) -> str | None:
+    """Why decode `variant` cannot run for q, in words, or None when it can."""
+    if variant == "subgroup":
+        if q.shape[-1] % 4:
+            return f"it reads rows as quads, and D={q.shape[-1]} is not a multiple of 4"
+        return refusal("subgroup", q.device)
+    return None
+
+
+def _decode_launch(q: Tensor, kv_heads: int, decode: str | None) -> tuple[str, tuple[int, ...], dict | None]:
+    """(entry, grid, override constants) of a decode step: `decode` if given (checked), else "subgroup" where it can
+    run. The choice depends on shapes only, never on the cache length, so recorded steps replay."""
+    if decode is not None and decode not in DECODE_VARIANTS:
+        raise InputError(f"attention_cached: decode must be one of {DECODE_VARIANTS} or None, got {decode!r}")
+    variant = decode or ("subgroup" if _decode_refusal("subgroup", q) is None else "serial")
+    why = _decode_refusal(variant, q)
+    if why is not None:
+        raise InputError(f"attention_cached: decode={variant!r} cannot run here: {why}; use 'serial' or None")
+    b, _, heads, d = q.shape
+    if variant == "serial":
+        return "attention_decode", flat_grid("attention", "attention_decode", b * heads), None
+    chunks, per_kv = math.ceil(d / SUBGROUP_CHUNK), heads // kv_heads
+    # Every K/V element is loaded once per workgroup, so the more heads a workgroup holds the better (lavapipe, D=128,
+    # 8 heads per kv head: 4 heads per workgroup 1.0 ms, 2 heads 1.8 ms)
+    passes = math.ceil(per_kv / DECODE_MAX_HEADS)  # workgroups per (b, kv head)
+    held = math.ceil(per_kv / passes)  # query heads per workgroup, balanced over the passes
+    grid = _block_grid(1, passes, kv_heads, b, "decode")
+    return "attention_decode_subgroup", grid, {"DECODE_CHUNKS": chunks, "DECODE_HEADS": held}
