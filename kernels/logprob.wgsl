@@ -12,12 +12,16 @@
 //   cross_entropy:  dlogp[r] = -g_loss w_r / sum_k w_k
 // p is recomputed as exp(z - lse_saved), so no softmax is ever stored. Math and the statistics (lse, logp, loss)
 // are f32 whatever the storage type `elem` of x, y, dy and dx.
+// vec4 entries (*_vec4): lavapipe pays per load/store instruction, and a vec4 one costs about what a scalar one
+// does (GPUs coalesce them too), so the token_logprobs forward and backward have twins on quads of 4 elements.
+// The scalar entries stay the spec and the fallback where sizes are not multiples of 4.
 // Bindings: 0 params (uniform); 1 x (read, elem, rows * n), 2 targets (read, i32, rows),
 // 3 logp (read_write, f32, rows), 4 lse (read_write, f32, rows), 5 y (read_write, elem, rows * n),
 // 6 lse_saved (read, f32, rows), 7 g (read, f32, rows), 8 dy (read, elem, rows * n), 9 dx (read_write, elem,
 // rows * n), 10 logp_in (read, f32, rows), 11 mask (read, f32, rows), 12 loss (read_write, f32, 1),
 // 13 weight_sum (read_write, f32, 1), 14 weight_sum_saved (read, f32, 1), 15 g_loss (read, f32, 1),
-// 16 dlogp (read_write, f32, rows).
+// 16 dlogp (read_write, f32, rows). The *_vec4 entries read x and write dx as quads through array<vec4<elem>>
+// views of the same slots (1 x4, 9 dx4), so the host binds the same buffers in the same order.
 // Dispatch grids, by variant:
 //   *_serial:    workgroups of 64 over rows, 2-D grid (x = min(ceil(rows / 64), 65535), y = ceil(ceil(rows / 64) / x)),
 //                row (wg.y * nwg.x + wg.x) * 64 + lid; one invocation walks a whole row.
@@ -25,6 +29,10 @@
 //                wg.y * nwg.x + wg.x; strided partials merged by a tree in workgroup memory (8 barriers).
 //   *_naive:     workgroups of 256 over the output elements, 2-D grid as elementwise.wgsl, element
 //                (wg.y * nwg.x + wg.x) * 256 + lid.
+//   *_workgroup_vec4: as *_workgroup.
+//   *_backward_vec4: workgroups of 64 over ceil(rows * n / (4 * QUADS)) invocations, 2-D grid (x = min(groups,
+//                65535), y = ceil(groups / x)); invocation t = (wg.y * nwg.x + wg.x) * 64 + lid handles the
+//                contiguous quads t * QUADS + k, k < QUADS, each checked against rows * n / 4.
 //   cross_entropy_mean_*: a single workgroup of 256, grid (1, 1, 1).
 
 // use prelude
@@ -33,6 +41,10 @@ alias elem = f32;
 
 const SERIAL_WG: u32 = 64u;  // invocations per workgroup of the *_serial entries
 const WG: u32 = 256u;        // invocations per workgroup of the *_workgroup, *_naive and cross_entropy_mean_* entries
+const WG4: u32 = 64u;        // invocations per workgroup of token_logprobs_backward_vec4
+// Quads per invocation of token_logprobs_backward_vec4: 1 gives neighbouring invocations neighbouring quads
+// (GPUs); a CPU adapter runs faster with a few per invocation (engine/ops/logprob.py picks).
+override QUADS: u32 = 1u;
 
 struct Params {
     rows: u32,
@@ -57,6 +69,8 @@ struct Params {
 @group(0) @binding(14) var<storage, read> weight_sum_saved: array<f32>;
 @group(0) @binding(15) var<storage, read> g_loss: array<f32>;
 @group(0) @binding(16) var<storage, read_write> dlogp: array<f32>;
+@group(0) @binding(1) var<storage, read> x4: array<vec4<elem>>;       // x as quads (*_vec4 entries)
+@group(0) @binding(9) var<storage, read_write> dx4: array<vec4<elem>>;  // dx as quads (*_vec4 entries)
 
 var<workgroup> part_a: array<f32, WG>;
 var<workgroup> part_b: array<f32, WG>;
@@ -77,19 +91,16 @@ fn row_lse_serial(base: u32) -> f32 {
     return ms.x + log(ms.y);
 }
 
-// lse of row r's z, the 256 invocations of a workgroup each folding j = lid, lid + 256, ..., then a tree.
-// Every invocation of the workgroup must call it (it has barriers) and gets the same value.
-fn row_lse_workgroup(base: u32, lid: u32) -> f32 {
-    var ms = vec2<f32>(LOWEST, 0.0);
-    for (var j = lid; j < params.n; j += WG) {
-        ms = online(ms, z_at(base + j));
-    }
+// Merges the (max, sum) partials of the 256 invocations of a workgroup by a tree in workgroup memory and gives
+// every invocation the lse. Every invocation of the workgroup must call it (it has barriers).
+fn merge_workgroup(ms: vec2<f32>, lid: u32) -> f32 {
     part_a[lid] = ms.x;
     part_b[lid] = ms.y;
     workgroupBarrier();
     for (var half = WG / 2u; half > 0u; half = half / 2u) {
         if (lid < half) {
-            let merged = merge_stats(vec2<f32>(part_a[lid], part_b[lid]), vec2<f32>(part_a[lid + half], part_b[lid + half]));
+            let merged = merge_stats(vec2<f32>(part_a[lid], part_b[lid]),
+                                     vec2<f32>(part_a[lid + half], part_b[lid + half]));
             part_a[lid] = merged.x;
             part_b[lid] = merged.y;
         }
@@ -98,6 +109,23 @@ fn row_lse_workgroup(base: u32, lid: u32) -> f32 {
     let result = part_a[0] + log(part_b[0]);
     workgroupBarrier();  // part_a/part_b may be reused by the caller
     return result;
+}
+
+// lse of row r's z, the 256 invocations of a workgroup each folding j = lid, lid + 256, ..., then a tree.
+// Every invocation of the workgroup must call it (it has barriers) and gets the same value.
+fn row_lse_workgroup(base: u32, lid: u32) -> f32 {
+    var ms = vec2<f32>(LOWEST, 0.0);
+    for (var j = lid; j < params.n; j += WG) {
+        ms = online(ms, z_at(base + j));
+    }
+    return merge_workgroup(ms, lid);
+}
+
+// Fold the four values of z into online statistics (max, sum): one rescale to the quad's max, four exponentials.
+fn online4(ms: vec2<f32>, z: vec4<f32>) -> vec2<f32> {
+    let m = max(ms.x, max(max(z.x, z.y), max(z.z, z.w)));
+    let e = exp(z - m);
+    return vec2<f32>(m, ms.y * exp(ms.x - m) + (e.x + e.y) + (e.z + e.w));
 }
 
 // Sum of dy over row r, by a workgroup (strided partials, tree). Every invocation must call it.
@@ -162,6 +190,35 @@ fn token_logprobs_workgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_w
     }
 }
 
+// token_logprobs_workgroup_vec4: as token_logprobs_workgroup on quads of 4 (n % 4 == 0, so every row starts a
+// quad), read through the vec4 view x4 of x (binding 1). The same value up to f32 rounding: each quad's
+// maximum rescales the running sum once, then its four exponentials are added.
+// Bindings: 0 params (rows, n, inv_temp), 1 x4 (read, vec4<elem>, rows * n / 4), 2 targets (read, i32, rows),
+// 3 logp (read_write, f32, rows), 4 lse (read_write, f32, rows). Dispatch: *_workgroup grid, one workgroup per row.
+@compute @workgroup_size(WG)
+fn token_logprobs_workgroup_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                                 @builtin(local_invocation_index) lid: u32) {
+    let r = workgroup_index(wg, nwg);
+    if (r >= params.rows) { return; }
+    let width = params.n / 4u;
+    let base = r * width;
+    var ms = vec2<f32>(LOWEST, 0.0);
+    for (var j = lid; j < width; j += WG) {
+        ms = online4(ms, vec4<f32>(x4[base + j]) * params.inv_temp);
+    }
+    let row_lse = merge_workgroup(ms, lid);
+    if (lid == 0u) {
+        let t = targets[r];
+        var value = 0.0;
+        if (valid_target(t)) {
+            let at = r * params.n + u32(t);
+            value = f32(x4[at / 4u][at % 4u]) * params.inv_temp - row_lse;
+        }
+        logp[r] = value;
+        lse[r] = row_lse;
+    }
+}
+
 // token_logprobs_backward_naive: dx[r, j] = g[r] (1[j == y_r] - exp(x[r, j] / tau - lse_r)) / tau, and 0 for
 // every j of a row whose target is outside [0, n). One invocation per element of dx; nothing else is stored.
 // Bindings: 0 params (rows, n, inv_temp), 1 x (read, elem, rows * n), 2 targets (read, i32, rows),
@@ -181,6 +238,71 @@ fn token_logprobs_backward_naive(@builtin(workgroup_id) wg: vec3<u32>, @builtin(
         d = g[r] * (select(0.0, 1.0, u32(t) == j) - p) * params.inv_temp;
     }
     dx[i] = elem(d);
+}
+
+// What the backward needs of row r: its first flat index, target token, saved lse and incoming gradient g.
+struct GradRow {
+    start: u32,
+    token: i32,
+    lse: f32,
+    g: f32,
+}
+
+fn grad_row(r: u32) -> GradRow {
+    return GradRow(r * params.n, targets[r], lse_saved[r], g[r]);
+}
+
+// The naive entry's formula for one element of column j with z = x / tau: g (1[j == y] - exp(z - lse)) / tau,
+// 0 for an ignored row.
+fn token_grad(row: GradRow, j: u32, z: f32) -> f32 {
+    if (!valid_target(row.token)) { return 0.0; }
+    let p = exp(z - row.lse);
+    return row.g * (select(0.0, 1.0, u32(row.token) == j) - p) * params.inv_temp;
+}
+
+// token_grad on the four columns j0 .. j0 + 3 of one row.
+fn token_grad4(row: GradRow, j0: u32, z: vec4<f32>) -> vec4<f32> {
+    if (!valid_target(row.token)) { return vec4<f32>(0.0); }
+    let p = exp(z - row.lse);
+    let hit = vec4<u32>(j0, j0 + 1u, j0 + 2u, j0 + 3u) == vec4<u32>(u32(row.token));
+    return row.g * (select(vec4<f32>(0.0), vec4<f32>(1.0), hit) - p) * params.inv_temp;
+}
+
+// token_logprobs_backward_vec4: dx4[q] = token_logprobs_backward_naive's dx at the flat indices 4q .. 4q + 3,
+// for q < rows * n / 4. Needs rows * n % 4 == 0, not n % 4 == 0: quads run over the flat (rows * n) arrays, and
+// one that crosses a row end is done element by element, each with its own row (so any V works, 1 and 3
+// included). The row statistics (target, lse, g) are loaded once per row an invocation meets, not once per
+// element, and an invocation divides once. Same arithmetic in the same order: bit for bit the naive entry.
+// Bindings: 0 params (rows, n, inv_temp), 1 x4 (read, vec4<elem>, rows * n / 4), 2 targets (read, i32, rows),
+// 6 lse_saved (read, f32, rows), 7 g (read, f32, rows), 9 dx4 (read_write, vec4<elem>, rows * n / 4).
+// Dispatch: *_backward_vec4 grid (see the file header).
+@compute @workgroup_size(WG4)
+fn token_logprobs_backward_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                                @builtin(local_invocation_index) lid: u32) {
+    let quads = params.rows * params.n / 4u;
+    let first = flat_index(wg, nwg, lid, WG4) * QUADS;
+    if (first >= quads) { return; }
+    var r = first * 4u / params.n;  // the one division of the invocation
+    var row = grad_row(r);
+    for (var k = 0u; k < QUADS; k++) {
+        let q = first + k;
+        if (q >= quads) { return; }
+        let i = q * 4u;
+        let z = vec4<f32>(x4[q]) * params.inv_temp;
+        if (i + 3u < row.start + params.n) {  // the whole quad lies in row r
+            dx4[q] = vec4<elem>(token_grad4(row, i - row.start, z));
+            continue;
+        }
+        var d = vec4<f32>(0.0);
+        for (var c = 0u; c < 4u; c++) {
+            if (i + c >= row.start + params.n) {  // consecutive elements: the next row
+                r += 1u;
+                row = grad_row(r);
+            }
+            d[c] = token_grad(row, i + c - row.start, z[c]);
+        }
+        dx4[q] = vec4<elem>(d);
+    }
 }
 
 // ------------------------------------------------------------------------------------------------ log_softmax

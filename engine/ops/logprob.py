@@ -5,7 +5,9 @@ temperature). Kernels in `kernels/logprob.wgsl`: forward entries `*_serial` (one
 shorter than 1024 (`row_kernel`) and `*_workgroup` (one workgroup of 256 per row) for longer ones; each forward
 also keeps the row's log-sum-exp (f32), from which the backward recomputes the softmax, so no (rows, V)
 probability tensor is ever stored. `token_logprobs` gathers the target's log-prob in the same pass as the
-log-sum-exp, and its backward writes d logits directly. Statistics and log-probs are f32 whatever the logits'
+log-sum-exp, and its backward writes d logits directly; both have vec4 twins (quads of 4 elements) used where the
+sizes allow (`vec4` of `token_logprobs_into` and `token_logprobs_grad`), the scalar entries staying the
+spec and the fallback. Statistics and log-probs are f32 whatever the logits'
 dtype. Targets outside [0, V) (negative ones mean "ignored", like PyTorch's ignore_index=-100) get log-prob 0
 and no gradient; targets given as numpy arrays are checked on the host and may not be >= V.
 """
@@ -17,8 +19,17 @@ import math
 import numpy as np
 
 from wgrpo.engine.autograd import Function
-from wgrpo.engine.ops._common import as_tensor, check_float, flat_grid, row_grid, row_kernel
+from wgrpo.engine.errors import InputError
+from wgrpo.engine.ops._common import (as_tensor, check_float, flat_grid, grid_1d, invocations, row_grid,
+                                       row_kernel)
 from wgrpo.engine.tensor import Tensor
+
+# Quads per invocation of token_logprobs_backward_vec4. Lavapipe pays per load/store instruction and per
+# invocation, so a short loop of contiguous quads helps ((128, 49152) on lavapipe, 2 cores: 1 quad 53 ms, 4 quads
+# 24, 8 quads 18.5, 16 quads 18.8); GPUs keep one quad per invocation, where neighbouring invocations read
+# neighbouring quads (coalesced).
+SOFTWARE_QUADS = 8
+GPU_QUADS = 1
 
 # ---------------------------------------------------------------------------------------------- checks
 
@@ -128,29 +139,61 @@ def log_softmax(x: Tensor, temperature: float = 1.0, *, variant: str | None = No
 # ---------------------------------------------------------------------------------------------- token_logprobs
 
 
+def _quad_aligned(t: Tensor) -> bool:
+    """Whether `t` (one block) binds as an array of vec4s: a 16-byte aligned offset (always so for whole tensors
+    and row views, whose offsets keep the adapter's offset alignment)."""
+    return not t.is_split and t.binding()[1] % 16 == 0
+
+
+def _vec4_choice(vec4: bool | None, applies: bool, op: str, why: str) -> bool:
+    """Whether to dispatch the vec4 twin: where it `applies` (vec4 None), or as `vec4` forces; True where it does
+    not apply is refused, naming `why`."""
+    if vec4 and not applies:
+        raise InputError(f"{op}: the vec4 entry needs {why}")
+    return applies if vec4 is None else bool(vec4)
+
+
 def token_logprobs_into(logits: Tensor, targets: Tensor, logp: Tensor, lse: Tensor, inv_temp: float,
-                        variant: str) -> None:
+                        variant: str, vec4: bool | None = None) -> None:
     """Dispatch the fused forward: the targets' log-probs into `logp` and each row's log-sum-exp into `lse`
-    (both f32 with the targets' shape; views are fine)."""
+    (both f32 with the targets' shape; views are fine). `vec4`: None picks the vec4 entry where it applies
+    ("workgroup" rows, V a multiple of 4), True forces it, False keeps the scalar entry."""
     n = logits.shape[-1]
     rows = logits.size // n
     entry = f"token_logprobs_{variant}"
-    logits.runtime.dispatch("logprob", entry, [logits, targets, logp, lse], row_grid("logprob", entry, rows),
-                            _params(rows, n, inv_temp), elem=logits.elem,
-                            shapes=f"{logits.shape}, tau={1 / inv_temp:g}")
+    grid = row_grid("logprob", entry, rows)  # the vec4 twin has the same grid
+    applies = variant == "workgroup" and n % 4 == 0 and _quad_aligned(logits)
+    if _vec4_choice(vec4, applies, "token_logprobs", f"the workgroup variant and a vocabulary that is a multiple "
+                    f"of 4 (at a 16-byte aligned offset), got the {variant} variant and V = {n}"):
+        entry += "_vec4"
+    logits.runtime.dispatch("logprob", entry, [logits, targets, logp, lse], grid, _params(rows, n, inv_temp),
+                            elem=logits.elem, shapes=f"{logits.shape}, tau={1 / inv_temp:g}")
 
 
-def token_logprobs_grad(logits: Tensor, targets: Tensor, lse: Tensor, g: Tensor, inv_temp: float) -> Tensor:
-    """d logits = g (1[j = target] - softmax(logits / tau)_j) / tau, from the forward's log-sum-exp."""
+def token_logprobs_grad(logits: Tensor, targets: Tensor, lse: Tensor, g: Tensor, inv_temp: float,
+                        vec4: bool | None = None) -> Tensor:
+    """d logits = g (1[j = target] - softmax(logits / tau)_j) / tau, from the forward's log-sum-exp. `vec4`: None
+    picks the vec4 entry where it applies (logits' size a multiple of 4, any V), True forces it, False keeps the
+    naive entry."""
     if g.dtype != np.float32:
         raise TypeError(f"token_logprobs backward: the gradient must be float32 like the log-probs, got {g.dtype}")
     n = logits.shape[-1]
     rows = logits.size // n
+    applies = logits.size % 4 == 0 and _quad_aligned(logits)
+    use_vec4 = _vec4_choice(vec4, applies, "token_logprobs backward",
+                            f"logits of a size that is a multiple of 4 (at a 16-byte aligned offset), got shape "
+                            f"{logits.shape}")
     dlogits = Tensor.empty(logits.shape, logits.dtype, logits.device)  # (..., V)
-    entry = "token_logprobs_backward_naive"
-    logits.runtime.dispatch("logprob", entry, [logits, targets, lse, g, dlogits],
-                            flat_grid("logprob", entry, rows * n), _params(rows, n, inv_temp), elem=logits.elem,
-                            shapes=f"{logits.shape}, tau={1 / inv_temp:g}")
+    if use_vec4:
+        entry = "token_logprobs_backward_vec4"
+        quads = SOFTWARE_QUADS if logits.device.is_software else GPU_QUADS
+        grid = grid_1d(math.ceil(rows * n / (4 * quads)), invocations("logprob", entry))
+        constants = {"QUADS": quads}
+    else:
+        entry = "token_logprobs_backward_naive"
+        grid, constants = flat_grid("logprob", entry, rows * n), None
+    logits.runtime.dispatch("logprob", entry, [logits, targets, lse, g, dlogits], grid, _params(rows, n, inv_temp),
+                            elem=logits.elem, constants=constants, shapes=f"{logits.shape}, tau={1 / inv_temp:g}")
     return dlogits
 
 
