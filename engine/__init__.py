@@ -17,7 +17,7 @@ from wgrpo.engine.lora import LoraAdapters, LoraConfig, attach_lora, merge_and_u
 from wgrpo.engine.memory_budget import check_fits, device_memory_budget
 from wgrpo.engine.memory_estimate import MemoryEstimate, estimate_generation, estimate_grpo_step, peak_metrics
 from wgrpo.engine.model import Model, load_pretrained
-from wgrpo.engine.optim import AdamW, clip_grad_norm_
+from wgrpo.engine.optim import AdamW, clip_coefficient, clip_grad_norm_
 from wgrpo.engine.peft_io import is_adapter_dir, load_adapter, load_peft_model, save_adapter
 from wgrpo.engine.readback import read_together
 from wgrpo.engine.runtime import KernelError
@@ -27,7 +27,7 @@ from wgrpo.engine.tokenizer import END_OF_TEXT, PretrainedTokenizer, train_token
 __all__ = ["AdamW", "CHECKPOINT_ENTRIES", "foreign_entries", "CheckpointWriteError", "END_OF_TEXT", "GenerationResult", "InputError", "KernelError",
            "LoraAdapters", "LoraConfig", "MemoryEstimate", "Model", "ModelConfig", "NoAdapterError",
            "PretrainedTokenizer", "Tensor", "attach_lora", "check_fits", "choose_adapter",
-           "clip_grad_norm_", "device_memory_budget", "estimate_generation", "estimate_grpo_step",
+           "clip_coefficient", "clip_grad_norm_", "device_memory_budget", "estimate_generation", "estimate_grpo_step",
            "generate", "get_device", "is_adapter_dir", "is_hub_id", "list_adapters", "load_adapter",
            "load_peft_model", "load_pretrained", "merge_and_unload", "merged_state_dict", "no_grad", "ops",
            "peak_metrics", "read_together", "recover_checkpoints", "resolve_model_path", "save_adapter",

@@ -4,8 +4,8 @@ Owns `replay_update`: the rollout walked in micro-batches (each padded to its lo
 every row is full length), the reference log-probs of each micro-batch computed in the first iteration and kept
 for all mu (a frozen reference model's, or the policy's own with its LoRA adapters off), the policy's log-probs
 with autograd's graph (each decoder layer checkpointed or not), `grpo_loss`, the backward adding into `.grad`,
-then per iteration `clip_grad_norm_` (every gradient scaled in place, a copy of one several parameters share),
-AdamW's step and `zero_grad`; and `replay_clip`. Must not import `rl`.
+then per iteration `clip_coefficient` (the norm and the clip factor, which AdamW's step applies as it reads each
+gradient), AdamW's step and `zero_grad`; and `replay_clip`. Must not import `rl`.
 """
 
 from __future__ import annotations
@@ -52,26 +52,15 @@ def _accumulate_gradients(model: ReplayModel, reference: ReplayModel | None, par
     return losses, readers
 
 
-def replay_clip(params: list[Sym]) -> Sym:
-    """`clip_grad_norm_`: per-chunk partial sums, then each gradient scaled in place, except one whose buffer
-    another parameter's gradient shares: a scaled copy of that one, while the old one is still held (by the list
-    of gradient blocks) until it returns; returns the norm."""
+def replay_clip(params: list[Sym]) -> tuple[Sym, Sym]:
+    """`clip_coefficient`: per-chunk partial sums, the norm and the clip factor (the gradients are not copied: AdamW
+    scales them as it reads them); returns (norm, factor)."""
     with_grad = [p for p in params if p.grad is not None]
     ledger, chunk = with_grad[0].ledger, kernels.load("norm_clip").constants["CHUNK"]
-    blocks = [p.grad for p in with_grad]
-    partials = ledger.empty((max(1, sum(math.ceil(g.size / chunk) for g in blocks)),))
+    partials = ledger.empty((max(1, sum(math.ceil(p.grad.size / chunk) for p in with_grad)),))
     total_norm, scale = ledger.empty(()), ledger.empty((1,))
-    holders: dict[int, int] = {}
-    for g in blocks:
-        holders[id(g.buffer)] = holders.get(id(g.buffer), 0) + 1
-    out = None
-    for p in with_grad:
-        if holders[id(p.grad.buffer)] > 1:
-            with ledger.counted_as("gradients"):
-                out = ledger.empty(p.shape, p.dtype)
-            p.grad = out
-    del blocks, partials, scale, out
-    return total_norm
+    del partials
+    return total_norm, scale
 
 
 def replay_update(model: ReplayModel, reference: ReplayModel | None, micro_batches: list[int], steps: int, *,
@@ -81,15 +70,16 @@ def replay_update(model: ReplayModel, reference: ReplayModel | None, micro_batch
     parts = [_MicroBatch(rows, steps) for rows in micro_batches]
     params = model.trainable_parameters()
     model.training = True
-    pending = norm = None
+    pending = norm = scale = None
     for _ in range(mu):
         pending = norm = None  # an earlier iteration's results are dropped before the next (only the last is read)
         pending = _accumulate_gradients(model, reference, parts, kl)
-        norm = replay_clip(params) if grad_clip else None
+        scale = None  # the earlier iteration's clip factor, held until now
+        norm, scale = replay_clip(params) if grad_clip else (None, None)
         for p in params:  # AdamW's step creates nothing once its moments exist; zero_grad drops the gradients
             p.grad = None
     # `read_together`: the results side by side in one buffer, read back once
     read = [*pending[0], *pending[1], *([norm] if norm is not None else [])]
     staging = model.ledger.empty((sum(-(-math.prod(t.shape) * t.dtype.itemsize // 4) for t in read),), U32)
     model.training = False
-    del norm, pending, read, staging, parts
+    del norm, scale, pending, read, staging, parts

@@ -3,8 +3,9 @@
 Owns: `AdamW` (PyTorch's torch.optim.AdamW semantics: decoupled weight decay, bias correction, a step count per
 parameter starting at 1; one `kernels/adamw.wgsl` dispatch per parameter, updating the parameter and its f32
 moments in place) with `state_dict` / `load_state_dict` for checkpoints, and `clip_grad_norm_` (kernels in
-`kernels/norm_clip.wgsl`; the norm and the clip factor stay on the GPU, so clipping needs no read-back), and
-the choice between each kernel's scalar entry and its vec4 form (`vec4_entry`: a block whose bindings can all be
+`kernels/norm_clip.wgsl`; the norm and the clip factor stay on the GPU, so clipping needs no read-back),
+`clip_coefficient` (the norm and the factor alone, which `AdamW.step(grad_scale=...)` applies as it reads each
+gradient: the trainers clip this way, without a pass over the gradients of its own), and the choice between each kernel's scalar entry and its vec4 form (`vec4_entry`: a block whose bindings can all be
 read as quads of 4 elements takes the vec4 one). Nothing here reads GPU data back except `state_dict`. Must not
 import `rl`.
 """
@@ -133,10 +134,14 @@ class AdamW:
         if not (isinstance(wd, (int, float)) and math.isfinite(wd) and wd >= 0):
             raise ValueError(f"AdamW: weight_decay must be a finite number >= 0, got {wd!r}")
 
-    def step(self) -> None:
+    def step(self, grad_scale: Tensor | None = None) -> None:
         """Update every parameter that has a `.grad`: one dispatch each (per row block), recorded into the current
-        submit."""
+        submit. `grad_scale`, a float32 Tensor of shape (1,) on the parameters' device, multiplies every gradient
+        as it is read (the `.grad` tensors are left as they are), as torch's fused AdamW's `grad_scale` does: with
+        `clip_coefficient` it is gradient clipping without a pass of its own over the gradients."""
         self._check_hyperparameters()
+        if grad_scale is not None:
+            _check_grad_scale(grad_scale, self.params[0].device)
         beta1, beta2 = (float(b) for b in self.betas)
         self.step_count += 1
         for index, p in enumerate(self.params):
@@ -158,11 +163,14 @@ class AdamW:
                           "one_minus_beta1": 1.0 - beta1, "beta2": beta2, "one_minus_beta2": 1.0 - beta2,
                           "eps": self.eps, "step_size": self.lr / (1.0 - beta1**t), "bc2_sqrt": math.sqrt(1.0 - beta2**t)}
                 where = f" block {block}" if p.is_split else ""
+                params["scaled"] = grad_scale is not None
                 buffers = [p_block, g_block, m_block, v_block]
                 entry = vec4_entry("adamw", "adamw_step_naive", buffers, self.vec4)
                 grid, constants = elementwise_grid("adamw", entry, p_block.size, p.device)
-                p.runtime.dispatch("adamw", entry, buffers, grid, params, elem=p.elem, constants=constants,
-                                   shapes=f"params[{index}] {p.shape}{where}")
+                # unscaled, the gradient stands in for the scale's binding: read only, never read through it
+                scale_binding = grad_scale if grad_scale is not None else g_block
+                p.runtime.dispatch("adamw", entry, [*buffers, scale_binding], grid, params, elem=p.elem,
+                                   constants=constants, shapes=f"params[{index}] {p.shape}{where}")
 
     def zero_grad(self) -> None:
         """Drop every parameter's gradient (torch's default set_to_none=True)."""
@@ -213,6 +221,13 @@ class AdamW:
         self.state = loaded
 
 
+def _check_grad_scale(grad_scale, device) -> None:
+    if not isinstance(grad_scale, Tensor) or grad_scale.shape != (1,) or grad_scale.dtype != np.float32:
+        raise TypeError(f"AdamW.step: grad_scale must be a float32 engine.Tensor of shape (1,), got {grad_scale!r}")
+    if grad_scale.device is not device:
+        raise ValueError(f"AdamW.step: grad_scale is on {grad_scale.device.name}, the parameters on {device.name}")
+
+
 def _shared_gradients(params: list[Tensor]) -> set[int]:
     """ids of the parameters whose `.grad` shares a buffer (any row block of it) with another one's `.grad`."""
     holders: dict[int, set[int]] = {}
@@ -220,6 +235,55 @@ def _shared_gradients(params: list[Tensor]) -> set[int]:
         for part in p.grad.parts:
             holders.setdefault(id(part.binding()[0]), set()).add(id(p))
     return {p for owners in holders.values() if len(owners) > 1 for p in owners}
+
+
+def _check_max_norm(max_norm, op: str) -> None:
+    if isinstance(max_norm, bool) or not isinstance(max_norm, (int, float, np.floating, np.integer)):
+        raise TypeError(f"{op}: max_norm must be a number, got {type(max_norm).__name__}")
+    if not (math.isfinite(max_norm) and max_norm >= 0):
+        raise ValueError(f"{op}: max_norm must be finite and >= 0, got {max_norm}")
+
+
+def _norm_and_coefficient(with_grad: list[tuple[int, Tensor]], max_norm: float, vec4: bool,
+                          op: str) -> tuple[Tensor, Tensor]:
+    """(total norm (), clip coefficient (1,)) of the gradients of `with_grad` (index, parameter), on the GPU."""
+    for index, p in with_grad:
+        _check_grad(p, index, op)
+    device = with_grad[0][1].device
+    runtime = device.runtime
+    chunk = clip_chunk()
+    # one partial sum per chunk of each gradient block (a gradient over the binding limit is held in row blocks)
+    blocks = [(index, p, g) for index, p in with_grad for g in p.grad.parts]
+    partials = Tensor.empty((max(1, sum(math.ceil(g.size / chunk) for _, _, g in blocks)),), np.float32, device)
+    slot = 0
+    for index, p, g in blocks:
+        if p.device is not device:
+            raise ValueError(f"{op}: params[{index}] is on {p.device.name}, params[{with_grad[0][0]}] "
+                             f"on {device.name}")
+        entry = vec4_entry("norm_clip", "sum_squares_workgroup", [g], vec4)
+        runtime.dispatch("norm_clip", entry, [g, partials], grid_1d(g.size, chunk), {"n": g.size, "slot": slot},
+                         elem=p.elem, constants=sum_squares_constants(entry, device),
+                         shapes=f"params[{index}] {p.shape}")
+        slot += math.ceil(g.size / chunk)
+    total_norm = Tensor.empty((), np.float32, device)
+    scale = Tensor.empty((1,), np.float32, device)
+    runtime.dispatch("norm_clip", "clip_coef_workgroup", [partials, total_norm, scale], (1,),
+                     {"n_partials": slot, "max_norm": float(max_norm)}, shapes=f"{len(with_grad)} gradients")
+    return total_norm, scale
+
+
+def clip_coefficient(params: Iterable[Tensor] | Tensor, max_norm: float,
+                     vec4: bool = True) -> tuple[Tensor, Tensor | None]:
+    """The global L2 norm of the gradients and the factor clip_grad_norm_ would scale them by, min(1, max_norm /
+    (total_norm + 1e-6)), both left on the GPU: (norm of shape (), coefficient of shape (1,)); the coefficient is
+    None when no parameter has a `.grad`. The gradients are not touched: hand the coefficient to
+    `AdamW.step(grad_scale=...)` to clip inside the step. Parameters without a `.grad` are skipped."""
+    _check_max_norm(max_norm, "clip_coefficient")
+    params = _parameter_list(params, "clip_coefficient")
+    with_grad = [(i, p) for i, p in enumerate(params) if p.grad is not None]
+    if not with_grad:
+        return Tensor.from_numpy(np.zeros((), np.float32), params[0].device if params else None), None
+    return _norm_and_coefficient(with_grad, max_norm, vec4, "clip_coefficient")
 
 
 def clip_grad_norm_(params: Iterable[Tensor] | Tensor, max_norm: float, vec4: bool = True) -> Tensor:
@@ -231,37 +295,15 @@ def clip_grad_norm_(params: Iterable[Tensor] | Tensor, max_norm: float, vec4: bo
     tensor to both operands of an add): that one is replaced by a scaled copy, so it is scaled once for each
     parameter. Parameters without a `.grad` are skipped. `vec4=False` runs the scalar kernels everywhere.
     """
-    if isinstance(max_norm, bool) or not isinstance(max_norm, (int, float, np.floating, np.integer)):
-        raise TypeError(f"clip_grad_norm_: max_norm must be a number, got {type(max_norm).__name__}")
-    if not (math.isfinite(max_norm) and max_norm >= 0):
-        raise ValueError(f"clip_grad_norm_: max_norm must be finite and >= 0, got {max_norm}")
+    _check_max_norm(max_norm, "clip_grad_norm_")
     params = _parameter_list(params, "clip_grad_norm_")
     with_grad = [(i, p) for i, p in enumerate(params) if p.grad is not None]
     if not with_grad:
         device = params[0].device if params else None
         return Tensor.from_numpy(np.zeros((), np.float32), device)
-    for index, p in with_grad:
-        _check_grad(p, index, "clip_grad_norm_")
+    total_norm, scale = _norm_and_coefficient(with_grad, max_norm, vec4, "clip_grad_norm_")
     device = with_grad[0][1].device
     runtime = device.runtime
-    chunk = clip_chunk()
-    # one partial sum per chunk of each gradient block (a gradient over the binding limit is held in row blocks)
-    blocks = [(index, p, g) for index, p in with_grad for g in p.grad.parts]
-    partials = Tensor.empty((max(1, sum(math.ceil(g.size / chunk) for _, _, g in blocks)),), np.float32, device)
-    slot = 0
-    for index, p, g in blocks:
-        if p.device is not device:
-            raise ValueError(f"clip_grad_norm_: params[{index}] is on {p.device.name}, params[{with_grad[0][0]}] "
-                             f"on {device.name}")
-        entry = vec4_entry("norm_clip", "sum_squares_workgroup", [g], vec4)
-        runtime.dispatch("norm_clip", entry, [g, partials], grid_1d(g.size, chunk), {"n": g.size, "slot": slot},
-                         elem=p.elem, constants=sum_squares_constants(entry, device),
-                         shapes=f"params[{index}] {p.shape}")
-        slot += math.ceil(g.size / chunk)
-    total_norm = Tensor.empty((), np.float32, device)
-    scale = Tensor.empty((1,), np.float32, device)
-    runtime.dispatch("norm_clip", "clip_coef_workgroup", [partials, total_norm, scale], (1,),
-                     {"n_partials": slot, "max_norm": float(max_norm)}, shapes=f"{len(with_grad)} gradients")
     shared = _shared_gradients([p for _, p in with_grad])
     for index, p in with_grad:
         if id(p) not in shared:

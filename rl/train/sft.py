@@ -266,7 +266,7 @@ def train_sft(config: SFTConfig, device=None, command: str = RESUME_COMMAND, res
 def _train_step(model, optimizer, examples: list[Example], step: int, config: SFTConfig,
                 pad: int) -> tuple[float, float | None, int]:
     """One optimizer step on `step`'s batch: (loss, gradient norm before clipping or None, completion tokens)."""
-    from wgrpo.engine import Tensor, clip_grad_norm_, ops
+    from wgrpo.engine import Tensor, clip_coefficient, ops
     from wgrpo.engine import read_together
 
     batch = [examples[i] for i in epoch_order(step, config.batch_size, len(examples), config.seed)]
@@ -277,8 +277,10 @@ def _train_step(model, optimizer, examples: list[Example], step: int, config: SF
     loss = ops.nll_loss(logp, Tensor.from_numpy(targets, model.device), model.config.vocab_size,
                         Tensor.from_numpy(mask, model.device))
     loss.backward()
-    grad_norm = clip_grad_norm_(model.parameters(), config.grad_clip) if config.grad_clip > 0 else None
-    optimizer.step()
+    grad_norm = coefficient = None
+    if config.grad_clip > 0:  # clip_grad_norm_'s clip, applied as AdamW reads each gradient
+        grad_norm, coefficient = clip_coefficient(model.parameters(), config.grad_clip)
+    optimizer.step(grad_scale=coefficient)
     optimizer.zero_grad()
     # the step's one submit and one read-back
     values = read_together([loss.detach()] + ([grad_norm] if grad_norm is not None else []))

@@ -123,7 +123,7 @@ def grpo_update(model, reference, optimizer, rollout, config, pad_id: int, seed:
 
     `reference` is the frozen reference model, or None: no KL term (beta = 0), or a LoRA policy whose base,
     adapters off, is the reference. `seed` keys LoRA's dropout masks (one per micro-batch and iteration)."""
-    from wgrpo.engine import clip_grad_norm_
+    from wgrpo.engine import clip_coefficient
 
     parts = micro_batches(rollout, config, pad_id)
     params = model.trainable_parameters()
@@ -135,9 +135,10 @@ def grpo_update(model, reference, optimizer, rollout, config, pad_id: int, seed:
             if iteration:  # only the last iteration's results are read back: an earlier one's go first
                 del pending
             pending = record_gradients(model, reference, parts, config, seed=seed + 7919 * iteration)
-            if config.grad_clip > 0:
-                pending.grad_norm = clip_grad_norm_(params, config.grad_clip)
-            optimizer.step()
+            coefficient = None
+            if config.grad_clip > 0:  # clip_grad_norm_'s clip, applied as AdamW reads each gradient
+                pending.grad_norm, coefficient = clip_coefficient(params, config.grad_clip)
+            optimizer.step(grad_scale=coefficient)
             optimizer.zero_grad()
         # the last iteration's loss, metrics and norm, in one read-back after the last optimizer step
         loss, metrics, norm = pending.read()

@@ -8,7 +8,7 @@ import gc
 
 import numpy as np
 
-from wgrpo.engine import Model, Tensor, clip_grad_norm_, generate, no_grad, ops, read_together
+from wgrpo.engine import Model, Tensor, clip_coefficient, generate, no_grad, ops, read_together
 from wgrpo.engine.memory import KINDS, memory_kind
 
 
@@ -85,8 +85,9 @@ def update(model, reference, optimizer, tokens, prompt_tokens: int, ranges, mu: 
     for _ in range(mu):
         pending = norm = None  # only the last iteration's results are read back
         pending = _accumulate_gradients(model, reference, parts, beta)
-        norm = clip_grad_norm_(params, 1.0) if clip else None
-        optimizer.step()
+        scale = None  # the earlier iteration's clip factor, held until now
+        norm, scale = clip_coefficient(params, 1.0) if clip else (None, None)
+        optimizer.step(grad_scale=scale)
         optimizer.zero_grad()
     read_together([*pending[0], *pending[1], *([norm] if norm is not None else [])])
     model.eval()

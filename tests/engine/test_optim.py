@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from wgrpo.engine import Tensor, ops
-from wgrpo.engine.optim import AdamW, clip_chunk, clip_grad_norm_
+from wgrpo.engine.optim import AdamW, clip_chunk, clip_coefficient, clip_grad_norm_
 from tests.tolerances import assert_close
 
 SHAPES = [(1,), (7,), (13, 17), (5003,), (4,), (16, 12), (3, 4100)]  # the last three take the vec4 kernels
@@ -264,6 +264,53 @@ def test_clip_scales_a_shared_gradient_once(device):
     factor = 1.0 / (np.sqrt(72.0) + 1e-6)
     assert_close(a.grad.numpy(), np.full(4, 3.0 * factor))
     assert_close(b.grad.numpy(), np.full(4, 3.0 * factor))
+
+
+@pytest.mark.parametrize("max_norm", [0.5, 1e6])  # clipped, and a factor of 1
+def test_clipping_inside_the_step_equals_clipping_then_stepping(device, max_norm):
+    """clip_coefficient + AdamW.step(grad_scale=...) gives clip_grad_norm_ + step's parameters and moments to the
+    bit (f32), leaves the gradients as they were, and reports the same norm; a shared gradient is scaled once."""
+    rng = np.random.default_rng(4)
+    shapes = [(7,), (3, 5003), (64, 36)]
+    values = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    grads = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+
+    def fresh_gradients(params):
+        for p, g in zip(params, grads):
+            p.grad = Tensor.from_numpy(g, device)
+        a, b = params[-2:]
+        a.grad = b.grad = None
+        ops.add(a, b).backward(Tensor.from_numpy(np.full(4, 3.0, np.float32), device))  # one shared gradient
+
+    def setup():
+        params = [Tensor.from_numpy(v, device) for v in values]
+        return [*params, *(Tensor.from_numpy(np.ones(4, np.float32), device).requires_grad_() for _ in range(2))]
+
+    first, second = setup(), setup()
+    optimizers = [AdamW(ps, lr=0.1) for ps in (first, second)]
+    for _ in range(2):
+        fresh_gradients(first)
+        norm = clip_grad_norm_(first, max_norm)
+        optimizers[0].step()
+        fresh_gradients(second)
+        fused_norm, coefficient = clip_coefficient(second, max_norm)
+        optimizers[1].step(grad_scale=coefficient)
+        np.testing.assert_array_equal(fused_norm.numpy(), norm.numpy())
+    for p, q in zip(first, second):
+        np.testing.assert_array_equal(q.numpy(), p.numpy())
+    for s, t in zip(optimizers[0].state, optimizers[1].state):
+        np.testing.assert_array_equal(t["exp_avg"].numpy(), s["exp_avg"].numpy())
+    for q, g in zip(second, grads):
+        np.testing.assert_array_equal(q.grad.numpy(), g)  # untouched
+    np.testing.assert_array_equal(second[-1].grad.numpy(), np.full(4, 3.0, np.float32))
+    assert clip_coefficient([Tensor.from_numpy(np.ones(3, np.float32), device)], 1.0)[1] is None  # no grads
+
+
+def test_a_bad_grad_scale_is_named(device):
+    p = Tensor.from_numpy(np.ones(4, np.float32), device)
+    p.grad = Tensor.from_numpy(np.ones(4, np.float32), device)
+    with pytest.raises(TypeError, match="grad_scale must be a float32 engine.Tensor of shape \\(1,\\)"):
+        AdamW([p]).step(grad_scale=Tensor.from_numpy(np.ones(2, np.float32), device))
 
 
 def scaled_exactly(g: np.ndarray, scale: np.float32) -> np.ndarray:

@@ -22,9 +22,9 @@ def elems(device):
     return ["f32", "f16"] if device.has_f16 else ["f32"]
 
 
-def step_params(n: int, t: int, fresh: bool) -> dict:
+def step_params(n: int, t: int, fresh: bool, scaled: bool = False) -> dict:
     b1, b2 = BETAS
-    return {"n": n, "fresh": fresh, "decay": 1.0 - LR * WD, "one_minus_beta1": 1.0 - b1, "beta2": b2,
+    return {"n": n, "fresh": fresh, "scaled": scaled, "decay": 1.0 - LR * WD, "one_minus_beta1": 1.0 - b1, "beta2": b2,
             "one_minus_beta2": 1.0 - b2, "eps": EPS, "step_size": LR / (1.0 - b1**t),
             "bc2_sqrt": math.sqrt(1.0 - b2**t)}
 
@@ -47,17 +47,21 @@ def case(rng, n, elem):
     return p, g, m, v
 
 
-def run(device, entry, arrays, t, fresh, quads=1):
-    """Dispatch one AdamW step of `entry` on copies of arrays = (p, g, m, v); returns them after the step."""
+def run(device, entry, arrays, t, fresh, quads=1, scale=None):
+    """Dispatch one AdamW step of `entry` on copies of arrays = (p, g, m, v), the gradient read times `scale`
+    when given; returns them after the step."""
     tensors = [Tensor.from_numpy(a, device) for a in arrays]
+    scale_binding = tensors[1] if scale is None else Tensor.from_numpy(np.array([scale], np.float32), device)
     n = arrays[0].size
     if entry == "adamw_step4":
         grid, constants = grid_1d(math.ceil(n / (4 * quads)), 256), {"QUADS": quads}
     else:
         grid, constants = flat_grid("adamw", entry, n), None
     elem = "f16" if arrays[0].dtype == np.float16 else "f32"
-    device.runtime.dispatch("adamw", entry, tensors, grid, step_params(n, t, fresh), elem=elem, constants=constants)
-    p, _, m, v = (x.numpy() for x in tensors)
+    device.runtime.dispatch("adamw", entry, [*tensors, scale_binding], grid,
+                            step_params(n, t, fresh, scale is not None), elem=elem, constants=constants)
+    p, g, m, v = (x.numpy() for x in tensors)
+    np.testing.assert_array_equal(g, arrays[1])  # the gradient is read, never written
     return p, m, v
 
 
@@ -103,7 +107,7 @@ def test_vec4_entry_writes_only_its_binding(device, rng, quads):
     whole = [Tensor.from_numpy(a.reshape(8, 64), device) for a in arrays]
     views = [t.rows(2, 5) for t in whole]
     n = views[0].size
-    device.runtime.dispatch("adamw", "adamw_step4", views, grid_1d(math.ceil(n / (4 * quads)), 256),
+    device.runtime.dispatch("adamw", "adamw_step4", [*views, views[1]], grid_1d(math.ceil(n / (4 * quads)), 256),
                             step_params(n, 2, False), constants={"QUADS": quads})
     p, g, m, v = (a.reshape(8, 64) for a in arrays)
     expected = reference(p[2:5], g[2:5], m[2:5], v[2:5], 2)
@@ -111,3 +115,19 @@ def test_vec4_entry_writes_only_its_binding(device, rng, quads):
         got = t.numpy()
         np.testing.assert_array_equal(np.delete(got, [2, 3, 4], axis=0), np.delete(before, [2, 3, 4], axis=0))
         assert_close(got[2:5], after)
+
+
+@pytest.mark.parametrize("entry", ["adamw_step_naive", "adamw_step4"])
+def test_a_gradient_scale_is_the_step_on_the_scaled_gradient(device, rng, entry):
+    n = 1028
+    for elem in elems(device):
+        p, g, m, v = case(rng, n, elem)
+        scale = np.float32(0.37)
+        scaled = (g.astype(np.float32) * scale)  # f32 math, as the kernel's read of g * scale
+        expected = reference(p, scaled, m, v, 3)
+        got = run(device, entry, (p, g, m, v), 3, False, scale=float(scale))
+        check(got, expected, elem)
+        if elem == "f32":  # the same f32 products as scaling the gradient first
+            same = run(device, entry, (p, scaled.astype(np.float32), m, v), 3, False)
+            for a, b in zip(got, same):
+                np.testing.assert_array_equal(a, b)
