@@ -22,14 +22,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from wgrpo.engine.errors import InputError
-from wgrpo.engine.ops._common import MAX_WORKGROUPS
+from wgrpo.engine.ops._common import MAX_WORKGROUPS, subgroup_refusal
 from wgrpo.engine.tensor import Tensor
 
 _U32 = (np.dtype(np.int32), np.dtype(np.uint32))
 VARIANTS = ("workgroup", "subgroup")
 _ENTRIES = {"workgroup": "sample_row", "subgroup": "sample_row_subgroup"}
-SUBGROUP_LANES = 8  # invocations per workgroup of sample_row_subgroup
-_SUBGROUP_LANES_OK: dict[int, bool] = {}  # id(device) -> whether its subgroups serve sample_row_subgroup
 
 
 @dataclass(frozen=True)
@@ -63,27 +61,10 @@ class SamplingParams:
         return self.temperature == 0.0
 
 
-def _subgroup_lanes_ok(device) -> bool:
-    """Whether a workgroup of 8 invocations is the first 8 lanes of one subgroup on `device`, as
-    sample_row_subgroup requires (not where subgroups are narrower): one probe dispatch per device."""
-    ok = _SUBGROUP_LANES_OK.get(id(device))
-    if ok is None:
-        flags = Tensor.empty((SUBGROUP_LANES,), np.uint32, device)
-        fields = device.runtime.pipeline("sampling", "sample_subgroup_lanes").params.fields
-        params = {**{field.name: 0 for field in fields}, "rows": 1}
-        device.runtime.dispatch("sampling", "sample_subgroup_lanes", [flags], (1, 1, 1), params)
-        ok = _SUBGROUP_LANES_OK[id(device)] = bool(np.all(flags.numpy() == 1))
-    return ok
-
-
 def refusal(variant: str, device) -> str | None:
-    """Why `variant` (one of VARIANTS) cannot run on `device`, in words, or None when it can."""
-    if variant == "subgroup":
-        if not device.has_subgroups:
-            return f"it needs the subgroup feature, which {device.name} lacks"
-        if not _subgroup_lanes_ok(device):
-            return f"its workgroups of 8 invocations are not 8 lanes of one subgroup on {device.name}"
-    return None
+    """Why `variant` (one of VARIANTS) cannot run on `device`, in words, or None when it can (the subgroup kernels'
+    probe, `engine.ops._common.subgroup_refusal`, runs once per device for every op)."""
+    return subgroup_refusal(device) if variant == "subgroup" else None
 
 
 def sample_variant(device, variant: str | None = None) -> str:

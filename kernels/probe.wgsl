@@ -1,11 +1,13 @@
-// probe.wgsl -- peak probes of an adapter: FMA throughput and device-memory bandwidth.
-// `wgrpo bench` divides a kernel's GFLOP/s (GB/s) by these to report the fraction of peak.
+// probe.wgsl -- probes of an adapter: its peak FMA throughput and device-memory bandwidth, and the subgroup
+// layout the subgroup kernels rely on.
+// `wgrpo bench` divides a kernel's GFLOP/s (GB/s) by the peaks to report the fraction of peak.
 //
-// Bindings (both entries, group 0):
-//   @binding(0) uniform        params: Params
+// Bindings (group 0):
+//   @binding(0) uniform        params: Params                  every entry
 //   @binding(1) storage, read  src: array<vec4<f32>>   probe_copy: n vec4s; probe_fma: unused by the shader
 //   @binding(2) storage, rw    dst: array<vec4<f32>>   probe_copy: n vec4s; probe_fma: >= n vec4s (one per invocation)
-// Both are plain f32: the probes measure the adapter, not a dtype.
+//   @binding(3) storage, rw    lanes: array<u32>       probe_subgroup_lanes only: 8 entries
+// All are plain f32 or u32: the probes measure the adapter, not a dtype.
 
 struct Params {
     n: u32,       // probe_copy: vec4s to copy; probe_fma: invocations that store their result (use all of them)
@@ -16,6 +18,7 @@ struct Params {
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> src: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> lanes: array<u32>;
 
 // ---------------------------------------------------------------------------------------------------
 // probe_fma: every invocation runs `iters` trips of 32 vec4 FMAs spread over 8 independent accumulators
@@ -71,3 +74,22 @@ fn probe_copy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
         dst[i] = src[i];
     }
 }
+
+// ---------------------------------------------------------------------------------------------------
+// probe_subgroup_lanes: whether a workgroup of 8 invocations is the first 8 lanes of one subgroup
+// (subgroup_size >= 8 and subgroup_invocation_id = local_invocation_index), as the subgroup entries of
+// attention_sg, attention_decode and sampling require; not so where subgroups are narrower (lavapipe on a CPU
+// without AVX has 4 lanes). Lane l writes params.n to lanes[l] where it holds, else 0; the host passes n = 1
+// and runs it once per device (engine/ops/_common.py, subgroup_lanes_ok).
+//   workgroup_size (SUBGROUP_PROBE_LANES, 1, 1) = (8, 1, 1); grid (1, 1, 1)
+const SUBGROUP_PROBE_LANES: u32 = 8u;
+
+// BEGIN subgroup
+
+@compute @workgroup_size(SUBGROUP_PROBE_LANES)
+fn probe_subgroup_lanes(@builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) lane: u32,
+                        @builtin(subgroup_size) size: u32) {
+    lanes[lid] = select(0u, params.n, size >= SUBGROUP_PROBE_LANES && lane == lid);
+}
+
+// END subgroup

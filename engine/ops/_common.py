@@ -1,4 +1,5 @@
-"""Helpers every op module shares: argument checks, and dispatch grids sized by the WGSL's own workgroup sizes."""
+"""Helpers every op module shares: argument checks, dispatch grids sized by the WGSL's own workgroup sizes, and
+the one probe of whether a device's subgroups can run the subgroup kernels."""
 
 from __future__ import annotations
 
@@ -74,3 +75,28 @@ def row_grid(kernel: str, entry: str, rows: int) -> tuple[int, int]:
         return grid_1d(rows, 1)
     assert entry.endswith("_serial"), f"{kernel}.{entry} is not a per-row entry"
     return flat_grid(kernel, entry, rows)
+
+
+SUBGROUP_LANES = 8  # invocations per workgroup of the subgroup kernels: one subgroup's first 8 lanes
+_SUBGROUP_LANES_OK: dict[int, bool] = {}  # id(device) -> subgroup_lanes_ok's probe result
+
+
+def subgroup_lanes_ok(device) -> bool:
+    """Whether a workgroup of 8 invocations is the first 8 lanes of one subgroup on `device`, as every subgroup
+    kernel (attention, decode, sampling) requires; not where subgroups are narrower, e.g. lavapipe on a CPU without
+    AVX. One probe dispatch (`probe.probe_subgroup_lanes`) per device, its answer kept; needs the subgroup feature."""
+    ok = _SUBGROUP_LANES_OK.get(id(device))
+    if ok is None:
+        flags = Tensor.empty((SUBGROUP_LANES,), np.uint32, device)
+        device.runtime.dispatch("probe", "probe_subgroup_lanes", [flags], (1, 1, 1), {"n": 1, "iters": 0, "seed": 0.0})
+        ok = _SUBGROUP_LANES_OK[id(device)] = bool(np.all(flags.numpy() == 1))
+    return ok
+
+
+def subgroup_refusal(device) -> str | None:
+    """Why the subgroup kernels cannot run on `device`, in words, or None when they can."""
+    if not device.has_subgroups:
+        return f"it needs the subgroup feature, which {device.name} lacks"
+    if not subgroup_lanes_ok(device):
+        return f"its workgroups of 8 invocations are not 8 lanes of one subgroup on {device.name}"
+    return None

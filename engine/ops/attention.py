@@ -19,9 +19,13 @@ T x T matrix in memory):
 Every serial entry runs on a 3-D grid (ceil(rows / WG), heads, B): rows = T_q and heads = H, or for dkv T_k and H_kv.
 
 `attention_cached` (inference only, no gradient) attends new queries over a KV cache (B, T_cap, H_kv, D) whose
-first `length` rows are valid and whose batch row b begins at `starts[b]` (left-padded prompts):
-`attention_cached` entry for prefill (grid as above), `attention_decode` for one query per row (one invocation
-per (b, h) over a flat grid, so decoding fills every lane).
+first `length` rows are valid and whose batch row b begins at `starts[b]` (left-padded prompts), with the entries of
+kernels/attention_decode.wgsl (`CACHE_FAMILY`, which shares the serial kernels' Params and MAX_D):
+- `attention_cached` for prefill (T_q queries per row; grid as above);
+- one query per row (a decode step), one of `DECODE_VARIANTS`: `attention_decode`, the spec (one invocation per
+  (b, h) over a flat grid, so decoding fills every lane), or `attention_decode_subgroup` (one subgroup of 8 lanes
+  per (b, kv head) holding up to DECODE_MAX_HEADS of its query heads, so GQA heads share each K/V load; it needs
+  the subgroup feature and D a multiple of 4), which is chosen where it can run.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import numpy as np
 from wgrpo import kernels
 from wgrpo.engine.autograd import Function
 from wgrpo.engine.errors import InputError
-from wgrpo.engine.ops._common import MAX_WORKGROUPS, check_float, flat_grid
+from wgrpo.engine.ops._common import MAX_WORKGROUPS, SUBGROUP_LANES, check_float, flat_grid, subgroup_refusal
 from wgrpo.engine.tensor import Tensor
 
 
@@ -49,6 +53,7 @@ def max_head_dim() -> int:
 # subgroup of 8 * G rows, spread over the lanes and broadcast (CPU adapters). Same layouts and results.
 VARIANTS = ("serial", "tiled", "subgroup")
 _FAMILIES = {"serial": "attention", "tiled": "attention_tiled", "subgroup": "attention_sg"}
+CACHE_FAMILY = "attention_decode"  # the KV-cache entries of generation: prefill and decode steps
 _OPS = ("forward", "delta", "dq", "dkv")
 # (BQ, BK) of the tiled entries, most preferred first; the first whose workgroup memory fits the adapter is used.
 TILE_CANDIDATES = ((32, 32), (32, 16), (16, 16), (16, 8), (8, 8), (8, 4), (4, 4))
@@ -63,9 +68,9 @@ def _block_grid(per_workgroup: int, rows: int, heads: int, batch: int, what: str
     return grid
 
 
-def _grid(entry: str, rows: int, heads: int, batch: int, what: str) -> tuple[int, int, int]:
-    """The grid of an entry of attention.wgsl, whose workgroups give each row one invocation."""
-    return _block_grid(kernels.load("attention").invocations(entry), rows, heads, batch, what)
+def _grid(entry: str, rows: int, heads: int, batch: int, what: str, family: str = "attention") -> tuple[int, int, int]:
+    """The grid of a serial entry (of attention.wgsl, or `family`), whose workgroups give each row one invocation."""
+    return _block_grid(kernels.load(family).invocations(entry), rows, heads, batch, what)
 
 
 def _entry(op: str, variant: str) -> str:
@@ -138,35 +143,14 @@ def _tiles_for(op: str, q: Tensor, tiles: Tiles | None) -> Tiles:
     return tiles
 
 
-SUBGROUP_LANES = 8  # invocations per workgroup of the subgroup entries (one subgroup; rows per row group)
 SUBGROUP_CHUNK = 32  # head-dimension elements per register chunk of a lane's row
 SUBGROUP_MAX_SLOTS = 8  # chunks a lane holds per row array (G * ceil(D / 32) <= 8)
 
 
-_SUBGROUP_LANES_OK: dict[int, bool] = {}  # id(device) -> whether its subgroups serve the subgroup entries
-
-
-def _subgroup_lanes_ok(device) -> bool:
-    """Whether a workgroup of 8 invocations is the first 8 lanes of one subgroup on `device`, as the subgroup entries
-    require (not where subgroups are narrower, e.g. lavapipe on a CPU without AVX): one probe dispatch per device."""
-    ok = _SUBGROUP_LANES_OK.get(id(device))
-    if ok is None:
-        flags = Tensor.empty((SUBGROUP_LANES,), "float32", device)
-        params = {"t_q": 0, "t_k": 0, "heads": 1, "kv_heads": 1, "d": 0, "causal": 0, "scale": 1.0, "t_cap": 0,
-                  "batch": 0}
-        device.runtime.dispatch("attention_sg", "attention_subgroup_lanes", [flags], (1, 1, 1), params)
-        ok = _SUBGROUP_LANES_OK[id(device)] = bool(np.all(flags.numpy() == 1.0))
-    return ok
-
-
 def refusal(variant: str, device) -> str | None:
-    """Why `variant` cannot run on `device`, in words, or None when it can."""
-    if variant == "subgroup":
-        if not device.has_subgroups:
-            return f"it needs the subgroup feature, which {device.name} lacks"
-        if not _subgroup_lanes_ok(device):
-            return f"its workgroups of 8 invocations are not 8 lanes of one subgroup on {device.name}"
-    return None
+    """Why `variant` cannot run on `device`, in words, or None when it can (the subgroup kernels' probe,
+    `engine.ops._common.subgroup_refusal`, runs once per device for every op)."""
+    return subgroup_refusal(device) if variant == "subgroup" else None
 
 
 def eligible_variants(device) -> tuple[str, ...]:
@@ -387,14 +371,15 @@ def attention_cached(q: Tensor, k_cache: Tensor, v_cache: Tensor, starts: Tensor
     shapes = f"q {q.shape}, cache {k_cache.shape}, length {length}"
     if t_q == 1:
         entry, grid, constants = _decode_launch(q, kv_heads, decode)
-        q.runtime.dispatch("attention", entry, [q, k_cache, v_cache, out, starts], grid, params, elem=q.elem,
+        q.runtime.dispatch(CACHE_FAMILY, entry, [q, k_cache, v_cache, out, starts], grid, params, elem=q.elem,
                            constants=constants, shapes=shapes)
     elif decode is not None:
         raise InputError(f"attention_cached: decode={decode!r} applies to one query per row, but q {q.shape} has "
                          f"T_q={t_q}")
     else:
-        q.runtime.dispatch("attention", "attention_cached", [q, k_cache, v_cache, out, starts],
-                           _grid("attention_cached", t_q, heads, b, "cached"), params, elem=q.elem, shapes=shapes)
+        q.runtime.dispatch(CACHE_FAMILY, "attention_cached", [q, k_cache, v_cache, out, starts],
+                           _grid("attention_cached", t_q, heads, b, "cached", CACHE_FAMILY), params, elem=q.elem,
+                           shapes=shapes)
     return out
 
 
@@ -422,7 +407,7 @@ def _decode_launch(q: Tensor, kv_heads: int, decode: str | None) -> tuple[str, t
         raise InputError(f"attention_cached: decode={variant!r} cannot run here: {why}; use 'serial' or None")
     b, _, heads, d = q.shape
     if variant == "serial":
-        return "attention_decode", flat_grid("attention", "attention_decode", b * heads), None
+        return "attention_decode", flat_grid(CACHE_FAMILY, "attention_decode", b * heads), None
     chunks, per_kv = math.ceil(d / SUBGROUP_CHUNK), heads // kv_heads
     # Every K/V element is loaded once per workgroup, so the more heads a workgroup holds the better (lavapipe, D=128,
     # 8 heads per kv head: 4 heads per workgroup 1.0 ms, 2 heads 1.8 ms)

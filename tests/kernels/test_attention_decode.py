@@ -12,10 +12,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from wgrpo import kernels
 from wgrpo.engine import ops
 from wgrpo.engine.errors import InputError
 from wgrpo.engine.tensor import Tensor
-from wgrpo.engine.ops.attention import DECODE_VARIANTS, refusal
+from wgrpo.engine.ops.attention import CACHE_FAMILY, DECODE_VARIANTS, max_head_dim, refusal
 from tests.tolerances import assert_close
 
 # (B, H, H_kv, D, length, T_cap)
@@ -105,18 +106,20 @@ def test_f16(device, rng, variant):
 
 
 def launched(device, monkeypatch, *args, **kwargs):
-    """(entry, grid, constants) of the one dispatch attention_cached records."""
-    seen = []
+    """(entry, grid, constants) of the one dispatch attention_cached records (an entry of CACHE_FAMILY)."""
+    seen, families = [], set()
     dispatch = device.runtime.dispatch
+    refusal("subgroup", device)  # the device's one probe dispatch, if not run yet, outside the spy
 
     def spy(kernel, entry, buffers, grid, params=None, **options):
         seen.append((entry, tuple(grid), options.get("constants")))
+        families.add(kernel)
         return dispatch(kernel, entry, buffers, grid, params, **options)
 
     monkeypatch.setattr(device.runtime, "dispatch", spy)
     run(device, *args, **kwargs)
     monkeypatch.undo()
-    assert len(seen) == 1
+    assert len(seen) == 1 and families == {CACHE_FAMILY}
     return seen[0]
 
 
@@ -148,3 +151,13 @@ def test_bad_decode_argument_is_refused(device, rng):
     prefill = [Tensor.from_numpy(a, device) for a in (np.zeros((1, 2, 2, 8), np.float32), k, v, starts)]
     with pytest.raises(InputError, match="applies to one query per row"):
         ops.attention_cached(*prefill, 4, decode="serial")
+
+
+def test_the_cache_family_shares_the_serial_kernels_params_and_max_d():
+    """One host dict fills the Params of both families, and _check's bound on D (attention.wgsl's MAX_D) is the one
+    the cache entries' private arrays hold."""
+    cache, serial = kernels.load(CACHE_FAMILY), kernels.load("attention")
+    assert cache.constants["MAX_D"] == serial.constants["MAX_D"] == max_head_dim()
+    assert set(cache.entries) == {"attention_cached", "attention_decode", "attention_decode_subgroup"}
+    for entry in cache.entries:
+        assert cache.params(entry).fields == serial.params("attention_serial").fields, entry

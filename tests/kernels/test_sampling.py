@@ -297,3 +297,38 @@ def test_the_variant_follows_the_adapter(device, monkeypatch):
         sample(Tensor.from_numpy(np.zeros((2, 3), np.float32), device), SamplingParams(), variant="subgroup")
     with pytest.raises(InputError, match="variant must be one of"):
         sampling.sample_variant(device, "serial")
+
+
+def test_one_subgroup_probe_per_device_serves_sampling_and_attention(device, monkeypatch):
+    """The lane-layout probe (`engine.ops._common.subgroup_lanes_ok`) runs once per device, and every subgroup
+    kernel's refusal (sampling, attention, decode) reuses its answer."""
+    if not device.has_subgroups:
+        pytest.skip(f"{device.name} lacks the subgroup feature: nothing to probe")
+    from wgrpo.engine.ops import _common
+    from wgrpo.engine.ops.attention import eligible_variants, refusal as attention_refusal
+
+    monkeypatch.setattr(_common, "_SUBGROUP_LANES_OK", {})  # as a fresh process
+    probes = []
+    dispatch = device.runtime.dispatch
+
+    def spy(kernel, entry, *args, **kwargs):
+        if "subgroup_lanes" in entry:
+            probes.append(f"{kernel}.{entry}")
+        return dispatch(kernel, entry, *args, **kwargs)
+
+    monkeypatch.setattr(device.runtime, "dispatch", spy)
+    why = sampling.refusal("subgroup", device)
+    assert probes == ["probe.probe_subgroup_lanes"]
+    assert attention_refusal("subgroup", device) == why
+    eligible_variants(device)
+    sample(Tensor.from_numpy(np.zeros((2, 5), np.float32), device), SamplingParams())  # picks its variant
+    assert probes == ["probe.probe_subgroup_lanes"]
+    assert _common._SUBGROUP_LANES_OK == {id(device): why is None}
+
+    monkeypatch.setitem(_common._SUBGROUP_LANES_OK, id(device), False)  # as where subgroups are narrower than 8
+    for refusal in (sampling.refusal, attention_refusal):
+        assert refusal("subgroup", device) == f"its workgroups of 8 invocations are not 8 lanes of one subgroup on " \
+                                              f"{device.name}"
+    assert sampling.sample_variant(device) == "workgroup"
+    assert "subgroup" not in eligible_variants(device)
+    assert probes == ["probe.probe_subgroup_lanes"]
