@@ -24,8 +24,8 @@
 //
 // Requirements: the `subgroup` feature, and each workgroup of 8 invocations must be the first 8 lanes of one
 // subgroup (subgroup_size >= 8 and subgroup_invocation_id = local_invocation_index), as on lavapipe (8 or 16
-// lanes) and on GPUs with 32- or 64-wide subgroups; attention_subgroup_lanes checks it for the host, and where it
-// does not hold the other entries store NaN. D <= 32 * CHUNKS <= MAX_D; any D (elements past D are masked).
+// lanes) and on GPUs with 32- or 64-wide subgroups; probe.wgsl's probe_subgroup_lanes checks it for the host,
+// and where it does not hold these entries store NaN. D <= 32 * CHUNKS <= MAX_D; any D (elements past D are masked).
 // Dispatch (8 invocations per workgroup): forward and dq (ceil(H / H_kv * ceil(T_q / 8) / GROUPS), H_kv, B);
 // dk/dv (ceil(ceil(T_k / 8) / GROUPS), H_kv, B); delta (ceil(T_q / 8), H, B). In forward and dq workgroup x owns
 // the flat row groups f = x * GROUPS + rg: query positions f / (H / H_kv) * 8 .. + 7 of head
@@ -814,16 +814,6 @@ fn attention_backward_dkv_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builti
         dkv_accumulate(7u, qa, da);
     }
     store_dkv(b, wg.x, g, lane, poison(lane, lid, size));
-}
-
-// attention_subgroup_lanes: the host's check of the Requirements before it uses these entries: lane l writes
-// params.scale to lse[l] when they hold for it (subgroup_size >= 8 and subgroup_invocation_id =
-// local_invocation_index), else 0. Bindings: 0 params (uniform; scale), 5 lse (read_write, f32, 8 elements).
-// Grid (1, 1, 1).
-@compute @workgroup_size(8)
-fn attention_subgroup_lanes(@builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) lane: u32,
-                            @builtin(subgroup_size) size: u32) {
-    lse[lid] = select(0.0, params.scale, size >= LANES && lane == lid);
 }
 
 // END subgroup

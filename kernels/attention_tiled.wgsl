@@ -42,7 +42,7 @@ struct Params {
     d: u32,         // head dimension D <= MAX_D
     causal: u32,    // 1: query i sees keys j <= i + (t_k - t_q)
     scale: f32,
-    t_cap: u32,     // unused here (KV-cache entries of attention.wgsl)
+    t_cap: u32,     // unused here (KV-cache entries of attention_decode.wgsl)
     batch: u32,     // unused here
 }
 

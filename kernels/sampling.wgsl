@@ -260,7 +260,7 @@ fn sample_row(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
 // reads each row quad from two aligned quads of the buffer. On lavapipe this saves the 7 workgroup barriers of
 // each reduction (3 per row without filters, one per bisection step) and reads 4 elements per load instruction.
 // Requirements: each workgroup of 8 invocations is the first 8 lanes of one subgroup (subgroup_size >= 8 and
-// subgroup_invocation_id = local_invocation_index); sample_subgroup_lanes checks it for the host.
+// subgroup_invocation_id = local_invocation_index); probe.wgsl's probe_subgroup_lanes checks it for the host.
 // Bindings: as sample_row, with logits read as 1 logits4 (read, vec4<elem>, ceil(B * V / 4)).
 // Dispatch: one workgroup of LANES per row, the grid of sample_row.
 
@@ -487,16 +487,6 @@ fn sample_row_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgr
     next_ids[row] = token;
     tokens[out_index] = token;
     logprobs[out_index] = row_quad(base, token / 4u)[token % 4u] * params.inv_temp - lse;
-}
-
-// sample_subgroup_lanes: the host's check of the Requirements before it uses sample_row_subgroup: lane l writes
-// params.rows to next_ids[l] when they hold for it (subgroup_size >= 8 and subgroup_invocation_id =
-// local_invocation_index), else 0. Bindings: 0 params (uniform; rows), 5 next_ids (read_write, u32, 8 entries).
-// Grid (1, 1, 1).
-@compute @workgroup_size(LANES)
-fn sample_subgroup_lanes(@builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) lane: u32,
-                         @builtin(subgroup_size) size: u32) {
-    next_ids[lid] = select(0u, params.rows, size >= LANES && lane == lid);
 }
 
 // END subgroup
