@@ -8,7 +8,10 @@ not rescaled). positions is (B, T), or (T,) shared by the batch, so KV-cached de
 the new tokens. The backward rotates dy back. Kernels in `kernels/rope.wgsl`: `rope_forward`, `rope_backward`, and
 `rope_qk_forward`, `rope_qk_backward`, which rotate an attention layer's q and k in one dispatch (`rope_qk`), and
 `qkv_split_forward`, `qkv_split_backward`, which split a fused q/k/v projection and rotate q and k in the same
-dispatch (`engine.ops.qkv.qkv_split`; their `*_vec4` variants work on quads when D/2 % 4 == 0).
+dispatch (`engine.ops.qkv.qkv_split`; their `*_vec4` variants work on quads when D/2 % 4 == 0). The rope and rope_qk
+kernels have vec4 variants too, in `kernels/rope_vec4.wgsl` (`rope_forward_vec4`, ...: one invocation per (token,
+quad of D/2), cos and sin shared by the token's heads), chosen by `rope_variant` when D/2 % 4 == 0 and every tensor
+binds as quads; the scalar entries stay the spec and the fallback.
 Note: HF rounds cos and sin to the model dtype before multiplying; here they stay f32, so f16 results may differ
 from HF's by an f16 rounding.
 """
@@ -20,6 +23,7 @@ import math
 import numpy as np
 
 from wgrpo.engine.autograd import Function
+from wgrpo.engine.errors import InputError
 from wgrpo.engine.ops._common import check_float, flat_grid
 from wgrpo.engine.tensor import Tensor
 
@@ -116,52 +120,103 @@ def _inv_freq(x: Tensor, theta: float, inv_freq, op: str) -> Tensor:
     return Tensor.from_numpy(inv_freq.astype(np.float32), x.device)
 
 
-def _dispatch(entry: str, x: Tensor, positions: Tensor, inv_freq: Tensor) -> Tensor:
+ROPE_VARIANTS = ("scalar", "vec4")
+
+
+def _binds_as_quads(t: Tensor) -> bool:
+    """Whether t binds as an array of vec4s: whole quads at a 16-byte aligned offset."""
+    return t.size % 4 == 0 and t.binding()[1] % 16 == 0
+
+
+def rope_variant(variant: str | None, tensors, op: str) -> str:
+    """The rope / rope_qk kernel variant for `tensors` (the (B, T, ., D) ones the kernel reads and writes, with
+    inv_freq): "vec4" (`kernels/rope_vec4.wgsl`) when D/2 % 4 == 0 and every tensor binds as quads, else "scalar".
+    A given `variant` (tests force one) is checked instead."""
+    head_dim = tensors[0].shape[-1]
+    fits = (head_dim // 2) % 4 == 0 and all(_binds_as_quads(t) for t in tensors)
+    variant = variant or ("vec4" if fits else "scalar")
+    if variant not in ROPE_VARIANTS:
+        raise InputError(f"{op}: variant must be one of {ROPE_VARIANTS} or None, got {variant!r}")
+    if variant == "vec4" and (head_dim // 2) % 4:
+        raise InputError(f"{op}: the vec4 variant needs D/2 to be a multiple of 4, got D = {head_dim}")
+    if variant == "vec4" and not fits:
+        raise InputError(f"{op}: the vec4 variant needs every tensor at a 16-byte aligned offset, got "
+                         f"{[t.binding()[1] for t in tensors]} bytes")
+    return variant
+
+
+def _launch(entry: str, variant: str, tensors: list[Tensor], x: Tensor, heads_k: int, n_q_pairs: int,
+            positions: Tensor, shapes: str) -> None:
+    """Dispatch `entry` ("rope_forward", ..., the scalar name) in its `variant` on [positions, inv_freq, ...]."""
     b, t, h, d = x.shape
-    n_pairs = b * t * h * (d // 2)
+    if variant == "vec4":  # one invocation per (token, quad of D/2)
+        family, entry, invocations = "rope_vec4", f"{entry}_vec4", b * t * (d // 8)
+        params = {"tokens": b * t, "half": d // 2, "heads": h, "heads_k": heads_k, "seq": t,
+                  "pos_batched": positions.ndim == 2}
+    else:  # one per rotated pair
+        n_pairs = b * t * (h + heads_k) * (d // 2)
+        family, invocations = "rope", n_pairs
+        params = {"n_pairs": n_pairs, "half": d // 2, "heads": h, "seq": t, "pos_batched": positions.ndim == 2,
+                  "heads_k": heads_k, "n_q_pairs": n_q_pairs, "rotate": 0, "kv_t_cap": 0,
+                  "kv_column": 0}  # the last three are qkv_split_*'s
+    x.runtime.dispatch(family, entry, tensors, flat_grid(family, entry, invocations), params, elem=x.elem,
+                       shapes=shapes)
+
+
+def _dispatch(entry: str, x: Tensor, positions: Tensor, inv_freq: Tensor, variant: str | None = None) -> Tensor:
     out = Tensor.empty(x.shape, x.dtype, x.device)
-    params = {"n_pairs": n_pairs, "half": d // 2, "heads": h, "seq": t, "pos_batched": positions.ndim == 2,
-              "heads_k": 0, "n_q_pairs": 0, "rotate": 0, "kv_t_cap": 0, "kv_column": 0}  # rope_qk_*'s, qkv_split_*'s
-    x.runtime.dispatch("rope", entry, [positions, inv_freq, x, out], flat_grid("rope", entry, n_pairs), params,
-                       elem=x.elem, shapes=f"x {x.shape}, positions {positions.shape}")
+    variant = rope_variant(variant, [x, out, inv_freq], entry)
+    _launch(entry, variant, [positions, inv_freq, x, out], x, 0, 0, positions,
+            f"x {x.shape}, positions {positions.shape}")
     return out
 
 
-def rope_forward(x: Tensor, positions, theta: float = 10000.0, *, inv_freq=None) -> Tensor:
-    """The forward kernel alone (no autograd)."""
+def rope_forward(x: Tensor, positions, theta: float = 10000.0, *, inv_freq=None, variant: str | None = None) -> Tensor:
+    """The forward kernel alone (no autograd); `variant` as in `rope`."""
     _check_x(x, "rope")
-    return _dispatch("rope_forward", x, _positions(positions, x, "rope"), _inv_freq(x, theta, inv_freq, "rope"))
+    return _dispatch("rope_forward", x, _positions(positions, x, "rope"), _inv_freq(x, theta, inv_freq, "rope"),
+                     variant)
 
 
-def rope_backward(dy: Tensor, positions, theta: float = 10000.0, *, inv_freq=None) -> Tensor:
-    """The backward kernel alone: dx = dy rotated back by the same angles."""
+def rope_backward(dy: Tensor, positions, theta: float = 10000.0, *, inv_freq=None,
+                  variant: str | None = None) -> Tensor:
+    """The backward kernel alone: dx = dy rotated back by the same angles; `variant` as in `rope`."""
     op = "rope_backward"
     _check_x(dy, op, "dy")
-    return _dispatch("rope_backward", dy, _positions(positions, dy, op), _inv_freq(dy, theta, inv_freq, op))
+    return _dispatch("rope_backward", dy, _positions(positions, dy, op), _inv_freq(dy, theta, inv_freq, op), variant)
+
+
+def _backward_variant(variant: str | None) -> str | None:
+    """The backward keeps a forced "scalar"; otherwise it picks again, as the gradients may bind differently."""
+    return "scalar" if variant == "scalar" else None
 
 
 class _Rope(Function):
     @staticmethod
-    def forward(ctx, x, positions, inv_freq):
-        ctx.save_for_backward(positions, inv_freq)
-        return _dispatch("rope_forward", x, positions, inv_freq)
+    def forward(ctx, x, positions, inv_freq, variant):
+        ctx.save_for_backward(positions, inv_freq, variant)
+        return _dispatch("rope_forward", x, positions, inv_freq, variant)
 
     @staticmethod
     def backward(ctx, dy):
-        positions, inv_freq = ctx.saved
-        return _dispatch("rope_backward", dy, positions, inv_freq), None, None
+        positions, inv_freq, variant = ctx.saved
+        return _dispatch("rope_backward", dy, positions, inv_freq, _backward_variant(variant)), None, None, None
 
 
-def rope(x: Tensor, positions, theta: float = 10000.0, *, inv_freq=None) -> Tensor:
+def rope(x: Tensor, positions, theta: float = 10000.0, *, inv_freq=None, variant: str | None = None) -> Tensor:
     """Rotary embedding of x (B, T, H, D), D even, at integer positions (B, T) or (T,) (a Tensor or a numpy
     array): HF's `x * cos + rotate_half(x) * sin`. Returns (B, T, H, D).
 
     The angles are positions * inv_freq with inv_freq = `default_inv_freq(D, theta)` unless `inv_freq` (D/2 floats,
     a numpy array or a float32 Tensor, e.g. HF's llama3-scaled frequencies) is given, in which case theta is unused.
+    `variant` ("scalar" or "vec4", see `rope_variant`) forces a kernel; None picks the fastest that fits.
     """
     _check_x(x, "rope")
     positions = _positions(positions, x, "rope")
-    return _Rope.apply(x, positions, _inv_freq(x, theta, inv_freq, "rope"))
+    inv_freq = _inv_freq(x, theta, inv_freq, "rope")
+    if variant is not None:
+        rope_variant(variant, [x, inv_freq], "rope")  # refused here, before anything runs
+    return _Rope.apply(x, positions, inv_freq, variant)
 
 
 def _check_qk(q, k, op: str) -> None:
@@ -179,50 +234,51 @@ def _check_qk(q, k, op: str) -> None:
         raise ValueError(f"{op}: q and k must have the same (B, T), got q {q.shape} and k {k.shape}")
 
 
-def _dispatch_qk(entry: str, q: Tensor, k: Tensor, positions: Tensor, inv_freq: Tensor) -> tuple[Tensor, Tensor]:
+def _dispatch_qk(entry: str, q: Tensor, k: Tensor, positions: Tensor, inv_freq: Tensor,
+                 variant: str | None = None) -> tuple[Tensor, Tensor]:
     b, t, h, d = q.shape
-    h_kv = k.shape[2]
-    n_q_pairs = b * t * h * (d // 2)
-    n_pairs = n_q_pairs + b * t * h_kv * (d // 2)
     q_out = Tensor.empty(q.shape, q.dtype, q.device)
     k_out = Tensor.empty(k.shape, k.dtype, k.device)
-    params = {"n_pairs": n_pairs, "half": d // 2, "heads": h, "seq": t, "pos_batched": positions.ndim == 2,
-              "heads_k": h_kv, "n_q_pairs": n_q_pairs, "rotate": 0, "kv_t_cap": 0, "kv_column": 0}
-    q.runtime.dispatch("rope", entry, [positions, inv_freq, q, q_out, k, k_out], flat_grid("rope", entry, n_pairs),
-                       params,
-                       elem=q.elem, shapes=f"q {q.shape}, k {k.shape}, positions {positions.shape}")
+    variant = rope_variant(variant, [q, q_out, k, k_out, inv_freq], entry)
+    _launch(entry, variant, [positions, inv_freq, q, q_out, k, k_out], q, k.shape[2], b * t * h * (d // 2),
+            positions, f"q {q.shape}, k {k.shape}, positions {positions.shape}")
     return q_out, k_out
 
 
 class _RopeQK(Function):
     @staticmethod
-    def forward(ctx, q, k, positions, inv_freq):
-        ctx.save_for_backward(positions, inv_freq)
-        return _dispatch_qk("rope_qk_forward", q, k, positions, inv_freq)
+    def forward(ctx, q, k, positions, inv_freq, variant):
+        ctx.save_for_backward(positions, inv_freq, variant)
+        return _dispatch_qk("rope_qk_forward", q, k, positions, inv_freq, variant)
 
     @staticmethod
     def backward(ctx, dq_out, dk_out):
-        positions, inv_freq = ctx.saved
+        positions, inv_freq, variant = ctx.saved
+        variant = _backward_variant(variant)
         # A gradient is skipped (None) when its output was unused or its input needs none; one dispatch either way.
         if not ctx.needs_grad[0]:
             dq_out = None
         if not ctx.needs_grad[1]:
             dk_out = None
         if dq_out is not None and dk_out is not None:
-            dq, dk = _dispatch_qk("rope_qk_backward", dq_out, dk_out, positions, inv_freq)
+            dq, dk = _dispatch_qk("rope_qk_backward", dq_out, dk_out, positions, inv_freq, variant)
         else:
-            dq = None if dq_out is None else _dispatch("rope_backward", dq_out, positions, inv_freq)
-            dk = None if dk_out is None else _dispatch("rope_backward", dk_out, positions, inv_freq)
-        return dq, dk, None, None
+            dq = None if dq_out is None else _dispatch("rope_backward", dq_out, positions, inv_freq, variant)
+            dk = None if dk_out is None else _dispatch("rope_backward", dk_out, positions, inv_freq, variant)
+        return dq, dk, None, None, None
 
 
-def rope_qk(q: Tensor, k: Tensor, positions, theta: float = 10000.0, *, inv_freq=None) -> tuple[Tensor, Tensor]:
+def rope_qk(q: Tensor, k: Tensor, positions, theta: float = 10000.0, *, inv_freq=None,
+            variant: str | None = None) -> tuple[Tensor, Tensor]:
     """`(rope(q, positions), rope(k, positions))` in one dispatch (and one for the backward): q (B, T, H, D) and
-    k (B, T, H_kv, D) with the same B, T and even D, any head counts, one dtype. positions, theta and inv_freq are as
-    in `rope`. In the backward a gradient is skipped when its output was unused or its input needs none (its
-    `.grad` then stays None), and the other is computed by `rope_backward` alone.
+    k (B, T, H_kv, D) with the same B, T and even D, any head counts, one dtype. positions, theta, inv_freq and
+    variant are as in `rope`. In the backward a gradient is skipped when its output was unused or its input needs
+    none (its `.grad` then stays None), and the other is computed by `rope_backward` alone.
     """
     op = "rope_qk"
     _check_qk(q, k, op)
     positions = _positions(positions, q, op)
-    return _RopeQK.apply(q, k, positions, _inv_freq(q, theta, inv_freq, op))
+    inv_freq = _inv_freq(q, theta, inv_freq, op)
+    if variant is not None:
+        rope_variant(variant, [q, k, inv_freq], op)  # refused here, before anything runs
+    return _RopeQK.apply(q, k, positions, inv_freq, variant)

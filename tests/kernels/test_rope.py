@@ -1,4 +1,4 @@
-"""kernels/rope.wgsl through engine.ops.rope, against a numpy port of Hugging Face's Llama rotary embedding
+"""kernels/rope.wgsl and kernels/rope_vec4.wgsl (its vec4 variants) through engine.ops.rope, against a numpy port of Hugging Face's Llama rotary embedding
 (`LlamaRotaryEmbedding.forward`, `rotate_half`, `apply_rotary_pos_emb`), and its backward (the inverse rotation).
 
 The backward kernel is checked against the analytic numpy gradient (tight) and, through autograd, against central
@@ -12,7 +12,9 @@ import pytest
 
 from wgrpo.engine import Tensor, ops
 from wgrpo.engine.autograd import no_grad
-from wgrpo.engine.ops.rope import _RopeQK, default_inv_freq, rope_backward, rope_forward, rope_inv_freq
+from wgrpo.engine.errors import InputError
+from wgrpo.engine.ops.rope import (_RopeQK, default_inv_freq, rope_backward, rope_forward, rope_inv_freq,
+                                    rope_variant)
 from tests.gradcheck import check_gradients
 from tests.tolerances import assert_close
 
@@ -395,3 +397,107 @@ def test_rope_qk_errors_name_the_problem(device):
     if device.has_f16:
         with pytest.raises(TypeError, match="rope_qk: q and k must have the same dtype, got q float32 and k float16"):
             ops.rope_qk(q, gpu(1, 3, 2, 8, dtype=np.float16), np.arange(3))
+
+
+# ---- the vec4 variants (kernels/rope_vec4.wgsl): both variants against the reference, the choice and refusals
+
+# (B, T, H, H_kv, D) with D/2 % 4 == 0: D = 8, 24, 64; one head and three; one token, 37, and enough tokens for
+# several 64-wide workgroups of (token, quad) invocations (2 * 37 * 64/8 = 592).
+VEC4_SHAPES = [(1, 1, 1, 1, 8), (1, 37, 3, 1, 24), (2, 37, 3, 1, 64), (3, 5, 1, 3, 8), (1, 1, 3, 3, 64)]
+
+
+def capture_entries(device, monkeypatch):
+    """The kernel entries the runtime is asked to dispatch, in order, as "family.entry"."""
+    entries, dispatch = [], device.runtime.dispatch
+
+    def recording(family, entry, *args, **kwargs):
+        entries.append(f"{family}.{entry}")
+        return dispatch(family, entry, *args, **kwargs)
+
+    monkeypatch.setattr(device.runtime, "dispatch", recording)
+    return entries
+
+
+@pytest.mark.parametrize("shape", VEC4_SHAPES)
+@pytest.mark.parametrize("variant", ["scalar", "vec4"])
+def test_rope_variants_match_reference(device, rng, shape, variant):
+    b, t, h, _, d = shape
+    for elem in elems(device):
+        x = rng.standard_normal((b, t, h, d)).astype(dtype_of(elem))
+        positions = rng.integers(0, 30000, (b, t)).astype(np.int32)  # a position per row
+        xt = Tensor.from_numpy(x, device)
+        assert_close(rope_forward(xt, positions, variant=variant).numpy(), reference(x, positions), elem, scale=2)
+        assert_close(rope_backward(xt, positions, variant=variant).numpy(), backward_reference(x, positions), elem,
+                     scale=2)
+
+
+@pytest.mark.parametrize("shape", VEC4_SHAPES)
+def test_rope_qk_vec4_matches_scalar_and_reference(device, rng, shape, monkeypatch):
+    b, t, h, h_kv, d = shape
+    entries = capture_entries(device, monkeypatch)
+    for elem in elems(device):
+        dtype = dtype_of(elem)
+        q = rng.standard_normal((b, t, h, d)).astype(dtype)
+        k = rng.standard_normal((b, t, h_kv, d)).astype(dtype)
+        wq, wk = rng.standard_normal(q.shape).astype(dtype), rng.standard_normal(k.shape).astype(dtype)
+        positions = qk_positions(rng, b, t, "batched" if b > 1 else "shared")
+        results = {}
+        for variant in ("scalar", "vec4"):
+            leaves = [Tensor.from_numpy(q, device).requires_grad_(), Tensor.from_numpy(k, device).requires_grad_()]
+            outs = ops.rope_qk(*leaves, positions, variant=variant)
+            weighted_sum(outs, [wq, wk], device).backward()
+            results[variant] = [o.numpy() for o in outs] + [leaf.grad.numpy() for leaf in leaves]
+        for scalar, vec4 in zip(results["scalar"], results["vec4"]):
+            assert_close(vec4, scalar, elem)
+        q_rot, k_rot, dq, dk = results["vec4"]
+        assert_close(q_rot, reference(q, positions), elem, scale=2)
+        assert_close(k_rot, reference(k, positions), elem, scale=2)
+        assert_close(dq, backward_reference(wq, positions), elem, scale=2)
+        assert_close(dk, backward_reference(wk, positions), elem, scale=2)
+    assert "rope_vec4.rope_qk_forward_vec4" in entries and "rope_vec4.rope_qk_backward_vec4" in entries
+    assert "rope.rope_qk_forward" in entries and "rope.rope_qk_backward" in entries
+
+
+def test_rope_vec4_gradients_by_finite_differences(device, rng):
+    x = rng.standard_normal((1, 3, 2, 8)).astype(np.float32)
+    positions = np.array([0, 5, 9], np.int32)
+    check_gradients(lambda a: ops.rope(a, positions, variant="vec4"), [x], device)
+    q, k = rng.standard_normal((1, 3, 3, 8)).astype(np.float32), rng.standard_normal((1, 3, 1, 8)).astype(np.float32)
+    check_gradients(lambda a, c: ops.add(*ops.rope_qk(a, c, positions, variant="vec4")), [q, k], device)
+    check_gradients(lambda a, c: ops.rope_qk(a, c, positions, variant="vec4")[1], [q, k], device, wrt=[1])
+
+
+def test_rope_variant_choice(device, rng, monkeypatch):
+    entries = capture_entries(device, monkeypatch)
+    for d, kernel in ((8, "rope_vec4.rope_forward_vec4"), (64, "rope_vec4.rope_forward_vec4"),
+                      (4, "rope.rope_forward"), (10, "rope.rope_forward"), (12, "rope.rope_forward")):
+        x = Tensor.from_numpy(rng.standard_normal((1, 3, 2, d)).astype(np.float32), device)
+        entries.clear()
+        ops.rope(x, np.arange(3))
+        assert entries == [kernel], d
+    q = Tensor.from_numpy(rng.standard_normal((1, 2, 4, 16)).astype(np.float32), device)
+    k = Tensor.from_numpy(rng.standard_normal((1, 2, 2, 16)).astype(np.float32), device)
+    entries.clear()
+    ops.rope_qk(q, k, np.arange(2))
+    ops.rope_qk(q, k, np.arange(2), variant="scalar")
+    assert entries == ["rope_vec4.rope_qk_forward_vec4", "rope.rope_qk_forward"]
+    # A tensor bound at an offset that is no multiple of 16 bytes cannot be read as quads: scalar, or refused.
+    storage = Tensor.from_numpy(np.zeros(2 * 3 * 2 * 8 + 1, np.float32), device)
+    shifted = Tensor(storage._storage, (2, 3, 2, 8), storage.dtype, device, storage._offset + 4)
+    assert rope_variant(None, [shifted], "rope") == "scalar"
+    assert rope_variant(None, [q, k], "rope") == "vec4"
+    with pytest.raises(InputError, match=r"rope: the vec4 variant needs every tensor at a 16-byte aligned offset"):
+        rope_variant("vec4", [q, shifted], "rope")
+
+
+def test_rope_variant_refusals(device):
+    x = Tensor.from_numpy(np.ones((1, 3, 2, 12), np.float32), device)
+    with pytest.raises(InputError, match=r"rope: the vec4 variant needs D/2 to be a multiple of 4, got D = 12"):
+        ops.rope(x, np.arange(3), variant="vec4")
+    with pytest.raises(InputError, match=r"rope_qk: the vec4 variant needs D/2 to be a multiple of 4, got D = 12"):
+        ops.rope_qk(x, x, np.arange(3), variant="vec4")
+    with pytest.raises(InputError, match=r"rope_forward: variant must be one of \('scalar', 'vec4'\) or None, "
+                                         r"got 'quad'"):
+        rope_forward(x, np.arange(3), variant="quad")
+    with pytest.raises(InputError, match=r"rope_qk: variant must be one of"):
+        ops.rope_qk(x, x, np.arange(3), variant="fast")
