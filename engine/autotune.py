@@ -208,6 +208,24 @@ class Autotuner:
 
     def tune(self, problem: Problem, save: bool = True) -> TuningResult:
         """Check and time every candidate of `problem`; record and return the fastest correct one."""
+        from wgrpo.engine.profiler import paused
+
+        with paused(self.device.runtime):  # a kernel profile would time each dispatch apart
+            trials = self._trials(problem)
+        timed = [t for t in trials if t.seconds is not None]
+        if not timed:
+            problems = "; ".join(f"{t.name}: {t.problem}" for t in trials)
+            raise RuntimeError(f"autotune {problem.op} {problem.shape_class}: no candidate passed its check ({problems})")
+        winner = min(timed, key=lambda t: t.seconds).name
+        self.measured.setdefault(problem.op, {})[problem.shape_class] = winner
+        self._memo[(problem.op, problem.shape_class)] = winner
+        self.tunings += 1
+        if save:
+            self._save()
+        return TuningResult(problem.op, problem.shape_class, winner, trials)
+
+    def _trials(self, problem: Problem) -> list[Trial]:
+        """Each candidate checked against the problem's reference, then timed; a failing one keeps its problem."""
         expected = problem.reference()
         trials = []
         for candidate in problem.candidates:
@@ -221,17 +239,7 @@ class Autotuner:
                 trials.append(Trial(candidate.name, self._time(candidate.run)))
             except Exception as error:  # a variant the adapter rejects, or a wrong one, is simply not chosen
                 trials.append(Trial(candidate.name, None, f"{type(error).__name__}: {error}"))
-        timed = [t for t in trials if t.seconds is not None]
-        if not timed:
-            problems = "; ".join(f"{t.name}: {t.problem}" for t in trials)
-            raise RuntimeError(f"autotune {problem.op} {problem.shape_class}: no candidate passed its check ({problems})")
-        winner = min(timed, key=lambda t: t.seconds).name
-        self.measured.setdefault(problem.op, {})[problem.shape_class] = winner
-        self._memo[(problem.op, problem.shape_class)] = winner
-        self.tunings += 1
-        if save:
-            self._save()
-        return TuningResult(problem.op, problem.shape_class, winner, trials)
+        return trials
 
     def _time(self, run: Callable[[], object]) -> float:
         """Seconds per call: calls recorded into one submit, timed to the GPU's completion; best of TRIALS."""

@@ -5,8 +5,9 @@ Owns: `KernelProfile` (the query set, its resolve buffer and the totals), `times
 runtime records each dispatch in a compute pass of its own whose beginning and end write timestamps (the
 `timestamp-query` feature), and resolves them at each submit; the figures are the GPU's own, without host time.
 Splitting passes costs a little on some drivers, so a profiled run is slower than an unprofiled one; the shares
-are what to read. Replayed decode steps are built normally while a profile is on, so each dispatch is named.
-Must not import `rl`.
+are what to read. Replayed decode steps are timed dispatch by dispatch too, named by their pipelines with the
+shapes "replayed". Autotuning pauses the profile (`paused`), so candidates are timed as they run. Must not import
+`rl`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import wgpu
 
 from wgrpo.engine.errors import InputError
 
-QUERY_PAIRS = 2048  # dispatches timed per submit (4096 queries, WebGPU's largest query set); the runtime flushes then
+QUERY_PAIRS = 4096  # dispatches timed per submit, as many as the runtime's Params arena holds; it flushes then
+PAIRS_PER_SET = 2048  # 4096 queries, WebGPU's largest query set: two sets hold a submit's timestamps
 
 
 def timestamp_period_ns(device) -> tuple[float, str]:
@@ -58,10 +60,11 @@ class KernelProfile:
 
     def __post_init__(self):
         self.period_ns = timestamp_period_ns(self.device)[0]
-        self._queries = self.device.wgpu.create_query_set(label="wgrpo kernel profile", type="timestamp",
-                                                          count=2 * QUERY_PAIRS)
+        sets = -(-QUERY_PAIRS // PAIRS_PER_SET)
+        self._queries = [self.device.wgpu.create_query_set(label="wgrpo kernel profile", type="timestamp",
+                                                           count=2 * PAIRS_PER_SET) for _ in range(sets)]
         self._resolved = self.device.wgpu.create_buffer(
-            label="wgrpo kernel profile", size=16 * QUERY_PAIRS,
+            label="wgrpo kernel profile", size=16 * PAIRS_PER_SET * sets,
             usage=wgpu.BufferUsage.QUERY_RESOLVE | wgpu.BufferUsage.COPY_SRC)
 
     @property
@@ -81,13 +84,14 @@ class KernelProfile:
         """The `timestamp_writes` of the pass holding the next dispatch, of `entry` on `shapes`."""
         pair = len(self._pending)
         self._pending.append((entry, shapes))
-        return {"query_set": self._queries, "beginning_of_pass_write_index": 2 * pair,
-                "end_of_pass_write_index": 2 * pair + 1}
+        queries, index = self._queries[pair // PAIRS_PER_SET], 2 * (pair % PAIRS_PER_SET)
+        return {"query_set": queries, "beginning_of_pass_write_index": index, "end_of_pass_write_index": index + 1}
 
     def resolve(self, encoder) -> int:
         """Record the resolve of this submit's timestamps into `encoder`; returns the dispatches they time."""
-        if self._pending:
-            encoder.resolve_query_set(self._queries, 0, 2 * len(self._pending), self._resolved, 0)
+        for first in range(0, len(self._pending), PAIRS_PER_SET):
+            pairs = min(PAIRS_PER_SET, len(self._pending) - first)
+            encoder.resolve_query_set(self._queries[first // PAIRS_PER_SET], 0, 2 * pairs, self._resolved, 16 * first)
         return len(self._pending)
 
     def collect(self, queue) -> None:
@@ -136,3 +140,20 @@ def profile(device):
         runtime.synchronize()
     finally:
         runtime.profiler = None
+
+
+@contextlib.contextmanager
+def paused(runtime):
+    """No profile inside the block (autotuning times its candidates as they really run); the profile that was on
+    goes on after it, without the block's dispatches."""
+    profiler = runtime.profiler
+    if profiler is None:
+        yield
+        return
+    runtime.synchronize()  # what the profile holds so far is resolved and counted
+    runtime.profiler = None
+    try:
+        yield
+    finally:
+        runtime.synchronize()
+        runtime.profiler = profiler

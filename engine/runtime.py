@@ -252,6 +252,12 @@ class Runtime:
             raise InputError(f"{what}: grid {grid} exceeds the adapter's {max_groups} workgroups per dimension")
         if min(grid) == 0:
             return  # an empty tensor: nothing to compute
+        if len(data) > _PARAMS_SLOT_BYTES:
+            raise KernelError(f"{what}: params of {len(data)} bytes exceed the {_PARAMS_SLOT_BYTES}-byte slot")
+        # before the bound blocks are stamped with this submit's epoch: stamped first, a flush would leave them
+        # marked with the submit before the one that reads them, and an upload could overwrite one in between
+        if len(self._params) + _PARAMS_SLOT_BYTES > _PARAMS_ARENA_BYTES or self._profile_room() < 1:
+            self.flush()
         slices, blocks = [], []
         for binding, item in zip(storage, buffers):
             try:
@@ -266,15 +272,12 @@ class Runtime:
             block.epoch = self.epoch
             blocks.append(block)
             # sized in whole 16-byte units, within the block: a kernel may read a binding as vec4s, whose last
-            # partial one must lie inside it (offsets are 256-byte aligned and blocks 256-byte sized, so it fits)
+            # partial one must lie inside it (offsets are 256-byte aligned and blocks 256-byte sized, so it fits);
+            # the bytes past the tensor may belong to a neighbouring view, so every kernel bounds its own writes
             size = min(max(16, (nbytes + 15) & ~15), block.nbytes - offset)
             if size > self.device.max_binding_bytes:  # a limit that is no multiple of 16 (wgpu's 2 GiB - 1)
                 size = max(4, (nbytes + 3) & ~3)
             slices.append((binding.binding, block.buffer, offset, size))
-        if len(data) > _PARAMS_SLOT_BYTES:
-            raise KernelError(f"{what}: params of {len(data)} bytes exceed the {_PARAMS_SLOT_BYTES}-byte slot")
-        if len(self._params) + _PARAMS_SLOT_BYTES > _PARAMS_ARENA_BYTES or self._profile_room() < 1:
-            self.flush()
         params_offset = len(self._params)
         self._params += data + bytes(_PARAMS_SLOT_BYTES - len(data))
 

@@ -83,3 +83,39 @@ def test_an_adapter_without_timestamps_is_named(device):
         with profile(NoTimestamps()):
             pass
     assert device.runtime.profiler is None
+
+
+def test_a_dispatch_recorded_after_a_flush_keeps_its_inputs_from_uploads(timed_device, monkeypatch):
+    """The profile's full query set flushes before a dispatch: the dispatch's inputs must be marked as read by the
+    submit it lands in, or a tensor dropped right after could hand its buffer to an upload that lands first."""
+    monkeypatch.setattr(profiler, "QUERY_PAIRS", 2)
+    with profile(timed_device):
+        ops.affine(Tensor.from_numpy(np.ones(4, np.float32), timed_device), 1.0, 0.0)
+        ops.affine(Tensor.from_numpy(np.ones(4, np.float32), timed_device), 1.0, 0.0)
+        source = Tensor.from_numpy(np.arange(4, dtype=np.float32), timed_device)
+        doubled = ops.affine(source, 2.0, 0.0)  # recorded into the next submit
+        del source
+        overwrite = Tensor.from_numpy(np.full(4, 1000.0, np.float32), timed_device)
+        np.testing.assert_array_equal(doubled.numpy(), [0.0, 2.0, 4.0, 6.0])
+        del overwrite
+
+
+def test_autotuning_inside_a_profile_is_left_out_of_it(timed_device, rng):
+    from wgrpo.engine.autotune import Autotuner
+    from tests.engine.test_autotune import _problem
+
+    x = Tensor.from_numpy(np.ones(8, np.float32), timed_device)
+    with profile(timed_device) as p:
+        ops.silu(x)
+        Autotuner(timed_device, path=None, shipped={}).tune(_problem(timed_device, rng), save=False)
+        ops.silu(x)
+    assert p.calls == 2 and [row["kernel"] for row in p.rows()] == ["elementwise.silu_naive"]
+
+
+def test_a_replayed_step_as_long_as_a_submit_fits_the_profile(timed_device):
+    x = Tensor.from_numpy(np.ones(4, np.float32), timed_device)
+    runtime = timed_device.runtime
+    with profile(timed_device) as p:
+        for _ in range(profiler.PAIRS_PER_SET + 5):  # over one query set: the second one is used
+            ops.affine(x, 1.0, 0.0)
+    assert p.calls == profiler.PAIRS_PER_SET + 5 and runtime.profiler is None
