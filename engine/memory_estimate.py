@@ -10,7 +10,7 @@ update (`memory_update`). Must not import `rl`.
 
 Modelled: weights (matrices in their dtype, norms and biases float32, as `Model.from_numpy` holds them; LoRA's
 float32 A and B); gradients and AdamW's two float32 moments of what is trained (every parameter, or with LoRA the
-adapters only; each held once: accumulated and clipped in place where no other parameter shares it); the KV cache of
+adapters only; each held once: accumulated in place where no other parameter shares it, and clipped as AdamW reads it); the KV cache of
 the completions sampled at once (`generation_batch`) and of the evaluation's greedy batch; every activation of
 `generate`, `Model.token_logprobs` and `ops.grpo_loss` (float32 whatever the weights' dtype), with autograd's graph
 (what each op saved for its backward lives until that node's backward; the leaves it consumed until the graph goes)
@@ -176,7 +176,7 @@ def estimate_grpo_step(config: ModelConfig, policy_dtype="float32", reference_dt
     base with its adapters off (no second copy). The rollout: `prompts` x `num_generations` completions of up to
     `completion_tokens` after prompts of at most `prompt_tokens`, `generation_batch` of them sampled at once
     (whole groups; 0: all); with `eval_batch`, a greedy evaluation of that many prompts. The update: `mu`
-    optimizer steps (with `grad_clip`: clip_grad_norm_) on rows of prompt + completion - 1 tokens, walked in
+    optimizer steps (with `grad_clip`: clip_coefficient, applied by AdamW's step) on rows of prompt + completion - 1 tokens, walked in
     micro-batches (`micro_batch` rows each, or the sizes of each in order; 0: the whole rollout at once), each
     decoder layer recomputed in the backward with `gradient_checkpointing`. `lora_rank`: train LoRA adapters of
     that rank on the projections named by `lora_targets` (module suffixes such as "q_proj,v_proj", or

@@ -4,7 +4,7 @@ Owns: `AdamW` (PyTorch's torch.optim.AdamW semantics: decoupled weight decay, bi
 parameter starting at 1; one `kernels/adamw.wgsl` dispatch per parameter, updating the parameter and its f32
 moments in place) with `state_dict` / `load_state_dict` for checkpoints, and `clip_grad_norm_` (kernels in
 `kernels/norm_clip.wgsl`; the norm and the clip factor stay on the GPU, so clipping needs no read-back),
-`clip_coefficient` (the norm and the factor alone, which `AdamW.step(grad_scale=...)` applies as it reads each
+`clip_coefficient` (the norm and the factor alone, which `AdamW.step(grad_factor=...)` applies as it reads each
 gradient: the trainers clip this way, without a pass over the gradients of its own), and the choice between each kernel's scalar entry and its vec4 form (`vec4_entry`: a block whose bindings can all be
 read as quads of 4 elements takes the vec4 one). Nothing here reads GPU data back except `state_dict`. Must not
 import `rl`.
@@ -134,14 +134,15 @@ class AdamW:
         if not (isinstance(wd, (int, float)) and math.isfinite(wd) and wd >= 0):
             raise ValueError(f"AdamW: weight_decay must be a finite number >= 0, got {wd!r}")
 
-    def step(self, grad_scale: Tensor | None = None) -> None:
+    def step(self, grad_factor: Tensor | None = None) -> None:
         """Update every parameter that has a `.grad`: one dispatch each (per row block), recorded into the current
-        submit. `grad_scale`, a float32 Tensor of shape (1,) on the parameters' device, multiplies every gradient
-        as it is read (the `.grad` tensors are left as they are), as torch's fused AdamW's `grad_scale` does: with
-        `clip_coefficient` it is gradient clipping without a pass of its own over the gradients."""
+        submit. `grad_factor`, a float32 Tensor of shape (1,) on the parameters' device, multiplies every gradient
+        as it is read; the `.grad` tensors are left as they are, unclipped (unlike torch's fused `grad_scale`, a
+        loss scale it divides by and writes back). With `clip_coefficient` it is gradient clipping without a pass
+        of its own over the gradients."""
         self._check_hyperparameters()
-        if grad_scale is not None:
-            _check_grad_scale(grad_scale, self.params[0].device)
+        if grad_factor is not None:
+            _check_grad_factor(grad_factor, self.params[0].device)
         beta1, beta2 = (float(b) for b in self.betas)
         self.step_count += 1
         for index, p in enumerate(self.params):
@@ -163,12 +164,12 @@ class AdamW:
                           "one_minus_beta1": 1.0 - beta1, "beta2": beta2, "one_minus_beta2": 1.0 - beta2,
                           "eps": self.eps, "step_size": self.lr / (1.0 - beta1**t), "bc2_sqrt": math.sqrt(1.0 - beta2**t)}
                 where = f" block {block}" if p.is_split else ""
-                params["scaled"] = grad_scale is not None
+                params["scaled"] = grad_factor is not None
                 buffers = [p_block, g_block, m_block, v_block]
                 entry = vec4_entry("adamw", "adamw_step_naive", buffers, self.vec4)
                 grid, constants = elementwise_grid("adamw", entry, p_block.size, p.device)
                 # unscaled, the gradient stands in for the scale's binding: read only, never read through it
-                scale_binding = grad_scale if grad_scale is not None else g_block
+                scale_binding = grad_factor if grad_factor is not None else g_block
                 p.runtime.dispatch("adamw", entry, [*buffers, scale_binding], grid, params, elem=p.elem,
                                    constants=constants, shapes=f"params[{index}] {p.shape}{where}")
 
@@ -221,11 +222,11 @@ class AdamW:
         self.state = loaded
 
 
-def _check_grad_scale(grad_scale, device) -> None:
-    if not isinstance(grad_scale, Tensor) or grad_scale.shape != (1,) or grad_scale.dtype != np.float32:
-        raise TypeError(f"AdamW.step: grad_scale must be a float32 engine.Tensor of shape (1,), got {grad_scale!r}")
-    if grad_scale.device is not device:
-        raise ValueError(f"AdamW.step: grad_scale is on {grad_scale.device.name}, the parameters on {device.name}")
+def _check_grad_factor(grad_factor, device) -> None:
+    if not isinstance(grad_factor, Tensor) or grad_factor.shape != (1,) or grad_factor.dtype != np.float32:
+        raise TypeError(f"AdamW.step: grad_factor must be a float32 engine.Tensor of shape (1,), got {grad_factor!r}")
+    if grad_factor.device is not device:
+        raise ValueError(f"AdamW.step: grad_factor is on {grad_factor.device.name}, the parameters on {device.name}")
 
 
 def _shared_gradients(params: list[Tensor]) -> set[int]:
@@ -277,7 +278,7 @@ def clip_coefficient(params: Iterable[Tensor] | Tensor, max_norm: float,
     """The global L2 norm of the gradients and the factor clip_grad_norm_ would scale them by, min(1, max_norm /
     (total_norm + 1e-6)), both left on the GPU: (norm of shape (), coefficient of shape (1,)); the coefficient is
     None when no parameter has a `.grad`. The gradients are not touched: hand the coefficient to
-    `AdamW.step(grad_scale=...)` to clip inside the step. Parameters without a `.grad` are skipped."""
+    `AdamW.step(grad_factor=...)` to clip inside the step. Parameters without a `.grad` are skipped."""
     _check_max_norm(max_norm, "clip_coefficient")
     params = _parameter_list(params, "clip_coefficient")
     with_grad = [(i, p) for i, p in enumerate(params) if p.grad is not None]

@@ -7,9 +7,9 @@
 //                                                             bc2_sqrt = sqrt(1 - beta2^t)
 // The host computes the per-step scalars (decay, step_size, bc2_sqrt) in float64. On a parameter's first step
 // (`fresh` = 1) the moments are read as 0, so they need no zero-filled upload. Math and moments are f32; the
-// parameter and its gradient are stored as `elem`. With `scaled` = 1 the gradient is read as g * grad_scale[0]
-// (torch's fused AdamW takes a grad_scale the same way): clipping by global norm folded into the step, the clip
-// coefficient read from the GPU, with no pass of its own over the gradients. adamw_step_naive is the spec; adamw_step4 computes the same
+// parameter and its gradient are stored as `elem`. With `scaled` = 1 the gradient is read as g * grad_factor[0]
+// and left unchanged in memory: clipping by global norm folded into the step, the clip coefficient read from the
+// GPU, with no pass of its own over the gradients. adamw_step_naive is the spec; adamw_step4 computes the same
 // formulas, in the same order, on quads of 4 elements (used when n is a multiple of 4).
 
 // use prelude
@@ -21,7 +21,7 @@ const WG: u32 = 256u;  // invocations per workgroup
 struct Params {
     n: u32,             // elements of the parameter
     fresh: u32,         // 1: first step, the moments' old values are taken as 0
-    scaled: u32,        // 1: the gradient is multiplied by grad_scale[0] as it is read
+    scaled: u32,        // 1: the gradient is multiplied by grad_factor[0] as it is read
     decay: f32,         // 1 - lr * weight_decay
     one_minus_beta1: f32,
     beta2: f32,
@@ -36,15 +36,15 @@ struct Params {
 @group(0) @binding(2) var<storage, read> grad: array<elem>;
 @group(0) @binding(3) var<storage, read_write> exp_avg: array<f32>;
 @group(0) @binding(4) var<storage, read_write> exp_avg_sq: array<f32>;
-@group(0) @binding(5) var<storage, read> grad_scale: array<f32>;  // read only when scaled = 1
+@group(0) @binding(5) var<storage, read> grad_factor: array<f32>;  // read only when scaled = 1
 
 fn gradient_scale() -> f32 {
-    return select(1.0, grad_scale[0], params.scaled == 1u);
+    return select(1.0, grad_factor[0], params.scaled == 1u);
 }
 
 // adamw_step_naive: one element of the update above per invocation.
 // Bindings: 0 params (uniform), 1 param (read_write, elem, n), 2 grad (read, elem, n),
-// 3 exp_avg (read_write, f32, n), 4 exp_avg_sq (read_write, f32, n), 5 grad_scale (read, f32, >= 1; any
+// 3 exp_avg (read_write, f32, n), 4 exp_avg_sq (read_write, f32, n), 5 grad_factor (read, f32, >= 1; any
 // buffer not written by the dispatch when scaled = 0).
 // Dispatch: workgroups of 256 over n, 2-D grid (x = min(ceil(n / 256), 65535), y = ceil(ceil(n / 256) / x)),
 // element (wg.y * nwg.x + wg.x) * 256 + lid.
@@ -82,7 +82,7 @@ override QUADS: u32 = 1u;  // quads per invocation of adamw_step4
 
 // adamw_step4: adamw_step_naive on quads q < n / 4 (elements 4q .. 4q + 3). n % 4 == 0.
 // Bindings: 0 params (uniform), 1 param4 (read_write, vec4<elem>, n / 4), 2 grad4 (read, vec4<elem>, n / 4),
-// 3 exp_avg4 (read_write, vec4<f32>, n / 4), 4 exp_avg_sq4 (read_write, vec4<f32>, n / 4), 5 grad_scale as in
+// 3 exp_avg4 (read_write, vec4<f32>, n / 4), 4 exp_avg_sq4 (read_write, vec4<f32>, n / 4), 5 grad_factor as in
 // adamw_step_naive.
 // Dispatch: workgroups of 256 over ceil(n / (4 * QUADS)) invocations, 2-D grid (x = min(groups, 65535),
 // y = ceil(groups / x)); invocation lid of workgroup w = wg.y * nwg.x + wg.x handles quads

@@ -66,7 +66,8 @@ fn gumbel(i: u32, seq: u32, step: u32) -> f32 {
     // 23 bits, so that k + 0.5 is exact in f32 and u stays inside (0, 1): with 24, the largest k rounded to
     // u = 1, whose noise is +inf (that token won whatever its logit, once in 2^24 draws)
     let u = (f32(h >> 9u) + 0.5) * (1.0 / 8388608.0);
-    return -log(-log(u));
+    // -log(u) >= 2^-24 exactly; WGSL's log may err by 2^-21 near 1, so the floor keeps the noise finite anywhere
+    return -log(max(-log(u), 5.9604645e-8));
 }
 
 // An order-preserving map of f32 to u32: a < b (as floats) exactly when key(a) < key(b).

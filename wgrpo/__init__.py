@@ -18,8 +18,8 @@ __version__ = "0.1.0"
 # name -> the module that defines it
 _EXPORTS = {
     **dict.fromkeys(["AdamW", "CheckpointWriteError", "END_OF_TEXT", "GenerationResult", "InputError",
-                     "KernelError", "Model", "ModelConfig", "NoAdapterError", "Tensor", "clip_grad_norm_",
-                     "generate", "get_device", "list_adapters", "load_pretrained", "no_grad", "ops",
+                     "KernelError", "Model", "ModelConfig", "NoAdapterError", "Tensor", "clip_coefficient",
+                     "clip_grad_norm_", "generate", "get_device", "list_adapters", "load_pretrained", "no_grad", "ops",
                      "recover_checkpoints", "train_tokenizer"], "wgrpo.engine"),
     **dict.fromkeys(["get_task"], "wgrpo.rl.tasks"),
     **dict.fromkeys(["TrainConfig"], "wgrpo.rl.train.config"),
@@ -34,8 +34,8 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # what static tools see; at run time `__getattr__` imports on first use
     from wgrpo.engine import (END_OF_TEXT, AdamW, CheckpointWriteError, GenerationResult, InputError, KernelError,
-                              Model, ModelConfig, NoAdapterError, Tensor, clip_grad_norm_, generate, get_device,
-                              list_adapters, load_pretrained, no_grad, ops, recover_checkpoints, train_tokenizer)
+                              Model, ModelConfig, NoAdapterError, Tensor, clip_coefficient, clip_grad_norm_, generate,
+                              get_device, list_adapters, load_pretrained, no_grad, ops, recover_checkpoints, train_tokenizer)
     from wgrpo.rl.tasks import get_task
     from wgrpo.rl.train.config import TrainConfig
     from wgrpo.rl.train.sft import SFTConfig, train_sft

@@ -48,8 +48,9 @@ class _FusedLinear(Function):
         x, weight, ranges, has_bias = ctx.saved
         n, needs = len(ranges), ctx.needs_grad
         dx = matmul_kernel(dy, weight) if needs[0] else None  # (N, in)
-        # every gradient in a buffer of its own, as separate linears give them: clip_grad_norm_ copies gradients
-        # that share one, so views of one (sum of out_i, in) product would cost a copy of them all. The weights'
+        # every gradient in a buffer of its own, as separate linears give them: clip_grad_norm_ (the public one;
+        # the trainers clip inside AdamW's step) copies gradients that share one, so views of one (sum of out_i,
+        # in) product would cost a copy of them all. The weights'
         # are matmuls on their columns of dy; the biases' are copied out of one sum over dy's rows (its row
         # views begin where the biases' views do, so they bind)
         dws = [matmul_kernel(Window(dy, cols=cols), x, transpose_a=True) if needs[2 + i] else None

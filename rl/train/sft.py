@@ -280,7 +280,7 @@ def _train_step(model, optimizer, examples: list[Example], step: int, config: SF
     grad_norm = coefficient = None
     if config.grad_clip > 0:  # clip_grad_norm_'s clip, applied as AdamW reads each gradient
         grad_norm, coefficient = clip_coefficient(model.parameters(), config.grad_clip)
-    optimizer.step(grad_scale=coefficient)
+    optimizer.step(grad_factor=coefficient)
     optimizer.zero_grad()
     # the step's one submit and one read-back
     values = read_together([loss.detach()] + ([grad_norm] if grad_norm is not None else []))

@@ -138,7 +138,7 @@ def grpo_update(model, reference, optimizer, rollout, config, pad_id: int, seed:
             coefficient = None
             if config.grad_clip > 0:  # clip_grad_norm_'s clip, applied as AdamW reads each gradient
                 pending.grad_norm, coefficient = clip_coefficient(params, config.grad_clip)
-            optimizer.step(grad_scale=coefficient)
+            optimizer.step(grad_factor=coefficient)
             optimizer.zero_grad()
         # the last iteration's loss, metrics and norm, in one read-back after the last optimizer step
         loss, metrics, norm = pending.read()

@@ -87,7 +87,7 @@ def update(model, reference, optimizer, tokens, prompt_tokens: int, ranges, mu: 
         pending = _accumulate_gradients(model, reference, parts, beta)
         scale = None  # the earlier iteration's clip factor, held until now
         norm, scale = clip_coefficient(params, 1.0) if clip else (None, None)
-        optimizer.step(grad_scale=scale)
+        optimizer.step(grad_factor=scale)
         optimizer.zero_grad()
     read_together([*pending[0], *pending[1], *([norm] if norm is not None else [])])
     model.eval()

@@ -268,7 +268,7 @@ def test_clip_scales_a_shared_gradient_once(device):
 
 @pytest.mark.parametrize("max_norm", [0.5, 1e6])  # clipped, and a factor of 1
 def test_clipping_inside_the_step_equals_clipping_then_stepping(device, max_norm):
-    """clip_coefficient + AdamW.step(grad_scale=...) gives clip_grad_norm_ + step's parameters and moments to the
+    """clip_coefficient + AdamW.step(grad_factor=...) gives clip_grad_norm_ + step's parameters and moments to the
     bit (f32), leaves the gradients as they were, and reports the same norm; a shared gradient is scaled once."""
     rng = np.random.default_rng(4)
     shapes = [(7,), (3, 5003), (64, 36)]
@@ -294,7 +294,7 @@ def test_clipping_inside_the_step_equals_clipping_then_stepping(device, max_norm
         optimizers[0].step()
         fresh_gradients(second)
         fused_norm, coefficient = clip_coefficient(second, max_norm)
-        optimizers[1].step(grad_scale=coefficient)
+        optimizers[1].step(grad_factor=coefficient)
         np.testing.assert_array_equal(fused_norm.numpy(), norm.numpy())
     for p, q in zip(first, second):
         np.testing.assert_array_equal(q.numpy(), p.numpy())
@@ -306,11 +306,11 @@ def test_clipping_inside_the_step_equals_clipping_then_stepping(device, max_norm
     assert clip_coefficient([Tensor.from_numpy(np.ones(3, np.float32), device)], 1.0)[1] is None  # no grads
 
 
-def test_a_bad_grad_scale_is_named(device):
+def test_a_bad_grad_factor_is_named(device):
     p = Tensor.from_numpy(np.ones(4, np.float32), device)
     p.grad = Tensor.from_numpy(np.ones(4, np.float32), device)
-    with pytest.raises(TypeError, match="grad_scale must be a float32 engine.Tensor of shape \\(1,\\)"):
-        AdamW([p]).step(grad_scale=Tensor.from_numpy(np.ones(2, np.float32), device))
+    with pytest.raises(TypeError, match="grad_factor must be a float32 engine.Tensor of shape \\(1,\\)"):
+        AdamW([p]).step(grad_factor=Tensor.from_numpy(np.ones(2, np.float32), device))
 
 
 def scaled_exactly(g: np.ndarray, scale: np.float32) -> np.ndarray:
