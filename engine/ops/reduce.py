@@ -63,12 +63,21 @@ def reduce(x: Tensor, op: str, axis: int = -1, keepdims: bool = False, *, varian
     return out
 
 
+# columns4 splits a column's rows into 8 strips at most: with few output quads and many rows, its invocations each
+# walk a long strip while the per-row kernels spread the rows over a whole workgroup
+FEW_QUADS, MANY_ROWS = 8, 4096
+
+
 def _variant(variant: str | None, x: Tensor, n: int, inner: int) -> str:
-    """columns4 where inner is a multiple of 4 and x binds as whole quads at a 16-byte aligned offset, else the
-    per-row kernel `row_kernel` picks; a given `variant` (tests force one) is checked instead."""
+    """columns4 where inner is a multiple of 4 and x binds as whole quads at a 16-byte aligned offset (and the
+    output is not a few quads over very many rows), else the per-row kernel `row_kernel` picks; a given `variant`
+    (tests force one) is checked instead."""
     columns = inner % 4 == 0 and (x.is_split or x.binding()[1] % 16 == 0)  # the dispatch refuses a split x
     if variant is None:
-        return COLUMNS if columns else row_kernel(None, n, "reduce")
+        quads = x.size // (n or 1) // 4
+        if columns and not (quads < FEW_QUADS and n > MANY_ROWS):
+            return COLUMNS
+        return row_kernel(None, n, "reduce")
     if variant not in VARIANTS:
         raise InputError(f"reduce: variant must be one of {VARIANTS} or None, got {variant!r}")
     if variant == COLUMNS and not columns:

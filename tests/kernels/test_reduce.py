@@ -194,7 +194,10 @@ def test_columns4_is_deterministic_and_the_default(device, monkeypatch):
         np.testing.assert_array_equal(ops.sum(x, axis=0).numpy(), first)
     ops.sum(Tensor.from_numpy(np.ones((3, 6), np.float32), device), axis=0)  # 6 columns: a per-row kernel
     ops.sum(x, axis=1)  # the last axis: inner = 1
-    assert seen == ["reduce_columns4"] * 3 + ["reduce_serial", "reduce_serial"]
+    tall = np.random.default_rng(3).standard_normal((5003, 4)).astype(np.float32)
+    total = ops.sum(Tensor.from_numpy(tall, device), axis=0)  # one quad over many rows: a workgroup per column
+    assert seen == ["reduce_columns4"] * 3 + ["reduce_serial", "reduce_serial", "reduce_workgroup"]
+    np.testing.assert_allclose(total.numpy(), tall.sum(axis=0), rtol=1e-4, atol=1e-3)
 
 
 def test_columns4_grid_beyond_65535_workgroups(device):
