@@ -38,11 +38,13 @@
 //
 // Entries (grid = (ceil(N / (COLS * CPU_X)), ceil(M / ROWS), batch), workgroup (CPU_X, 1, 1) = (8, 1, 1)):
 //   matmul_cpu_{nn,nt,tn,tt}32x4   ROWS = 32, COLS = 4: a 32 x 32 tile per subgroup (M > 16)
+//   matmul_cpu_nn128x4             ROWS = 128, COLS = 4: four 32 x 32 tiles sharing B, K in chunks (M > 32)
 //   matmul_cpu_{nn,nt}16x4         ROWS = 16, COLS = 4 (9 <= M <= 16)
 //   matmul_cpu_{nn,nt}8x8          ROWS = 8,  COLS = 8 (M <= 8: decode rows)
 // Invocation x of workgroup (wx, wy, z) computes C(m0 .. m0+ROWS-1, n0 .. n0+COLS-1) of batch z with
-// m0 = ROWS * wy and n0 = COLS * (CPU_X * wx + x).  Rows >= M and columns >= N are computed from whatever the
-// reads return (robust reads return 0 past the end of a binding) and never stored; a k >= K is never read.
+// m0 = ROWS * wy and n0 = COLS * (CPU_X * wx + x) (matmul_cpu_nn128x4 shares its rows out evenly: see there).
+// Rows >= M and columns >= N are computed from whatever the reads return (robust reads return 0 past the end
+// of a binding) and never stored; a k >= K is never read.
 
 alias elem = f32;
 
@@ -79,6 +81,9 @@ fn b_at(i: u32) -> f32 { let v = b[(i | 3u) >> 2u]; return f32(v[i & 3u]); }
 @group(0) @binding(4) var<storage, read> bias: array<elem>;
 
 override CPU_X: u32 = 8u;
+// k per pass of matmul_cpu_nn128x4 (rounded down to a multiple of 4): its strip of B, K_CHUNK rows of 128 bytes,
+// stays in the L2 cache between the passes of its 32-row tiles (1024 to 4096 measured the same on lavapipe)
+override K_CHUNK: u32 = 2048u;
 
 // Element i of a: a single-component read.
 fn a_at(i: u32) -> f32 { return f32(a[i >> 2u][i & 3u]); }
@@ -233,37 +238,16 @@ fn store_rows4(acc: ptr<function, array<vec4<f32>, 4>>, c_off: u32, m: u32, n: u
 }
 
 // ---------------------------------------------------------------------------------------------------
-// matmul_cpu_nn32x4: layout NN only (A stored M x K, B stored K x N).
-// 32 rows x 4 columns per invocation, a 32 x 32 tile per subgroup of 8.
-//   workgroup (CPU_X, 1, 1); grid = (ceil(N / (4 * CPU_X)), ceil(M / 32), batch)
-// Lane l reads rows m0 + 8g + l of A (g < 4) as quads along k and broadcasts them to the others;
-// each invocation reads its own 4 columns of B as quads along n.
-@compute @workgroup_size(CPU_X, 1, 1)
-fn matmul_cpu_nn32x4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-        @builtin(subgroup_invocation_id) sg_id: u32) {
-    let K = params.K;
-    let bz = wid.z;
-    // Uniform per workgroup: keeps every lane alive for the broadcasts.
-    if (bz >= params.batch) { return; }
-    let lda = params.lda;
+// The NN 32 x 32 tile: lane l holds rows m0 + l, m0 + 8 + l, m0 + 16 + l, m0 + 24 + l of A (ra0 .. ra3 point at
+// their element k = 0), each invocation 4 columns of B (cb0 points at B(0, n0)).
+
+// acc0 .. acc3 += A(m0 .. m0+31, k) B(k, n0 .. n0+3) for k in [k_begin, k_end): in quads below q_end (a multiple
+// of 4 where quads are aligned, k_begin too), one k at a time from there.
+fn nn_tile32(acc0: ptr<function, array<vec4<f32>, 8>>, acc1: ptr<function, array<vec4<f32>, 8>>,
+             acc2: ptr<function, array<vec4<f32>, 8>>, acc3: ptr<function, array<vec4<f32>, 8>>,
+             ra0: u32, ra1: u32, ra2: u32, ra3: u32, cb0: u32, k_begin: u32, q_end: u32, k_end: u32) {
     let ldb = params.ldb;
-    let a_off = params.offset_a + bz * params.stride_a;
-    let b_off = params.offset_b + bz * params.stride_b;
-    let m0 = wid.y * 32u;
-    let n0 = (wid.x * CPU_X + lid.x) * 4u;
-    let lane = sg_id & 7u;
-    // k < K4 in quads; the rest of K (all of it when a quad would straddle) one k at a time.
-    let K4 = select(0u, K & ~3u, quads_aligned(a_off, b_off));
-    let ra0 = a_off + (m0 + lane) * lda;  // A(m0 + lane, 0)
-    let ra1 = a_off + (m0 + 8u + lane) * lda;  // A(m0 + 8 + lane, 0)
-    let ra2 = a_off + (m0 + 16u + lane) * lda;  // A(m0 + 16 + lane, 0)
-    let ra3 = a_off + (m0 + 24u + lane) * lda;  // A(m0 + 24 + lane, 0)
-    let cb0 = b_off + n0;  // B(0, n0)
-    var acc0: array<vec4<f32>, 8>;
-    var acc1: array<vec4<f32>, 8>;
-    var acc2: array<vec4<f32>, 8>;
-    var acc3: array<vec4<f32>, 8>;
-    for (var k = 0u; k < K4; k += 4u) {
+    for (var k = k_begin; k < q_end; k += 4u) {
         let b0 = b_quad(cb0 + (k) * ldb);
         let b1 = b_quad(cb0 + (k + 1u) * ldb);
         let b2 = b_quad(cb0 + (k + 2u) * ldb);
@@ -272,38 +256,131 @@ fn matmul_cpu_nn32x4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
         let av1 = a_quad(ra1 + k);
         let av2 = a_quad(ra2 + k);
         let av3 = a_quad(ra3 + k);
-        fma_rows8(&acc0, av0, b0, b1, b2, b3);
-        fma_rows8(&acc1, av1, b0, b1, b2, b3);
-        fma_rows8(&acc2, av2, b0, b1, b2, b3);
-        fma_rows8(&acc3, av3, b0, b1, b2, b3);
+        fma_rows8(acc0, av0, b0, b1, b2, b3);
+        fma_rows8(acc1, av1, b0, b1, b2, b3);
+        fma_rows8(acc2, av2, b0, b1, b2, b3);
+        fma_rows8(acc3, av3, b0, b1, b2, b3);
     }
-    for (var k = K4; k < K; k++) {
+    for (var k = max(k_begin, q_end); k < k_end; k++) {
         let bt = cb0 + k * ldb;
         let bk = vec4<f32>(b_at(bt), b_at(bt + 1u), b_at(bt + 2u), b_at(bt + 3u));
         let ak0 = a_at(ra0 + k);
         let ak1 = a_at(ra1 + k);
         let ak2 = a_at(ra2 + k);
         let ak3 = a_at(ra3 + k);
-        fma_rows8_k1(&acc0, ak0, bk);
-        fma_rows8_k1(&acc1, ak1, bk);
-        fma_rows8_k1(&acc2, ak2, bk);
-        fma_rows8_k1(&acc3, ak3, bk);
+        fma_rows8_k1(acc0, ak0, bk);
+        fma_rows8_k1(acc1, ak1, bk);
+        fma_rows8_k1(acc2, ak2, bk);
+        fma_rows8_k1(acc3, ak3, bk);
     }
-    let c_off = params.offset_c + bz * params.stride_c;
-    let bias = bias_quad(n0);
-    if (params.accumulate == 0u) {
+}
+
+// C(m0 .. m0+31, n0 .. n0+3) = (add: +=) acc0 .. acc3 + bias, rows >= M skipped; the accumulators are consumed.
+fn write_tile32(acc0: ptr<function, array<vec4<f32>, 8>>, acc1: ptr<function, array<vec4<f32>, 8>>,
+                acc2: ptr<function, array<vec4<f32>, 8>>, acc3: ptr<function, array<vec4<f32>, 8>>,
+                c_off: u32, m0: u32, n0: u32, bias: vec4<f32>, add: bool) {
+    if (!add) {
         for (var t = 0u; t < 4u; t++) {
             let m = m0 + 8u * t;
             if (m >= params.M) { break; }
-            store_rows8(&acc0, c_off, m, n0, bias);
-            acc0 = acc1; acc1 = acc2; acc2 = acc3;
+            store_rows8(acc0, c_off, m, n0, bias);
+            *acc0 = *acc1; *acc1 = *acc2; *acc2 = *acc3;
         }
     } else {
         for (var t = 0u; t < 4u; t++) {
             let m = m0 + 8u * t;
             if (m >= params.M) { break; }
-            add_rows8(&acc0, c_off, m, n0, bias);
-            acc0 = acc1; acc1 = acc2; acc2 = acc3;
+            add_rows8(acc0, c_off, m, n0, bias);
+            *acc0 = *acc1; *acc1 = *acc2; *acc2 = *acc3;
+        }
+    }
+}
+
+// Whether C's element type is f32: 1 + 2^-13 rounds to 1 in f16.
+fn c_holds_f32() -> bool { return elem(1.0) + elem(0.0001220703125) != elem(1.0); }
+
+// ---------------------------------------------------------------------------------------------------
+// matmul_cpu_nn32x4: layout NN only (A stored M x K, B stored K x N).
+// 32 rows x 4 columns per invocation, a 32 x 32 tile per subgroup of 8.
+//   workgroup (CPU_X, 1, 1); grid = (ceil(N / (4 * CPU_X)), ceil(M / 32), batch)
+// Lane l reads rows m0 + 8g + l of A (g < 4) as quads along k and broadcasts them to the others;
+// each invocation reads its own 4 columns of B as quads along n.
+@compute @workgroup_size(CPU_X, 1, 1)
+fn matmul_cpu_nn32x4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+        @builtin(subgroup_invocation_id) sg_id: u32) {
+    let bz = wid.z;
+    // Uniform per workgroup: keeps every lane alive for the broadcasts.
+    if (bz >= params.batch) { return; }
+    let lda = params.lda;
+    let a_off = params.offset_a + bz * params.stride_a;
+    let b_off = params.offset_b + bz * params.stride_b;
+    let m0 = wid.y * 32u;
+    let n0 = (wid.x * CPU_X + lid.x) * 4u;
+    let lane = sg_id & 7u;
+    // k < K4 in quads; the rest of K (all of it when a quad would straddle) one k at a time.
+    let K4 = select(0u, params.K & ~3u, quads_aligned(a_off, b_off));
+    var acc0: array<vec4<f32>, 8>;
+    var acc1: array<vec4<f32>, 8>;
+    var acc2: array<vec4<f32>, 8>;
+    var acc3: array<vec4<f32>, 8>;
+    nn_tile32(&acc0, &acc1, &acc2, &acc3, a_off + (m0 + lane) * lda, a_off + (m0 + 8u + lane) * lda,
+              a_off + (m0 + 16u + lane) * lda, a_off + (m0 + 24u + lane) * lda, b_off + n0, 0u, K4, params.K);
+    write_tile32(&acc0, &acc1, &acc2, &acc3, params.offset_c + bz * params.stride_c, m0, n0, bias_quad(n0),
+                 params.accumulate != 0u);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// matmul_cpu_nn128x4: layout NN only (A stored M x K, B stored K x N), for M > 32.
+// Up to 128 rows x 4 columns per invocation: the 32 x 32 tiles of matmul_cpu_nn32x4 that share one strip of 32
+// columns of B, computed K_CHUNK values of k at a time, each tile in turn.  A chunk's partial sums go to C: the
+// first chunk stores (or adds, with accumulate) them with the bias, the later ones add theirs.  Where C is f16
+// (whose rounding the partial sums would take) the whole of K is one chunk.
+//   workgroup (CPU_X, 1, 1); grid = (ceil(N / (4 * CPU_X)), ceil(M / 128), batch)
+// Tiles are shared out evenly: of the T = ceil(M / 32) tiles of a strip, workgroup row y of Y computes tiles
+// y T / Y .. (y + 1) T / Y - 1 (at most 4 with the grid above; any Y >= 1 computes every row once), so no row of
+// workgroups is left with a single tile while another has four (M = 160: 2 and 3, not 4 and 1).
+// Why: a k row of the strip is 128 bytes of a long row of B (2304 bytes at N = 576), and such rows come slowly
+// from memory (measured on lavapipe, 2 cores, M = 32, K = 3072: 16 GFLOP/s with B cold, 27 with B in cache);
+// matmul_cpu_nn32x4's workgroups each read their strip from memory (or L3) once per 32 rows.  Here a chunk of
+// it is read from memory once and three times from the L2 cache: 1.5x at the head of a 49k vocabulary (M 128,
+// N 576, K 49152: 16 -> 25 GFLOP/s), 1.2-1.4x at K = 3072.  Not for f16 C: one chunk, no gain (6% slower).
+@compute @workgroup_size(CPU_X, 1, 1)
+fn matmul_cpu_nn128x4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+        @builtin(subgroup_invocation_id) sg_id: u32, @builtin(num_workgroups) groups: vec3<u32>) {
+    let K = params.K;
+    let bz = wid.z;
+    // Uniform per workgroup: keeps every lane alive for the broadcasts.
+    if (bz >= params.batch) { return; }
+    let lda = params.lda;
+    let a_off = params.offset_a + bz * params.stride_a;
+    let b_off = params.offset_b + bz * params.stride_b;
+    let c_off = params.offset_c + bz * params.stride_c;
+    let tiles = (params.M + 31u) / 32u;
+    let tile_begin = wid.y * tiles / groups.y;
+    let tile_end = (wid.y + 1u) * tiles / groups.y;
+    let n0 = (wid.x * CPU_X + lid.x) * 4u;
+    let lane = sg_id & 7u;
+    // k < K4 in quads; the rest of K (all of it when a quad would straddle) one k at a time.
+    let K4 = select(0u, K & ~3u, quads_aligned(a_off, b_off));
+    let chunk = max(select(K, K_CHUNK & ~3u, c_holds_f32()), 4u);
+    let bias = bias_quad(n0);
+    // kc == 0u: K = 0 still writes C (bias, or C itself with accumulate)
+    for (var kc = 0u; kc == 0u || kc < K; kc += chunk) {
+        let k_end = min(kc + chunk, K);
+        for (var tile = tile_begin; tile < tile_end; tile++) {
+            let m0 = tile * 32u;
+            // assigned, not declared with zeros: a declaration's zeros are given once, not once per trip
+            var acc0: array<vec4<f32>, 8>;
+            var acc1: array<vec4<f32>, 8>;
+            var acc2: array<vec4<f32>, 8>;
+            var acc3: array<vec4<f32>, 8>;
+            acc0 = array<vec4<f32>, 8>(); acc1 = acc0; acc2 = acc0; acc3 = acc0;
+            nn_tile32(&acc0, &acc1, &acc2, &acc3, a_off + (m0 + lane) * lda, a_off + (m0 + 8u + lane) * lda,
+                      a_off + (m0 + 16u + lane) * lda, a_off + (m0 + 24u + lane) * lda, b_off + n0, kc,
+                      min(k_end, K4), k_end);
+            let first = kc == 0u;
+            write_tile32(&acc0, &acc1, &acc2, &acc3, c_off, m0, n0, select(vec4<f32>(0.0), bias, first),
+                         !first || params.accumulate != 0u);
         }
     }
 }

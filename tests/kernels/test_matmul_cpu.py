@@ -31,6 +31,8 @@ def entries() -> dict[str, tuple[bool, bool, int, int]]:
 
 
 ENTRIES = entries()
+# entries that compute K in chunks of K_CHUNK, keeping the partial sums in C (f32 C)
+CHUNKED = sorted(entry for entry in ENTRIES if ENTRIES[entry][2] > 32)
 
 
 @pytest.fixture(autouse=True)
@@ -61,7 +63,8 @@ def place(rng, shape, dtype, pad_cols=0, offset=0, batch=None):
 
 
 def dispatch(device, entry, a, b, out, m, n, k, *, batch=1, stride_a=0, stride_b=0, stride_c=None, ldc=None,
-             offset_c=0, accumulate=False, bias=None, offset_bias=0, elem="f32", weights="elem"):
+             offset_c=0, accumulate=False, bias=None, offset_bias=0, elem="f32", weights="elem", constants=None,
+             grid_rows=None):
     ta, tb, rows, cols = ENTRIES[entry]
     x, _, _ = kernels.load(FAMILY).workgroup_size(entry)
     ldc = n if ldc is None else ldc
@@ -69,11 +72,12 @@ def dispatch(device, entry, a, b, out, m, n, k, *, batch=1, stride_a=0, stride_b
               "has_bias": bias is not None, "stride_a": stride_a, "stride_b": stride_b,
               "stride_c": m * ldc if stride_c is None else stride_c, "lda": a.ld, "ldb": b.ld, "ldc": ldc,
               "offset_a": a.offset, "offset_b": b.offset, "offset_c": offset_c, "offset_bias": offset_bias}
-    grid = (math.ceil(n / (cols * x)), math.ceil(m / rows), batch)
+    grid = (math.ceil(n / (cols * x)), grid_rows or math.ceil(m / rows), batch)
     at = Tensor.from_numpy(a.buffer, device)
     bt = Tensor.from_numpy(b.buffer, device)
     bias_t = Tensor.from_numpy(bias, device) if bias is not None else at
-    device.runtime.dispatch(FAMILY, entry, [at, bt, out, bias_t], grid, params, elem=elem, weights=weights)
+    device.runtime.dispatch(FAMILY, entry, [at, bt, out, bias_t], grid, params, elem=elem, weights=weights,
+                            constants=constants)
     return out.numpy()
 
 
@@ -188,3 +192,88 @@ def test_entry_names_give_their_tiles():
     for entry, (_, _, rows, cols) in ENTRIES.items():
         assert kernels.load(FAMILY).workgroup_size(entry) == (8, 1, 1)
         assert rows % 8 == 0 and cols % 4 == 0
+
+
+@pytest.mark.parametrize("chunk", [4, 12])
+@pytest.mark.parametrize("entry", CHUNKED)
+def test_chunked_entries_match_numpy_across_chunks(device, rng, entry, chunk):
+    """K in several chunks (12: the last one ragged) through the quads, the k tail and the single-element reads;
+    M = 160 gives 5 tiles of 32 rows to 2 rows of workgroups (3 and 2), M = 300 10 tiles to 3."""
+    ta, tb, _, _ = ENTRIES[entry]
+    constants = {"K_CHUNK": chunk}
+    for m, n, k in [*SHAPES, (160, 70, 41), (300, 33, 64)]:
+        a, b = operands(rng, entry, m, n, k)
+        out = Tensor.empty((m, n), np.float32, device)
+        assert_close(dispatch(device, entry, a, b, out, m, n, k, constants=constants), reference(a, b, ta, tb),
+                     scale=np.sqrt(k))
+    m, n, k = 41, 70, 38  # aligned rows, quads then a k tail inside the last chunk
+    a, b = operands(rng, entry, m, n, k, pad=(2, (-n) % 4))
+    out = Tensor.empty((m, n), np.float32, device)
+    assert_close(dispatch(device, entry, a, b, out, m, n, k, constants=constants), reference(a, b, ta, tb),
+                 scale=np.sqrt(k))
+
+
+@pytest.mark.parametrize("entry", CHUNKED)
+def test_chunked_entries_add_later_chunks_to_c(device, rng, entry):
+    """Windows, accumulate and the bias (added once, with the first chunk), a batch with a broadcast operand,
+    packed bf16 weights, and K = 0 (C = bias, or C + bias)."""
+    ta, tb, _, _ = ENTRIES[entry]
+    constants = {"K_CHUNK": 8}
+    m, n, k = 45, 37, 27
+    bias = rng.standard_normal(n + 7).astype(np.float32)
+    for accumulate, offsets, pad, (ldc, offset_c) in ((True, (8, 12), (5, 7), (n + 7, 4)),
+                                                      (False, (3, 5), (1, 2), (n + 3, 5))):
+        a, b = operands(rng, entry, m, n, k, pad=pad, offsets=offsets)
+        start = rng.standard_normal(offset_c + m * ldc + 3).astype(np.float32)
+        out = Tensor.from_numpy(start, device)
+        result = dispatch(device, entry, a, b, out, m, n, k, ldc=ldc, offset_c=offset_c, accumulate=accumulate,
+                          bias=bias, offset_bias=7, constants=constants)
+        expected = start.astype(np.float64)
+        window = expected[offset_c:offset_c + m * ldc].reshape(m, ldc)
+        window[:, :n] = (window[:, :n] if accumulate else 0) + reference(a, b, ta, tb) + bias[7:7 + n]
+        assert_close(result, expected, scale=np.sqrt(k))
+    batch = 3
+    a, b = operands(rng, entry, m, n, k, batch=batch)
+    b = Operand(b.stored[0], b.ld, b.offset, b.buffer)
+    out = Tensor.empty((batch, m, n), np.float32, device)
+    result = dispatch(device, entry, a, b, out, m, n, k, batch=batch, stride_a=a.stored[0].size, constants=constants)
+    assert_close(result, reference(a, b, ta, tb), scale=np.sqrt(k))
+    a, _ = operands(rng, entry, m, n, k)
+    packed = to_bfloat16(rng.standard_normal((k, n)).astype(np.float32))
+    b = Operand(widen(packed).astype(np.float64), n, 0, packed)
+    out = Tensor.empty((m, n), np.float32, device)
+    assert_close(dispatch(device, entry, a, b, out, m, n, k, weights="bf16", constants=constants),
+                 reference(a, b, ta, tb), scale=np.sqrt(k))
+    a, b = operands(rng, entry, 4, 4, 1)  # buffers of 4 elements (the vec4 bindings), K = 0
+    for accumulate in (False, True):
+        start = rng.standard_normal((5, 6)).astype(np.float32)
+        out = Tensor.from_numpy(start, device)
+        result = dispatch(device, entry, a, b, out, 5, 6, 0, bias=bias[:6], accumulate=accumulate,
+                          constants=constants)
+        assert_close(result, (start if accumulate else np.zeros_like(start)) + bias[:6])
+
+
+@pytest.mark.parametrize("entry", CHUNKED)
+def test_chunked_entries_cover_m_with_any_rows_of_workgroups(device, rng, entry):
+    ta, tb, _, _ = ENTRIES[entry]
+    m, n, k = 300, 40, 37
+    a, b = operands(rng, entry, m, n, k)
+    for grid_rows in (1, 2, 5, 12):  # fewer rows than tiles / 4, the grid's 3, more than there are tiles
+        out = Tensor.from_numpy(np.zeros((m, n), np.float32), device)
+        result = dispatch(device, entry, a, b, out, m, n, k, constants={"K_CHUNK": 8}, grid_rows=grid_rows)
+        assert_close(result, reference(a, b, ta, tb), scale=np.sqrt(k))
+
+
+@pytest.mark.parametrize("entry", CHUNKED)
+def test_chunked_entries_keep_f16_c_in_one_chunk(device, rng, entry):
+    """An f16 C would round every partial sum: K is one chunk there, the same sums as the 32-row entry's."""
+    if not device.has_f16:
+        pytest.skip("adapter lacks shader-f16")
+    ta, tb, _, _ = ENTRIES[entry]
+    single = f"matmul_cpu_{'t' if ta else 'n'}{'t' if tb else 'n'}32x4"
+    m, n, k = 45, 70, 130
+    a, b = operands(rng, entry, m, n, k, dtype=np.float16)
+    chunked = dispatch(device, entry, a, b, Tensor.empty((m, n), np.float16, device), m, n, k, elem="f16",
+                       constants={"K_CHUNK": 4})
+    whole = dispatch(device, single, a, b, Tensor.empty((m, n), np.float16, device), m, n, k, elem="f16")
+    np.testing.assert_array_equal(chunked, whole)
