@@ -137,6 +137,10 @@ class Variant:
         layout = ("T" if problem.transpose_a else "N") + ("T" if problem.transpose_b else "N")
         if self.layout is not None and layout != self.layout:
             return f"it computes {self.layout} products only, this one is {layout}"
+        if self.family == "matmul_cpu" and not device.is_software:
+            # made for CPU adapters; where C's rows do not start on quads it writes single components of shared
+            # vec4s, which WGSL leaves unsynchronized between invocations on a GPU
+            return f"it is made for CPU adapters, {device.name} is not one"
         if self.family == "matmul_cpu" and (problem.m * problem.k < 4 or problem.k * problem.n < 4):
             return "it binds A and B as vec4 arrays, which need at least 4 elements each"
         if problem.elem == "f16" and not device.has_f16:

@@ -141,3 +141,23 @@ def test_results_measured_on_other_kernels_are_not_used_and_are_replaced(device,
     assert tuner.lookup("matmul", "NN|f32/f32|a4|m32|n64|k16") is None
     tuner.tune(_problem(device, rng))
     assert set(json.loads(cache.read_text())["adapters"]) == {"Other GPU | Vulkan | 1.0 | wgpu 0 | kernels 1", here}
+
+
+def test_the_lavapipe_table_sends_tall_nn_products_to_the_strip_sharing_kernel(device, cache):
+    from wgrpo.engine.autotune_tables import LAVAPIPE
+
+    tuner = Autotuner(device, shipped=LAVAPIPE)
+    assert tuner.lookup("matmul", "NN|f32/f32|a4|m128|n1024|k65536") == "cpu_nn128x4"
+    assert tuner.lookup("matmul", "NN|f32/f32|a4|m32|n1024|k4096") == "cpu_nn32x4"
+    assert tuner.lookup("matmul", "NN|f16/f16|a4|m128|n1024|k4096") == "cpu_nn32x4"
+
+
+def test_matmul_cpu_is_refused_on_hardware_adapters(device):
+    from types import SimpleNamespace
+
+    from wgrpo.engine.ops.matmul_variants import VARIANTS, Problem
+
+    gpu = SimpleNamespace(name="a GPU", is_software=False, has_subgroups=True, has_f16=True, limits={})
+    problem = Problem(m=64, n=64, k=64)
+    assert "made for CPU adapters, a GPU is not one" in VARIANTS["cpu_nn32x4"].refusal(gpu, problem)
+    assert VARIANTS["sg32x4"].refusal(gpu, problem) is None
