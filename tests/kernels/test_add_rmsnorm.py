@@ -10,6 +10,7 @@ from wgrpo.engine import Tensor, ops
 from wgrpo.engine.ops.norm import add_rmsnorm_forward
 from tests.gradcheck import check_gradients
 from tests.tolerances import assert_close
+from tests.dispatch_spy import entries_dispatched
 
 
 def reference(x, r, w, eps):
@@ -81,14 +82,7 @@ def test_vec4_matches_numpy_and_the_scalar_entry(device, rng, shape):
 
 
 def test_vec4_is_the_default_where_sizes_allow(device, rng, monkeypatch):
-    seen = []
-    dispatch = device.runtime.dispatch
-
-    def recording(kernel, entry, *args, **kwargs):
-        seen.append(entry)
-        return dispatch(kernel, entry, *args, **kwargs)
-
-    monkeypatch.setattr(device.runtime, "dispatch", recording)
+    seen = entries_dispatched(device, monkeypatch)
     for n in (8, 6):
         x, r, w = (Tensor.from_numpy(rng.standard_normal(s).astype(np.float32), device) for s in ((2, n), (2, n), (n,)))
         ops.add_rmsnorm(x, r, w)

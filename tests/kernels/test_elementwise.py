@@ -10,6 +10,7 @@ from wgrpo.engine import Tensor, ops
 from wgrpo.engine.ops import elementwise
 from tests.gradcheck import check_gradients
 from tests.tolerances import assert_close
+from tests.dispatch_spy import entries_dispatched
 
 SHAPES = [(1,), (7,), (13, 17), (3, 5, 257), (2, 1, 3, 1, 5, 2), (1000, 3)]
 BROADCASTS = [((7,), (1,)), ((13, 17), (17,)), ((13, 1), (1, 17)), ((3, 1, 5), (4, 5)), ((2, 3, 4), (2, 1, 4)),
@@ -126,19 +127,6 @@ def quads(request, monkeypatch):
     monkeypatch.setattr(elementwise, "SOFTWARE_QUADS", request.param)
     monkeypatch.setattr(elementwise, "GPU_QUADS", request.param)
     return request.param
-
-
-def entries_dispatched(device, monkeypatch) -> list[str]:
-    """The entries dispatched from now on, in order."""
-    seen = []
-    dispatch = device.runtime.dispatch
-
-    def recording(kernel, entry, *args, **kwargs):
-        seen.append(entry)
-        return dispatch(kernel, entry, *args, **kwargs)
-
-    monkeypatch.setattr(device.runtime, "dispatch", recording)
-    return seen
 
 
 @pytest.mark.parametrize("shape_a, shape_b", VEC4_SHAPES)

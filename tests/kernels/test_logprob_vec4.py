@@ -17,6 +17,7 @@ from wgrpo.engine.errors import InputError
 from wgrpo.engine.ops import logprob
 from tests.kernels.test_logprob import random_case, token_logprobs_grad_ref, token_logprobs_ref
 from tests.tolerances import assert_close
+from tests.dispatch_spy import entries_dispatched
 
 TEMPERATURES = [1.0, 0.7]
 # rows * V % 4 == 0. V = 1 and 3 (every quad crosses rows), primes, multiples of 4, a 3-D (B, T, V); the last
@@ -33,19 +34,6 @@ def quads(request, monkeypatch):
     monkeypatch.setattr(logprob, "SOFTWARE_QUADS", request.param)
     monkeypatch.setattr(logprob, "GPU_QUADS", request.param)
     return request.param
-
-
-def entries_dispatched(device, monkeypatch) -> list[str]:
-    """The logprob entries dispatched from now on, in order."""
-    seen = []
-    dispatch = device.runtime.dispatch
-
-    def recording(kernel, entry, *args, **kwargs):
-        seen.append(entry)
-        return dispatch(kernel, entry, *args, **kwargs)
-
-    monkeypatch.setattr(device.runtime, "dispatch", recording)
-    return seen
 
 
 def backward_case(shape, seed, device, dtype=np.float32, temperature=1.0):

@@ -18,6 +18,7 @@ from wgrpo.engine.errors import InputError
 from wgrpo.engine.ops.reduce import reduce
 from wgrpo.engine.tensor import Tensor
 from tests.tolerances import assert_close
+from tests.dispatch_spy import entries_dispatched
 
 # (shape, axis): the last axis (fast path), the first, a middle one; primes; rows longer than a workgroup.
 CASES = [
@@ -181,14 +182,7 @@ def test_columns4_max_handles_infinities(device):
 
 def test_columns4_is_deterministic_and_the_default(device, monkeypatch):
     x = Tensor.from_numpy(np.random.default_rng(9).standard_normal((1344, 256)).astype(np.float32), device)
-    seen = []
-    dispatch = device.runtime.dispatch
-
-    def recording(kernel, entry, *args, **kwargs):
-        seen.append(entry)
-        return dispatch(kernel, entry, *args, **kwargs)
-
-    monkeypatch.setattr(device.runtime, "dispatch", recording)
+    seen = entries_dispatched(device, monkeypatch)
     first = ops.sum(x, axis=0).numpy()
     for _ in range(2):
         np.testing.assert_array_equal(ops.sum(x, axis=0).numpy(), first)

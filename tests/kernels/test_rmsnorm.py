@@ -16,6 +16,7 @@ from wgrpo.engine.ops import norm
 from wgrpo.engine.ops.norm import rmsnorm_backward, rmsnorm_forward
 from tests.gradcheck import check_gradients
 from tests.tolerances import assert_close
+from tests.dispatch_spy import entries_dispatched
 
 # Rows of 1 element, primes, a row longer than a 64- or 256-wide workgroup, more rows than one workgroup.
 SHAPES = [(1,), (1, 1), (7,), (13, 17), (3, 5, 257), (2, 1031), (131, 3), (2, 3, 1, 11)]
@@ -194,19 +195,6 @@ def test_vec4_dw_is_deterministic(device, rng):
     first = rmsnorm_backward(xt, wt, rstd, dyt, variant="vec4")[1].numpy()
     for _ in range(2):
         np.testing.assert_array_equal(rmsnorm_backward(xt, wt, rstd, dyt, variant="vec4")[1].numpy(), first)
-
-
-def entries_dispatched(device, monkeypatch) -> list[str]:
-    """The entries dispatched from now on, in order."""
-    seen = []
-    dispatch = device.runtime.dispatch
-
-    def recording(kernel, entry, *args, **kwargs):
-        seen.append(entry)
-        return dispatch(kernel, entry, *args, **kwargs)
-
-    monkeypatch.setattr(device.runtime, "dispatch", recording)
-    return seen
 
 
 def test_vec4_is_the_default_where_sizes_allow(device, rng, monkeypatch):

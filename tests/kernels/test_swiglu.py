@@ -17,6 +17,7 @@ from wgrpo.engine.errors import InputError
 from wgrpo.engine.ops.swiglu import swiglu_backward, swiglu_forward, swiglu_fused_backward, swiglu_fused_forward
 from tests.gradcheck import check_gradients
 from tests.tolerances import assert_close
+from tests.dispatch_spy import entries_dispatched
 
 swiglu_module = importlib.import_module("wgrpo.engine.ops.swiglu")  # `ops.swiglu` is the function of that name
 
@@ -169,19 +170,6 @@ def quads(request, monkeypatch):
     monkeypatch.setattr(swiglu_module, "SOFTWARE_QUADS", request.param)
     monkeypatch.setattr(swiglu_module, "GPU_QUADS", request.param)
     return request.param
-
-
-def entries_dispatched(device, monkeypatch) -> list[str]:
-    """The entries dispatched from now on, in order."""
-    seen = []
-    dispatch = device.runtime.dispatch
-
-    def recording(kernel, entry, *args, **kwargs):
-        seen.append(entry)
-        return dispatch(kernel, entry, *args, **kwargs)
-
-    monkeypatch.setattr(device.runtime, "dispatch", recording)
-    return seen
 
 
 @pytest.mark.parametrize("shape", VEC4_SHAPES)
