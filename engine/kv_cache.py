@@ -19,7 +19,7 @@ import numpy as np
 
 from wgrpo.engine import ops
 from wgrpo.engine.errors import InputError
-from wgrpo.engine.ops._common import flat_grid, grid_1d, invocations
+from wgrpo.engine.ops._common import flat_grid, grid_1d, invocations, starts_on_quads
 from wgrpo.engine.memory import memory_kind
 from wgrpo.engine.tensor import Tensor
 
@@ -36,7 +36,7 @@ def _gather_variant(variant: str | None, words: int, src_stride: int, dst_stride
     """"vec4" when the sizes, the strides and both bindings' offsets are whole quads (16 bytes), else "scalar"; a
     given `variant` (tests force one) is checked instead, and "vec4" where it cannot run is refused."""
     aligned = (words % 4 == 0 and src_stride % 4 == 0 and dst_stride % 4 == 0
-               and src.binding()[1] % 16 == 0 and dst.binding()[1] % 16 == 0)
+               and starts_on_quads(src, dst))
     if variant is None:
         return "vec4" if aligned else "scalar"
     if variant not in GATHER_VARIANTS:

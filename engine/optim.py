@@ -20,7 +20,7 @@ import numpy as np
 from wgrpo import kernels
 from wgrpo.engine.errors import InputError
 from wgrpo.engine.memory import memory_kind
-from wgrpo.engine.ops._common import flat_grid, grid_1d, invocations
+from wgrpo.engine.ops._common import flat_grid, grid_1d, invocations, starts_on_quads
 from wgrpo.engine.tensor import Tensor
 
 
@@ -41,7 +41,7 @@ GPU_CONSTANTS = {"QUADS": 1, "SUM_WG": 256}
 
 def _quad_aligned(t: Tensor) -> bool:
     """Whether `t` (one block) can be bound as an array of vec4s: whole quads at a 16-byte aligned offset."""
-    return t.size % 4 == 0 and t.binding()[1] % 16 == 0
+    return t.size % 4 == 0 and starts_on_quads(t)
 
 
 def vec4_entry(kernel: str, entry: str, quad_views: list[Tensor], vec4: bool = True) -> str:

@@ -100,3 +100,10 @@ def subgroup_refusal(device) -> str | None:
     if not subgroup_lanes_ok(device):
         return f"its workgroups of 8 invocations are not 8 lanes of one subgroup on {device.name}"
     return None
+
+
+def starts_on_quads(*tensors: Tensor) -> bool:
+    """Whether every row block of every tensor is bound at a 16-byte boundary, as an array of vec4s must be (whole
+    tensors and row views always are: their offsets keep the adapter's storage offset alignment, 256 bytes here);
+    the vec4 entries also need their own sizes in whole quads, which each op checks."""
+    return all(part.binding()[1] % 16 == 0 for t in tensors for part in t.parts)

@@ -16,7 +16,7 @@ import numpy as np
 from wgrpo import kernels
 from wgrpo.engine.autograd import Function
 from wgrpo.engine.errors import SplitTensorError
-from wgrpo.engine.ops._common import as_tensor, check_float, flat_grid, grid_1d, invocations
+from wgrpo.engine.ops._common import as_tensor, check_float, flat_grid, grid_1d, invocations, starts_on_quads
 from wgrpo.engine.tensor import Tensor
 
 # The vec4 twin of each scalar entry that has one: operands of the output's size, sizes a multiple of 4.
@@ -31,7 +31,7 @@ GPU_QUADS = 1
 
 def _quad_aligned(*tensors: Tensor) -> bool:
     """Whether every tensor (one block each) binds as an array of vec4s: whole quads at a 16-byte aligned offset."""
-    return all(t.size > 0 and t.size % 4 == 0 and t.binding()[1] % 16 == 0 for t in tensors)
+    return all(t.size > 0 and t.size % 4 == 0 for t in tensors) and starts_on_quads(*tensors)
 
 
 def _dispatch_same_shape(entry: str, buffers: list[Tensor], n: int, shapes: str, vec4: bool) -> None:

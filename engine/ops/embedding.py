@@ -25,7 +25,7 @@ import numpy as np
 from wgrpo.engine.autograd import Function, SparseGrad
 from wgrpo.engine.dtypes import dtype_name
 from wgrpo.engine.errors import InputError
-from wgrpo.engine.ops._common import check_float, check_weight, flat_grid, grid_1d, invocations
+from wgrpo.engine.ops._common import check_float, check_weight, flat_grid, grid_1d, invocations, starts_on_quads
 from wgrpo.engine.tensor import Tensor
 
 VARIANTS = ("scalar", "vec4")
@@ -37,7 +37,7 @@ GPU_QUADS = 1
 
 
 def _starts_on_16_bytes(tensors) -> bool:
-    return all(part.binding()[1] % 16 == 0 for t in tensors for part in t.parts)
+    return starts_on_quads(*tensors)
 
 
 def _variant(variant: str | None, channels: int, tensors, op: str) -> str:

@@ -20,8 +20,8 @@ import numpy as np
 
 from wgrpo.engine.autograd import Function
 from wgrpo.engine.errors import InputError
-from wgrpo.engine.ops._common import (as_tensor, check_float, flat_grid, grid_1d, invocations, row_grid,
-                                       row_kernel)
+from wgrpo.engine.ops._common import (as_tensor, check_float, flat_grid, grid_1d, invocations, row_grid, row_kernel,
+                                     starts_on_quads)
 from wgrpo.engine.tensor import Tensor
 
 # Quads per invocation of token_logprobs_backward_vec4. Lavapipe pays per load/store instruction and per
@@ -142,7 +142,7 @@ def log_softmax(x: Tensor, temperature: float = 1.0, *, variant: str | None = No
 def _quad_aligned(t: Tensor) -> bool:
     """Whether `t` (one block) binds as an array of vec4s: a 16-byte aligned offset (always so for whole tensors
     and row views, whose offsets keep the adapter's offset alignment)."""
-    return not t.is_split and t.binding()[1] % 16 == 0
+    return not t.is_split and starts_on_quads(t)
 
 
 def _vec4_choice(vec4: bool | None, applies: bool, op: str, why: str) -> bool:

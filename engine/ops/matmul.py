@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from wgrpo.engine.autograd import Function
 from wgrpo.engine.dtypes import dtype_name
 from wgrpo.engine.errors import InputError, SplitTensorError
-from wgrpo.engine.ops._common import as_tensor, check_float, check_weight
+from wgrpo.engine.ops._common import as_tensor, check_float, check_weight, starts_on_quads
 from wgrpo.engine.ops.matmul_tuning import tuned_variant
 from wgrpo.engine.ops.matmul_variants import (VARIANTS, Problem, Tiling, Variant,  # noqa: F401 (re-exported)
                                               choose_variant, eligible_variants)
@@ -189,7 +189,7 @@ def _dispatch(a, b: Tensor, ta: bool, tb: bool, variant, out, accumulate: bool, 
 
 def _bound_at_16(tensor: Tensor) -> bool:
     """Whether the tensor's binding starts on a 16-byte boundary (a split tensor is left to the runtime's error)."""
-    return tensor.is_split or tensor.binding()[1] % 16 == 0
+    return starts_on_quads(tensor)
 
 
 def _sum_batch(grad: Tensor, operand: Tensor) -> Tensor:

@@ -21,7 +21,7 @@ import numpy as np
 from wgrpo import kernels
 from wgrpo.engine.autograd import Function
 from wgrpo.engine.errors import InputError
-from wgrpo.engine.ops._common import check_float, flat_grid, grid_1d
+from wgrpo.engine.ops._common import check_float, flat_grid, grid_1d, starts_on_quads
 from wgrpo.engine.tensor import Tensor
 
 VARIANTS = ("scalar", "vec4")
@@ -36,7 +36,7 @@ def _variant(variant: str | None, tensors: list[Tensor], n: int, op: str) -> str
     """"vec4" where the last axis n is a multiple of 4 and every tensor binds as whole quads at a 16-byte aligned
     offset, else "scalar"; a given `variant` (tests force one) is checked instead."""
     # a tensor held in row blocks passes here; the dispatch refuses it, naming the binding
-    aligned = n > 0 and n % 4 == 0 and all(t.is_split or t.binding()[1] % 16 == 0 for t in tensors)
+    aligned = n > 0 and n % 4 == 0 and starts_on_quads(*tensors)
     if variant is None:
         return "vec4" if aligned else "scalar"
     if variant not in VARIANTS:

@@ -17,7 +17,7 @@ import numpy as np
 from wgrpo import kernels
 from wgrpo.engine.autograd import Function, is_grad_enabled
 from wgrpo.engine.errors import InputError
-from wgrpo.engine.ops._common import ROW_KERNELS, check_float, grid_1d, row_grid, row_kernel
+from wgrpo.engine.ops._common import ROW_KERNELS, check_float, grid_1d, row_grid, row_kernel, starts_on_quads
 from wgrpo.engine.tensor import Tensor
 
 OPS = {"sum": 0, "max": 1, "mean_sq": 2}
@@ -72,7 +72,7 @@ def _variant(variant: str | None, x: Tensor, n: int, inner: int) -> str:
     """columns4 where inner is a multiple of 4 and x binds as whole quads at a 16-byte aligned offset (and the
     output is not a few quads over very many rows), else the per-row kernel `row_kernel` picks; a given `variant`
     (tests force one) is checked instead."""
-    columns = inner % 4 == 0 and (x.is_split or x.binding()[1] % 16 == 0)  # the dispatch refuses a split x
+    columns = inner % 4 == 0 and starts_on_quads(x)
     if variant is None:
         quads = x.size // (n or 1) // 4
         if columns and not (quads < FEW_QUADS and n > MANY_ROWS):

@@ -24,7 +24,7 @@ import numpy as np
 
 from wgrpo.engine.autograd import Function
 from wgrpo.engine.errors import InputError
-from wgrpo.engine.ops._common import check_float, flat_grid
+from wgrpo.engine.ops._common import check_float, flat_grid, starts_on_quads
 from wgrpo.engine.tensor import Tensor
 
 
@@ -125,7 +125,7 @@ ROPE_VARIANTS = ("scalar", "vec4")
 
 def _binds_as_quads(t: Tensor) -> bool:
     """Whether t binds as an array of vec4s: whole quads at a 16-byte aligned offset."""
-    return t.size % 4 == 0 and t.binding()[1] % 16 == 0
+    return t.size % 4 == 0 and starts_on_quads(t)
 
 
 def rope_variant(variant: str | None, tensors, op: str) -> str:
