@@ -45,8 +45,11 @@ def test_split_weights_train_like_whole_ones(device, tmp_path, monkeypatch):
     assert split_split and not whole_split
     for key in ("reward", "completions/mean_length", "loss", "kl", "grad_norm", "entropy"):
         assert split[key] == pytest.approx(whole[key], rel=1e-4, abs=1e-6), key
-    for name, value in whole_weights.items():  # AdamW's first step is ~lr * sign(g): tiny gradients move freely
-        np.testing.assert_allclose(split_weights[name], value, rtol=1e-4, atol=2e-5, err_msg=name)
+    # AdamW's first step moves a weight by lr * g / (|g| + eps): ~lr * sign(g), but a gradient within a few eps of
+    # zero moves it by a fraction of lr that the order of f32 sums sets (the split head sums its row blocks apart),
+    # so the bound is 2% of lr (5e-3); a wrong gradient moves weights by about lr
+    for name, value in whole_weights.items():
+        np.testing.assert_allclose(split_weights[name], value, rtol=1e-4, atol=1e-4, err_msg=name)
     assert not np.array_equal(split_weights["model.embed_tokens.weight"],
                               wide_setup(device)[0].params["model.embed_tokens.weight"].numpy())
 
