@@ -144,7 +144,7 @@ def test_errors_name_the_argument(device):
 COLUMN_CASES = [
     ((1, 4), 0),
     ((7, 12), 0),
-    ((1344, 256), 0),
+    ((1000, 256), 0),  # under 1 MiB: CI's second pass binds at most that
     ((5, 3, 4), 1),
     ((2, 1031, 12), 1),
     ((1001, 8), 0),
@@ -181,7 +181,7 @@ def test_columns4_max_handles_infinities(device):
 
 
 def test_columns4_is_deterministic_and_the_default(device, monkeypatch):
-    x = Tensor.from_numpy(np.random.default_rng(9).standard_normal((1344, 256)).astype(np.float32), device)
+    x = Tensor.from_numpy(np.random.default_rng(9).standard_normal((1000, 256)).astype(np.float32), device)
     seen = entries_dispatched(device, monkeypatch)
     first = ops.sum(x, axis=0).numpy()
     for _ in range(2):
@@ -196,6 +196,8 @@ def test_columns4_is_deterministic_and_the_default(device, monkeypatch):
 
 def test_columns4_grid_beyond_65535_workgroups(device):
     x = np.random.default_rng(10).standard_normal((1, 8 * 4 * 65536 + 12)).astype(np.float32)  # 2-D grid
+    if x.nbytes > device.max_binding_bytes:
+        pytest.skip(f"{x.nbytes} bytes in one row cannot bind under a binding limit of {device.max_binding_bytes}")
     out = reduce(Tensor.from_numpy(x, device), "sum", 0, variant="columns4")
     np.testing.assert_array_equal(out.numpy(), x[0])
 
