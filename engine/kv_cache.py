@@ -18,13 +18,12 @@ import math
 import numpy as np
 
 from wgrpo.engine import ops
-from wgrpo.engine.errors import InputError
-from wgrpo.engine.ops._common import flat_grid, grid_1d, invocations, starts_on_quads
+from wgrpo.engine.ops._common import VEC4_VARIANTS, flat_grid, grid_1d, invocations, starts_on_quads, vec4_variant
 from wgrpo.engine.memory import memory_kind
 from wgrpo.engine.tensor import Tensor
 
 
-GATHER_VARIANTS = ("scalar", "vec4")
+GATHER_VARIANTS = VEC4_VARIANTS
 # Quads per invocation of gather_rows4: lavapipe pays per load/store instruction and per invocation, so a few
 # contiguous quads per invocation help; GPUs keep one, where neighbouring invocations copy neighbouring quads.
 SOFTWARE_QUADS = 8
@@ -37,14 +36,8 @@ def _gather_variant(variant: str | None, words: int, src_stride: int, dst_stride
     given `variant` (tests force one) is checked instead, and "vec4" where it cannot run is refused."""
     aligned = (words % 4 == 0 and src_stride % 4 == 0 and dst_stride % 4 == 0
                and starts_on_quads(src, dst))
-    if variant is None:
-        return "vec4" if aligned else "scalar"
-    if variant not in GATHER_VARIANTS:
-        raise InputError(f"gather_rows: variant must be one of {GATHER_VARIANTS} or None, got {variant!r}")
-    if variant == "vec4" and not aligned:
-        raise InputError(f"gather_rows: the vec4 variant needs words and strides multiples of 4, got {words} words "
-                         f"and strides {src_stride}, {dst_stride}")
-    return variant
+    return vec4_variant(variant, aligned, "gather_rows", f"words and strides multiples of 4, got {words} words "
+                                                         f"and strides {src_stride}, {dst_stride}")
 
 
 def gather_rows(src: Tensor, index: np.ndarray, words: int, src_stride: int, dst: Tensor, dst_stride: int,

@@ -9,6 +9,7 @@ import numpy as np
 
 from wgrpo import kernels
 from wgrpo.engine.dtypes import dtype_name
+from wgrpo.engine.errors import InputError
 from wgrpo.engine.tensor import Tensor
 
 MAX_WORKGROUPS = 65535  # WebGPU's guaranteed minimum of max_compute_workgroups_per_dimension
@@ -107,3 +108,19 @@ def starts_on_quads(*tensors: Tensor) -> bool:
     tensors and row views always are: their offsets keep the adapter's storage offset alignment, 256 bytes here);
     the vec4 entries also need their own sizes in whole quads, which each op checks."""
     return all(part.binding()[1] % 16 == 0 for t in tensors for part in t.parts)
+
+
+VEC4_VARIANTS = ("scalar", "vec4")
+
+
+def vec4_variant(variant: str | None, fits: bool, op: str, needs: str) -> str:
+    """The entry kind of an op with a scalar spec and a vec4 twin: "vec4" where it `fits`, else "scalar". A given
+    `variant` (tests force one) is checked instead: an unknown name, or "vec4" where it does not fit, is refused,
+    the latter naming what it `needs`."""
+    if variant is None:
+        return "vec4" if fits else "scalar"
+    if variant not in VEC4_VARIANTS:
+        raise InputError(f"{op}: variant must be one of {VEC4_VARIANTS} or None, got {variant!r}")
+    if variant == "vec4" and not fits:
+        raise InputError(f"{op}: the vec4 variant needs {needs}")
+    return variant

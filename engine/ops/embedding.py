@@ -24,11 +24,11 @@ import numpy as np
 
 from wgrpo.engine.autograd import Function, SparseGrad
 from wgrpo.engine.dtypes import dtype_name
-from wgrpo.engine.errors import InputError
-from wgrpo.engine.ops._common import check_float, check_weight, flat_grid, grid_1d, invocations, starts_on_quads
+from wgrpo.engine.ops._common import (VEC4_VARIANTS, check_float, check_weight, flat_grid, grid_1d, invocations,
+                                     starts_on_quads, vec4_variant)
 from wgrpo.engine.tensor import Tensor
 
-VARIANTS = ("scalar", "vec4")
+VARIANTS = VEC4_VARIANTS
 # Quads per invocation of the vec4 entries. Lavapipe pays per load/store instruction and per invocation, so a
 # few contiguous quads per invocation help; GPUs keep one quad per invocation, where neighbouring invocations
 # read neighbouring quads (coalesced).
@@ -36,21 +36,11 @@ SOFTWARE_QUADS = 8
 GPU_QUADS = 1
 
 
-def _starts_on_16_bytes(tensors) -> bool:
-    return starts_on_quads(*tensors)
-
-
 def _variant(variant: str | None, channels: int, tensors, op: str) -> str:
     """The entry kind for this call: "vec4" when C % 4 == 0 and every binding of `tensors` starts on 16 bytes, else
     "scalar"; a given `variant` (tests force one) is checked instead, and "vec4" where it cannot run is refused."""
-    aligned = channels % 4 == 0 and _starts_on_16_bytes(tensors)
-    if variant is None:
-        return "vec4" if aligned else "scalar"
-    if variant not in VARIANTS:
-        raise InputError(f"{op}: variant must be one of {VARIANTS} or None, got {variant!r}")
-    if variant == "vec4" and not aligned:
-        raise InputError(f"{op}: the vec4 variant needs C a multiple of 4 and bindings on 16 bytes, got C={channels}")
-    return variant
+    aligned = channels % 4 == 0 and starts_on_quads(*tensors)
+    return vec4_variant(variant, aligned, op, f"C a multiple of 4 and bindings on 16 bytes, got C={channels}")
 
 
 def _launch(device, entry: str, kind: str, rows: int, channels: int) -> tuple[str, int, tuple[int, int], dict]:

@@ -20,11 +20,10 @@ import numpy as np
 
 from wgrpo import kernels
 from wgrpo.engine.autograd import Function
-from wgrpo.engine.errors import InputError
-from wgrpo.engine.ops._common import check_float, flat_grid, grid_1d, starts_on_quads
+from wgrpo.engine.ops._common import VEC4_VARIANTS, check_float, flat_grid, grid_1d, starts_on_quads, vec4_variant
 from wgrpo.engine.tensor import Tensor
 
-VARIANTS = ("scalar", "vec4")
+VARIANTS = VEC4_VARIANTS
 # Rows per workgroup of the per-row vec4 entries (ROW_WG). A decode step normalizes a few dozen rows: on a CPU
 # adapter smaller workgroups share them among the cores (32 rows of 128 on lavapipe, 2 cores: 0.045 ms at 16,
 # 0.06 at 64, the same at 1344 rows); GPUs keep 64.
@@ -37,14 +36,8 @@ def _variant(variant: str | None, tensors: list[Tensor], n: int, op: str) -> str
     offset, else "scalar"; a given `variant` (tests force one) is checked instead."""
     # a tensor held in row blocks passes here; the dispatch refuses it, naming the binding
     aligned = n > 0 and n % 4 == 0 and starts_on_quads(*tensors)
-    if variant is None:
-        return "vec4" if aligned else "scalar"
-    if variant not in VARIANTS:
-        raise InputError(f"{op}: variant must be one of {VARIANTS} or None, got {variant!r}")
-    if variant == "vec4" and not aligned:
-        raise InputError(f"{op}: the vec4 variant needs a last axis that is a multiple of 4 and tensors bound at "
-                         f"16-byte aligned offsets, got a last axis of {n}")
-    return variant
+    return vec4_variant(variant, aligned, op, f"a last axis that is a multiple of 4 and tensors bound at 16-byte "
+                                              f"aligned offsets, got a last axis of {n}")
 
 
 def _row_entry(entry: str, kind: str) -> str:

@@ -14,8 +14,7 @@ import numpy as np
 
 from wgrpo.engine.autograd import Function
 from wgrpo.engine.dtypes import dtype_name
-from wgrpo.engine.errors import InputError
-from wgrpo.engine.ops._common import check_float, check_weight, flat_grid
+from wgrpo.engine.ops._common import VEC4_VARIANTS, check_float, check_weight, flat_grid, vec4_variant
 from wgrpo.engine.ops.matmul import Window, matmul_kernel, weight_storage
 from wgrpo.engine.ops.rope import _inv_freq, _positions
 from wgrpo.engine.tensor import Tensor
@@ -145,20 +144,14 @@ def add_linear_columns(y: Tensor, x: Tensor, weight: Tensor, start: int) -> Tens
     return out.reshape(y.shape)
 
 
-SPLIT_VARIANTS = ("scalar", "vec4")
+SPLIT_VARIANTS = VEC4_VARIANTS
 
 
 def split_variant(variant: str | None, head_dim: int, op: str) -> str:
     """The qkv_split_* variant for head dim D: "vec4" (`*_vec4`, quads of D/2 with cos/sin shared by a token's
     heads) when D/2 is a multiple of 4, else "scalar" (one invocation per rotated pair). A given `variant` (tests
     force one) is checked instead."""
-    quads = (head_dim // 2) % 4 == 0
-    variant = variant or ("vec4" if quads else "scalar")
-    if variant not in SPLIT_VARIANTS:
-        raise InputError(f"{op}: variant must be one of {SPLIT_VARIANTS} or None, got {variant!r}")
-    if variant == "vec4" and not quads:
-        raise InputError(f"{op}: the vec4 variant needs D/2 to be a multiple of 4, got D = {head_dim}")
-    return variant
+    return vec4_variant(variant, (head_dim // 2) % 4 == 0, op, f"D/2 to be a multiple of 4, got D = {head_dim}")
 
 
 def _split(entry: str, variant: str, tensors: list[Tensor], shape: tuple[int, ...], heads: int, kv_heads: int,

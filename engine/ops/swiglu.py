@@ -12,29 +12,16 @@ from __future__ import annotations
 import math
 
 from wgrpo.engine.autograd import Function
-from wgrpo.engine.errors import InputError
-from wgrpo.engine.ops._common import check_float, flat_grid, grid_1d, invocations
+from wgrpo.engine.ops._common import VEC4_VARIANTS, check_float, flat_grid, grid_1d, invocations, vec4_variant
 from wgrpo.engine.tensor import Tensor
 
-VARIANTS = ("scalar", "vec4")
+VARIANTS = VEC4_VARIANTS
 # Quads per invocation of the vec4 entries. Lavapipe pays per load/store instruction and per invocation, so a
 # small loop of contiguous quads helps (fused forward on (1344, 768), lavapipe 2 cores: scalar 6.6 ms, 1 quad 2.3,
 # 4 quads 1.1, 8 quads 0.94, 16 quads 0.81 but 16x fewer invocations for small tensors); GPUs keep one quad per
 # invocation, where neighbouring invocations read neighbouring quads (coalesced).
 SOFTWARE_QUADS = 8
 GPU_QUADS = 1
-
-
-def _variant(variant: str | None, aligned: bool, op: str, why: str) -> str:
-    """The entry kind for this call: "vec4" when the sizes are multiples of 4 (`aligned`), else "scalar"; a
-    given `variant` (tests force one) is checked instead, and "vec4" on sizes that do not allow it is refused."""
-    if variant is None:
-        return "vec4" if aligned else "scalar"
-    if variant not in VARIANTS:
-        raise InputError(f"{op}: variant must be one of {VARIANTS} or None, got {variant!r}")
-    if variant == "vec4" and not aligned:
-        raise InputError(f"{op}: the vec4 variant needs {why}")
-    return variant
 
 
 def _dispatch(t: Tensor, entry: str, variant: str, buffers: list, n: int, width: int, shapes: str) -> None:
@@ -64,7 +51,7 @@ def _check(gate, up, op: str) -> None:
 
 
 def _plain_variant(n: int, variant: str | None, op: str) -> str:
-    return _variant(variant, n > 0 and n % 4 == 0, op, f"a size that is a multiple of 4, got {n} elements")
+    return vec4_variant(variant, n > 0 and n % 4 == 0, op, f"a size that is a multiple of 4, got {n} elements")
 
 
 def swiglu_forward(gate: Tensor, up: Tensor, variant: str | None = None) -> Tensor:
@@ -124,7 +111,7 @@ def _check_fused(gate_up, op: str) -> int:
 
 def _fused_variant(gate_up: Tensor, width: int, variant: str | None, op: str) -> str:
     # with I % 4 == 0 every quad of gate_up lies in gate or in up, and every size is a multiple of 4
-    return _variant(variant, gate_up.size > 0 and width % 4 == 0, op,
+    return vec4_variant(variant, gate_up.size > 0 and width % 4 == 0, op,
                     f"I (half the last axis) a multiple of 4, got shape {gate_up.shape}")
 
 
