@@ -184,7 +184,7 @@ def generate(model, prompts, max_new_tokens: int = 256, temperature: float = 1.0
              top_p: float = 1.0, seed: int = 0, stop=None, *, num_samples: int = 1, tokenizer=None,
              eos_token_ids=None, pad_token_id: int | None = None, steps_per_submit: int | None = None,
              share_prefill: bool = True, on_text: Callable[[int, str], None] | None = None,
-             first_sequence: int = 0, replay_steps: bool = True) -> GenerationResult:
+             first_sequence: int = 0, prompt_width: int = 0, replay_steps: bool = True) -> GenerationResult:
     """Sample `num_samples` completions of each prompt; see the module docstring.
 
     prompts: a string, a list of strings (needs `tokenizer`), or a list of token-id lists. temperature 0 is greedy
@@ -196,6 +196,9 @@ def generate(model, prompts, max_new_tokens: int = 256, temperature: float = 1.0
     first_sequence: the global index of this call's first sequence (prompt-major, as `sequences`), which keys the
     RNG: generating prompts [a, b) with first_sequence = a * num_samples draws what one call over all prompts
     draws for them. on_text and the result stay indexed from 0 within the call.
+    prompt_width: left-pad the prompts to at least this many tokens (0: to this call's longest). The calls that
+    generate parts of one batch pass the whole batch's longest, so every part computes as the one call would,
+    to the bit: attention then reduces over the same padded key range.
     replay_steps: after a few decode steps, replay their recorded commands instead of building each step through
     the ops (`engine.replay`; the same tokens, less host time); False builds every step (tests, benchmarks).
     """
@@ -217,6 +220,8 @@ def generate(model, prompts, max_new_tokens: int = 256, temperature: float = 1.0
         raise ValueError(f"first_sequence must be an integer >= 0 with room for this call's "
                          f"{len(prompt_ids) * num_samples} sequences below 2**32, got {first_sequence!r}")
     first = int(first_sequence)
+    if isinstance(prompt_width, bool) or not isinstance(prompt_width, (int, np.integer)) or prompt_width < 0:
+        raise ValueError(f"prompt_width must be an integer >= 0 (0: the longest prompt's), got {prompt_width!r}")
     eos = _eos_ids(model, tokenizer, eos_token_ids)
     pad = pad_token_id if pad_token_id is not None else (cfg.pad_token_id if cfg.pad_token_id is not None
                                                           else (eos[0] if eos else 0))
@@ -236,7 +241,7 @@ def generate(model, prompts, max_new_tokens: int = 256, temperature: float = 1.0
         seq_unique = np.arange(len(seq_prompt))
     n_seq = len(seq_prompt)
     lengths = np.array([len(u) for u in uniq])
-    width = int(lengths.max())  # P: prompts are left-padded to this
+    width = max(int(lengths.max()), int(prompt_width))  # P: prompts are left-padded to this
     limits = [min(max_new_tokens, cfg.max_position_embeddings - len(prompt_ids[p])) for p in seq_prompt]
     steps = max(limits)
     capacity = width + steps

@@ -80,18 +80,25 @@ def nan_stat(values: np.ndarray, stat: Callable[[np.ndarray], Any]) -> float:
 def sample_groups(model, prompts: Sequence, group_size: int, generation_batch_size: int = 0, **generate_options):
     """`group_size` samples of every prompt (`engine.generate`'s sequences, prompt-major), generated
     `generation_batch_size` completions at a time (a positive multiple of group_size: whole groups; 0: all at once).
-    Each chunk's sequences are keyed by their global index (`first_sequence`), so the chunks draw the tokens one
-    call would. `generate_options` go to every `generate` call."""
+    Each chunk's sequences are keyed by their global index (`first_sequence` plus the chunk's offset), so the
+    chunks draw the tokens one call would. `generate_options` go to every `generate` call."""
     return [sequence for chunk in generate_chunks(model, prompts, group_size, generation_batch_size,
                                                   **generate_options) for sequence in chunk]
 
 
-def generate_chunks(model, prompts: Sequence, group_size: int, generation_batch_size: int = 0,
-                    **generate_options) -> Iterator[list]:
+def generate_chunks(model, prompts: Sequence, group_size: int, generation_batch_size: int = 0, *,
+                    first_sequence: int = 0, **generate_options) -> Iterator[list]:
     """`sample_groups`, one chunk's sequences at a time, as each chunk finishes generating (the arguments are
-    checked before the first chunk starts)."""
+    checked before the first chunk starts). `first_sequence` is the global index of prompts[0]'s first sample:
+    a shard of a larger batch passes its own, and the whole batch's `prompt_width`, to draw and compute what
+    one call over the batch would."""
     _check_chunking(group_size, generation_batch_size)
-    return _chunks(model, prompts, group_size, generation_batch_size, generate_options)
+    return _chunks(model, prompts, group_size, generation_batch_size, int(first_sequence), generate_options)
+
+
+def longest_prompt(tokenizer, prompts: Sequence) -> int:
+    """Tokens of the longest of `prompts` (strings, or token-id lists): the width a batch is left-padded to."""
+    return max(len(tokenizer.encode(p).ids) if isinstance(p, str) else len(p) for p in prompts)
 
 
 def _check_chunking(group_size, generation_batch_size) -> None:
@@ -103,13 +110,13 @@ def _check_chunking(group_size, generation_batch_size) -> None:
                          f"{group_size} (whole groups), got {generation_batch_size!r}")
 
 
-def _chunks(model, prompts, group_size, generation_batch_size, generate_options) -> Iterator[list]:
+def _chunks(model, prompts, group_size, generation_batch_size, first_sequence, generate_options) -> Iterator[list]:
     from wgrpo.engine import generate
 
     per_call = int(generation_batch_size) // group_size or len(prompts)  # prompts per generate call
     for first in range(0, len(prompts), per_call):
         result = generate(model, list(prompts[first:first + per_call]), num_samples=group_size,
-                          first_sequence=first * group_size, **generate_options)
+                          first_sequence=first_sequence + first * group_size, **generate_options)
         yield list(result.sequences)
 
 
@@ -120,8 +127,8 @@ def sample_and_score(model, tokenizer, task, problems: Sequence, group_size: int
 
     stop: strings that end a completion besides the end-of-text token (default: the task's `stop_strings`).
     generation_batch_size: completions sampled per `generate` call, a positive multiple of group_size (whole
-    groups), or 0 for all at once. The chunks draw the tokens one call would (the sampler's RNG is keyed by each
-    sequence's global index); only float rounding of a chunk's different left padding can tell them apart.
+    groups), or 0 for all at once. The chunks give the completions of one call, to the bit: the sampler's RNG is
+    keyed by each sequence's global index, and every chunk is left-padded to the whole batch's longest prompt.
     Each finished chunk is scored with one call in this thread, before the next generates:
     `task.rewards_pending(texts, problems, weights, completion_ids=)` where the task has it (its `result()`, the
     chunk's (reward, parts), is taken once every chunk has generated, so its async rewards overlap generation;
@@ -132,21 +139,16 @@ def sample_and_score(model, tokenizer, task, problems: Sequence, group_size: int
         raise ValueError("sample_and_score: problems is empty")
     stop = task.stop_strings if stop is None else stop
     started = time.perf_counter()
-    chunks = generate_chunks(model, [problem.prompt for problem in problems], group_size, generation_batch_size,
-                             max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                             seed=seed, stop=list(stop), tokenizer=tokenizer)
-    pending_rewards = getattr(task, "rewards_pending", None)
+    prompts = [problem.prompt for problem in problems]
+    chunks = generate_chunks(model, prompts, group_size, generation_batch_size, max_new_tokens=max_new_tokens,
+                             temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, stop=list(stop),
+                             tokenizer=tokenizer, prompt_width=longest_prompt(tokenizer, prompts))
     scoring = 0.0  # seconds spent scoring in this thread, between chunks
 
     def submit(batch: list[Completion]):
         nonlocal scoring
         began = time.perf_counter()
-        arguments = ([c.text for c in batch], [problems[c.problem_index] for c in batch], weights)
-        completion_ids = [[int(t) for t in c.token_ids] for c in batch]
-        if pending_rewards is None:
-            pending = _Scored(task.rewards(*arguments, completion_ids=completion_ids))
-        else:
-            pending = pending_rewards(*arguments, completion_ids=completion_ids)
+        pending = submit_scoring(task, batch, problems, weights)
         scoring += time.perf_counter() - began
         return pending
 
@@ -154,12 +156,12 @@ def sample_and_score(model, tokenizer, task, problems: Sequence, group_size: int
     waiting: list[tuple[list[Completion], Any]] = []  # (a chunk's completions, its pending scores)
     try:
         for sequences in chunks:
-            batch = _completions(sequences, len(completions), group_size)
+            batch = completions_of(sequences, len(completions), group_size)
             completions.extend(batch)
             waiting.append((batch, submit(batch)))
-            _take_scores(waiting, finished_only=True)  # a reward that failed stops the rollout before more generation
+            take_scores(waiting, finished_only=True)  # a reward that failed stops the rollout before more generation
         generated = time.perf_counter()
-        _take_scores(waiting)
+        take_scores(waiting)
     except BaseException:
         for _, pending in waiting:
             cancel = getattr(pending, "cancel", None)
@@ -167,6 +169,24 @@ def sample_and_score(model, tokenizer, task, problems: Sequence, group_size: int
                 cancel()
         raise
     return Rollout(completions, group_size, generated - started - scoring, time.perf_counter() - generated + scoring)
+
+
+def submit_scoring(task, batch: Sequence[Completion], problems: Sequence, weights: dict[str, float]):
+    """Start scoring `batch` (each completion's problem is `problems[c.problem_index]`) with one call:
+    `task.rewards_pending(...)` where the task has it, else `task.rewards(...)`, whose scores are in at once.
+    Returns what `result()` gives the batch's (reward, parts) and `done()` says whether they are in."""
+    arguments = ([c.text for c in batch], [problems[c.problem_index] for c in batch], weights)
+    completion_ids = [[int(t) for t in c.token_ids] for c in batch]
+    pending_rewards = getattr(task, "rewards_pending", None)
+    if pending_rewards is None:
+        return _Scored(task.rewards(*arguments, completion_ids=completion_ids))
+    return pending_rewards(*arguments, completion_ids=completion_ids)
+
+
+def score_completions(task, completions: Sequence[Completion], problems: Sequence,
+                      weights: dict[str, float]) -> None:
+    """Give each of `completions` its reward and parts, scored as `sample_and_score` scores a chunk."""
+    take_scores([(list(completions), submit_scoring(task, completions, problems, weights))])
 
 
 class _Scored:
@@ -182,7 +202,7 @@ class _Scored:
         return self._scores
 
 
-def _take_scores(waiting: list, finished_only: bool = False) -> None:
+def take_scores(waiting: list, finished_only: bool = False) -> None:
     """Give each waiting chunk's completions their (reward, parts), waiting for them (or, `finished_only`,
     taking only those whose scores are in) and leaving in `waiting` the chunks not taken."""
     left = []
@@ -196,7 +216,7 @@ def _take_scores(waiting: list, finished_only: bool = False) -> None:
     waiting[:] = left
 
 
-def _completions(sequences, first: int, group_size: int) -> list[Completion]:
+def completions_of(sequences, first: int, group_size: int) -> list[Completion]:
     """`Completion`s of a chunk's sequences, whose first is sequence `first` of the rollout."""
     return [Completion((first + offset) // group_size, list(sequence.prompt_ids), list(sequence.token_ids),
                        np.asarray(sequence.logprobs, np.float32), sequence.text, sequence.finish_reason)

@@ -243,10 +243,8 @@ def _delta(after, before) -> dict:
 
 def time_step(trainer, step: int) -> dict:
     """One GRPO step: rollout (generation + rewards) and update timed apart, with the runtime counters."""
-    from wgrpo.rl.train.schedule import cosine_lr
-
     cfg = trainer.config
-    trainer.optimizer.lr = cosine_lr(step, cfg.steps, cfg.lr, cfg.warmup_lr_steps, cfg.min_lr_ratio)
+    trainer.step = step  # the update takes the step's scheduled learning rate
     runtime = trainer.model.device.runtime
     c0 = _counters(runtime)
     t0 = time.perf_counter()

@@ -39,24 +39,22 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from wgrpo.engine import InputError, peak_metrics
+from wgrpo.engine import InputError
 from wgrpo.rl.grpo import dynamic_sampling_filter
 from wgrpo.rl.rollout import Completion, Rollout, sample_and_score
 from wgrpo.rl.train.callbacks import CallbackHandler, TrainerControl, TrainerState
-from wgrpo.rl.train.checkpoint import (load_optimizer_state, load_training_state, prune_checkpoints, recover,
-                                       save_training_checkpoint)
+from wgrpo.rl.train.checkpoint import load_training_state, prune_checkpoints, recover
 from wgrpo.rl.train.config import TrainConfig
 from wgrpo.rl.train.evaluate import check_prompts_fit, evaluate
-from wgrpo.rl.train.memory_check import check_grpo_memory
+from wgrpo.rl.train.learner import Learner
 from wgrpo.rl.train.metrics_log import METRICS_FILE
 from wgrpo.rl.train.progress import Progress
 from wgrpo.rl.train.reporting import check_report_to
 from wgrpo.rl.train.run_log import RunLog
-from wgrpo.rl.train.schedule import epoch_order, resample_order, scheduled_lr
+from wgrpo.rl.train.schedule import epoch_order, resample_order
 from wgrpo.rl.train.step_metrics import StepSample, completion_table, sampling_metrics, zero_signal_groups
 from wgrpo.rl.train.stop import StopNow, StopOnSignal, resume_command
 from wgrpo.rl.train.task_options import task_of
-from wgrpo.rl.train.update import grpo_update
 
 RESUME_COMMAND = "wgrpo train"
 
@@ -66,31 +64,15 @@ class GRPOLoop:
 
     def __init__(self, config: TrainConfig, model, tokenizer, task, reference=None, start_step: int = 0,
                  start_model: str = "", *, callbacks=(), args=None, log_history: Sequence[dict] = (),
-                 resume_hint: Callable[[Path], str] | None = None):
-        from wgrpo.engine import AdamW
-
-        if tokenizer is None:  # load_pretrained's answer for a checkpoint without tokenizer.json
-            raise ValueError("GRPOLoop: tokenizer is None; pass the model's tokenizers.Tokenizer (a checkpoint "
-                             "without tokenizer.json cannot train: prompts and completions need it)")
-        self.config, self.model, self.tokenizer, self.task = config, model, tokenizer, task
-        self.reference = reference if config.beta > 0 else None
-        if config.beta > 0 and reference is None and model.adapters is None:
-            raise ValueError("beta > 0 needs a reference model (or LoRA adapters, whose base is the reference)")
-        if config.use_peft != (model.adapters is not None):
-            raise ValueError(f"GRPOLoop: use_peft={config.use_peft} but the model "
-                             f"{'has' if model.adapters is not None else 'has no'} LoRA adapters")
+                 resume_hint: Callable[[Path], str] | None = None, learner=None):
+        # `learner`: the policy side when it lives elsewhere (`rl.cluster`'s actor; then model is None)
+        self.learner = Learner(config, model, tokenizer, reference) if learner is None else learner
+        self.config, self.tokenizer, self.task = config, tokenizer, task
         self.weights = config.weights(task)
         check_report_to(config.report_to)  # a missing integration is named before any work
         task.use_tokenizer(tokenizer)  # conversational prompts are rendered with the model's chat template
-        longest_prompt = self._check_task(model, tokenizer, task)
-        self.memory_estimate = check_grpo_memory(config, model, self.reference, longest_prompt)
-        if model.adapters is None:
-            model.requires_grad_()  # refuses a 16-bit policy: full fine-tuning trains float32 master weights
-        for p in model.trainable_parameters():  # with LoRA the adapters only: the base stays frozen in its dtype
-            p.requires_grad_()
-        model.gradient_checkpointing = config.gradient_checkpointing
-        self.optimizer = AdamW(model.trainable_parameters(), lr=config.lr, weight_decay=config.weight_decay,
-                               betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon)
+        longest_prompt = self._check_task(self.learner.model_config, tokenizer, task)
+        self.memory_estimate = self.learner.check_memory(longest_prompt)
         self.step = start_step
         # transformers' callback protocol: `args` is what the callbacks see as the run's arguments
         self.args = config if args is None else args
@@ -109,15 +91,26 @@ class GRPOLoop:
         self.output = Path(config.output_dir)
         self.output.mkdir(parents=True, exist_ok=True)
         recover(self.output)  # saves a kill cut short, before this run saves anything
-        eos = model.config.eos_token_ids
-        self.pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else (eos[0] if eos else 0)
 
-    def _check_task(self, model, tokenizer, task) -> int:
+    @property
+    def model(self):
+        """The policy (None when the learner runs in another process)."""
+        return getattr(self.learner, "model", None)
+
+    @property
+    def optimizer(self):
+        return getattr(self.learner, "optimizer", None)
+
+    @property
+    def reference(self):
+        return getattr(self.learner, "reference", None)
+
+    def _check_task(self, model_config, tokenizer, task) -> int:
         """Refuse, before any work, a task whose prompts cannot fit the model with max_new_tokens after them
         (or are longer than max_prompt_length); else the tokens of the longest prompt checked."""
         if task.size("train") == 0:
             raise InputError(f"task {task.name!r} has no training problems")
-        return check_prompts_fit(task, tokenizer, model.config, self.config.max_new_tokens,
+        return check_prompts_fit(task, tokenizer, model_config, self.config.max_new_tokens,
                                  max_prompt_length=self.config.max_prompt_length)
 
     @property
@@ -144,10 +137,7 @@ class GRPOLoop:
         while len(kept) < wanted and len(rounds) < cfg.max_sampling_rounds:
             order = self.problem_indices(step, len(rounds))
             problems = [self.task.sample(i, "train") for i in order]
-            batch = sample_and_score(self.model, self.tokenizer, self.task, problems, size,
-                                     max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                                     top_k=cfg.top_k, top_p=cfg.top_p, seed=hash_seed(cfg.seed, step, len(rounds)),
-                                     weights=self.weights, generation_batch_size=cfg.generation_chunk_size)
+            batch = self.sample_round(problems, seed=hash_seed(cfg.seed, step, len(rounds)))
             groups = [batch.completions[g * size : (g + 1) * size] for g in range(wanted)]
             keep = dynamic_sampling_filter(batch.rewards()) if cfg.dynamic_sampling else np.ones(wanted, bool)
             kept.extend(group for group, k in zip(groups, keep) if k)
@@ -160,6 +150,14 @@ class GRPOLoop:
         completions = [c for group in kept[:wanted] for c in group]
         return StepSample(indices, rounds, Rollout(completions, size, 0.0, 0.0))
 
+    def sample_round(self, problems: list, seed: int) -> Rollout:
+        """group_size completions of each of `problems`, scored: one sampling round of a step."""
+        cfg = self.config
+        return sample_and_score(self.model, self.tokenizer, self.task, problems, cfg.group_size,
+                                max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
+                                top_p=cfg.top_p, seed=seed, weights=self.weights,
+                                generation_batch_size=cfg.generation_chunk_size)
+
     def rollout(self, step: int) -> tuple[Rollout, int]:
         """(the groups to train on, timed with every round's seconds; how many groups sampled had no signal):
         `sample_step` for callers that time a step's phases apart (tools/bench_grpo.py)."""
@@ -170,22 +168,20 @@ class GRPOLoop:
         return kept, zero_signal_groups(sample)
 
     def update(self, rollout: Rollout) -> dict[str, float]:
-        """mu policy-gradient steps on one rollout batch, in micro-batches; returns the update's metrics."""
-        return grpo_update(self.model, self.reference, self.optimizer, rollout, self.config, self.pad_id,
-                           seed=hash_seed(self.config.seed, self.step, 1 << 20))
+        """The step's learning rate, then mu policy-gradient steps on one rollout batch, in micro-batches;
+        returns the update's metrics (`learning_rate` among them)."""
+        return self.learner.update(rollout, self.step)
 
     def finish_step(self, sample: StepSample) -> dict[str, float]:
         """The update on `sample`'s kept groups; advances `step` and returns the step's metrics."""
         cfg = self.config
-        self.optimizer.lr = scheduled_lr(cfg.lr_scheduler_type, self.step, cfg.steps, cfg.lr, cfg.warmup_lr_steps,
-                                         cfg.min_lr_ratio)
         update = self.update(sample.kept)
         self.step += 1
         self.state.global_step = self.step
         train_size = self.task.size("train")
         epoch = {"epoch": self.step * cfg.prompts_per_step / train_size} if train_size else {}
         self.state.epoch = epoch.get("epoch", 0.0)
-        return {"step": self.step, "learning_rate": self.optimizer.lr,
+        return {"step": self.step, "learning_rate": update.pop("learning_rate"),
                 **sampling_metrics(sample, kept_too=cfg.dynamic_sampling, ddof=int(cfg.advantage_std == "bessel")),
                 **update, **epoch}
 
@@ -207,7 +203,7 @@ class GRPOLoop:
         beyond it (only once the new one is whole); the callbacks hear on_save."""
         state = {"step": self.step, "task": self.task.name, "start_model": self.start_model,
                  "log_history": self.state.log_history}
-        saved = save_training_checkpoint(path, self.model, self.tokenizer, self.optimizer, state, self.config)
+        saved = self.learner.save(path, state)
         if self.config.save_total_limit:
             prune_checkpoints(self.output, self.config.save_total_limit, keep=saved)
         self.control.should_save = False
@@ -269,10 +265,9 @@ class GRPOLoop:
             if evaluation:
                 history.append(record)
             log.write(record)
-        memory = self.model.device.runtime.memory
         first = self.step
         while self.step < cfg.steps and not stop.requested and not self.control.should_training_stop:
-            memory.reset_peak()
+            self.learner.reset_peak()
             if self.step == first or self._epochs_done(self.step) != self._epochs_done(self.step - 1):
                 self.event("on_epoch_begin")
             self.event("on_step_begin")
@@ -282,7 +277,7 @@ class GRPOLoop:
             except StopNow:
                 break
             metrics = self.finish_step(sample)
-            metrics.update(peak_metrics(memory))  # memory/peak/total and per kind, measured
+            metrics.update(self.learner.peak_metrics())  # memory/peak/total and per kind, measured
             self.event("on_step_end")
             done = self.step == cfg.steps
             report = (done or self.step % cfg.logging_steps == 0 or self.control.should_log
@@ -361,7 +356,7 @@ class GRPOLoop:
         task = task if task is not None else task_of(config)
         trainer = cls(config, model, tokenizer, task, reference, start_step=state["step"],
                       start_model=state.get("start_model", ""), log_history=state.get("log_history", ()), **options)
-        load_optimizer_state(trainer.optimizer, optimizer_state, checkpoint)
+        trainer.learner.load_optimizer(optimizer_state, checkpoint)
         return trainer
 
 

@@ -91,16 +91,15 @@ def test_one_batch_scoring_call_in_completion_order(device):
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
 def test_chunked_generation_gives_the_completions_of_one_call(device, temperature):
     # 5 problems x G = 3 sampled 6 at a time: chunks of 2, 2 and 1 prompts, each a generate call whose sequences
-    # keep their global indices (the RNG's key). Each chunk's prompts are left-padded to its own width, so logits
-    # may differ by float rounding: log-probs agree to a tolerance. Tokens agree exactly, also when sampling at
-    # temperature 1 (checked: a flip would need two Gumbel-perturbed logits within rounding of each other, which
-    # these few draws of a tiny model never come near). Each chunk is scored by a call of its own, in this thread
-    # before the next chunk generates, and the rewards are those of one call over all 15.
+    # keep their global indices (the RNG's key) and are left-padded to the whole batch's longest prompt, so every
+    # chunk computes what the one call computes: tokens and log-probs agree to the bit. Each chunk is scored by a
+    # call of its own, in this thread before the next chunk generates, and the rewards are those of one call over
+    # all 15.
     task = Ragged()
     problems = [task.sample(i) for i in (0, 5, 8, 7, 1)]  # prompts of 9, 9, 13, 15 and 11 tokens
     model, tokenizer = tiny_model(device, problems)
     widths = [len(tokenizer.encode(p.prompt).ids) for p in problems]
-    assert len(set(widths)) >= 3 and max(widths[:2]) < max(widths)  # the chunks' paddings differ
+    assert len(set(widths)) >= 3 and max(widths[:2]) < max(widths)  # the chunks' own longest prompts differ
     kwargs = dict(max_new_tokens=8, temperature=temperature, top_k=0, top_p=1.0, seed=3, weights=WEIGHTS)
     whole = sample_and_score(model, tokenizer, task, problems, 3, **kwargs)
     for size, chunks in ((6, [6, 6, 3]), (3, [3] * 5)):
@@ -115,7 +114,7 @@ def test_chunked_generation_gives_the_completions_of_one_call(device, temperatur
         for x, y in zip(whole.completions, chunked.completions, strict=True):
             assert (x.problem_index, x.prompt_ids, x.token_ids, x.text, x.finish_reason, x.reward, x.parts) == \
                 (y.problem_index, y.prompt_ids, y.token_ids, y.text, y.finish_reason, y.reward, y.parts)
-            np.testing.assert_allclose(x.logprobs, y.logprobs, rtol=1e-4, atol=1e-5)
+            np.testing.assert_array_equal(x.logprobs, y.logprobs)
         assert chunked.seconds_generate > 0 and chunked.seconds_reward >= 0
     if temperature:
         assert len({tuple(c.token_ids) for c in whole.completions[:3]}) > 1  # a group's samples differ
