@@ -124,6 +124,26 @@ def choose_adapter(spec: str | None = None, adapters: list[AdapterSummary] | Non
     return min(candidates, key=lambda a: a.preference)
 
 
+def hardware_adapter(ordinal: int, spec: str | None = None,
+                     adapters: list[AdapterSummary] | None = None) -> AdapterSummary:
+    """The hardware adapter number `ordinal` (0-based, in enumeration order) among those `spec` matches, or,
+    without a spec, among those of the best adapter's backend (each GPU is listed once per backend). What a
+    process given GPU `ordinal` by a scheduler (Ray's GPU ids) uses: Vulkan, Metal and DX12 ignore
+    CUDA_VISIBLE_DEVICES, so every process sees every GPU."""
+    adapters = list_adapters() if adapters is None else adapters
+    hardware = [a for a in adapters if a.adapter_type != "CPU"]
+    if spec is not None:
+        hardware = [a for a in hardware if a.matches(spec)]
+    elif hardware:
+        backend = min(hardware, key=lambda a: a.preference).backend
+        hardware = [a for a in hardware if a.backend == backend]
+    if not 0 <= ordinal < len(hardware):
+        seen = "; ".join(f"[{a.index}] {a.name} ({a.backend})" for a in hardware) or "none"
+        raise NoAdapterError(f"GPU {ordinal} was assigned to this process, but wgpu sees {len(hardware)} hardware "
+                             f"adapter(s){f' matching {spec!r}' if spec else ''}: {seen}")
+    return hardware[ordinal]
+
+
 class Device:
     """A wgpu device on one adapter, with the optional features it enabled and the limits it got."""
 

@@ -7,7 +7,7 @@ Callers catch it as `wgrpo.engine.InputError`, the same class.
 
 from __future__ import annotations
 
-__all__ = ["input_error"]
+__all__ = ["ClusterError", "input_error"]
 
 
 def input_error(message: str) -> ValueError:
@@ -15,3 +15,8 @@ def input_error(message: str) -> ValueError:
     from wgrpo.engine import InputError
 
     return InputError(message)
+
+
+class ClusterError(RuntimeError):
+    """An actor of a run scaled out on Ray was lost for good: the message names it and the checkpoint to resume
+    from (`rl.cluster`)."""

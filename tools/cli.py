@@ -297,7 +297,8 @@ def run_command(command: Callable[[], int | None], prog: str = "wgrpo") -> int:
 
     wgrpo's own errors print one line, `PROG: error: ...` as argparse's usage errors do (`prog` is the
     subcommand's, `wgrpo train`): bad input (`InputError`) exits 2, as those do; no adapter (`NoAdapterError`)
-    or a failed kernel (`KernelError`, `PROG: kernel error: ...`) exits 1. Ctrl-C exits 130. Every other
+    or a failed kernel (`KernelError`, `PROG: kernel error: ...`) or a Ray actor lost for good (`ClusterError`)
+    exits 1. Ctrl-C exits 130. Every other
     exception is a bug and propagates with its traceback; `SystemExit` passes untouched (a trainer stopped by a
     signal saves, then exits 130 or 143 itself).
     """
@@ -326,6 +327,11 @@ def _report(error: Exception, prog: str) -> int | None:
     if isinstance(error, InputError):
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
+    from wgrpo.rl.errors import ClusterError
+
+    if isinstance(error, ClusterError):  # a Ray actor lost for good; the message says where to resume
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 1
     return None
 
 

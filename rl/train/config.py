@@ -38,6 +38,8 @@ MEMORY_OPTIONS = ("per_device_train_batch_size", "gradient_accumulation_steps", 
                   "gradient_checkpointing")
 RESUME_MAY_CHANGE += MEMORY_OPTIONS
 # where the metrics go and how much is kept changes nothing of the training either
+# where the sampling runs changes nothing either (the synchronous schedule gives one process's results)
+RESUME_MAY_CHANGE += ("rollout_workers", "ray_address")
 RESUME_MAY_CHANGE += ("report_to", "run_name", "logging_steps", "log_completions", "num_completions_to_print",
                       "save_total_limit", "per_device_eval_batch_size")
 # The demo's problems, which a fresh model's warm-up and GRPO train on when --task-options is empty: two-digit
@@ -74,7 +76,7 @@ ADDED_OPTIONS = (*MEMORY_OPTIONS, "use_peft", "lora_r", "lora_alpha", "lora_drop
                  "use_rslora", "dataset", "eval_dataset", "reward_funcs", "max_prompt_length", "lr_scheduler_type",
                  "adam_beta1", "adam_beta2", "adam_epsilon", "save_total_limit", "report_to", "run_name",
                  "logging_steps", "log_completions", "num_completions_to_print", "advantage_std", "eval_on_start",
-                 "per_device_eval_batch_size")
+                 "per_device_eval_batch_size", "rollout_workers", "async_rollouts", "ray_address")
 
 
 @dataclass
@@ -172,6 +174,15 @@ class TrainConfig:
     gradient_checkpointing: bool = _help("keep only each decoder layer's input during the update's forward and "
                                          "recompute the layer in the backward: the same gradients for far fewer "
                                          "activation bytes, at about a third more compute", False)
+    # scale-out on Ray (the ray extra)
+    rollout_workers: int = _help("rollout actors on Ray, each sampling its share of a step's groups beside the "
+                                 "learner actor (with a GPU of its own where the cluster has GPUs); the same "
+                                 "results as one process; 0: one process, no Ray", 0)
+    async_rollouts: int = _help("1: the rollout workers sample step t + 1 with the weights before update t while "
+                                "it runs (one step off-policy, logged as sampling/staleness; needs "
+                                "--rollout-workers); 0: synchronous", 0)
+    ray_address: str = _help("the Ray cluster to join (auto: the one `ray start` runs on this machine); empty: a "
+                             "local Ray started for the run", "")
     # LoRA (PEFT's names and meanings)
     use_peft: bool = _help("train LoRA adapters on the frozen base model (kept in --dtype); the KL reference is "
                            "the base with the adapters off, and checkpoints are PEFT adapter directories "
@@ -230,6 +241,11 @@ class TrainConfig:
                 raise OptionError(name, getattr(self, name), str(mismatch)) from None
         self._check_batching()
         self._check_dataset()
+        _require(self, "rollout_workers", self.rollout_workers >= 0, "must be at least 0 (0: one process)")
+        _require(self, "async_rollouts", self.async_rollouts in (0, 1), "must be 0 (synchronous) or 1 (one step "
+                 "off-policy)")
+        _require(self, "async_rollouts", not self.async_rollouts or self.rollout_workers >= 1,
+                 "needs --rollout-workers 1 or more: the workers sample while the learner updates")
         _require(self, "logging_steps", self.logging_steps >= 1, "must be at least 1")
         _require(self, "per_device_eval_batch_size", self.per_device_eval_batch_size >= 1, "must be at least 1")
         for name in ("save_total_limit", "num_completions_to_print", "max_prompt_length"):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -54,9 +54,11 @@ def check_prompts_fit(task, tokenizer, model_config, max_new_tokens: int, *, max
 
 
 def evaluate(model, tokenizer, task, *, problems: int = 100, max_new_tokens: int = 64, batch_size: int = 64,
-             show: int = 3, weights: Mapping[str, float] | None = None) -> EvalResult:
+             show: int = 3, weights: Mapping[str, float] | None = None,
+             sample: Callable[[list, Mapping[str, float]], Rollout] | None = None) -> EvalResult:
     """Greedy pass@1 on the first `problems` held-out problems of `task` (all of them if fewer exist); the
-    combined reward with `weights` by part name (default `task.default_weights`)."""
+    combined reward with `weights` by part name (default `task.default_weights`). `sample(problems, weights)`
+    decodes and scores a batch greedily where the model lives elsewhere (then `model` is None)."""
     size = task.size("eval")
     held_out = task.eval_problems(problems if size is None else min(problems, size))
     if not held_out:
@@ -66,8 +68,11 @@ def evaluate(model, tokenizer, task, *, problems: int = 100, max_new_tokens: int
     completions = []
     for start in range(0, len(held_out), batch_size):
         chunk = held_out[start : start + batch_size]
-        rollout = sample_and_score(model, tokenizer, task, chunk, 1, max_new_tokens=max_new_tokens,
-                                   temperature=0.0, top_k=0, top_p=1.0, seed=0, weights=weights)
+        if sample is not None:
+            rollout = sample(chunk, weights)
+        else:
+            rollout = sample_and_score(model, tokenizer, task, chunk, 1, max_new_tokens=max_new_tokens,
+                                       temperature=0.0, top_k=0, top_p=1.0, seed=0, weights=weights)
         completions.extend(rollout.completions)
     examples = [(held_out[i].prompt[-60:], completions[i].text) for i in range(min(show, len(completions)))]
     means = Rollout(completions, 1, 0.0, 0.0).part_means()  # nanmeans

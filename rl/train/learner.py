@@ -21,6 +21,18 @@ from wgrpo.rl.train.schedule import scheduled_lr
 from wgrpo.rl.train.update import grpo_update
 
 
+def sample_shard(model, tokenizer, prompts: Sequence, group_size: int, *, first_sequence: int = 0,
+                 prompt_width: int = 0, temperature: float, seed: int, stop: Sequence[str], max_new_tokens: int,
+                 top_k: int = 0, top_p: float = 1.0, generation_batch_size: int = 0) -> list:
+    """`group_size` completions of each of `prompts` (`engine.GeneratedSequence`s, prompt-major), in chunks of
+    `generation_batch_size`; `first_sequence` and `prompt_width` as `rl.rollout.generate_chunks` takes them, so
+    a shard of a rollout draws and computes what the whole rollout's one call would."""
+    chunks = generate_chunks(model, list(prompts), group_size, generation_batch_size, first_sequence=first_sequence,
+                             max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                             seed=seed, stop=list(stop), tokenizer=tokenizer, prompt_width=prompt_width)
+    return [sequence for chunk in chunks for sequence in chunk]
+
+
 class Learner:
     """Holds the policy, the frozen reference and the optimizer of a run configured by `config` (TrainConfig)."""
 
@@ -66,14 +78,11 @@ class Learner:
     def sample(self, prompts: Sequence, group_size: int, *, first_sequence: int = 0, prompt_width: int = 0,
                temperature: float, seed: int, stop: Sequence[str], max_new_tokens: int, top_k: int = 0,
                top_p: float = 1.0, generation_batch_size: int = 0) -> list:
-        """`group_size` completions of each of `prompts` (`engine.GeneratedSequence`s, prompt-major), in chunks of
-        `generation_batch_size`; `first_sequence` and `prompt_width` as `rl.rollout.generate_chunks` takes them,
-        so a shard of a rollout draws and computes what the whole rollout's one call would."""
-        chunks = generate_chunks(self.model, list(prompts), group_size, generation_batch_size,
-                                 first_sequence=first_sequence, max_new_tokens=max_new_tokens,
-                                 temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, stop=list(stop),
-                                 tokenizer=self.tokenizer, prompt_width=prompt_width)
-        return [sequence for chunk in chunks for sequence in chunk]
+        """`sample_shard` from the policy."""
+        return sample_shard(self.model, self.tokenizer, prompts, group_size, first_sequence=first_sequence,
+                            prompt_width=prompt_width, temperature=temperature, seed=seed, stop=stop,
+                            max_new_tokens=max_new_tokens, top_k=top_k, top_p=top_p,
+                            generation_batch_size=generation_batch_size)
 
     # ------------------------------------------------------------------ training
 

@@ -116,8 +116,20 @@ def run_train(config: TrainConfig, device=None, *, changes: Sequence[str] = ()) 
     from wgrpo.engine import is_hub_id, load_pretrained
 
     config = config.absolute_paths().with_demo_task_options()
+    if config.rollout_workers:
+        check_ray_installed(config)
     task = task_of(config)
     config.weights(task)  # names a reward part the task does not give
+    if config.rollout_workers:
+        start = resume_start(config) if config.resume else config.model and model_directory(config.model)
+        start = start or str(warm_up(config, task, device))
+        from wgrpo.rl.cluster.driver import train_on_cluster
+
+        for line in changes:
+            print(line, file=sys.stderr)
+        history, trainer = train_on_cluster(config, task, os.path.abspath(start), device)
+        report(history, trainer)
+        return {"history": history, "output_dir": config.output_dir}
     if config.resume:
         start = resume_start(config)  # the command line recovered the checkpoint before reading its config
         # the frozen starting policy, loaded once the checkpoint's own files are known to be whole
@@ -139,6 +151,15 @@ def run_train(config: TrainConfig, device=None, *, changes: Sequence[str] = ()) 
     history = trainer.run()
     report(history, trainer)
     return {"history": history, "output_dir": config.output_dir}
+
+
+def check_ray_installed(config: TrainConfig) -> None:
+    """Refuse, before any work, a run with rollout workers where Ray is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise InputError(f"--rollout-workers {config.rollout_workers}: Ray is not installed; "
+                         f"pip install 'wgrpo[ray]'")
 
 
 def model_directory(model: str) -> str:

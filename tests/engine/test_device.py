@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from wgrpo.engine.device import ENV_VAR, AdapterSummary, NoAdapterError, choose_adapter
+from wgrpo.engine.device import ENV_VAR, AdapterSummary, NoAdapterError, choose_adapter, hardware_adapter
 
 
 def fake(index, name, backend, adapter_type):
@@ -36,6 +36,25 @@ def test_default_prefers_discrete_hardware_on_the_best_backend():
                                          ("radeon", 3)])
 def test_spec_selects(spec, index):
     assert choose_adapter(spec, ADAPTERS).index == index
+
+
+TWO_GPUS = [*ADAPTERS, fake(5, "AMD Radeon RX 7900 XTX", "Vulkan", "DiscreteGPU"),
+            fake(6, "AMD Radeon RX 7900 XTX", "OpenGL", "DiscreteGPU")]
+
+
+@pytest.mark.parametrize("ordinal, spec, index", [(0, None, 2), (1, None, 3), (2, None, 5), (0, "gl", 4),
+                                                  (1, "gl", 6), (1, "radeon", 4)])
+def test_a_schedulers_gpu_ordinal_picks_the_hardware_adapter_of_that_rank(ordinal, spec, index):
+    # every GPU is listed once per backend and software adapters are not GPUs: GPU k is the k-th hardware
+    # adapter of the best backend (Vulkan here), or of the backend the spec names
+    assert hardware_adapter(ordinal, spec, TWO_GPUS).index == index
+
+
+def test_a_gpu_ordinal_beyond_the_adapters_names_what_exists():
+    with pytest.raises(NoAdapterError, match=r"GPU 3 was assigned .* sees 3 hardware adapter\(s\): \[2\] Intel"):
+        hardware_adapter(3, None, TWO_GPUS)
+    with pytest.raises(NoAdapterError, match=r"sees 0 hardware adapter\(s\): none"):
+        hardware_adapter(0, None, ADAPTERS[:2])
 
 
 def test_env_var_selects(monkeypatch):

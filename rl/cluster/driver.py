@@ -1,0 +1,218 @@
+"""The driver of a scaled-out GRPO run (`wgrpo train --rollout-workers R`): the single-process loop, with the
+policy in a learner actor and sampling spread over it and R rollout actors.
+
+Owns `ClusterLoop`, a `rl.train.trainer.GRPOLoop` whose learner is remote: the driver keeps the config, the data
+order, the seeds, the rewards and advantages' inputs, the metrics, the callbacks and when to save; the learner
+actor updates and writes the checkpoints (into output_dir, which multi-node runs put on a shared filesystem).
+Each sampling round is cut into whole groups (`rl.cluster.shards`), every shard keyed by its global sequence
+indices and padded to the round's longest prompt, so the completions are those one process samples.
+
+Schedules:
+- synchronous (default): the learner and the R workers sample step t with the weights of update t, then the
+  learner updates. Metrics and final weights are those of the single-process run for the same seed on the same
+  kind of adapter.
+- `async_rollouts = 1`: while the learner runs update t, the workers sample step t + 1 with the weights before
+  it (one step off-policy, logged as `sampling/staleness`; the first step and a resumed run's first are sampled
+  on-policy); deterministic for a seed. The learner then samples nothing.
+
+Weights reach the workers through the object store once per update (`time/weight_sync`, `weight_sync/bytes`).
+A rollout actor that dies is restarted once and samples its shard again; a run that cannot go on (a worker
+lost twice, the learner lost) stops with a `ClusterError` naming the actor and the checkpoint to resume from
+(saved then if the learner is alive). Talks to Ray only through `rl.cluster.ray_cluster`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from pathlib import Path
+
+from wgrpo.rl.cluster.shards import shard_ranges
+from wgrpo.rl.errors import ClusterError
+from wgrpo.rl.rollout import Rollout, completions_of, longest_prompt, score_completions
+from wgrpo.rl.train.evaluate import evaluate
+from wgrpo.rl.train.trainer import GRPOLoop
+
+
+class RemoteLearner:
+    """The learner actor behind `rl.train.learner.Learner`'s interface, each call waited for."""
+
+    def __init__(self, cluster):
+        self.cluster = cluster
+        self.model_config = cluster.learner_info["model_config"]
+
+    def check_memory(self, longest_prompt: int):
+        return self.cluster.call_learner("check_memory", longest_prompt)
+
+    def update(self, rollout, step: int) -> dict[str, float]:
+        return self.cluster.call_learner("update", rollout, step)
+
+    def save(self, path, state: dict) -> Path:
+        return Path(self.cluster.call_learner("save", str(path), state))
+
+    def load_optimizer(self, optimizer_state, checkpoint: str) -> None:
+        self.cluster.call_learner("load_optimizer", checkpoint)
+
+    def peak_metrics(self) -> dict[str, float]:
+        return self.cluster.call_learner("peak_metrics")
+
+    def reset_peak(self) -> None:
+        self.cluster.call_learner("reset_peak")
+
+
+class ClusterLoop(GRPOLoop):
+    """GRPOLoop over a `rl.cluster.ray_cluster.Cluster`; see the module docstring."""
+
+    def __init__(self, config, tokenizer, task, cluster, **options):
+        self.cluster = cluster
+        self.asynchronous = config.async_rollouts > 0
+        self.prefetched = None  # (step, StepSample, its metrics) sampled ahead by the async schedule
+        self._extras: dict[str, float] = {}
+        self._lost: ClusterError | None = None  # an actor lost during an evaluation: the run stops after it
+        super().__init__(config, None, tokenizer, task, learner=RemoteLearner(cluster), **options)
+
+    # ------------------------------------------------------------------ sampling
+
+    def sample_round(self, problems: list, seed: int, *, group_size: int | None = None,
+                     temperature: float | None = None, weights=None, top_k: int | None = None,
+                     top_p: float | None = None) -> Rollout:
+        """group_size completions of each of `problems`, sampled across the actors, scored here."""
+        cfg = self.config
+        size = cfg.group_size if group_size is None else group_size
+        prompts = [p.prompt for p in problems]
+        options = {"prompt_width": longest_prompt(self.tokenizer, prompts), "seed": seed,
+                   "temperature": cfg.temperature if temperature is None else temperature,
+                   "top_k": cfg.top_k if top_k is None else top_k, "top_p": cfg.top_p if top_p is None else top_p,
+                   "stop": list(self.task.stop_strings), "max_new_tokens": cfg.max_new_tokens,
+                   "generation_batch_size": cfg.generation_chunk_size if size == cfg.group_size else 0}
+        use_learner = not self.asynchronous
+        workers = len(self.cluster.workers)
+        shards = shard_ranges(len(problems), workers + use_learner)
+        began = time.perf_counter()
+        worker_shards = shards[1:] if use_learner else shards
+        sync = self.cluster.sync([i for i, (a, b) in enumerate(worker_shards) if b > a], self.step)
+        self._extras["time/weight_sync"] = self._extras.get("time/weight_sync", 0.0) + sync.seconds
+        self._extras["weight_sync/bytes"] = self._extras.get("weight_sync/bytes", 0.0) + sync.bytes
+        results = self.cluster.sample(shards, prompts, size, use_learner=use_learner, version=self.step,
+                                      options=options)
+        completions = [c for (a, _), sequences in zip(shards, results) for c in completions_of(sequences, a * size,
+                                                                                             size)]
+        generated = time.perf_counter()
+        self._score(completions, problems, self.weights if weights is None else weights)
+        return Rollout(completions, size, generated - began - sync.seconds, time.perf_counter() - generated)
+
+    def _score(self, completions, problems, weights) -> None:
+        from wgrpo.rl.tasks.code import CodeTask
+
+        if isinstance(self.task, CodeTask):  # each test run a one-CPU Ray task, anywhere in the cluster
+            from wgrpo.rl.cluster.ray_cluster import score_as_tasks
+
+            scores = score_as_tasks(self.task, completions, problems, weights)
+            for completion, (reward, parts) in zip(completions, scores, strict=True):
+                completion.reward, completion.parts = reward, parts
+            return
+        score_completions(self.task, completions, problems, weights)
+
+    def sample_step(self, step: int):
+        if self._lost is not None:
+            raise self._lost
+        if self.prefetched is not None and self.prefetched[0] == step:
+            _, sample, extras = self.prefetched
+            self.prefetched = None
+            self._extras.update(extras, **{"sampling/staleness": 1.0})
+            return sample
+        if self.asynchronous:
+            self._extras["sampling/staleness"] = 0.0
+        return super().sample_step(step)
+
+    # ------------------------------------------------------------------ update and the rest
+
+    def update(self, rollout) -> dict[str, float]:
+        if not self.asynchronous:
+            return super().update(rollout)
+        self.cluster.weights(self.step)  # asked for before the update changes them: the next step samples with them
+        update = self.cluster.submit_learner("update", rollout, self.step)
+        if self.step + 1 < self.config.steps:
+            this_step, self._extras = self._extras, {}  # the next step's sampling has metrics of its own
+            ahead = super().sample_step(self.step + 1)
+            self.prefetched, self._extras = (self.step + 1, ahead, self._extras), this_step
+        return self.cluster.wait_learner(update)
+
+    def finish_step(self, sample) -> dict[str, float]:
+        metrics = super().finish_step(sample)
+        metrics.update(self._extras)
+        self._extras = {}
+        return metrics
+
+    def evaluate(self) -> dict[str, float]:
+        cfg = self.config
+
+        def greedy(chunk, weights):
+            return self.sample_round(chunk, 0, group_size=1, temperature=0.0, weights=weights, top_k=0, top_p=1.0)
+
+        try:
+            result = evaluate(None, self.tokenizer, self.task, problems=cfg.eval_problems,
+                              max_new_tokens=cfg.max_new_tokens, batch_size=cfg.per_device_eval_batch_size,
+                              weights=self.weights, sample=greedy)
+        except ClusterError as error:  # the step's row is still written, without its evaluation; then stop
+            self._lost = error
+            return {}
+        return result.as_metrics()
+
+    def run(self) -> list[dict]:
+        try:
+            history = super().run()
+        except ClusterError as error:
+            raise ClusterError(f"{error}; {self._keep_progress()}") from None
+        if self._lost is not None:  # lost in the final evaluation, after the last step and its checkpoint
+            print(f"wgrpo: the final evaluation was not done: {self._lost}", file=sys.stderr)
+        return history
+
+    def _keep_progress(self) -> str:
+        """Save the step reached when the learner is still there; say which checkpoint to resume from."""
+        path = self.output / f"checkpoint-{self.step}"
+        if not path.exists():
+            with contextlib.suppress(ClusterError):
+                self.save(path)
+        if not path.exists():
+            found = sorted((int(p.name.rpartition("-")[2]), p) for p in self.output.glob("checkpoint-*")
+                           if p.name.rpartition("-")[2].isdigit())
+            if not found:
+                return "no checkpoint was written; the run must start again"
+            path = found[-1][1]
+        return f"resume with: {self.resume_hint(path)}"
+
+
+def train_on_cluster(config, task, start: str, device=None) -> tuple[list[dict], ClusterLoop]:
+    """Run `config` (a TrainConfig with rollout_workers) on Ray from the starting checkpoint `start` (or
+    `config.resume`); returns (the evaluations, the loop)."""
+    with cluster_loop(config, task, start, device) as loop:
+        return loop.run(), loop
+
+
+@contextlib.contextmanager
+def cluster_loop(config, task, start: str, device=None, callbacks=()):
+    """The `ClusterLoop` of `config` over new actors (Ray joined or started as `config.ray_address` says), ready to
+    `run()`; the actors are stopped when the block ends."""
+    from wgrpo.engine.hf_tokenizer import load_tokenizer
+    from wgrpo.rl.cluster import ray_cluster
+    from wgrpo.rl.train.checkpoint import read_state
+
+    checkpoint = config.resume or start
+    tokenizer = load_tokenizer(checkpoint)
+    state = read_state(config.resume) if config.resume else {}
+    ray_cluster.connect(config.ray_address)
+    device_spec = device if isinstance(device, str) or device is None else str(device.summary.index)
+    cluster = ray_cluster.Cluster(config, checkpoint, start, config.rollout_workers, device_spec)
+    try:
+        info = cluster.learner_info
+        print(f"wgrpo: learner on {info['device']}; {len(cluster.workers)} rollout worker(s); "
+              f"{'asynchronous' if config.async_rollouts else 'synchronous'} schedule", file=sys.stderr)
+        loop = ClusterLoop(config, tokenizer, task, cluster, start_step=state.get("step", 0), start_model=start,
+                           log_history=state.get("log_history", ()), callbacks=callbacks)
+        if config.resume:
+            loop.learner.load_optimizer(None, config.resume)
+        yield loop
+    finally:
+        cluster.shutdown()

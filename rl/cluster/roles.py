@@ -1,0 +1,131 @@
+"""What the learner and rollout actors of a scaled-out run do, as plain classes (`rl.cluster.ray_cluster` makes
+them Ray actors; nothing here imports ray).
+
+Owns: each actor's adapter (`actor_device`: the k-th hardware adapter for the k-th GPU Ray gave the process,
+since Vulkan, Metal and DX12 ignore CUDA_VISIBLE_DEVICES), loading the run's model there as the single-process
+run loads it, `LearnerProcess` (a `rl.train.learner.Learner` on the actor's adapter: policy, reference,
+optimizer, also sampling its own shard) and `RolloutWorker` (a copy of the policy that loads the learner's
+trainable weights in place, then samples shards). Never imports wgpu.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from wgrpo.rl.train.learner import Learner, sample_shard
+
+
+def actor_device(spec: str | None, gpu_ids: Sequence) -> object:
+    """The device of an actor: with GPUs assigned by Ray (`ray.get_gpu_ids()`), the hardware adapter whose
+    ordinal is the first of them among those `spec` allows; else the adapter `spec` names (`--device`)."""
+    from wgrpo.engine import get_device
+    from wgrpo.engine.device import hardware_adapter
+
+    if gpu_ids:
+        return get_device(str(hardware_adapter(int(gpu_ids[0]), spec or None).index))
+    return get_device(spec or None)
+
+
+def load_policy(config, checkpoint: str, device, *, with_reference: bool, start: str = ""):
+    """(policy, reference or None, tokenizer) as `wgrpo train` builds them: from the starting checkpoint, or
+    from `config.resume`'s (then `start` is the run's starting checkpoint, the reference's source)."""
+    from wgrpo.engine import load_pretrained, merge_and_unload
+    from wgrpo.rl.train.pipeline import policy_and_reference
+
+    if config.resume:
+        model, tokenizer = load_pretrained(checkpoint, device, config.dtype if config.use_peft else "auto")
+        reference = None
+        if with_reference and config.beta > 0 and not config.use_peft:
+            reference = merge_and_unload(load_pretrained(start, device, config.dtype)[0])
+        return model, reference, tokenizer
+    from wgrpo.engine import is_hub_id
+
+    model, tokenizer = load_pretrained(checkpoint, device, config.dtype)
+    if config.model and is_hub_id(config.model):  # what a LoRA adapter names as its base: the Hub id itself
+        model.name_or_path = config.model.partition("@")[0]
+    policy, reference = policy_and_reference(model, config if with_reference else dataclasses.replace(config,
+                                                                                                      beta=0.0))
+    return policy, reference, tokenizer
+
+
+class LearnerProcess:
+    """The learner actor: the run's `Learner` on this process's adapter."""
+
+    def __init__(self, config, checkpoint: str, start: str, device_spec: str | None, gpu_ids: Sequence = ()):
+        device = actor_device(device_spec, gpu_ids)
+        policy, reference, tokenizer = load_policy(config, checkpoint, device, with_reference=True, start=start)
+        self.learner = Learner(config, policy, tokenizer, reference)
+        self.device_name = device.name
+
+    def describe(self) -> dict:
+        """What the driver needs to know of the learner: its model's config, adapter and pid."""
+        return {"model_config": self.learner.model_config, "device": self.device_name, "pid": os.getpid()}
+
+    def check_memory(self, longest_prompt: int):
+        return self.learner.check_memory(longest_prompt)
+
+    def load_optimizer(self, checkpoint: str) -> None:
+        """The optimizer moments of the checkpoint being resumed."""
+        from wgrpo.rl.train.checkpoint import load_training_state
+
+        _, optimizer_state, _ = load_training_state(checkpoint)
+        self.learner.load_optimizer(optimizer_state, checkpoint)
+
+    def sample(self, prompts, group_size, **options) -> list:
+        return self.learner.sample(prompts, group_size, **options)
+
+    def update(self, rollout, step: int) -> dict[str, float]:
+        return self.learner.update(rollout, step)
+
+    def trainable_weights(self) -> tuple[dict[str, np.ndarray], float]:
+        """(the trainable weights as host arrays, seconds it took to read them)."""
+        began = time.perf_counter()
+        arrays = self.learner.trainable_weights()
+        return arrays, time.perf_counter() - began
+
+    def save(self, path: str, state: dict) -> str:
+        return str(self.learner.save(path, state))
+
+    def peak_metrics(self) -> dict[str, float]:
+        return self.learner.peak_metrics()
+
+    def reset_peak(self) -> None:
+        self.learner.reset_peak()
+
+
+class RolloutWorker:
+    """A rollout actor: a copy of the policy on this process's adapter, loaded as the learner loads the policy
+    (the frozen base of a LoRA run included), whose trainable weights `load_weights` replaces."""
+
+    def __init__(self, config, checkpoint: str, device_spec: str | None, gpu_ids: Sequence = ()):
+        device = actor_device(device_spec, gpu_ids)
+        self.model, _, self.tokenizer = load_policy(config, checkpoint, device, with_reference=False)
+        self.version = -1  # the learner's update count whose weights are loaded; none yet
+        self.device_name = device.name
+
+    def describe(self) -> dict:
+        return {"device": self.device_name, "pid": os.getpid(), "version": self.version}
+
+    def load_weights(self, weights: tuple[Mapping[str, np.ndarray], float], version: int) -> dict[str, float]:
+        """Write the learner's trainable weights (as `LearnerProcess.trainable_weights` returned them) into this
+        copy in place; returns the bytes and seconds it took."""
+        from wgrpo.engine.weight_sync import load_trainable_arrays
+
+        arrays, _ = weights
+        began = time.perf_counter()
+        written = load_trainable_arrays(self.model, arrays, source=f"weights of update {version}")
+        self.model.device.runtime.flush()
+        self.version = int(version)
+        return {"bytes": float(written), "seconds": time.perf_counter() - began}
+
+    def sample(self, prompts, group_size, *, version: int, **options) -> list:
+        """`rl.train.learner.sample_shard` with the loaded weights, which must be those of update `version`."""
+        if version != self.version:
+            raise RuntimeError(f"rollout worker: asked to sample with the weights of update {version}, but holds "
+                               f"those of update {self.version}")
+        return sample_shard(self.model, self.tokenizer, prompts, group_size, **options)
