@@ -80,6 +80,12 @@ class GRPOBenchConfig:
         "help": "also run the same GRPO steps through TRL's GRPOTrainer on torch (float32 on --torch-device; "
                 "same weights, tokenizer, prompts and rewards) and report TRL's seconds per step / ours (needs the "
                 "bench extra: pip install 'wgrpo[bench]')"})
+    rollout_workers: int = field(default=0, metadata={
+        "help": "then run the same steps on Ray, a learner actor and this many rollout actors (`wgrpo train "
+                "--rollout-workers`; needs the ray extra), and report the step by phase, the weight sync's bytes "
+                "and seconds, and a projection to more GPUs; 0: one process only"})
+    async_rollouts: int = field(default=0, metadata={
+        "help": "with --rollout-workers: 1 times the asynchronous schedule (`wgrpo train --async-rollouts 1`)"})
 
     def __post_init__(self):
         for name in ("grpo_prompts", "grpo_group_size", "grpo_new_tokens", "grpo_tokenizer_texts"):
@@ -89,6 +95,11 @@ class GRPOBenchConfig:
             raise input_error(f"--grpo-warmup must be at least 0, got {self.grpo_warmup}")
         if self.grpo_beta < 0:
             raise input_error(f"--grpo-beta must be at least 0, got {self.grpo_beta}")
+        if self.rollout_workers < 0:
+            raise input_error(f"--rollout-workers must be at least 0, got {self.rollout_workers}")
+        if self.async_rollouts not in (0, 1) or (self.async_rollouts and not self.rollout_workers):
+            raise input_error(f"--async-rollouts {self.async_rollouts}: must be 0 or 1, and 1 needs "
+                              f"--rollout-workers 1 or more")
 
     def resolved(self, quick: bool, trials: int) -> dict:
         """The step's shape: prompts, group_size, new_tokens, tokenizer_texts, steps (timed)."""
@@ -336,6 +347,12 @@ def run_grpo_bench(options: GRPOBenchConfig, model_options: ModelBenchConfig, be
         spec = bench_trl.pin_one_card(model_options.torch_device, device.is_software)  # before CUDA starts
         bench_trl.require_trl()
         torch_device = bench_trl.resolve_trl_device(spec, device.is_software, model_options.torch_device)
+    if options.rollout_workers:  # a missing extra is named before any work
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise input_error(f"--rollout-workers {options.rollout_workers}: Ray is not installed; "
+                              f"pip install 'wgrpo[ray]'")
     shape = options.resolved(bench.quick, bench.trials)
     with tempfile.TemporaryDirectory(prefix="wgrpo-bench-grpo-") as output_dir:
         _progress("setup: tokenizer, random model, reference, trainer ...")
@@ -344,6 +361,10 @@ def run_grpo_bench(options: GRPOBenchConfig, model_options: ModelBenchConfig, be
         total = options.grpo_warmup + shape["steps"]
         if options.trl:  # TRL starts where wgrpo does: these weights, before any update
             start = bench_trl.capture_start(trainer, total, output_dir)
+        if options.rollout_workers:  # so do the actors
+            from wgrpo.tools import bench_cluster
+
+            cluster_start = bench_cluster.save_start(trainer, os.path.join(output_dir, "start"))
         for step in range(total):
             timed = step >= options.grpo_warmup
             what = f"{step - options.grpo_warmup + 1}/{shape['steps']}" if timed else \
@@ -359,6 +380,11 @@ def run_grpo_bench(options: GRPOBenchConfig, model_options: ModelBenchConfig, be
             trl = bench_trl.run_trl_steps(start, trainer.config, shape, options.grpo_warmup,
                                           model_options.resolved_threads(), os.path.join(output_dir, "trl"),
                                           torch_device)
+        cluster = None
+        if options.rollout_workers:
+            cluster = bench_cluster.run_cluster_steps(trainer, cluster_start, options.rollout_workers,
+                                                      bool(options.async_rollouts), options.grpo_warmup,
+                                                      shape["steps"], os.path.join(output_dir, "ray"), device_spec)
     _progress_done()
     config = trainer.model.config
     report = {"adapter": _adapter(device),
@@ -371,6 +397,9 @@ def run_grpo_bench(options: GRPOBenchConfig, model_options: ModelBenchConfig, be
     if trl is not None:
         report["trl"] = trl
         report["comparison"] = bench_trl.compare(report)
+    if cluster is not None:
+        report["cluster"] = cluster
+        report["cluster_comparison"] = bench_cluster.compare(report)
     full = min(s["full_length_fraction"] for s in steps)
     if options.grpo_full_length and full < 1:
         report["notes"].append(f"only {full:.0%} of the completions ran the full length in some step: the masked "
@@ -381,6 +410,8 @@ def run_grpo_bench(options: GRPOBenchConfig, model_options: ModelBenchConfig, be
     print(format_grpo_report(report))
     if trl is not None:
         print(bench_trl.format_comparison(report))
+    if cluster is not None:
+        print(bench_cluster.format_cluster_report(report))
     for phase, phase_profile in (profile or {}).items():
         print(bench_profile.format_profile(f"{phase} (profiled step)", phase_profile))
     if bench.json:

@@ -144,9 +144,14 @@ class Cluster:
             refs.append(("learner", self.learner.sample.remote(prompts[a:b], group_size,
                                                                first_sequence=a * group_size, **options)))
         for index, (a, b) in enumerate(worker_shards):
-            refs.append((index, self._submit_sample(index, prompts, a, b, group_size, version, options)))
+            empty = a == b  # more samplers than problems: nothing to ask for
+            refs.append((index, None if empty else self._submit_sample(index, prompts, a, b, group_size, version,
+                                                                        options)))
         results = []
         for who, ref in refs:
+            if ref is None:
+                results.append([])
+                continue
             if who == "learner":
                 results.append(self.wait_learner(ref))
                 continue

@@ -63,8 +63,12 @@ class LearnerProcess:
         self.device_name = device.name
 
     def describe(self) -> dict:
-        """What the driver needs to know of the learner: its model's config, adapter and pid."""
-        return {"model_config": self.learner.model_config, "device": self.device_name, "pid": os.getpid()}
+        """What the driver needs to know of the learner: its model's config, adapter, pid and the bytes of the
+        trainable weights (what one worker's sync moves)."""
+        from wgrpo.engine.weight_sync import trainable_tensors
+
+        return {"model_config": self.learner.model_config, "device": self.device_name, "pid": os.getpid(),
+                "trainable_bytes": sum(t.nbytes for t in trainable_tensors(self.learner.model).values())}
 
     def check_memory(self, longest_prompt: int):
         return self.learner.check_memory(longest_prompt)

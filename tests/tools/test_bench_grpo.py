@@ -59,6 +59,8 @@ def test_forward_flops_by_hand():
 @pytest.mark.parametrize("args, message", [
     (["--grpo-prompts", "0"], "--grpo-prompts must be at least 1"),
     (["--grpo-beta", "-1"], "--grpo-beta must be at least 0"),
+    (["--rollout-workers", "-1"], "--rollout-workers must be at least 0"),
+    (["--async-rollouts", "1"], "--async-rollouts 1: must be 0 or 1, and 1 needs --rollout-workers 1 or more"),
 ])
 def test_bad_options_are_usage_errors(capsys, args, message):
     with pytest.raises(SystemExit) as exit_info:

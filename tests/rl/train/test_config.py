@@ -346,6 +346,16 @@ def test_memory_options_are_checked_by_name():
     TrainConfig(lora_target_modules="foo")  # not checked without --use-peft: no adapters are made
 
 
+def test_scale_out_options_are_checked_by_name():
+    with pytest.raises(OptionError, match="--rollout-workers -1: must be at least 0"):
+        TrainConfig(rollout_workers=-1)
+    with pytest.raises(OptionError, match="--async-rollouts 2: must be 0 .synchronous. or 1"):
+        TrainConfig(rollout_workers=2, async_rollouts=2)
+    with pytest.raises(OptionError, match="--async-rollouts 1: needs --rollout-workers 1 or more"):
+        TrainConfig(async_rollouts=1)
+    TrainConfig(rollout_workers=3, async_rollouts=1, ray_address="auto")
+
+
 @pytest.mark.parametrize("options, ranges", [
     ({}, [(0, 12)]),
     ({"per_device_train_batch_size": 5}, [(0, 5), (5, 10), (10, 12)]),

@@ -94,3 +94,17 @@ def test_a_resume_whose_start_model_is_gone_is_refused_before_any_work(tmp_path)
     config, _ = resume_config(checkpoint, {"steps": 1})
     with pytest.raises(InputError, match=r"^--steps 1: .* is at step 1 already; give --steps above 1"):
         run_train(config)
+
+
+def test_rollout_workers_without_ray_are_refused_before_any_work(tmp_path, monkeypatch):
+    import importlib.util
+
+    from wgrpo.engine import InputError
+    from wgrpo.rl.train.config import TrainConfig
+    from wgrpo.rl.train.pipeline import run_train
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else find_spec(name, *a))
+    with pytest.raises(InputError, match=r"^--rollout-workers 2: Ray is not installed; pip install 'wgrpo\[ray\]'"):
+        run_train(TrainConfig(output_dir=str(tmp_path / "run"), model=str(tmp_path / "missing"), rollout_workers=2))
+    assert not (tmp_path / "run").exists()
