@@ -127,11 +127,14 @@ def choose_adapter(spec: str | None = None, adapters: list[AdapterSummary] | Non
 def hardware_adapter(ordinal: int, spec: str | None = None,
                      adapters: list[AdapterSummary] | None = None) -> AdapterSummary:
     """The hardware adapter number `ordinal` (0-based, in enumeration order) among those `spec` matches, or,
-    without a spec, among those of the best adapter's backend (each GPU is listed once per backend). What a
-    process given GPU `ordinal` by a scheduler (Ray's GPU ids) uses: Vulkan, Metal and DX12 ignore
-    CUDA_VISIBLE_DEVICES, so every process sees every GPU."""
+    without a spec, among those of the best adapter's backend (each GPU is listed once per backend); discrete
+    GPUs only where there are any, as a scheduler counts them. What a process given GPU `ordinal` by a scheduler
+    (Ray's GPU ids) uses: Vulkan, Metal and DX12 ignore CUDA_VISIBLE_DEVICES, so every process sees every GPU.
+    The orders agree when both follow the PCI bus (CUDA_DEVICE_ORDER=PCI_BUS_ID for NVIDIA's)."""
     adapters = list_adapters() if adapters is None else adapters
     hardware = [a for a in adapters if a.adapter_type != "CPU"]
+    if any(a.adapter_type == "DiscreteGPU" for a in hardware):  # schedulers count the discrete cards only
+        hardware = [a for a in hardware if a.adapter_type == "DiscreteGPU"]
     if spec is not None:
         hardware = [a for a in hardware if a.matches(spec)]
     elif hardware:

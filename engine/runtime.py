@@ -27,6 +27,7 @@ _PARAMS_ARENA_BYTES = 1 << 20
 # Each dispatch's Params get one slot; 256 B is the largest uniform offset alignment WebGPU allows.
 _PARAMS_SLOT_BYTES = 256
 _BIND_GROUP_CACHE = 4096
+WRITE_STAGING_BYTES = 64 << 20  # host writes staged by the queue before a submit hands them to the device
 
 
 class KernelError(RuntimeError):
@@ -164,6 +165,7 @@ class Runtime:
             size=_PARAMS_ARENA_BYTES, usage=wgpu.BufferUsage.UNIFORM | wgpu.BufferUsage.COPY_DST | wgpu.BufferUsage.COPY_SRC
         )
         self._params = bytearray()
+        self._staged = 0  # bytes `write` has staged since the last submit
         self._encoder: wgpu.GPUCommandEncoder | None = None
         self._pass: wgpu.GPUComputePassEncoder | None = None
         self._recorded: list[str] = []  # what this submit holds, for error messages
@@ -452,6 +454,24 @@ class Runtime:
                 data = bytes(data) + bytes(-nbytes % 4)
             self._wgpu.queue.write_buffer(block.buffer, 0, data)
         return block
+
+    def write(self, block: Block, offset: int, data) -> None:
+        """Write `data` (whole 32-bit words at a 4-byte offset) into `block` at `offset`, after every command
+        recorded so far (submitted first, so none of them sees the new bytes): new weights into a model's own
+        buffers, with no second copy on the device. The queue stages host writes until its next submit, so a
+        submit goes out every WRITE_STAGING_BYTES to bound the staging memory."""
+        nbytes = len(data)
+        if offset % 4 or nbytes % 4:
+            raise ValueError(f"Runtime.write: offset {offset} and size {nbytes} must be multiples of 4 bytes")
+        if self.recorder is not None:
+            self.recorder.refuse("a host write")
+        self.flush()
+        self._wgpu.queue.write_buffer(block.buffer, offset, data)
+        block.epoch = self.epoch
+        self._staged += nbytes
+        if self._staged >= WRITE_STAGING_BYTES:
+            self._wgpu.queue.submit([])
+            self._staged = 0
 
     def read(self, block: Block, offset: int, nbytes: int) -> memoryview:
         """Flush, then copy `nbytes` at `offset` of `block` back to the host."""

@@ -2,8 +2,9 @@
 
 A rollout worker holds its own copy of the policy on its own adapter; after every optimizer step the learner's
 trainable weights travel to it as numpy arrays (`trainable_arrays`) and land in the worker's existing device
-buffers (`load_trainable_arrays`): the fused q/k/v and gate/up buffers stay one buffer each, and the recorded
-decode steps and cached bind groups that name them stay valid. The trainable weights are every parameter of a
+buffers (`load_trainable_arrays`, written by the queue with no second copy on the device): the fused q/k/v
+and gate/up buffers stay one buffer each, and the recorded decode steps and cached bind groups that name them
+stay valid. The trainable weights are every parameter of a
 full fine-tune, or only the LoRA adapters' matrices of a LoRA model (its base is frozen, so a worker loads it once).
 Must not import `rl`.
 """
@@ -15,7 +16,7 @@ from typing import Mapping
 import numpy as np
 
 from wgrpo.engine.errors import InputError
-from wgrpo.engine.tensor import Tensor
+from wgrpo.engine.tensor import Tensor  # noqa: F401 - the type of trainable_tensors' values
 
 
 def trainable_tensors(model) -> dict[str, Tensor]:
@@ -50,9 +51,10 @@ def load_trainable_arrays(model, arrays: Mapping[str, np.ndarray], source: str =
                              f"{tensor.dtype} {tensor.shape}")
     written = 0
     for name, tensor in tensors.items():
-        array = np.asarray(arrays[name])
+        array = np.ascontiguousarray(arrays[name])
         for (start, stop), part in zip(tensor.row_ranges, tensor.parts):  # the held row blocks, one by one
             rows = array if len(tensor.parts) == 1 else array[start:stop]
-            tensor.runtime.copy(Tensor.from_numpy(np.ascontiguousarray(rows), tensor.device), part)
+            block, offset, _ = part.binding()  # straight into the buffer: no second copy on the device
+            part.runtime.write(block, offset, memoryview(np.ascontiguousarray(rows)).cast("B"))
         written += tensor.nbytes
     return written

@@ -24,10 +24,12 @@ lost twice, the learner lost) stops with a `ClusterError` naming the actor and t
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
 from pathlib import Path
 
+from wgrpo.engine import InputError
 from wgrpo.rl.cluster.shards import shard_ranges
 from wgrpo.rl.errors import ClusterError
 from wgrpo.rl.rollout import Rollout, completions_of, longest_prompt, score_completions
@@ -62,15 +64,22 @@ class RemoteLearner:
 
 
 class ClusterLoop(GRPOLoop):
-    """GRPOLoop over a `rl.cluster.ray_cluster.Cluster`; see the module docstring."""
+    """GRPOLoop over a `rl.cluster.ray_cluster.Cluster`; see the module docstring. `sampled_ahead`: the record
+    of a resumed asynchronous run's batch sampled ahead (`rl.cluster.ahead`), trained on first."""
 
-    def __init__(self, config, tokenizer, task, cluster, **options):
+    def __init__(self, config, tokenizer, task, cluster, sampled_ahead: dict | None = None, **options):
         self.cluster = cluster
         self.asynchronous = config.async_rollouts > 0
         self.prefetched = None  # (step, StepSample, its metrics) sampled ahead by the async schedule
         self._extras: dict[str, float] = {}
-        self._lost: ClusterError | None = None  # an actor lost during an evaluation: the run stops after it
+        self._lost: ClusterError | None = None  # an actor lost where the step could still finish: stop after it
         super().__init__(config, None, tokenizer, task, learner=RemoteLearner(cluster), **options)
+        if sampled_ahead is not None and self.asynchronous:
+            from wgrpo.rl.cluster.ahead import from_record
+
+            step, sample, metrics = from_record(sampled_ahead)
+            if step == self.step:
+                self.prefetched = (step, sample, metrics)
 
     # ------------------------------------------------------------------ sampling
 
@@ -88,7 +97,7 @@ class ClusterLoop(GRPOLoop):
                    "generation_batch_size": cfg.generation_chunk_size if size == cfg.group_size else 0}
         use_learner = not self.asynchronous
         workers = len(self.cluster.workers)
-        shards = shard_ranges(len(problems), workers + use_learner)
+        shards = shard_ranges(len(problems), workers + use_learner)  # the learner's, first, is the smallest
         began = time.perf_counter()
         worker_shards = shards[1:] if use_learner else shards
         sync = self.cluster.sync([i for i, (a, b) in enumerate(worker_shards) if b > a], self.step)
@@ -108,7 +117,7 @@ class ClusterLoop(GRPOLoop):
         if isinstance(self.task, CodeTask):  # each test run a one-CPU Ray task, anywhere in the cluster
             from wgrpo.rl.cluster.ray_cluster import score_as_tasks
 
-            scores = score_as_tasks(self.task, completions, problems, weights)
+            scores = score_as_tasks(self.task, completions, problems, weights, self.cluster.task_ref(self.task))
             for completion, (reward, parts) in zip(completions, scores, strict=True):
                 completion.reward, completion.parts = reward, parts
             return
@@ -131,12 +140,18 @@ class ClusterLoop(GRPOLoop):
     def update(self, rollout) -> dict[str, float]:
         if not self.asynchronous:
             return super().update(rollout)
-        self.cluster.weights(self.step)  # asked for before the update changes them: the next step samples with them
+        ahead = self.step + 1 < self.config.steps
+        if ahead:  # asked for before the update changes them: the next step samples with them
+            self.cluster.weights(self.step)
         update = self.cluster.submit_learner("update", rollout, self.step)
-        if self.step + 1 < self.config.steps:
+        if ahead:
             this_step, self._extras = self._extras, {}  # the next step's sampling has metrics of its own
-            ahead = super().sample_step(self.step + 1)
-            self.prefetched, self._extras = (self.step + 1, ahead, self._extras), this_step
+            try:
+                sample = super().sample_step(self.step + 1)
+                self.prefetched = (self.step + 1, sample, self._extras)
+            except ClusterError as error:  # the update in flight still lands, and this step ends with it
+                self._lost = error
+            self._extras = this_step
         return self.cluster.wait_learner(update)
 
     def finish_step(self, sample) -> dict[str, float]:
@@ -151,6 +166,7 @@ class ClusterLoop(GRPOLoop):
         def greedy(chunk, weights):
             return self.sample_round(chunk, 0, group_size=1, temperature=0.0, weights=weights, top_k=0, top_p=1.0)
 
+        step_extras, self._extras = self._extras, {}  # an evaluation's weight sync is not the step's
         try:
             result = evaluate(None, self.tokenizer, self.task, problems=cfg.eval_problems,
                               max_new_tokens=cfg.max_new_tokens, batch_size=cfg.per_device_eval_batch_size,
@@ -158,7 +174,18 @@ class ClusterLoop(GRPOLoop):
         except ClusterError as error:  # the step's row is still written, without its evaluation; then stop
             self._lost = error
             return {}
+        finally:
+            self._extras = step_extras
         return result.as_metrics()
+
+    def state_for_save(self) -> dict:
+        """With the batch an asynchronous run sampled ahead for the next step, so a resume trains on it."""
+        state = super().state_for_save()
+        if self.prefetched is not None and self.prefetched[0] == self.step:
+            from wgrpo.rl.cluster.ahead import to_record
+
+            state["sampled_ahead"] = to_record(*self.prefetched)
+        return state
 
     def run(self) -> list[dict]:
         try:
@@ -173,8 +200,10 @@ class ClusterLoop(GRPOLoop):
         """Save the step reached when the learner is still there; say which checkpoint to resume from."""
         path = self.output / f"checkpoint-{self.step}"
         if not path.exists():
-            with contextlib.suppress(ClusterError):
+            try:
                 self.save(path)
+            except Exception as error:  # noqa: BLE001 - the run is stopping for the error being reported
+                print(f"wgrpo: could not save {path}: {error}", file=sys.stderr)
         if not path.exists():
             found = sorted((int(p.name.rpartition("-")[2]), p) for p in self.output.glob("checkpoint-*")
                            if p.name.rpartition("-")[2].isdigit())
@@ -194,7 +223,8 @@ def train_on_cluster(config, task, start: str, device=None) -> tuple[list[dict],
 @contextlib.contextmanager
 def cluster_loop(config, task, start: str, device=None, callbacks=()):
     """The `ClusterLoop` of `config` over new actors (Ray joined or started as `config.ray_address` says), ready to
-    `run()`; the actors are stopped when the block ends."""
+    `run()`; the actors are stopped when the block ends. `device`: a Device or a `--device` spec, which the actors
+    read as the backend or kind of adapter to use (each takes the GPU Ray gives it)."""
     from wgrpo.engine.hf_tokenizer import load_tokenizer
     from wgrpo.rl.cluster import ray_cluster
     from wgrpo.rl.train.checkpoint import read_state
@@ -203,16 +233,46 @@ def cluster_loop(config, task, start: str, device=None, callbacks=()):
     tokenizer = load_tokenizer(checkpoint)
     state = read_state(config.resume) if config.resume else {}
     ray_cluster.connect(config.ray_address)
-    device_spec = device if isinstance(device, str) or device is None else str(device.summary.index)
-    cluster = ray_cluster.Cluster(config, checkpoint, start, config.rollout_workers, device_spec)
+    cluster = None
     try:
+        cluster = ray_cluster.Cluster(config, checkpoint, start, config.rollout_workers, actor_device_spec(device))
         info = cluster.learner_info
         print(f"wgrpo: learner on {info['device']}; {len(cluster.workers)} rollout worker(s); "
               f"{'asynchronous' if config.async_rollouts else 'synchronous'} schedule", file=sys.stderr)
-        loop = ClusterLoop(config, tokenizer, task, cluster, start_step=state.get("step", 0), start_model=start,
+        loop = ClusterLoop(config, tokenizer, task, cluster, sampled_ahead=state.get("sampled_ahead"),
+                           start_step=state.get("step", 0), start_model=start,
                            log_history=state.get("log_history", ()), callbacks=callbacks)
+        check_shared_output(cluster, loop.output)
         if config.resume:
             loop.learner.load_optimizer(None, config.resume)
         yield loop
     finally:
-        cluster.shutdown()
+        if cluster is not None:
+            cluster.shutdown()
+
+
+def actor_device_spec(device) -> str | None:
+    """What the actors are told of the device: a spec as given (an adapter index means nothing on other
+    machines, and Ray picks each actor's GPU: it is dropped), the backend of a Device, else $WGRPO_DEVICE."""
+    from wgrpo.engine.device import ENV_VAR
+
+    if device is None:
+        device = os.environ.get(ENV_VAR) or None
+    if device is None or isinstance(device, str):
+        return None if device is None or device.strip().isdigit() else device
+    if device.is_software:
+        return "cpu"
+    return {"Vulkan": "vulkan", "Metal": "metal", "D3D12": "dx12", "OpenGL": "gl"}.get(device.summary.backend)
+
+
+def check_shared_output(cluster, output: Path) -> None:
+    """Refuse, before any step, an output_dir the learner's node does not see: the learner writes the
+    checkpoints there and the driver reads them back."""
+    marker = output / f".wgrpo-driver-{os.getpid()}"
+    marker.write_text("")
+    try:
+        if not cluster.call_learner("sees", str(marker)):
+            raise InputError(f"--output-dir {output}: the learner actor does not see it from its node ("
+                             f"{cluster.learner_info['host']}); put it on a filesystem every node shares")
+    finally:
+        marker.unlink(missing_ok=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 import time
 from typing import Mapping, Sequence
 
@@ -68,7 +69,11 @@ class LearnerProcess:
         from wgrpo.engine.weight_sync import trainable_tensors
 
         return {"model_config": self.learner.model_config, "device": self.device_name, "pid": os.getpid(),
-                "trainable_bytes": sum(t.nbytes for t in trainable_tensors(self.learner.model).values())}
+                "host": socket.gethostname(), "trainable_bytes": sum(t.nbytes for t in trainable_tensors(self.learner.model).values())}
+
+    def sees(self, path: str) -> bool:
+        """Whether `path` exists on this actor's node (the driver's output_dir must be shared)."""
+        return os.path.exists(path)
 
     def check_memory(self, longest_prompt: int):
         return self.learner.check_memory(longest_prompt)
@@ -102,13 +107,20 @@ class LearnerProcess:
         self.learner.reset_peak()
 
 
-class RolloutWorker:
-    """A rollout actor: a copy of the policy on this process's adapter, loaded as the learner loads the policy
-    (the frozen base of a LoRA run included), whose trainable weights `load_weights` replaces."""
+class StaleWeights(RuntimeError):
+    """A rollout worker was asked to sample with weights it does not hold (a process Ray restarted since)."""
 
-    def __init__(self, config, checkpoint: str, device_spec: str | None, gpu_ids: Sequence = ()):
+
+class RolloutWorker:
+    """A rollout actor: a copy of the policy on this process's adapter, loaded from the run's starting checkpoint
+    as a fresh run loads its policy (the frozen base of a LoRA run included, adapters attached), whose trainable
+    weights `load_weights` then replaces with the learner's. `config.resume` is not read: the learner's weights
+    are all it needs of a resumed run, so a restart never depends on a checkpoint that may have been pruned."""
+
+    def __init__(self, config, start: str, device_spec: str | None, gpu_ids: Sequence = ()):
         device = actor_device(device_spec, gpu_ids)
-        self.model, _, self.tokenizer = load_policy(config, checkpoint, device, with_reference=False)
+        fresh = dataclasses.replace(config, resume="")
+        self.model, _, self.tokenizer = load_policy(fresh, start, device, with_reference=False)
         self.version = -1  # the learner's update count whose weights are loaded; none yet
         self.device_name = device.name
 
@@ -125,11 +137,11 @@ class RolloutWorker:
         written = load_trainable_arrays(self.model, arrays, source=f"weights of update {version}")
         self.model.device.runtime.flush()
         self.version = int(version)
-        return {"bytes": float(written), "seconds": time.perf_counter() - began}
+        return {"bytes": float(written), "seconds": time.perf_counter() - began, "pid": os.getpid()}
 
     def sample(self, prompts, group_size, *, version: int, **options) -> list:
         """`rl.train.learner.sample_shard` with the loaded weights, which must be those of update `version`."""
         if version != self.version:
-            raise RuntimeError(f"rollout worker: asked to sample with the weights of update {version}, but holds "
-                               f"those of update {self.version}")
+            raise StaleWeights(f"rollout worker (pid {os.getpid()}): asked to sample with the weights of update "
+                               f"{version}, but holds {'none' if self.version < 0 else f'update {self.version}'}")
         return sample_shard(self.model, self.tokenizer, prompts, group_size, **options)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 def shard_ranges(problems: int, shards: int) -> list[tuple[int, int]]:
     """(start, stop) problem ranges of `shards` contiguous parts of `problems`, sizes differing by at most one
-    (the larger first); parts beyond the problems are empty."""
+    (the smaller first: the first is the learner's, which also updates); parts beyond the problems are empty
+    (the first ones)."""
     if shards < 1:
         raise ValueError(f"shard_ranges: shards must be at least 1, got {shards}")
     size, extra = divmod(problems, shards)
     ranges, start = [], 0
     for index in range(shards):
-        stop = start + size + (index < extra)
+        stop = start + size + (index >= shards - extra)
         ranges.append((start, stop))
         start = stop
     return ranges

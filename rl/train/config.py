@@ -38,8 +38,9 @@ MEMORY_OPTIONS = ("per_device_train_batch_size", "gradient_accumulation_steps", 
                   "gradient_checkpointing")
 RESUME_MAY_CHANGE += MEMORY_OPTIONS
 # where the metrics go and how much is kept changes nothing of the training either
-# where the sampling runs changes nothing either (the synchronous schedule gives one process's results)
-RESUME_MAY_CHANGE += ("rollout_workers", "ray_address")
+# where the sampling runs changes nothing either (the synchronous schedule gives one process's results); an
+# asynchronous run may go on synchronously (in one process, say), or the other way round
+RESUME_MAY_CHANGE += ("rollout_workers", "ray_address", "async_rollouts")
 RESUME_MAY_CHANGE += ("report_to", "run_name", "logging_steps", "log_completions", "num_completions_to_print",
                       "save_total_limit", "per_device_eval_batch_size")
 # The demo's problems, which a fresh model's warm-up and GRPO train on when --task-options is empty: two-digit

@@ -105,6 +105,10 @@ class GRPOLoop:
     def reference(self):
         return getattr(self.learner, "reference", None)
 
+    @property
+    def pad_id(self) -> int:
+        return self.learner.pad_id
+
     def _check_task(self, model_config, tokenizer, task) -> int:
         """Refuse, before any work, a task whose prompts cannot fit the model with max_new_tokens after them
         (or are longer than max_prompt_length); else the tokens of the longest prompt checked."""
@@ -181,7 +185,8 @@ class GRPOLoop:
         train_size = self.task.size("train")
         epoch = {"epoch": self.step * cfg.prompts_per_step / train_size} if train_size else {}
         self.state.epoch = epoch.get("epoch", 0.0)
-        return {"step": self.step, "learning_rate": update.pop("learning_rate"),
+        learning_rate = update.pop("learning_rate", getattr(self.optimizer, "lr", None))
+        return {"step": self.step, "learning_rate": learning_rate,
                 **sampling_metrics(sample, kept_too=cfg.dynamic_sampling, ddof=int(cfg.advantage_std == "bessel")),
                 **update, **epoch}
 
@@ -198,12 +203,15 @@ class GRPOLoop:
                           weights=self.weights)
         return result.as_metrics()
 
+    def state_for_save(self) -> dict:
+        """The trainer's entries of a checkpoint's state: the step, the task, the start model, the log history."""
+        return {"step": self.step, "task": self.task.name, "start_model": self.start_model,
+                "log_history": self.state.log_history}
+
     def save(self, path: Path) -> Path:
         """Write the training checkpoint `path`; then, with save_total_limit, delete the oldest checkpoint-N
         beyond it (only once the new one is whole); the callbacks hear on_save."""
-        state = {"step": self.step, "task": self.task.name, "start_model": self.start_model,
-                 "log_history": self.state.log_history}
-        saved = self.learner.save(path, state)
+        saved = self.learner.save(path, self.state_for_save())
         if self.config.save_total_limit:
             prune_checkpoints(self.output, self.config.save_total_limit, keep=saved)
         self.control.should_save = False

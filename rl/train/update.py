@@ -106,8 +106,10 @@ def record_gradients(model, reference, parts: list[MicroBatch], config, seed: in
             model.adapters.dropout_seed = (seed * 1_000_003 + index) & 0x7FFFFFFF
         logp = model.token_logprobs(batch.inputs, targets, config.temperature)  # (rows, T)
         # The sampler ran without LoRA's dropout, so its log-probs are another network's: with one update per
-        # rollout the ratio is taken against this forward's own (detached) log-probs, rho = 1, as TRL does
-        old_logp = logp.detach() if config.mu == 1 and _dropout_on(model) else batch.old_logp
+        # rollout the ratio is taken against this forward's own (detached) log-probs, rho = 1, as TRL does;
+        # except when the batch was sampled a step behind (async rollouts), where the ratio must see that
+        on_policy = not getattr(config, "async_rollouts", 0)
+        old_logp = logp.detach() if config.mu == 1 and _dropout_on(model) and on_policy else batch.old_logp
         loss, read_metrics = policy_loss(logp, old_logp, part.ref_logp, part.advantages, batch.mask,
                                          loss_config, total_rows=total_rows, total_tokens=total_tokens)
         loss.backward()  # adds into .grad; this micro-batch's graph is freed

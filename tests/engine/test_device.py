@@ -42,17 +42,22 @@ TWO_GPUS = [*ADAPTERS, fake(5, "AMD Radeon RX 7900 XTX", "Vulkan", "DiscreteGPU"
             fake(6, "AMD Radeon RX 7900 XTX", "OpenGL", "DiscreteGPU")]
 
 
-@pytest.mark.parametrize("ordinal, spec, index", [(0, None, 2), (1, None, 3), (2, None, 5), (0, "gl", 4),
-                                                  (1, "gl", 6), (1, "radeon", 4)])
+@pytest.mark.parametrize("ordinal, spec, index", [(0, None, 3), (1, None, 5), (0, "gl", 4), (1, "gl", 6),
+                                                  (1, "radeon", 4)])
 def test_a_schedulers_gpu_ordinal_picks_the_hardware_adapter_of_that_rank(ordinal, spec, index):
-    # every GPU is listed once per backend and software adapters are not GPUs: GPU k is the k-th hardware
-    # adapter of the best backend (Vulkan here), or of the backend the spec names
+    # every GPU is listed once per backend, software adapters are not GPUs, and a scheduler counts the discrete
+    # cards (not the integrated Intel one): GPU k is the k-th discrete adapter of the best backend (Vulkan
+    # here), or of the backend the spec names
     assert hardware_adapter(ordinal, spec, TWO_GPUS).index == index
 
 
+def test_without_discrete_gpus_the_integrated_one_counts():
+    assert hardware_adapter(0, None, ADAPTERS[:3]).index == 2
+
+
 def test_a_gpu_ordinal_beyond_the_adapters_names_what_exists():
-    with pytest.raises(NoAdapterError, match=r"GPU 3 was assigned .* sees 3 hardware adapter\(s\): \[2\] Intel"):
-        hardware_adapter(3, None, TWO_GPUS)
+    with pytest.raises(NoAdapterError, match=r"GPU 2 was assigned .* sees 2 hardware adapter\(s\): \[3\] AMD"):
+        hardware_adapter(2, None, TWO_GPUS)
     with pytest.raises(NoAdapterError, match=r"sees 0 hardware adapter\(s\): none"):
         hardware_adapter(0, None, ADAPTERS[:2])
 

@@ -77,6 +77,23 @@ def test_upload_never_overwrites_data_a_pending_dispatch_reads(device):
     np.testing.assert_array_equal(z.numpy(), np.full(1000, -7, np.float32))
 
 
+def test_a_host_write_lands_after_the_commands_recorded_before_it(device, monkeypatch):
+    import wgrpo.engine.runtime as runtime_module
+
+    monkeypatch.setattr(runtime_module, "WRITE_STAGING_BYTES", 8)  # a submit after every second write
+    a = np.arange(12, dtype=np.float32)
+    x = Tensor.from_numpy(a, device)
+    y = ops.affine(x, 2.0)  # recorded, reads x's old values
+    block, offset, _ = x.binding()
+    new = np.full(4, -1.0, np.float32)
+    device.runtime.write(block, offset + 8, memoryview(new).cast("B"))  # elements 2..5
+    device.runtime.write(block, offset + 40, memoryview(new[:2]).cast("B"))  # elements 10..11
+    np.testing.assert_array_equal(y.numpy(), 2 * a)
+    np.testing.assert_array_equal(x.numpy(), np.r_[a[:2], new, a[6:10], new[:2]])
+    with pytest.raises(ValueError, match="offset 2 and size 4 must be multiples of 4 bytes"):
+        device.runtime.write(block, 2, b"1234")
+
+
 def test_reshape_shares_data(device, rng):
     a = rng.standard_normal((6, 4)).astype(np.float32)
     t = Tensor.from_numpy(a, device)

@@ -6,6 +6,7 @@ from, and resumes work in both schedules."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 
@@ -15,6 +16,7 @@ import pytest
 from wgrpo.engine import load_pretrained
 from wgrpo.rl.errors import ClusterError
 from wgrpo.rl.train.callbacks import TrainerCallback
+from wgrpo.rl.train.checkpoint import STATE_FILE
 from wgrpo.rl.train.metrics_log import read_rows
 from wgrpo.rl.train.pipeline import policy_and_reference
 from wgrpo.rl.train.trainer import GRPOLoop
@@ -100,9 +102,9 @@ def test_two_rollout_workers_reproduce_the_single_process_run(start, one_process
     rows = read_rows(out / "metrics.jsonl")
     assert rows[1]["reward_std"] > 0 and rows[3]["loss"] != 0  # rewards differ: the steps had a gradient
     assert "eval_reward" in rows[0] and "eval_reward" in rows[3]
-    # the weights moved once per update, the first sync included, to each worker sampling a shard
+    # the weights moved once per update to each worker: the first weights for the evaluation before step 1
     synced = [r["weight_sync/bytes"] for r in rows[1:]]
-    assert all(b > 0 for b in synced) and len(set(synced)) == 1
+    assert synced[0] == 0 and synced[1] == synced[2] > 0
     assert loop.cluster.restarts == [0, 0]
 
 
@@ -165,17 +167,91 @@ def test_a_worker_lost_twice_stops_the_run_with_a_checkpoint_that_resumes(start,
     assert_same_run(one_process_run, out)
 
 
-def test_an_asynchronous_run_resumes_from_its_checkpoint(start, tmp_path, no_plot):
+class StopAfter(TrainerCallback):
+    """Stops the run after step `step` (it saves checkpoint-step)."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
+
+
+def test_an_asynchronous_run_resumes_exactly_from_its_checkpoint(start, tmp_path, no_plot):
+    # the batch sampled ahead for step 2 (with the weights before update 1) is kept in checkpoint-1, so the
+    # resumed run trains on it as the uninterrupted one does
     start_dir, task = start
-    out = tmp_path / "async"
-    cfg = config(out, start_dir, rollout_workers=1, async_rollouts=1, steps=2, save_every=1)
+    cfg = config(tmp_path / "straight", start_dir, rollout_workers=1, async_rollouts=1)
     on_cluster(cfg, task, start_dir)
-    finished = read_rows(out / "metrics.jsonl")
-    resumed = dataclasses.replace(cfg, resume=str(out / "checkpoint-1"), steps=3)
-    on_cluster(resumed, task, start_dir)
-    rows = read_rows(out / "metrics.jsonl")
+    stopped = dataclasses.replace(cfg, output_dir=str(tmp_path / "stopped"))
+    on_cluster(stopped, task, start_dir, callbacks=[StopAfter(1)])
+    checkpoint = tmp_path / "stopped" / "checkpoint-1"
+    assert "sampled_ahead" in json.loads((checkpoint / STATE_FILE).read_text())
+    on_cluster(dataclasses.replace(stopped, resume=str(checkpoint)), task, start_dir)
+    assert_same_run(tmp_path / "straight", tmp_path / "stopped")
+    rows = read_rows(tmp_path / "stopped" / "metrics.jsonl")
+    assert [r.get("sampling/staleness") for r in rows] == [None, 0.0, 1.0, 1.0]
+
+
+def test_lora_dynamic_sampling_chunks_and_more_samplers_than_problems_match_one_process(start, device, tmp_path,
+                                                                                        no_plot):
+    # LoRA adapters alone move; 2 problems over 3 samplers (the learner's shard is empty); dynamic sampling's
+    # extra rounds, generation in chunks, mu = 2, a warm-up and cosine decay, evaluation batches of one problem
+    start_dir, task = start
+    options = dict(use_peft=True, lora_r=4, lora_alpha=8.0, lr=2e-2, prompts_per_step=2, dynamic_sampling=True,
+                   max_sampling_rounds=2, generation_chunk_size=4, mu=2, warmup_lr_steps=1, min_lr_ratio=0.1,
+                   per_device_eval_batch_size=1, eval_problems=3)
+    single_process(config(tmp_path / "one", start_dir, **options), task, device)
+    loop = on_cluster(config(tmp_path / "two", start_dir, rollout_workers=2, **options), task, start_dir)
+    rows = read_rows(tmp_path / "two" / "metrics.jsonl")
+    assert computed(read_rows(tmp_path / "one" / "metrics.jsonl")) == computed(rows)
+    adapters = [(tmp_path / run / "final" / "adapter_model.safetensors").read_bytes() for run in ("one", "two")]
+    assert adapters[0] == adapters[1]
+    from safetensors.numpy import load_file
+
+    adapter = load_file(str(tmp_path / "two" / "final" / "adapter_model.safetensors"))
+    assert loop.cluster.learner_info["trainable_bytes"] == sum(a.nbytes for a in adapter.values())  # not the model
+    assert rows[2]["weight_sync/bytes"] == 2 * loop.cluster.learner_info["trainable_bytes"]
+
+
+def test_an_asynchronous_run_that_loses_a_worker_twice_keeps_every_finished_update(start, tmp_path, no_plot):
+    # the second loss comes while step 4 is sampled ahead during update 3: that update still lands, its row is
+    # written, and the checkpoint saved on stopping is checkpoint-3 with the weights of three updates
+    start_dir, task = start
+    straight = config(tmp_path / "straight", start_dir, rollout_workers=2, async_rollouts=1, steps=4, save_every=1)
+    on_cluster(straight, task, start_dir)
+    lost = dataclasses.replace(straight, output_dir=str(tmp_path / "lost"), save_every=0)
+    with pytest.raises(ClusterError, match=r"rollout worker 0 died again .*resume with: .*checkpoint-3"):
+        run_with(lost, task, start_dir, KillWorker({1, 2}))
+    kept = tmp_path / "lost" / "checkpoint-3"
+    assert json.loads((kept / STATE_FILE).read_text())["step"] == 3
+    assert (kept / "model.safetensors").read_bytes() == \
+        (tmp_path / "straight" / "checkpoint-3" / "model.safetensors").read_bytes()
+    rows = read_rows(tmp_path / "lost" / "metrics.jsonl")
     assert [r["step"] for r in rows] == [0, 1, 2, 3]
-    assert computed(rows[:2]) == computed(finished[:2])
-    # the resumed run's first batch is sampled with the checkpoint's weights, the next one step behind again
-    assert [r["sampling/staleness"] for r in rows[2:]] == [0.0, 1.0]
-    assert (out / "final" / "model.safetensors").is_file()
+
+
+def test_an_actors_own_error_comes_back_as_itself(start, tmp_path):
+    from wgrpo.engine import NoAdapterError
+    from wgrpo.rl.cluster.driver import cluster_loop
+
+    start_dir, task = start
+    with pytest.raises(NoAdapterError, match="no adapter matches device='metal'"):
+        with cluster_loop(config(tmp_path, start_dir, rollout_workers=1), task, start_dir, device="metal"):
+            pass
+
+
+def test_an_output_dir_the_learner_cannot_see_is_refused(tmp_path):
+    from types import SimpleNamespace
+
+    from wgrpo.engine import InputError
+    from wgrpo.rl.cluster.driver import check_shared_output
+
+    seen = []
+    blind = SimpleNamespace(learner_info={"host": "node-7"},
+                            call_learner=lambda method, path: seen.append((method, path)) or False)
+    with pytest.raises(InputError, match=f"--output-dir {tmp_path}: the learner actor does not see it from its "
+                                         f"node \\(node-7\\); put it on a filesystem every node shares"):
+        check_shared_output(blind, tmp_path)
+    assert seen[0][0] == "sees" and seen[0][1].startswith(str(tmp_path)) and not list(tmp_path.iterdir())

@@ -24,8 +24,8 @@ def test_code_rewards_as_ray_tasks_equal_the_tasks_own(local_ray, tmp_path):
 
 
 @pytest.mark.parametrize("problems, shards, ranges", [
-    (5, 3, [(0, 2), (2, 4), (4, 5)]), (6, 3, [(0, 2), (2, 4), (4, 6)]), (1, 1, [(0, 1)]),
-    (2, 3, [(0, 1), (1, 2), (2, 2)]), (7, 2, [(0, 4), (4, 7)])])
+    (5, 3, [(0, 1), (1, 3), (3, 5)]), (6, 3, [(0, 2), (2, 4), (4, 6)]), (1, 1, [(0, 1)]),
+    (2, 3, [(0, 0), (0, 1), (1, 2)]), (7, 2, [(0, 3), (3, 7)])])
 def test_a_round_is_cut_into_contiguous_parts_of_whole_groups(problems, shards, ranges):
     assert shard_ranges(problems, shards) == ranges
 
