@@ -8,10 +8,12 @@ from wgrpo.engine import ops
 from wgrpo.engine.atomic_dir import recover_checkpoints
 from wgrpo.engine.autograd import no_grad
 from wgrpo.engine.config import ModelConfig
-from wgrpo.engine.device import NoAdapterError, choose_adapter, get_device, list_adapters
+from wgrpo.engine.device import ENV_VAR as DEVICE_ENV_VAR
+from wgrpo.engine.device import NoAdapterError, choose_adapter, get_device, hardware_adapter, list_adapters
 from wgrpo.engine.errors import CheckpointWriteError, InputError
 from wgrpo.engine.generate import GenerationResult, generate
 from wgrpo.engine.hf import CHECKPOINT_ENTRIES, foreign_entries, write_checkpoint
+from wgrpo.engine.hf_tokenizer import load_tokenizer
 from wgrpo.engine.hub import is_hub_id, resolve_model_path
 from wgrpo.engine.lora import LoraAdapters, LoraConfig, attach_lora, merge_and_unload, merged_state_dict
 from wgrpo.engine.memory_budget import check_fits, device_memory_budget
@@ -23,12 +25,13 @@ from wgrpo.engine.readback import read_together
 from wgrpo.engine.runtime import KernelError
 from wgrpo.engine.tensor import Tensor
 from wgrpo.engine.tokenizer import END_OF_TEXT, PretrainedTokenizer, train_tokenizer
+from wgrpo.engine.weight_sync import load_trainable_arrays, trainable_arrays, trainable_tensors
 
-__all__ = ["AdamW", "CHECKPOINT_ENTRIES", "foreign_entries", "CheckpointWriteError", "END_OF_TEXT", "GenerationResult", "InputError", "KernelError",
+__all__ = ["AdamW", "CHECKPOINT_ENTRIES", "DEVICE_ENV_VAR", "foreign_entries", "CheckpointWriteError", "END_OF_TEXT", "GenerationResult", "InputError", "KernelError",
            "LoraAdapters", "LoraConfig", "MemoryEstimate", "Model", "ModelConfig", "NoAdapterError",
            "PretrainedTokenizer", "Tensor", "attach_lora", "check_fits", "choose_adapter",
            "clip_coefficient", "clip_grad_norm_", "device_memory_budget", "estimate_generation", "estimate_grpo_step",
-           "generate", "get_device", "is_adapter_dir", "is_hub_id", "list_adapters", "load_adapter",
-           "load_peft_model", "load_pretrained", "merge_and_unload", "merged_state_dict", "no_grad", "ops",
+           "generate", "get_device", "hardware_adapter", "is_adapter_dir", "is_hub_id", "list_adapters",
+           "load_adapter", "load_peft_model", "load_pretrained", "load_tokenizer", "load_trainable_arrays", "merge_and_unload", "merged_state_dict", "no_grad", "ops",
            "peak_metrics", "read_together", "recover_checkpoints", "resolve_model_path", "save_adapter",
-           "train_tokenizer", "write_checkpoint"]
+           "train_tokenizer", "trainable_arrays", "trainable_tensors", "write_checkpoint"]

@@ -225,7 +225,7 @@ def cluster_loop(config, task, start: str, device=None, callbacks=()):
     """The `ClusterLoop` of `config` over new actors (Ray joined or started as `config.ray_address` says), ready to
     `run()`; the actors are stopped when the block ends. `device`: a Device or a `--device` spec, which the actors
     read as the backend or kind of adapter to use (each takes the GPU Ray gives it)."""
-    from wgrpo.engine.hf_tokenizer import load_tokenizer
+    from wgrpo.engine import load_tokenizer
     from wgrpo.rl.cluster import ray_cluster
     from wgrpo.rl.train.checkpoint import read_state
 
@@ -254,10 +254,10 @@ def cluster_loop(config, task, start: str, device=None, callbacks=()):
 def actor_device_spec(device) -> str | None:
     """What the actors are told of the device: a spec as given (an adapter index means nothing on other
     machines, and Ray picks each actor's GPU: it is dropped), the backend of a Device, else $WGRPO_DEVICE."""
-    from wgrpo.engine.device import ENV_VAR
+    from wgrpo.engine import DEVICE_ENV_VAR
 
     if device is None:
-        device = os.environ.get(ENV_VAR) or None
+        device = os.environ.get(DEVICE_ENV_VAR) or None
     if device is None or isinstance(device, str):
         return None if device is None or device.strip().isdigit() else device
     if device.is_software:

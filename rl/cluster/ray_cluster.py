@@ -34,14 +34,15 @@ LOST = (RayActorError, ActorUnavailableError, StaleWeights)  # what a dead (or r
 
 def connect(address: str = "") -> None:
     """Join the Ray cluster at `address` ("auto": the one `ray start` runs on this machine), or start a local
-    one; nothing when this process is connected already (a test's, a notebook's `ray.init`)."""
+    one for this run (never joining another by accident, a stale one a killed run left included); nothing when
+    this process is connected already (a test's, a notebook's `ray.init`)."""
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
-        ray.init(include_dashboard=False, log_to_driver=True)
+        ray.init(address="local", include_dashboard=False, log_to_driver=True)
 
 
 def _gpus_per_actor(device_spec: str | None, actors: int) -> float:

@@ -24,8 +24,7 @@ from wgrpo.rl.train.learner import Learner, sample_shard
 def actor_device(spec: str | None, gpu_ids: Sequence) -> object:
     """The device of an actor: with GPUs assigned by Ray (`ray.get_gpu_ids()`), the hardware adapter whose
     ordinal is the first of them among those `spec` allows; else the adapter `spec` names (`--device`)."""
-    from wgrpo.engine import get_device
-    from wgrpo.engine.device import hardware_adapter
+    from wgrpo.engine import get_device, hardware_adapter
 
     if gpu_ids:
         return get_device(str(hardware_adapter(int(gpu_ids[0]), spec or None).index))
@@ -66,7 +65,7 @@ class LearnerProcess:
     def describe(self) -> dict:
         """What the driver needs to know of the learner: its model's config, adapter, pid and the bytes of the
         trainable weights (what one worker's sync moves)."""
-        from wgrpo.engine.weight_sync import trainable_tensors
+        from wgrpo.engine import trainable_tensors
 
         return {"model_config": self.learner.model_config, "device": self.device_name, "pid": os.getpid(),
                 "host": socket.gethostname(), "trainable_bytes": sum(t.nbytes for t in trainable_tensors(self.learner.model).values())}
@@ -130,7 +129,7 @@ class RolloutWorker:
     def load_weights(self, weights: tuple[Mapping[str, np.ndarray], float], version: int) -> dict[str, float]:
         """Write the learner's trainable weights (as `LearnerProcess.trainable_weights` returned them) into this
         copy in place; returns the bytes and seconds it took."""
-        from wgrpo.engine.weight_sync import load_trainable_arrays
+        from wgrpo.engine import load_trainable_arrays
 
         arrays, _ = weights
         began = time.perf_counter()

@@ -109,7 +109,7 @@ class Learner:
 
     def trainable_weights(self) -> dict[str, np.ndarray]:
         """What rollout workers load after each update: the trainable tensors as host arrays."""
-        from wgrpo.engine.weight_sync import trainable_arrays
+        from wgrpo.engine import trainable_arrays
 
         return trainable_arrays(self.model)
 
