@@ -129,3 +129,68 @@ def format_cluster_report(report: dict) -> str:
             link = f" over {row['link']}" if row["gpus"] > 1 else ""
             lines.append(f"    {row['gpus']} GPU(s){link}: sync {row['synchronous_s']:.4f} s{asynchronous}")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- the README's table
+
+# Qwen2.5's published configs (config.json): what the projection needs of them
+QWEN = {"Qwen2.5-0.5B": dict(hidden_size=896, num_layers=24, num_heads=14, num_kv_heads=2, head_dim=64,
+                             intermediate_size=4864, vocab_size=151936, parameters=494_032_768),
+        "Qwen2.5-1.5B": dict(hidden_size=1536, num_layers=28, num_heads=12, num_kv_heads=2, head_dim=128,
+                             intermediate_size=8960, vocab_size=151936, parameters=1_543_714_304)}
+# The assumptions of the paper projection (README): a TinyZero-sized step, an H100-class card's update at 60% of
+# its f32 FMA peak, sampling at the update's rate / the rollout-to-update GFLOP/s ratio `bench --grpo` measured
+# on lavapipe (3.3), and the on-node sync rate of Ray's object store measured with 2 GB of weights on one node
+# (about 5.5 GB/s) combined with a PCIe read-back and upload (about 25 GB/s each way).
+STEP = {"prompts": 32, "group_size": 8, "prompt_tokens": 256, "new_tokens": 512}
+UPDATE_FLOPS_PER_S = 40e12
+ROLLOUT_SLOWDOWN = 3.3
+NODE_BYTES_PER_S = 1 / (1 / 5.5e9 + 2 / 25e9)
+
+
+def lora_parameters(m: dict, r: int = 16) -> int:
+    """Adapter parameters of LoRA rank r on every projection of the decoder layers (A: r x in, B: out x r)."""
+    c, q, kv, inter = m["hidden_size"], m["num_heads"] * m["head_dim"], m["num_kv_heads"] * m["head_dim"], \
+        m["intermediate_size"]
+    per_layer = sum(r * (i + o) for i, o in ((c, q), (c, kv), (c, kv), (q, c), (c, inter), (c, inter), (inter, c)))
+    return m["num_layers"] * per_layer
+
+
+def one_gpu_seconds(m: dict) -> tuple[float, float]:
+    """(rollout, update) seconds of STEP on one GPU under the projection's assumptions."""
+    from types import SimpleNamespace
+
+    from wgrpo.tools.bench_grpo import forward_flops
+
+    config = SimpleNamespace(**{k: v for k, v in m.items() if k != "parameters"})
+    rows, p, n = STEP["prompts"] * STEP["group_size"], STEP["prompt_tokens"], STEP["new_tokens"]
+    prefill = forward_flops(config, STEP["prompts"] * p, STEP["prompts"] * p * (p + 1) // 2, head_rows=rows)
+    decode = sum(forward_flops(config, rows, rows * (p + t)) for t in range(1, n))
+    width = p + n - 1
+    update = 4 * forward_flops(config, rows * width, rows * width * (width + 1) // 2)  # reference + fwd + bwd
+    return (prefill + decode) * ROLLOUT_SLOWDOWN / UPDATE_FLOPS_PER_S, update / UPDATE_FLOPS_PER_S
+
+
+# (GPUs, GPUs per node, the link between nodes) of each column after the one-GPU step
+COLUMNS = [(4, 1, link) for link in LINKS] + [(8, 1, link) for link in LINKS] + [(8, 8, None)]
+
+
+def readme_table() -> str:
+    """The README's projection table, as markdown: seconds per step, synchronous / asynchronous."""
+    lines = ["| model, weights moved | 1 GPU | 4 GPUs, 1 GbE | 10 GbE | 100 GbE | 8 GPUs, 1 GbE | 10 GbE | 100 GbE "
+             "| 8 GPUs in one node |", "|" + "---|" * 9]
+    for name, m in QWEN.items():
+        rollout, update = one_gpu_seconds(m)
+        for kind, weights in (("full f32", 4 * m["parameters"]), ("LoRA", 4 * lora_parameters(m))):
+            cells = [f"{rollout + update:.1f}"]
+            for gpus, per_node, link in COLUMNS:
+                run = dict(link_bytes_per_s=LINKS[link] if link else 1.0, node_bytes_per_s=NODE_BYTES_PER_S,
+                           gpus_per_node=per_node)
+                cells.append(f"{project_step(rollout, update, weights, gpus, **run):.1f} / "
+                             f"{project_step(rollout, update, weights, gpus, asynchronous=True, **run):.1f}")
+            lines.append(f"| {name}, {kind} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(readme_table())

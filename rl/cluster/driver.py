@@ -12,8 +12,9 @@ Schedules:
   learner updates. Metrics and final weights are those of the single-process run for the same seed on the same
   kind of adapter.
 - `async_rollouts = 1`: while the learner runs update t, the workers sample step t + 1 with the weights before
-  it (one step off-policy, logged as `sampling/staleness`; the first step and a resumed run's first are sampled
-  on-policy); deterministic for a seed. The learner then samples nothing.
+  it (one step off-policy; the first step is sampled on-policy); deterministic for a seed. The learner then samples
+  nothing. Each shard comes back with the version (updates done) of the weights that sampled it, logged as
+  `sampling/weight_version`, and `sampling/staleness` is the step trained minus that version.
 
 Weights reach the workers through the object store once per update (`time/weight_sync`, `weight_sync/bytes`).
 A rollout actor that dies is restarted once and samples its shard again; a run that cannot go on (a worker
@@ -103,8 +104,11 @@ class ClusterLoop(GRPOLoop):
         sync = self.cluster.sync([i for i, (a, b) in enumerate(worker_shards) if b > a], self.step)
         self._extras["time/weight_sync"] = self._extras.get("time/weight_sync", 0.0) + sync.seconds
         self._extras["weight_sync/bytes"] = self._extras.get("weight_sync/bytes", 0.0) + sync.bytes
-        results = self.cluster.sample(shards, prompts, size, use_learner=use_learner, version=self.step,
-                                      options=options)
+        results, versions = self.cluster.sample(shards, prompts, size, use_learner=use_learner, version=self.step,
+                                                options=options)
+        if versions and self.asynchronous:  # the oldest weights any shard sampled with (all the same, by design)
+            old = self._extras.get("sampling/weight_version", min(versions))
+            self._extras["sampling/weight_version"] = float(min(old, *versions))
         completions = [c for (a, _), sequences in zip(shards, results) for c in completions_of(sequences, a * size,
                                                                                              size)]
         generated = time.perf_counter()
@@ -129,11 +133,12 @@ class ClusterLoop(GRPOLoop):
         if self.prefetched is not None and self.prefetched[0] == step:
             _, sample, extras = self.prefetched
             self.prefetched = None
-            self._extras.update(extras, **{"sampling/staleness": 1.0})
-            return sample
-        if self.asynchronous:
-            self._extras["sampling/staleness"] = 0.0
-        return super().sample_step(step)
+            self._extras.update(extras)
+        else:
+            sample = super().sample_step(step)
+        if self.asynchronous:  # updates between the weights that sampled the batch and those it trains
+            self._extras["sampling/staleness"] = step - self._extras["sampling/weight_version"]
+        return sample
 
     # ------------------------------------------------------------------ update and the rest
 

@@ -213,10 +213,12 @@ class Cluster:
     # ------------------------------------------------------------------ sampling
 
     def sample(self, shards: list[tuple[int, int]], prompts: list, group_size: int, *, use_learner: bool,
-               version: int, options: dict) -> list[list]:
-        """Every shard's completions: shard 0 on the learner when `use_learner`, the others (or all) on the
-        workers, each at the weights of `version`; an empty shard asks nothing. A worker that dies (or was
-        restarted since its load) is restarted once, loads the weights again and samples its shard again."""
+               version: int, options: dict) -> tuple[list[list], list[int]]:
+        """(every shard's completions, the weight version each non-empty shard came back with): shard 0 on the
+        learner when `use_learner` (always at its current weights, `version`: it samples between its updates),
+        the others (or all) on the workers at the weights of `version`; an empty shard asks nothing. A worker
+        that dies (or was restarted since its load) is restarted once, loads the weights again and samples its
+        shard again."""
         worker_shards = shards[1:] if use_learner else shards
         refs = []
         if use_learner and shards[0][1] > shards[0][0]:
@@ -228,17 +230,20 @@ class Cluster:
         for index, (a, b) in enumerate(worker_shards):
             refs.append((index, None if a == b else self._submit_sample(index, prompts, a, b, group_size, version,
                                                                         options)))
-        results = []
+        results, versions = [], []
         for who, ref in refs:
             if ref is None:
                 results.append([])
             elif who == "learner":
                 results.append(self.wait_learner(ref))
+                versions.append(version)
             else:
-                results.append(self._sampled(who, ref, worker_shards[who], prompts, group_size, version, options))
-        return results
+                sampled = self._sampled(who, ref, worker_shards[who], prompts, group_size, version, options)
+                results.append(sampled["sequences"])
+                versions.append(sampled["version"])
+        return results, versions
 
-    def _sampled(self, index, ref, shard, prompts, group_size, version, options) -> list:
+    def _sampled(self, index, ref, shard, prompts, group_size, version, options) -> dict:
         while True:
             try:
                 return get(ref)

@@ -138,9 +138,11 @@ class RolloutWorker:
         self.version = int(version)
         return {"bytes": float(written), "seconds": time.perf_counter() - began, "pid": os.getpid()}
 
-    def sample(self, prompts, group_size, *, version: int, **options) -> list:
-        """`rl.train.learner.sample_shard` with the loaded weights, which must be those of update `version`."""
+    def sample(self, prompts, group_size, *, version: int, **options) -> dict:
+        """{"sequences": `rl.train.learner.sample_shard`'s, "version": the update whose weights sampled them},
+        which must be `version`."""
         if version != self.version:
             raise StaleWeights(f"rollout worker (pid {os.getpid()}): asked to sample with the weights of update "
                                f"{version}, but holds {'none' if self.version < 0 else f'update {self.version}'}")
-        return sample_shard(self.model, self.tokenizer, prompts, group_size, **options)
+        return {"sequences": sample_shard(self.model, self.tokenizer, prompts, group_size, **options),
+                "version": self.version}

@@ -48,3 +48,13 @@ def test_the_projection_by_hand():
     assert project_step(6.0, 2.0, 100 * mib, 8, link_bytes_per_s=rate, node_bytes_per_s=node,
                         gpus_per_node=8) == pytest.approx(6.0 / 8 + 1.0 + 2.0)
     assert set(LINKS) == {"1 GbE", "10 GbE", "100 GbE"}
+
+
+def test_the_readmes_projection_is_what_the_model_prints():
+    from pathlib import Path
+
+    from wgrpo.tools.bench_cluster import lora_parameters, readme_table, QWEN
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert readme_table() in readme
+    assert lora_parameters(QWEN["Qwen2.5-0.5B"]) == 8_798_208  # 35.2 MB of f32 adapters

@@ -116,6 +116,7 @@ def test_the_asynchronous_schedule_is_deterministic_and_one_step_off_policy(star
     assert_same_run(tmp_path / "a", tmp_path / "b")  # also however many workers share the sampling
     rows = [r for r in read_rows(tmp_path / "a" / "metrics.jsonl") if r["step"] > 0]
     assert [r["sampling/staleness"] for r in rows] == [0.0, 1.0, 1.0]
+    assert [r["sampling/weight_version"] for r in rows] == [0.0, 0.0, 1.0]  # as the shards came back
     synchronous = [r for r in read_rows(one_process_run / "metrics.jsonl") if r["step"] > 0]
     assert rows[0]["loss"] == synchronous[0]["loss"]  # step 1 is sampled on-policy in both
     assert rows[1]["reward"] != synchronous[1]["reward"]  # step 2 was sampled before update 1
