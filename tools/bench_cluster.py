@@ -60,8 +60,8 @@ def run_cluster_steps(trainer, start: str, workers: int, asynchronous: bool, war
     med = {key: statistics.median(r[key] for r in records) for key in records[0]}
     rate = med["sync_bytes"] / med["sync_s"] if med["sync_s"] else None
     return {"workers": workers, "schedule": "asynchronous" if asynchronous else "synchronous",
-            "learner_device": learner["device"], "weight_bytes": learner["trainable_bytes"], "startup_s": started, "median": med, "steps": records,
-            "sync_bytes_per_s": rate}
+            "learner_device": learner["device"], "weight_bytes": learner["trainable_bytes"], "startup_s": started,
+            "median": med, "steps": records, "sync_bytes_per_s": rate}
 
 
 def project_step(rollout_s: float, update_s: float, weight_bytes: float, gpus: int, *, link_bytes_per_s: float,
@@ -114,9 +114,11 @@ def format_cluster_report(report: dict) -> str:
     rate = c["sync_bytes_per_s"]
     lines = [f"on Ray: learner on {c['learner_device']} + {c['workers']} rollout worker(s), {c['schedule']} "
              f"schedule (actors started in {c['startup_s']:.1f} s); median of {len(c['steps'])} steps",
-             f"  step {m['total_s']:.4f} s = sampling {m['sample_s']:.4f} s (generation {m['rollout_s']:.4f}, "
-             f"rewards {m['reward_s']:.4f}, weight sync {m['sync_s']:.4f}) + update {m['update_s']:.4f} s "
-             f"(learner's own {m['learner_update_s']:.4f})",
+             f"  step {m['total_s']:.4f} s = sampling {m['sample_s']:.4f} s + update {m['update_s']:.4f} s "
+             f"(the learner's own {m['learner_update_s']:.4f}"
+             + (", the next step sampled beside it" if c["schedule"] == "asynchronous" else "")
+             + f"); sampling: generation {m['rollout_s']:.4f}, rewards {m['reward_s']:.4f}, weight sync "
+               f"{m['sync_s']:.4f}",
              f"  weight sync: {m['sync_bytes'] / 2**20:.2f} MiB per step to the workers "
              f"({c['weight_bytes'] / 2**20:.2f} MiB each)"
              + (f", {rate / 2**20:.0f} MiB/s" if rate else ""),

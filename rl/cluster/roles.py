@@ -68,7 +68,8 @@ class LearnerProcess:
         from wgrpo.engine import trainable_tensors
 
         return {"model_config": self.learner.model_config, "device": self.device_name, "pid": os.getpid(),
-                "host": socket.gethostname(), "trainable_bytes": sum(t.nbytes for t in trainable_tensors(self.learner.model).values())}
+                "host": socket.gethostname(),
+                "trainable_bytes": sum(t.nbytes for t in trainable_tensors(self.learner.model).values())}
 
     def sees(self, path: str) -> bool:
         """Whether `path` exists on this actor's node (the driver's output_dir must be shared)."""

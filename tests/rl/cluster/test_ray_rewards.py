@@ -69,8 +69,11 @@ def test_a_code_task_trains_on_the_cluster_as_in_one_process(local_ray, device, 
 
     scored = []
     as_tasks = ray_cluster.score_as_tasks
-    monkeypatch.setattr(ray_cluster, "score_as_tasks",
-                        lambda task, completions, *a: scored.append(len(completions)) or as_tasks(task, completions, *a))
+    def counted(task, completions, *rest):
+        scored.append(len(completions))
+        return as_tasks(task, completions, *rest)
+
+    monkeypatch.setattr(ray_cluster, "score_as_tasks", counted)
     with cluster_loop(on_ray, task_of(on_ray), str(start)) as loop:
         loop.run()
     assert scored == [8, 8]  # each step's 2 x 4 completions, as Ray tasks
