@@ -32,6 +32,13 @@ def rng():
     return np.random.default_rng(0)
 
 
+def pytest_collection_modifyitems(items):
+    """Tests on a local Ray are marked `ray` (scripts/test.sh runs them in its first pass only)."""
+    for item in items:
+        if "local_ray" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.ray)
+
+
 @pytest.fixture(scope="session")
 def local_ray(device):
     """A real local Ray for the scale-out tests: 2 CPUs, no GPUs, on loopback only, shared by the tests."""

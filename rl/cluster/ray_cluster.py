@@ -82,6 +82,16 @@ def get(ref, timeout: float | None = None):
         raise ClusterError(f"Ray lost part of the run: {_reason(error)}") from None
 
 
+def _waited(ref, who: str, timeout: float | None = None, what: str = "run"):
+    """`get`, with a lost actor (or one not placed in time) as a ClusterError naming `who`."""
+    try:
+        return get(ref, timeout=timeout)
+    except GetTimeoutError:
+        raise ClusterError(f"{who} did not {what} within {timeout:.0f} s (placed? see `ray status`)") from None
+    except (RayActorError, ActorUnavailableError) as error:
+        raise ClusterError(f"{who} died ({_reason(error)})") from None
+
+
 @dataclass
 class SyncStats:
     """Weight movement of one sampling round: bytes the workers wrote and the seconds it took in all."""
@@ -141,19 +151,11 @@ class Cluster:
             self.learner_info = self.wait_learner(self.learner.describe.remote(), timeout=START_WAIT_S,
                                                   what="start")
             for index, worker in enumerate(self.workers):  # each loads its model now: errors before any step
-                self.pids.append(self._started(index, worker.describe.remote())["pid"])
+                self.pids.append(_waited(worker.describe.remote(), f"rollout worker {index}", START_WAIT_S,
+                                         "start")["pid"])
         except BaseException:
             self.shutdown()
             raise
-
-    def _started(self, index: int, ref) -> dict:
-        try:
-            return get(ref, timeout=START_WAIT_S)
-        except GetTimeoutError:
-            raise ClusterError(f"rollout worker {index} did not start within {START_WAIT_S:.0f} s (placed? see "
-                               f"`ray status`)") from None
-        except (RayActorError, ActorUnavailableError) as error:
-            raise ClusterError(f"rollout worker {index} died as it started ({_reason(error)})") from None
 
     # ------------------------------------------------------------------ the learner
 
@@ -165,13 +167,7 @@ class Cluster:
         return getattr(self.learner, method).remote(*args, **kwargs)
 
     def wait_learner(self, ref, timeout: float | None = None, what: str = "run"):
-        try:
-            return get(ref, timeout=timeout)
-        except GetTimeoutError:
-            raise ClusterError(f"the learner actor did not {what} within {timeout:.0f} s (placed? see "
-                               f"`ray status`)") from None
-        except (RayActorError, ActorUnavailableError) as error:
-            raise ClusterError(f"the learner actor died ({_reason(error)})") from None
+        return _waited(ref, "the learner actor", timeout, what)
 
     # ------------------------------------------------------------------ weights
 
