@@ -142,11 +142,11 @@ QWEN = {"Qwen2.5-0.5B": dict(hidden_size=896, num_layers=24, num_heads=14, num_k
                              intermediate_size=8960, vocab_size=151936, parameters=1_543_714_304)}
 # The assumptions of the paper projection (README): a TinyZero-sized step, an H100-class card's update at 60% of
 # its f32 FMA peak, sampling at the update's rate / the rollout-to-update GFLOP/s ratio `bench --grpo` measured
-# on lavapipe (3.3), and the on-node sync rate of Ray's object store measured with 2 GB of weights on one node
+# on lavapipe with its default step (1.8-1.9), and the on-node sync rate of Ray's object store measured with 2 GB of weights on one node
 # (about 5.5 GB/s) combined with a PCIe read-back and upload (about 25 GB/s each way).
 STEP = {"prompts": 32, "group_size": 8, "prompt_tokens": 256, "new_tokens": 512}
 UPDATE_FLOPS_PER_S = 40e12
-ROLLOUT_SLOWDOWN = 3.3
+ROLLOUT_SLOWDOWN = 1.9
 NODE_BYTES_PER_S = 1 / (1 / 5.5e9 + 2 / 25e9)
 
 
