@@ -23,7 +23,7 @@ try:
 except ImportError as error:  # pragma: no cover - the message is the point
     raise ImportError("--rollout-workers needs Ray: pip install 'wgrpo[ray]'") from error
 
-from wgrpo.engine import InputError
+from wgrpo.engine import InputError, is_hub_id
 from wgrpo.rl.cluster.roles import LearnerProcess, RolloutWorker, StaleWeights
 from wgrpo.rl.errors import ClusterError
 
@@ -139,7 +139,9 @@ class Cluster:
     def __init__(self, config, checkpoint: str, start: str, workers: int, device_spec: str | None):
         gpus = _gpus_per_actor(device_spec, workers + 1)
         self.config, self.device_spec = config, device_spec
-        self.worker_source = start if os.path.isdir(start) else checkpoint
+        # a start the driver resolved from a Hub id is resolved again on each node (`roles.on_this_node`)
+        hub = config.model and is_hub_id(config.model)
+        self.worker_source = start if hub or os.path.isdir(start) else checkpoint
         self.workers, self.restarts, self.worker_versions, self.pids = [], [0] * workers, [-1] * workers, []
         self._weights: tuple[int, object] | None = None  # (version, ObjectRef of the learner's arrays)
         self._task_refs: dict[int, object] = {}

@@ -31,11 +31,25 @@ def actor_device(spec: str | None, gpu_ids: Sequence) -> object:
     return get_device(spec or None)
 
 
+def on_this_node(path: str, config) -> str:
+    """`path` where this node has it; else, for a run started from a Hub id, that model resolved through this
+    node's Hugging Face cache (fetched there if it may be), so only output_dir must be shared between nodes."""
+    from wgrpo.engine import is_hub_id, resolve_model_path
+
+    if not path or os.path.isdir(path) or not (config.model and is_hub_id(config.model)):
+        return path
+    return str(resolve_model_path(config.model))
+
+
 def load_policy(config, checkpoint: str, device, *, with_reference: bool, start: str = ""):
     """(policy, reference or None, tokenizer) as `wgrpo train` builds them: from the starting checkpoint, or
     from `config.resume`'s (then `start` is the run's starting checkpoint, the reference's source)."""
     from wgrpo.engine import load_pretrained, merge_and_unload
     from wgrpo.rl.train.pipeline import policy_and_reference
+
+    start = on_this_node(start, config)
+    if not config.resume:
+        checkpoint = on_this_node(checkpoint, config)
 
     if config.resume:
         model, tokenizer = load_pretrained(checkpoint, device, config.dtype if config.use_peft else "auto")
