@@ -133,11 +133,11 @@ def hardware_adapter(ordinal: int, spec: str | None = None,
     The orders agree when both follow the PCI bus (CUDA_DEVICE_ORDER=PCI_BUS_ID for NVIDIA's)."""
     adapters = list_adapters() if adapters is None else adapters
     hardware = [a for a in adapters if a.adapter_type != "CPU"]
-    if any(a.adapter_type == "DiscreteGPU" for a in hardware):  # schedulers count the discrete cards only
-        hardware = [a for a in hardware if a.adapter_type == "DiscreteGPU"]
     if spec is not None:
         hardware = [a for a in hardware if a.matches(spec)]
-    elif hardware:
+    if any(a.adapter_type == "DiscreteGPU" for a in hardware):  # schedulers count the discrete cards only
+        hardware = [a for a in hardware if a.adapter_type == "DiscreteGPU"]
+    if spec is None and hardware:
         backend = min(hardware, key=lambda a: a.preference).backend
         hardware = [a for a in hardware if a.backend == backend]
     if not 0 <= ordinal < len(hardware):

@@ -432,6 +432,7 @@ class Runtime:
             if self._params:
                 self._wgpu.queue.write_buffer(self._params_buffer, 0, bytes(self._params))
             self._wgpu.queue.submit([self._encoder.finish()])
+            self._staged = 0  # the queue's staged host writes went with it
             if profiled:
                 self.profiler.collect(self._wgpu.queue)
         except Exception as error:
@@ -465,12 +466,15 @@ class Runtime:
             raise ValueError(f"Runtime.write: offset {offset} and size {nbytes} must be multiples of 4 bytes")
         if self.recorder is not None:
             self.recorder.refuse("a host write")
+        if not nbytes:
+            return
         self.flush()
         self._wgpu.queue.write_buffer(block.buffer, offset, data)
         block.epoch = self.epoch
         self._staged += nbytes
         if self._staged >= WRITE_STAGING_BYTES:
             self._wgpu.queue.submit([])
+            self.stats.submits += 1
             self._staged = 0
 
     def read(self, block: Block, offset: int, nbytes: int) -> memoryview:

@@ -58,7 +58,8 @@ def run_cluster_steps(trainer, start: str, workers: int, asynchronous: bool, war
                                 "sync_bytes": metrics.get("weight_sync/bytes", 0.0)})
         learner = loop.cluster.learner_info
     med = {key: statistics.median(r[key] for r in records) for key in records[0]}
-    rate = med["sync_bytes"] / med["sync_s"] if med["sync_s"] else None
+    # one copy over the sync's wall time: what project_step's on-node term divides one copy's bytes by
+    rate = learner["trainable_bytes"] / med["sync_s"] if med["sync_s"] else None
     return {"workers": workers, "schedule": "asynchronous" if asynchronous else "synchronous",
             "learner_device": learner["device"], "weight_bytes": learner["trainable_bytes"], "startup_s": started,
             "median": med, "steps": records, "sync_bytes_per_s": rate}
@@ -111,7 +112,6 @@ def compare(report: dict) -> dict:
 def format_cluster_report(report: dict) -> str:
     c, cmp = report["cluster"], report["cluster_comparison"]
     m = c["median"]
-    rate = c["sync_bytes_per_s"]
     lines = [f"on Ray: learner on {c['learner_device']} + {c['workers']} rollout worker(s), {c['schedule']} "
              f"schedule (actors started in {c['startup_s']:.1f} s); median of {len(c['steps'])} steps",
              f"  step {m['total_s']:.4f} s = sampling {m['sample_s']:.4f} s + update {m['update_s']:.4f} s "
@@ -121,7 +121,7 @@ def format_cluster_report(report: dict) -> str:
                f"{m['sync_s']:.4f}",
              f"  weight sync: {m['sync_bytes'] / 2**20:.2f} MiB per step to the workers "
              f"({c['weight_bytes'] / 2**20:.2f} MiB each)"
-             + (f", {rate / 2**20:.0f} MiB/s" if rate else ""),
+             + (f", {m['sync_bytes'] / m['sync_s'] / 2**20:.0f} MiB/s in all" if m["sync_s"] else ""),
              f"  vs one process: {m['total_s']:.4f} s against {cmp['single_process_s']:.4f} s "
              f"({cmp['cluster_over_single']:.2f}x its time; actors on one machine share its cores)"]
     if cmp["projection"]:

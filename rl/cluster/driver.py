@@ -44,12 +44,13 @@ class RemoteLearner:
     def __init__(self, cluster):
         self.cluster = cluster
         self.model_config = cluster.learner_info["model_config"]
+        self.pad_id = cluster.learner_info["pad_id"]
 
     def check_memory(self, longest_prompt: int):
         return self.cluster.call_learner("check_memory", longest_prompt)
 
-    def update(self, rollout, step: int) -> dict[str, float]:
-        return self.cluster.call_learner("update", rollout, step)
+    def update(self, rollout, step: int, on_policy: bool = True) -> dict[str, float]:
+        return self.cluster.call_learner("update", rollout, step, on_policy)
 
     def save(self, path, state: dict) -> Path:
         return Path(self.cluster.call_learner("save", str(path), state))
@@ -137,7 +138,8 @@ class ClusterLoop(GRPOLoop):
         else:
             sample = super().sample_step(step)
         if self.asynchronous:  # updates between the weights that sampled the batch and those it trains
-            self._extras["sampling/staleness"] = step - self._extras["sampling/weight_version"]
+            version = self._extras.setdefault("sampling/weight_version", float(step - 1))  # older records: one behind
+            self._extras["sampling/staleness"] = step - version
         return sample
 
     # ------------------------------------------------------------------ update and the rest
@@ -148,7 +150,8 @@ class ClusterLoop(GRPOLoop):
         ahead = self.step + 1 < self.config.steps
         if ahead:  # asked for before the update changes them: the next step samples with them
             self.cluster.weights(self.step)
-        update = self.cluster.submit_learner("update", rollout, self.step)
+        on_policy = self._extras.get("sampling/staleness", 0.0) == 0.0
+        update = self.cluster.submit_learner("update", rollout, self.step, on_policy)
         if ahead:
             this_step, self._extras = self._extras, {}  # the next step's sampling has metrics of its own
             try:

@@ -54,9 +54,10 @@ def _gpus_per_actor(device_spec: str | None, actors: int) -> float:
     if not gpus:
         return 0.0
     if gpus < actors:
+        fewer = (f"give --rollout-workers {int(gpus) - 1} or fewer" if gpus >= 2 else
+                 "train in one process (no --rollout-workers)")
         raise InputError(f"--rollout-workers {actors - 1}: the learner and {actors - 1} rollout worker(s) take a "
-                         f"GPU each, and the Ray cluster has {gpus:g}; give --rollout-workers {int(gpus) - 1} or "
-                         f"fewer, or --device cpu")
+                         f"GPU each, and the Ray cluster has {gpus:g}; {fewer}, or use --device cpu")
     return 1.0
 
 
@@ -269,14 +270,21 @@ class Cluster:
             self.pids[index] = pid
 
     def _restarted(self, index: int, error: BaseException) -> None:
-        """Count a worker's death and wait for Ray to restart it; a ClusterError when it has no restart left."""
+        """Count a worker's death and wait for Ray to restart it; a ClusterError when it has no restart left. A
+        worker that was only unreachable for a while (the same process answers again) is not counted; either way
+        it loads the weights again before it samples."""
         self.worker_versions[index] = -1
-        self._count_restart(index, "restarted by Ray since it loaded the weights" if isinstance(error, StaleWeights)
-                            else _reason(error))
+        transient = isinstance(error, ActorUnavailableError)
+        if not transient:
+            self._count_restart(index, "restarted by Ray since it loaded the weights"
+                                if isinstance(error, StaleWeights) else _reason(error))
         deadline = time.monotonic() + START_WAIT_S
         while True:
             try:
-                self.pids[index] = get(self.workers[index].describe.remote(), timeout=START_WAIT_S)["pid"]
+                pid = get(self.workers[index].describe.remote(), timeout=START_WAIT_S)["pid"]
+                if transient:
+                    self._same_process(index, pid)  # counted only if another process answers
+                self.pids[index] = pid
                 return
             except (ActorUnavailableError, GetTimeoutError):
                 if time.monotonic() > deadline:

@@ -14,6 +14,7 @@ import dataclasses
 import os
 import socket
 import time
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -38,7 +39,11 @@ def on_this_node(path: str, config) -> str:
 
     if not path or os.path.isdir(path) or not (config.model and is_hub_id(config.model)):
         return path
-    return str(resolve_model_path(config.model))
+    repo, _, revision = config.model.partition("@")
+    snapshot = Path(path)
+    if snapshot.parent.name == "snapshots":  # the commit the driver resolved: every node loads the same files
+        revision = snapshot.name
+    return str(resolve_model_path(repo, revision=revision or None))
 
 
 def load_policy(config, checkpoint: str, device, *, with_reference: bool, start: str = ""):
@@ -82,6 +87,7 @@ class LearnerProcess:
         from wgrpo.engine import trainable_tensors
 
         return {"model_config": self.learner.model_config, "device": self.device_name, "pid": os.getpid(),
+                "pad_id": self.learner.pad_id,
                 "host": socket.gethostname(),
                 "trainable_bytes": sum(t.nbytes for t in trainable_tensors(self.learner.model).values())}
 
@@ -102,8 +108,8 @@ class LearnerProcess:
     def sample(self, prompts, group_size, **options) -> list:
         return self.learner.sample(prompts, group_size, **options)
 
-    def update(self, rollout, step: int) -> dict[str, float]:
-        return self.learner.update(rollout, step)
+    def update(self, rollout, step: int, on_policy: bool = True) -> dict[str, float]:
+        return self.learner.update(rollout, step, on_policy)
 
     def trainable_weights(self) -> tuple[dict[str, np.ndarray], float]:
         """(the trainable weights as host arrays, seconds it took to read them)."""
@@ -126,10 +132,11 @@ class StaleWeights(RuntimeError):
 
 
 class RolloutWorker:
-    """A rollout actor: a copy of the policy on this process's adapter, loaded from the run's starting checkpoint
-    as a fresh run loads its policy (the frozen base of a LoRA run included, adapters attached), whose trainable
-    weights `load_weights` then replaces with the learner's. `config.resume` is not read: the learner's weights
-    are all it needs of a resumed run, so a restart never depends on a checkpoint that may have been pruned."""
+    """A rollout actor: a copy of the policy on this process's adapter, loaded from `start` as a fresh run loads
+    its policy (the frozen base of a LoRA run included, adapters attached), whose trainable weights
+    `load_weights` then replaces with the learner's. `config.resume` is not read: the learner's weights are all
+    it needs of a resumed run. `start` is the run's starting checkpoint, or the resumed one where that is gone
+    (a restart then needs it still there)."""
 
     def __init__(self, config, start: str, device_spec: str | None, gpu_ids: Sequence = ()):
         device = actor_device(device_spec, gpu_ids)
@@ -143,13 +150,13 @@ class RolloutWorker:
 
     def load_weights(self, weights: tuple[Mapping[str, np.ndarray], float], version: int) -> dict[str, float]:
         """Write the learner's trainable weights (as `LearnerProcess.trainable_weights` returned them) into this
-        copy in place; returns the bytes and seconds it took."""
+        copy in place; returns the bytes and the seconds it took, until they are on the device."""
         from wgrpo.engine import load_trainable_arrays
 
         arrays, _ = weights
         began = time.perf_counter()
         written = load_trainable_arrays(self.model, arrays, source=f"weights of update {version}")
-        self.model.device.runtime.flush()
+        self.model.device.runtime.synchronize()
         self.version = int(version)
         return {"bytes": float(written), "seconds": time.perf_counter() - began, "pid": os.getpid()}
 

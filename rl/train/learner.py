@@ -86,16 +86,17 @@ class Learner:
 
     # ------------------------------------------------------------------ training
 
-    def update(self, rollout, step: int) -> dict[str, float]:
+    def update(self, rollout, step: int, on_policy: bool = True) -> dict[str, float]:
         """Update number `step` (0-based) on `rollout`: the step's scheduled learning rate, then mu optimizer
-        steps in micro-batches; returns the update's metrics with `learning_rate`."""
+        steps in micro-batches; returns the update's metrics with `learning_rate`. `on_policy`: whether the
+        current weights sampled `rollout` (`rl.train.update.grpo_update`)."""
         from wgrpo.rl.train.trainer import hash_seed
 
         cfg = self.config
         self.optimizer.lr = scheduled_lr(cfg.lr_scheduler_type, step, cfg.steps, cfg.lr, cfg.warmup_lr_steps,
                                          cfg.min_lr_ratio)
         metrics = grpo_update(self.model, self.reference, self.optimizer, rollout, cfg, self.pad_id,
-                              seed=hash_seed(cfg.seed, step, 1 << 20))
+                              seed=hash_seed(cfg.seed, step, 1 << 20), on_policy=on_policy)
         return {"learning_rate": self.optimizer.lr, **metrics}
 
     def save(self, path: Path, state: dict) -> Path:

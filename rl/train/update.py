@@ -88,7 +88,8 @@ def accumulate_gradients(model, reference, parts: list[MicroBatch], config, seed
     return loss, metrics
 
 
-def record_gradients(model, reference, parts: list[MicroBatch], config, seed: int = 0) -> PendingResults:
+def record_gradients(model, reference, parts: list[MicroBatch], config, seed: int = 0,
+                     on_policy: bool = True) -> PendingResults:
     """`accumulate_gradients` without reading anything back: the losses and metrics stay on the device."""
     from wgrpo.engine import Tensor
 
@@ -107,8 +108,7 @@ def record_gradients(model, reference, parts: list[MicroBatch], config, seed: in
         logp = model.token_logprobs(batch.inputs, targets, config.temperature)  # (rows, T)
         # The sampler ran without LoRA's dropout, so its log-probs are another network's: with one update per
         # rollout the ratio is taken against this forward's own (detached) log-probs, rho = 1, as TRL does;
-        # except when the batch was sampled a step behind (async rollouts), where the ratio must see that
-        on_policy = not getattr(config, "async_rollouts", 0)
+        # except for a batch sampled with older weights (async rollouts), whose ratio must see that
         old_logp = logp.detach() if config.mu == 1 and _dropout_on(model) and on_policy else batch.old_logp
         loss, read_metrics = policy_loss(logp, old_logp, part.ref_logp, part.advantages, batch.mask,
                                          loss_config, total_rows=total_rows, total_tokens=total_tokens)
@@ -119,12 +119,14 @@ def record_gradients(model, reference, parts: list[MicroBatch], config, seed: in
     return PendingResults(losses, readers)
 
 
-def grpo_update(model, reference, optimizer, rollout, config, pad_id: int, seed: int = 0) -> dict[str, float]:
+def grpo_update(model, reference, optimizer, rollout, config, pad_id: int, seed: int = 0,
+                on_policy: bool = True) -> dict[str, float]:
     """mu optimizer steps of `model` on `rollout`; returns the update's metrics (those of the last step, read
     back once, after it).
 
     `reference` is the frozen reference model, or None: no KL term (beta = 0), or a LoRA policy whose base,
-    adapters off, is the reference. `seed` keys LoRA's dropout masks (one per micro-batch and iteration)."""
+    adapters off, is the reference. `seed` keys LoRA's dropout masks (one per micro-batch and iteration).
+    `on_policy`: whether the current weights sampled `rollout` (False for a batch sampled a step behind)."""
     from wgrpo.engine import clip_coefficient
 
     parts = micro_batches(rollout, config, pad_id)
@@ -136,7 +138,8 @@ def grpo_update(model, reference, optimizer, rollout, config, pad_id: int, seed:
         for iteration in range(config.mu):
             if iteration:  # only the last iteration's results are read back: an earlier one's go first
                 del pending
-            pending = record_gradients(model, reference, parts, config, seed=seed + 7919 * iteration)
+            pending = record_gradients(model, reference, parts, config, seed=seed + 7919 * iteration,
+                                       on_policy=on_policy)
             coefficient = None
             if config.grad_clip > 0:  # clip_grad_norm_'s clip, applied as AdamW reads each gradient
                 pending.grad_norm, coefficient = clip_coefficient(params, config.grad_clip)

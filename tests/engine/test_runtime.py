@@ -86,8 +86,11 @@ def test_a_host_write_lands_after_the_commands_recorded_before_it(device, monkey
     y = ops.affine(x, 2.0)  # recorded, reads x's old values
     block, offset, _ = x.binding()
     new = np.full(4, -1.0, np.float32)
-    device.runtime.write(block, offset + 8, memoryview(new).cast("B"))  # elements 2..5
+    submits = device.runtime.stats.submits
+    device.runtime.write(block, offset + 8, memoryview(new).cast("B"))  # elements 2..5 (after y's submit)
+    assert device.runtime.stats.submits == submits + 2  # y's commands first, then the staged 16 bytes
     device.runtime.write(block, offset + 40, memoryview(new[:2]).cast("B"))  # elements 10..11
+    device.runtime.write(block, offset, b"")  # nothing to write
     np.testing.assert_array_equal(y.numpy(), 2 * a)
     np.testing.assert_array_equal(x.numpy(), np.r_[a[:2], new, a[6:10], new[:2]])
     with pytest.raises(ValueError, match="offset 2 and size 4 must be multiples of 4 bytes"):

@@ -25,8 +25,8 @@ def test_quick_run_on_ray(local_ray, device, tmp_path, capsys):
     assert cluster["weight_bytes"] == 4 * parameters  # float32 full fine-tuning: every weight, once per worker
     assert all(step["sync_bytes"] == cluster["weight_bytes"] for step in cluster["steps"])
     med = cluster["median"]
-    assert med["sync_s"] > 0 and cluster["sync_bytes_per_s"] > 0
-    assert med["total_s"] >= med["sample_s"] + med["update_s"] - 1e-9
+    assert med["sync_s"] > 0 and cluster["sync_bytes_per_s"] == pytest.approx(cluster["weight_bytes"] / med["sync_s"])
+    assert all(s["total_s"] >= s["sample_s"] + s["update_s"] - 1e-9 for s in cluster["steps"])
     assert med["sample_s"] >= med["rollout_s"] and med["update_s"] >= med["learner_update_s"]
     assert [(row["gpus"], row["link"]) for row in comparison["projection"]][:2] == [(1, "1 GbE"), (4, "1 GbE")]
     assert "on Ray: learner on" in captured.out and "weight sync:" in captured.out
