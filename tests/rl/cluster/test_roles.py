@@ -24,3 +24,11 @@ def test_a_directory_this_node_has_and_a_local_model_are_kept(cache, tmp_path):
     missing = str(tmp_path / "gone")
     assert on_this_node(missing, SimpleNamespace(model=str(tmp_path / "local-model"))) == missing
     assert on_this_node("", SimpleNamespace(model="org/tiny")) == ""
+
+
+def test_the_commit_the_driver_resolved_is_the_one_every_node_loads(cache, tmp_path):
+    # the driver's start is .../snapshots/<commit>; this node's cache has that commit and a newer main
+    old = write_snapshot(cache, "org/tiny", MODEL_FILES, commit="a" * 40, ref=None)
+    write_snapshot(cache, "org/tiny", {**MODEL_FILES, "config.json": b'{"model_type": "llama"}'}, commit="b" * 40)
+    elsewhere = tmp_path / "driver" / "snapshots" / ("a" * 40)
+    assert on_this_node(str(elsewhere), SimpleNamespace(model="org/tiny")) == str(old)
