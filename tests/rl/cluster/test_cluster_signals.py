@@ -1,6 +1,7 @@
-"""`wgrpo train --rollout-workers 1` in a subprocess with a Ray of its own, stopped by SIGTERM sent to its whole
-process group (as a job scheduler does): the learner and the worker outlive the signal, the step in progress
-finishes, checkpoint-N is saved and the resume command printed; the resumed run ends as one process's does."""
+"""`wgrpo train --rollout-workers 1` in a subprocess with a Ray of its own, stopped by Ctrl-C's SIGINT to its
+whole process group (which Ray's own processes ignore) or by SIGTERM to the driver: the learner and the worker
+outlive the signal, the step in progress finishes, checkpoint-N is saved and the resume command printed; the
+resumed run ends as one process's does."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ TRAIN = ["--steps", str(STEPS), "--prompts-per-step", "3", "--group-size", "4", 
          "--eval-every", "0", "--eval-problems", "3", "--lr", "1e-2", "--warmup-lr-steps", "0", "--seed", "2"]
 
 
-def test_sigterm_to_the_process_group_saves_a_checkpoint_that_resumes(local_ray, device, tmp_path):
+@pytest.mark.parametrize("signum, to_group, exit_code", [(signal.SIGINT, True, 130), (signal.SIGTERM, False, 143)],
+                         ids=["ctrl-c to the group", "sigterm to the driver"])
+def test_a_signal_saves_a_checkpoint_that_resumes(local_ray, device, tmp_path, signum, to_group, exit_code):
     import sys
 
     model = save_tiny_checkpoint(tmp_path / "tiny", device)
@@ -33,13 +36,13 @@ def test_sigterm_to_the_process_group_saves_a_checkpoint_that_resumes(local_ray,
                                    start_new_session=True)
     try:
         wait_for(process, logged_step(out, 2), "step 2")
-        os.killpg(process.pid, signal.SIGTERM)
+        (os.killpg if to_group else os.kill)(process.pid, signum)
         code = process.wait(timeout=HANG_GUARD_S)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
     output = log_path.read_text()
-    assert code == 143, output
+    assert code == exit_code, output
     command = resume_line(output)
     checkpoint = command.split("--resume ")[1].strip()
     stopped_at = int(checkpoint.rpartition("-")[2])
