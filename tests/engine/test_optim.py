@@ -10,6 +10,7 @@ import pytest
 
 from wgrpo.engine import Tensor, ops
 from wgrpo.engine.optim import AdamW, clip_chunk, clip_coefficient, clip_grad_norm_
+from tests.dispatch_spy import entries_dispatched
 from tests.tolerances import assert_close
 
 SHAPES = [(1,), (7,), (13, 17), (5003,), (4,), (16, 12), (3, 4100)]  # the last three take the vec4 kernels
@@ -145,14 +146,6 @@ def test_adamw_f16_parameters(device, vec4):
     assert opt.state_dict()["state"][0]["exp_avg"].dtype == np.float32
 
 
-def entries_run(device, monkeypatch) -> list[str]:
-    """The entry names of every dispatch from now on (a spy on the runtime)."""
-    seen, dispatch = [], device.runtime.dispatch
-    monkeypatch.setattr(device.runtime, "dispatch", lambda kernel, entry, *a, **k: (seen.append(entry),
-                                                                                    dispatch(kernel, entry, *a, **k)))
-    return seen
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 def test_adamw_vec4_equals_scalar_to_the_bit(device, monkeypatch, dtype):
     if dtype == np.float16 and not device.has_f16:
@@ -160,7 +153,7 @@ def test_adamw_vec4_equals_scalar_to_the_bit(device, monkeypatch, dtype):
     init, grads = make_run(device, seed=8, dtype=dtype)
     updates = sum(g is not None for step in grads for g in step)
     aligned = sum(g is not None and g.size % 4 == 0 for step in grads for g in step)
-    seen = entries_run(device, monkeypatch)
+    seen = entries_dispatched(device, monkeypatch)
     fast, fast_opt = run_engine(device, init, grads, LRS, True, **HYPER)
     assert seen.count("adamw_step4") == aligned and seen.count("adamw_step_naive") == updates - aligned
     slow, slow_opt = run_engine(device, init, grads, LRS, False, **HYPER)
@@ -179,7 +172,7 @@ def test_adamw_on_row_blocks_equals_one_buffer(device, monkeypatch):
     init, grads = make_run(device, seed=9, shapes=shapes, steps=3)
     whole, _ = run_engine(device, init, grads, LRS[:3], **HYPER)
     monkeypatch.setattr(device, "_binding_bytes", 4096)
-    seen = entries_run(device, monkeypatch)
+    seen = entries_dispatched(device, monkeypatch)
     split, _ = run_engine(device, init, grads, LRS[:3], **HYPER)
     assert all(p.is_split for p in split)
     assert [p.row_ranges for p in split] == [[(0, 16), (16, 32), (32, 40)], [(0, 16), (16, 32), (32, 37)]]
@@ -368,7 +361,7 @@ def test_clip_vec4_entries_run_where_sizes_allow(device, monkeypatch, dtype):
             p.grad = Tensor.from_numpy(g, device)
         twin = Tensor.from_numpy(np.zeros_like(grads[1]), device)
         twin.grad = params[1].grad  # shared: copied, not scaled in place
-        seen = entries_run(device, monkeypatch)
+        seen = entries_dispatched(device, monkeypatch)
         total = clip_grad_norm_(params + [twin], 1.0, vec4=vec4)
         monkeypatch.undo()
         results[vec4] = float(total.numpy()), [p.grad.numpy() for p in params]

@@ -18,6 +18,7 @@ from tests.tolerances import assert_close
 
 embedding_ops = importlib.import_module("wgrpo.engine.ops.embedding")  # the module, not ops.embedding the function
 from wgrpo.engine.ops.embedding import embedding_add_rows, embedding_backward, embedding_forward  # noqa: E402
+from tests.dispatch_spy import entries_dispatched
 
 # (ids shape, V, C): one quad, quads per row below, at and above a chunk, primes, more rows than a workgroup.
 CASES = [((1,), 1, 4), ((2, 7), 11, 12), ((3, 5), 17, 36), ((67,), 23, 4), ((3, 89), 5, 132), ((2, 3, 5), 7, 300)]
@@ -37,19 +38,6 @@ def quads(request, monkeypatch):
     monkeypatch.setattr(embedding_ops, "SOFTWARE_QUADS", request.param)
     monkeypatch.setattr(embedding_ops, "GPU_QUADS", request.param)
     return request.param
-
-
-def entries_used(monkeypatch, device) -> list[str]:
-    """The entry names the runtime dispatches from now on."""
-    used = []
-    dispatch = device.runtime.dispatch
-
-    def record(kernel, entry, *args, **kwargs):
-        used.append(entry)
-        return dispatch(kernel, entry, *args, **kwargs)
-
-    monkeypatch.setattr(device.runtime, "dispatch", record)
-    return used
 
 
 @pytest.mark.parametrize("shape, vocab, channels", CASES)
@@ -149,7 +137,7 @@ def test_add_rows4_over_row_blocks(device, monkeypatch, rng, quads, ids):
 
 
 def test_the_default_is_vec4_where_c_is_a_multiple_of_4(device, monkeypatch, rng):
-    used = entries_used(monkeypatch, device)
+    used = entries_dispatched(device, monkeypatch)
     for channels, suffix in ((8, "4"), (6, "")):
         del used[:]
         weight = Tensor.from_numpy(rng.standard_normal((5, channels)).astype(np.float32), device)

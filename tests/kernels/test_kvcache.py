@@ -9,6 +9,7 @@ import pytest
 from wgrpo.engine import Tensor, ops
 from wgrpo.engine.errors import InputError
 from wgrpo.engine.kv_cache import KVCache, gather_rows
+from tests.dispatch_spy import entries_dispatched
 
 
 def reference(q, k, v, starts, length):
@@ -118,10 +119,7 @@ def test_gather_rows4_copies_words_as_the_scalar_entry(device, rng, gather_quads
 
 
 def test_gather_rows_picks_vec4_where_every_size_is_whole_quads(device, monkeypatch, rng):
-    used = []
-    dispatch = device.runtime.dispatch
-    monkeypatch.setattr(device.runtime, "dispatch", lambda kernel, entry, *a, **k: (used.append(entry),
-                                                                                      dispatch(kernel, entry, *a, **k)))
+    used = entries_dispatched(device, monkeypatch)
     src = Tensor.from_numpy(np.arange(64, dtype=np.float32), device)
     dst = Tensor.empty((64,), np.float32, device)
     for words, src_stride, dst_stride, entry in ((8, 16, 12, "gather_rows4"), (6, 16, 12, "gather_rows"),

@@ -12,6 +12,7 @@ from wgrpo.engine import Tensor, ops
 from wgrpo.engine.autograd import no_grad
 from wgrpo.engine.errors import InputError
 from wgrpo.engine.ops.qkv import split_variant
+from tests.dispatch_spy import entries_dispatched
 from tests.gradcheck import check_gradients
 from tests.kernels.test_rope import backward_reference, dtype_of, elems, qk_positions, reference, weighted_sum
 from tests.tolerances import assert_close
@@ -131,10 +132,7 @@ def test_split_gradients_by_finite_differences(device, rng, d):
 @pytest.mark.parametrize("d, expected", [(2, "scalar"), (10, "scalar"), (8, "vec4"), (24, "vec4"), (64, "vec4")])
 def test_the_vec4_variant_is_picked_where_quads_fit(device, rng, monkeypatch, d, expected):
     assert split_variant(None, d, "qkv_split") == expected
-    entries = []
-    dispatch = device.runtime.dispatch
-    monkeypatch.setattr(device.runtime, "dispatch", lambda kernel, entry, *a, **k: (entries.append(entry),
-                                                                                    dispatch(kernel, entry, *a, **k)))
+    entries = entries_dispatched(device, monkeypatch)
     qkv = Tensor.from_numpy(rng.standard_normal((1, 3, 4 * d)).astype(np.float32), device).requires_grad_()
     q, k, v = ops.qkv_split(qkv, 2, 1, np.arange(3))
     weighted_sum([q, k, v], [np.ones(o.shape, np.float32) for o in (q, k, v)], device).backward()
