@@ -98,7 +98,6 @@ class SyncStats:
     """Weight movement of one sampling round: bytes the workers wrote and the seconds it took in all."""
     bytes: float = 0.0
     seconds: float = 0.0
-    workers: int = 0
 
 
 class _Guarded:
@@ -139,7 +138,6 @@ class Cluster:
 
     def __init__(self, config, checkpoint: str, start: str, workers: int, device_spec: str | None):
         gpus = _gpus_per_actor(device_spec, workers + 1)
-        self.config, self.device_spec = config, device_spec
         # a start the driver resolved from a Hub id is resolved again on each node (`roles.on_this_node`)
         hub = config.model and is_hub_id(config.model)
         self.worker_source = start if hub or os.path.isdir(start) else checkpoint
@@ -188,7 +186,7 @@ class Cluster:
         began = time.perf_counter()
         for index, ref in pending:
             stats.bytes += self._loaded(index, ref, version)
-        stats.seconds, stats.workers = time.perf_counter() - began, len(pending)
+        stats.seconds = time.perf_counter() - began
         return stats
 
     def _submit_load(self, index: int, version: int):

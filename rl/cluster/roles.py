@@ -111,11 +111,9 @@ class LearnerProcess:
     def update(self, rollout, step: int, on_policy: bool = True) -> dict[str, float]:
         return self.learner.update(rollout, step, on_policy)
 
-    def trainable_weights(self) -> tuple[dict[str, np.ndarray], float]:
-        """(the trainable weights as host arrays, seconds it took to read them)."""
-        began = time.perf_counter()
-        arrays = self.learner.trainable_weights()
-        return arrays, time.perf_counter() - began
+    def trainable_weights(self) -> dict[str, np.ndarray]:
+        """The trainable weights as host arrays (what the workers' `load_weights` takes)."""
+        return self.learner.trainable_weights()
 
     def save(self, path: str, state: dict) -> str:
         return str(self.learner.save(path, state))
@@ -148,12 +146,11 @@ class RolloutWorker:
     def describe(self) -> dict:
         return {"device": self.device_name, "pid": os.getpid(), "version": self.version}
 
-    def load_weights(self, weights: tuple[Mapping[str, np.ndarray], float], version: int) -> dict[str, float]:
+    def load_weights(self, arrays: Mapping[str, np.ndarray], version: int) -> dict[str, float]:
         """Write the learner's trainable weights (as `LearnerProcess.trainable_weights` returned them) into this
         copy in place; returns the bytes and the seconds it took, until they are on the device."""
         from wgrpo.engine import load_trainable_arrays
 
-        arrays, _ = weights
         began = time.perf_counter()
         written = load_trainable_arrays(self.model, arrays, source=f"weights of update {version}")
         self.model.device.runtime.synchronize()
