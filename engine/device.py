@@ -27,7 +27,8 @@ _TYPE_RANK = {"DiscreteGPU": 0, "IntegratedGPU": 1, "VirtualGPU": 2, "CPU": 3}  
 _BACKEND_RANK = {"Vulkan": 0, "Metal": 0, "D3D12": 1, "OpenGL": 2}
 
 # The optional features wgrpo uses when an adapter has them.
-FEATURES = {"shader-f16": "f16 storage and math", "subgroup": "subgroup shuffles", "timestamp-query": "GPU timers"}
+FEATURES = {"shader-f16": "f16 storage and math", "subgroup": "subgroup shuffles", "timestamp-query": "GPU timers",
+            "shader-int64": "64-bit integers (the CPU matmuls' wide reads)"}
 # The limits wgrpo depends on; the device asks for the adapter's maximum of each.
 LIMITS = (
     "max-storage-buffer-binding-size",
@@ -175,6 +176,10 @@ class Device:
     @property
     def has_subgroups(self) -> bool:
         return "subgroup" in self.features
+
+    @property
+    def has_int64(self) -> bool:
+        return "shader-int64" in self.features
 
     @property
     def has_timestamps(self) -> bool:

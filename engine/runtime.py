@@ -180,11 +180,12 @@ class Runtime:
         """The compiled entry point with its bind group layout, bindings and Params layout, built once.
         `weights` is the storage of the family's weight binding (see `kernels.load`)."""
         constants = dict(sorted((constants or {}).items()))
-        key = (kernel, entry, elem, tuple(constants.items()), weights)
+        wide_reads = self.device.has_int64  # read f32 operands as 64-bit words where a family can
+        key = (kernel, entry, elem, tuple(constants.items()), weights, wide_reads)
         if key not in self._pipelines:
             if elem == "f16" and not self.device.has_f16:
                 raise InputError(f"{kernel}.{entry}: f16 needs the shader-f16 feature, which {self.device.name} lacks")
-            source = kernels.load(kernel, elem, self.device.has_subgroups, weights)
+            source = kernels.load(kernel, elem, self.device.has_subgroups, weights, wide_reads)
             bindings = source.bindings(entry)
             if any(b.group != 0 for b in bindings):
                 raise KernelError(f"{kernel}.{entry}: only bind group 0 is supported")

@@ -60,6 +60,17 @@ _PACKED_READS4 = {
     "f16": "return vec4<f32>(unpack2x16float({w}[i >> 1u]), unpack2x16float({w}[(i >> 1u) + 1u]));",
 }
 WEIGHT_STORAGE = ("elem", *_PACKED_READS)
+# A family may read its f32 operands as 64-bit words, two elements each: on lavapipe every storage read is a loop
+# over the 8 lanes with a bounds check per word, so 8-byte words halve that work. Such a family has a
+# `// BEGIN narrow reads` block (its usual bindings and readers) and a `// BEGIN wide reads` block (the same names
+# over `array<vec2<u64>>`, widened by its `wide_quad(v: vec2<u64>) -> vec4<f32>`); `load(..., wide_reads=True)`
+# keeps the second and rewrites an `elem` weights block to read words too, otherwise the second is cut out.
+_NARROW_BLOCK = re.compile(r"^// BEGIN narrow reads$.*?^// END narrow reads$", re.MULTILINE | re.DOTALL)
+_WIDE_BLOCK = re.compile(r"^// BEGIN wide reads$.*?^// END wide reads$", re.MULTILINE | re.DOTALL)
+# Element i of a word-read weight array `w`: `(i | 3) >> 2` is one expression for the 4 elements of a quad, so
+# the compiler merges their reads into one.
+_WIDE_READ = "return wide_quad({w}[(i | 3u) >> 2u])[i & 3u];"
+_WIDE_READ4 = "return wide_quad({w}[i >> 2u]);"
 
 
 @dataclass(frozen=True)
@@ -139,13 +150,16 @@ def families() -> list[str]:
 
 
 @lru_cache(maxsize=None)
-def load(family: str, elem: str = "f32", subgroups: bool = True, weights: str = "elem") -> KernelSource:
+def load(family: str, elem: str = "f32", subgroups: bool = True, weights: str = "elem",
+         wide_reads: bool = False) -> KernelSource:
     """The source of `kernels/<family>.wgsl` with `elem` as its element type, and its entry points.
 
     With `subgroups=False` the `// BEGIN subgroup` ... `// END subgroup` block is cut out, so the rest of the
     family compiles on adapters without the feature (its entries are then absent). `weights` = "bf16" or "f16"
     stores the family's weight binding (its `// BEGIN weights` block) as packed pairs of 16-bit values in u32
-    words, widened to f32 by the block's reader function; "elem" keeps it an array of `elem`.
+    words, widened to f32 by the block's reader function; "elem" keeps it an array of `elem`. `wide_reads`
+    reads f32 operands as 64-bit words where the family says how (its `// BEGIN wide reads` block; needs the
+    shader-int64 feature); f16 builds and families without the block ignore it.
     """
     if elem not in ELEMENT_TYPES:
         raise ValueError(f"elem must be one of {ELEMENT_TYPES}, got {elem!r}")
@@ -160,6 +174,7 @@ def load(family: str, elem: str = "f32", subgroups: bool = True, weights: str = 
     code = expand_prelude(path.read_text(), path.name)
     if not subgroups:
         code = _SUBGROUP_BLOCK.sub("", code)
+    code = _choose_reads(code, path.name, wide_reads and elem == "f32", weights)
     if weights != "elem":
         code = _pack_weights(code, path.name, weights)
     if elem != "f32":
@@ -169,23 +184,41 @@ def load(family: str, elem: str = "f32", subgroups: bool = True, weights: str = 
     return parse(family, elem, code)
 
 
+def _choose_reads(code: str, name: str, wide: bool, weights: str) -> str:
+    """`code` with its narrow or its wide reads (see `_WIDE_BLOCK`); a family without wide reads is unchanged."""
+    if not _WIDE_BLOCK.search(code):
+        return code
+    if not _NARROW_BLOCK.search(code):
+        raise ValueError(f"{name} has a `// BEGIN wide reads` block but no `// BEGIN narrow reads` one")
+    if not wide:
+        return _WIDE_BLOCK.sub("", code)
+    code = _NARROW_BLOCK.sub("", code)
+    return _rewrite_weights(code, name, "array<vec2<u64>>", _WIDE_READ, _WIDE_READ4) if weights == "elem" else code
+
+
 def _pack_weights(code: str, name: str, weights: str) -> str:
     """`code` with its weights block declaring a u32 array of packed `weights` values and a reader widening them
     (and a 4-element reader, when the block has one). Other bindings in the block (a vec4 view) are dropped."""
+    return _rewrite_weights(code, name, "array<u32>", _PACKED_READS[weights], _PACKED_READS4[weights], weights)
+
+
+def _rewrite_weights(code: str, name: str, array_type: str, read: str, read4: str, label: str = "words") -> str:
+    """`code` with its weights block declaring its binding as `array_type` with readers returning `read`
+    (`read4` for the 4-element reader, when the block has one), both formatted with the array's name."""
     block = _WEIGHTS_BLOCK.search(code)
     if block is None:
-        raise ValueError(f"{name} has no `// BEGIN weights` block, so its weights cannot be stored as {weights}")
+        raise ValueError(f"{name} has no `// BEGIN weights` block, so its weights cannot be read as {label}")
     binding = _BINDING.search(block.group(1))
     reader = _WEIGHTS_READER.search(block.group(1))
     if binding is None or reader is None:
         raise ValueError(f"{name}: the weights block needs one storage binding and a `fn NAME(i: u32) -> f32` reader")
     group, number, array = binding.group(1), binding.group(2), binding.group(5)
-    packed = (f"@group({group}) @binding({number}) var<storage, read> {array}: array<u32>;\n"
-              f"fn {reader.group(1)}(i: u32) -> f32 {{\n    {_PACKED_READS[weights].format(w=array)}\n}}\n")
+    rewritten = (f"@group({group}) @binding({number}) var<storage, read> {array}: {array_type};\n"
+                 f"fn {reader.group(1)}(i: u32) -> f32 {{\n    {read.format(w=array)}\n}}\n")
     reader4 = _WEIGHTS_READER4.search(block.group(1))
     if reader4 is not None:
-        packed += f"fn {reader4.group(1)}(i: u32) -> vec4<f32> {{\n    {_PACKED_READS4[weights].format(w=array)}\n}}\n"
-    return code[:block.start()] + packed + code[block.end():]
+        rewritten += f"fn {reader4.group(1)}(i: u32) -> vec4<f32> {{\n    {read4.format(w=array)}\n}}\n"
+    return code[:block.start()] + rewritten + code[block.end():]
 
 
 def workgroup_size(family: str, entry: str, constants: Mapping[str, int] | None = None) -> tuple[int, int, int]:

@@ -34,6 +34,7 @@ def _adapter_record(summary, chosen: bool) -> dict:
             "shader-f16": summary.features.get("shader-f16", False),
             "subgroups": summary.features.get("subgroup", False),
             "timestamp-query": summary.features.get("timestamp-query", False),
+            "shader-int64": summary.features.get("shader-int64", False),
         },
         "limits": dict(summary.limits),
     }

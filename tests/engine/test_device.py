@@ -96,5 +96,5 @@ def test_import_creates_no_device():
 
 def test_real_device_reports_features_and_limits(device):
     assert device.max_binding_bytes >= 1 << 20
-    assert set(device.features) <= {"shader-f16", "subgroup", "timestamp-query"}
+    assert set(device.features) <= {"shader-f16", "subgroup", "timestamp-query", "shader-int64"}
     assert device.runtime is device.runtime  # one runtime per device

@@ -93,7 +93,7 @@ def test_prelude_twice_is_refused():
 
 def test_every_build_compiles(device):
     """Each family with the prelude expanded, in f32, f16 where the adapter has it and the family allows it,
-    and with the subgroup block cut."""
+    with the subgroup block cut, and with wide reads (plain and packed weights) where the family has them."""
     for family in kernels.families():
         builds = [("f32", True), ("f32", False)] + ([("f16", device.has_subgroups)] if device.has_f16 else [])
         for elem, subgroups in builds:
@@ -104,9 +104,16 @@ def test_every_build_compiles(device):
             except ValueError as error:
                 assert "cannot be built for f16" in str(error)
                 continue
-            module = device.wgpu.create_shader_module(code=source.code)
-            for entry in source.entries:
-                device.wgpu.create_compute_pipeline(layout="auto", compute={"module": module, "entry_point": entry})
+            _compiles(device, source)
+        if device.has_int64 and device.has_subgroups and kernels.load(family, wide_reads=True).code != kernels.load(family).code:
+            for weights in ("elem", "bf16"):
+                _compiles(device, kernels.load(family, weights=weights, wide_reads=True))
+
+
+def _compiles(device, source) -> None:
+    module = device.wgpu.create_shader_module(code=source.code)
+    for entry in source.entries:
+        device.wgpu.create_compute_pipeline(layout="auto", compute={"module": module, "entry_point": entry})
 
 
 def test_an_entry_binding_two_uniforms_is_refused():
@@ -132,6 +139,29 @@ def test_subgroup_block_is_cut_without_subgroups():
     assert "matmul_reg8x4" in cut.entries and "fn matmul_sg" not in cut.code
 
 
+def test_wide_reads_swap_the_operand_blocks():
+    """matmul_cpu's wide build reads A and (elem) B as 64-bit words; the narrow build, f16 and other families
+    keep their reads; packed weights stay packed beside a wide A."""
+    narrow, wide = kernels.load("matmul_cpu"), kernels.load("matmul_cpu", wide_reads=True)
+    assert "u64" not in narrow.code and "BEGIN wide reads" not in narrow.code
+    assert "var<storage, read> a: array<vec2<u64>>" in wide.code and "var<storage, read> b: array<vec2<u64>>" in wide.code
+    assert "array<vec4<elem>>;" not in wide.code.split("binding(3)")[0]  # no narrow declaration of a or b is left
+    assert wide.entries.keys() == narrow.entries.keys()
+    assert [b.type for b in wide.bindings("matmul_cpu_nt32x4")][1:3] == ["array<vec2<u64>>", "array<vec2<u64>>"]
+    packed = kernels.load("matmul_cpu", weights="bf16", wide_reads=True).code
+    assert "a: array<vec2<u64>>" in packed and "b: array<u32>" in packed
+    assert "u64" not in kernels.load("matmul_cpu", "f16", wide_reads=True).code
+    assert kernels.load("matmul", wide_reads=True).code == kernels.load("matmul").code
+
+
+def test_a_wide_block_without_a_narrow_one_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "lopsided.wgsl").write_text("// BEGIN wide reads\n// END wide reads\n"
+                                            "@compute @workgroup_size(1) fn e() {}\n")
+    monkeypatch.setattr(registry, "KERNEL_DIR", tmp_path)
+    with pytest.raises(ValueError, match="lopsided.wgsl has a `// BEGIN wide reads` block but no `// BEGIN narrow"):
+        kernels.load("lopsided", wide_reads=True)
+
+
 def test_errors_name_the_problem():
     with pytest.raises(ValueError, match="no kernel family 'nope'"):
         kernels.load("nope")
@@ -150,7 +180,7 @@ def test_grids_follow_the_wgsl_workgroup_size(monkeypatch):
     source = parse("rows", "f32", "const SERIAL_WG: u32 = 32u;\n"
                                   "@compute @workgroup_size(SERIAL_WG) fn sum_serial() {}\n"
                                   "@compute @workgroup_size(128) fn sum_workgroup() {}\n")
-    monkeypatch.setattr(kernels, "load", lambda family, elem="f32", subgroups=True, weights="elem": source)
+    monkeypatch.setattr(kernels, "load", lambda family, elem="f32", subgroups=True, weights="elem", wide_reads=False: source)
     assert flat_grid("rows", "sum_workgroup", 129) == (2, 1)
     assert row_grid("rows", "sum_serial", 65) == (3, 1)  # one invocation per row, 32 per workgroup
     assert row_grid("rows", "sum_workgroup", 65) == (65, 1)  # one workgroup per row

@@ -113,7 +113,7 @@ def test_devices_json(device, capsys):
     data = json.loads(capsys.readouterr().out)
     chosen = [a for a in data["adapters"] if a["chosen"]]
     assert len(chosen) == 1 and chosen[0]["index"] == data["chosen"] == device.summary.index
-    assert set(chosen[0]["features"]) == {"shader-f16", "subgroups", "timestamp-query"}
+    assert set(chosen[0]["features"]) == {"shader-f16", "subgroups", "timestamp-query", "shader-int64"}
     assert chosen[0]["limits"]["max-storage-buffer-binding-size"] > 0
 
 
