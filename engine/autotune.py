@@ -64,22 +64,26 @@ def cache_dir() -> Path:
 
 @functools.lru_cache(maxsize=None)
 def kernels_fingerprint() -> str:
-    """A short hash of every WGSL source shipped in `kernels/`: a result measured on other kernels is stale."""
+    """A short hash of every WGSL source shipped in `kernels/` and of the registry that specializes them: a result
+    measured on other kernels is stale."""
     import wgrpo.kernels
 
     digest = hashlib.sha256()
-    for path in sorted(Path(wgrpo.kernels.__file__).parent.glob("*.wgsl")):
+    folder = Path(wgrpo.kernels.__file__).parent
+    for path in [*sorted(folder.glob("*.wgsl")), folder / "registry.py"]:
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:12]
 
 
 def adapter_key(device) -> str:
     """What a tuning result is valid for: the adapter, its backend and driver, wgpu's version and the kernels
-    (their fingerprint: after an upgrade that changes a kernel, every class is measured again)."""
+    (their fingerprint: after an upgrade that changes a kernel, every class is measured again; `/wide` when they
+    read f32 quads as 64-bit words)."""
     import wgpu
 
     s = device.summary
-    return f"{s.name} | {s.backend} | {s.driver} | wgpu {wgpu.__version__} | kernels {kernels_fingerprint()}"
+    wide = "/wide" if getattr(device, "wide_reads", False) else ""
+    return f"{s.name} | {s.backend} | {s.driver} | wgpu {wgpu.__version__} | kernels {kernels_fingerprint()}{wide}"
 
 
 def _same_adapter(key: str, other: str) -> bool:

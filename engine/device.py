@@ -14,12 +14,14 @@ from functools import cached_property
 
 import wgpu
 
+from wgrpo.engine.errors import InputError
 from wgrpo.engine.memory import parse_bytes
 
 ENV_VAR = "WGRPO_DEVICE"
 # Caps the storage binding size below the adapter's (bytes; suffixes K, M, G): tensors over it are split into row
 # blocks, so the split paths of every op run on small models (tests, debugging).
 BINDING_CAP_VAR = "WGRPO_MAX_BINDING_BYTES"
+WIDE_READS_VAR = "WGRPO_WIDE_READS"  # 0: CPU adapters read f32 quads as 4 words, as GPUs do (see `wide_reads`)
 
 BACKENDS = ("vulkan", "metal", "dx12", "gl")
 _BACKEND_NAMES = {"vulkan": "Vulkan", "metal": "Metal", "dx12": "D3D12", "gl": "OpenGL"}
@@ -180,6 +182,16 @@ class Device:
     @property
     def has_int64(self) -> bool:
         return "shader-int64" in self.features
+
+    @cached_property
+    def wide_reads(self) -> bool:
+        """Whether kernels read f32 quads as two 64-bit words (`kernels.load(wide_reads=True)`): on CPU adapters
+        with shader-int64, unless $WGRPO_WIDE_READS is 0. Lavapipe runs each storage read as a loop over the
+        lanes per word, so half the words is half that work; GPUs read 16 bytes at once either way."""
+        text = os.environ.get(WIDE_READS_VAR, "").strip()
+        if text not in ("", "0", "1"):
+            raise InputError(f"${WIDE_READS_VAR} must be 0 or 1, got {text!r}")
+        return self.has_int64 and self.is_software and text != "0"
 
     @property
     def has_timestamps(self) -> bool:

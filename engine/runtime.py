@@ -180,7 +180,7 @@ class Runtime:
         """The compiled entry point with its bind group layout, bindings and Params layout, built once.
         `weights` is the storage of the family's weight binding (see `kernels.load`)."""
         constants = dict(sorted((constants or {}).items()))
-        wide_reads = self.device.has_int64  # read f32 operands as 64-bit words where a family can
+        wide_reads = self.device.wide_reads
         key = (kernel, entry, elem, tuple(constants.items()), weights, wide_reads)
         if key not in self._pipelines:
             if elem == "f16" and not self.device.has_f16:

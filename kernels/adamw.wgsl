@@ -32,6 +32,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
+// wide reads: grad4
 @group(0) @binding(1) var<storage, read_write> param: array<elem>;
 @group(0) @binding(2) var<storage, read> grad: array<elem>;
 @group(0) @binding(3) var<storage, read_write> exp_avg: array<f32>;

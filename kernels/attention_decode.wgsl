@@ -34,6 +34,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
+// wide reads: q_quads, k_quads, v_quads
 @group(0) @binding(1) var<storage, read> q: array<elem>;
 @group(0) @binding(2) var<storage, read> k: array<elem>;
 @group(0) @binding(3) var<storage, read> v: array<elem>;

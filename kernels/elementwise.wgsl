@@ -28,6 +28,7 @@ struct MapParams {
 }
 
 @group(0) @binding(0) var<uniform> broadcast_params: BroadcastParams;
+// wide reads: a4, b4
 @group(0) @binding(0) var<uniform> map_params: MapParams;
 @group(0) @binding(1) var<storage, read> a: array<elem>;
 @group(0) @binding(2) var<storage, read> b: array<elem>;

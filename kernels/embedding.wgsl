@@ -46,6 +46,7 @@ struct RowsParams {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
+// wide reads: weight4, dy4
 @group(0) @binding(0) var<uniform> rows_params: RowsParams;
 @group(0) @binding(1) var<storage, read> ids: array<i32>;
 // BEGIN weights

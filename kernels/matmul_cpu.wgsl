@@ -13,8 +13,9 @@
 //                              minimum binding size of a vec4 array)
 //   @binding(2) storage, read  b: array<vec4<elem>>  B through b_at (b_quad reads 4); >= 4 elements; or packed
 //                              bf16/f16 pairs in u32 words when the pipeline asks (weights = bf16/f16)
-//   With wide reads (f32, adapters with shader-int64) a and an `elem` b are array<vec2<u64>>, the same bytes
-//   read as 64-bit words (the `wide reads` block below; `kernels.load(..., wide_reads=True)`).
+//   f32 builds on adapters with shader-int64 read a and b as array<vec2<u64>>, the same 16 bytes per quad as two
+//   64-bit words (`// wide reads` below): each lavapipe read loops over the lanes per word, so half the words is
+//   half that work (measured 1.1-1.5x on these entries, 512^3 0.32 -> 0.40 of the FMA probe).
 //   @binding(3) storage, rw    c: array<vec4<elem>>  C, written as quads where its rows start on quads, else
 //                              one component at a time; >= 4 elements
 //   @binding(4) storage, read  bias: array<elem>     N elements when has_bias = 1; any buffer otherwise
@@ -72,26 +73,8 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-// BEGIN narrow reads
+// wide reads: a, b
 @group(0) @binding(1) var<storage, read> a: array<vec4<elem>>;
-// Element i of a: a single-component read.
-fn a_at(i: u32) -> f32 { return f32(a[i >> 2u][i & 3u]); }
-// Elements i .. i+3 of a, i a multiple of 4: one 4-wide read.
-fn a_quad(i: u32) -> vec4<f32> { return vec4<f32>(a[i >> 2u]); }
-// END narrow reads
-// BEGIN wide reads
-// f32 operands as 64-bit words (the shader-int64 feature): lavapipe runs each storage read as a loop over the
-// lanes with a bounds check per word, so reading 2 elements per word halves that loop's work (measured 1.1-1.5x
-// on the matmuls).  The runtime picks these reads for f32 builds where the adapter has the feature.
-@group(0) @binding(1) var<storage, read> a: array<vec2<u64>>;
-// The 4 f32 elements held in two 64-bit words, the first element in the low half of the first word.
-fn wide_quad(v: vec2<u64>) -> vec4<f32> {
-    return vec4<f32>(bitcast<f32>(u32(v.x)), bitcast<f32>(u32(v.x >> 32u)), bitcast<f32>(u32(v.y)),
-                     bitcast<f32>(u32(v.y >> 32u)));
-}
-fn a_quad(i: u32) -> vec4<f32> { return wide_quad(a[i >> 2u]); }
-fn a_at(i: u32) -> f32 { return a_quad(i)[i & 3u]; }
-// END wide reads
 // BEGIN weights
 @group(0) @binding(2) var<storage, read> b: array<vec4<elem>>;
 // Element i of b.  `(i | 3) >> 2` is the same expression for the 4 elements of a quad, so the compiler
@@ -105,6 +88,12 @@ override CPU_X: u32 = 8u;
 // k per pass of matmul_cpu_nn128x4 (rounded down to a multiple of 4): its strip of B, K_CHUNK rows of 128 bytes,
 // stays in the L2 cache between the passes of its 32-row tiles (1024 to 4096 measured the same on lavapipe)
 override K_CHUNK: u32 = 2048u;
+
+// Element i of a: a single-component read.
+fn a_at(i: u32) -> f32 { return f32(a[i >> 2u][i & 3u]); }
+
+// Elements i .. i+3 of a, i a multiple of 4: one 4-wide read.
+fn a_quad(i: u32) -> vec4<f32> { return vec4<f32>(a[i >> 2u]); }
 
 // Elements i .. i+3 of b, i a multiple of 4, through b_at (one 4-wide read for `elem` weights).
 fn b_quad(i: u32) -> vec4<f32> {

@@ -30,6 +30,7 @@ struct ScaleParams {
 }
 
 @group(0) @binding(0) var<uniform> sum_params: SumParams;
+// wide reads: g4
 @group(0) @binding(0) var<uniform> coef_params: CoefParams;
 @group(0) @binding(0) var<uniform> scale_params: ScaleParams;
 @group(0) @binding(1) var<storage, read> g: array<elem>;

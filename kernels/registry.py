@@ -60,17 +60,17 @@ _PACKED_READS4 = {
     "f16": "return vec4<f32>(unpack2x16float({w}[i >> 1u]), unpack2x16float({w}[(i >> 1u) + 1u]));",
 }
 WEIGHT_STORAGE = ("elem", *_PACKED_READS)
-# A family may read its f32 operands as 64-bit words, two elements each: on lavapipe every storage read is a loop
-# over the 8 lanes with a bounds check per word, so 8-byte words halve that work. Such a family has a
-# `// BEGIN narrow reads` block (its usual bindings and readers) and a `// BEGIN wide reads` block (the same names
-# over `array<vec2<u64>>`, widened by its `wide_quad(v: vec2<u64>) -> vec4<f32>`); `load(..., wide_reads=True)`
-# keeps the second and rewrites an `elem` weights block to read words too, otherwise the second is cut out.
-_NARROW_BLOCK = re.compile(r"^// BEGIN narrow reads$.*?^// END narrow reads$", re.MULTILINE | re.DOTALL)
-_WIDE_BLOCK = re.compile(r"^// BEGIN wide reads$.*?^// END wide reads$", re.MULTILINE | re.DOTALL)
-# Element i of a word-read weight array `w`: `(i | 3) >> 2` is one expression for the 4 elements of a quad, so
-# the compiler merges their reads into one.
-_WIDE_READ = "return wide_quad({w}[(i | 3u) >> 2u])[i & 3u];"
-_WIDE_READ4 = "return wide_quad({w}[i >> 2u]);"
+# A family may read its f32 quads as 64-bit words, two elements each: on lavapipe every storage read is a loop over
+# the 8 lanes with a bounds check per word, so 8-byte words halve that work. The family names the read-only
+# `array<vec4<elem>>` bindings read that way in a `// wide reads: a, b` line; `load(..., wide_reads=True)` (f32)
+# declares them `array<vec2<u64>>` (the same 16 bytes per quad) and wraps each read `x[i]` in `wide_quad(x[i])`.
+_WIDE_READS = re.compile(r"^// wide reads: (.+)$", re.MULTILINE)
+# (Its names are ones no family binds: the registry finds an entry's bindings by the identifiers it reaches.)
+_WIDE_QUAD = ("// The 4 f32 elements held in two 64-bit words, the first in the low half of the first (wide reads).\n"
+              "fn wide_quad(wide_words: vec2<u64>) -> vec4<f32> {\n"
+              "    let lo = wide_words.x;\n    let hi = wide_words.y;\n"
+              "    return vec4<f32>(bitcast<f32>(u32(lo)), bitcast<f32>(u32(lo >> 32u)), bitcast<f32>(u32(hi)),\n"
+              "                     bitcast<f32>(u32(hi >> 32u)));\n}")
 
 
 @dataclass(frozen=True)
@@ -158,8 +158,8 @@ def load(family: str, elem: str = "f32", subgroups: bool = True, weights: str = 
     family compiles on adapters without the feature (its entries are then absent). `weights` = "bf16" or "f16"
     stores the family's weight binding (its `// BEGIN weights` block) as packed pairs of 16-bit values in u32
     words, widened to f32 by the block's reader function; "elem" keeps it an array of `elem`. `wide_reads`
-    reads f32 operands as 64-bit words where the family says how (its `// BEGIN wide reads` block; needs the
-    shader-int64 feature); f16 builds and families without the block ignore it.
+    reads the quads of the bindings a family's `// wide reads:` line names as 64-bit words (needs the
+    shader-int64 feature); f16 builds and families without the line ignore it.
     """
     if elem not in ELEMENT_TYPES:
         raise ValueError(f"elem must be one of {ELEMENT_TYPES}, got {elem!r}")
@@ -174,9 +174,10 @@ def load(family: str, elem: str = "f32", subgroups: bool = True, weights: str = 
     code = expand_prelude(path.read_text(), path.name)
     if not subgroups:
         code = _SUBGROUP_BLOCK.sub("", code)
-    code = _choose_reads(code, path.name, wide_reads and elem == "f32", weights)
     if weights != "elem":
         code = _pack_weights(code, path.name, weights)
+    if wide_reads and elem == "f32":
+        code = _widen_reads(code, path.name, may_lack=not subgroups or weights != "elem")
     if elem != "f32":
         if not _ELEM_ALIAS.search(code):
             raise ValueError(f"{path.name} has no `alias elem = f32;` line, so it cannot be built for {elem}")
@@ -184,41 +185,72 @@ def load(family: str, elem: str = "f32", subgroups: bool = True, weights: str = 
     return parse(family, elem, code)
 
 
-def _choose_reads(code: str, name: str, wide: bool, weights: str) -> str:
-    """`code` with its narrow or its wide reads (see `_WIDE_BLOCK`); a family without wide reads is unchanged."""
-    if not _WIDE_BLOCK.search(code):
-        return code
-    if not _NARROW_BLOCK.search(code):
-        raise ValueError(f"{name} has a `// BEGIN wide reads` block but no `// BEGIN narrow reads` one")
-    if not wide:
-        return _WIDE_BLOCK.sub("", code)
-    code = _NARROW_BLOCK.sub("", code)
-    return _rewrite_weights(code, name, "array<vec2<u64>>", _WIDE_READ, _WIDE_READ4) if weights == "elem" else code
-
-
 def _pack_weights(code: str, name: str, weights: str) -> str:
     """`code` with its weights block declaring a u32 array of packed `weights` values and a reader widening them
     (and a 4-element reader, when the block has one). Other bindings in the block (a vec4 view) are dropped."""
-    return _rewrite_weights(code, name, "array<u32>", _PACKED_READS[weights], _PACKED_READS4[weights], weights)
-
-
-def _rewrite_weights(code: str, name: str, array_type: str, read: str, read4: str, label: str = "words") -> str:
-    """`code` with its weights block declaring its binding as `array_type` with readers returning `read`
-    (`read4` for the 4-element reader, when the block has one), both formatted with the array's name."""
     block = _WEIGHTS_BLOCK.search(code)
     if block is None:
-        raise ValueError(f"{name} has no `// BEGIN weights` block, so its weights cannot be read as {label}")
+        raise ValueError(f"{name} has no `// BEGIN weights` block, so its weights cannot be stored as {weights}")
     binding = _BINDING.search(block.group(1))
     reader = _WEIGHTS_READER.search(block.group(1))
     if binding is None or reader is None:
         raise ValueError(f"{name}: the weights block needs one storage binding and a `fn NAME(i: u32) -> f32` reader")
     group, number, array = binding.group(1), binding.group(2), binding.group(5)
-    rewritten = (f"@group({group}) @binding({number}) var<storage, read> {array}: {array_type};\n"
-                 f"fn {reader.group(1)}(i: u32) -> f32 {{\n    {read.format(w=array)}\n}}\n")
+    packed = (f"@group({group}) @binding({number}) var<storage, read> {array}: array<u32>;\n"
+              f"fn {reader.group(1)}(i: u32) -> f32 {{\n    {_PACKED_READS[weights].format(w=array)}\n}}\n")
     reader4 = _WEIGHTS_READER4.search(block.group(1))
     if reader4 is not None:
-        rewritten += f"fn {reader4.group(1)}(i: u32) -> vec4<f32> {{\n    {read4.format(w=array)}\n}}\n"
-    return code[:block.start()] + rewritten + code[block.end():]
+        packed += f"fn {reader4.group(1)}(i: u32) -> vec4<f32> {{\n    {_PACKED_READS4[weights].format(w=array)}\n}}\n"
+    return code[:block.start()] + packed + code[block.end():]
+
+
+def _widen_reads(code: str, name: str, may_lack: bool) -> str:
+    """`code` with the bindings its `// wide reads:` line names read as 64-bit words (see `_WIDE_READS`). A name
+    that packed weights made an array<u32> (its reader widens already) is left, and so is one a cut subgroup
+    block or a packed weights block took away (`may_lack`)."""
+    marker = _WIDE_READS.search(code)
+    if marker is None:
+        return code
+    widened = False
+    for array in (part.strip() for part in marker.group(1).split(",")):
+        declaration = re.compile(rf"(var<\s*storage\s*,\s*read\s*>\s*{array}\s*:\s*)([^;]+?)\s*;")
+        found = declaration.search(code)
+        if found is None:
+            if may_lack:
+                continue
+            raise ValueError(f"{name}: `// wide reads:` names {array!r}, which is not a read-only storage binding")
+        stored = re.sub(r"\s+", "", found.group(2))
+        if stored == "array<u32>":
+            continue
+        if stored != "array<vec4<elem>>":
+            raise ValueError(f"{name}: `// wide reads:` names {array!r}, declared {stored}, not array<vec4<elem>>")
+        code = declaration.sub(lambda m: m.group(1) + "array<vec2<u64>>;", code, count=1)
+        code = _wrap_reads(code, array)
+        widened = True
+    marker = _WIDE_READS.search(code)  # the wrapping moved it
+    return code[:marker.start()] + (_WIDE_QUAD if widened else "") + code[marker.end():]
+
+
+def _wrap_reads(code: str, array: str) -> str:
+    """Every `array[...]` in `code` outside comments as `wide_quad(array[...])`; an index must close on its line."""
+    read = re.compile(rf"(?<![.\w]){array}\[")
+    lines = []
+    for line in code.split("\n"):
+        text, slash, comment = line.partition("//")
+        out, at = [], 0
+        for match in read.finditer(text):
+            if match.start() < at:
+                continue
+            depth, i = 1, match.end()
+            while depth and i < len(text):
+                depth += {"[": 1, "]": -1}.get(text[i], 0)
+                i += 1
+            if depth:
+                raise ValueError(f"a read of {array!r} does not close on its line: {line.strip()!r}")
+            out.append(text[at:match.start()] + f"wide_quad({text[match.start():i]})")
+            at = i
+        lines.append("".join(out) + text[at:] + slash + comment)
+    return "\n".join(lines)
 
 
 def workgroup_size(family: str, entry: str, constants: Mapping[str, int] | None = None) -> tuple[int, int, int]:

@@ -24,6 +24,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
+// wide reads: x4, w4, dy4, residual4
 @group(0) @binding(1) var<storage, read> x: array<elem>;
 @group(0) @binding(2) var<storage, read> w: array<elem>;
 @group(0) @binding(3) var<storage, read_write> y: array<elem>;

@@ -44,6 +44,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
+// wide reads: x, dy, xk, dyk
 @group(0) @binding(1) var<storage, read> positions: array<i32>;
 @group(0) @binding(2) var<storage, read> inv_freq: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> x: array<vec4<elem>>;

@@ -45,6 +45,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
+// wide reads: logits4
 @group(0) @binding(1) var<storage, read> logits: array<elem>;
 @group(0) @binding(2) var<storage, read> seq_ids: array<u32>;
 @group(0) @binding(3) var<storage, read> eos_ids: array<u32>;

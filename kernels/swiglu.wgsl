@@ -26,6 +26,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
+// wide reads: gate4, up4, dy4, gate_up4
 @group(0) @binding(1) var<storage, read> gate: array<elem>;
 @group(0) @binding(2) var<storage, read> up: array<elem>;
 @group(0) @binding(3) var<storage, read_write> out: array<elem>;

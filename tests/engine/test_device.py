@@ -7,7 +7,9 @@ import sys
 
 import pytest
 
-from wgrpo.engine.device import ENV_VAR, AdapterSummary, NoAdapterError, choose_adapter, hardware_adapter
+from wgrpo.engine.device import (ENV_VAR, AdapterSummary, Device, NoAdapterError, choose_adapter,
+                                 hardware_adapter)
+from wgrpo.engine.errors import InputError
 
 
 def fake(index, name, backend, adapter_type):
@@ -98,3 +100,20 @@ def test_real_device_reports_features_and_limits(device):
     assert device.max_binding_bytes >= 1 << 20
     assert set(device.features) <= {"shader-f16", "subgroup", "timestamp-query", "shader-int64"}
     assert device.runtime is device.runtime  # one runtime per device
+
+
+def _unopened_like(device) -> Device:
+    """A Device object with `device`'s adapter and features and no wgpu device behind it."""
+    twin = Device.__new__(Device)
+    twin.summary, twin.features = device.summary, device.features
+    return twin
+
+
+def test_wide_reads_follow_the_adapter_and_the_variable(device, monkeypatch):
+    default = device.has_int64 and device.is_software
+    for value, expected in (("", default), ("1", default), ("0", False)):
+        monkeypatch.setenv("WGRPO_WIDE_READS", value)
+        assert _unopened_like(device).wide_reads is expected
+    monkeypatch.setenv("WGRPO_WIDE_READS", "yes")
+    with pytest.raises(InputError, match=r"\$WGRPO_WIDE_READS must be 0 or 1, got 'yes'"):
+        _unopened_like(device).wide_reads

@@ -133,7 +133,7 @@ def test_wgpu_shader_errors_name_the_kernel(device, monkeypatch):
     from wgrpo.kernels.registry import parse
 
     broken = parse("broken", "f32", "@compute @workgroup_size(1) fn oops_naive() { let x: u32 = 1.5; }")
-    monkeypatch.setattr(kernels, "load", lambda family, elem="f32", subgroups=True, weights="elem": broken)
+    monkeypatch.setattr(kernels, "load", lambda family, elem="f32", subgroups=True, weights="elem", wide_reads=False: broken)
     with pytest.raises(KernelError, match=r"building broken\.oops_naive \(f32"):
         device.runtime.pipeline("broken", "oops_naive")
 
@@ -166,7 +166,7 @@ def test_params_for_an_entry_without_a_uniform_are_refused(device, monkeypatch):
 
     plain = parse("plain", "f32", "@group(0) @binding(1) var<storage, read_write> out: array<u32>;\n"
                                   "@compute @workgroup_size(1) fn fill_naive() { out[0] = 7u; }")
-    monkeypatch.setattr(kernels, "load", lambda family, elem="f32", subgroups=True, weights="elem": plain)
+    monkeypatch.setattr(kernels, "load", lambda family, elem="f32", subgroups=True, weights="elem", wide_reads=False: plain)
     out = Tensor.empty((1,), np.uint32, device)
     with pytest.raises(KernelError, match=r"plain\.fill_naive binds no uniform Params struct, but got params \['n'\]"):
         device.runtime.dispatch("plain", "fill_naive", [out], (1,), {"n": 1})
