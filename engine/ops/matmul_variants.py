@@ -193,12 +193,13 @@ VARIANTS = {
     "reg8x4": Variant("matmul_reg8x4", tile_m=8, tile_n=4),
     "sg16x4": Variant("matmul_sg16x4", tile_m=16, tile_n=4, needs_subgroups=True),
     "sg32x4": Variant("matmul_sg32x4", tile_m=32, tile_n=4, needs_subgroups=True),
-    # on lavapipe 0.48-0.56 of the FMA probe where sg32x4 gets 0.36-0.39 (rows and offsets multiples of 4);
-    # nn128x4: four 32-row tiles sharing their strip of B, K in chunks (f32, M >= 64: 1.0-1.5x nn32x4, the most
-    # at M <= 128 with a long K)
+    # on lavapipe 0.40 of the FMA probe where sg32x4 gets 0.27 (rows and offsets multiples of 4); 64 rows: 1.1x
+    # the 32-row tiles over 64 rows; nn128x4: two 64-row tiles sharing their strip of B, K in chunks (f32, the
+    # most at M <= 128 with a long K)
     **{f"cpu_{layout.lower()}{rows}x{cols}": _cpu(layout, rows, cols)
-       for layout, rows, cols in (("NN", 32, 4), ("NT", 32, 4), ("TN", 32, 4), ("TT", 32, 4), ("NN", 128, 4),
-                                  ("NN", 16, 4), ("NT", 16, 4), ("NN", 8, 8), ("NT", 8, 8))},
+       for layout, rows, cols in (("NN", 32, 4), ("NT", 32, 4), ("TN", 32, 4), ("TT", 32, 4), ("NN", 64, 4),
+                                  ("NT", 64, 4), ("TN", 64, 4), ("NN", 128, 4), ("NN", 16, 4), ("NT", 16, 4),
+                                  ("NN", 8, 8), ("NT", 8, 8))},
     **{name: _tiled(tiling) for name, tiling in _TILINGS.items()},
     **{f"{name}_vec4": _tiled(tiling, vec4=True) for name, tiling in _TILINGS.items()},
 }

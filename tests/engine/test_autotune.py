@@ -125,7 +125,7 @@ def test_on_lavapipe_the_shipped_table_answers_without_tuning(device, cache):
     tuner = Autotuner(device)
     assert tuner.lookup("attention", "f32|q4096|k4096|d128|g8|c1") == "subgroup"
     assert tuner.lookup("matmul", "NT|f32/f32|a4|m8|n512|k128") == "cpu_nt8x8"
-    assert tuner.lookup("matmul", "TN|f32/bf16|a4|m512|n512|k1024") == "cpu_tn32x4"
+    assert tuner.lookup("matmul", "TN|f32/bf16|a4|m512|n512|k1024") == "cpu_tn64x4"
     assert tuner.lookup("matmul", "NN|f32/f32|a1|m512|n512|k1024") == "sg32x4"
     assert choose_variant(device, (1, 300, 4, 32), (1, 300, 2, 32)) == "subgroup"
     assert not cache.exists()
@@ -148,8 +148,11 @@ def test_the_lavapipe_table_sends_tall_nn_products_to_the_strip_sharing_kernel(d
 
     tuner = Autotuner(device, shipped=LAVAPIPE)
     assert tuner.lookup("matmul", "NN|f32/f32|a4|m128|n1024|k65536") == "cpu_nn128x4"
+    assert tuner.lookup("matmul", "NN|f32/f32|a4|m64|n1024|k4096") == "cpu_nn128x4"
     assert tuner.lookup("matmul", "NN|f32/f32|a4|m32|n1024|k4096") == "cpu_nn32x4"
-    assert tuner.lookup("matmul", "NN|f16/f16|a4|m128|n1024|k4096") == "cpu_nn32x4"
+    assert tuner.lookup("matmul", "NN|f32/f32|a4|m2048|n1024|k4096") == "cpu_nn64x4"
+    assert tuner.lookup("matmul", "NN|f16/f16|a4|m128|n1024|k4096") == "cpu_nn64x4"
+    assert tuner.lookup("matmul", "NT|f16/f16|a4|m64|n1024|k4096") == "cpu_nt32x4"
 
 
 def test_matmul_cpu_is_refused_on_hardware_adapters(device):

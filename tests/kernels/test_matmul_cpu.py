@@ -32,7 +32,7 @@ def entries() -> dict[str, tuple[bool, bool, int, int]]:
 
 ENTRIES = entries()
 # entries that compute K in chunks of K_CHUNK, keeping the partial sums in C (f32 C)
-CHUNKED = sorted(entry for entry in ENTRIES if ENTRIES[entry][2] > 32)
+CHUNKED = sorted(entry for entry in ENTRIES if ENTRIES[entry][2] > 64)
 
 
 @pytest.fixture(autouse=True)
@@ -220,7 +220,7 @@ def test_entry_names_give_their_tiles():
 @pytest.mark.parametrize("entry", CHUNKED)
 def test_chunked_entries_match_numpy_across_chunks(device, rng, entry, chunk):
     """K in several chunks (12: the last one ragged) through the quads, the k tail and the single-element reads;
-    M = 160 gives 5 tiles of 32 rows to 2 rows of workgroups (3 and 2), M = 300 10 tiles to 3."""
+    M = 160 gives 3 tiles of 64 rows to 2 rows of workgroups (1 and 2), M = 300 5 tiles to 3."""
     ta, tb, _, _ = ENTRIES[entry]
     constants = {"K_CHUNK": chunk}
     for m, n, k in [*SHAPES, (160, 70, 41), (300, 33, 64)]:
@@ -240,7 +240,7 @@ def test_chunked_entries_add_later_chunks_to_c(device, rng, entry):
     """Windows, accumulate and the bias (added once, with the first chunk), a batch with a broadcast operand,
     packed bf16 weights, and K = 0 (C = bias, or C + bias)."""
     ta, tb, _, _ = ENTRIES[entry]
-    constants = {"K_CHUNK": 8}
+    constants = {"K_CHUNK": 12}
     m, n, k = 45, 37, 27
     bias = rng.standard_normal(n + 7).astype(np.float32)
     for accumulate, offsets, pad, (ldc, offset_c) in ((True, (8, 12), (5, 7), (n + 7, 4)),
@@ -280,9 +280,9 @@ def test_chunked_entries_cover_m_with_any_rows_of_workgroups(device, rng, entry)
     ta, tb, _, _ = ENTRIES[entry]
     m, n, k = 300, 40, 37
     a, b = operands(rng, entry, m, n, k)
-    for grid_rows in (1, 2, 5, 12):  # fewer rows than tiles / 4, the grid's 3, more than there are tiles
+    for grid_rows in (1, 2, 5, 12):  # fewer rows than tiles / 2, one per tile, more than there are tiles
         out = Tensor.from_numpy(np.zeros((m, n), np.float32), device)
-        result = dispatch(device, entry, a, b, out, m, n, k, constants={"K_CHUNK": 8}, grid_rows=grid_rows)
+        result = dispatch(device, entry, a, b, out, m, n, k, constants={"K_CHUNK": 12}, grid_rows=grid_rows)
         assert_close(result, reference(a, b, ta, tb), scale=np.sqrt(k))
 
 
