@@ -736,11 +736,12 @@ fn matmul_cpu_tt32x4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
 
 // ---------------------------------------------------------------------------------------------------
 // The 64-row entries: matmul_cpu_nn32x4, _nt32x4 and _tn32x4 with twice the rows per invocation.  A trip's 4 quads
-// of B serve 64 rows instead of 32, so it makes 12 loads for 256 FMAs where the 32-row tile makes 8 for 128.  Measured on lavapipe (2 cores, wide reads), GFLOP/s, 32 -> 64 rows: 512^3 NN 34.6
-// -> 37.6, NT 33.6 -> 37.6, TN 34.7 -> 37.3; the benchmark model's update, NT 1344x768x128 30.6 -> 35.0, NT
-// 1344x128x384 30.4 -> 37.0, TN 384x128x1344 30.8 -> 38.0.  128 rows measured no faster than 64, and at M <= 32
-// half of a 64-row tile is wasted work, so the 32-row entries stay.  The cost: lavapipe compiles one in ~9 s where
-// a 32-row entry takes ~3 s (once per adapter and build; Mesa's shader cache keeps the result).
+// of B serve 64 rows instead of 32, so it makes 12 loads for 256 FMAs where the 32-row tile makes 8 for 128.
+// Measured on lavapipe (2 cores, wide reads), GFLOP/s, 32 -> 64 rows: 512^3 NN 34.6 -> 37.6, NT 33.6 -> 37.6, TN
+// 34.7 -> 37.3; the benchmark model's update, NT 1344x768x128 30.6 -> 35.0, NT 1344x128x384 30.4 -> 37.0, TN
+// 384x128x1344 30.8 -> 38.0.  128 rows measured no faster than 64, and at M <= 32 half of a 64-row tile is wasted
+// work, so the 32-row entries stay.  The cost: lavapipe compiles one in ~9 s where a 32-row entry takes ~3 s (once
+// per adapter and build; Mesa's shader cache keeps the result).
 
 // matmul_cpu_nn64x4: layout NN only (A stored M x K, B stored K x N), 64 rows x 4 columns per invocation.
 //   workgroup (CPU_X, 1, 1); grid = (ceil(N / (4 * CPU_X)), ceil(M / 64), batch)
