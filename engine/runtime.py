@@ -10,6 +10,7 @@ groups stay cacheable. Must not import `rl`.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -37,11 +38,12 @@ class KernelError(RuntimeError):
 class Block:
     """One pooled GPU buffer. `epoch` is the last submit that may still touch it."""
 
-    __slots__ = ("buffer", "nbytes", "epoch", "pinned")
+    __slots__ = ("buffer", "nbytes", "epoch", "pinned", "serial")
 
-    def __init__(self, buffer: wgpu.GPUBuffer, nbytes: int):
+    def __init__(self, buffer: wgpu.GPUBuffer, nbytes: int, serial: int = 0):
         self.buffer, self.nbytes, self.epoch = buffer, nbytes, -1
         self.pinned = 0  # replayable recordings that bind it: kept out of the free lists while any does
+        self.serial = serial  # order of creation: the free lists hand out the oldest first
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,7 @@ class RuntimeStats:
     pipelines: int = 0
     buffers_created: int = 0
     buffers_reused: int = 0
+    bind_groups_created: int = 0
 
 
 def _size_class(nbytes: int) -> int:
@@ -78,8 +81,19 @@ def _size_class(nbytes: int) -> int:
     return (nbytes + step - 1) // step * step
 
 
+def _newest_first(block: Block) -> int:
+    return -block.serial
+
+
 class BufferPool:
-    """Free lists of storage buffers by size class. Buffers are never destroyed while the pool lives."""
+    """Free lists of storage buffers by size class. Buffers are never destroyed while the pool lives.
+
+    A request gets the oldest free block of its class, not the last one freed: which block a tensor receives
+    then depends only on which blocks are free, not on the order they were freed in, so a step that repeats the
+    last one's allocations and frees receives the same buffers again, and its bind groups are cache hits (with
+    the most recently freed block first, a step freeing its tensors in the order it made them would get them
+    back permuted, and every dispatch would build a new bind group).
+    """
 
     def __init__(self, device: wgpu.GPUDevice, stats: RuntimeStats):
         self._device, self._stats = device, stats
@@ -99,7 +113,7 @@ class BufferPool:
         recording reads or writes must not receive host data.
         """
         size = _size_class(nbytes)
-        free = self._free.get(size, [])
+        free = self._free.get(size, [])  # newest to oldest
         for i in range(len(free) - 1, -1, -1):
             if writable_before is None or free[i].epoch < writable_before:
                 self._stats.buffers_reused += 1
@@ -107,7 +121,7 @@ class BufferPool:
         buffer = self._device.create_buffer(size=size, usage=_STORAGE_USAGE)
         self._stats.buffers_created += 1
         self.bytes_held += size
-        block = Block(buffer, size)
+        block = Block(buffer, size, self._stats.buffers_created)
         self._blocks.append(block)
         return block
 
@@ -115,7 +129,7 @@ class BufferPool:
         if block.pinned:
             self._parked.append(block)
             return
-        self._free.setdefault(block.nbytes, []).append(block)
+        bisect.insort(self._free.setdefault(block.nbytes, []), block, key=_newest_first)
 
     def pin(self, blocks) -> None:
         """Keep `blocks` from being handed out again (a recorded step replays into them), free ones included."""
@@ -352,6 +366,7 @@ class Runtime:
         ]
         entries += [{"binding": n, "resource": {"buffer": buf, "offset": off, "size": size}} for n, buf, off, size in slices]
         bind_group = self._wgpu.create_bind_group(layout=group_layout, entries=entries)
+        self.stats.bind_groups_created += 1
         # The cached value holds the layout and buffers, so the ids in its key stay theirs.
         self._bind_groups[key] = (bind_group, group_layout, [s[1] for s in slices])
         if len(self._bind_groups) > _BIND_GROUP_CACHE:

@@ -42,6 +42,40 @@ def test_pool_reuses_freed_buffers(device):
     assert runtime.stats.buffers_created == created
 
 
+def test_the_pool_hands_a_repeated_sequence_the_same_buffers(device):
+    def blocks_of_one_round():
+        first, second = Tensor.empty((700,), np.float32, device), Tensor.empty((700,), np.float32, device)
+        blocks = first.binding()[0], second.binding()[0]
+        del first, second  # freed in the order they were made
+        return blocks
+
+    blocks_of_one_round()
+    assert blocks_of_one_round() == blocks_of_one_round()
+
+
+def test_a_repeated_training_step_builds_no_bind_group(device):
+    from wgrpo.engine import AdamW, Model, ModelConfig
+
+    config = ModelConfig(vocab_size=40, hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1,
+                         intermediate_size=48, max_position_embeddings=16)
+    model = Model.random(config, seed=0, device=device).requires_grad_()
+    optimizer = AdamW(model.parameters(), lr=1e-3)
+    ids = np.random.default_rng(0).integers(0, 40, (3, 9))
+    targets = Tensor.from_numpy(ids[:, 1:].astype(np.int32), device)
+
+    def step():
+        optimizer.zero_grad()
+        loss = ops.cross_entropy(model(ids[:, :-1]), targets)
+        loss.backward()
+        optimizer.step()
+        return float(loss.numpy())
+
+    step(), step()
+    created = device.runtime.stats.bind_groups_created
+    step()
+    assert device.runtime.stats.bind_groups_created == created
+
+
 def test_tensors_collected_in_a_reference_cycle_leave_the_pool_usable(device, rng):
     import gc
 
