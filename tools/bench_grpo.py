@@ -243,13 +243,15 @@ def update_flops(config, rollout, reference: bool, mu: int = 1) -> float:
 # ---------------------------------------------------------------------------------------------- the benchmark
 
 
-def _counters(runtime) -> tuple[int, int, int]:
-    s = runtime.stats
-    return s.submits, s.dispatches, s.readbacks
+_COUNTERS = ("submits", "dispatches", "readbacks", "bind_groups_created")
+
+
+def _counters(runtime) -> tuple[int, ...]:
+    return tuple(getattr(runtime.stats, key) for key in _COUNTERS)
 
 
 def _delta(after, before) -> dict:
-    return {"submits": after[0] - before[0], "dispatches": after[1] - before[1], "readbacks": after[2] - before[2]}
+    return {key: a - b for key, a, b in zip(_COUNTERS, after, before)}
 
 
 def time_step(trainer, step: int) -> dict:
@@ -309,7 +311,7 @@ def summarize(steps: list[dict]) -> dict:
         elif phase == "update":
             entry.update(tokens=update_tokens, tokens_per_s=update_tokens / update_s)
         if counters[phase]:  # rollout's counters include the rewards, which are host-only
-            for key in ("submits", "dispatches", "readbacks"):
+            for key in _COUNTERS:
                 values = sorted({s[counters[phase]][key] for s in steps})
                 entry[key] = values[0] if len(values) == 1 else values
         phases[phase] = entry
@@ -434,22 +436,23 @@ def format_grpo_report(report: dict) -> str:
              f"heads, intermediate {m['intermediate_size']}: {m['num_parameters'] / 1e6:.3g} M parameters, float32",
              f"{report['config']['timed_steps']} timed steps after {report['config']['grpo_warmup']} warm-up, median"]
     rows = [("phase", "s/step", "time %", "tokens", "tokens/s", "GFLOP", "GFLOP/s", "FLOP %", "submits",
-             "read-backs", "dispatches")]
+             "read-backs", "dispatches", "new bind groups")]
     for phase, e in report["phases"].items():
         rows.append((phase, f"{e['seconds']:.4f}", f"{e['time_share']:.0%}", _fmt(e.get("tokens"), ".0f"),
                      _fmt(e.get("tokens_per_s"), ".0f"), f"{e['flops'] * 1e-9:.3f}", _fmt(e["gflops_per_s"], ".2f"),
                      _fmt(e["flop_share"], ".0%"), str(e.get("submits", "-")), str(e.get("readbacks", "-")),
-                     str(e.get("dispatches", "-"))))
+                     str(e.get("dispatches", "-")), str(e.get("bind_groups_created", "-"))))
     t = report["total"]
     rows.append(("total", f"{t['seconds']:.4f}", "100%", "", "", f"{t['flops'] * 1e-9:.3f}",
-                 f"{t['gflops_per_s']:.2f}", "100%", "", "", ""))
+                 f"{t['gflops_per_s']:.2f}", "100%", "", "", "", ""))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for j, r in enumerate(rows):
         lines.append("  ".join(r[0].ljust(widths[0]) if i == 0 else r[i].rjust(widths[i]) for i in range(len(r))))
         if j == 0:
             lines.append("  ".join("-" * w for w in widths))
     lines.append("tokens: rollout = new tokens sampled; update = positions of the padded (B x G, T) batch, each "
-                 "through the reference forward and the policy forward + backward")
+                 "through the reference forward and the policy forward + backward; new bind groups: those the step "
+                 "built, the rest were cache hits (a step that repeats the last one's work should build none)")
     if s["full_length"]:
         lines.append(f"fixed work: end-of-text and the tokens holding '>' ({len(s['banned_tokens'])} of "
                      f"{m['vocab_size']}, so no '</answer>' stop) are masked out of the random model's head; "
