@@ -19,7 +19,7 @@ import numpy as np
 from wgrpo.engine.dtypes import FLOAT32
 from wgrpo.engine.errors import InputError
 from wgrpo.engine.memory import DEFAULT_KIND, DeviceMemory
-from wgrpo.engine.runtime import _size_class
+from wgrpo.engine.pool import size_class
 from wgrpo.engine.tensor import row_partition
 
 I32, U32 = np.dtype(np.int32), np.dtype(np.uint32)
@@ -31,9 +31,9 @@ def tensor_bytes(shape, dtype, max_binding_bytes: int | None = None) -> int:
     shape, dtype = tuple(int(s) for s in shape), np.dtype(dtype)
     blocks = row_partition(shape, dtype, max_binding_bytes) if max_binding_bytes else None
     if blocks is None:
-        return _size_class(math.prod(shape) * dtype.itemsize)
+        return size_class(math.prod(shape) * dtype.itemsize)
     row = math.prod(shape[1:]) * dtype.itemsize
-    return sum(_size_class((stop - start) * row) for start, stop in blocks)
+    return sum(size_class((stop - start) * row) for start, stop in blocks)
 
 
 class Host:
@@ -74,7 +74,7 @@ class Ledger:
             split = self.limit is not None and row_partition(shape, dtype, self.limit) is not None
             nbytes = tensor_bytes(shape, dtype, self.limit)
         except InputError:  # a row over the limit: no tensor of this shape can be held, whatever its kind
-            nbytes = _size_class(math.prod(shape) * dtype.itemsize)
+            nbytes = size_class(math.prod(shape) * dtype.itemsize)
             self.split_activation = self.split_activation or shape
             return Sym(_Buffer(self, nbytes, self.kind), shape, dtype)
         if split and self.kind in (DEFAULT_KIND, "kv_cache") and self.split_activation is None \

@@ -269,7 +269,7 @@ def dropout(x: Sym, p: float) -> Sym:
 class _LinearTokenLogprobs(Function):
     @staticmethod
     def forward(ctx, hidden, weight, targets, inv_temp, block):
-        rows, vocab = hidden.shape[0], weight.shape[0]
+        rows = hidden.shape[0]
         logp, lse = _empty(hidden, (rows,), FLOAT32), _empty(hidden, (rows,), FLOAT32)
         kept = logits = None
         for start in range(0, rows, block):

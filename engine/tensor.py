@@ -19,7 +19,8 @@ from wgrpo.engine.device import Device, get_device
 from wgrpo.engine.dtypes import BFLOAT16, convert, dtype_name, float_dtype
 from wgrpo.engine.errors import InputError, SplitTensorError
 from wgrpo.engine.memory import current_kind
-from wgrpo.engine.runtime import Block, Runtime
+from wgrpo.engine.pool import Block
+from wgrpo.engine.runtime import Runtime
 
 # numpy dtype -> WGSL element type; bf16 is stored as packed pairs in u32 words, read by kernels that widen it
 WGSL_TYPES = {np.dtype(np.float32): "f32", np.dtype(np.float16): "f16", BFLOAT16: "bf16", np.dtype(np.int32): "i32",

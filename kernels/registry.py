@@ -1,7 +1,8 @@
 """Loads the WGSL kernel families and describes their entry points.
 
 Owns: reading `kernels/<family>.wgsl`, expanding its `// use prelude` line into `kernels/prelude.wgsl` (the
-helpers several families share), specializing its element type (`alias elem = f32;` becomes f16 on request),
+helpers several families share) and its `// use <family>.<part>` lines into the family's own parts
+(`kernels/<family>.<part>.wgsl`: one family's code in files of a readable size), specializing its element type (`alias elem = f32;` becomes f16 on request),
 and describing each entry point: the bindings it uses, the uniform struct it binds (`params`, a
 `ParamsLayout` that packs values by field name), and its `@workgroup_size` with `const`/`override` names
 resolved. Knows nothing of wgpu: `engine.runtime` turns these descriptions into pipelines. Must not import
@@ -37,7 +38,7 @@ _CONSTANT = re.compile(r"^(?:@id\(\d+\)\s*)?(const|override)\s+(\w+)\s*(?::\s*\w
                        re.MULTILINE)
 _INT_LITERAL = re.compile(r"-?(0[xX][0-9a-fA-F]+|\d+)[iu]?")
 _FLOAT_LITERAL = re.compile(r"-?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?[fh]?")
-_USE_PRELUDE = re.compile(rf"^// use {PRELUDE}$", re.MULTILINE)
+_USE = re.compile(r"^// use ([\w.]+)$", re.MULTILINE)
 # Entries that need the `subgroup` feature sit between these lines; naga rejects the whole module without it.
 _SUBGROUP_BLOCK = re.compile(r"^// BEGIN subgroup$.*?^// END subgroup$", re.MULTILINE | re.DOTALL)
 # A family whose weights may be stored packed declares the weight binding and its reader between these lines:
@@ -146,7 +147,7 @@ class KernelSource:
 
 
 def families() -> list[str]:
-    return sorted(p.stem for p in KERNEL_DIR.glob("*.wgsl") if p.stem != PRELUDE)
+    return sorted(p.stem for p in KERNEL_DIR.glob("*.wgsl") if p.stem != PRELUDE and "." not in p.stem)
 
 
 @lru_cache(maxsize=None)
@@ -171,7 +172,10 @@ def load(family: str, elem: str = "f32", subgroups: bool = True, weights: str = 
                          f"kernel family; known: {families()}")
     if not path.is_file():
         raise ValueError(f"no kernel family {family!r}: {path} does not exist; known: {families()}")
-    code = expand_prelude(path.read_text(), path.name)
+    if "." in family:
+        raise ValueError(f"{path.name} is a part of the {family.split('.')[0]!r} family (included with "
+                         f"`// use {family}`), not a kernel family; known: {families()}")
+    code = expand_includes(path.read_text(), path.name, family)
     if not subgroups:
         code = _SUBGROUP_BLOCK.sub("", code)
     if weights != "elem":
@@ -258,15 +262,29 @@ def workgroup_size(family: str, entry: str, constants: Mapping[str, int] | None 
     return load(family).workgroup_size(entry, constants)
 
 
-def expand_prelude(code: str, name: str) -> str:
-    """`code` with its `// use prelude` line replaced by `kernels/prelude.wgsl` (at most one such line)."""
-    uses = len(_USE_PRELUDE.findall(code))
-    if uses > 1:
-        raise ValueError(f"{name} has {uses} `// use {PRELUDE}` lines; the prelude may be included once")
-    if not uses:
-        return code
-    prelude = (KERNEL_DIR / f"{PRELUDE}.wgsl").read_text()
-    return _USE_PRELUDE.sub(lambda _: prelude.rstrip("\n"), code, count=1)
+def expand_includes(code: str, name: str, family: str) -> str:
+    """`code` (the file `name` of `family`) with each `// use NAME` line replaced by `kernels/NAME.wgsl`: the
+    prelude, or one of the family's parts (`<family>.<part>`). Each is included at most once; parts include
+    nothing themselves."""
+    uses = _USE.findall(code)
+    for target in set(uses):
+        if uses.count(target) > 1:
+            what = "the prelude" if target == PRELUDE else target
+            raise ValueError(f"{name} has {uses.count(target)} `// use {target}` lines; {what} may be included once")
+        if target != PRELUDE and not target.startswith(f"{family}."):
+            raise ValueError(f"{name}: `// use {target}` names neither the {PRELUDE} nor a part of {family} "
+                             f"({family}.<part>)")
+        if not (KERNEL_DIR / f"{target}.wgsl").is_file():
+            raise ValueError(f"{name}: `// use {target}`: {KERNEL_DIR / target}.wgsl does not exist")
+
+    def included(match: re.Match) -> str:
+        text = (KERNEL_DIR / f"{match.group(1)}.wgsl").read_text()
+        if match.group(1) != PRELUDE and _USE.search(text):
+            raise ValueError(f"{match.group(1)}.wgsl: a part includes nothing (`{_USE.search(text).group(0)}`); "
+                             f"its family's file does")
+        return text.rstrip("\n")
+
+    return _USE.sub(included, code)
 
 
 def parse(family: str, elem: str, code: str) -> KernelSource:

@@ -7,7 +7,7 @@ import pytest
 
 from wgrpo.engine import KernelError, Tensor, ops
 from wgrpo.kernels import ParamsError
-from wgrpo.engine.runtime import _size_class
+from wgrpo.engine.pool import size_class
 
 
 def test_200_dispatches_cost_one_submit(device):
@@ -96,7 +96,7 @@ def test_tensors_collected_in_a_reference_cycle_leave_the_pool_usable(device, rn
 
 def test_size_classes_are_close_fits():
     for n in [1, 255, 256, 257, 1000, 4096, 10_000, 1_000_003, 50_000_000]:
-        size = _size_class(n)
+        size = size_class(n)
         assert size >= n and size % 256 == 0
         assert size <= max(256, n * 1.2 + 256)
 

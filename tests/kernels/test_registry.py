@@ -88,7 +88,36 @@ def test_prelude_is_included_once_and_defines_each_helper_once():
 
 def test_prelude_twice_is_refused():
     with pytest.raises(ValueError, match=r"x\.wgsl has 2 `// use prelude` lines; the prelude may be included once"):
-        registry.expand_prelude("// use prelude\n// use prelude\n", "x.wgsl")
+        registry.expand_includes("// use prelude\n// use prelude\n", "x.wgsl", "x")
+
+
+def test_a_family_includes_its_parts(tmp_path, monkeypatch):
+    monkeypatch.setattr(registry, "KERNEL_DIR", tmp_path)
+    (tmp_path / "prelude.wgsl").write_text("const SHARED: u32 = 7u;\n")
+    (tmp_path / "split.wgsl").write_text("// use prelude\n// use split.entries\nfn helper() -> u32 { return SHARED; }\n")
+    (tmp_path / "split.entries.wgsl").write_text("// the entries\n@compute @workgroup_size(4) fn go() { helper(); }\n\n")
+    source = kernels.load("split")
+    assert source.code == ("const SHARED: u32 = 7u;\n// the entries\n@compute @workgroup_size(4) fn go() { helper(); }\n"
+                           "fn helper() -> u32 { return SHARED; }\n")
+    assert list(source.entries) == ["go"] and source.workgroup_size("go") == (4, 1, 1)
+    assert registry.families() == ["split"]  # a part is no family
+    with pytest.raises(ValueError, match=r"split\.entries\.wgsl is a part of the 'split' family"):
+        kernels.load("split.entries")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("// use other.part\n", r"p1\.wgsl: `// use other\.part` names neither the prelude nor a part of p1"),
+    ("// use p1.missing\n", r"p1\.wgsl: `// use p1\.missing`: .*p1\.missing\.wgsl does not exist"),
+    ("// use p1.part\n// use p1.part\n", r"p1\.wgsl has 2 `// use p1\.part` lines; p1\.part may be included once"),
+    ("// use p1.nested\n", r"p1\.nested\.wgsl: a part includes nothing \(`// use prelude`\)"),
+])
+def test_bad_includes_are_refused(tmp_path, monkeypatch, text, message):
+    monkeypatch.setattr(registry, "KERNEL_DIR", tmp_path)
+    (tmp_path / "prelude.wgsl").write_text("const SHARED: u32 = 7u;\n")
+    (tmp_path / "p1.part.wgsl").write_text("fn f() {}\n")
+    (tmp_path / "p1.nested.wgsl").write_text("// use prelude\nfn g() {}\n")
+    with pytest.raises(ValueError, match=message):
+        registry.expand_includes(text, "p1.wgsl", "p1")
 
 
 def test_every_build_compiles(device):
