@@ -2,6 +2,40 @@
 // 16 rows x 4 columns and 8 x 8 per invocation. A part of the matmul_cpu family, included by
 // matmul_cpu.wgsl (`// use matmul_cpu.small`) inside its subgroup block.
 
+// C(m0 .. m0+15, n0 .. n0+3) = (add: +=) acc0, acc1 + bias, rows >= M skipped; the accumulators are consumed.
+fn write_tile16(acc0: ptr<function, array<vec4<f32>, 8>>, acc1: ptr<function, array<vec4<f32>, 8>>,
+                c_off: u32, m0: u32, n0: u32, bias: vec4<f32>, add: bool) {
+    if (!add) {
+        for (var t = 0u; t < 2u; t++) {
+            let m = m0 + 8u * t;
+            if (m >= params.M) { break; }
+            store_rows8(acc0, c_off, m, n0, bias);
+            *acc0 = *acc1;
+        }
+    } else {
+        for (var t = 0u; t < 2u; t++) {
+            let m = m0 + 8u * t;
+            if (m >= params.M) { break; }
+            add_rows8(acc0, c_off, m, n0, bias);
+            *acc0 = *acc1;
+        }
+    }
+}
+
+// C(m0 .. m0+7, n0 .. n0+7) = (add: +=) acc_0 (columns n0 ..) and acc_1 (n0 + 4 ..) + bias.
+fn write_tile8x8(acc_0: ptr<function, array<vec4<f32>, 8>>, acc_1: ptr<function, array<vec4<f32>, 8>>,
+                 c_off: u32, m0: u32, n0: u32, add: bool) {
+    let bias_0 = bias_quad(n0);
+    let bias_1 = bias_quad(n0 + 4u);
+    if (add) {
+        add_rows8(acc_0, c_off, m0, n0, bias_0);
+        add_rows8(acc_1, c_off, m0, n0 + 4u, bias_1);
+    } else {
+        store_rows8(acc_0, c_off, m0, n0, bias_0);
+        store_rows8(acc_1, c_off, m0, n0 + 4u, bias_1);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------
 // matmul_cpu_nn16x4: layout NN only (A stored M x K, B stored K x N).
 // 16 rows x 4 columns per invocation, a 16 x 32 tile per subgroup of 8.
@@ -47,23 +81,8 @@ fn matmul_cpu_nn16x4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
         fma_rows8_k1(&acc0, ak0, bk);
         fma_rows8_k1(&acc1, ak1, bk);
     }
-    let c_off = params.offset_c + bz * params.stride_c;
-    let bias = bias_quad(n0);
-    if (params.accumulate == 0u) {
-        for (var t = 0u; t < 2u; t++) {
-            let m = m0 + 8u * t;
-            if (m >= params.M) { break; }
-            store_rows8(&acc0, c_off, m, n0, bias);
-            acc0 = acc1;
-        }
-    } else {
-        for (var t = 0u; t < 2u; t++) {
-            let m = m0 + 8u * t;
-            if (m >= params.M) { break; }
-            add_rows8(&acc0, c_off, m, n0, bias);
-            acc0 = acc1;
-        }
-    }
+    write_tile16(&acc0, &acc1, params.offset_c + bz * params.stride_c, m0, n0, bias_quad(n0),
+                 params.accumulate != 0u);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -115,23 +134,8 @@ fn matmul_cpu_nt16x4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
         fma_rows8_k1(&acc0, ak0, bk);
         fma_rows8_k1(&acc1, ak1, bk);
     }
-    let c_off = params.offset_c + bz * params.stride_c;
-    let bias = bias_quad(n0);
-    if (params.accumulate == 0u) {
-        for (var t = 0u; t < 2u; t++) {
-            let m = m0 + 8u * t;
-            if (m >= params.M) { break; }
-            store_rows8(&acc0, c_off, m, n0, bias);
-            acc0 = acc1;
-        }
-    } else {
-        for (var t = 0u; t < 2u; t++) {
-            let m = m0 + 8u * t;
-            if (m >= params.M) { break; }
-            add_rows8(&acc0, c_off, m, n0, bias);
-            acc0 = acc1;
-        }
-    }
+    write_tile16(&acc0, &acc1, params.offset_c + bz * params.stride_c, m0, n0, bias_quad(n0),
+                 params.accumulate != 0u);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -183,16 +187,7 @@ fn matmul_cpu_nn8x8(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
         fma_rows8_k1(&acc0_0, ak0, bk_0);
         fma_rows8_k1(&acc0_1, ak0, bk_1);
     }
-    let c_off = params.offset_c + bz * params.stride_c;
-    let bias_0 = bias_quad(n0);
-    let bias_1 = bias_quad(n0 + 4u);
-    if (params.accumulate == 0u) {
-        store_rows8(&acc0_0, c_off, m0, n0, bias_0);
-        store_rows8(&acc0_1, c_off, m0, n0 + 4u, bias_1);
-    } else {
-        add_rows8(&acc0_0, c_off, m0, n0, bias_0);
-        add_rows8(&acc0_1, c_off, m0, n0 + 4u, bias_1);
-    }
+    write_tile8x8(&acc0_0, &acc0_1, params.offset_c + bz * params.stride_c, m0, n0, params.accumulate != 0u);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -252,14 +247,5 @@ fn matmul_cpu_nt8x8(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
         fma_rows8_k1(&acc0_0, ak0, bk_0);
         fma_rows8_k1(&acc0_1, ak0, bk_1);
     }
-    let c_off = params.offset_c + bz * params.stride_c;
-    let bias_0 = bias_quad(n0);
-    let bias_1 = bias_quad(n0 + 4u);
-    if (params.accumulate == 0u) {
-        store_rows8(&acc0_0, c_off, m0, n0, bias_0);
-        store_rows8(&acc0_1, c_off, m0, n0 + 4u, bias_1);
-    } else {
-        add_rows8(&acc0_0, c_off, m0, n0, bias_0);
-        add_rows8(&acc0_1, c_off, m0, n0 + 4u, bias_1);
-    }
+    write_tile8x8(&acc0_0, &acc0_1, params.offset_c + bz * params.stride_c, m0, n0, params.accumulate != 0u);
 }
