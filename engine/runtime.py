@@ -1,9 +1,9 @@
 """Buffers, pipelines and command recording on one device.
 
-Owns: the buffer pool (engine.pool), the pipeline cache keyed by (kernel, entry, element type, constants), and the command
-encoder that collects every dispatch until the host needs a result. Ops call `dispatch`; nothing is submitted
-until `flush` (a read-back flushes first), so a whole training step is one submit. Kernel parameters are given by
-field name and packed by the layout the registry reads from the entry's WGSL uniform struct; those of all
+Owns: the buffer pool (engine.pool), the pipeline cache keyed by (kernel, entry, element type, constants), and the
+command encoder that collects every dispatch until the host needs a result. Ops call `dispatch`; nothing is
+submitted until `flush` (a read-back flushes first), so a whole training step is one submit. Kernel parameters are
+given by field name and packed by the layout the registry reads from the entry's WGSL uniform struct; those of all
 dispatches in a submit live in one uniform arena written once per submit and bound with dynamic offsets, so bind
 groups stay cacheable. Must not import `rl`.
 """

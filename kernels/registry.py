@@ -1,12 +1,12 @@
 """Loads the WGSL kernel families and describes their entry points.
 
-Owns: reading `kernels/<family>.wgsl`, expanding its `// use prelude` line into `kernels/prelude.wgsl` (the
-helpers several families share) and its `// use <family>.<part>` lines into the family's own parts
-(`kernels/<family>.<part>.wgsl`: one family's code in files of a readable size), specializing its element type (`alias elem = f32;` becomes f16 on request),
-and describing each entry point: the bindings it uses, the uniform struct it binds (`params`, a
-`ParamsLayout` that packs values by field name), and its `@workgroup_size` with `const`/`override` names
-resolved. Knows nothing of wgpu: `engine.runtime` turns these descriptions into pipelines. Must not import
-`engine` or `rl`.
+Owns: reading `kernels/<family>.wgsl`, expanding its `// use prelude` line into `kernels/prelude.wgsl` (the helpers
+several families share) and its `// use <family>.<part>` lines into the family's own parts
+(`kernels/<family>.<part>.wgsl`: one family's code in files of a readable size), specializing its element type
+(`alias elem = f32;` becomes f16 on request), and describing each entry point: the bindings it uses, the uniform
+struct it binds (`params`, a `ParamsLayout` that packs values by field name), and its `@workgroup_size` with
+`const`/`override` names resolved. Knows nothing of wgpu: `engine.runtime` turns these descriptions into pipelines.
+Must not import `engine` or `rl`.
 """
 
 from __future__ import annotations
@@ -267,7 +267,7 @@ def expand_includes(code: str, name: str, family: str) -> str:
     prelude, or one of the family's parts (`<family>.<part>`). Each is included at most once; parts include
     nothing themselves."""
     uses = _USE.findall(code)
-    for target in set(uses):
+    for target in dict.fromkeys(uses):  # in file order: the first problem is the one named
         if uses.count(target) > 1:
             what = "the prelude" if target == PRELUDE else target
             raise ValueError(f"{name} has {uses.count(target)} `// use {target}` lines; {what} may be included once")
