@@ -22,7 +22,7 @@ class Block:
 
     __slots__ = ("buffer", "nbytes", "epoch", "pinned", "serial")
 
-    def __init__(self, buffer: wgpu.GPUBuffer, nbytes: int, serial: int = 0):
+    def __init__(self, buffer: wgpu.GPUBuffer, nbytes: int, serial: int):
         self.buffer, self.nbytes, self.epoch = buffer, nbytes, -1
         self.pinned = 0  # replayable recordings that bind it: kept out of the free lists while any does
         self.serial = serial  # order of creation: the free lists hand out the oldest first
@@ -75,7 +75,7 @@ class BufferPool:
         buffer = self._device.create_buffer(size=size, usage=_STORAGE_USAGE)
         self._stats.buffers_created += 1
         self.bytes_held += size
-        block = Block(buffer, size, self._stats.buffers_created)
+        block = Block(buffer, size, serial=self._stats.buffers_created)  # the count only grows: a creation order
         self._blocks.append(block)
         return block
 

@@ -279,9 +279,10 @@ def expand_includes(code: str, name: str, family: str) -> str:
 
     def included(match: re.Match) -> str:
         text = (KERNEL_DIR / f"{match.group(1)}.wgsl").read_text()
-        if match.group(1) != PRELUDE and _USE.search(text):
-            raise ValueError(f"{match.group(1)}.wgsl: a part includes nothing (`{_USE.search(text).group(0)}`); "
-                             f"its family's file does")
+        nested = _USE.search(text) if match.group(1) != PRELUDE else None
+        if nested is not None:
+            raise ValueError(f"{match.group(1)}.wgsl: a part includes nothing (`{nested.group(0)}`); its family's "
+                             f"file does")
         return text.rstrip("\n")
 
     return _USE.sub(included, code)
