@@ -162,12 +162,24 @@ def subgroup_groups(op: str, d: int, t_q: int, t_k: int, per_kv: int = 1) -> int
     """Row groups G (of 8 rows) per workgroup of the subgroup entry of `op` ("forward", "delta", "dq", "dkv") at head
     dimension d, for T_q = t_q, T_k = t_k and per_kv query heads per kv head. More rows per workgroup read each
     streamed row fewer times; on short sequences the extra rows mostly wait on keys they do not see (causal) and
-    leave fewer workgroups for the cores. On lavapipe (2 cores; T = 42 to 512, D = 32 to 128) G * ceil(D / 32) = 2
-    up to 64 positions and 4 beyond was the fastest G or close to it."""
+    leave fewer workgroups for the cores. Chosen by `_subgroup_slots` (G * ceil(D / 32) register chunks a lane
+    holds), measured on lavapipe (2 cores)."""
     chunks = math.ceil(d / SUBGROUP_CHUNK)
-    slots = 2 if max(t_q, t_k) <= 64 else 4
+    slots = _subgroup_slots(op, max(t_q, t_k))
     rows = math.ceil(t_k / SUBGROUP_LANES) if op == "dkv" else per_kv * math.ceil(t_q / SUBGROUP_LANES)
     return max(1, min(slots // chunks, rows, SUBGROUP_MAX_SLOTS // chunks))
+
+
+def _subgroup_slots(op: str, longest: int) -> int:
+    """Register chunks per lane (G * ceil(D / 32)) for `op` at sequences of `longest` positions. Measured on lavapipe
+    (2 cores, D = 32 to 128, fastest against each other choice, interleaved): 2 up to 64 positions; beyond, 8 for
+    the forward (1.06x at T = 128, D = 64 and 1.65x at D = 128; 1.15-1.3x from T = 256) and for dq and dk/dv from
+    256 positions (1.04-1.07x at 256, 1.15-1.2x at 512-2048), 4 for them below (8 there is 5-15% slower)."""
+    if longest <= 64:
+        return 2
+    if op == "forward" or longest >= 256:
+        return SUBGROUP_MAX_SLOTS
+    return 4
 
 
 def _subgroup_launch(op: str, params: dict, batch: int) -> tuple[dict[str, int], tuple[int, int, int]]:

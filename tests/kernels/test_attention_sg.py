@@ -41,7 +41,8 @@ SHAPES = [
     (2, 5, 9, 6, 2, 64, True),      # T_q < T_k causal: a prefix, then 5 new queries
     (1, 37, 37, 2, 1, 1, True),     # D = 1, several workgroups of query and key groups
     (1, 23, 31, 3, 1, 7, True),     # GQA 3:1, a cached prefix not a multiple of 8
-    (1, 70, 70, 4, 2, 32, True),    # past 64 positions: 4 row groups per workgroup, the last one partial
+    (1, 70, 70, 4, 2, 32, True),    # past 64 positions: 8 row groups per forward workgroup, 4 in the backward
+    (1, 261, 261, 2, 1, 40, True),  # past 256: 4 row groups of 2 chunks everywhere, the last chunk partial
     (1, 9, 9, 2, 2, max_head_dim(), True),   # the largest head dimension
     (1, 29, 67, 2, 1, 64, False),   # T_q < T_k unmasked, 2 chunks of 32
 ]
@@ -92,7 +93,8 @@ def test_row_groups_fit_the_registers():
             for op in ("forward", "dq", "dkv"):
                 groups = subgroup_groups(op, d, t, t, 2)
                 assert 1 <= groups and groups * -(-d // 32) <= 8
-    assert subgroup_groups("forward", 32, 42, 42, 2) == 2 and subgroup_groups("dkv", 64, 512, 512) == 2
+    assert subgroup_groups("forward", 32, 42, 42, 2) == 2 and subgroup_groups("dkv", 64, 512, 512) == 4
+    assert subgroup_groups("forward", 64, 128, 128) == 4 and subgroup_groups("dq", 64, 128, 128) == 2
 
 
 @pytest.mark.parametrize("shape", [(2, 29, 29, 6, 2, 16, True), (1, 11, 30, 4, 4, 64, False)], ids=str)
