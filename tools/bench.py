@@ -121,20 +121,32 @@ def check_case(case: Case, device, rng) -> tuple[list, float, str]:
 
     arrays = case.arrays(rng)
     tensors = [Tensor.from_numpy(a, device) for a in arrays]
-    out = case.gpu(*tensors).numpy()
-    expected = case.reference(*[a.astype(np.float64) for a in arrays])
-    if out.shape != expected.shape:
-        return arrays, math.inf, f"shape {out.shape}, expected {expected.shape}"
-    finite = np.isfinite(expected)
-    if not np.all(np.isfinite(out)[finite]):
-        return arrays, math.inf, "non-finite values where numpy has finite ones"
-    error = float(np.max(np.abs(out.astype(np.float64) - expected)[finite], initial=0.0))
-    scale = float(np.max(np.abs(expected[finite]), initial=0.0))
-    bound = CHECK_TOLERANCE[case.dtype] * max(scale, 1e-6)
-    if not error <= bound:
-        return arrays, error, (f"max abs error {error:.3g} > {bound:.3g} "
-                               f"({CHECK_TOLERANCE[case.dtype]:g} x max |ref| {scale:.3g})")
-    return arrays, error, ""
+    outputs = case.gpu(*tensors)
+    outputs = [o.numpy() for o in (outputs if isinstance(outputs, tuple) else (outputs,))]
+    expected_all = case.reference(*[a.astype(np.float64) for a in arrays])
+    expected_all = expected_all if isinstance(expected_all, tuple) else (expected_all,)
+    if len(outputs) != len(expected_all):
+        return arrays, math.inf, f"{len(outputs)} outputs, expected {len(expected_all)}"
+    worst = 0.0
+    for out, expected in zip(outputs, expected_all):  # an op of several outputs is checked on each
+        if out.shape != expected.shape:
+            return arrays, math.inf, f"shape {out.shape}, expected {expected.shape}"
+        finite = np.isfinite(expected)
+        if not np.all(np.isfinite(out)[finite]):
+            return arrays, math.inf, "non-finite values where numpy has finite ones"
+        error = float(np.max(np.abs(out.astype(np.float64) - expected)[finite], initial=0.0))
+        scale = float(np.max(np.abs(expected[finite]), initial=0.0))
+        bound = CHECK_TOLERANCE[case.dtype] * max(scale, 1e-6)
+        if not error <= bound:
+            return arrays, error, (f"max abs error {error:.3g} > {bound:.3g} "
+                                   f"({CHECK_TOLERANCE[case.dtype]:g} x max |ref| {scale:.3g})")
+        worst = max(worst, error)
+    return arrays, worst, ""
+
+
+def _contiguous(result):
+    """numpy's result as written arrays (a transpose is a view; the kernel writes its data, so numpy must as well)."""
+    return [np.ascontiguousarray(x) for x in result] if isinstance(result, tuple) else np.ascontiguousarray(result)
 
 
 def time_case(case: Case, device, timer: Timer, arrays: list, config: BenchConfig, peaks: dict) -> dict:
@@ -144,8 +156,7 @@ def time_case(case: Case, device, timer: Timer, arrays: list, config: BenchConfi
     repeat = min(config.repeat, MAX_DISPATCHES_PER_TRIAL // case.dispatches)  # 0 stays 0: automatic
     timing = timer.time(lambda: case.gpu(*tensors), repeat, config.resolved_trials(), case.dispatches)
     host = [a.astype(np.float32) for a in arrays]
-    # ascontiguousarray: numpy's transpose is a view; the kernel writes the data, so numpy must as well.
-    numpy_s = time_host(lambda: np.ascontiguousarray(case.reference(*host)), min_seconds=0.02 if config.quick else 0.1)
+    numpy_s = time_host(lambda: _contiguous(case.reference(*host)), min_seconds=0.02 if config.quick else 0.1)
     result = {"time_us": timing.median * 1e6, "best_us": timing.best * 1e6, "wall_us": timing.wall_median * 1e6,
               "timer": timing.timer, "repeat": timing.repeat, "trials": len(timing.trials),
               "numpy_time_us": numpy_s * 1e6, "numpy_dtype": "f32", "ratio_to_numpy": numpy_s / timing.median}

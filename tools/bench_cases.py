@@ -116,6 +116,78 @@ def _unary_case(kernel: str, label: str, shape: tuple, dtype: str, gpu, referenc
         nbytes=(size + (size if out_elems is None else out_elems)) * item, note=note)
 
 
+def _attention_probs(q, k, causal: bool):
+    """softmax(q k^T / sqrt(D)) per head, (B, H, T_q, T_k), with k's heads repeated for q's (GQA), and k so repeated.
+    Causal: query i sees keys j <= i + T_k - T_q."""
+    b, t_q, heads, d = q.shape
+    t_k, kv_heads = k.shape[1], k.shape[2]
+    keys = np.repeat(k, heads // kv_heads, axis=2)
+    s = np.matmul(q.transpose(0, 2, 1, 3), keys.transpose(0, 2, 3, 1)) / np.sqrt(d)
+    if causal:
+        s = np.where(np.arange(t_k)[None, :] <= np.arange(t_q)[:, None] + t_k - t_q, s, -np.inf)
+    s = np.exp(s - s.max(axis=-1, keepdims=True))
+    return s / s.sum(axis=-1, keepdims=True), keys
+
+
+def _attention_reference(q, k, v, causal: bool = True):
+    p, _ = _attention_probs(q, k, causal)
+    values = np.repeat(v, q.shape[2] // v.shape[2], axis=2).transpose(0, 2, 1, 3)
+    return np.matmul(p, values).transpose(0, 2, 1, 3)
+
+
+def _attention_backward_reference(q, k, v, d_out, causal: bool = True):
+    """(dq, dk, dv) of `_attention_reference` for the output gradient d_out."""
+    p, keys = _attention_probs(q, k, causal)
+    b, t_q, heads, d = q.shape
+    t_k, kv_heads = k.shape[1], k.shape[2]
+    per_kv = heads // kv_heads
+    values = np.repeat(v, per_kv, axis=2).transpose(0, 2, 1, 3)  # (B, H, T_k, D)
+    grad = d_out.transpose(0, 2, 1, 3)  # (B, H, T_q, D)
+    dp = np.matmul(grad, values.transpose(0, 1, 3, 2))
+    ds = p * (dp - np.sum(dp * p, axis=-1, keepdims=True)) / np.sqrt(d)
+    dq = np.matmul(ds, keys.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3)
+    dk = np.matmul(ds.transpose(0, 1, 3, 2), q.transpose(0, 2, 1, 3))  # (B, H, T_k, D)
+    dv = np.matmul(p.transpose(0, 1, 3, 2), grad)
+
+    def per_kv_head(x):  # the query heads of each kv group summed: (B, T_k, H_kv, D)
+        return x.reshape(b, kv_heads, per_kv, t_k, d).sum(axis=2).transpose(0, 2, 1, 3)
+
+    return dq, per_kv_head(dk), per_kv_head(dv)
+
+
+def attention_cases(b: int, t: int, heads: int, kv_heads: int, d: int, variant: str | None = None) -> list[Case]:
+    """Causal attention at (B, T, H / H_kv, D), forward and backward (dq, dk and dv from the forward's output).
+    FLOPs count the products a causal mask leaves, half of the T x T scores: 4 B H T^2 D / 2 forward, 2.5 times
+    that backward (FlashAttention's convention: five products of the forward's size to two)."""
+    from wgrpo.engine.ops.attention import attention_backward, attention_forward
+
+    q_shape, kv_shape = (b, t, heads, d), (b, t, kv_heads, d)
+    scale = 1.0 / np.sqrt(d)
+    label = f"{b}x{t} {heads}/{kv_heads} heads D={d} causal" + (f" [{variant}]" if variant else "")
+    shape = {"q": list(q_shape), "kv": list(kv_shape), "causal": True, "variant": variant or "auto"}
+    forward_flops = 2 * b * heads * t * t * d
+    saved = {}
+
+    def backward(q, k, v, d_out):  # the forward once per set of operands, outside the timed calls that follow
+        if saved.get("operands") != (q, k, v):
+            saved.update(operands=(q, k, v), forward=attention_forward(q, k, v, True, scale, variant))
+        out, lse = saved["forward"]
+        return attention_backward(q, k, v, out, lse, d_out, True, scale, variant=variant)
+
+    def operands(rng, with_grad: bool):
+        arrays = [_uniform(q_shape, "f32")(rng), _uniform(kv_shape, "f32")(rng), _uniform(kv_shape, "f32")(rng)]
+        return arrays + [_uniform(q_shape, "f32")(rng)] if with_grad else arrays
+
+    return [
+        Case(kernel="attention", label=label, dtype="f32", shape=shape, arrays=lambda rng: operands(rng, False),
+             gpu=lambda q, k, v: attention_forward(q, k, v, True, scale, variant)[0],
+             reference=_attention_reference, flops=forward_flops, note="out and the log-sum-exp per row"),
+        Case(kernel="attention backward", label=label, dtype="f32", shape=shape, arrays=lambda rng: operands(rng, True),
+             gpu=backward, reference=_attention_backward_reference, flops=forward_flops * 5 // 2, dispatches=5,
+             note="dq, dk and dv (the row sums of dO * O first)"),
+    ]
+
+
 def _dims(shape) -> str:
     return "x".join(str(s) for s in shape)
 
@@ -178,6 +250,15 @@ def build_catalog(quick: bool, device) -> Catalog:
             catalog.cases += [matmul_case(*s, "f16") for s in f16_shapes]
         else:
             catalog.missing.append("matmul f16: the adapter lacks shader-f16, skipped")
+
+    if have("attention"):
+        from wgrpo.engine.ops.attention import eligible_variants
+
+        shapes = [(1, 64, 4, 2, 32)] if quick else [(1, 1024, 9, 3, 64), (4, 256, 14, 2, 64), (1, 512, 9, 3, 64)]
+        for s in shapes:
+            catalog.cases += attention_cases(*s)
+        for v in eligible_variants(device):  # each kernel family at the last shape
+            catalog.cases += attention_cases(*shapes[-1], variant=v)
 
     n = 1 << 14 if quick else 1 << 22
     for name in ("add", "mul"):

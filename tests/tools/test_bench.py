@@ -70,7 +70,7 @@ def test_catalog_skips_missing_ops(monkeypatch):
     from wgrpo.engine import ops
 
     monkeypatch.delattr(ops, "softmax", raising=False)
-    no_extras = types.SimpleNamespace(has_f16=False, has_subgroups=False, is_software=True)
+    no_extras = types.SimpleNamespace(name="a test adapter", has_f16=False, has_subgroups=False, is_software=True)
     catalog = build_catalog(quick=True, device=no_extras)
     assert not any(c.kernel == "softmax" for c in catalog.cases)
     assert any(m.startswith("softmax:") for m in catalog.missing)
@@ -125,3 +125,28 @@ def test_probe_constants_match_the_kernel_header():
     assert bench_probes.fma_flops(1, 1) == flops_per
     assert bench_probes.copy_bytes(1) == int(re.search(r"bytes moved per dispatch = (\d+) \* n", code).group(1))
     assert bench_probes.probe_available() == (True, "")
+
+
+def test_attention_cases_check_every_output(device, tmp_path, capsys):
+    """Forward and backward of each attention variant the adapter runs, checked against the numpy references
+    (dq, dk and dv each) before they are timed."""
+    code, report, captured = _run(tmp_path, capsys, "--filter", "attention", "--trials", "2")
+    assert code == 0, captured.err
+    cases = report["cases"]
+    kernels = {(c["kernel"], c["shape"]["variant"]) for c in cases}
+    assert ("attention", "auto") in kernels and ("attention backward", "auto") in kernels
+    assert ("attention backward", "serial") in kernels
+    assert all(c["checked"] and c["gflops"] > 0 for c in cases)
+    backward = next(c for c in cases if c["kernel"] == "attention backward")
+    forward = next(c for c in cases if c["kernel"] == "attention")
+    assert backward["flops"] == forward["flops"] * 5 // 2 == 5 * 64 * 64 * 4 * 32
+
+
+def test_a_wrong_gradient_fails_the_attention_check(device):
+    from wgrpo.tools.bench_cases import attention_cases
+
+    _, case = attention_cases(1, 9, 2, 1, 8)
+    wrong = bench.Case(**{**case.__dict__, "reference": lambda q, k, v, d: (*case.reference(q, k, v, d)[:2], 0 * v)})
+    for candidate, expect_ok in ((case, True), (wrong, False)):
+        _, error, message = bench.check_case(candidate, device, np.random.default_rng(0))
+        assert (message == "") is expect_ok, message
