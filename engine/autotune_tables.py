@@ -46,6 +46,8 @@ _MATMUL.update({f"NN|f32/f32|a4|m{m}": "cpu_nn128x4" for m in (64, 128)})
 
 # attention: the subgroup kernels beat serial in every class measured (T 1 to 512, D 8 to 128, groups 1 to 4, f32
 # and f16, causal or not): about 2x at T <= 8 (dispatch costs), 4-8x from T = 42 on; tiled was slower than serial.
+# More row groups at long sequences (up to 8, `engine.ops.attention.subgroup_groups`) only widened the gap (forward
+# 5.5x serial at T = 512, D = 64: `wgrpo bench --filter attention`).
 LAVAPIPE: dict[str, dict[str, str]] = {"matmul": _MATMUL, "attention": {"*": "subgroup"}}
 
 
