@@ -19,7 +19,6 @@ from __future__ import annotations
 import gc
 import json
 import resource
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 
