@@ -173,7 +173,7 @@ def subgroup_groups(op: str, d: int, t_q: int, t_k: int, per_kv: int = 1) -> int
 def _subgroup_slots(op: str, longest: int) -> int:
     """Register chunks per lane (G * ceil(D / 32)) for `op` at sequences of `longest` positions. Measured on lavapipe
     (2 cores, D = 32 to 128, fastest against each other choice, interleaved): 2 up to 64 positions; beyond, 8 for
-    the forward (1.06x at T = 128, D = 64 and 1.65x at D = 128; 1.15-1.3x from T = 256) and for dq and dk/dv from
+    the forward (1.06x at T = 128, D = 64 and 1.14-1.65x at D = 128; 1.12-1.3x from T = 256) and for dq and dk/dv from
     256 positions (1.04-1.07x at 256, 1.15-1.2x at 512-2048), 4 for them below (8 there is 5-15% slower)."""
     if longest <= 64:
         return 2
