@@ -31,6 +31,7 @@ kernels/attention_decode.wgsl (`CACHE_FAMILY`, which shares the serial kernels' 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -143,6 +144,52 @@ def _tiles_for(op: str, q: Tensor, tiles: Tiles | None) -> Tiles:
     return tiles
 
 
+TUNED_TILES = 4  # the largest TILE_CANDIDATES that fit: what the autotuner times for "tiled"
+
+
+def tile_choices(device, d: int) -> list[Tiles]:
+    """The tiles the autotuner times for "tiled" at head dimension d on `device`: the TUNED_TILES largest of
+    TILE_CANDIDATES that fit every tiled entry (workgroup memory and invocations per workgroup)."""
+    lanes = max(4, _min_lanes(d))
+    limit = _storage_limit(device)
+    invocations = device.limits.get("max-compute-invocations-per-workgroup", 256)
+    fitting = [Tiles(bq, bk, lanes) for bq, bk in TILE_CANDIDATES]
+    fitting = [t for t in fitting if all(t.workgroup_bytes(op, d) <= limit and t.rows_per_workgroup(op) * lanes
+                                         <= invocations for op in _OPS)]
+    return fitting[:TUNED_TILES]
+
+
+def tiled_name(tiles: Tiles) -> str:
+    """The variant name of "tiled" at these tiles, as the autotuner records it: "tiled:BQxBK"."""
+    return f"tiled:{tiles.bq}x{tiles.bk}"
+
+
+def _named_tiles(name: str, d: int) -> tuple[str, Tiles | None]:
+    """(variant, tiles) of a variant name: "tiled:BQxBK" names tiles (lanes as choose_tiles gives them for D = d);
+    any other name none."""
+    base, colon, spec = name.partition(":")
+    if not colon:
+        return name, None
+    sizes = re.fullmatch(r"(\d+)x(\d+)", spec)
+    if base != "tiled" or sizes is None:
+        raise InputError(f"attention: variant {name!r} is not one of {VARIANTS} nor 'tiled:BQxBK' (e.g. 'tiled:32x16')")
+    return base, Tiles(int(sizes[1]), int(sizes[2]), max(4, _min_lanes(d)))
+
+
+def usable_variant(device, name: str, d: int) -> str | None:
+    """What to run of a remembered autotuner choice `name` (one of VARIANTS, or "tiled:BQxBK") at head dimension d
+    on `device`: the name; "tiled" (tiles chosen for the adapter) where its tiles do not fit at this d (a shape class
+    holds several); None where the variant cannot run here (a cache written with other features) or the name is
+    not one."""
+    try:
+        base, tiles = _named_tiles(name, d)
+    except InputError:
+        return None
+    if base not in eligible_variants(device):
+        return None
+    return name if tiles is None or tiles in tile_choices(device, d) else base
+
+
 SUBGROUP_CHUNK = 32  # head-dimension elements per register chunk of a lane's row
 SUBGROUP_MAX_SLOTS = 8  # chunks a lane holds per row array (G * ceil(D / 32) <= 8)
 
@@ -204,15 +251,22 @@ def choose_variant(device, q_shape: tuple[int, ...], k_shape: tuple[int, ...], e
     return tuned_variant(device, q_shape, k_shape, elem, causal)
 
 
-def _variant(variant: str | None, q: Tensor, k: Tensor, causal: bool = True) -> str:
-    if variant is None:
-        return choose_variant(q.device, q.shape, k.shape, q.elem, causal)
-    if variant not in VARIANTS:
+def _resolve(variant: str | None, tiles: Tiles | None, q: Tensor, k: Tensor,
+             causal: bool = True) -> tuple[str, Tiles | None]:
+    """(variant, tiles) to run: `variant` (None: `choose_variant`), a "tiled:BQxBK" name giving the tiles."""
+    name = choose_variant(q.device, q.shape, k.shape, q.elem, causal) if variant is None else variant
+    if not isinstance(name, str):
         raise InputError(f"attention: variant must be one of {VARIANTS} or None, got {variant!r}")
-    why = refusal(variant, q.device)
+    base, named = _named_tiles(name, q.shape[-1])
+    if base not in VARIANTS:
+        raise InputError(f"attention: variant must be one of {VARIANTS} or None, got {variant!r} ('tiled:BQxBK' "
+                         f"names tiled's tiles)")
+    why = refusal(base, q.device)
     if why is not None:
-        raise InputError(f"attention: variant {variant!r} cannot run here: {why}; use variant='serial' or None")
-    return variant
+        raise InputError(f"attention: variant {base!r} cannot run here: {why}; use variant='serial' or None")
+    if named is not None and tiles is not None and (named.bq, named.bk) != (tiles.bq, tiles.bk):
+        raise InputError(f"attention: variant {name!r} names other tiles than tiles={tiles!r}")
+    return base, tiles if tiles is not None else named
 
 
 def _dispatch(op: str, variant: str, tiles: Tiles | None, buffers: list, rows: int, heads: int, q: Tensor,
@@ -247,8 +301,9 @@ def _shapes(q: Tensor, k: Tensor, causal: bool) -> str:
 def attention_forward(q: Tensor, k: Tensor, v: Tensor, causal: bool, scale: float, variant: str | None = None,
                       tiles: Tiles | None = None) -> tuple[Tensor, Tensor]:
     """(out (B, T_q, H, D), lse (B, H, T_q) float32) for checked operands, with `variant` (one of VARIANTS; None:
-    `choose_variant`) and, for "tiled", `tiles` (None: `choose_tiles` for the adapter)."""
-    variant = _variant(variant, q, k, causal)
+    `choose_variant`; "tiled:BQxBK" gives the tiles) and, for "tiled", `tiles` (None: `choose_tiles` for the
+    adapter)."""
+    variant, tiles = _resolve(variant, tiles, q, k, causal)
     b, t_q, heads, _ = q.shape
     out = Tensor.empty(q.shape, q.dtype, q.device)
     lse = Tensor.empty((b, heads, t_q), "float32", q.device)
@@ -264,7 +319,7 @@ def attention_backward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor
                        tiles: Tiles | None = None):
     """(dq, dk, dv) of attention (None for those not asked for), from the forward's out and lse (of either
     variant: both write the same layouts), with `variant` and `tiles` as `attention_forward`."""
-    variant = _variant(variant, q, k, causal)
+    variant, tiles = _resolve(variant, tiles, q, k, causal)
     b, t_q, heads, _ = q.shape
     _, t_k, kv_heads, _ = k.shape
     params, shapes = _params(q, k, causal, scale), _shapes(q, k, causal)
@@ -339,11 +394,12 @@ def attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = True, scale: float
     h // (H / H_kv). Returns (B, T_q, H, D). `scale` defaults to 1 / sqrt(D). With `causal=True` (T_q <= T_k)
     the queries are the last T_q positions: query i sees keys j <= i + (T_k - T_q), as in KV-cached decoding.
     D is at most `max_head_dim()` (128). Differentiable in q, k and v. `variant` forces the kernels of forward
-    and backward (one of VARIANTS, "subgroup" only where the adapter has subgroups; None: `choose_variant`),
-    `tiles` the tile sizes of "tiled" (None: chosen for the adapter); for tests and autotuning.
+    and backward (one of VARIANTS, "subgroup" only where the adapter has subgroups, or "tiled:BQxBK" with its
+    tiles; None: `choose_variant`), `tiles` the tile sizes of "tiled" (None: chosen for the adapter); for tests and
+    autotuning.
     """
     _check(q, k, v, causal)
-    variant = _variant(variant, q, k, causal)
+    variant, tiles = _resolve(variant, tiles, q, k, causal)
     if variant == "tiled":
         for op in _OPS:
             _tiles_for(op, q, tiles)  # refuse bad tiles before the forward runs

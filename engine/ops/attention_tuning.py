@@ -4,9 +4,10 @@ A class is the storage type, the query and key lengths and the head dimension ro
 group size (query heads per kv head) and causality: "f32|q512|k512|d64|g2|c1". At first use of a class on an
 adapter (unless the shipped table or the cache knows it) each variant the adapter can run (`eligible_variants`:
 "subgroup" needs subgroups) runs forward and backward on random inputs of that shape (one batch row; lengths
-over `TUNE_CAP` tuned at the cap), its forward is checked against numpy and the pair is timed
-(`engine.autotune`). A remembered choice the adapter cannot run (a cache written with other features) gives the
-default. Must not import `rl`.
+over `TUNE_CAP` tuned at the cap), "tiled" once per tile size that fits the adapter (`tile_choices`, named
+"tiled:BQxBK"); its forward is checked against numpy and the pair is timed (`engine.autotune`). A remembered choice
+the adapter cannot run (a cache written with other features) gives the default (`usable_variant`). Must not
+import `rl`.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ def _reference(q, k, v, causal: bool, scale: float) -> np.ndarray:
 
 
 def tuning_problem(device, q_shape, k_shape, elem: str, causal: bool, default: str) -> Problem:
-    from wgrpo.engine.ops.attention import attention_backward, attention_forward, eligible_variants
+    from wgrpo.engine.ops.attention import (attention_backward, attention_forward, eligible_variants, tile_choices,
+                                            tiled_name)
     from wgrpo.engine.tensor import Tensor
 
     (_, t_q, heads, d), (_, t_k, kv_heads, _) = q_shape, k_shape
@@ -58,22 +60,28 @@ def tuning_problem(device, q_shape, k_shape, elem: str, causal: bool, default: s
     q, k, v, d_out = (Tensor.from_numpy(a, device) for a in arrays)
     scale = 1.0 / math.sqrt(max(d, 1))
 
-    def run(variant: str):
-        out, lse = attention_forward(q, k, v, causal, scale, variant)
-        attention_backward(q, k, v, out, lse, d_out, causal, scale, variant=variant)
+    def run(variant: str, tiles=None):
+        out, lse = attention_forward(q, k, v, causal, scale, variant, tiles)
+        attention_backward(q, k, v, out, lse, d_out, causal, scale, variant=variant, tiles=tiles)
         return out
 
+    candidates = []
+    for name in eligible_variants(device):  # "tiled" once per tile size that fits the adapter
+        if name == "tiled":
+            candidates += [Candidate(tiled_name(t), lambda t=t: run("tiled", t)) for t in tile_choices(device, d)]
+        else:
+            candidates.append(Candidate(name, lambda name=name: run(name)))
     rtol, atol = _TOLERANCE[elem]
     expected = _reference(*arrays[:3], causal, scale)
-    return Problem("attention", shape_class(q_shape, k_shape, elem, causal),
-                   [Candidate(name, lambda name=name: run(name)) for name in eligible_variants(device)],
-                   lambda: expected,
+    return Problem("attention", shape_class(q_shape, k_shape, elem, causal), candidates, lambda: expected,
                    rtol * 10, atol * 10, default)
 
 
 def tuned_variant(device, q_shape, k_shape, elem: str, causal: bool, default: str = "serial") -> str:
-    from wgrpo.engine.ops.attention import eligible_variants
+    """The variant name for the shape class (one of VARIANTS, or "tiled:BQxBK"); `default` when the remembered one
+    cannot run on `device`."""
+    from wgrpo.engine.ops.attention import usable_variant
 
     name = autotuner(device).choose(lambda: tuning_problem(device, q_shape, k_shape, elem, causal, default),
                                     "attention", shape_class(q_shape, k_shape, elem, causal), default)
-    return name if name in eligible_variants(device) else default
+    return usable_variant(device, name, q_shape[-1]) or default

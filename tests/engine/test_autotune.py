@@ -4,11 +4,12 @@ cache file and reused, the shipped table's coarse classes, tuning switched off, 
 from __future__ import annotations
 
 import json
+from unittest import mock
 
 import numpy as np
 import pytest
 
-from wgrpo.engine import Tensor, ops
+from wgrpo.engine import InputError, Tensor, ops
 from wgrpo.engine.autotune import (AUTOTUNE_VAR, CACHE_DIR_VAR, CACHE_FILE, Autotuner, Candidate, Problem,
                                    adapter_key, cache_dir, fallbacks, size_bucket)
 
@@ -104,16 +105,50 @@ def test_no_correct_candidate_is_an_error_naming_them(device, rng, cache):
         Autotuner(device, shipped={}).tune(problem)
 
 
-def test_attention_is_tuned_per_class_with_both_variants_checked(device, cache):
-    from wgrpo.engine.ops.attention import eligible_variants
+def test_attention_is_tuned_per_class_with_every_variant_and_tile_size_checked(device, cache):
+    from wgrpo.engine.ops.attention import choose_variant, eligible_variants, tile_choices, tiled_name
     from wgrpo.engine.ops.attention_tuning import shape_class, tuning_problem
 
     q_shape, k_shape = (2, 37, 4, 16), (2, 37, 2, 16)
     assert shape_class(q_shape, k_shape, "f32", True) == "f32|q64|k64|d16|g2|c1"
-    result = Autotuner(device, shipped={}).tune(tuning_problem(device, q_shape, k_shape, "f32", True, "serial"))
-    assert {t.name for t in result.trials} == set(eligible_variants(device)) >= {"serial", "tiled"}
+    tuner = Autotuner(device, shipped={})
+    result = tuner.tune(tuning_problem(device, q_shape, k_shape, "f32", True, "serial"))
+    tiled = {tiled_name(t) for t in tile_choices(device, 16)}
+    assert len(tiled) >= 2 and {t.name for t in result.trials} == (set(eligible_variants(device)) - {"tiled"}) | tiled
     assert all(t.seconds is not None for t in result.trials), [t.problem for t in result.trials]
-    assert result.winner in eligible_variants(device)
+    assert result.winner in {t.name for t in result.trials}
+    assert choose_variant(device, q_shape, k_shape) == result.winner  # remembered: what the op runs
+
+
+def test_a_remembered_tile_size_runs_and_one_that_does_not_fit_falls_back(device, cache):
+    import importlib
+
+    from wgrpo.engine.ops.attention import Tiles, attention_forward, tile_choices, tiled_name, usable_variant
+    from wgrpo.engine.ops.attention_tuning import shape_class
+
+    small = tile_choices(device, 16)[-1]
+    name = tiled_name(small)
+    assert usable_variant(device, name, 16) == name
+    assert usable_variant(device, "tiled:4096x4096", 16) == "tiled"  # tiles past the adapter: its own choice
+    assert usable_variant(device, "tiled:4x", 16) is None and usable_variant(device, "flash", 16) is None
+    q_shape, k_shape = (1, 21, 4, 16), (1, 21, 2, 16)
+    tuner = Autotuner(device, shipped={"attention": {shape_class(q_shape, k_shape, "f32", True): name}})
+    rng = np.random.default_rng(0)
+    q, k, v = (Tensor.from_numpy(rng.standard_normal(shape).astype(np.float32), device)
+               for shape in (q_shape, k_shape, k_shape))
+    seen = []
+    attention_module = importlib.import_module("wgrpo.engine.ops.attention")  # the module, not the op it exports
+    original = attention_module._dispatch
+    with mock.patch("wgrpo.engine.ops.attention_tuning.autotuner", lambda _: tuner), \
+            mock.patch.object(attention_module, "_dispatch",
+                              lambda op, variant, tiles, *rest: seen.append((op, variant, tiles)) or
+                              original(op, variant, tiles, *rest)):
+        out = ops.attention(q, k, v).numpy()
+    assert seen == [("forward", "tiled", Tiles(small.bq, small.bk, small.lanes))]
+    expected, _ = attention_forward(q, k, v, True, 0.25, "serial")
+    np.testing.assert_allclose(out, expected.numpy(), rtol=1e-4, atol=1e-5)
+    with pytest.raises(InputError, match=r"variant 'tiled:8x8' names other tiles than tiles=Tiles\(bq=4"):
+        ops.attention(q, k, v, variant="tiled:8x8", tiles=Tiles(4, 4))
 
 
 def test_on_lavapipe_the_shipped_table_answers_without_tuning(device, cache):

@@ -172,11 +172,13 @@ def test_f16(device, shape):
 
 
 def test_the_tuner_times_the_variants_this_adapter_can_run(device):
+    from wgrpo.engine.ops.attention import tile_choices, tiled_name
     from wgrpo.engine.ops.attention_tuning import tuning_problem
 
     assert "subgroup" in eligible_variants(device)
     problem = tuning_problem(device, (1, 20, 4, 32), (1, 20, 2, 32), "f32", True, "serial")
-    assert [c.name for c in problem.candidates] == list(eligible_variants(device))
+    tiled = [tiled_name(t) for t in tile_choices(device, 32)]  # "tiled" once per tile size
+    assert [c.name for c in problem.candidates] == ["serial", *tiled, "subgroup"] and len(tiled) >= 2
     for candidate in problem.candidates:
         assert_close(candidate.run().numpy(), problem.reference(), scale=10)
 
