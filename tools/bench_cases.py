@@ -13,6 +13,7 @@ from typing import Callable
 import numpy as np
 
 from wgrpo.engine import ops
+from wgrpo.engine.ops.attention_tuning import attention_probs, attention_reference
 
 _NP_DTYPES = {"f32": np.float32, "f16": np.float16}
 
@@ -116,28 +117,13 @@ def _unary_case(kernel: str, label: str, shape: tuple, dtype: str, gpu, referenc
         nbytes=(size + (size if out_elems is None else out_elems)) * item, note=note)
 
 
-def _attention_probs(q, k, causal: bool):
-    """softmax(q k^T / sqrt(D)) per head, (B, H, T_q, T_k), with k's heads repeated for q's (GQA), and k so repeated.
-    Causal: query i sees keys j <= i + T_k - T_q."""
-    b, t_q, heads, d = q.shape
-    t_k, kv_heads = k.shape[1], k.shape[2]
-    keys = np.repeat(k, heads // kv_heads, axis=2)
-    s = np.matmul(q.transpose(0, 2, 1, 3), keys.transpose(0, 2, 3, 1)) / np.sqrt(d)
-    if causal:
-        s = np.where(np.arange(t_k)[None, :] <= np.arange(t_q)[:, None] + t_k - t_q, s, -np.inf)
-    s = np.exp(s - s.max(axis=-1, keepdims=True))
-    return s / s.sum(axis=-1, keepdims=True), keys
-
-
 def _attention_reference(q, k, v, causal: bool = True):
-    p, _ = _attention_probs(q, k, causal)
-    values = np.repeat(v, q.shape[2] // v.shape[2], axis=2).transpose(0, 2, 1, 3)
-    return np.matmul(p, values).transpose(0, 2, 1, 3)
+    return attention_reference(q, k, v, causal, 1.0 / np.sqrt(q.shape[-1]))
 
 
 def _attention_backward_reference(q, k, v, d_out, causal: bool = True):
     """(dq, dk, dv) of `_attention_reference` for the output gradient d_out."""
-    p, keys = _attention_probs(q, k, causal)
+    p, keys = attention_probs(q, k, causal, 1.0 / np.sqrt(q.shape[-1]))
     b, t_q, heads, d = q.shape
     t_k, kv_heads = k.shape[1], k.shape[2]
     per_kv = heads // kv_heads

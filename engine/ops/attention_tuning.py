@@ -28,21 +28,24 @@ def shape_class(q_shape, k_shape, elem: str, causal: bool) -> str:
             f"c{int(bool(causal))}")
 
 
-def _reference(q, k, v, causal: bool, scale: float) -> np.ndarray:
-    """softmax(q k^T scale + mask) v in float64 for (1, T_q, H, D) q and (1, T_k, H_kv, D) k, v."""
-    q, k, v = (np.asarray(x, np.float64)[0] for x in (q, k, v))
-    t_q, heads, _ = q.shape
-    t_k, kv_heads, _ = k.shape
-    group = heads // kv_heads
-    out = np.empty_like(q)
-    visible = np.arange(t_k)[None, :] <= np.arange(t_q)[:, None] + (t_k - t_q) if causal else None
-    for h in range(heads):
-        scores = q[:, h] @ k[:, h // group].T * scale
-        if visible is not None:
-            scores = np.where(visible, scores, -np.inf)
-        p = np.exp(scores - scores.max(axis=1, keepdims=True))
-        out[:, h] = (p / p.sum(axis=1, keepdims=True)) @ v[:, h // group]
-    return out[None]
+def attention_probs(q, k, causal: bool, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """numpy's softmax(scale q k^T + mask), (B, H, T_q, T_k), for (B, T_q, H, D) q and (B, T_k, H_kv, D) k, in
+    their dtype; and k with its heads repeated for q's (GQA), (B, T_k, H, D). Causal: query i sees keys
+    j <= i + T_k - T_q."""
+    t_q, heads, t_k = q.shape[1], q.shape[2], k.shape[1]
+    keys = np.repeat(k, heads // k.shape[2], axis=2)
+    s = np.matmul(q.transpose(0, 2, 1, 3), keys.transpose(0, 2, 3, 1)) * scale
+    if causal:
+        s = np.where(np.arange(t_k)[None, :] <= np.arange(t_q)[:, None] + t_k - t_q, s, -np.inf)
+    s = np.exp(s - s.max(axis=-1, keepdims=True))
+    return s / s.sum(axis=-1, keepdims=True), keys
+
+
+def attention_reference(q, k, v, causal: bool, scale: float) -> np.ndarray:
+    """numpy's attention, (B, T_q, H, D): the spec the kernels are checked against (here and in `wgrpo bench`)."""
+    p, _ = attention_probs(q, k, causal, scale)
+    values = np.repeat(v, q.shape[2] // v.shape[2], axis=2).transpose(0, 2, 1, 3)
+    return np.matmul(p, values).transpose(0, 2, 1, 3)
 
 
 def tuning_problem(device, q_shape, k_shape, elem: str, causal: bool, default: str) -> Problem:
@@ -72,7 +75,7 @@ def tuning_problem(device, q_shape, k_shape, elem: str, causal: bool, default: s
         else:
             candidates.append(Candidate(name, lambda name=name: run(name)))
     rtol, atol = _TOLERANCE[elem]
-    expected = _reference(*arrays[:3], causal, scale)
+    expected = attention_reference(*(a.astype(np.float64) for a in arrays[:3]), causal, scale)
     return Problem("attention", shape_class(q_shape, k_shape, elem, causal), candidates, lambda: expected,
                    rtol * 10, atol * 10, default)
 
