@@ -109,10 +109,16 @@ def _min_lanes(d: int) -> int:
     return max(1, math.ceil(d / kernels.load("attention_tiled").constants["COLS"]))
 
 
+def _chosen_lanes(d: int) -> int:
+    """Invocations per row of the tiles chosen for the adapter (choose_tiles, the tuned sizes): 4, or more for a D
+    that needs them."""
+    return max(4, _min_lanes(d))
+
+
 def choose_tiles(op: str, d: int, storage_limit: int = MIN_WORKGROUP_STORAGE) -> Tiles:
     """The first of TILE_CANDIDATES whose workgroup memory for `op` at head dimension d fits `storage_limit` bytes
     (the adapter's max-compute-workgroup-storage-size)."""
-    lanes = max(4, _min_lanes(d))
+    lanes = _chosen_lanes(d)
     for bq, bk in TILE_CANDIDATES:
         tiles = Tiles(bq, bk, lanes)
         if tiles.workgroup_bytes(op, d) <= storage_limit:
@@ -150,7 +156,7 @@ TUNED_TILES = 4  # the largest TILE_CANDIDATES that fit: what the autotuner time
 def tile_choices(device, d: int) -> list[Tiles]:
     """The tiles the autotuner times for "tiled" at head dimension d on `device`: the TUNED_TILES largest of
     TILE_CANDIDATES that fit every tiled entry (workgroup memory and invocations per workgroup)."""
-    lanes = max(4, _min_lanes(d))
+    lanes = _chosen_lanes(d)
     limit = _storage_limit(device)
     invocations = device.limits.get("max-compute-invocations-per-workgroup", 256)
     fitting = [Tiles(bq, bk, lanes) for bq, bk in TILE_CANDIDATES]
@@ -165,15 +171,15 @@ def tiled_name(tiles: Tiles) -> str:
 
 
 def _named_tiles(name: str, d: int) -> tuple[str, Tiles | None]:
-    """(variant, tiles) of a variant name: "tiled:BQxBK" names tiles (lanes as choose_tiles gives them for D = d);
-    any other name none."""
+    """(variant, tiles) of a variant name: "tiled:BQxBK" names tiles (`_chosen_lanes` at D = d); any other name
+    none."""
     base, colon, spec = name.partition(":")
     if not colon:
         return name, None
     sizes = re.fullmatch(r"(\d+)x(\d+)", spec)
     if base != "tiled" or sizes is None:
         raise InputError(f"attention: variant {name!r} is not one of {VARIANTS} nor 'tiled:BQxBK' (e.g. 'tiled:32x16')")
-    return base, Tiles(int(sizes[1]), int(sizes[2]), max(4, _min_lanes(d)))
+    return base, Tiles(int(sizes[1]), int(sizes[2]), _chosen_lanes(d))
 
 
 def usable_variant(device, name: str, d: int) -> str | None:
