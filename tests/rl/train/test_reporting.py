@@ -190,12 +190,16 @@ def test_wandb_offline_run_holds_the_metrics_config_and_completions(tmp_path, of
         reporter.log_completions(rows, 2)
     finally:
         reporter.close()
+    # finish() returns before wandb's service has closed the run's log, which it writes out whole only then
+    import wandb
+    wandb.teardown()
     (run_dir,) = (out / "wandb").glob("offline-run-*")  # dir=output_dir
     # wandb-summary.json is written when a run is synced, not offline: the run's own log holds what was logged
     (log,) = run_dir.glob("run-*.wandb")
-    history, run = {}, None
+    history, run, kinds = {}, None, []
     for record in _wandb_records(log):
         kind = record.WhichOneof("record_type")
+        kinds.append(kind)
         if kind == "history":
             items = {}
             for item in record.history.item:  # a table is flattened into nested keys
@@ -207,6 +211,7 @@ def test_wandb_offline_run_holds_the_metrics_config_and_completions(tmp_path, of
             history[items.pop("_step")] = {k: v for k, v in items.items() if not k.startswith("_")}
         elif kind == "run":
             run = record.run
+    assert kinds[-1:] == ["exit"], f"{log.name} ({log.stat().st_size} bytes) ends before the run's exit: {kinds}"
     assert history[1] == {"train/loss": 0.5, "train/reward/mean": 0.25}  # "step" is wandb's x axis, not a metric
     assert {k: v for k, v in history[2].items() if k != "completions"} == {"train/loss": 0.25, "train/reward/mean": 0.75}
     assert history[2]["completions"]["_type"] == "table-file"
