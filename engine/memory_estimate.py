@@ -212,8 +212,9 @@ def estimate_grpo_step(config: ModelConfig, policy_dtype="float32", reference_dt
     replay_generate(policy, chunk, prompt_tokens, completion_tokens, num_generations, early_stops)
     if eval_batch:
         replay_generate(policy, eval_batch, prompt_tokens, completion_tokens, 1, early_stops)
-    steps = prompt_tokens + min(completion_tokens, config.max_position_embeddings - prompt_tokens) - 1
-    replay_update(policy, reference, micro_batches, steps, mu=mu, kl=has_reference, grad_clip=grad_clip)
+    completion = min(completion_tokens, config.max_position_embeddings - prompt_tokens)
+    replay_update(policy, reference, micro_batches, prompt_tokens + completion - 1, mu=mu, kl=has_reference,
+                  grad_clip=grad_clip, completion=completion)
     del policy, reference, moments
     advice = _advice(has_reference=has_reference, reference=reference_dtype, mu=mu, micro=max(micro_batches),
                      checkpointing=gradient_checkpointing, lora=lora, chunk=chunk * num_generations,

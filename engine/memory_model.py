@@ -311,10 +311,11 @@ class ReplayModel:
     def logits(self, hidden: Sym) -> Sym:
         return ops.linear(hidden, self.head())
 
-    def token_logprobs(self, ids: Host, targets: Sym, temperature: float = 1.0) -> Sym:
+    def token_logprobs(self, ids: Host, targets: Sym, temperature: float = 1.0,
+                       positions: ops.RowSelection | None = None) -> Sym:
         hidden = self.hidden_states(ids)
         batch, steps, width = hidden.shape
-        flat_targets = targets.reshape(batch * steps)
+        flat_targets = targets if positions is not None else targets.reshape(batch * steps)
         logp = ops.linear_token_logprobs(hidden.reshape(batch * steps, width), self.head(), flat_targets,
-                                         temperature)
+                                         temperature, positions)
         return logp.reshape(batch, steps)

@@ -2,7 +2,7 @@
 
 Owns one mirror per op the model, the GRPO loss and generation use (embedding, rmsnorm, add_rmsnorm, linear,
 rope_qk, attention and attention_cached, swiglu, add, scale, dropout, reduce, the fused LM head with the
-targets' log-probs, grpo_loss, gather_rows): the same tensors in the same order, saved for the backward as the
+targets' log-probs and its row selection, grpo_loss, gather_rows): the same tensors in the same order, saved for the backward as the
 op's `Function` saves them, so that `memory_graph` frees them when autograd does. Host arrays (`Host`) are
 uploaded where the op uploads them. No data and no kernels. Must not import `rl`.
 """
@@ -294,8 +294,40 @@ class _LinearTokenLogprobs(Function):
         return d_hidden, d_weight, None, None, None
 
 
-def linear_token_logprobs(hidden: Sym, weight: Sym, targets, temperature: float = 1.0) -> Sym:
-    """The fused LM head: blocks of at most 64 MiB of logits (and at most one binding)."""
+class _Gather(Function):
+    """`ops.rows`' gather: x's rows through device ids; the backward, dy's through the inverse map."""
+
+    @staticmethod
+    def forward(ctx, x, ids, inverse):
+        ctx.save_for_backward(inverse, ids)
+        return _empty(x, ids.shape + x.shape[1:])
+
+    @staticmethod
+    def backward(ctx, dy):
+        inverse = ctx.saved[0]
+        return _empty(dy, inverse.shape + dy.shape[1:]), None, None
+
+
+class RowSelection:
+    """`ops.rows.RowSelection`: `scored` of `rows` rows, its ids and inverse map uploaded once."""
+
+    def __init__(self, ledger, scored: int, rows: int):
+        self.ids = ledger.upload(Host((scored,), np.int32))
+        self.inverse = ledger.upload(Host((rows,), np.int32))
+
+    def take(self, x: Sym) -> Sym:
+        return _Gather.apply(x, self.ids, self.inverse)
+
+    def put(self, y: Sym) -> Sym:
+        return _Gather.apply(y, self.inverse, self.ids)
+
+
+def linear_token_logprobs(hidden: Sym, weight: Sym, targets, temperature: float = 1.0,
+                          positions: RowSelection | None = None) -> Sym:
+    """The fused LM head: blocks of at most 64 MiB of logits (and at most one binding); with `positions`, on
+    those rows only (`targets` then theirs), put back among the others' zeros."""
+    if positions is not None:
+        return positions.put(linear_token_logprobs(positions.take(hidden), weight, targets, temperature))
     ledger = hidden.ledger
     targets = _as_tensor(targets, hidden)
     budget = min(BLOCK_BYTES, ledger.limit) if ledger.limit else BLOCK_BYTES

@@ -20,18 +20,30 @@ from wgrpo.engine.memory_model import ReplayModel
 
 
 class _MicroBatch:
-    def __init__(self, rows: int, steps: int):
+    def __init__(self, rows: int, steps: int, completion: int):
         self.inputs, self.targets = Host((rows, steps), I32), Host((rows, steps), I32)
         self.old_logp, self.mask, self.advantages = Host((rows, steps)), Host((rows, steps)), Host((rows,))
         self.ref_logp: Sym | None = None
+        self.scored, self.scoring = rows * completion, None
+
+    def scored_targets(self, ledger) -> tuple:
+        """`MicroBatch.scored`: the completion positions' targets and their selection, uploaded once."""
+        if self.scoring is None:
+            size = math.prod(self.targets.shape)
+            if 0 < self.scored < size:
+                self.scoring = (ledger.upload(Host((self.scored,), I32)), ops.RowSelection(ledger, self.scored, size))
+            else:
+                self.scoring = (ledger.upload(self.targets), None)
+        return self.scoring
 
 
-def _reference_logprobs(model: ReplayModel, reference: ReplayModel | None, inputs: Host, targets: Sym) -> Sym:
+def _reference_logprobs(model: ReplayModel, reference: ReplayModel | None, inputs: Host, targets: Sym,
+                        positions) -> Sym:
     with grad_mode(False):
         if reference is not None:
-            return reference.token_logprobs(inputs, targets)
+            return reference.token_logprobs(inputs, targets, positions=positions)
         with model.disable_adapters():
-            return model.token_logprobs(inputs, targets)
+            return model.token_logprobs(inputs, targets, positions=positions)
 
 
 def _accumulate_gradients(model: ReplayModel, reference: ReplayModel | None, parts: list[_MicroBatch],
@@ -40,10 +52,10 @@ def _accumulate_gradients(model: ReplayModel, reference: ReplayModel | None, par
     ledger = model.ledger
     losses, readers = [], []
     for part in parts:
-        targets = ledger.upload(part.targets)
+        targets, positions = part.scored_targets(ledger)
         if kl and part.ref_logp is None:
-            part.ref_logp = _reference_logprobs(model, reference, part.inputs, targets)
-        logp = model.token_logprobs(part.inputs, targets)
+            part.ref_logp = _reference_logprobs(model, reference, part.inputs, targets, positions)
+        logp = model.token_logprobs(part.inputs, targets, positions=positions)
         loss, metrics = ops.grpo_loss(logp, part.old_logp, part.ref_logp, part.advantages, part.mask)
         loss.backward()
         losses.append(loss.detach())
@@ -64,10 +76,10 @@ def replay_clip(params: list[Sym]) -> tuple[Sym, Sym]:
 
 
 def replay_update(model: ReplayModel, reference: ReplayModel | None, micro_batches: list[int], steps: int, *,
-                  mu: int, kl: bool, grad_clip: bool) -> None:
-    """mu optimizer steps on a rollout cut into micro-batches of `micro_batches` rows of `steps` tokens; `kl`:
-    the loss needs the reference log-probs (beta > 0)."""
-    parts = [_MicroBatch(rows, steps) for rows in micro_batches]
+                  mu: int, kl: bool, grad_clip: bool, completion: int | None = None) -> None:
+    """mu optimizer steps on a rollout cut into micro-batches of `micro_batches` rows of `steps` tokens, the last
+    `completion` of each scored (default: all); `kl`: the loss needs the reference log-probs (beta > 0)."""
+    parts = [_MicroBatch(rows, steps, steps if completion is None else completion) for rows in micro_batches]
     params = model.trainable_parameters()
     model.training = True
     pending = norm = scale = None

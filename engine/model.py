@@ -322,19 +322,23 @@ class Model:
         head = self.params.get("lm_head.weight", self.params["model.embed_tokens.weight"])
         return ops.linear(hidden, head)  # (B, T, V)
 
-    def token_logprobs(self, ids, targets, temperature: float = 1.0) -> Tensor:
+    def token_logprobs(self, ids, targets, temperature: float = 1.0, *, positions=None) -> Tensor:
         """log p(targets[b, t] | ids[b, :t+1]) of shape (B, T), from logits / temperature.
 
         The head and the log-softmax run fused over blocks of rows (`ops.linear_token_logprobs`), so the
-        (B, T, V) logits never exist at once: what makes GRPO updates fit with a large vocabulary."""
+        (B, T, V) logits never exist at once: what makes GRPO updates fit with a large vocabulary.
+        `positions`: the flat indices b * T + t of the only positions wanted (a host array or an
+        `ops.rows.RowSelection`); the head skips the others, which come out 0, and targets may then be just
+        those positions' (P,)."""
         hidden = self.hidden_states(ids)  # (B, T, C)
         batch, steps, width = hidden.shape
         if isinstance(targets, Tensor):
-            flat_targets = targets.reshape(batch * steps)
+            flat_targets = targets if positions is not None and targets.ndim == 1 else targets.reshape(batch * steps)
         else:
             flat_targets = np.asarray(targets, np.int32).reshape(-1)
         head = self.params.get("lm_head.weight", self.params["model.embed_tokens.weight"])
-        logp = ops.linear_token_logprobs(hidden.reshape(batch * steps, width), head, flat_targets, temperature)
+        logp = ops.linear_token_logprobs(hidden.reshape(batch * steps, width), head, flat_targets, temperature,
+                                         positions=positions)
         return logp.reshape(batch, steps)
 
 

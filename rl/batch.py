@@ -1,7 +1,8 @@
 """Turning sampled completions into the padded arrays a policy update needs.
 
 Each row is prompt + completion; the update scores every completion token (its end-of-text too, when the
-sequence ended with one) and nothing else. Pure numpy; no engine import.
+sequence ended with one) and nothing else: `scored` lists those positions, the only ones whose log-probs the
+update computes. Pure numpy; no engine import.
 """
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ class UpdateBatch:
     mask: np.ndarray  # (N, T) float32: 1 where the target is a completion token that is trained on
     old_logp: np.ndarray  # (N, T) float32: the rollout policy's log-prob of each target (0 off the mask)
     completion_tokens: int
+    scored: np.ndarray | None = None  # (P,) int32: the flat positions row * T + t holding a completion token's target
+
+    def scored_targets(self) -> np.ndarray:
+        """The targets at `scored`, in its order."""
+        return self.targets.reshape(-1)[self.scored]
 
 
 def build_update_batch(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
@@ -33,6 +39,7 @@ def build_update_batch(prompts: Sequence[Sequence[int]], completions: Sequence[S
     targets = np.full((n, width), pad_id, np.int32)
     mask = np.zeros((n, width), np.float32)
     old_logp = np.zeros((n, width), np.float32)
+    scored = []
     for row, (prompt, completion, lp, keep) in enumerate(zip(prompts, completions, logprobs, trained)):
         if len(lp) != len(completion):
             raise ValueError(f"row {row}: {len(completion)} completion tokens but {len(lp)} log-probs")
@@ -41,9 +48,11 @@ def build_update_batch(prompts: Sequence[Sequence[int]], completions: Sequence[S
         targets[row, : len(tokens) - 1] = tokens[1:]
         start = len(prompt) - 1  # the position whose target is the first completion token
         old_logp[row, start : start + len(completion)] = lp
+        scored.append(np.arange(start, start + len(completion)) + row * width)
         if keep and completion:
             mask[row, start : start + len(completion)] = 1.0
-    return UpdateBatch(inputs, targets, mask, old_logp, int(mask.sum()))
+    positions = np.concatenate(scored).astype(np.int32) if scored else np.zeros(0, np.int32)
+    return UpdateBatch(inputs, targets, mask, old_logp, int(mask.sum()), positions)
 
 
 def micro_batch_ranges(rows: int, per_device: int = 0, accumulation: int = 0) -> list[tuple[int, int]]:

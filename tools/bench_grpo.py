@@ -30,7 +30,8 @@ FLOPs (multiply-add = 2): a forward costs 2 x (the matmul parameters: attention 
 head; embeddings are lookups) per position, plus attention 4 x heads x head_dim x (positions attended) per
 layer, causal. Rollout = the prefill of the distinct prompts (padded width) + (new tokens - 1) decode steps of
 B x G rows, each attending over its prompt and the tokens so far, + the head on every row at each step. Update =
-reference forward + policy forward + backward (2 x forward) = 4 forwards over the padded (B x G, T) batch.
+reference forward + policy forward + backward (2 x forward) = 4 forwards over the padded (B x G, T) batch, the
+head on the completion tokens only (the update scores no prompt or padding position).
 Sampling, softmax, norms, the loss and AdamW are left out (a few FLOPs per element, not per weight).
 
 `--trl` (`tools.bench_trl`) then runs the same steps, from the same weights, through TRL's GRPOTrainer on torch.
@@ -234,9 +235,11 @@ def update_shape(rollout) -> tuple[int, int]:
 
 
 def update_flops(config, rollout, reference: bool, mu: int = 1) -> float:
-    """(reference forward) + mu x (policy forward + backward = 3 forwards) over the padded batch."""
+    """(reference forward) + mu x (policy forward + backward = 3 forwards) over the padded batch, the head on the
+    completion tokens only (the positions the loss reads)."""
     rows, width = update_shape(rollout)
-    forward = forward_flops(config, rows * width, rows * width * (width + 1) // 2)
+    scored = sum(len(c.token_ids) for c in rollout.completions)
+    forward = forward_flops(config, rows * width, rows * width * (width + 1) // 2, head_rows=scored)
     return forward * ((1 if reference else 0) + 3 * mu)
 
 

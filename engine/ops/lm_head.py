@@ -17,6 +17,7 @@ from wgrpo.engine.errors import InputError
 from wgrpo.engine.ops._common import check_float, check_weight, row_kernel
 from wgrpo.engine.ops.logprob import _inv_temperature, token_logprobs_grad, token_logprobs_into
 from wgrpo.engine.ops.matmul import matmul_kernel, weight_storage
+from wgrpo.engine.ops.rows import RowSelection
 from wgrpo.engine.tensor import Tensor
 
 BLOCK_BYTES = 64 << 20  # logits of one row block, at most
@@ -69,14 +70,20 @@ class _LinearTokenLogprobs(Function):
 
 
 def linear_token_logprobs(hidden: Tensor, weight: Tensor, targets, temperature: float = 1.0, *,
-                          block_bytes: int = BLOCK_BYTES) -> Tensor:
+                          positions=None, block_bytes: int = BLOCK_BYTES) -> Tensor:
     """log softmax(hidden @ weight.T / temperature)[targets] for hidden (N, C), weight (V, C), targets (N,).
 
     The same value as `token_logprobs(linear(hidden, weight), targets, temperature)`, differentiable in hidden
     and weight, with at most `block_bytes` of logits alive at a time (and never more than one binding). The weight
     may be bfloat16/float16 (a frozen reference model's) and held in row blocks: each block gives its columns of
     the logits. Returns float32 (N,).
+
+    `positions`: the distinct rows whose log-prob is wanted (a host integer array, or an `ops.rows.RowSelection`
+    of N rows); the head then runs on those rows only and the others come out 0 (TRL's `logits_to_keep`, per
+    position). targets are then those rows' targets (P,), or all N of them as a host array.
     """
+    if positions is not None:
+        return _scored_rows(hidden, weight, targets, temperature, positions, block_bytes)
     if not isinstance(hidden, Tensor) or hidden.ndim != 2:
         raise ValueError(f"linear_token_logprobs: hidden must be a 2-D Tensor (N, C), got {hidden!r}")
     if not isinstance(weight, Tensor) or weight.ndim != 2 or weight.shape[1] != hidden.shape[1]:
@@ -108,3 +115,22 @@ def linear_token_logprobs(hidden: Tensor, weight: Tensor, targets, temperature: 
                          f"max_storage_buffer_binding_size of {hidden.device.max_binding_bytes} bytes (blocks hold "
                          f"at least {ROW_ALIGN} rows)")
     return _LinearTokenLogprobs.apply(hidden, weight, targets, inv_temp, block)
+
+
+def _scored_rows(hidden: Tensor, weight: Tensor, targets, temperature: float, positions, block_bytes: int) -> Tensor:
+    """`linear_token_logprobs` over the rows `positions` of hidden only, put back among N rows of zeros."""
+    if not isinstance(hidden, Tensor) or hidden.ndim != 2:
+        raise ValueError(f"linear_token_logprobs: hidden must be a 2-D Tensor (N, C), got {hidden!r}")
+    rows = hidden.shape[0]
+    selection = positions if isinstance(positions, RowSelection) else RowSelection(positions, rows, hidden.device)
+    if selection.n != rows:
+        raise ValueError(f"linear_token_logprobs: positions select among {selection.n} rows, hidden has {rows}")
+    if not isinstance(targets, Tensor):
+        targets = np.asarray(targets)
+        if targets.shape == (rows,) and len(selection) != rows:
+            targets = targets[selection.rows]
+    if tuple(targets.shape) != (len(selection),):
+        raise ValueError(f"linear_token_logprobs: targets must hold the {len(selection)} scored positions' "
+                         f"targets (or all {rows} on the host), got shape {tuple(targets.shape)}")
+    logp = linear_token_logprobs(selection.take(hidden), weight, targets, temperature, block_bytes=block_bytes)
+    return selection.put(logp)

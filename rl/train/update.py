@@ -24,6 +24,22 @@ class MicroBatch:
     batch: UpdateBatch
     advantages: np.ndarray  # (rows,) float32
     ref_logp: object = None  # (rows, T) Tensor once computed: the same for every one of the mu iterations
+    scoring: tuple | None = None  # (targets Tensor, positions or None) on the device, uploaded once for all mu
+
+    def scored(self, device) -> tuple:
+        """(targets, positions) for `token_logprobs`: the completion positions only when the rows hold others
+        (prompts, padding), whose log-probs the loss never reads; else all of them."""
+        if self.scoring is None:
+            from wgrpo.engine import Tensor
+            from wgrpo.engine.ops.rows import RowSelection
+
+            batch, size = self.batch, self.batch.targets.size
+            if batch.scored is not None and 0 < batch.scored.size < size:
+                self.scoring = (Tensor.from_numpy(batch.scored_targets(), device),
+                                RowSelection(batch.scored, size, device))
+            else:
+                self.scoring = (Tensor.from_numpy(batch.targets, device), None)
+        return self.scoring
 
 
 def micro_batches(rollout, config, pad_id: int) -> list[MicroBatch]:
@@ -41,15 +57,15 @@ def micro_batches(rollout, config, pad_id: int) -> list[MicroBatch]:
     return parts
 
 
-def _reference_logprobs(model, reference, inputs, targets, temperature: float):
+def _reference_logprobs(model, reference, inputs, targets, temperature: float, positions=None):
     """The frozen reference's log-probs: `reference`'s, or the policy's own with its LoRA adapters off."""
     from wgrpo.engine import no_grad
 
     with no_grad():
         if reference is not None:
-            return reference.token_logprobs(inputs, targets, temperature)
+            return reference.token_logprobs(inputs, targets, temperature, positions=positions)
         with model.disable_adapters():
-            return model.token_logprobs(inputs, targets, temperature)
+            return model.token_logprobs(inputs, targets, temperature, positions=positions)
 
 
 def _dropout_on(model) -> bool:
@@ -91,8 +107,6 @@ def accumulate_gradients(model, reference, parts: list[MicroBatch], config, seed
 def record_gradients(model, reference, parts: list[MicroBatch], config, seed: int = 0,
                      on_policy: bool = True) -> PendingResults:
     """`accumulate_gradients` without reading anything back: the losses and metrics stay on the device."""
-    from wgrpo.engine import Tensor
-
     device = model.device
     total_rows = sum(len(part.advantages) for part in parts)
     total_tokens = float(sum(part.batch.mask.sum() for part in parts))
@@ -100,12 +114,13 @@ def record_gradients(model, reference, parts: list[MicroBatch], config, seed: in
     losses, readers = [], []
     for index, part in enumerate(parts):
         batch = part.batch
-        targets = Tensor.from_numpy(batch.targets, device)
+        targets, positions = part.scored(device)
         if config.beta > 0 and part.ref_logp is None:
-            part.ref_logp = _reference_logprobs(model, reference, batch.inputs, targets, config.temperature)
+            part.ref_logp = _reference_logprobs(model, reference, batch.inputs, targets, config.temperature,
+                                                positions)
         if model.adapters is not None:  # a fresh dropout mask per micro-batch, the same when a layer is recomputed
             model.adapters.dropout_seed = (seed * 1_000_003 + index) & 0x7FFFFFFF
-        logp = model.token_logprobs(batch.inputs, targets, config.temperature)  # (rows, T)
+        logp = model.token_logprobs(batch.inputs, targets, config.temperature, positions=positions)  # (rows, T)
         # The sampler ran without LoRA's dropout, so its log-probs are another network's: with one update per
         # rollout the ratio is taken against this forward's own (detached) log-probs, rho = 1, as TRL does;
         # except for a batch sampled with older weights (async rollouts), whose ratio must see that

@@ -10,6 +10,7 @@ import numpy as np
 
 from wgrpo.engine import Model, Tensor, clip_coefficient, generate, no_grad, ops, read_together
 from wgrpo.engine.memory import KINDS, memory_kind
+from wgrpo.engine.ops.rows import RowSelection
 
 
 def in_use(memory) -> dict:
@@ -49,24 +50,36 @@ class MicroBatch:
         self.old_logp = np.zeros(self.inputs.shape, np.float32)
         self.advantages = np.random.default_rng(start).standard_normal(stop - start).astype(np.float32)
         self.ref_logp = None
+        self.scoring = None
+
+    def scored(self, device):
+        """`rl.train.update.MicroBatch.scored`: the completion positions' targets and selection, uploaded once."""
+        if self.scoring is None:
+            positions = np.flatnonzero(self.mask)
+            if 0 < positions.size < self.mask.size:
+                self.scoring = (Tensor.from_numpy(self.targets.reshape(-1)[positions], device),
+                                RowSelection(positions, self.mask.size, device))
+            else:
+                self.scoring = (Tensor.from_numpy(self.targets, device), None)
+        return self.scoring
 
 
-def _reference_logprobs(model, reference, inputs, targets):
+def _reference_logprobs(model, reference, inputs, targets, positions):
     with no_grad():
         if reference is not None:
-            return reference.token_logprobs(inputs, targets)
+            return reference.token_logprobs(inputs, targets, positions=positions)
         with model.disable_adapters():
-            return model.token_logprobs(inputs, targets)
+            return model.token_logprobs(inputs, targets, positions=positions)
 
 
 def _accumulate_gradients(model, reference, parts, beta: float) -> tuple[list, list]:
     """The losses and metrics stay on the device, for the one read-back after the optimizer step."""
     losses, readers = [], []
     for part in parts:
-        targets = Tensor.from_numpy(part.targets, model.device)
+        targets, positions = part.scored(model.device)
         if beta > 0 and part.ref_logp is None:
-            part.ref_logp = _reference_logprobs(model, reference, part.inputs, targets)
-        logp = model.token_logprobs(part.inputs, targets)
+            part.ref_logp = _reference_logprobs(model, reference, part.inputs, targets, positions)
+        logp = model.token_logprobs(part.inputs, targets, positions=positions)
         loss, metrics = ops.grpo_loss(logp, part.old_logp, part.ref_logp, part.advantages, part.mask, beta=beta,
                                       return_metrics=True)
         loss.backward()

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from wgrpo.tools import cli
-from wgrpo.tools.bench_grpo import GRPOBenchConfig, forward_flops
+from wgrpo.tools.bench_grpo import GRPOBenchConfig, forward_flops, update_flops
 
 TINY = ["--hidden-size", "32", "--num-layers", "2", "--num-heads", "4", "--num-kv-heads", "2",
         "--intermediate-size", "48"]
@@ -56,6 +56,17 @@ def test_forward_flops_by_hand():
     expected = 2 * body * 5 + 2 * 10 * 8 * 5 + 3 * 4 * 8 * 15
     assert forward_flops(config, positions, attended) == expected
     assert forward_flops(config, 5, 15, head_rows=1) == expected - 2 * 10 * 8 * 4
+
+
+def test_update_flops_count_the_head_on_completion_tokens_only():
+    config = SimpleNamespace(hidden_size=8, num_heads=2, num_kv_heads=1, head_dim=4, intermediate_size=16,
+                             num_layers=3, vocab_size=10)
+    completions = [SimpleNamespace(prompt_ids=[1, 2, 3], token_ids=[4, 5]),
+                   SimpleNamespace(prompt_ids=[1], token_ids=[6, 7, 8])]
+    rollout = SimpleNamespace(completions=completions)  # rows of 4 positions (prompt + completion - 1, padded)
+    forward = forward_flops(config, 2 * 4, 2 * 10, head_rows=5)  # the head on the 5 completion tokens
+    assert update_flops(config, rollout, reference=True) == 4 * forward
+    assert update_flops(config, rollout, reference=False, mu=2) == 6 * forward
 
 
 @pytest.mark.parametrize("args, message", [

@@ -101,6 +101,8 @@ def test_update_batch_aligns_old_logprobs_with_targets():
     np.testing.assert_array_equal(batch.mask, [[0, 0, 1, 1], [0, 0, 0, 0]])  # row 2 is not trained on
     np.testing.assert_allclose(batch.old_logp, [[0, 0, -0.5, -0.6], [-1.0, -1.1, -1.2, 0]])
     assert batch.completion_tokens == 2
+    np.testing.assert_array_equal(batch.scored, [2, 3, 4, 5, 6])  # every completion token's position, flat
+    np.testing.assert_array_equal(batch.scored_targets(), [5, 6, 7, 8, 9])
 
 
 def test_options_and_errors_are_named(device, tmp_path):

@@ -71,6 +71,33 @@ def test_micro_batches_accumulate_the_whole_batch_gradient(models, loss_type, cu
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * scale, err_msg=f"parameter {index}")
 
 
+def test_scoring_only_the_completion_positions_changes_nothing(models, device):
+    from wgrpo.engine import Tensor
+
+    policy, reference = models
+    rollout = _rollout(seed=5)
+    config = TrainConfig(prompts_per_step=PROMPTS, group_size=GROUP, beta=0.04, max_new_tokens=12,
+                         per_device_train_batch_size=6)
+    results = []
+    for every_position in (True, False):
+        for p in policy.trainable_parameters():
+            p.grad = None
+        parts = micro_batches(rollout, config, PAD)
+        for part in parts:
+            if every_position:  # the head over prompts and padding too, as before positions were scored
+                part.scoring = (Tensor.from_numpy(part.batch.targets, device), None)
+            else:
+                assert part.scored(device)[1] is not None  # the rows hold prompts and padding to skip
+        loss, metrics = accumulate_gradients(policy, reference, parts, config)
+        results.append((loss, metrics, [p.grad.numpy() for p in policy.trainable_parameters()]))
+    (loss, metrics, grads), (scored_loss, scored_metrics, scored_grads) = results
+    assert scored_loss == pytest.approx(loss, rel=1e-5, abs=1e-6)
+    assert scored_metrics == pytest.approx(metrics, rel=1e-5, abs=1e-6)
+    scale = max(np.abs(g).max() for g in grads)
+    for index, (got, want) in enumerate(zip(scored_grads, grads, strict=True)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * scale, err_msg=f"parameter {index}")
+
+
 def test_each_micro_batch_is_padded_to_its_own_rows(models):
     rollout = _rollout(seed=3)
     config = TrainConfig(prompts_per_step=PROMPTS, group_size=GROUP, per_device_train_batch_size=4)
