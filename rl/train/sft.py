@@ -272,8 +272,10 @@ def _train_step(model, optimizer, examples: list[Example], step: int, config: SF
     batch = [examples[i] for i in epoch_order(step, config.batch_size, len(examples), config.seed)]
     inputs, targets, mask = make_batch(batch, pad)
     optimizer.lr = learning_rate(step, config)
-    # the head and the log-softmax fused in row blocks: no (B, T, V) logits, which a real vocabulary makes gigabytes
-    logp = model.token_logprobs(inputs, targets)  # (B, T)
+    # the head and the log-softmax fused in row blocks: no (B, T, V) logits, which a real vocabulary makes
+    # gigabytes; and only on the positions the loss counts (not a prompt's under completion-only loss, nor padding)
+    counted = np.flatnonzero(mask)
+    logp = model.token_logprobs(inputs, targets, positions=counted if 0 < counted.size < mask.size else None)
     loss = ops.nll_loss(logp, Tensor.from_numpy(targets, model.device), model.config.vocab_size,
                         Tensor.from_numpy(mask, model.device))
     loss.backward()
