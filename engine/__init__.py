@@ -19,6 +19,7 @@ from wgrpo.engine.lora import LoraAdapters, LoraConfig, attach_lora, merge_and_u
 from wgrpo.engine.memory_budget import check_fits, device_memory_budget
 from wgrpo.engine.memory_estimate import MemoryEstimate, estimate_generation, estimate_grpo_step, peak_metrics
 from wgrpo.engine.model import Model, load_pretrained
+from wgrpo.engine.ops.rows import RowSelection
 from wgrpo.engine.optim import AdamW, clip_coefficient, clip_grad_norm_
 from wgrpo.engine.peft_io import is_adapter_dir, load_adapter, load_peft_model, save_adapter
 from wgrpo.engine.readback import read_together
@@ -29,7 +30,7 @@ from wgrpo.engine.weight_sync import load_trainable_arrays, trainable_arrays, tr
 
 __all__ = ["AdamW", "CHECKPOINT_ENTRIES", "DEVICE_ENV_VAR", "foreign_entries", "CheckpointWriteError", "END_OF_TEXT", "GenerationResult", "InputError", "KernelError",
            "LoraAdapters", "LoraConfig", "MemoryEstimate", "Model", "ModelConfig", "NoAdapterError",
-           "PretrainedTokenizer", "Tensor", "attach_lora", "check_fits", "choose_adapter",
+           "PretrainedTokenizer", "RowSelection", "Tensor", "attach_lora", "check_fits", "choose_adapter",
            "clip_coefficient", "clip_grad_norm_", "device_memory_budget", "estimate_generation", "estimate_grpo_step",
            "generate", "get_device", "hardware_adapter", "is_adapter_dir", "is_hub_id", "list_adapters",
            "load_adapter", "load_peft_model", "load_pretrained", "load_tokenizer", "load_trainable_arrays", "merge_and_unload", "merged_state_dict", "no_grad", "ops",

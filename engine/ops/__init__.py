@@ -16,6 +16,7 @@ from wgrpo.engine.ops.norm import add_rmsnorm, rmsnorm
 from wgrpo.engine.ops.qkv import add_linear_columns, fused_linear, qkv_split, qkv_split_into_cache
 from wgrpo.engine.ops.reduce import max, mean_sq, sum
 from wgrpo.engine.ops.rope import rope, rope_qk
+from wgrpo.engine.ops.rows import put_rows, take_rows
 from wgrpo.engine.ops.softmax import softmax, softmax_backward
 from wgrpo.engine.ops.swiglu import swiglu, swiglu_fused
 
@@ -25,4 +26,4 @@ __all__ = ["attention", "attention_cached", "add", "affine", "broadcast_to", "ex
            "embedding", "add_rmsnorm", "rmsnorm", "rope", "rope_qk", "swiglu", "swiglu_fused",
            "add_linear_columns", "fused_linear", "qkv_split", "qkv_split_into_cache",
            "cross_entropy", "log_softmax", "nll_loss", "token_logprobs",
-           "dropout", "grpo_loss"]
+           "dropout", "grpo_loss", "put_rows", "take_rows"]

@@ -30,8 +30,7 @@ class MicroBatch:
         """(targets, positions) for `token_logprobs`: the completion positions only when the rows hold others
         (prompts, padding), whose log-probs the loss never reads; else all of them."""
         if self.scoring is None:
-            from wgrpo.engine import Tensor
-            from wgrpo.engine.ops.rows import RowSelection
+            from wgrpo.engine import RowSelection, Tensor
 
             batch, size = self.batch, self.batch.targets.size
             if batch.scored is not None and 0 < batch.scored.size < size:
