@@ -34,8 +34,7 @@ reference forward + policy forward + backward (2 x forward) = 4 forwards over th
 head on the completion tokens only (the update scores no prompt or padding position).
 Sampling, softmax, norms, the loss and AdamW are left out (a few FLOPs per element, not per weight).
 
-`--trl` (`tools.bench_trl`) runs the same steps, from the same weights, through TRL's GRPOTrainer on torch, one
-TRL step then one of wgrpo's, so that the host's drift during the run (a busy neighbour, clocks) weighs on both.
+`--trl` (`tools.bench_trl`) then runs the same steps, from the same weights, through TRL's GRPOTrainer on torch.
 """
 
 from __future__ import annotations
@@ -371,8 +370,7 @@ def run_grpo_bench(options: GRPOBenchConfig, model_options: ModelBenchConfig, be
             from wgrpo.tools import bench_cluster
 
             cluster_start = bench_cluster.save_start(trainer, os.path.join(output_dir, "start"))
-
-        def our_step(step: int) -> None:
+        for step in range(total):
             timed = step >= options.grpo_warmup
             what = f"{step - options.grpo_warmup + 1}/{shape['steps']}" if timed else \
                 f"warm-up {step + 1}/{options.grpo_warmup}"
@@ -380,19 +378,13 @@ def run_grpo_bench(options: GRPOBenchConfig, model_options: ModelBenchConfig, be
             record = time_step(trainer, step)
             if timed:
                 steps.append(record)
-
+        profile = profile_step(trainer, total) if bench.profile else None
         trl = None
-        if options.trl:  # each of TRL's steps followed by ours: a host that drifts weighs on both sides alike
+        if options.trl:  # right after ours, in its own steady state, as `bench --model` times torch
             _progress("TRL: the same model, tokenizer, prompts and rewards ...")
             trl = bench_trl.run_trl_steps(start, trainer.config, shape, options.grpo_warmup,
                                           model_options.resolved_threads(), os.path.join(output_dir, "trl"),
-                                          torch_device, between=our_step)
-            if len(steps) != shape["steps"]:
-                raise RuntimeError(f"TRL ran {len(trl['steps'])} timed steps, wgrpo {len(steps)} between them")
-        else:
-            for step in range(total):
-                our_step(step)
-        profile = profile_step(trainer, total) if bench.profile else None
+                                          torch_device)
         cluster = None
         if options.rollout_workers:
             cluster = bench_cluster.run_cluster_steps(trainer, cluster_start, options.rollout_workers,

@@ -212,23 +212,10 @@ class _StepClock:
         return StepTimer()
 
 
-def _after_each_step(between):
-    """A callback calling `between(step)` once TRL's step `step` (0-based) has ended and been timed."""
-    from transformers import TrainerCallback
-
-    class AfterStep(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            between(state.global_step - 1)
-
-    return AfterStep()
-
-
 def run_trl_steps(start: dict, train, shape: dict, warmup: int, threads: int, output_dir: str,
-                  torch_device: str = "cpu", between=None) -> dict:
+                  torch_device: str = "cpu") -> dict:
     """Run `warmup` + `shape['steps']` TRL GRPO steps from `start` (`capture_start`) on `torch_device`
-    (`resolve_trl_device`'s); the timed steps' records, their medians and the configuration TRL ran.
-    `between(step)`, when given, runs after each TRL step, outside its timing (wgrpo's step of the same number:
-    the two sides alternate, so a host that slows down during the run slows both alike)."""
+    (`resolve_trl_device`'s); the timed steps' records, their medians and the configuration TRL ran."""
     import torch
     import transformers
     import trl
@@ -250,7 +237,7 @@ def run_trl_steps(start: dict, train, shape: dict, warmup: int, threads: int, ou
         clock = _StepClock(warmup, shape["steps"], shape["new_tokens"], lambda: synchronize(torch, torch_device))
         trainer = trl.GRPOTrainer(model=model, reward_funcs=start["reward_funcs"], args=args,
                                   train_dataset=Dataset.from_list(start["rows"]), processing_class=tokenizer,
-                                  callbacks=[clock.callback(), *([_after_each_step(between)] if between else [])])
+                                  callbacks=[clock.callback()])
         trainer.remove_callback(transformers.trainer_callback.PrinterCallback)  # it prints the run's last log
         phases = {name: clock.wrap(trainer, name, key) for name, key in (
             ("_generate", "rollout_s"), ("_calculate_rewards", "reward_s"),
@@ -268,8 +255,7 @@ def run_trl_steps(start: dict, train, shape: dict, warmup: int, threads: int, ou
             "optim": str(getattr(args.optim, "value", args.optim)), "lr_scheduler_type": kwargs["lr_scheduler_type"],
             "config": {k: v for k, v in kwargs.items() if k != "output_dir"},
             "reward_funcs": start["reward_names"], "timed_phases": [name for name, ok in phases.items() if ok],
-            "reference_model": trainer.ref_model is not None, "interleaved": between is not None, "steps": steps,
-            "summary": _summary(steps)}
+            "reference_model": trainer.ref_model is not None, "steps": steps, "summary": _summary(steps)}
 
 
 @contextlib.contextmanager

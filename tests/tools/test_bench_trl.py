@@ -62,11 +62,6 @@ def test_quick_run_against_trl(device, tmp_path, capsys):
     assert "TRL / wgrpo" in out and "equal work: both sides ran 8 completions" in out
     assert "float32 on cpu, 1 thread, attention" in out
     assert "TRL GRPO step 2/2" in captured.err  # the progress line
-    # the sides alternate: each TRL step is followed by wgrpo's of the same number
-    assert trl["interleaved"] is True
-    lines = [line for line in captured.err.splitlines() if line.endswith(" ...") and "GRPO step" in line]
-    assert lines == ["TRL GRPO step warm-up 1/1 ...", "GRPO step warm-up 1/1 ...", "TRL GRPO step 1/2 ...",
-                     "GRPO step 1/2 ...", "TRL GRPO step 2/2 ...", "GRPO step 2/2 ..."]
 
 
 def test_missing_trl_is_one_line_before_any_work(monkeypatch, capsys):
