@@ -309,11 +309,11 @@ class _Gather(Function):
 
 
 class RowSelection:
-    """`ops.rows.RowSelection`: `scored` of `rows` rows, its ids and inverse map uploaded once."""
+    """`ops.rows.RowSelection`: `count` of `n` rows, its ids and inverse map uploaded once."""
 
-    def __init__(self, ledger, scored: int, rows: int):
-        self.ids = ledger.upload(Host((scored,), np.int32))
-        self.inverse = ledger.upload(Host((rows,), np.int32))
+    def __init__(self, ledger, count: int, n: int):
+        self.ids = ledger.upload(Host((count,), np.int32))
+        self.inverse = ledger.upload(Host((n,), np.int32))
 
     def take(self, x: Sym) -> Sym:
         return _Gather.apply(x, self.ids, self.inverse)

@@ -24,14 +24,14 @@ class _MicroBatch:
         self.inputs, self.targets = Host((rows, steps), I32), Host((rows, steps), I32)
         self.old_logp, self.mask, self.advantages = Host((rows, steps)), Host((rows, steps)), Host((rows,))
         self.ref_logp: Sym | None = None
-        self.scored, self.scoring = rows * completion, None
+        self.scored_count, self.scoring = rows * completion, None
 
-    def scored_targets(self, ledger) -> tuple:
+    def scored(self, ledger) -> tuple:
         """`MicroBatch.scored`: the completion positions' targets and their selection, uploaded once."""
         if self.scoring is None:
-            size = math.prod(self.targets.shape)
-            if 0 < self.scored < size:
-                self.scoring = (ledger.upload(Host((self.scored,), I32)), ops.RowSelection(ledger, self.scored, size))
+            size, count = math.prod(self.targets.shape), self.scored_count
+            if 0 < count < size:
+                self.scoring = (ledger.upload(Host((count,), I32)), ops.RowSelection(ledger, count, size))
             else:
                 self.scoring = (ledger.upload(self.targets), None)
         return self.scoring
@@ -52,7 +52,7 @@ def _accumulate_gradients(model: ReplayModel, reference: ReplayModel | None, par
     ledger = model.ledger
     losses, readers = [], []
     for part in parts:
-        targets, positions = part.scored_targets(ledger)
+        targets, positions = part.scored(ledger)
         if kl and part.ref_logp is None:
             part.ref_logp = _reference_logprobs(model, reference, part.inputs, targets, positions)
         logp = model.token_logprobs(part.inputs, targets, positions=positions)

@@ -24,6 +24,8 @@ class UpdateBatch:
 
     def scored_targets(self) -> np.ndarray:
         """The targets at `scored`, in its order."""
+        if self.scored is None:
+            raise ValueError("UpdateBatch.scored_targets: this batch lists no scored positions")
         return self.targets.reshape(-1)[self.scored]
 
 

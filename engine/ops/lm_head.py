@@ -82,10 +82,10 @@ def linear_token_logprobs(hidden: Tensor, weight: Tensor, targets, temperature: 
     of N rows); the head then runs on those rows only and the others come out 0 (TRL's `logits_to_keep`, per
     position). targets are then those rows' targets (P,), or all N of them as a host array.
     """
-    if positions is not None:
-        return _scored_rows(hidden, weight, targets, temperature, positions, block_bytes)
     if not isinstance(hidden, Tensor) or hidden.ndim != 2:
         raise ValueError(f"linear_token_logprobs: hidden must be a 2-D Tensor (N, C), got {hidden!r}")
+    if positions is not None:
+        return _scored_rows(hidden, weight, targets, temperature, positions, block_bytes)
     if not isinstance(weight, Tensor) or weight.ndim != 2 or weight.shape[1] != hidden.shape[1]:
         raise ValueError(f"linear_token_logprobs: weight must be (V, {hidden.shape[1]}) for hidden of shape "
                          f"{hidden.shape}, got {getattr(weight, 'shape', weight)}")
@@ -119,12 +119,12 @@ def linear_token_logprobs(hidden: Tensor, weight: Tensor, targets, temperature: 
 
 def _scored_rows(hidden: Tensor, weight: Tensor, targets, temperature: float, positions, block_bytes: int) -> Tensor:
     """`linear_token_logprobs` over the rows `positions` of hidden only, put back among N rows of zeros."""
-    if not isinstance(hidden, Tensor) or hidden.ndim != 2:
-        raise ValueError(f"linear_token_logprobs: hidden must be a 2-D Tensor (N, C), got {hidden!r}")
     rows = hidden.shape[0]
     selection = positions if isinstance(positions, RowSelection) else RowSelection(positions, rows, hidden.device)
     if selection.n != rows:
         raise ValueError(f"linear_token_logprobs: positions select among {selection.n} rows, hidden has {rows}")
+    if not len(selection):
+        raise ValueError("linear_token_logprobs: positions choose no row (positions=None scores every row)")
     if not isinstance(targets, Tensor):
         targets = np.asarray(targets)
         if targets.shape == (rows,) and len(selection) != rows:

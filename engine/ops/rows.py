@@ -18,7 +18,9 @@ from wgrpo.engine.tensor import Tensor
 
 
 def _gather(x: Tensor, ids: Tensor) -> Tensor:
-    """x[ids] for x (N, C) or (N,): ids (M,) int32 on the device, -1 giving a zero row."""
+    """x[ids] for float32 x of N rows (any trailing shape): ids (M,) int32 on the device, -1 giving a zero row."""
+    if x.dtype != np.float32:
+        raise TypeError(f"rows: gathers float32 rows (activations, log-probs), got {x.dtype} of shape {x.shape}")
     flat = x if x.ndim == 2 else x.view((x.shape[0], x.size // max(1, x.shape[0])))
     return embedding_forward(ids, flat).view((ids.shape[0],) + x.shape[1:])
 
@@ -41,7 +43,9 @@ class RowSelection:
 
     def __init__(self, rows, n: int, device):
         rows = np.asarray(rows)
-        if rows.ndim != 1 or (rows.size and rows.dtype.kind not in "iu"):
+        if rows.size == 0:
+            rows = rows.astype(np.int32)
+        if rows.ndim != 1 or rows.dtype.kind not in "iu":
             raise TypeError(f"rows: must be a 1-D integer array, got {rows.dtype} of shape {rows.shape}")
         if rows.size and (rows.min() < 0 or rows.max() >= n):
             bad = rows[(rows < 0) | (rows >= n)]

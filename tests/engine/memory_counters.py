@@ -53,7 +53,8 @@ class MicroBatch:
         self.scoring = None
 
     def scored(self, device):
-        """`rl.train.update.MicroBatch.scored`: the completion positions' targets and selection, uploaded once."""
+        """`rl.train.update.MicroBatch.scored`: the completion positions' targets and selection, uploaded once
+        (here the mask's positions, which are every completion token: every row is trained and full length)."""
         if self.scoring is None:
             positions = np.flatnonzero(self.mask)
             if 0 < positions.size < self.mask.size:

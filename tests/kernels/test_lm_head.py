@@ -76,6 +76,8 @@ def test_scored_positions_need_their_targets(device):
         linear_token_logprobs(h, w, Tensor.from_numpy(np.zeros(4, np.int32), device), positions=[1, 3])
     with pytest.raises(ValueError, match=r"outside \[0, 4\)"):
         linear_token_logprobs(h, w, [0, 1], positions=[1, 4])
+    with pytest.raises(ValueError, match=r"positions choose no row \(positions=None scores every row\)"):
+        linear_token_logprobs(h, w, [], positions=[])
 
 
 def test_finite_differences(device, rng):

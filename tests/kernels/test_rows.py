@@ -62,3 +62,6 @@ def test_errors_name_the_problem(device):
         put_rows(x, [0, 1], 9)
     with pytest.raises(ValueError, match="take_rows: x has 4 rows, the selection is of 9"):
         RowSelection([0], 9, device).take(x)
+    with pytest.raises(TypeError, match="rows: gathers float32 rows"):
+        take_rows(Tensor.from_numpy(np.ones((4, 2), np.int32), device), [1])
+    assert len(RowSelection([], 4, device)) == 0  # an empty selection is a selection

@@ -211,7 +211,7 @@ def test_wandb_offline_run_holds_the_metrics_config_and_completions(tmp_path, of
             history[items.pop("_step")] = {k: v for k, v in items.items() if not k.startswith("_")}
         elif kind == "run":
             run = record.run
-    assert kinds[-1:] == ["exit"], f"{log.name} ({log.stat().st_size} bytes) ends before the run's exit: {kinds}"
+    assert "exit" in kinds, f"{log.name} ({log.stat().st_size} bytes) ends before the run's exit: {kinds}"
     assert history[1] == {"train/loss": 0.5, "train/reward/mean": 0.25}  # "step" is wandb's x axis, not a metric
     assert {k: v for k, v in history[2].items() if k != "completions"} == {"train/loss": 0.25, "train/reward/mean": 0.75}
     assert history[2]["completions"]["_type"] == "table-file"
