@@ -20,12 +20,10 @@ class UpdateBatch:
     mask: np.ndarray  # (N, T) float32: 1 where the target is a completion token that is trained on
     old_logp: np.ndarray  # (N, T) float32: the rollout policy's log-prob of each target (0 off the mask)
     completion_tokens: int
-    scored: np.ndarray | None = None  # (P,) int32: the flat positions row * T + t holding a completion token's target
+    scored: np.ndarray  # (P,) int32: the flat positions row * T + t holding a completion token's target
 
     def scored_targets(self) -> np.ndarray:
         """The targets at `scored`, in its order."""
-        if self.scored is None:
-            raise ValueError("UpdateBatch.scored_targets: this batch lists no scored positions")
         return self.targets.reshape(-1)[self.scored]
 
 
@@ -53,8 +51,7 @@ def build_update_batch(prompts: Sequence[Sequence[int]], completions: Sequence[S
         scored.append(np.arange(start, start + len(completion)) + row * width)
         if keep and completion:
             mask[row, start : start + len(completion)] = 1.0
-    positions = np.concatenate(scored).astype(np.int32) if scored else np.zeros(0, np.int32)
-    return UpdateBatch(inputs, targets, mask, old_logp, int(mask.sum()), positions)
+    return UpdateBatch(inputs, targets, mask, old_logp, int(mask.sum()), np.concatenate(scored).astype(np.int32))
 
 
 def micro_batch_ranges(rows: int, per_device: int = 0, accumulation: int = 0) -> list[tuple[int, int]]:

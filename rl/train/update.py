@@ -33,7 +33,7 @@ class MicroBatch:
             from wgrpo.engine import RowSelection, Tensor
 
             batch, size = self.batch, self.batch.targets.size
-            if batch.scored is not None and 0 < batch.scored.size < size:
+            if 0 < batch.scored.size < size:
                 self.scoring = (Tensor.from_numpy(batch.scored_targets(), device),
                                 RowSelection(batch.scored, size, device))
             else:
