@@ -17,13 +17,16 @@ struct Row {
 // Query row group rg of workgroup x (kv head g): flat group f = x * GROUPS + rg, position block f / per_kv of
 // head g * per_kv + f % per_kv; lane l holds query f / per_kv * 8 + l.
 fn query_row(rg: u32, x: u32, g: u32, lane: u32) -> Row {
-    let per_kv = params.heads / params.kv_heads;
+    if (rg >= GROUPS) { return Row(0u, 0u, 0u, false); }
+    let per_kv = div_small(params.heads, params.kv_heads);
     let total = per_kv * ((params.t_q + LANES - 1u) / LANES);
     let f_raw = x * GROUPS + rg;
     let f = min(f_raw, total - 1u);
-    let i = (f / per_kv) * LANES + lane;
-    let top = min((f / per_kv) * LANES + LANES - 1u, params.t_q - 1u);
-    return Row(min(i, params.t_q - 1u), g * per_kv + f % per_kv, top, rg < GROUPS && f_raw < total && i < params.t_q);
+    let block = div_small(f, per_kv);
+    let i = block * LANES + lane;
+    let top = min(block * LANES + LANES - 1u, params.t_q - 1u);
+    return Row(min(i, params.t_q - 1u), g * per_kv + (f - block * per_kv), top,
+               rg < GROUPS && f_raw < total && i < params.t_q);
 }
 
 // Key row group rg of workgroup x: lane l holds key (x * GROUPS + rg) * 8 + l.
@@ -37,7 +40,23 @@ fn keep_row(rg: u32, r: Row) {
     row_i[rg] = r.i;
     row_h[rg] = r.h;
     row_top[rg] = r.top;
+    row_store[rg] = r.store;
     m[rg] = LOWEST;
+}
+
+// The row kept for group rg, a group number known only at run time (the loops over slot elements), by selects
+// over the kept ones: recomputing it there would divide by H / H_kv per slot element (div_small's float division
+// is cheaper than a CPU's u32 one, a scalar division per lane, but selects are cheaper still).
+fn kept_row(rg: u32) -> Row {
+    var r = Row(row_i[0], row_h[0], row_top[0], row_store[0]);
+    if (GROUPS > 1u && rg == 1u) { r = Row(row_i[1], row_h[1], row_top[1], row_store[1]); }
+    if (GROUPS > 2u && rg == 2u) { r = Row(row_i[2], row_h[2], row_top[2], row_store[2]); }
+    if (GROUPS > 3u && rg == 3u) { r = Row(row_i[3], row_h[3], row_top[3], row_store[3]); }
+    if (GROUPS > 4u && rg == 4u) { r = Row(row_i[4], row_h[4], row_top[4], row_store[4]); }
+    if (GROUPS > 5u && rg == 5u) { r = Row(row_i[5], row_h[5], row_top[5], row_store[5]); }
+    if (GROUPS > 6u && rg == 6u) { r = Row(row_i[6], row_h[6], row_top[6], row_store[6]); }
+    if (GROUPS > 7u && rg == 7u) { r = Row(row_i[7], row_h[7], row_top[7], row_store[7]); }
+    return r;
 }
 
 // Whether query i sees key j (j < T_k).
@@ -117,7 +136,7 @@ fn dkv_accumulate(s: u32, qa: Spread, da: Spread) {
 fn load_query_rows(b: u32, x: u32, g: u32, lane: u32) {
     for (var u = 0u; u < rolled(SLOTS * 8u); u++) {
         let s = u / 8u;
-        let r = query_row(s / CHUNKS, x, g, lane);
+        let r = kept_row(s / CHUNKS);
         let e = 32u * (s % CHUNKS) + 4u * (u % 8u);
         set_own_any(s, u % 8u, q4(row_base(b, r.i, params.t_q, r.h, params.heads), e) * params.scale);
     }
@@ -127,14 +146,14 @@ fn load_query_rows(b: u32, x: u32, g: u32, lane: u32) {
 fn load_query_rows_dq(b: u32, x: u32, g: u32, lane: u32) {
     for (var u = 0u; u < rolled(SLOTS * 8u); u++) {
         let s = u / 8u;
-        let r = query_row(s / CHUNKS, x, g, lane);
+        let r = kept_row(s / CHUNKS);
         let base = row_base(b, r.i, params.t_q, r.h, params.heads);
         let e = 32u * (s % CHUNKS) + 4u * (u % 8u);
         set_own_any(s, u % 8u, q4(base, e) * params.scale);
         set_own2_any(s, u % 8u, d_out4(base, e));
     }
     for (var rg = 0u; rg < rolled(GROUPS); rg++) {
-        let r = query_row(rg, x, g, lane);
+        let r = kept_row(rg);
         let stat = (b * params.heads + r.h) * params.t_q + r.i;
         set_m_any(rg, lse_saved[stat]);
         set_l_any(rg, delta_saved[stat]);
@@ -184,14 +203,14 @@ fn store_out(b: u32, x: u32, g: u32, lane: u32, nan: f32) {
     for (var u = 0u; u < rolled(SLOTS * 8u); u++) {
         let s = u / 8u;
         let rg = s / CHUNKS;
-        let r = query_row(rg, x, g, lane);
+        let r = kept_row(rg);
         if (r.store) {
             put_out(row_base(b, r.i, params.t_q, r.h, params.heads), 32u * (s % CHUNKS) + 4u * (u % 8u),
                     acc_any(s, u % 8u) * (1.0 / l_any(rg)) + nan);
         }
     }
     for (var rg = 0u; rg < rolled(GROUPS); rg++) {
-        let r = query_row(rg, x, g, lane);
+        let r = kept_row(rg);
         if (r.store) { lse[(b * params.heads + r.h) * params.t_q + r.i] = m_any(rg) + log(l_any(rg)) + nan; }
     }
 }
@@ -199,7 +218,7 @@ fn store_out(b: u32, x: u32, g: u32, lane: u32, nan: f32) {
 fn store_dq(b: u32, x: u32, g: u32, lane: u32, nan: f32) {
     for (var u = 0u; u < rolled(SLOTS * 8u); u++) {
         let s = u / 8u;
-        let r = query_row(s / CHUNKS, x, g, lane);
+        let r = kept_row(s / CHUNKS);
         if (r.store) {
             put_dq(row_base(b, r.i, params.t_q, r.h, params.heads), 32u * (s % CHUNKS) + 4u * (u % 8u),
                    acc_any(s, u % 8u) * params.scale + nan);

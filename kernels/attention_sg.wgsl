@@ -91,7 +91,8 @@ var<private> dsa: array<f32, MAX_SLOTS>;     // per group: dS (dk/dv) of the str
 var<private> row_i: array<u32, MAX_SLOTS>;   // per group: the lane's row (clamped to the last one)
 var<private> row_h: array<u32, MAX_SLOTS>;   // per group: its query head (forward, dq)
 var<private> row_top: array<u32, MAX_SLOTS>; // per group: its last query (forward, dq) or first key (dk/dv)
-var<private> live: array<bool, MAX_SLOTS>;   // per group: whether the streamed row concerns it at all
+var<private> live: array<bool, MAX_SLOTS>;      // per group: whether the streamed row concerns it at all
+var<private> row_store: array<bool, MAX_SLOTS>; // per group: whether the lane's row exists (its results are stored)
 
 // BEGIN subgroup
 
@@ -338,7 +339,7 @@ fn attention_backward_dkv_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builti
                                    @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) size: u32) {
     let b = wg.z;
     let g = wg.y;
-    let per_kv = params.heads / params.kv_heads;
+    let per_kv = div_small(params.heads, params.kv_heads);
     keep_row(0u, key_row(0u, wg.x, lane));
     keep_row(1u, key_row(1u, wg.x, lane));
     keep_row(2u, key_row(2u, wg.x, lane));
@@ -352,9 +353,10 @@ fn attention_backward_dkv_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builti
     let i_start = select(0u, first - min(first, offset()), params.causal != 0u);
     let n_q = params.t_q - i_start;  // queries per head
     let e = 4u * lane;
+    // step = (h - g * per_kv) * n_q + (i - i_start), h and i carried rather than divided out of step
+    var h = g * per_kv;
+    var i = i_start;
     for (var step = 0u; step < per_kv * n_q; step++) {
-        let h = g * per_kv + step / n_q;
-        let i = i_start + step % n_q;
         let qa = spread_q(row_base(b, i, params.t_q, h, params.heads), e);
         let da = spread_d_out(row_base(b, i, params.t_q, h, params.heads), e);
         let stat = (b * params.heads + h) * params.t_q + i;
@@ -384,6 +386,9 @@ fn attention_backward_dkv_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builti
         dkv_accumulate(5u, qa, da);
         dkv_accumulate(6u, qa, da);
         dkv_accumulate(7u, qa, da);
+        let wrap = i + 1u == params.t_q;  // the next head's first query
+        i = select(i + 1u, i_start, wrap);
+        h = select(h, h + 1u, wrap);
     }
     store_dkv(b, wg.x, g, lane, poison(lane, lid, size));
 }
