@@ -26,7 +26,7 @@ fn query_row(rg: u32, x: u32, g: u32, lane: u32) -> Row {
     let i = block * LANES + lane;
     let top = min(block * LANES + LANES - 1u, params.t_q - 1u);
     return Row(min(i, params.t_q - 1u), g * per_kv + (f - block * per_kv), top,
-               rg < GROUPS && f_raw < total && i < params.t_q);
+               f_raw < total && i < params.t_q);
 }
 
 // Key row group rg of workgroup x: lane l holds key (x * GROUPS + rg) * 8 + l.

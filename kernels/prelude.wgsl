@@ -17,7 +17,7 @@ fn flat_index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32, wg_size: u32) -> u32 {
     return workgroup_index(wg, nwg) * wg_size + lid;
 }
 
-// a / b and a % b for a < 2^22 and 1 <= b < 2^22 (row, head and position indices), exactly, through f32. CPUs have
+// a / b for a < 2^22 and 1 <= b < 2^22 (row, head and position indices), exactly, through f32. CPUs have
 // no vector integer division: a u32 `/` becomes one scalar division per SIMD lane (8 on lavapipe), where this is
 // one vector float division and two multiply-compares. The float quotient is within one of the true one (WGSL
 // allows division 2.5 ULP off; a < 2^22 keeps that under 1), and the two selects correct it either way.
@@ -25,10 +25,6 @@ fn div_small(a: u32, b: u32) -> u32 {
     var q = u32(i32(f32(i32(a)) / f32(i32(b))));  // signed conversions: one instruction each on x86
     q = select(q, q - 1u, q * b > a);
     return select(q, q + 1u, (q + 1u) * b <= a);
-}
-
-fn mod_small(a: u32, b: u32) -> u32 {
-    return a - div_small(a, b) * b;
 }
 
 // Online softmax statistics: fold value v into (running max, running sum of exp(x - max)).
