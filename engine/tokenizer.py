@@ -11,6 +11,7 @@ tokenizer_config.json, a pretrained one with its own files as it came. Reading a
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -106,7 +107,12 @@ def _train_in_worker(tokenizer: Tokenizer, trainer_settings: dict, pieces: Itera
         out, err = worker.communicate()
     except BaseException:
         worker.kill()
-        worker.communicate()
+        # not communicate() again: after one interrupted early (Ctrl-C while it flushed stdin) a second fails on
+        # state the first never set up; the killed worker's pipes are closed by hand and it is reaped
+        for pipe in (worker.stdin, worker.stdout, worker.stderr):
+            with contextlib.suppress(OSError):  # the unsent rest of stdin meets a closed pipe
+                pipe.close()
+        worker.wait()
         raise
     if worker.returncode:
         raise RuntimeError(f"train_tokenizer: the BPE training process failed (exit code {worker.returncode}): "

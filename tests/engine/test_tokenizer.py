@@ -141,6 +141,34 @@ def test_ctrl_c_stops_training_promptly():
     assert child.returncode == 3 and out.strip() == "interrupted", err
 
 
+
+def test_ctrl_c_inside_the_wait_for_the_worker_kills_it_and_raises_keyboard_interrupt(monkeypatch):
+    """Ctrl-C while communicate() still flushes the pieces to the worker: a second communicate() would fail on state
+    the first never set up (AttributeError) instead of raising KeyboardInterrupt."""
+    import wgrpo.engine.tokenizer as tokenizer_module
+
+    workers = []
+
+    class InterruptedFlush(subprocess.Popen):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            workers.append(self)
+            flush, calls = self.stdin.flush, []
+
+            def flush_once_interrupted():
+                calls.append(1)
+                if len(calls) == 1:
+                    raise KeyboardInterrupt
+                return flush()
+
+            self.stdin.flush = flush_once_interrupted
+
+    monkeypatch.setattr(tokenizer_module.subprocess, "Popen", InterruptedFlush)
+    with pytest.raises(KeyboardInterrupt):
+        train_tokenizer(CORPUS, vocab_size=300)
+    assert len(workers) == 1 and workers[0].returncode is not None  # killed and reaped
+    assert workers[0].stdin.closed and workers[0].stdout.closed and workers[0].stderr.closed
+
 def test_save_and_load(tokenizer, tmp_path):
     save_tokenizer(tokenizer, tmp_path, model_max_length=128)
     config = json.loads((tmp_path / "tokenizer_config.json").read_text())
